@@ -1,0 +1,357 @@
+"""Configuration: one YAML file per model, strictly checked, overridable from the command line.
+
+A config has these sections (see ``configs/*.yaml``):
+
+- ``model``: ``arch`` (a name in the model registry), ``num_classes`` and the builder's own
+  keyword arguments, checked against the builder's signature when the model is built;
+- ``clip``: the input contract of the model (frames, sampling rate, alpha, sizes, mean/std,
+  training fps);
+- ``labels``: a packaged label set name (``kinetics400``) or a path to a text file, one name a line;
+- ``postprocess``, ``pipeline``, ``reconnect``, ``events``, ``engine``: runtime behaviour;
+- ``streams``: the sources to read, each with an id.
+
+Unknown keys are errors with a "did you mean" hint, never silently ignored: a mistyped
+threshold that is quietly dropped is a bug a user finds weeks later.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamrec.errors import StreamrecError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+LABELS_DIR = Path(__file__).resolve().parent / "labels"
+DEFAULT_CONFIG = "slowfast_tiny"
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """What the model sees: PySlowFast's DATA.* and SLOWFAST.ALPHA."""
+
+    num_frames: int  # frames of the Fast pathway (or of the only pathway)
+    sampling_rate: int  # source frames between two Fast frames, at train_fps
+    alpha: int | None = None  # Fast/Slow frame-rate ratio; None for single-pathway models
+    short_side: int = 256  # resize the short side to this ...
+    crop_size: int = 224  # ... then take this centre crop
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    train_fps: float = 30.0
+
+    @property
+    def span(self) -> int:
+        """Source frames (at train_fps) covered by one clip."""
+        return self.num_frames * self.sampling_rate
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Engine input names: ``slow``/``fast`` for two pathways, ``frames`` for one."""
+        return ("slow", "fast") if self.alpha else ("frames",)
+
+    @property
+    def slow_frames(self) -> int:
+        return self.num_frames // self.alpha if self.alpha else self.num_frames
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    num_classes: int
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the builder's own arguments
+
+
+@dataclass(frozen=True)
+class ClassThreshold:
+    enter: float
+    exit: float
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Turning per-hop scores into action segments."""
+
+    smoothing_hops: int = 3  # average probabilities over the last N hops
+    enter_threshold: float = 0.6  # an action starts when its smoothed score rises above this
+    exit_threshold: float = 0.4  # ... and ends when it falls below this
+    top_k: int = 3
+    background_labels: tuple[str, ...] = ()  # labels that never start an action (e.g. "idle")
+    thresholds: dict[str, ClassThreshold] = field(default_factory=dict)  # per-class overrides
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    hop_frames: int = 8  # predict every N source frames ...
+    hop_seconds: float | None = None  # ... or every N seconds (takes precedence)
+    realtime: bool = False  # files: pace at the file's fps and drop frames like a camera
+    max_batch: int = 8  # views from several streams go to the engine together
+    max_wait_ms: float = 5.0  # how long a partial batch may wait for more streams
+    buffer_slack: int = 8  # extra ring-buffer frames beyond span + hop
+    status_interval_s: float = 5.0
+    stall_timeout_s: float = 5.0  # a live source with no frame for this long is reopened
+    assumed_fps: float = 30.0  # for sources that do not report their frame rate
+
+
+@dataclass(frozen=True)
+class ReconnectConfig:
+    """Exponential backoff for network and camera sources."""
+
+    initial_delay_s: float = 0.5
+    max_delay_s: float = 10.0
+    multiplier: float = 2.0
+    max_retries: int = 5  # consecutive failed opens before the stream is given up; -1 = forever
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    publish: str | None = "tcp://127.0.0.1:5555"  # ZeroMQ PUB address; null disables
+    send_hwm: int = 10000  # messages queued per subscriber before ZeroMQ drops for it
+    stdout: bool = True
+    predictions: bool = False  # also emit a `prediction` event every hop
+    event_log: str | None = None  # append-only JSONL log of every event
+    event_log_max_mb: float = 64.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    backend: str = "torch"  # torch | onnxruntime | tensorrt | auto
+    device: str = "auto"  # cpu | cuda | auto
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (backend-dependent)
+    threads: int = 0  # CPU threads for the engine; 0 = library default
+    engine_file: str | None = None  # a prebuilt .onnx / TensorRT engine
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    id: str
+    source: str
+    hop_frames: int | None = None  # per-stream override of pipeline.hop_frames
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig
+    clip: ClipConfig
+    labels: str
+    checkpoint: str | None = None
+    postprocess: PostprocessConfig = PostprocessConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    reconnect: ReconnectConfig = ReconnectConfig()
+    events: EventsConfig = EventsConfig()
+    engine: EngineConfig = EngineConfig()
+    streams: tuple[StreamConfig, ...] = ()
+    name: str = ""  # the config's file stem, for engine cache names
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, as loaded from YAML (round-trips through `config_from_dict`)."""
+        data = dataclasses.asdict(self)
+        model = data.pop("model")
+        data["model"] = {"arch": model["arch"], "num_classes": model["num_classes"], **model["kwargs"]}
+        return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config is named by path or by stem in ``configs/`` (``slowfast_r50_8x8``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = CONFIG_DIR / f"{path.name}.yaml" if path.suffix == "" else CONFIG_DIR / path.name
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise StreamrecError(
+        f"config '{name_or_path}' not found; pass a YAML path or one of: {', '.join(known)}"
+    )
+
+
+def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] | None = None) -> Config:
+    """Load a config file and apply ``key.path=value`` overrides (values parsed as YAML)."""
+    path = resolve_config_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise StreamrecError(f"config {path} is not valid YAML ({exc}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise StreamrecError(f"config {path} must be a mapping of sections; see configs/slowfast_tiny.yaml")
+    for item in overrides or []:
+        apply_override(data, item)
+    data.setdefault("name", path.stem)
+    return config_from_dict(data, source=str(path))
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in a nested dict; the value is parsed as YAML (``0.7``, ``[1,2]``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise StreamrecError(f"override '{item}' must look like section.key=value (e.g. pipeline.hop_frames=4)")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise StreamrecError(f"override '{item}': '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    data = copy.deepcopy(data)
+    model = data.get("model")
+    if not isinstance(model, dict) or "arch" not in model or "num_classes" not in model:
+        raise StreamrecError(f"{source}: section 'model' needs at least 'arch' and 'num_classes'")
+    arch, num_classes = model.pop("arch"), model.pop("num_classes")
+    data["model"] = {"arch": arch, "num_classes": num_classes, "kwargs": model}
+    streams = data.get("streams") or []
+    if not isinstance(streams, list):
+        raise StreamrecError(f"{source}: 'streams' must be a list of {{id, source}} entries")
+    data["streams"] = [parse_stream_entry(entry, i, source) for i, entry in enumerate(streams)]
+    config = _build(Config, data, source, "")
+    validate(config, source)
+    return config
+
+
+def parse_stream_entry(entry: Any, index: int, source: str = "command line") -> dict[str, Any]:
+    """A stream is ``{id, source}``, a bare source string, or ``ID=SOURCE``."""
+    if isinstance(entry, dict):
+        entry = dict(entry)
+        entry.setdefault("id", f"cam{index}")
+        return entry
+    if isinstance(entry, (str, int)):
+        text = str(entry)
+        match = re.match(r"^([A-Za-z_][\w.-]*)=(.+)$", text)
+        if match and "/" not in match.group(1) and ":" not in match.group(1):
+            return {"id": match.group(1), "source": match.group(2)}
+        return {"id": f"cam{index}", "source": text}
+    raise StreamrecError(f"{source}: stream entry {entry!r} must be a source string or {{id, source}}")
+
+
+def _build(cls: type, data: Any, source: str, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise StreamrecError(f"{source}: '{where or 'config'}' must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            full = f"{where}.{key}" if where else key
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            raise StreamrecError(f"{source}: unknown config key '{full}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, source, f"{where}.{key}" if where else key)
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise StreamrecError(f"{source}: section '{where or 'config'}' is missing required key(s): {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, source: str, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, source, where)
+    if dataclasses.is_dataclass(hint):
+        if hint is ClassThreshold and isinstance(value, (list, tuple)) and len(value) == 2:
+            value = {"enter": value[0], "exit": value[1]}
+        return _build(hint, value, source, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise StreamrecError(f"{source}: '{where}' must be a list, got {value!r}")
+        item_type = args[0]
+        return tuple(_coerce(item_type, v, source, where) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise StreamrecError(f"{source}: '{where}' must be a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, source, f"{where}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # a camera index written as a number
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise StreamrecError(f"{source}: '{where}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def validate(config: Config, source: str) -> None:
+    clip, post, pipe = config.clip, config.postprocess, config.pipeline
+    checks = [
+        (clip.num_frames >= 1 and clip.sampling_rate >= 1, "clip.num_frames and clip.sampling_rate must be >= 1"),
+        (clip.alpha is None or (clip.alpha >= 1 and clip.num_frames % clip.alpha == 0),
+         "clip.num_frames must be a multiple of clip.alpha"),
+        (clip.crop_size <= clip.short_side, "clip.crop_size must not exceed clip.short_side"),
+        (len(clip.mean) == 3 and len(clip.std) == 3, "clip.mean and clip.std need 3 values (R, G, B)"),
+        (0.0 <= post.exit_threshold <= post.enter_threshold <= 1.0,
+         "postprocess needs 0 <= exit_threshold <= enter_threshold <= 1"),
+        (all(0 <= t.exit <= t.enter <= 1 for t in post.thresholds.values()),
+         "postprocess.thresholds entries need 0 <= exit <= enter <= 1"),
+        (post.smoothing_hops >= 1 and post.top_k >= 1, "postprocess.smoothing_hops and top_k must be >= 1"),
+        (pipe.hop_frames >= 1, "pipeline.hop_frames must be >= 1"),
+        (pipe.hop_seconds is None or pipe.hop_seconds > 0, "pipeline.hop_seconds must be > 0"),
+        (pipe.max_batch >= 1, "pipeline.max_batch must be >= 1"),
+        (config.engine.backend in ("torch", "onnxruntime", "tensorrt", "auto"),
+         "engine.backend must be one of torch, onnxruntime, tensorrt, auto"),
+        (len({s.id for s in config.streams}) == len(config.streams), "stream ids must be unique"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise StreamrecError(f"{source}: {message}")
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def labels_path(labels: str) -> Path:
+    """A packaged label set (``kinetics400``) or a path to a text file."""
+    packaged = LABELS_DIR / f"{labels}.txt"
+    if packaged.is_file():
+        return packaged
+    path = Path(labels)
+    if path.is_file():
+        return path
+    if not path.is_absolute() and (REPO_ROOT / path).is_file():
+        return REPO_ROOT / path
+    known = sorted(p.stem for p in LABELS_DIR.glob("*.txt"))
+    raise StreamrecError(f"label file '{labels}' not found; give a path or one of: {', '.join(known)}")
+
+
+def load_labels(config: Config) -> list[str]:
+    """Class names, checked against the model's class count."""
+    path = labels_path(config.labels)
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(names) != config.model.num_classes:
+        raise StreamrecError(
+            f"label file {path} has {len(names)} names but the model has {config.model.num_classes} classes; "
+            "use the label file the checkpoint was trained with or set model.num_classes"
+        )
+    return names

@@ -1,0 +1,59 @@
+"""Which source frames make a clip: PySlowFast's sampling, by index and by timestamp.
+
+Training and streaming must pick frames the same way, or a model sees at run time clips
+unlike those it learned from. Both the scheduler and the training data loader call these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamrec.config import ClipConfig
+
+
+def fast_offsets(clip: ClipConfig) -> np.ndarray:
+    """Offsets of the Fast (or only) pathway's frames within a span of ``num_frames * sampling_rate``.
+
+    ``floor(linspace(0, span - 1, num_frames))``: PySlowFast's ``temporal_sampling`` at the
+    training frame rate.
+    """
+    return np.floor(np.linspace(0, clip.span - 1, clip.num_frames)).astype(np.int64)
+
+
+def slow_positions(clip: ClipConfig) -> np.ndarray:
+    """Positions of the Slow pathway's frames *among the Fast frames* (``pack_pathway_output``)."""
+    if not clip.alpha:
+        return np.arange(clip.num_frames)
+    return np.floor(np.linspace(0, clip.num_frames - 1, clip.num_frames // clip.alpha)).astype(np.int64)
+
+
+def clip_duration(clip: ClipConfig) -> float:
+    """Seconds from the first to the last frame of a clip at the training frame rate."""
+    return (clip.span - 1) / clip.train_fps
+
+
+def frames_for_duration(clip: ClipConfig, fps: float) -> int:
+    """How many source frames at ``fps`` cover one clip (for sizing the ring buffer)."""
+    return int(np.ceil(clip_duration(clip) * fps)) + 1
+
+
+def indices_by_time(clip: ClipConfig, times: np.ndarray, end_time: float) -> np.ndarray:
+    """Pick Fast frames by timestamp so a clip covers the same seconds at any source frame rate.
+
+    ``times`` are the candidate frames' timestamps in seconds, ascending; the clip ends at
+    ``end_time``. Each wanted time ``end_time - (span - 1 - offset) / train_fps`` takes the
+    frame nearest to it (the earlier one on a tie). Returns positions into ``times``. At the
+    training frame rate with exact timestamps this equals `fast_offsets`.
+    """
+    wanted = end_time - (clip.span - 1 - fast_offsets(clip)) / clip.train_fps
+    right = np.searchsorted(times, wanted, side="left").clip(1, len(times) - 1)
+    left = right - 1
+    take_right = (times[right] - wanted) < (wanted - times[left])
+    return np.where(take_right, right, left)
+
+
+def split_pathways(clip: ClipConfig, fast: np.ndarray) -> dict[str, np.ndarray]:
+    """Engine inputs from the Fast frames ``[..., T_fast, H, W, 3]`` (the Slow view is a subset)."""
+    if not clip.alpha:
+        return {"frames": fast}
+    return {"slow": np.take(fast, slow_positions(clip), axis=-4), "fast": fast}
