@@ -1,0 +1,43 @@
+"""The command line: a thin table of subcommands, each a module in `streamrec.commands`.
+
+Each command module defines ``configure(parser)`` and ``main(args) -> int``; its one-line help
+stands in the table below.
+Modules are imported only when their command runs, so ``run --backend onnxruntime`` never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from streamrec.errors import StreamrecError
+
+COMMANDS = {  # name: (module, help)
+    "run": ("streamrec.commands.run", "recognise actions on one or more streams and publish events"),
+    "subscribe": ("streamrec.commands.subscribe", "print the events a running pipeline publishes"),
+}
+DEFAULT_COMMAND = "run"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, DEFAULT_COMMAND)  # `run_stream.py --quiet` means `run_stream.py run --quiet`
+    name = argv[0]
+    parser = argparse.ArgumentParser(prog="run_stream.py", description="Real-time action recognition for camera streams.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command, (module_name, help_text) in COMMANDS.items():
+        sub = commands.add_parser(command, help=help_text, description=help_text)
+        if command == name:  # only the chosen command's module is imported
+            importlib.import_module(module_name).configure(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return importlib.import_module(COMMANDS[name][0]).main(args)
+    except StreamrecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
