@@ -1,0 +1,161 @@
+"""One capture thread per stream: read, stamp, convert, resize, store in the ring buffer.
+
+The thread never waits for inference on a live source: a slow engine means older frames are
+overwritten, not that the camera stalls. Offline files are the exception by design: every
+frame is processed, so the thread waits for room in the buffer and results are deterministic.
+Drops of reconnectable sources are reopened with exponential backoff; every change of state
+is reported through ``on_state`` for the pipeline to publish.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from typing import Callable
+
+from streamrec.config import ClipConfig, PipelineConfig, ReconnectConfig
+from streamrec.ringbuffer import RingBuffer
+from streamrec.sampling import frames_for_duration
+from streamrec.sources import FrameSource, SourceUnavailable
+from streamrec.transforms import fit_frame
+
+log = logging.getLogger(__name__)
+
+
+class StreamState(str, enum.Enum):
+    CONNECTING = "connecting"
+    LIVE = "live"
+    STALLED = "stalled"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"
+
+
+StateCallback = Callable[[str, StreamState, str], None]  # (stream id, new state, detail)
+
+
+class Capture(threading.Thread):
+    def __init__(self, stream_id: str, source: FrameSource, display: str, clip: ClipConfig,
+                 pipeline: PipelineConfig, reconnect: ReconnectConfig, hop_frames: int,
+                 on_frame: Callable[[], None], on_state: StateCallback):
+        super().__init__(name=f"capture-{stream_id}", daemon=True)
+        self.stream_id = stream_id
+        self.source = source
+        self.display = display  # credentials redacted
+        self.clip = clip
+        self.pipeline = pipeline
+        self.reconnect = reconnect
+        self.hop_frames = hop_frames
+        self.offline = not source.live and not pipeline.realtime
+        self.on_frame = on_frame
+        self.on_state = on_state
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()  # set once the first open succeeded or failed for good
+        self.ring: RingBuffer | None = None
+        self.fps = pipeline.assumed_fps
+        self.state = StreamState.CONNECTING
+        self.error: str | None = None  # why the stream could not be opened at all
+        self.frames_captured = 0
+        self.frames_dropped = 0  # realtime file playback skipped these to keep pace
+        self.last_frame_time = time.monotonic()
+        self.source_size: tuple[int, int] | None = None  # (width, height) of the latest frame
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        try:
+            self._set_state(StreamState.CONNECTING, self.display)
+            if not self._open_with_backoff():
+                return
+            self._create_ring()
+            self.ready.set()
+            self._capture_loop()
+        except Exception as exc:  # a bug or an unexpected decoder failure must not kill the process
+            log.exception("capture thread of stream %s failed", self.stream_id)
+            self.error = self.error or f"capture failed: {exc}"
+            self._set_state(StreamState.ENDED, f"error: {exc}")
+        finally:
+            self.source.close()
+            self.ready.set()
+            if self.state is not StreamState.ENDED:
+                self._set_state(StreamState.ENDED, "stopped")
+
+    # ------------------------------------------------------------------ internals
+
+    def _set_state(self, state: StreamState, detail: str = "") -> None:
+        self.state = state
+        self.on_state(self.stream_id, state, detail)
+
+    def _open_with_backoff(self) -> bool:
+        """Open the source, retrying with exponential backoff where it can come back."""
+        delay = self.reconnect.initial_delay_s
+        failures = 0
+        while not self.stop_event.is_set():
+            try:
+                self.source.open()
+                self.last_frame_time = time.monotonic()
+                return True
+            except SourceUnavailable as exc:
+                failures += 1
+                retries_left = self.reconnect.max_retries < 0 or failures <= self.reconnect.max_retries
+                if not self.source.reconnectable or not retries_left:
+                    attempts = f" after {failures} attempts" if failures > 1 else ""
+                    self.error = f"stream {self.stream_id}: {exc}{attempts}"
+                    self._set_state(StreamState.ENDED, f"unavailable: {exc}")
+                    return False
+                log.warning("stream %s: %s; retrying in %.1f s", self.stream_id, exc, delay)
+                self._set_state(StreamState.RECONNECTING, f"retry in {delay:.1f} s: {exc}")
+                self.stop_event.wait(delay)
+                delay = min(delay * self.reconnect.multiplier, self.reconnect.max_delay_s)
+        return False
+
+    def _create_ring(self) -> None:
+        """Size the buffer once, from the first open's frame rate: clip span + hop + slack."""
+        self.fps = self.source.fps or self.pipeline.assumed_fps
+        capacity = frames_for_duration(self.clip, self.fps) + self.hop_frames + self.pipeline.buffer_slack
+        self.ring = RingBuffer(capacity, self.clip.crop_size, self.clip.crop_size)
+        log.info("stream %s: %s at %.1f fps, ring buffer %d frames (%.1f MiB)", self.stream_id, self.display,
+                 self.fps, capacity, self.ring.nbytes / 2**20)
+
+    def _capture_loop(self) -> None:
+        ring = self.ring
+        paced = not self.source.live and self.pipeline.realtime
+        first_timestamp: float | None = None
+        wall_start = time.monotonic()
+        self._set_state(StreamState.LIVE, self.display)
+        while not self.stop_event.is_set():
+            if self.offline and not ring.wait_for_room(timeout=0.1):
+                continue
+            item = self.source.read()
+            now = time.monotonic()
+            if item is None:
+                if not self.source.reconnectable:
+                    self._set_state(StreamState.ENDED, "end of stream")
+                    return
+                self.source.close()
+                self._set_state(StreamState.RECONNECTING, "source dropped")
+                if not self._open_with_backoff():
+                    return
+                self._set_state(StreamState.LIVE, self.display)
+                continue
+            frame, timestamp = item
+            if timestamp is None:
+                timestamp = now - wall_start if self.source.live else self.frames_captured / self.fps
+            if paced:
+                first_timestamp = timestamp if first_timestamp is None else first_timestamp
+                due = wall_start + (timestamp - first_timestamp)
+                if now > due + 1.0 / self.fps:  # behind the file's clock: drop, like a camera would
+                    self.frames_dropped += 1
+                    continue
+                self.stop_event.wait(max(0.0, due - now))
+            self.source_size = (frame.shape[1], frame.shape[0])
+            ring.write(fit_frame(frame, self.clip.short_side, self.clip.crop_size), now, timestamp)
+            self.frames_captured += 1
+            self.last_frame_time = now
+            if self.state is not StreamState.LIVE:
+                self._set_state(StreamState.LIVE, "frames flowing again")
+            self.on_frame()

@@ -1,0 +1,238 @@
+"""The streaming pipeline: sources → capture threads → ring buffers → scheduler → engine →
+postprocess → events.
+
+One thread (the caller's) owns the scheduler, the engine and the event bus; capture threads
+only write frames and report state changes through a queue, so every event is emitted, and
+numbered, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from streamrec.backends import Engine
+from streamrec.capture import Capture, StreamState
+from streamrec.config import Config, StreamConfig
+from streamrec.errors import StreamrecError
+from streamrec.events import EventBus
+from streamrec.postprocess import ActionChange, ActionTracker
+from streamrec.scheduler import Scheduler, StreamSchedule, View, stack
+from streamrec.sources import create_source, parse_source
+
+log = logging.getLogger(__name__)
+JOIN_TIMEOUT_S = 3.0  # shutdown never waits longer than this for a capture thread
+
+
+@dataclass
+class StreamRuntime:
+    """Everything the pipeline holds for one stream."""
+
+    config: StreamConfig
+    capture: Capture
+    display: str
+    schedule: StreamSchedule | None = None
+    tracker: ActionTracker | None = None
+    ending: bool = False  # the source ended; serve what is left in the buffer, then close
+    closed: bool = False
+    last_clip_end: float = 0.0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+    status_frames: int = 0  # frames_captured at the previous status event, for fps_in
+    status_time: float = field(default_factory=time.monotonic)
+
+
+# Called with (view, smoothed scores, tracker) after every hop; used by the annotated-video writer.
+HopObserver = Callable[[View, np.ndarray, ActionTracker], None]
+
+
+class Pipeline:
+    def __init__(self, config: Config, engine: Engine, labels: list[str], bus: EventBus,
+                 observers: list[HopObserver] | None = None):
+        if not config.streams:
+            raise StreamrecError("no stream to read; pass --source (a file, camera index, URL or 'synthetic')")
+        self.config = config
+        self.engine = engine
+        self.labels = labels
+        self.bus = bus
+        self.observers = observers or []
+        self.stop_event = threading.Event()
+        pipe = config.pipeline
+        self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
+        self._state_changes: queue.SimpleQueue = queue.SimpleQueue()
+        self.streams: dict[str, StreamRuntime] = {}
+        for stream in config.streams:
+            spec = parse_source(stream.source)
+            source = create_source(spec, read_timeout_s=pipe.stall_timeout_s)
+            capture = Capture(stream.id, source, spec.display, config.clip, pipe, config.reconnect,
+                              hop_frames=stream.hop_frames or pipe.hop_frames, on_frame=self.scheduler.notify,
+                              on_state=self._on_state)
+            self.streams[stream.id] = StreamRuntime(stream, capture, spec.display)
+
+    def _on_state(self, stream_id: str, state: StreamState, detail: str) -> None:
+        self._state_changes.put((stream_id, state, detail))  # from capture threads; published by run()
+
+    def stop(self) -> None:
+        """Ask a running pipeline to finish (safe from signal handlers and other threads)."""
+        self.stop_event.set()
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> None:
+        """Serve every stream until all have ended or `stop` is called; closes open actions."""
+        try:
+            self._start()
+            self._serve()
+        finally:
+            self._shutdown()
+
+    def _start(self) -> None:
+        for runtime in self.streams.values():
+            runtime.capture.start()
+        for runtime in self.streams.values():
+            while not runtime.capture.ready.wait(0.1):
+                self._publish_state_changes()
+                if self.stop_event.is_set():
+                    return
+            if runtime.capture.error:
+                raise StreamrecError(runtime.capture.error)
+            self._attach(runtime)
+        self._publish_state_changes()
+
+    def _attach(self, runtime: StreamRuntime) -> None:
+        capture = runtime.capture
+        hop = self._hop_frames(runtime.config, capture.fps)
+        runtime.schedule = StreamSchedule(runtime.config.id, capture.ring, self.config.clip, capture.fps, hop,
+                                          offline=capture.offline, live_clock=capture.source.live)
+        runtime.tracker = ActionTracker(self.labels, self.config.postprocess)
+        self.scheduler.add(runtime.schedule)
+
+    def _hop_frames(self, stream: StreamConfig, fps: float) -> int:
+        if stream.hop_frames:
+            return stream.hop_frames
+        if self.config.pipeline.hop_seconds:
+            return max(1, round(self.config.pipeline.hop_seconds * fps))
+        return self.config.pipeline.hop_frames
+
+    def _serve(self) -> None:
+        next_status = time.monotonic() + self.config.pipeline.status_interval_s
+        while not self.stop_event.is_set():
+            self._publish_state_changes()
+            self._detect_stalls()
+            if time.monotonic() >= next_status:
+                for runtime in self.streams.values():
+                    if not runtime.closed:
+                        self._emit_status(runtime, runtime.capture.state.value, "periodic")
+                next_status = time.monotonic() + self.config.pipeline.status_interval_s
+            views = self.scheduler.next_batch(timeout=0.1)
+            if views:
+                self._infer(views)
+            else:
+                self._close_ended_streams()
+                if all(r.closed for r in self.streams.values()):
+                    return
+
+    def _infer(self, views: list[View]) -> None:
+        try:
+            logits = self.engine.infer(stack(views))
+        except Exception:
+            ids = ", ".join(v.stream_id for v in views)
+            log.exception("engine failed on a batch of %d views (streams %s); batch dropped", len(views), ids)
+            return
+        for view, row in zip(views, logits):
+            runtime = self.streams[view.stream_id]
+            changes = runtime.tracker.update(row, view.clip_end)
+            runtime.last_clip_end = view.clip_end
+            latency_ms = (time.monotonic() - view.newest_capture_time) * 1000.0
+            runtime.latencies_ms.append(latency_ms)
+            common = {"clip_start": round(view.clip_start, 3), "clip_end": round(view.clip_end, 3),
+                      "latency_ms": round(latency_ms, 1)}
+            for change in changes:
+                self._emit_action(runtime, change, common)
+            if self.config.events.predictions:
+                self.bus.emit("prediction", view.stream_id, topk=runtime.tracker.top_k(), **common)
+            for observer in self.observers:
+                observer(view, runtime.tracker.scores, runtime.tracker)
+
+    def _emit_action(self, runtime: StreamRuntime, change: ActionChange, common: dict) -> None:
+        fields = {"label": change.label, "score": round(change.score, 4), "topk": runtime.tracker.top_k(), **common}
+        if change.type == "action_end":
+            fields["started_at"] = round(change.started_at, 3)
+            fields["duration_s"] = round(common["clip_end"] - change.started_at, 3)
+        self.bus.emit(change.type, runtime.config.id, **fields)
+
+    # ------------------------------------------------------------------ stream state
+
+    def _publish_state_changes(self) -> None:
+        while True:
+            try:
+                stream_id, state, detail = self._state_changes.get_nowait()
+            except queue.Empty:
+                return
+            runtime = self.streams[stream_id]
+            if state is StreamState.ENDED:
+                runtime.ending = True
+            self._emit_status(runtime, state.value, detail)
+
+    def _detect_stalls(self) -> None:
+        """A live source that stops delivering without closing is reported; its read timeout reopens it."""
+        now = time.monotonic()
+        for runtime in self.streams.values():
+            capture = runtime.capture
+            if (capture.state is StreamState.LIVE and capture.source.live
+                    and now - capture.last_frame_time > self.config.pipeline.stall_timeout_s):
+                capture.state = StreamState.STALLED
+                self._emit_status(runtime, StreamState.STALLED.value,
+                                  f"no frame for {now - capture.last_frame_time:.1f} s")
+
+    def _close_ended_streams(self) -> None:
+        for runtime in self.streams.values():
+            if runtime.ending and not runtime.closed and not (runtime.schedule and runtime.schedule.due()):
+                self._close_stream(runtime)
+
+    def _close_stream(self, runtime: StreamRuntime) -> None:
+        runtime.closed = True
+        if runtime.schedule:
+            self.scheduler.remove(runtime.config.id)
+        if runtime.tracker:
+            common = {"clip_start": round(runtime.last_clip_end, 3), "clip_end": round(runtime.last_clip_end, 3),
+                      "latency_ms": 0.0}
+            for change in runtime.tracker.close():
+                self._emit_action(runtime, change, common)
+
+    def _emit_status(self, runtime: StreamRuntime, state: str, detail: str) -> None:
+        capture, now = runtime.capture, time.monotonic()
+        elapsed = max(now - runtime.status_time, 1e-6)
+        fps_in = (capture.frames_captured - runtime.status_frames) / elapsed
+        runtime.status_frames, runtime.status_time = capture.frames_captured, now
+        latencies = np.array(runtime.latencies_ms) if runtime.latencies_ms else None
+        schedule = runtime.schedule
+        self.bus.emit(
+            "status", runtime.config.id,
+            state=state, detail=detail, source=runtime.display,
+            fps_in=round(fps_in, 2),
+            frames_captured=capture.frames_captured, frames_dropped=capture.frames_dropped,
+            hops_served=schedule.views if schedule else 0,
+            hops_skipped=schedule.hops_skipped if schedule else 0,
+            latency_ms_p50=round(float(np.percentile(latencies, 50)), 1) if latencies is not None else None,
+            latency_ms_p99=round(float(np.percentile(latencies, 99)), 1) if latencies is not None else None,
+        )
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _shutdown(self) -> None:
+        for runtime in self.streams.values():
+            runtime.capture.stop()
+        for runtime in self.streams.values():
+            if runtime.capture.is_alive():
+                runtime.capture.join(JOIN_TIMEOUT_S)
+        self._publish_state_changes()
+        for runtime in self.streams.values():
+            if not runtime.closed:
+                self._close_stream(runtime)

@@ -1,0 +1,88 @@
+"""From per-hop logits to action segments: softmax, smoothing, top-k and hysteresis.
+
+A single hop's scores flicker; people want to be told once when an action starts and once
+when it ends. Scores are averaged over the last few hops, and each class has two thresholds:
+an action starts when its smoothed score rises to ``enter`` and ends only when it falls below
+``exit``, so a score hovering near one threshold does not produce a storm of events.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamrec.config import PostprocessConfig
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class ActiveAction:
+    label: str
+    started_at: float  # source seconds (clip end of the hop that started it)
+    peak_score: float
+
+
+@dataclass(frozen=True)
+class ActionChange:
+    """An ``action_start`` or ``action_end`` for the events stage to publish."""
+
+    type: str
+    label: str
+    score: float
+    started_at: float  # source seconds; for an end, the start of the segment it closes
+
+
+class ActionTracker:
+    """The action state of one stream."""
+
+    def __init__(self, labels: list[str], config: PostprocessConfig):
+        self.labels = labels
+        self.config = config
+        self.enter = np.full(len(labels), config.enter_threshold)
+        self.exit = np.full(len(labels), config.exit_threshold)
+        for name, threshold in config.thresholds.items():
+            if name not in labels:
+                raise ValueError(f"postprocess.thresholds names unknown label '{name}'")
+            self.enter[labels.index(name)] = threshold.enter
+            self.exit[labels.index(name)] = threshold.exit
+        self.trackable = np.array([name not in config.background_labels for name in labels])
+        self.history: deque[np.ndarray] = deque(maxlen=config.smoothing_hops)
+        self.active: dict[int, ActiveAction] = {}
+        self.scores = np.zeros(len(labels))  # the latest smoothed scores
+
+    def update(self, logits: np.ndarray, time: float) -> list[ActionChange]:
+        """Feed one hop's logits (its clip ending at ``time`` source seconds); returns starts and ends."""
+        self.history.append(softmax(logits.astype(np.float64)))
+        self.scores = np.mean(self.history, axis=0)
+        changes = []
+        for index in list(self.active):
+            action = self.active[index]
+            action.peak_score = max(action.peak_score, float(self.scores[index]))
+            if self.scores[index] < self.exit[index]:
+                del self.active[index]
+                changes.append(ActionChange("action_end", action.label, float(self.scores[index]), action.started_at))
+        rising = np.flatnonzero(self.trackable & (self.scores >= self.enter))
+        for index in rising[np.argsort(-self.scores[rising])]:
+            if index not in self.active:
+                self.active[index] = ActiveAction(self.labels[index], time, float(self.scores[index]))
+                changes.append(ActionChange("action_start", self.labels[index], float(self.scores[index]), time))
+        return changes
+
+    def close(self) -> list[ActionChange]:
+        """End every open action (at shutdown or when the stream ends)."""
+        changes = [ActionChange("action_end", a.label, float(self.scores[i]), a.started_at)
+                   for i, a in self.active.items()]
+        self.active.clear()
+        return changes
+
+    def top_k(self) -> list[list]:
+        """``[[label, score], ...]`` of the current smoothed scores, best first."""
+        order = np.argsort(-self.scores)[: self.config.top_k]
+        return [[self.labels[i], round(float(self.scores[i]), 4)] for i in order]

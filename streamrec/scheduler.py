@@ -1,0 +1,173 @@
+"""Every hop, take the newest clip of each stream and batch the clips of several streams.
+
+Per stream, a `StreamSchedule` knows when the next view is due and which frames it takes
+(PySlowFast's sampling, by index at the training frame rate, by timestamp otherwise). The
+`Scheduler` gathers due views across streams, round-robin so that no stream starves, into
+one batch for the engine, waiting at most ``max_wait_ms`` for a partial batch to fill.
+
+Back-pressure is built in: views are cut only when the engine asks for a batch, so a stream
+whose hops passed while the engine was busy gets one view of its newest frames, never a
+queue of stale ones; the hops skipped are counted. Offline files are the exception: every
+hop is served, and the capture thread waits for the frames to be released.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamrec.config import ClipConfig
+from streamrec.ringbuffer import FramesGone, RingBuffer
+from streamrec.sampling import fast_offsets, frames_for_duration, indices_by_time, split_pathways
+
+FPS_TOLERANCE = 0.01  # within 1% of the training rate, frames are picked by index
+
+
+@dataclass
+class View:
+    """One clip of one stream, ready for the engine."""
+
+    stream_id: str
+    inputs: dict[str, np.ndarray]  # per engine input name, uint8 [T, H, W, 3]
+    end_index: int  # absolute index of the newest frame
+    clip_start: float  # source seconds of the first and last frame
+    clip_end: float
+    newest_capture_time: float  # monotonic time the newest frame was read
+    hops_skipped: int  # hops that passed without a view since the previous one
+
+
+class StreamSchedule:
+    def __init__(self, stream_id: str, ring: RingBuffer, clip: ClipConfig, fps: float, hop_frames: int,
+                 offline: bool, live_clock: bool):
+        self.stream_id = stream_id
+        self.ring = ring
+        self.clip = clip
+        self.hop = hop_frames
+        self.offline = offline
+        self.live_clock = live_clock  # sample by capture time (cameras) rather than source timestamps
+        self.by_index = abs(fps - clip.train_fps) <= FPS_TOLERANCE * clip.train_fps
+        # Frames one view spans: exact by index; by time, the frames covering the clip's seconds.
+        self.window = clip.span if self.by_index else frames_for_duration(clip, fps) + 1
+        self.window = min(self.window, ring.capacity - 1)
+        self.next_end = self.window - 1  # the first view needs a full window
+        self.origin: float | None = None  # live clock of the stream's first frame
+        self.views = 0
+        self.hops_skipped = 0
+
+    def due(self) -> bool:
+        return self.ring.head - 1 >= self.next_end
+
+    def take(self) -> View | None:
+        """Cut the view that is due (offline: exactly the next hop; live: the newest frames)."""
+        newest = self.ring.head - 1
+        if newest < self.next_end:
+            return None
+        end = self.next_end if self.offline else newest
+        skipped = 0 if self.offline else (end - self.next_end) // self.hop
+        try:
+            view = self._cut(end, skipped)
+        except FramesGone:  # overwritten while we cut it: the capture outran us; try the newest next time
+            view = None
+            skipped += 1
+        self.next_end = end + self.hop
+        self.hops_skipped += skipped
+        if self.offline:
+            self.ring.release(self.next_end - self.window + 1)
+        return view
+
+    def _cut(self, end: int, skipped: int) -> View:
+        start = end - self.window + 1
+        if self.by_index:
+            indices = start + fast_offsets(self.clip)
+        else:
+            candidates = np.arange(max(start, self.ring.oldest_readable()), end + 1)
+            times = self._clock(candidates)
+            indices = candidates[indices_by_time(self.clip, times, times[-1])]
+        frames = self.ring.read(indices)
+        times = frames.capture_times if self.live_clock else frames.media_times
+        if self.origin is None:
+            self.origin = times[0] if self.live_clock else 0.0
+        self.views += 1
+        return View(
+            stream_id=self.stream_id,
+            inputs=split_pathways(self.clip, frames.pixels),
+            end_index=end,
+            clip_start=float(times[0] - self.origin),
+            clip_end=float(times[-1] - self.origin),
+            newest_capture_time=float(frames.capture_times[-1]),
+            hops_skipped=skipped,
+        )
+
+    def _clock(self, indices: np.ndarray) -> np.ndarray:
+        capture_times, media_times = self.ring.read_times(indices)
+        return capture_times if self.live_clock else media_times
+
+
+class Scheduler:
+    """Gathers due views across streams into batches for one shared engine."""
+
+    def __init__(self, max_batch: int, max_wait_s: float):
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.schedules: list[StreamSchedule] = []
+        self._next = 0  # round-robin start, so the first streams do not always win a full batch
+        self._frames_arrived = threading.Event()
+
+    def add(self, schedule: StreamSchedule) -> None:
+        self.schedules.append(schedule)
+
+    def remove(self, stream_id: str) -> None:
+        self.schedules = [s for s in self.schedules if s.stream_id != stream_id]
+
+    def notify(self) -> None:
+        """Called by capture threads after each frame."""
+        self._frames_arrived.set()
+
+    def next_batch(self, timeout: float) -> list[View]:
+        """Up to ``max_batch`` views, or an empty list if none became due within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        views = self._collect([])
+        while not views and self._wait_until(deadline):
+            views = self._collect(views)
+        fill_deadline = min(deadline, time.monotonic() + self.max_wait_s)
+        while views and len(views) < self.max_batch and self._waiting_streams(views) and self._wait_until(fill_deadline):
+            views = self._collect(views)
+        return views
+
+    def _wait_until(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self._frames_arrived.wait(remaining)
+        self._frames_arrived.clear()
+        return True
+
+    def _waiting_streams(self, views: list[View]) -> bool:
+        """Some stream without a view in this batch may still become due."""
+        taken = {v.stream_id for v in views}
+        return any(s.stream_id not in taken for s in self.schedules)
+
+    def _collect(self, views: list[View]) -> list[View]:
+        taken = {v.stream_id for v in views}
+        count = len(self.schedules)
+        for offset in range(count):
+            if len(views) >= self.max_batch:
+                break
+            schedule = self.schedules[(self._next + offset) % count]
+            if schedule.stream_id in taken or not schedule.due():
+                continue
+            view = schedule.take()
+            if view is not None:
+                views.append(view)
+                taken.add(schedule.stream_id)
+        if count:
+            self._next = (self._next + 1) % count
+        return views
+
+
+def stack(views: list[View]) -> dict[str, np.ndarray]:
+    """One engine batch from views: each input stacked along a new batch axis."""
+    return {name: np.stack([v.inputs[name] for v in views]) for name in views[0].inputs}
