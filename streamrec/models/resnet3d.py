@@ -1,0 +1,203 @@
+"""3D ResNet building blocks shared by SlowFast, Slow-only and I3D.
+
+Module and parameter names follow PySlowFast's (``s1.pathway0_stem.conv``,
+``s2.pathway1_res0.branch2.a_bn``, ``s1_fuse.conv_f2s``, ``head.projection``) so a PySlowFast
+state dict loads with no renaming and the other formats need one rename table each
+(`streamrec.checkpoints`). Every block takes and returns a list of pathway tensors
+``[B, C, T, H, W]``: one entry for single-pathway networks, ``[slow, fast]`` for SlowFast.
+
+Nothing in a forward pass branches on data, and every pooling size is fixed at build time, so
+the networks export to ONNX as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from streamrec.errors import StreamrecError
+
+STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}  # bottleneck blocks in res2..res5
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+def stage_depths(depth: int | Sequence[int]) -> tuple[int, int, int, int]:
+    """Blocks per stage: a standard depth (50, 101) or four explicit counts."""
+    if isinstance(depth, int):
+        if depth not in STAGE_DEPTHS:
+            raise StreamrecError(
+                f"model.depth {depth} is not a standard ResNet depth; use 50, 101 or four block counts like [1, 1, 1, 1]"
+            )
+        return STAGE_DEPTHS[depth]
+    blocks = tuple(depth)
+    if len(blocks) != 4 or not all(isinstance(b, int) and b >= 1 for b in blocks):
+        raise StreamrecError(f"model.depth {list(depth)} must be four block counts >= 1, one per stage res2..res5")
+    return blocks  # type: ignore[return-value]
+
+
+def block_temporal_kernels(pattern: Sequence[int], num_blocks: int, temporal_blocks: int | None = None) -> list[int]:
+    """Temporal kernel of each block in a stage, as PySlowFast expands it.
+
+    ``pattern`` repeats over the blocks (I3D's ``[3, 1]`` alternates); only the first
+    ``temporal_blocks`` blocks keep it, the rest get 1 (PySlowFast's NUM_BLOCK_TEMP_KERNEL).
+    """
+    temporal_blocks = num_blocks if temporal_blocks is None else min(temporal_blocks, num_blocks)
+    repeated = [pattern[i % len(pattern)] for i in range(num_blocks)]
+    return repeated[:temporal_blocks] + [1] * (num_blocks - temporal_blocks)
+
+
+def batch_norm(channels: int) -> nn.BatchNorm3d:
+    return nn.BatchNorm3d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class Stem(nn.Module):
+    """Tx7x7 convolution with spatial stride 2, then a 1x3x3 max-pool with stride 2."""
+
+    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int, spatial_kernel: int = 7):
+        super().__init__()
+        self.conv = nn.Conv3d(
+            in_channels, out_channels, (temporal_kernel, spatial_kernel, spatial_kernel), stride=(1, 2, 2),
+            padding=(temporal_kernel // 2, spatial_kernel // 2, spatial_kernel // 2), bias=False,
+        )
+        self.bn = batch_norm(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool_layer = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool_layer(self.relu(self.bn(self.conv(x))))
+
+
+class PathwayStems(nn.Module):
+    """One `Stem` per pathway (``pathway0_stem``, ``pathway1_stem``)."""
+
+    def __init__(self, out_channels: Sequence[int], temporal_kernels: Sequence[int], spatial_kernel: int = 7):
+        super().__init__()
+        self.num_pathways = len(out_channels)
+        for p, (channels, kernel) in enumerate(zip(out_channels, temporal_kernels)):
+            self.add_module(f"pathway{p}_stem", Stem(3, channels, kernel, spatial_kernel))
+
+    def forward(self, pathways: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [getattr(self, f"pathway{p}_stem")(x) for p, x in enumerate(pathways)]
+
+
+class Bottleneck(nn.Module):
+    """Tx1x1 -> 1x3x3 (spatial stride here) -> 1x1x1; the residual branch of a `ResBlock`."""
+
+    def __init__(self, in_channels: int, inner_channels: int, out_channels: int, temporal_kernel: int,
+                 stride: int, groups: int = 1):
+        super().__init__()
+        self.a = nn.Conv3d(in_channels, inner_channels, (temporal_kernel, 1, 1),
+                           padding=(temporal_kernel // 2, 0, 0), bias=False)
+        self.a_bn = batch_norm(inner_channels)
+        self.a_relu = nn.ReLU(inplace=True)
+        self.b = nn.Conv3d(inner_channels, inner_channels, (1, 3, 3), stride=(1, stride, stride),
+                           padding=(0, 1, 1), groups=groups, bias=False)
+        self.b_bn = batch_norm(inner_channels)
+        self.b_relu = nn.ReLU(inplace=True)
+        self.c = nn.Conv3d(inner_channels, out_channels, 1, bias=False)
+        self.c_bn = batch_norm(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a_relu(self.a_bn(self.a(x)))
+        x = self.b_relu(self.b_bn(self.b(x)))
+        return self.c_bn(self.c(x))
+
+
+class ResBlock(nn.Module):
+    """Bottleneck plus shortcut; the shortcut projects (``branch1``) when shape changes."""
+
+    def __init__(self, in_channels: int, inner_channels: int, out_channels: int, temporal_kernel: int,
+                 stride: int, groups: int = 1):
+        super().__init__()
+        projects = in_channels != out_channels or stride != 1
+        self.branch1 = nn.Conv3d(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False) if projects else None
+        self.branch1_bn = batch_norm(out_channels) if projects else None
+        self.branch2 = Bottleneck(in_channels, inner_channels, out_channels, temporal_kernel, stride, groups)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.branch1 is None else self.branch1_bn(self.branch1(x))
+        return self.relu(shortcut + self.branch2(x))
+
+
+class ResStage(nn.Module):
+    """A stage of `ResBlock` s per pathway (``pathway{p}_res{i}``); the first block of each strides."""
+
+    def __init__(self, in_channels: Sequence[int], inner_channels: Sequence[int], out_channels: Sequence[int],
+                 temporal_kernels: Sequence[Sequence[int]], stride: int, groups: int = 1):
+        super().__init__()
+        self.num_pathways = len(in_channels)
+        self.num_blocks = len(temporal_kernels[0])
+        for p in range(self.num_pathways):
+            for i, kernel in enumerate(temporal_kernels[p]):
+                block = ResBlock(in_channels[p] if i == 0 else out_channels[p], inner_channels[p], out_channels[p],
+                                 kernel, stride if i == 0 else 1, groups)
+                self.add_module(f"pathway{p}_res{i}", block)
+
+    def forward(self, pathways: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for p, x in enumerate(pathways):
+            for i in range(self.num_blocks):
+                x = getattr(self, f"pathway{p}_res{i}")(x)
+            out.append(x)
+        return out
+
+
+class FuseFastToSlow(nn.Module):
+    """SlowFast's lateral connection: a strided temporal conv of Fast, concatenated onto Slow."""
+
+    def __init__(self, fast_channels: int, channel_ratio: int, kernel: int, alpha: int):
+        super().__init__()
+        self.conv_f2s = nn.Conv3d(fast_channels, fast_channels * channel_ratio, (kernel, 1, 1), stride=(alpha, 1, 1),
+                                  padding=(kernel // 2, 0, 0), bias=False)
+        self.bn = batch_norm(fast_channels * channel_ratio)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, pathways: list[torch.Tensor]) -> list[torch.Tensor]:
+        slow, fast = pathways
+        lateral = self.relu(self.bn(self.conv_f2s(fast)))
+        return [torch.cat([slow, lateral], dim=1), fast]
+
+
+HEAD_AVERAGES = ("logits", "softmax")
+
+
+class Head(nn.Module):
+    """Average-pool each pathway, concatenate, dropout, linear projection.
+
+    The pooling kernel is the final feature map at the training crop, with stride 1: at that
+    crop it pools to a single position; a larger test crop leaves a small map of positions,
+    each classified, then averaged. ``average`` picks how, as the two references disagree:
+    ``logits`` averages logits (PyTorchVideo); ``softmax`` averages probabilities (PySlowFast)
+    and returns their log, which are logits whose softmax is exactly PySlowFast's output.
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, pool_sizes: Sequence[Sequence[int]],
+                 dropout: float = 0.5, average: str = "logits"):
+        super().__init__()
+        if average not in HEAD_AVERAGES:
+            raise StreamrecError(f"model.head_average '{average}' is not one of: {', '.join(HEAD_AVERAGES)}")
+        self.num_pathways = len(in_channels)
+        for p, size in enumerate(pool_sizes):
+            self.add_module(f"pathway{p}_avgpool", nn.AvgPool3d(tuple(size), stride=1))
+        self.dropout = nn.Dropout(dropout)
+        self.projection = nn.Linear(sum(in_channels), num_classes)
+        self.average = average
+
+    def forward(self, pathways: list[torch.Tensor]) -> torch.Tensor:
+        pooled = [getattr(self, f"pathway{p}_avgpool")(x) for p, x in enumerate(pathways)]
+        x = torch.cat(pooled, dim=1).permute(0, 2, 3, 4, 1)  # B, t, h, w, C: classify every position
+        logits = self.projection(self.dropout(x))
+        if self.average == "logits":
+            return logits.mean(dim=(1, 2, 3))
+        positions = logits.shape[1] * logits.shape[2] * logits.shape[3]
+        return torch.logsumexp(logits.log_softmax(dim=-1), dim=(1, 2, 3)) - math.log(positions)
+
+
+def head_pool_size(frames: int, crop_size: int, spatial_stride: int = 32) -> tuple[int, int, int]:
+    """The final feature map of one pathway at the training crop (PySlowFast's head pool size)."""
+    return (frames, crop_size // spatial_stride, crop_size // spatial_stride)

@@ -1,0 +1,110 @@
+"""SlowFast (Feichtenhofer et al., 2019): a Slow pathway at low frame rate and full width, a Fast
+pathway at ``alpha`` times the frame rate and ``1 / beta_inv`` the width, fused Fast-to-Slow
+after the stem and after res2..res4.
+
+Defaults are the Kinetics R50 model of PySlowFast and PyTorchVideo; the configs in
+``configs/slowfast_*.yaml`` name every value that differs.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from streamrec.config import ClipConfig
+from streamrec.errors import StreamrecError
+from streamrec.models import register_model
+from streamrec.models.resnet3d import (
+    FuseFastToSlow,
+    Head,
+    PathwayStems,
+    ResStage,
+    block_temporal_kernels,
+    head_pool_size,
+    stage_depths,
+)
+
+# Temporal kernel pattern of res2..res5, per pathway [slow, fast] (PySlowFast's "slowfast" basis).
+SLOWFAST_TEMPORAL_KERNELS = (((1,), (3,)), ((1,), (3,)), ((3,), (3,)), ((3,), (3,)))
+
+
+class SlowFast(nn.Module):
+    """Arguments as in the `slowfast` builder, which holds the defaults."""
+
+    def __init__(self, num_classes, alpha, slow_frames, train_crop_size, depth, width, beta_inv, fusion_channel_ratio,
+                 fusion_kernel, stem_temporal_kernels, stem_spatial_kernel, temporal_kernels, temporal_blocks, groups,
+                 dropout, head_average):
+        super().__init__()
+        blocks = stage_depths(depth)
+        if len(temporal_kernels) != 4 or any(len(stage) != 2 for stage in temporal_kernels):
+            raise StreamrecError("model.temporal_kernels needs 4 stages x [slow, fast] kernel lists, e.g. [[[1], [3]], ...]")
+        fast_width = width // beta_inv
+
+        self.s1 = PathwayStems([width, fast_width], stem_temporal_kernels, stem_spatial_kernel)
+        self.s1_fuse = FuseFastToSlow(fast_width, fusion_channel_ratio, fusion_kernel, alpha)
+        in_channels = [width + fast_width * fusion_channel_ratio, fast_width]
+        for stage in range(4):  # res2..res5 are s2..s5
+            scale = 2**stage
+            out_channels = [width * 4 * scale, width * 4 * scale // beta_inv]
+            inner_channels = [width * groups * scale, width * groups * scale // beta_inv]
+            kernels = [
+                block_temporal_kernels(temporal_kernels[stage][p], blocks[stage],
+                                       None if temporal_blocks is None else temporal_blocks[stage][p])
+                for p in range(2)
+            ]
+            self.add_module(f"s{stage + 2}", ResStage(in_channels, inner_channels, out_channels, kernels,
+                                                      stride=1 if stage == 0 else 2, groups=groups))
+            if stage < 3:
+                self.add_module(f"s{stage + 2}_fuse",
+                                FuseFastToSlow(out_channels[1], fusion_channel_ratio, fusion_kernel, alpha))
+                in_channels = [out_channels[0] + out_channels[1] * fusion_channel_ratio, out_channels[1]]
+        self.head = Head(
+            out_channels, num_classes,
+            [head_pool_size(slow_frames, train_crop_size), head_pool_size(slow_frames * alpha, train_crop_size)],
+            dropout, head_average,
+        )
+
+    def forward(self, pathways: list[torch.Tensor]) -> torch.Tensor:
+        x = self.s1_fuse(self.s1(pathways))
+        x = self.s2_fuse(self.s2(x))
+        x = self.s3_fuse(self.s3(x))
+        x = self.s4_fuse(self.s4(x))
+        return self.head(self.s5(x))
+
+
+@register_model("slowfast")
+def slowfast(
+    clip: ClipConfig,
+    num_classes: int,
+    depth: int | Sequence[int] = 50,
+    width: int = 64,
+    beta_inv: int = 8,
+    fusion_channel_ratio: int = 2,
+    fusion_kernel: int = 5,
+    stem_temporal_kernels: Sequence[int] = (1, 5),
+    stem_spatial_kernel: int = 7,
+    temporal_kernels: Sequence[Sequence[Sequence[int]]] = SLOWFAST_TEMPORAL_KERNELS,
+    temporal_blocks: Sequence[Sequence[int]] | None = None,
+    groups: int = 1,
+    dropout: float = 0.5,
+    head_average: str = "logits",
+    train_crop_size: int | None = None,
+) -> SlowFast:
+    """SlowFast for a clip contract (alpha from ``clip.alpha``, head pooling from its frames and crop).
+
+    - ``depth``: 50, 101, or four block counts for res2..res5;
+    - ``width``: Slow stem channels (stage widths are 4, 8, 16, 32 times it); ``beta_inv``: Slow/Fast width ratio;
+    - ``fusion_channel_ratio``, ``fusion_kernel``: the Fast->Slow lateral conv (output channels per Fast channel,
+      temporal kernel);
+    - ``stem_temporal_kernels``: [slow, fast]; ``temporal_kernels``: per stage, [slow, fast] patterns repeated over
+      the blocks; ``temporal_blocks``: per stage, [slow, fast] counts of leading blocks that keep them (rest get 1);
+    - ``head_average``: ``logits`` (PyTorchVideo) or ``softmax`` (PySlowFast), which matters only when the test
+      crop exceeds ``train_crop_size`` (default ``clip.crop_size``), the crop that fixes the head pooling.
+    """
+    if not clip.alpha:
+        raise StreamrecError("arch 'slowfast' needs clip.alpha (the Fast/Slow frame-rate ratio), e.g. clip.alpha=4")
+    return SlowFast(num_classes, clip.alpha, clip.slow_frames, train_crop_size or clip.crop_size, depth, width, beta_inv,
+                    fusion_channel_ratio, fusion_kernel, stem_temporal_kernels, stem_spatial_kernel, temporal_kernels,
+                    temporal_blocks, groups, dropout, head_average)
