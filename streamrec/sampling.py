@@ -10,6 +10,8 @@ import numpy as np
 
 from streamrec.config import ClipConfig
 
+TIME_TOLERANCE_S = 1e-3
+
 
 def fast_offsets(clip: ClipConfig) -> np.ndarray:
     """Offsets of the Fast (or only) pathway's frames within a span of ``num_frames * sampling_rate``.
@@ -42,14 +44,12 @@ def indices_by_time(clip: ClipConfig, times: np.ndarray, end_time: float) -> np.
 
     ``times`` are the candidate frames' timestamps in seconds, ascending; the clip ends at
     ``end_time``. Each wanted time ``end_time - (span - 1 - offset) / train_fps`` takes the
-    frame nearest to it (the earlier one on a tie). Returns positions into ``times``. At the
+    latest frame at or before it (rounding down, as PySlowFast's sampling does; a frame within
+    a millisecond of the wanted time counts as on it). Returns positions into ``times``. At the
     training frame rate with exact timestamps this equals `fast_offsets`.
     """
     wanted = end_time - (clip.span - 1 - fast_offsets(clip)) / clip.train_fps
-    right = np.searchsorted(times, wanted, side="left").clip(1, len(times) - 1)
-    left = right - 1
-    take_right = (times[right] - wanted) < (wanted - times[left])
-    return np.where(take_right, right, left)
+    return (np.searchsorted(times, wanted + TIME_TOLERANCE_S, side="right") - 1).clip(0, len(times) - 1)
 
 
 def split_pathways(clip: ClipConfig, fast: np.ndarray) -> dict[str, np.ndarray]:
