@@ -24,6 +24,7 @@ from streamrec.config import Config, StreamConfig
 from streamrec.errors import StreamrecError
 from streamrec.events import EventBus
 from streamrec.postprocess import ActionChange, ActionTracker
+from streamrec.sampling import split_pathways
 from streamrec.scheduler import Scheduler, StreamSchedule, View, stack
 from streamrec.sources import create_source, parse_source
 
@@ -93,6 +94,7 @@ class Pipeline:
             self._shutdown()
 
     def _start(self) -> None:
+        self._warm_up()
         for runtime in self.streams.values():
             runtime.capture.start()
         for runtime in self.streams.values():
@@ -104,6 +106,12 @@ class Pipeline:
                 raise StreamrecError(runtime.capture.error)
             self._attach(runtime)
         self._publish_state_changes()
+
+    def _warm_up(self) -> None:
+        """One inference on blank clips before the cameras start: lazy initialisation (and a
+        broken engine) shows up here, not as a latency spike on the first real hop."""
+        clip = self.config.clip
+        self.engine.infer(split_pathways(clip, np.zeros((1, clip.num_frames, clip.crop_size, clip.crop_size, 3), np.uint8)))
 
     def _attach(self, runtime: StreamRuntime) -> None:
         capture = runtime.capture
@@ -127,7 +135,7 @@ class Pipeline:
             self._detect_stalls()
             if time.monotonic() >= next_status:
                 for runtime in self.streams.values():
-                    if not runtime.closed:
+                    if not runtime.ending:
                         self._emit_status(runtime, runtime.capture.state.value, "periodic")
                 next_status = time.monotonic() + self.config.pipeline.status_interval_s
             views = self.scheduler.next_batch(timeout=0.1)

@@ -1,0 +1,50 @@
+import pytest
+
+from streamrec.config import apply_override, load_config, load_labels, parse_stream_entry
+from streamrec.errors import StreamrecError
+
+
+def test_tiny_config_loads_with_defaults():
+    config = load_config("slowfast_tiny")
+    assert config.clip.input_names == ("slow", "fast")
+    assert config.clip.slow_frames == config.clip.num_frames // config.clip.alpha
+    assert len(load_labels(config)) == config.model.num_classes
+
+
+def test_mistyped_key_names_the_key_and_suggests_the_fix():
+    with pytest.raises(StreamrecError, match=r"unknown config key 'postprocess.enter_treshold'; did you mean 'enter_threshold'"):
+        load_config("slowfast_tiny", ["postprocess.enter_treshold=0.7"])
+
+
+def test_wrong_type_and_inconsistent_thresholds_are_refused():
+    with pytest.raises(StreamrecError, match="'pipeline.hop_frames' must be int"):
+        load_config("slowfast_tiny", ["pipeline.hop_frames=fast"])
+    with pytest.raises(StreamrecError, match="exit_threshold <= enter_threshold"):
+        load_config("slowfast_tiny", ["postprocess.enter_threshold=0.3", "postprocess.exit_threshold=0.5"])
+
+
+def test_overrides_parse_values_as_yaml_and_reject_malformed_items():
+    data = {}
+    apply_override(data, "postprocess.thresholds={waving: [0.8, 0.5]}")
+    assert data == {"postprocess": {"thresholds": {"waving": [0.8, 0.5]}}}
+    config = load_config("slowfast_tiny", ["postprocess.thresholds={waving: [0.8, 0.5]}"])
+    assert config.postprocess.thresholds["waving"].enter == 0.8
+    with pytest.raises(StreamrecError, match="section.key=value"):
+        apply_override({}, "hop_frames")
+
+
+def test_unknown_config_name_lists_known_ones():
+    with pytest.raises(StreamrecError, match="slowfast_tiny"):
+        load_config("slowfast_nonexistent")
+
+
+def test_label_file_must_match_class_count():
+    config = load_config("slowfast_tiny", ["model.num_classes=5"])
+    with pytest.raises(StreamrecError, match="has 7 names but the model has 5 classes"):
+        load_labels(config)
+
+
+def test_stream_entries_take_an_optional_id():
+    assert parse_stream_entry("lobby=rtsp://cam/1", 0) == {"id": "lobby", "source": "rtsp://cam/1"}
+    assert parse_stream_entry("rtsp://host/s?user=a", 2) == {"id": "cam2", "source": "rtsp://host/s?user=a"}
+    assert parse_stream_entry(0, 1) == {"id": "cam1", "source": "0"}

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from streamrec.config import ClassThreshold, PostprocessConfig
+from streamrec.postprocess import ActionTracker
+
+LABELS = ["idle", "wave", "jump"]
+
+
+def logits_for(probs):
+    return np.log(np.asarray(probs, np.float64))
+
+
+def run(tracker, sequence):
+    out = []
+    for t, probs in enumerate(sequence):
+        out += [(t, c.type, c.label) for c in tracker.update(logits_for(probs), float(t))]
+    return out
+
+
+def test_hysteresis_starts_above_enter_and_ends_only_below_exit():
+    tracker = ActionTracker(LABELS, PostprocessConfig(smoothing_hops=1, enter_threshold=0.6, exit_threshold=0.4,
+                                                      background_labels=("idle",)))
+    wave = lambda p: [1 - p, p, 1e-9]  # noqa: E731
+    sequence = [wave(0.5), wave(0.65), wave(0.55), wave(0.45), wave(0.62), wave(0.39), wave(0.5)]
+    # Starts at 0.65, survives the dips to 0.55 and 0.45 (above exit), ends at 0.39, and 0.5 does not restart it.
+    assert run(tracker, sequence) == [(1, "action_start", "wave"), (5, "action_end", "wave")]
+
+
+def test_background_label_never_starts_an_action_and_close_ends_open_ones():
+    tracker = ActionTracker(LABELS, PostprocessConfig(smoothing_hops=1, background_labels=("idle",)))
+    assert run(tracker, [[0.98, 0.01, 0.01]]) == []
+    tracker.update(logits_for([0.1, 0.1, 0.8]), 1.0)
+    ends = tracker.close()
+    assert [(c.type, c.label, c.started_at) for c in ends] == [("action_end", "jump", 1.0)]
+    assert tracker.close() == []
+
+
+def test_smoothing_averages_the_last_hops():
+    tracker = ActionTracker(LABELS, PostprocessConfig(smoothing_hops=3, enter_threshold=0.6, exit_threshold=0.4,
+                                                      background_labels=("idle",)))
+    low, high = [0.8, 0.2, 1e-9], [0.1, 0.9, 1e-9]
+    # A lone spike to 0.9 among 0.2s averages to 0.43: no event. Two high hops after a low one
+    # average (0.2 + 0.9 + 0.9) / 3 = 0.67: the action starts on the second.
+    assert run(tracker, [low, high, low, low, high, high]) == [(5, "action_start", "wave")]
+    assert tracker.scores[1] == pytest.approx((0.2 + 0.9 + 0.9) / 3)
+
+
+def test_per_class_thresholds_and_top_k():
+    config = PostprocessConfig(smoothing_hops=1, thresholds={"jump": ClassThreshold(enter=0.3, exit=0.2)}, top_k=2)
+    tracker = ActionTracker(LABELS, config)
+    assert run(tracker, [[0.5, 0.15, 0.35]]) == [(0, "action_start", "jump")]
+    assert tracker.top_k() == [["idle", 0.5], ["jump", 0.35]]
