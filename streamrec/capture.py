@@ -69,7 +69,7 @@ class Capture(threading.Thread):
     def run(self) -> None:
         try:
             self._set_state(StreamState.CONNECTING, self.display)
-            if not self._open_with_backoff():
+            if not self._open_with_backoff(first=True):
                 return
             self._create_ring()
             self.ready.set()
@@ -90,7 +90,7 @@ class Capture(threading.Thread):
         self.state = state
         self.on_state(self.stream_id, state, detail)
 
-    def _open_with_backoff(self) -> bool:
+    def _open_with_backoff(self, first: bool = False) -> bool:
         """Open the source, retrying with exponential backoff where it can come back."""
         delay = self.reconnect.initial_delay_s
         failures = 0
@@ -102,7 +102,7 @@ class Capture(threading.Thread):
             except SourceUnavailable as exc:
                 failures += 1
                 retries_left = self.reconnect.max_retries < 0 or failures <= self.reconnect.max_retries
-                if not self.source.reconnectable or not retries_left:
+                if not self.source.reconnectable or not retries_left or (first and exc.permanent):
                     attempts = f" after {failures} attempts" if failures > 1 else ""
                     self.error = f"stream {self.stream_id}: {exc}{attempts}"
                     self._set_state(StreamState.ENDED, f"unavailable: {exc}")

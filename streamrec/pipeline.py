@@ -42,6 +42,7 @@ class StreamRuntime:
     schedule: StreamSchedule | None = None
     tracker: ActionTracker | None = None
     ending: bool = False  # the source ended; serve what is left in the buffer, then close
+    end_detail: str = ""  # why it ended, published once its last views are served
     closed: bool = False
     last_clip_end: float = 0.0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
@@ -185,8 +186,9 @@ class Pipeline:
                 return
             runtime = self.streams[stream_id]
             if state is StreamState.ENDED:
-                runtime.ending = True
-            self._emit_status(runtime, state.value, detail)
+                runtime.ending, runtime.end_detail = True, detail  # published by _close_stream
+            else:
+                self._emit_status(runtime, state.value, detail)
 
     def _detect_stalls(self) -> None:
         """A live source that stops delivering without closing is reported; its read timeout reopens it."""
@@ -213,6 +215,7 @@ class Pipeline:
                       "latency_ms": 0.0}
             for change in runtime.tracker.close():
                 self._emit_action(runtime, change, common)
+        self._emit_status(runtime, StreamState.ENDED.value, runtime.end_detail or "stopped")
 
     def _emit_status(self, runtime: StreamRuntime, state: str, detail: str) -> None:
         capture, now = runtime.capture, time.monotonic()

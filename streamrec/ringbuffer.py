@@ -104,7 +104,8 @@ class RingBuffer:
     def wait_for_room(self, timeout: float) -> bool:
         """Block the writer until writing one more frame overwrites nothing still needed."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._head - self.capacity < self._released, timeout)
+            # After this write, frames from head - capacity + 2 on stay readable (see oldest_readable).
+            return self._changed.wait_for(lambda: self._head - self.capacity + 2 <= self._released, timeout)
 
     def wait_for_frames(self, count: int, timeout: float) -> bool:
         """Block a reader until at least ``count`` frames have been written."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,15 @@ class FrameSource(Protocol):
 
 
 class SourceUnavailable(Exception):
-    """Opening failed; the message is one line, safe to show (credentials redacted)."""
+    """Opening failed; the message is one line, safe to show (credentials redacted).
+
+    ``permanent`` says retrying cannot help now (no such device): a first open then fails at
+    once instead of backing off, while a camera that vanishes mid-run is still waited for.
+    """
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,8 @@ class OpenCVSource:
         timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._open_timeout_ms,
                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._read_timeout_ms]
         if self.spec.kind == "camera":
+            if sys.platform.startswith("linux") and not Path(f"/dev/video{self.spec.target}").exists():
+                raise SourceUnavailable(self._unavailable_message(), permanent=True)
             capture = cv2.VideoCapture(int(self.spec.target))
         elif self.spec.kind == "device":
             capture = cv2.VideoCapture(self.spec.target, cv2.CAP_V4L2)

@@ -70,9 +70,12 @@ def test_concurrent_reader_never_sees_a_torn_frame():
 
 def test_offline_writer_waits_until_frames_are_released():
     ring = RingBuffer(capacity=4, height=2, width=2)
-    for i in range(4):
+    for i in range(3):
         assert ring.wait_for_room(timeout=0.01)
         ring.write(frame(i, 2), 0.0, 0.0)
-    assert not ring.wait_for_room(timeout=0.01)  # writing frame 4 would overwrite frame 0, still needed
+    # Writing frame 3 would put its neighbour slot (frame 0's) under the writer next: frame 0,
+    # still needed, would stop being readable.
+    assert not ring.wait_for_room(timeout=0.01)
+    assert ring.read(np.array([0])).indices.tolist() == [0]
     ring.release(1)
     assert ring.wait_for_room(timeout=0.01)

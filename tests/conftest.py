@@ -1,0 +1,58 @@
+"""Shared fixtures: real video files, free loopback ports, the CLI as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from streamrec.sources import SyntheticSource
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_video(path: Path, frames: int, size=(320, 240), fps: float = 30.0, seed: int = 0) -> Path:
+    """A real MP4 file (mpeg4) of moving synthetic content."""
+    source = SyntheticSource(width=size[0], height=size[1], fps=fps, seed=seed)
+    source.open()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for index in range(frames):
+        writer.write(cv2.cvtColor(source.render(index), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def video_file(tmp_path_factory) -> Path:
+    """Four seconds at 30 fps."""
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, str(REPO / "run_stream.py"), *args]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture
+def loopback_port() -> int:
+    return free_port()
+
+
+def blank_frames(count: int, size: int) -> np.ndarray:
+    return np.zeros((count, size, size, 3), np.uint8)

@@ -1,0 +1,150 @@
+"""End-to-end runs with real parts: real video files, real ZeroMQ sockets, real processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import zmq
+
+from conftest import REPO, cli, run_cli
+from streamrec.backends import create_engine
+from streamrec.config import StreamConfig, load_config, load_labels
+from streamrec.events import EventBus
+from streamrec.pipeline import Pipeline
+
+# Thresholds low enough that the untrained-or-trained tiny model starts and ends actions on any clip.
+EAGER = ["--set", "postprocess.enter_threshold=0.1", "--set", "postprocess.exit_threshold=0.1",
+         "--set", "postprocess.background_labels=[]"]
+
+
+class ListSink:
+    def __init__(self):
+        self.events = []
+
+    def write(self, topic, payload):
+        self.events.append((topic, json.loads(payload)))
+
+    def close(self):
+        pass
+
+
+def run_pipeline(video, engine=None, *overrides):
+    config = load_config("slowfast_tiny", ["events.predictions=true", *overrides])
+    config = config.replace(streams=(StreamConfig(id="file", source=str(video)),))
+    sink = ListSink()
+    Pipeline(config, engine or create_engine(config), load_labels(config), EventBus([sink])).run()
+    return [event for _, event in sink.events]
+
+
+def test_offline_file_run_serves_every_hop_deterministically(video_file):
+    engine = create_engine(load_config("slowfast_tiny"))
+    first = run_pipeline(video_file, engine, "pipeline.hop_frames=8")
+    second = run_pipeline(video_file, engine, "pipeline.hop_frames=8")
+    predictions = [e for e in first if e["type"] == "prediction"]
+    # 120 frames, a 32-frame window, hop 8: views end at frames 31, 39, ..., 119.
+    assert len(predictions) == (120 - 32) // 8 + 1
+    assert [p["clip_end"] for p in predictions] == pytest.approx([(31 + 8 * k) / 30 for k in range(12)], abs=1e-3)
+    assert [p["topk"] for p in predictions] == [p["topk"] for p in second if p["type"] == "prediction"]
+    ended = [e for e in first if e["type"] == "status" and e["state"] == "ended"]
+    assert ended and ended[-1]["hops_served"] == 12 and ended[-1]["hops_skipped"] == 0
+
+
+def test_subscriber_on_loopback_receives_gap_free_well_formed_events(video_file, loopback_port, tmp_path):
+    address = f"tcp://127.0.0.1:{loopback_port}"
+    context = zmq.Context.instance()
+    subscriber = context.socket(zmq.SUB)
+    subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+    subscriber.connect(address)
+    log_path = tmp_path / "events.jsonl"
+    try:
+        result = run_cli("run", "--source", f"door={video_file}", "--publish", address, "--wait-subscriber", "20",
+                         "--predictions", "--quiet", "--event-log", str(log_path), *EAGER)
+        assert result.returncode == 0, result.stderr
+        received = []
+        while subscriber.poll(2000):
+            topic, payload = subscriber.recv_multipart()
+            received.append((topic.decode(), json.loads(payload)))
+    finally:
+        subscriber.close(0)
+    events = [event for _, event in received]
+    assert [e["seq"] for e in events] == list(range(len(events))), "sequence must be gap-free from 0"
+    assert all(topic == f"{e['stream']}.{e['type']}" for topic, e in received)
+    assert {e["type"] for e in events} >= {"status", "prediction", "action_start", "action_end"}
+    for event in events:
+        assert event["schema"] == 1 and event["stream"] == "door" and event["time"].endswith("Z")
+        if event["type"].startswith("action_"):
+            assert {"label", "score", "topk", "clip_start", "clip_end", "latency_ms"} <= set(event)
+            assert event["clip_start"] <= event["clip_end"]
+    starts = sorted(e["label"] for e in events if e["type"] == "action_start")
+    ends = sorted(e["label"] for e in events if e["type"] == "action_end")
+    assert starts == ends, "every action that starts must end"
+    # The durable log holds exactly what was published, in order.
+    logged = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert logged == events
+
+
+def test_sigterm_closes_open_actions_and_exits_zero(tmp_path, loopback_port):
+    log_path = tmp_path / "events.jsonl"
+    process = subprocess.Popen(
+        cli("run", "--source", "synthetic:size=160x120,fps=30", "--publish", f"tcp://127.0.0.1:{loopback_port}",
+            "--quiet", "--event-log", str(log_path), *EAGER),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if log_path.exists() and '"action_start"' in log_path.read_text():
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no action started within 60 s")
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=15)
+    finally:
+        process.kill()
+    assert returncode == 0, process.stderr.read()
+    events = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    open_actions = set()
+    for event in events:
+        if event["type"] == "action_start":
+            open_actions.add(event["label"])
+        elif event["type"] == "action_end":
+            open_actions.discard(event["label"])
+    assert not open_actions, f"actions left open after SIGTERM: {open_actions}"
+    assert events[-1]["type"] == "status" and events[-1]["state"] == "ended"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--source", "9"], "no camera at index 9"),
+    (["--source", "/nonexistent/clip.mp4"], "video file '/nonexistent/clip.mp4' not found"),
+    (["--config", "nope"], "config 'nope' not found"),
+    (["--set", "pipeline.hop_frame=4"], "did you mean 'hop_frames'"),
+])
+def test_bad_input_gives_one_clear_line_and_nonzero_exit(args, message):
+    result = run_cli("run", "--publish", "none", "--quiet", *args, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_video_is_refused_clearly(tmp_path):
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("this is not a video")
+    result = run_cli("run", "--source", str(bogus), "--publish", "none", "--quiet", timeout=60)
+    assert result.returncode == 2 and "cannot decode video file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_address_in_use_is_a_clear_error(video_file, loopback_port):
+    blocker = zmq.Context.instance().socket(zmq.PUB)
+    blocker.bind(f"tcp://127.0.0.1:{loopback_port}")
+    try:
+        result = run_cli("run", "--source", str(video_file), "--publish", f"tcp://127.0.0.1:{loopback_port}", "--quiet")
+    finally:
+        blocker.close(0)
+    assert result.returncode == 2 and "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
