@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from streamrec.sources import SyntheticSource
@@ -54,5 +53,46 @@ def loopback_port() -> int:
     return free_port()
 
 
-def blank_frames(count: int, size: int) -> np.ndarray:
-    return np.zeros((count, size, size, 3), np.uint8)
+class RtspServer:
+    """GStreamer's RTSP server in its own process, on loopback; can be killed and restarted."""
+
+    SCRIPT = REPO / "tests" / "rtsp" / "rtsp_server.py"
+
+    def __init__(self, port: int):
+        self.port = port
+        self.process: subprocess.Popen | None = None
+
+    def url(self, credentials: str = "") -> str:
+        return f"rtsp://{credentials}127.0.0.1:{self.port}/cam"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(["/usr/bin/python3", str(self.SCRIPT), str(self.port), "/cam"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"RTSP server did not start: {line} {self.process.stderr.read()}")
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+def rtsp_server_available() -> bool:
+    check = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    return Path("/usr/bin/python3").exists() and subprocess.run(["/usr/bin/python3", "-c", check],
+                                                                capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def rtsp_server():
+    if not rtsp_server_available():
+        if os.environ.get("STREAMREC_REQUIRE_RTSP"):
+            pytest.fail("GStreamer's RTSP server is required (CI installs it: see .ci/run)")
+        pytest.skip("GStreamer RTSP server not installed (apt: gir1.2-gst-rtsp-server-1.0 python3-gi "
+                    "gstreamer1.0-plugins-ugly gstreamer1.0-plugins-good)")
+    server = RtspServer(free_port())
+    server.start()
+    yield server
+    server.stop()
