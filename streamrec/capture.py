@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Callable
 
+import numpy as np
+
 from streamrec.config import ClipConfig, PipelineConfig, ReconnectConfig
 from streamrec.ringbuffer import RingBuffer
 from streamrec.sampling import frames_for_duration
@@ -33,12 +35,15 @@ class StreamState(str, enum.Enum):
 
 
 StateCallback = Callable[[str, StreamState, str], None]  # (stream id, new state, detail)
+# Sees every source-resolution RGB frame as read: (stream id, frame index, media time, frame).
+# Must return at once (hand the frame to another thread or drop it): it runs on the capture thread.
+FrameTap = Callable[[str, int, float, np.ndarray], None]
 
 
 class Capture(threading.Thread):
     def __init__(self, stream_id: str, source: FrameSource, display: str, clip: ClipConfig,
                  pipeline: PipelineConfig, reconnect: ReconnectConfig, hop_frames: int,
-                 on_frame: Callable[[], None], on_state: StateCallback):
+                 on_frame: Callable[[], None], on_state: StateCallback, frame_taps: list[FrameTap] = ()):
         super().__init__(name=f"capture-{stream_id}", daemon=True)
         self.stream_id = stream_id
         self.source = source
@@ -50,6 +55,7 @@ class Capture(threading.Thread):
         self.offline = not source.live and not pipeline.realtime
         self.on_frame = on_frame
         self.on_state = on_state
+        self.frame_taps = frame_taps
         self.stop_event = threading.Event()
         self.ready = threading.Event()  # set once the first open succeeded or failed for good
         self.ring: RingBuffer | None = None
@@ -153,7 +159,9 @@ class Capture(threading.Thread):
                     continue
                 self.stop_event.wait(max(0.0, due - now))
             self.source_size = (frame.shape[1], frame.shape[0])
-            ring.write(fit_frame(frame, self.clip.short_side, self.clip.crop_size), now, timestamp)
+            index = ring.write(fit_frame(frame, self.clip.short_side, self.clip.crop_size), now, timestamp)
+            for tap in self.frame_taps:
+                tap(self.stream_id, index, timestamp, frame)
             self.frames_captured += 1
             self.last_frame_time = now
             if self.state is not StreamState.LIVE:

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from streamrec.backends import Engine
-from streamrec.capture import Capture, StreamState
+from streamrec.capture import Capture, FrameTap, StreamState
 from streamrec.config import Config, StreamConfig
 from streamrec.errors import StreamrecError
 from streamrec.events import EventBus
@@ -56,14 +56,14 @@ HopObserver = Callable[[View, np.ndarray, ActionTracker], None]
 
 class Pipeline:
     def __init__(self, config: Config, engine: Engine, labels: list[str], bus: EventBus,
-                 observers: list[HopObserver] | None = None):
+                 observers: list[HopObserver] = (), frame_taps: list[FrameTap] = ()):
         if not config.streams:
             raise StreamrecError("no stream to read; pass --source (a file, camera index, URL or 'synthetic')")
         self.config = config
         self.engine = engine
         self.labels = labels
         self.bus = bus
-        self.observers = observers or []
+        self.observers = observers
         self.stop_event = threading.Event()
         pipe = config.pipeline
         self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
@@ -74,7 +74,7 @@ class Pipeline:
             source = create_source(spec, read_timeout_s=pipe.stall_timeout_s)
             capture = Capture(stream.id, source, spec.display, config.clip, pipe, config.reconnect,
                               hop_frames=stream.hop_frames or pipe.hop_frames, on_frame=self.scheduler.notify,
-                              on_state=self._on_state)
+                              on_state=self._on_state, frame_taps=frame_taps)
             self.streams[stream.id] = StreamRuntime(stream, capture, spec.display)
 
     def _on_state(self, stream_id: str, state: StreamState, detail: str) -> None:
