@@ -1,0 +1,220 @@
+"""The engine cache in ``engines/``: ONNX exports and TensorRT engines, named by what made them.
+
+A cached file is reused only when everything that shaped it is unchanged, so each name
+carries a digest of its key (see ``engines/README.md`` for the naming rules):
+
+- an ONNX export: the model and clip sections of the config, the checkpoint's bytes, the
+  precision and `streamrec.export.EXPORT_FORMAT`;
+- a TensorRT engine: the ONNX bytes, the TensorRT version, the GPU name and compute
+  capability, the precision and the batch profile. A JSON record beside each engine keeps the
+  full key and the plan's checksum, so a mismatch or a damaged file is explained in one line
+  instead of failing inside TensorRT.
+
+Nothing here imports torch or tensorrt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamrec.config import REPO_ROOT, Config
+from streamrec.errors import StreamrecError
+
+ENGINE_DIR = REPO_ROOT / "engines"
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    """Write to a temporary file beside ``path``, then rename: readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def digest_of(fields: dict) -> str:
+    """A stable digest of plain data (sorted JSON)."""
+    return sha256_bytes(json.dumps(fields, sort_keys=True).encode())
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a free text (a GPU name, a version)."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "unknown"
+
+
+# --------------------------------------------------------------------------- ONNX exports
+
+
+def export_key(config: Config, precision: str) -> dict:
+    """Everything an ONNX export of ``config`` depends on."""
+    from streamrec.export import EXPORT_FORMAT  # the module imports torch only inside its functions
+
+    checkpoint = config.checkpoint
+    if checkpoint and not Path(checkpoint).is_file():
+        raise StreamrecError(f"checkpoint '{checkpoint}' not found; fix the config's checkpoint path")
+    data = config.to_dict()
+    return {
+        "model": data["model"],
+        "clip": data["clip"],
+        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
+        "precision": precision,
+        "export_format": EXPORT_FORMAT,
+    }
+
+
+def export_path(config: Config, precision: str, engine_dir: Path = ENGINE_DIR) -> Path:
+    """Where the dynamic-batch ONNX export of ``config`` at ``precision`` is cached."""
+    name = config.name or config.model.arch
+    return engine_dir / f"{slug(name)}.{precision}.{digest_of(export_key(config, precision))[:12]}.onnx"
+
+
+def cached_export(config: Config, precision: str, engine_dir: Path = ENGINE_DIR) -> Path:
+    """The cached ONNX export of ``config``, exported now (this needs PyTorch) if missing."""
+    if precision not in ("fp32", "fp16"):
+        raise StreamrecError(f"ONNX exports are fp32 or fp16, not {precision}; an int8 graph is made with "
+                             "`run_stream.py build-engine --precision int8 --calibration DIR`")
+    path = export_path(config, precision, engine_dir)
+    if path.is_file():
+        log.info("reusing ONNX export %s", path)
+        return path
+    log.info("exporting %s (%s) to %s; later runs reuse it", config.name or config.model.arch, precision, path)
+    from streamrec.export import export_config
+
+    return export_config(config, path, fp16=precision == "fp16")
+
+
+# --------------------------------------------------------------------------- TensorRT engines
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """TensorRT's one optimization profile on the batch axis: built for ``opt``, valid in [min, max]."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise StreamrecError(f"batch profile {self} needs 1 <= MIN <= OPT <= MAX")
+
+    @classmethod
+    def parse(cls, text: str) -> "BatchProfile":
+        """``MIN:OPT:MAX`` (``1:4:8``), or one number N meaning ``1:N:N``."""
+        parts = text.split(":")
+        if len(parts) not in (1, 3) or not all(p.strip().isdigit() for p in parts):
+            raise StreamrecError(f"batch profile '{text}' must be MIN:OPT:MAX (e.g. 1:4:8) or one number")
+        numbers = [int(p) for p in parts]
+        return cls(1, numbers[0], numbers[0]) if len(numbers) == 1 else cls(*numbers)
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything a TensorRT engine depends on; engines with different keys are not interchangeable."""
+
+    onnx_sha256: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "8.7"
+    precision: str
+    batch: str  # BatchProfile as MIN:OPT:MAX
+
+    @property
+    def digest(self) -> str:
+        return digest_of(dataclasses.asdict(self))
+
+    def differences(self, other: "EngineKey") -> list[str]:
+        """What changed from ``other`` to this key, in words (``TensorRT 10.3.0 -> 11.1.0``)."""
+        labels = {
+            "onnx_sha256": "ONNX file contents", "tensorrt_version": "TensorRT", "gpu_name": "GPU",
+            "compute_capability": "compute capability", "precision": "precision", "batch": "batch profile",
+        }
+        changes = []
+        for name, label in labels.items():
+            old, new = getattr(other, name), getattr(self, name)
+            if old != new:
+                changes.append(label + (" changed" if name == "onnx_sha256" else f" {old} -> {new}"))
+        return changes
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """The JSON file beside an engine: its key, where it came from, and the plan's checksum."""
+
+    key: EngineKey
+    onnx_file: str
+    plan_sha256: str
+    build_seconds: float
+
+    @staticmethod
+    def path_for(engine: Path) -> Path:
+        return engine.with_suffix(".json")
+
+    def save(self, engine: Path) -> None:
+        write_atomically(self.path_for(engine), json.dumps(dataclasses.asdict(self), indent=2).encode())
+
+    @classmethod
+    def load(cls, engine: Path) -> "EngineRecord | None":
+        """The record of ``engine``, or None for an engine built elsewhere (or a damaged record)."""
+        path = cls.path_for(engine)
+        try:
+            data = json.loads(path.read_text())
+            return cls(key=EngineKey(**data.pop("key")), **data)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError):
+            log.warning("ignoring unreadable engine record %s", path)
+            return None
+
+
+def engine_path(onnx_file: Path, key: EngineKey, engine_dir: Path = ENGINE_DIR) -> Path:
+    """``engines/<onnx stem>.<precision>.b<min>-<opt>-<max>.<digest>.engine``."""
+    batch = key.batch.replace(":", "-")
+    return engine_dir / f"{onnx_file.stem}.{key.precision}.b{batch}.{key.digest[:12]}.engine"
+
+
+def timing_cache_path(key: EngineKey, engine_dir: Path = ENGINE_DIR) -> Path:
+    """One timing cache per TensorRT version and GPU: tactic timings carry over between models."""
+    return engine_dir / f"timing.trt{slug(key.tensorrt_version)}.{slug(key.gpu_name)}.sm{key.compute_capability}.cache"
+
+
+def stale_engines(onnx_file: Path, key: EngineKey, engine_dir: Path = ENGINE_DIR) -> list[tuple[Path, list[str]]]:
+    """Engines already built from an ONNX file of the same name, with what differs from ``key``."""
+    found = []
+    for candidate in sorted(engine_dir.glob(f"{onnx_file.stem}.*.engine")):
+        record = EngineRecord.load(candidate)
+        if record is not None and record.key != key:
+            found.append((candidate, key.differences(record.key)))
+    return found

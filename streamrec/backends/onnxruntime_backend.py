@@ -1,0 +1,111 @@
+"""ONNX Runtime engine: an exported graph on the CPU, or on CUDA / TensorRT where the installed
+onnxruntime has those execution providers.
+
+Runs without PyTorch (a Jetson or a small server installs onnxruntime alone); a test imports
+this module in a fresh interpreter and checks that torch stays unimported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from streamrec.backends.engine_cache import ENGINE_DIR
+from streamrec.backends.inputs import InputSpec, batch_size
+from streamrec.errors import StreamrecError
+from streamrec.export import METADATA_KEY
+
+log = logging.getLogger(__name__)
+
+
+def choose_providers(available: list[str], device: str, cache_dir: Path = ENGINE_DIR) -> list:
+    """Execution providers, fastest first: TensorRT, CUDA, then the CPU, which is always there.
+
+    ``device=cpu`` keeps to the CPU; ``device=cuda`` requires a GPU provider. The TensorRT
+    provider caches its engines and timings in ``engines/onnxruntime-trt/``.
+    """
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    providers: list = []
+    if "TensorrtExecutionProvider" in available:
+        cache = str(cache_dir / "onnxruntime-trt")
+        providers.append(("TensorrtExecutionProvider", {
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+        }))
+    if "CUDAExecutionProvider" in available:
+        providers.append("CUDAExecutionProvider")
+    if device.startswith("cuda") and not providers:
+        raise StreamrecError("engine.device=cuda but this onnxruntime has no CUDA or TensorRT provider; "
+                             "install onnxruntime-gpu or use engine.device=cpu")
+    return [*providers, "CPUExecutionProvider"]
+
+
+class OnnxRuntimeEngine:
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, specs: tuple[InputSpec, ...], num_classes: int, *, device: str = "auto",
+                 threads: int = 0, max_batch: int = 64):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise StreamrecError(f"ONNX file {path} not found; export one with `run_stream.py export`")
+        options = ort.SessionOptions()
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=choose_providers(ort.get_available_providers(), device))
+        except Exception as err:  # onnxruntime raises its own exception types, one per failure kind
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StreamrecError(f"ONNX Runtime cannot load {path}: {first_line}") from None
+        self.specs = specs
+        self.path = path
+        self.metadata = self._metadata()
+        fixed_batch = self._check_graph(num_classes)
+        self.fixed_batch = fixed_batch  # None: the batch axis is dynamic
+        self.max_batch = fixed_batch or max_batch
+        log.info("onnxruntime engine %s on %s", path.name, ", ".join(self.session.get_providers()))
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        size = batch_size(inputs, self.specs, self.max_batch)
+        feeds = {s.name: np.ascontiguousarray(inputs[s.name]) for s in self.specs}
+        if self.fixed_batch and size < self.fixed_batch:  # a fixed-batch export: pad, then drop the padding
+            feeds = {name: np.concatenate([a, np.zeros((self.fixed_batch - size, *a.shape[1:]), a.dtype)])
+                     for name, a in feeds.items()}
+        (logits,) = self.session.run(["logits"], feeds)
+        return logits[:size].astype(np.float32, copy=False)
+
+    def _metadata(self) -> dict | None:
+        text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        return json.loads(text) if text else None
+
+    def _check_graph(self, num_classes: int) -> int | None:
+        """Check the graph against the config's contract; returns its fixed batch size, if it has one."""
+        graph_inputs = {i.name: i for i in self.session.get_inputs()}
+        wanted = [s.name for s in self.specs]
+        if sorted(graph_inputs) != sorted(wanted):
+            raise StreamrecError(f"{self.path} takes inputs {sorted(graph_inputs)} but the config's model takes "
+                                 f"{wanted}; export it from this config with `run_stream.py export`")
+        batches = set()
+        for spec in self.specs:
+            graph_input = graph_inputs[spec.name]
+            batch, *clip_shape = graph_input.shape
+            if graph_input.type != "tensor(uint8)" or tuple(clip_shape) != spec.clip_shape:
+                raise StreamrecError(
+                    f"{self.path} input '{spec.name}' is {graph_input.type} {graph_input.shape}; the config needs "
+                    f"uint8 [B, {', '.join(map(str, spec.clip_shape))}]: export it from this config")
+            batches.add(batch if isinstance(batch, int) else None)
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if "logits" not in outputs or outputs["logits"].shape[-1] != num_classes:
+            found = {name: o.shape for name, o in outputs.items()}
+            raise StreamrecError(f"{self.path} must output logits [B, {num_classes}], has {found}; "
+                                 "export it from this config")
+        if len(batches) != 1:
+            raise StreamrecError(f"{self.path} has inputs with different batch sizes; re-export it")
+        return batches.pop()

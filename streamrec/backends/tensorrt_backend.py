@@ -1,0 +1,156 @@
+"""TensorRT engine: a serialized engine run through the I/O tensor API.
+
+One engine object owns one execution context and one CUDA stream (TensorRT lets one
+optimization profile serve one context at a time; a second stream of work creates a second
+engine). Buffers are allocated once, at the profile's maximum batch, pinned on the host and
+on the device; the uint8 clips cross the bus as uint8 and are normalised inside the engine.
+
+TensorRT and CUDA are reached only through `trt_api.TensorRT` and `cuda_memory.DeviceMemory`,
+so the tests drive this module with stand-ins of both. It has never run on real TensorRT
+(see `streamrec.backends.trt_api`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from streamrec.backends.cuda_memory import DeviceMemory, Stream
+from streamrec.backends.engine_cache import EngineRecord, sha256_bytes
+from streamrec.backends.inputs import InputSpec, batch_size
+from streamrec.backends.trt_api import CudaEngine, TensorRT, TensorRTError
+from streamrec.errors import StreamrecError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One I/O tensor of an engine, with the shapes its optimization profile allows."""
+
+    name: str
+    is_input: bool
+    dtype: np.dtype
+    min_shape: tuple[int, ...]
+    max_shape: tuple[int, ...]
+
+
+def describe_tensors(engine: CudaEngine, api: TensorRT) -> list[TensorInfo]:
+    tensors = []
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        is_input = api.is_input(engine.get_tensor_mode(name))
+        shape = tuple(engine.get_tensor_shape(name))
+        if is_input and any(d < 0 for d in shape):  # dynamic: the profile bounds it
+            low, _, high = (tuple(s) for s in engine.get_tensor_profile_shape(name, 0))
+        else:  # static inputs; outputs are sized once the input shapes are set
+            low = high = shape
+        tensors.append(TensorInfo(name, is_input, api.numpy_dtype(engine.get_tensor_dtype(name)), low, high))
+    return tensors
+
+
+def read_plan(path: Path, api: TensorRT, memory: DeviceMemory) -> bytes:
+    """The bytes of a built engine, after checking its record against this machine.
+
+    An engine made for another TensorRT or GPU, or damaged on disk, is one clear line here,
+    not a TensorRT serialisation assertion later.
+    """
+    if not path.is_file():
+        raise StreamrecError(f"engine file {path} not found; build one with `run_stream.py build-engine --onnx FILE`")
+    plan = path.read_bytes()
+    record = EngineRecord.load(path)
+    if record is None:
+        return plan  # built elsewhere: TensorRT itself is the only check left
+    rebuild = f"rebuild it with `python run_stream.py build-engine --onnx {record.onnx_file}`"
+    built_for = (record.key.tensorrt_version, record.key.gpu_name, record.key.compute_capability)
+    here = (api.version, memory.device_name, memory.compute_capability)
+    if built_for != here:
+        raise StreamrecError(
+            f"engine {path.name} was built with TensorRT {built_for[0]} for {built_for[1]} (compute {built_for[2]}); "
+            f"this machine has TensorRT {here[0]} and {here[1]} (compute {here[2]}): {rebuild}")
+    if sha256_bytes(plan) != record.plan_sha256:
+        raise StreamrecError(f"engine {path} is damaged (its checksum differs from the one recorded at build): {rebuild}")
+    return plan
+
+
+class TensorRTEngine:
+    name = "tensorrt"
+
+    def __init__(self, plan: bytes, api: TensorRT, memory: DeviceMemory, specs: tuple[InputSpec, ...],
+                 num_classes: int, source: str = "engine"):
+        self.specs = specs
+        self.memory = memory
+        self._lock = threading.Lock()
+        with memory.activate():
+            try:
+                self.engine = api.deserialize(plan)
+            except TensorRTError as err:
+                raise StreamrecError(
+                    f"TensorRT {api.version} cannot load {source} ({err}); the file is damaged or was built by "
+                    "another TensorRT version or for another GPU: rebuild it with `run_stream.py build-engine`") from None
+            tensors = describe_tensors(self.engine, api)
+            self.inputs = [t for t in tensors if t.is_input]
+            outputs = [t for t in tensors if not t.is_input]
+            self._check_contract(outputs, source)
+            self.output = outputs[0]
+            self.min_batch = max(t.min_shape[0] for t in self.inputs)
+            self.max_batch = min(t.max_shape[0] for t in self.inputs)
+            self.context = self.engine.create_execution_context()
+            self.stream: Stream = memory.stream()
+            self.host, self.device = self._allocate(num_classes, source)
+
+    def _check_contract(self, outputs: list[TensorInfo], source: str) -> None:
+        by_name = {t.name: t for t in self.inputs}
+        wanted = [s.name for s in self.specs]
+        if sorted(by_name) != sorted(wanted) or len(outputs) != 1:
+            raise StreamrecError(f"{source} has inputs {sorted(by_name)} and {len(outputs)} output(s); the config's "
+                                 f"model takes {wanted} and returns logits: build it from this config's export")
+        for spec in self.specs:
+            tensor = by_name[spec.name]
+            if tensor.dtype != np.uint8 or tensor.max_shape[1:] != spec.clip_shape:
+                raise StreamrecError(
+                    f"{source} input '{spec.name}' is {tensor.dtype} {list(tensor.max_shape)}; the config needs uint8 "
+                    f"[B, {', '.join(map(str, spec.clip_shape))}]: export with `run_stream.py export` and rebuild")
+
+    def _allocate(self, num_classes: int, source: str) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """Pinned host and device buffers for every tensor at the profile's maximum batch."""
+        for tensor in self.inputs:
+            self.context.set_input_shape(tensor.name, tensor.max_shape)
+        output_shape = tuple(self.context.get_tensor_shape(self.output.name))
+        if output_shape != (self.max_batch, num_classes):
+            raise StreamrecError(f"{source} returns {list(output_shape)} at batch {self.max_batch}; the config's model "
+                                 f"has {num_classes} classes: build it from this config's export")
+        shapes = {t.name: t.max_shape for t in self.inputs} | {self.output.name: output_shape}
+        dtypes = {t.name: t.dtype for t in self.inputs} | {self.output.name: self.output.dtype}
+        host, device = {}, {}
+        for name, shape in shapes.items():
+            host[name] = self.memory.pinned(shape, dtypes[name])
+            device[name] = self.memory.allocate(host[name].nbytes)
+            self.context.set_tensor_address(name, device[name])
+        log.info("tensorrt buffers: %.1f MiB pinned, the same on the GPU (batch up to %d)",
+                 sum(a.nbytes for a in host.values()) / 2**20, self.max_batch)
+        return host, device
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        size = batch_size(inputs, self.specs, self.max_batch)
+        run = max(size, self.min_batch)  # below the profile's minimum, pad; the padding's rows are dropped
+        out = self.output.name
+        with self._lock, self.memory.activate():
+            for tensor in self.inputs:
+                staged = self.host[tensor.name][:run]
+                staged[:size] = inputs[tensor.name]
+                self.context.set_input_shape(tensor.name, (run, *tensor.max_shape[1:]))
+                self.memory.to_device(self.device[tensor.name], staged, self.stream)
+            if not self.context.execute_async_v3(self.stream.handle):
+                raise StreamrecError(f"TensorRT failed to run a batch of {run}; see the TensorRT messages above")
+            self.memory.to_host(self.host[out][:run], self.device[out], self.stream)
+            self.stream.synchronize()
+            return self.host[out][:size].astype(np.float32)  # a copy: the pinned buffer is reused
+
+    def close(self) -> None:
+        self.memory.close()

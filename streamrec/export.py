@@ -1,0 +1,146 @@
+"""ONNX export: the engine contract as a graph, for ONNX Runtime and TensorRT.
+
+The graph takes uint8 RGB ``slow`` ``[B, T_slow, H, W, 3]`` and ``fast`` ``[B, T_fast, H, W, 3]``
+(``frames`` for single-pathway models), normalises inside (`UInt8Clips` casts to float before
+anything touches the time axis) and returns float32 ``logits`` ``[B, num_classes]``.
+
+fp16 exports are made from the float32 graph by `to_float16`: PyTorch's CPU kernels lack
+half-precision 3D pooling, so the model cannot be traced in half on a machine without a GPU.
+The inputs stay uint8 and the output stays float32, so every backend moves the same bytes.
+
+The legacy TorchScript exporter (``dynamo=False``) is used: it needs no extra packages, folds
+batch norms into the convolutions, and its graphs are the ones TensorRT's parser is tested on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from streamrec.config import ClipConfig, Config
+from streamrec.errors import StreamrecError
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+OPSET = 17
+EXPORT_FORMAT = 1  # bump when the exported graph changes: it is part of the export cache key
+METADATA_KEY = "streamrec"  # ONNX metadata_props entry: JSON with the clip contract and model
+
+
+def export_config(config: Config, output: str | Path, *, fp16: bool = False, batch: int | None = None) -> Path:
+    """Export the model a config describes (with its checkpoint) to ``output``."""
+    from streamrec.checkpoints import load_model
+
+    return export_onnx(load_model(config), config.clip, output, fp16=fp16, batch=batch,
+                       metadata=export_metadata(config, fp16))
+
+
+def export_metadata(config: Config, fp16: bool) -> dict:
+    """What an exported graph records about itself, so an engine can check it matches a config."""
+    return {
+        "arch": config.model.arch,
+        "num_classes": config.model.num_classes,
+        "clip": config.to_dict()["clip"],
+        "checkpoint": Path(config.checkpoint).name if config.checkpoint else None,
+        "precision": "fp16" if fp16 else "fp32",
+        "export_format": EXPORT_FORMAT,
+    }
+
+
+def export_onnx(model: "nn.Module", clip: ClipConfig, output: str | Path, *, fp16: bool = False,
+                batch: int | None = None, metadata: dict | None = None) -> Path:
+    """Export an engine-contract model (`UInt8Clips`); ``batch=None`` makes the batch axis dynamic.
+
+    The file is written atomically, so an interrupted export never leaves a half-written
+    model where the engine cache would pick it up.
+    """
+    import onnx
+    import torch
+
+    from streamrec.backends.engine_cache import write_atomically
+    from streamrec.backends.inputs import input_specs
+
+    if batch is not None and batch < 1:
+        raise StreamrecError(f"export batch must be >= 1 or 'dynamic', got {batch}")
+    specs = input_specs(clip)
+    example_batch = batch or 2  # not 1: a dynamic axis traced at 1 can be specialised away
+    examples = tuple(torch.zeros((example_batch, *s.clip_shape), dtype=torch.uint8) for s in specs)
+    names = [s.name for s in specs]
+    dynamic_axes = None if batch else {name: {0: "batch"} for name in [*names, "logits"]}
+    graph_file = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
+    graph_file.close()
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(model.eval().float(), examples, graph_file.name, input_names=names,
+                              output_names=["logits"], dynamic_axes=dynamic_axes, opset_version=OPSET,
+                              dynamo=False, do_constant_folding=True)
+        graph = onnx.load(graph_file.name)
+    finally:
+        os.unlink(graph_file.name)
+    if fp16:
+        graph = to_float16(graph)
+    if metadata is not None:
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=True)
+    onnx.checker.check_model(graph)
+    return write_atomically(Path(output), graph.SerializeToString())
+
+
+def to_float16(graph: "onnx.ModelProto") -> "onnx.ModelProto":
+    """The same graph computing in float16: weights, constants and casts become half precision.
+
+    Made for this project's exported graphs (uint8 inputs cast to float at the start, float
+    logits at the end): every float tensor the graph holds or casts to becomes float16, and a
+    final Cast keeps ``logits`` float32. The fp16 parity test checks the result numerically.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def half(tensor: TensorProto) -> TensorProto:
+        if tensor.data_type != TensorProto.FLOAT:
+            return tensor
+        return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name)
+
+    graph = onnx.ModelProto.FromString(graph.SerializeToString())  # leave the caller's graph alone
+    body = graph.graph
+    for i, initializer in enumerate(body.initializer):
+        body.initializer[i].CopyFrom(half(initializer))
+    for node in body.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT:
+                attribute.i = TensorProto.FLOAT16
+            elif attribute.type == onnx.AttributeProto.TENSOR:
+                attribute.t.CopyFrom(half(attribute.t))
+    del body.value_info[:]  # stale float32 annotations; shape inference recomputes them
+    for output in body.output:
+        internal = f"{output.name}_fp16"
+        for node in body.node:
+            node.output[:] = [internal if name == output.name else name for name in node.output]
+        body.node.append(helper.make_node("Cast", [internal], [output.name], to=TensorProto.FLOAT,
+                                          name=f"{output.name}_to_float32"))
+    return graph
+
+
+def check_metadata(metadata: dict | None, config: Config, path: str | Path) -> None:
+    """An exported graph must have been made for this config's model and clip contract.
+
+    Graphs exported elsewhere carry no streamrec metadata and are checked by shape only.
+    """
+    if metadata is None:
+        return
+    wanted = export_metadata(config, fp16=False)
+    for field in ("arch", "num_classes"):
+        if metadata.get(field) != wanted[field]:
+            raise StreamrecError(f"{path} was exported for model.{field}={metadata.get(field)}, the config has "
+                                 f"{wanted[field]}; export it from this config with `run_stream.py export`")
+    for field, value in wanted["clip"].items():
+        if metadata.get("clip", {}).get(field) != value:
+            raise StreamrecError(f"{path} was exported for clip.{field}={metadata['clip'].get(field)}, the config "
+                                 f"has {value}; export it from this config with `run_stream.py export`")
