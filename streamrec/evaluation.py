@@ -1,0 +1,184 @@
+"""Streaming accuracy: action events scored against ground-truth segments.
+
+Ground truth is a JSON file next to each video (``video.mp4`` → ``video.json``) holding
+``segments``: ``[start, end, label]`` in source seconds. The pipeline's events become predicted
+segments (see `segments_from_events`); each class's predicted and true segments are matched
+one to one, best temporal IoU first, and a pair with IoU at least ``iou_threshold`` is a hit.
+Precision, recall and F1 follow per class and overall (pooled over classes). Detection delay
+is, for each hit, the time from the true segment's start to its ``action_start`` event (the
+clip end of the hop that raised it): how long after a person starts falling the alarm goes off.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from streamrec.errors import StreamrecError
+
+IOU_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # source seconds
+    end: float
+    label: str
+    detected_at: float | None = None  # predictions only: source time of the action_start event
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def temporal_iou(a: Segment, b: Segment) -> float:
+    intersection = max(0.0, min(a.end, b.end) - max(a.start, b.start))
+    union = max(a.end, b.end) - min(a.start, b.start)
+    return intersection / union if union > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- ground truth files
+
+
+def ground_truth_path(video: str | Path) -> Path:
+    return Path(video).with_suffix(".json")
+
+
+def write_ground_truth(path: str | Path, segments: Iterable[Segment], **info: Any) -> None:
+    data = {**info, "segments": [[round(s.start, 4), round(s.end, 4), s.label] for s in segments]}
+    Path(path).write_text(json.dumps(data, indent=1) + "\n")
+
+
+def read_ground_truth(path: str | Path) -> list[Segment]:
+    path = Path(path)
+    if not path.is_file():
+        raise StreamrecError(f"no ground truth {path}; put a JSON file with \"segments\": [[start, end, label], ...] "
+                             "next to the video")
+    try:
+        rows = json.loads(path.read_text())["segments"]
+        return [Segment(float(start), float(end), str(label)) for start, end, label in rows]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StreamrecError(f"ground truth {path} is not valid ({type(exc).__name__}: {exc}); it needs "
+                             "\"segments\": [[start, end, label], ...]") from None
+
+
+# --------------------------------------------------------------------------- events to segments
+
+
+def segments_from_events(events: Iterable[dict[str, Any]]) -> list[Segment]:
+    """Predicted segments from one stream's ``action_start``/``action_end`` events.
+
+    A segment runs from the centre of the clip that raised the action to the centre of the clip
+    that ended it: a clip is labelled with an action when the action fills enough of it, so
+    its centre is the best single-time estimate of where the action began or ended.
+    """
+    open_actions: dict[str, dict[str, Any]] = {}
+    segments = []
+    for event in events:
+        label = event.get("label")
+        if event["type"] == "action_start":
+            open_actions[label] = event
+        elif event["type"] == "action_end" and label in open_actions:
+            start = open_actions.pop(label)
+            segments.append(Segment(_clip_centre(start), max(_clip_centre(event), _clip_centre(start)), label,
+                                    detected_at=start["clip_end"]))
+    return segments
+
+
+def _clip_centre(event: dict[str, Any]) -> float:
+    return (event["clip_start"] + event["clip_end"]) / 2.0
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    delays_s: tuple[float, ...]  # one per hit
+
+    @property
+    def precision(self) -> float:
+        predicted = self.true_positives + self.false_positives
+        return self.true_positives / predicted if predicted else 0.0
+
+    @property
+    def recall(self) -> float:
+        actual = self.true_positives + self.false_negatives
+        return self.true_positives / actual if actual else 0.0
+
+    @property
+    def f1(self) -> float:
+        total = 2 * self.true_positives + self.false_positives + self.false_negatives
+        return 2 * self.true_positives / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        delays = np.array(self.delays_s)
+        return {
+            "precision": round(self.precision, 4), "recall": round(self.recall, 4), "f1": round(self.f1, 4),
+            "true_positives": self.true_positives, "false_positives": self.false_positives,
+            "false_negatives": self.false_negatives,
+            "delay_s_median": round(float(np.median(delays)), 3) if delays.size else None,
+            "delay_s_p90": round(float(np.percentile(delays, 90)), 3) if delays.size else None,
+        }
+
+
+def match_segments(truth: list[Segment], predicted: list[Segment],
+                   iou_threshold: float = IOU_THRESHOLD) -> list[tuple[Segment, Segment]]:
+    """One-to-one pairs of the same label with IoU >= threshold, highest IoU first."""
+    candidates = sorted(
+        ((temporal_iou(t, p), i, j) for i, t in enumerate(truth) for j, p in enumerate(predicted)
+         if t.label == p.label),
+        reverse=True,
+    )
+    used_truth, used_predicted, pairs = set(), set(), []
+    for iou, i, j in candidates:
+        if iou < iou_threshold:
+            break
+        if i not in used_truth and j not in used_predicted:
+            used_truth.add(i)
+            used_predicted.add(j)
+            pairs.append((truth[i], predicted[j]))
+    return pairs
+
+
+def score_segments(truth: list[Segment], predicted: list[Segment], labels: Iterable[str],
+                   iou_threshold: float = IOU_THRESHOLD) -> dict[str, ClassScore]:
+    """Per-class counts and delays for one video; ``labels`` are the classes scored (others are ignored)."""
+    scores = {}
+    for label in labels:
+        t = [s for s in truth if s.label == label]
+        p = [s for s in predicted if s.label == label]
+        pairs = match_segments(t, p, iou_threshold)
+        delays = tuple(pred.detected_at - true.start for true, pred in pairs if pred.detected_at is not None)
+        scores[label] = ClassScore(len(pairs), len(p) - len(pairs), len(t) - len(pairs), delays)
+    return scores
+
+
+def combine(per_video: Iterable[dict[str, ClassScore]]) -> dict[str, ClassScore]:
+    """Sum per-class counts (and pool delays) over several videos."""
+    total: dict[str, ClassScore] = {}
+    for scores in per_video:
+        for label, s in scores.items():
+            if label in total:
+                t = total[label]
+                s = ClassScore(t.true_positives + s.true_positives, t.false_positives + s.false_positives,
+                               t.false_negatives + s.false_negatives, t.delays_s + s.delays_s)
+            total[label] = s
+    return total
+
+
+def overall(scores: dict[str, ClassScore]) -> ClassScore:
+    """Pooled over classes (micro average): every segment counts once, whatever its class."""
+    return ClassScore(
+        sum(s.true_positives for s in scores.values()),
+        sum(s.false_positives for s in scores.values()),
+        sum(s.false_negatives for s in scores.values()),
+        tuple(d for s in scores.values() for d in s.delays_s),
+    )
