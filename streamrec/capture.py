@@ -21,7 +21,7 @@ from streamrec.config import ClipConfig, PipelineConfig, ReconnectConfig
 from streamrec.ringbuffer import RingBuffer
 from streamrec.sampling import frames_for_duration
 from streamrec.sources import FrameSource, SourceUnavailable
-from streamrec.transforms import fit_frame
+from streamrec.transforms import crop_region, fit_frame
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ FrameTap = Callable[[str, int, float, np.ndarray], None]
 class Capture(threading.Thread):
     def __init__(self, stream_id: str, source: FrameSource, display: str, clip: ClipConfig,
                  pipeline: PipelineConfig, reconnect: ReconnectConfig, hop_frames: int,
+                 region: tuple[float, float, float, float] | None,
                  on_frame: Callable[[], None], on_state: StateCallback, frame_taps: list[FrameTap] = ()):
         super().__init__(name=f"capture-{stream_id}", daemon=True)
         self.stream_id = stream_id
@@ -52,6 +53,7 @@ class Capture(threading.Thread):
         self.pipeline = pipeline
         self.reconnect = reconnect
         self.hop_frames = hop_frames
+        self.region = region
         self.offline = not source.live and not pipeline.realtime
         self.on_frame = on_frame
         self.on_state = on_state
@@ -158,8 +160,12 @@ class Capture(threading.Thread):
                     self.frames_dropped += 1
                     continue
                 self.stop_event.wait(max(0.0, due - now))
-            self.source_size = (frame.shape[1], frame.shape[0])
-            index = ring.write(fit_frame(frame, self.clip.short_side, self.clip.crop_size), now, timestamp)
+            size = (frame.shape[1], frame.shape[0])
+            if self.source_size and size != self.source_size:
+                self._set_state(StreamState.LIVE, "resolution changed from {}x{} to {}x{}".format(*self.source_size, *size))
+            self.source_size = size
+            seen = crop_region(frame, self.region) if self.region else frame
+            index = ring.write(fit_frame(seen, self.clip.short_side, self.clip.crop_size), now, timestamp)
             for tap in self.frame_taps:
                 tap(self.stream_id, index, timestamp, frame)
             self.frames_captured += 1

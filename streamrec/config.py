@@ -136,6 +136,10 @@ class StreamConfig:
     id: str
     source: str
     hop_frames: int | None = None  # per-stream override of pipeline.hop_frames
+    # Only look at this part of the frame: [x, y, width, height] as fractions of the frame,
+    # so it survives a change of resolution (e.g. [0.5, 0, 0.5, 1] is the right half).
+    region: tuple[float, ...] | None = None
+    thresholds: dict[str, ClassThreshold] = field(default_factory=dict)  # per-class, over postprocess's
 
 
 @dataclass(frozen=True)
@@ -322,6 +326,13 @@ def validate(config: Config, source: str) -> None:
         (config.engine.backend in ("torch", "onnxruntime", "tensorrt", "auto"),
          "engine.backend must be one of torch, onnxruntime, tensorrt, auto"),
         (len({s.id for s in config.streams}) == len(config.streams), "stream ids must be unique"),
+        (all(s.region is None or (len(s.region) == 4 and all(0 <= v <= 1 for v in s.region)
+                                  and s.region[2] > 0 and s.region[3] > 0
+                                  and s.region[0] + s.region[2] <= 1 and s.region[1] + s.region[3] <= 1)
+             for s in config.streams),
+         "a stream's region is [x, y, width, height] as fractions of the frame, inside [0, 1]"),
+        (all(0 <= t.exit <= t.enter <= 1 for s in config.streams for t in s.thresholds.values()),
+         "a stream's thresholds entries need 0 <= exit <= enter <= 1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -8,6 +8,7 @@ numbered, in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -39,8 +40,8 @@ class StreamRuntime:
     config: StreamConfig
     capture: Capture
     display: str
-    schedule: StreamSchedule | None = None
-    tracker: ActionTracker | None = None
+    tracker: ActionTracker
+    schedule: StreamSchedule | None = None  # once the source is open and its frame rate known
     ending: bool = False  # the source ended; serve what is left in the buffer, then close
     end_detail: str = ""  # why it ended, published once its last views are served
     closed: bool = False
@@ -73,9 +74,13 @@ class Pipeline:
             spec = parse_source(stream.source)
             source = create_source(spec, read_timeout_s=pipe.stall_timeout_s)
             capture = Capture(stream.id, source, spec.display, config.clip, pipe, config.reconnect,
-                              hop_frames=stream.hop_frames or pipe.hop_frames, on_frame=self.scheduler.notify,
+                              hop_frames=stream.hop_frames or pipe.hop_frames, region=stream.region,
+                              on_frame=self.scheduler.notify,
                               on_state=self._on_state, frame_taps=frame_taps)
-            self.streams[stream.id] = StreamRuntime(stream, capture, spec.display)
+            postprocess = config.postprocess
+            if stream.thresholds:
+                postprocess = dataclasses.replace(postprocess, thresholds={**postprocess.thresholds, **stream.thresholds})
+            self.streams[stream.id] = StreamRuntime(stream, capture, spec.display, ActionTracker(labels, postprocess))
 
     def _on_state(self, stream_id: str, state: StreamState, detail: str) -> None:
         self._state_changes.put((stream_id, state, detail))  # from capture threads; published by run()
@@ -95,6 +100,8 @@ class Pipeline:
             self._shutdown()
 
     def _start(self) -> None:
+        """Start every capture and wait for each first open. One stream that cannot be opened
+        is reported and the others go on; if none can, the run stops with the reason."""
         self._warm_up()
         for runtime in self.streams.values():
             runtime.capture.start()
@@ -104,9 +111,13 @@ class Pipeline:
                 if self.stop_event.is_set():
                     return
             if runtime.capture.error:
-                raise StreamrecError(runtime.capture.error)
-            self._attach(runtime)
+                log.error("%s", runtime.capture.error)
+            else:
+                self._attach(runtime)
         self._publish_state_changes()
+        errors = [r.capture.error for r in self.streams.values() if r.capture.error]
+        if len(errors) == len(self.streams):
+            raise StreamrecError("; ".join(errors))
 
     def _warm_up(self) -> None:
         """One inference on blank clips before the cameras start: lazy initialisation (and a
@@ -119,7 +130,6 @@ class Pipeline:
         hop = self._hop_frames(runtime.config, capture.fps)
         runtime.schedule = StreamSchedule(runtime.config.id, capture.ring, self.config.clip, capture.fps, hop,
                                           offline=capture.offline, live_clock=capture.source.live)
-        runtime.tracker = ActionTracker(self.labels, self.config.postprocess)
         self.scheduler.add(runtime.schedule)
 
     def _hop_frames(self, stream: StreamConfig, fps: float) -> int:
@@ -210,11 +220,10 @@ class Pipeline:
         runtime.closed = True
         if runtime.schedule:
             self.scheduler.remove(runtime.config.id)
-        if runtime.tracker:
-            common = {"clip_start": round(runtime.last_clip_end, 3), "clip_end": round(runtime.last_clip_end, 3),
-                      "latency_ms": 0.0}
-            for change in runtime.tracker.close():
-                self._emit_action(runtime, change, common)
+        common = {"clip_start": round(runtime.last_clip_end, 3), "clip_end": round(runtime.last_clip_end, 3),
+                  "latency_ms": 0.0}
+        for change in runtime.tracker.close():
+            self._emit_action(runtime, change, common)
         self._emit_status(runtime, StreamState.ENDED.value, runtime.end_detail or "stopped")
 
     def _emit_status(self, runtime: StreamRuntime, state: str, detail: str) -> None:

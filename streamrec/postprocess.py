@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.config import PostprocessConfig
+from streamrec.errors import StreamrecError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -49,7 +50,7 @@ class ActionTracker:
         self.exit = np.full(len(labels), config.exit_threshold)
         for name, threshold in config.thresholds.items():
             if name not in labels:
-                raise ValueError(f"postprocess.thresholds names unknown label '{name}'")
+                raise StreamrecError(f"thresholds name unknown label '{name}'; labels are: {', '.join(labels)}")
             self.enter[labels.index(name)] = threshold.enter
             self.exit[labels.index(name)] = threshold.exit
         self.trackable = np.array([name not in config.background_labels for name in labels])

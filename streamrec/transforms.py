@@ -16,3 +16,11 @@ def fit_frame(frame: np.ndarray, short_side: int, crop_size: int) -> np.ndarray:
         frame = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
     top, left = (new_h - crop_size) // 2, (new_w - crop_size) // 2
     return frame[top:top + crop_size, left:left + crop_size]
+
+
+def crop_region(frame: np.ndarray, region: tuple[float, float, float, float]) -> np.ndarray:
+    """The part of ``frame`` inside ``region`` = (x, y, width, height) as fractions of the frame."""
+    height, width = frame.shape[:2]
+    x, y, w, h = region
+    left, top = round(x * width), round(y * height)
+    return frame[top:top + max(1, round(h * height)), left:left + max(1, round(w * width))]
