@@ -18,6 +18,7 @@ from streamrec.errors import StreamrecError
 COMMANDS = {  # name: (module, help)
     "run": ("streamrec.commands.run", "recognise actions on one or more streams and publish events"),
     "subscribe": ("streamrec.commands.subscribe", "print the events a running pipeline publishes"),
+    "keys": ("streamrec.commands.keys", "make a CURVE key pair to encrypt and authenticate the event socket"),
 }
 DEFAULT_COMMAND = "run"
 

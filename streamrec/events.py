@@ -67,10 +67,14 @@ class EventBus:
 
 
 class ZmqPublisher:
-    def __init__(self, address: str, send_hwm: int, curve_secret_key: bytes | None = None):
+    def __init__(self, address: str, send_hwm: int, curve_secret_key: str | None = None,
+                 curve_allowed_clients: str | None = None):
         self.address = address
         self.context = zmq.Context.instance()
+        self.authenticator = None
         self.socket = self.context.socket(zmq.XPUB)
+        if curve_secret_key:
+            self.authenticator = start_curve_server(self.context, self.socket, curve_secret_key, curve_allowed_clients)
         self.socket.setsockopt(zmq.SNDHWM, send_hwm)
         self.socket.setsockopt(zmq.LINGER, 1000)  # at shutdown, give queued events 1 s to leave
         self.socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every subscription, also repeated ones
@@ -79,7 +83,7 @@ class ZmqPublisher:
         try:
             self.socket.bind(address)
         except zmq.ZMQError as exc:
-            self.socket.close(0)
+            self.close(linger=0)
             if exc.errno == zmq.EADDRINUSE:
                 raise StreamrecError(f"cannot publish on {address}: address already in use; stop the other "
                                      "process or pass another --publish (e.g. tcp://127.0.0.1:5556)") from None
@@ -112,8 +116,42 @@ class ZmqPublisher:
             if message[:1] == b"\x01":
                 self.subscriptions += 1
 
-    def close(self) -> None:
-        self.socket.close()
+    def close(self, linger: int | None = None) -> None:
+        self.socket.close(linger)
+        if self.authenticator:
+            self.authenticator.stop()
+
+
+def load_curve_key(path: str, secret: bool) -> tuple[bytes, bytes | None]:
+    """(public, secret) from a key file made by `run_stream.py keys` (ZeroMQ's certificate format)."""
+    import zmq.auth
+
+    try:
+        public, secret_key = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise StreamrecError(f"cannot read CURVE key file {path} ({exc}); make keys with `run_stream.py keys`") from None
+    if secret and secret_key is None:
+        raise StreamrecError(f"{path} holds only a public key; pass the .key_secret file made by `run_stream.py keys`")
+    return public, secret_key
+
+
+def start_curve_server(context: zmq.Context, socket: zmq.Socket, secret_key_file: str, allowed_clients: str | None):
+    """Make ``socket`` a CURVE server that admits only the public keys found in ``allowed_clients``."""
+    from pathlib import Path
+
+    from zmq.auth.thread import ThreadAuthenticator
+
+    if not allowed_clients or not Path(allowed_clients).is_dir():
+        raise StreamrecError("CURVE needs events.curve_allowed_clients: a folder of the subscribers' public "
+                             "*.key files (make them with `run_stream.py keys`)")
+    public, secret = load_curve_key(secret_key_file, secret=True)
+    authenticator = ThreadAuthenticator(context)
+    authenticator.start()
+    authenticator.configure_curve(domain="*", location=str(allowed_clients))
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_server = True
+    return authenticator
 
 
 class StdoutSink:

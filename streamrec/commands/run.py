@@ -40,6 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--event-log", help="append every event to this JSONL file (rotated by size)")
     parser.add_argument("--predictions", action="store_true", help="also emit a 'prediction' event every hop")
     parser.add_argument("--quiet", action="store_true", help="do not print events on stdout")
+    parser.add_argument("--curve-secret-key", metavar="FILE",
+                        help="encrypt the event socket with CURVE: the publisher's .key_secret (see `keys`)")
+    parser.add_argument("--curve-allowed-clients", metavar="DIR",
+                        help="with CURVE: folder of the public .key files of subscribers let in")
+    parser.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here (e.g. 127.0.0.1:9108)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config value, e.g. postprocess.enter_threshold=0.7; repeatable")
 
@@ -60,6 +65,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "events.predictions": args.predictions or None,
         "events.stdout": False if args.quiet else None,
         "events.publish": None if args.publish is None else ("null" if args.publish == "none" else args.publish),
+        "events.curve_secret_key": args.curve_secret_key,
+        "events.curve_allowed_clients": args.curve_allowed_clients,
+        "events.metrics": args.metrics,
     }
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
     config = load_config(args.config, overrides)
@@ -78,7 +86,9 @@ def build_bus(config: Config) -> tuple[EventBus, ZmqPublisher | None]:
     sinks = []
     if config.events.event_log:
         sinks.append(JsonlLog(config.events.event_log, int(config.events.event_log_max_mb * 2**20)))
-    publisher = ZmqPublisher(config.events.publish, config.events.send_hwm) if config.events.publish else None
+    events = config.events
+    publisher = (ZmqPublisher(events.publish, events.send_hwm, events.curve_secret_key, events.curve_allowed_clients)
+                 if events.publish else None)
     if publisher:
         sinks.append(publisher)
     if config.events.stdout:
@@ -88,6 +98,7 @@ def build_bus(config: Config) -> tuple[EventBus, ZmqPublisher | None]:
 
 def main(args: argparse.Namespace) -> int:
     from streamrec.backends import create_engine
+    from streamrec.metrics import serve_metrics
     from streamrec.pipeline import Pipeline
 
     config = config_from_args(args)
@@ -100,12 +111,15 @@ def main(args: argparse.Namespace) -> int:
             if args.wait_subscriber and not publisher.wait_for_subscriber(args.wait_subscriber):
                 log.info("no subscriber after %.1f s; starting anyway", args.wait_subscriber)
         pipeline = Pipeline(config, engine, labels, bus)
+        metrics_server = serve_metrics(pipeline, config.events.metrics) if config.events.metrics else None
         previous = {sig: signal.signal(sig, lambda *_: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             pipeline.run()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if metrics_server:
+                metrics_server.shutdown()
     finally:
         bus.close()
     print(f"streamrec: {bus.seq} events", file=sys.stderr)

@@ -9,6 +9,9 @@ import time
 
 import zmq
 
+from streamrec.errors import StreamrecError
+from streamrec.events import load_curve_key
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect", default="tcp://127.0.0.1:5555", help="publisher address (default %(default)s)")
@@ -16,12 +19,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="only events whose topic starts with this (e.g. 'lobby.' or 'lobby.action_start'); repeatable")
     parser.add_argument("--count", type=int, help="exit after this many events")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds without an event")
+    parser.add_argument("--curve-server-key", metavar="FILE", help="the publisher's public key file (CURVE)")
+    parser.add_argument("--curve-key", metavar="FILE", help="this subscriber's secret key file (CURVE)")
 
 
 def main(args: argparse.Namespace) -> int:
     context = zmq.Context.instance()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
+    if args.curve_server_key or args.curve_key:
+        if not (args.curve_server_key and args.curve_key):
+            raise StreamrecError("CURVE needs both --curve-server-key (the publisher's .key) and --curve-key "
+                                 "(this subscriber's .key_secret)")
+        socket.curve_serverkey, _ = load_curve_key(args.curve_server_key, secret=False)
+        socket.curve_publickey, socket.curve_secretkey = load_curve_key(args.curve_key, secret=True)
     for topic in args.topic or [""]:
         socket.setsockopt_string(zmq.SUBSCRIBE, topic)
     socket.connect(args.connect)
