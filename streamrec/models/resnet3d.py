@@ -18,7 +18,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from streamrec.config import ClipConfig
 from streamrec.errors import StreamrecError
+from streamrec.models import register_model
 
 STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}  # bottleneck blocks in res2..res5
 BN_EPS = 1e-5
@@ -72,13 +74,12 @@ class Stem(nn.Module):
 
 
 class PathwayStems(nn.Module):
-    """One `Stem` per pathway (``pathway0_stem``, ``pathway1_stem``)."""
+    """One stem per pathway (``pathway0_stem``, ``pathway1_stem``)."""
 
-    def __init__(self, out_channels: Sequence[int], temporal_kernels: Sequence[int], spatial_kernel: int = 7):
+    def __init__(self, stems: Sequence[nn.Module]):
         super().__init__()
-        self.num_pathways = len(out_channels)
-        for p, (channels, kernel) in enumerate(zip(out_channels, temporal_kernels)):
-            self.add_module(f"pathway{p}_stem", Stem(3, channels, kernel, spatial_kernel))
+        for p, stem in enumerate(stems):
+            self.add_module(f"pathway{p}_stem", stem)
 
     def forward(self, pathways: list[torch.Tensor]) -> list[torch.Tensor]:
         return [getattr(self, f"pathway{p}_stem")(x) for p, x in enumerate(pathways)]
@@ -108,15 +109,14 @@ class Bottleneck(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Bottleneck plus shortcut; the shortcut projects (``branch1``) when shape changes."""
+    """A residual branch (``branch2``) plus shortcut; the shortcut projects (``branch1``) when shape changes."""
 
-    def __init__(self, in_channels: int, inner_channels: int, out_channels: int, temporal_kernel: int,
-                 stride: int, groups: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, branch2: nn.Module):
         super().__init__()
         projects = in_channels != out_channels or stride != 1
         self.branch1 = nn.Conv3d(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False) if projects else None
         self.branch1_bn = batch_norm(out_channels) if projects else None
-        self.branch2 = Bottleneck(in_channels, inner_channels, out_channels, temporal_kernel, stride, groups)
+        self.branch2 = branch2
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,24 +124,31 @@ class ResBlock(nn.Module):
         return self.relu(shortcut + self.branch2(x))
 
 
-class ResStage(nn.Module):
-    """A stage of `ResBlock` s per pathway (``pathway{p}_res{i}``); the first block of each strides."""
+def bottleneck_blocks(in_channels: int, inner_channels: int, out_channels: int, temporal_kernels: Sequence[int],
+                      stride: int, groups: int = 1) -> list[ResBlock]:
+    """One pathway's blocks of a ResNet stage: one per temporal kernel, the first strided."""
+    return [
+        ResBlock(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1,
+                 Bottleneck(in_channels if i == 0 else out_channels, inner_channels, out_channels, kernel,
+                            stride if i == 0 else 1, groups))
+        for i, kernel in enumerate(temporal_kernels)
+    ]
 
-    def __init__(self, in_channels: Sequence[int], inner_channels: Sequence[int], out_channels: Sequence[int],
-                 temporal_kernels: Sequence[Sequence[int]], stride: int, groups: int = 1):
+
+class ResStage(nn.Module):
+    """A stage: a chain of blocks per pathway (``pathway{p}_res{i}``)."""
+
+    def __init__(self, pathway_blocks: Sequence[Sequence[nn.Module]]):
         super().__init__()
-        self.num_pathways = len(in_channels)
-        self.num_blocks = len(temporal_kernels[0])
-        for p in range(self.num_pathways):
-            for i, kernel in enumerate(temporal_kernels[p]):
-                block = ResBlock(in_channels[p] if i == 0 else out_channels[p], inner_channels[p], out_channels[p],
-                                 kernel, stride if i == 0 else 1, groups)
+        self.num_blocks = [len(blocks) for blocks in pathway_blocks]
+        for p, blocks in enumerate(pathway_blocks):
+            for i, block in enumerate(blocks):
                 self.add_module(f"pathway{p}_res{i}", block)
 
     def forward(self, pathways: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
         for p, x in enumerate(pathways):
-            for i in range(self.num_blocks):
+            for i in range(self.num_blocks[p]):
                 x = getattr(self, f"pathway{p}_res{i}")(x)
             out.append(x)
         return out
@@ -179,25 +186,99 @@ class Head(nn.Module):
     def __init__(self, in_channels: Sequence[int], num_classes: int, pool_sizes: Sequence[Sequence[int]],
                  dropout: float = 0.5, average: str = "logits"):
         super().__init__()
-        if average not in HEAD_AVERAGES:
-            raise StreamrecError(f"model.head_average '{average}' is not one of: {', '.join(HEAD_AVERAGES)}")
         self.num_pathways = len(in_channels)
         for p, size in enumerate(pool_sizes):
             self.add_module(f"pathway{p}_avgpool", nn.AvgPool3d(tuple(size), stride=1))
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(sum(in_channels), num_classes)
-        self.average = average
+        self.average = check_head_average(average)
 
     def forward(self, pathways: list[torch.Tensor]) -> torch.Tensor:
         pooled = [getattr(self, f"pathway{p}_avgpool")(x) for p, x in enumerate(pathways)]
         x = torch.cat(pooled, dim=1).permute(0, 2, 3, 4, 1)  # B, t, h, w, C: classify every position
-        logits = self.projection(self.dropout(x))
-        if self.average == "logits":
-            return logits.mean(dim=(1, 2, 3))
-        positions = logits.shape[1] * logits.shape[2] * logits.shape[3]
-        return torch.logsumexp(logits.log_softmax(dim=-1), dim=(1, 2, 3)) - math.log(positions)
+        return average_positions(self.projection(self.dropout(x)), self.average)
+
+
+def check_head_average(average: str) -> str:
+    if average not in HEAD_AVERAGES:
+        raise StreamrecError(f"model.head_average '{average}' is not one of: {', '.join(HEAD_AVERAGES)}")
+    return average
+
+
+def average_positions(logits: torch.Tensor, average: str) -> torch.Tensor:
+    """Per-position logits ``[B, t, h, w, K]`` to clip logits ``[B, K]`` (see `Head`)."""
+    if average == "logits":
+        return logits.mean(dim=(1, 2, 3))
+    positions = logits.shape[1] * logits.shape[2] * logits.shape[3]
+    return torch.logsumexp(logits.log_softmax(dim=-1), dim=(1, 2, 3)) - math.log(positions)
 
 
 def head_pool_size(frames: int, crop_size: int, spatial_stride: int = 32) -> tuple[int, int, int]:
     """The final feature map of one pathway at the training crop (PySlowFast's head pool size)."""
     return (frames, crop_size // spatial_stride, crop_size // spatial_stride)
+
+
+class ResNet3D(nn.Module):
+    """Single-pathway 3D ResNet: Slow-only and I3D (PySlowFast's ``ResNet`` model, same names).
+
+    Arguments as in the `resnet3d` builder, which holds the defaults.
+    """
+
+    def __init__(self, num_classes, frames, train_crop_size, depth, width, stem_temporal_kernel, stem_spatial_kernel,
+                 temporal_kernels, temporal_blocks, res2_temporal_pool, groups, dropout, head_average):
+        super().__init__()
+        depths = stage_depths(depth)
+        if len(temporal_kernels) != 4:
+            raise StreamrecError("model.temporal_kernels needs 4 kernel lists, one per stage res2..res5, e.g. [[1], [1], [3], [3]]")
+        self.s1 = PathwayStems([Stem(3, width, stem_temporal_kernel, stem_spatial_kernel)])
+        in_channels = width
+        for stage in range(4):
+            scale = 2**stage
+            kernels = block_temporal_kernels(temporal_kernels[stage], depths[stage],
+                                             None if temporal_blocks is None else temporal_blocks[stage])
+            blocks = bottleneck_blocks(in_channels, width * groups * scale, width * 4 * scale, kernels,
+                                       stride=1 if stage == 0 else 2, groups=groups)
+            self.add_module(f"s{stage + 2}", ResStage([blocks]))
+            in_channels = width * 4 * scale
+        # I3D halves time after res2 with a max-pool; Slow-only keeps every frame.
+        self.pathway0_pool = nn.MaxPool3d((res2_temporal_pool, 1, 1), stride=(res2_temporal_pool, 1, 1))
+        self.head = Head([in_channels], num_classes,
+                         [head_pool_size(frames // res2_temporal_pool, train_crop_size)], dropout, head_average)
+
+    def forward(self, pathways: list[torch.Tensor]) -> torch.Tensor:
+        x = self.s2(self.s1(pathways))
+        x = [self.pathway0_pool(x[0])]
+        return self.head(self.s5(self.s4(self.s3(x))))
+
+
+# Slow-only R50 (PySlowFast's "slow" basis); I3D configs override these.
+SLOW_TEMPORAL_KERNELS = ((1,), (1,), (3,), (3,))
+
+
+@register_model("resnet3d")
+def resnet3d(
+    clip: ClipConfig,
+    num_classes: int,
+    depth: int | Sequence[int] = 50,
+    width: int = 64,
+    stem_temporal_kernel: int = 1,
+    stem_spatial_kernel: int = 7,
+    temporal_kernels: Sequence[Sequence[int]] = SLOW_TEMPORAL_KERNELS,
+    temporal_blocks: Sequence[int] | None = None,
+    res2_temporal_pool: int = 1,
+    groups: int = 1,
+    dropout: float = 0.5,
+    head_average: str = "logits",
+    train_crop_size: int | None = None,
+) -> ResNet3D:
+    """Single-pathway 3D ResNet for a clip contract: Slow-only (the defaults) or I3D.
+
+    ``temporal_kernels`` holds one pattern per stage, repeated over its blocks (I3D's ``[3, 1]``
+    alternates); ``res2_temporal_pool`` is I3D's max-pool over time after res2 (2) or none (1).
+    The other arguments are as in `slowfast`.
+    """
+    if clip.alpha:
+        raise StreamrecError("arch 'resnet3d' is single-pathway: remove clip.alpha (or set it to null)")
+    return ResNet3D(num_classes, clip.num_frames, train_crop_size or clip.crop_size, depth, width, stem_temporal_kernel,
+                    stem_spatial_kernel, temporal_kernels, temporal_blocks, res2_temporal_pool, groups, dropout,
+                    head_average)

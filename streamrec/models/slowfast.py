@@ -21,7 +21,9 @@ from streamrec.models.resnet3d import (
     Head,
     PathwayStems,
     ResStage,
+    Stem,
     block_temporal_kernels,
+    bottleneck_blocks,
     head_pool_size,
     stage_depths,
 )
@@ -42,7 +44,8 @@ class SlowFast(nn.Module):
             raise StreamrecError("model.temporal_kernels needs 4 stages x [slow, fast] kernel lists, e.g. [[[1], [3]], ...]")
         fast_width = width // beta_inv
 
-        self.s1 = PathwayStems([width, fast_width], stem_temporal_kernels, stem_spatial_kernel)
+        self.s1 = PathwayStems([Stem(3, width, stem_temporal_kernels[0], stem_spatial_kernel),
+                                Stem(3, fast_width, stem_temporal_kernels[1], stem_spatial_kernel)])
         self.s1_fuse = FuseFastToSlow(fast_width, fusion_channel_ratio, fusion_kernel, alpha)
         in_channels = [width + fast_width * fusion_channel_ratio, fast_width]
         for stage in range(4):  # res2..res5 are s2..s5
@@ -54,8 +57,11 @@ class SlowFast(nn.Module):
                                        None if temporal_blocks is None else temporal_blocks[stage][p])
                 for p in range(2)
             ]
-            self.add_module(f"s{stage + 2}", ResStage(in_channels, inner_channels, out_channels, kernels,
-                                                      stride=1 if stage == 0 else 2, groups=groups))
+            self.add_module(f"s{stage + 2}", ResStage([
+                bottleneck_blocks(in_channels[p], inner_channels[p], out_channels[p], kernels[p],
+                                  stride=1 if stage == 0 else 2, groups=groups)
+                for p in range(2)
+            ]))
             if stage < 3:
                 self.add_module(f"s{stage + 2}_fuse",
                                 FuseFastToSlow(out_channels[1], fusion_channel_ratio, fusion_kernel, alpha))
@@ -108,3 +114,4 @@ def slowfast(
     return SlowFast(num_classes, clip.alpha, clip.slow_frames, train_crop_size or clip.crop_size, depth, width, beta_inv,
                     fusion_channel_ratio, fusion_kernel, stem_temporal_kernels, stem_spatial_kernel, temporal_kernels,
                     temporal_blocks, groups, dropout, head_average)
+
