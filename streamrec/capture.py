@@ -59,11 +59,10 @@ class Capture(threading.Thread):
         self.on_state = on_state
         self.frame_taps = frame_taps
         self.stop_event = threading.Event()
-        self.ready = threading.Event()  # set once the first open succeeded or failed for good
         self.ring: RingBuffer | None = None
         self.fps = pipeline.assumed_fps
         self.state = StreamState.CONNECTING
-        self.error: str | None = None  # why the stream could not be opened at all
+        self.open_error: str | None = None  # why the stream could not be opened at all
         self.frames_captured = 0
         self.frames_dropped = 0  # realtime file playback skipped these to keep pace
         self.last_frame_time = time.monotonic()
@@ -80,15 +79,12 @@ class Capture(threading.Thread):
             if not self._open_with_backoff(first=True):
                 return
             self._create_ring()
-            self.ready.set()
             self._capture_loop()
         except Exception as exc:  # a bug or an unexpected decoder failure must not kill the process
             log.exception("capture thread of stream %s failed", self.stream_id)
-            self.error = self.error or f"capture failed: {exc}"
             self._set_state(StreamState.ENDED, f"error: {exc}")
         finally:
             self.source.close()
-            self.ready.set()
             if self.state is not StreamState.ENDED:
                 self._set_state(StreamState.ENDED, "stopped")
 
@@ -112,7 +108,8 @@ class Capture(threading.Thread):
                 retries_left = self.reconnect.max_retries < 0 or failures <= self.reconnect.max_retries
                 if not self.source.reconnectable or not retries_left or (first and exc.permanent):
                     attempts = f" after {failures} attempts" if failures > 1 else ""
-                    self.error = f"stream {self.stream_id}: {exc}{attempts}"
+                    if first:
+                        self.open_error = f"stream {self.stream_id}: {exc}{attempts}"
                     self._set_state(StreamState.ENDED, f"unavailable: {exc}")
                     return False
                 log.warning("stream %s: %s; retrying in %.1f s", self.stream_id, exc, delay)

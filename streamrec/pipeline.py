@@ -100,24 +100,9 @@ class Pipeline:
             self._shutdown()
 
     def _start(self) -> None:
-        """Start every capture and wait for each first open. One stream that cannot be opened
-        is reported and the others go on; if none can, the run stops with the reason."""
         self._warm_up()
         for runtime in self.streams.values():
             runtime.capture.start()
-        for runtime in self.streams.values():
-            while not runtime.capture.ready.wait(0.1):
-                self._publish_state_changes()
-                if self.stop_event.is_set():
-                    return
-            if runtime.capture.error:
-                log.error("%s", runtime.capture.error)
-            else:
-                self._attach(runtime)
-        self._publish_state_changes()
-        errors = [r.capture.error for r in self.streams.values() if r.capture.error]
-        if len(errors) == len(self.streams):
-            raise StreamrecError("; ".join(errors))
 
     def _warm_up(self) -> None:
         """One inference on blank clips before the cameras start: lazy initialisation (and a
@@ -125,12 +110,15 @@ class Pipeline:
         clip = self.config.clip
         self.engine.infer(split_pathways(clip, np.zeros((1, clip.num_frames, clip.crop_size, clip.crop_size, 3), np.uint8)))
 
-    def _attach(self, runtime: StreamRuntime) -> None:
-        capture = runtime.capture
-        hop = self._hop_frames(runtime.config, capture.fps)
-        runtime.schedule = StreamSchedule(runtime.config.id, capture.ring, self.config.clip, capture.fps, hop,
-                                          offline=capture.offline, live_clock=capture.source.live)
-        self.scheduler.add(runtime.schedule)
+    def _attach_opened_streams(self) -> None:
+        """Schedule each stream once its source is open: only then are its frame rate and buffer known."""
+        for runtime in self.streams.values():
+            capture = runtime.capture
+            if runtime.schedule is None and capture.ring is not None:
+                hop = self._hop_frames(runtime.config, capture.fps)
+                runtime.schedule = StreamSchedule(runtime.config.id, capture.ring, self.config.clip, capture.fps, hop,
+                                                  offline=capture.offline, live_clock=capture.source.live)
+                self.scheduler.add(runtime.schedule)
 
     def _hop_frames(self, stream: StreamConfig, fps: float) -> int:
         if stream.hop_frames:
@@ -143,6 +131,7 @@ class Pipeline:
         next_status = time.monotonic() + self.config.pipeline.status_interval_s
         while not self.stop_event.is_set():
             self._publish_state_changes()
+            self._attach_opened_streams()
             self._detect_stalls()
             if time.monotonic() >= next_status:
                 for runtime in self.streams.values():
@@ -155,6 +144,7 @@ class Pipeline:
             else:
                 self._close_ended_streams()
                 if all(r.closed for r in self.streams.values()):
+                    self._raise_if_none_opened()
                     return
 
     def _infer(self, views: list[View]) -> None:
@@ -211,6 +201,13 @@ class Pipeline:
                 self._emit_status(runtime, StreamState.STALLED.value,
                                   f"no frame for {now - capture.last_frame_time:.1f} s")
 
+    def _raise_if_none_opened(self) -> None:
+        """If no stream could be opened at all, the run failed: say why (one stream that cannot be
+        opened among others that can is only reported, in its status events and the log)."""
+        errors = [r.capture.open_error for r in self.streams.values()]
+        if all(errors):
+            raise StreamrecError("; ".join(errors))
+
     def _close_ended_streams(self) -> None:
         for runtime in self.streams.values():
             if runtime.ending and not runtime.closed and not (runtime.schedule and runtime.schedule.due()):
@@ -218,6 +215,8 @@ class Pipeline:
 
     def _close_stream(self, runtime: StreamRuntime) -> None:
         runtime.closed = True
+        if runtime.capture.open_error and any(r.schedule for r in self.streams.values()):
+            log.error("%s; the other streams go on", runtime.capture.open_error)
         if runtime.schedule:
             self.scheduler.remove(runtime.config.id)
         common = {"clip_start": round(runtime.last_clip_end, 3), "clip_end": round(runtime.last_clip_end, 3),
