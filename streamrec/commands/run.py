@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 
+from streamrec import visualize
 from streamrec.config import (DEFAULT_CONFIG, Config, StreamConfig, config_from_dict, load_config, load_labels,
                               parse_stream_entry)
 from streamrec.events import EventBus, JsonlLog, StdoutSink, ZmqPublisher
@@ -47,6 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here (e.g. 127.0.0.1:9108)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config value, e.g. postprocess.enter_threshold=0.7; repeatable")
+    visualize.configure(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -102,6 +104,7 @@ def main(args: argparse.Namespace) -> int:
     from streamrec.pipeline import Pipeline
 
     config = config_from_args(args)
+    visuals = visualize.Visuals(args, config)
     labels = load_labels(config)
     engine = create_engine(config)
     bus, publisher = build_bus(config)
@@ -110,17 +113,20 @@ def main(args: argparse.Namespace) -> int:
             log.info("publishing events on %s", publisher.endpoint)
             if args.wait_subscriber and not publisher.wait_for_subscriber(args.wait_subscriber):
                 log.info("no subscriber after %.1f s; starting anyway", args.wait_subscriber)
-        pipeline = Pipeline(config, engine, labels, bus)
+        pipeline = Pipeline(config, engine, labels, bus, observers=visuals.observers, frame_taps=visuals.frame_taps)
         metrics_server = serve_metrics(pipeline, config.events.metrics) if config.events.metrics else None
         previous = {sig: signal.signal(sig, lambda *_: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        visuals.start(pipeline)
         try:
             pipeline.run()
         finally:
+            visuals.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if metrics_server:
                 metrics_server.shutdown()
     finally:
         bus.close()
+    visuals.write_timeline()
     print(f"streamrec: {bus.seq} events", file=sys.stderr)
     return 0

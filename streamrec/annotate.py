@@ -1,0 +1,293 @@
+"""Annotated frames: each stream's frames at source resolution with what the recognizer says
+drawn on them, written to a video file and/or shown in a window.
+
+Nothing here runs on the capture or inference threads beyond a hand-off: the frame tap puts
+the frame in a bounded queue per stream (dropping and counting when it is full) and the hop
+observer records an `Overlay` under a lock. One drawing thread per stream pairs, draws and
+writes.
+
+Which result goes on which frame: frame ``i`` shows the latest hop whose clip ends at or before
+frame ``i``, which is what a live viewer knew when that frame was captured. Offline, the capture
+thread runs up to a ring buffer ahead of inference, so a frame waits in its queue until a hop
+ending at or after it has been seen (or the run is over); otherwise the labels would trail the
+action by the ring buffer's length. The wait is why the queue holds `QUEUE_FRAMES` frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from streamrec.errors import StreamrecError
+from streamrec.postprocess import ActionTracker
+from streamrec.scheduler import View
+
+log = logging.getLogger(__name__)
+
+# Frames queued per stream: more than an offline capture runs ahead of inference with the default
+# configs (ring buffer + one hop in flight), about 2 s of a 30 fps camera. At 1080p that is 400 MB.
+QUEUE_FRAMES = 64
+FPS_WINDOW_HOPS = 10  # processing fps is measured over the last this many hops
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")  # containers OpenCV writes with the mp4v codec
+WINDOW_REFRESH_S = 0.02
+
+TEXT = (255, 255, 255)  # BGR
+DIM = (170, 170, 170)
+BAR = (200, 120, 40)
+ACTIVE = (60, 60, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """What one hop said about a stream, drawn on the frames from its clip's end to the next hop's."""
+
+    end_index: int  # the clip's newest frame
+    top_k: list  # [[label, score], ...], best first
+    active: list[tuple[str, float]]  # (label, seconds it has been active at this hop)
+    fps: float  # source frames processed per wall-clock second, recently
+    latency_ms: float  # capture of the clip's newest frame → result, as the events report it
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def draw_overlay(frame_rgb: np.ndarray, stream_id: str, overlay: Overlay | None) -> np.ndarray:
+    """A BGR copy of the frame with the overlay in a translucent panel at the top left."""
+    image = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
+    height = image.shape[0]
+    font_scale = max(0.3, 0.55 * height / 480)
+    thickness = max(1, round(height / 480))
+    line_height = round(cv2.getTextSize("Ag", FONT, font_scale, thickness)[0][1] * 1.9)
+    margin = max(2, line_height // 4)
+    lines = _overlay_lines(stream_id, overlay)  # (text, colour, bar fraction or None)
+    width = max(cv2.getTextSize(text, FONT, font_scale, thickness)[0][0] for text, _, _ in lines) + 2 * margin
+    panel = image[:len(lines) * line_height + margin, :width]
+    panel[:] = (panel * 0.4).astype(np.uint8)  # darken behind the text so it reads on any content
+    for row, (text, colour, bar) in enumerate(lines):
+        baseline = (row + 1) * line_height - margin
+        cv2.putText(panel, text, (margin, baseline), FONT, font_scale, colour, thickness, cv2.LINE_AA)
+        if bar is not None:  # the score as a bar under its line, full panel width = 1.0
+            top = baseline + max(1, margin // 2)
+            cv2.rectangle(panel, (margin, top), (margin + round(bar * (width - 2 * margin)), top + max(1, margin // 2)),
+                          BAR, cv2.FILLED)
+    return image
+
+
+def _overlay_lines(stream_id: str, overlay: Overlay | None) -> list[tuple[str, tuple, float | None]]:
+    if overlay is None:
+        return [(stream_id, TEXT, None), ("waiting for the first clip", DIM, None)]
+    lines = [(f"{stream_id}  {overlay.fps:.0f} fps  {overlay.latency_ms:.0f} ms latency", TEXT, None)]
+    lines += [(f"{score:.2f} {label}", TEXT, score) for label, score in overlay.top_k]
+    lines += [(f"ACTIVE {label} {seconds:.1f} s", ACTIVE, None) for label, seconds in overlay.active]
+    return lines
+
+
+# --------------------------------------------------------------------------- per stream
+
+
+class OverlayHistory:
+    """One stream's overlays, in hop order, kept until the frames they belong to are drawn."""
+
+    def __init__(self):
+        self._overlays: deque[Overlay] = deque()
+        self._changed = threading.Condition()
+        self._finished = False
+
+    def add(self, overlay: Overlay) -> None:
+        with self._changed:
+            self._overlays.append(overlay)
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        """No more hops: frames still waiting take the last overlay."""
+        with self._changed:
+            self._finished = True
+            self._changed.notify_all()
+
+    def for_frame(self, index: int) -> Overlay | None:
+        """The overlay of frame ``index``, waiting until a hop at or after it settles which one it is."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._finished or (self._overlays and self._overlays[-1].end_index >= index))
+            while len(self._overlays) > 1 and self._overlays[1].end_index <= index:
+                self._overlays.popleft()  # frames only move forward: older overlays are done with
+            if self._overlays and self._overlays[0].end_index <= index:
+                return self._overlays[0]
+            return None  # before the stream's first full clip
+
+
+class StreamAnnotator(threading.Thread):
+    """Draws one stream's frames and writes them to its video file and/or the window."""
+
+    def __init__(self, stream_id: str, video_path: Path | None, window: Window | None):
+        super().__init__(name=f"annotate-{stream_id}", daemon=True)
+        self.stream_id = stream_id
+        self.video_path = video_path
+        self.window = window
+        self.frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
+        self.overlays = OverlayHistory()
+        self.progress: deque[tuple[float, int]] = deque(maxlen=FPS_WINDOW_HOPS)  # (wall time, end index)
+        self.frame_rate: Callable[[], float] | None = None  # the source's, asked at the first frame; set by start
+        self.written = 0
+        self.skipped = 0  # frames dropped because the queue was full
+
+    def offer(self, index: int, frame: np.ndarray) -> None:
+        """From the capture thread: queue the frame, or drop it if drawing has fallen behind."""
+        try:
+            self.frames.put_nowait((index, frame))
+        except queue.Full:
+            self.skipped += 1
+
+    def record(self, view: View, tracker: ActionTracker) -> None:
+        """From the pipeline thread, after a hop."""
+        now = time.monotonic()
+        self.progress.append((now, view.end_index))
+        (first_time, first_index), (last_time, last_index) = self.progress[0], self.progress[-1]
+        fps = (last_index - first_index) / (last_time - first_time) if last_time > first_time else 0.0
+        active = [(a.label, view.clip_end - a.started_at) for a in tracker.active.values()]
+        self.overlays.add(Overlay(view.end_index, tracker.top_k(), active, fps,
+                                  (now - view.newest_capture_time) * 1000.0))
+
+    def finish(self) -> None:
+        """Draw what is queued with the last overlays, then stop (call after the pipeline has stopped)."""
+        self.overlays.finish()
+        self.frames.put(None)
+        self.join()
+
+    def run(self) -> None:
+        writer = None
+        try:
+            while (item := self.frames.get()) is not None:
+                index, frame = item
+                image = draw_overlay(frame, self.stream_id, self.overlays.for_frame(index))
+                if self.video_path:
+                    writer = writer or self._open_writer(image.shape[1], image.shape[0])
+                    writer.write(image)
+                    self.written += 1
+                if self.window:
+                    self.window.show(self.stream_id, image)
+        except Exception:  # a broken writer must not take the run down; the summary says what was written
+            log.exception("annotating stream %s failed; no more frames are drawn", self.stream_id)
+            while self.frames.get() is not None:  # keep taking frames, so neither capture nor finish() waits
+                pass
+        finally:
+            if writer:
+                writer.release()
+
+    def _open_writer(self, width: int, height: int) -> cv2.VideoWriter:
+        writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.frame_rate(),
+                                 (width, height))
+        if not writer.isOpened():
+            raise RuntimeError(f"OpenCV cannot write {self.video_path}")
+        return writer
+
+
+# --------------------------------------------------------------------------- window
+
+
+def display_problem() -> str | None:
+    """Why no window can be opened here, or None if one probably can."""
+    gui = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    if gui and gui.group(1).upper() == "NONE":
+        return "headless OpenCV"
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no DISPLAY or WAYLAND_DISPLAY"
+    return None
+
+
+class Window(threading.Thread):
+    """One window per stream, showing its latest annotated frame. HighGUI wants every call from
+    one thread, so the drawing threads only leave frames here."""
+
+    def __init__(self):
+        super().__init__(name="show", daemon=True)
+        self._latest: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def show(self, stream_id: str, image: np.ndarray) -> None:
+        with self._lock:
+            self._latest[stream_id] = image
+
+    def close(self) -> None:
+        self._stop.set()
+        self.join()
+
+    def run(self) -> None:
+        try:
+            while not self._stop.wait(WINDOW_REFRESH_S):
+                with self._lock:
+                    latest, self._latest = self._latest, {}
+                for stream_id, image in latest.items():
+                    cv2.imshow(f"streamrec {stream_id}", image)
+                cv2.waitKey(1)
+        except cv2.error as exc:
+            log.warning("--show: cannot open a window (%s); continuing without it", str(exc).strip().splitlines()[-1])
+            self._stop.wait()  # keep the thread, so close() works the same either way
+        finally:
+            cv2.destroyAllWindows()
+
+
+# --------------------------------------------------------------------------- all streams
+
+
+def video_paths(path: str | Path, stream_ids: list[str]) -> dict[str, Path]:
+    """``FILE.mp4`` for one stream; ``FILE-<stream>.mp4`` each when there are several."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise StreamrecError(f"--output-video {path}: use a file name ending in {', '.join(VIDEO_SUFFIXES)}")
+    if len(stream_ids) == 1:
+        return {stream_ids[0]: path}
+    return {s: path.with_name(f"{path.stem}-{_file_safe(s)}{path.suffix}") for s in stream_ids}
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+class Annotator:
+    """Annotated frames of every stream, to video files and/or a window: hand `frame_tap` and
+    `observe` to the pipeline, `start` before running it and `close` after."""
+
+    def __init__(self, stream_ids: list[str], video_paths: dict[str, Path], show: bool):
+        """``video_paths``: the file of each stream that is written (see `video_paths`)."""
+        self.window = Window() if show else None
+        self.streams = {s: StreamAnnotator(s, video_paths.get(s), self.window) for s in stream_ids}
+
+    def frame_tap(self, stream_id: str, index: int, media_time: float, frame: np.ndarray) -> None:
+        self.streams[stream_id].offer(index, frame)
+
+    def observe(self, view: View, scores: np.ndarray, tracker: ActionTracker) -> None:
+        self.streams[view.stream_id].record(view, tracker)
+
+    def start(self, frame_rate: Callable[[str], float]) -> None:
+        """``frame_rate(stream_id)`` is the source's frame rate for the video files; it is asked
+        when the first frame arrives, after the source has opened and reported it."""
+        for stream in self.streams.values():
+            stream.frame_rate = lambda stream_id=stream.stream_id: frame_rate(stream_id)
+            stream.start()
+        if self.window:
+            self.window.start()
+
+    def close(self) -> None:
+        for stream in self.streams.values():
+            stream.finish()
+            if stream.video_path:
+                skipped = f", skipped {stream.skipped} (drawing fell behind)" if stream.skipped else ""
+                log.info("annotated video %s: %d frames written%s", stream.video_path, stream.written, skipped)
+            elif stream.skipped:
+                log.info("--show: stream %s skipped %d frames (drawing fell behind)", stream.stream_id, stream.skipped)
+        if self.window:
+            self.window.close()

@@ -1,0 +1,158 @@
+"""Score timeline: per-class scores over a run, with the thresholds, the emitted action
+segments and (where known) the ground truth, one panel per stream.
+
+`TimelineRecorder` is a hop observer for `Pipeline`; after the run, `write` draws the figure.
+Times are source seconds at each hop's clip end (the ``clip_end`` of events), so a detected
+segment starts when its ``action_start`` was raised: the gap to a ground-truth segment's start
+is the detection delay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from streamrec.errors import StreamrecError
+from streamrec.postprocess import ActionTracker
+from streamrec.scheduler import View
+
+MAX_CLASSES = 10  # beyond this many classes, plot those that mattered (detected, true, or highest peak)
+DETECTED_BAND = (-0.10, -0.03)  # y range of the strip of detected segments under the scores
+TRUTH_BAND = (-0.20, -0.13)
+
+Segment = tuple[float, float, str]  # (start, end, label) in source seconds, as ground-truth files hold them
+
+
+@dataclass
+class StreamRecording:
+    """What one stream's tracker said at every hop."""
+
+    labels: list[str]
+    enter: np.ndarray  # per-class thresholds, as the tracker applied them
+    exit: np.ndarray
+    trackable: np.ndarray  # False for background labels, which never start an action
+    times: list[float] = field(default_factory=list)  # clip end of each hop
+    scores: list[np.ndarray] = field(default_factory=list)  # smoothed scores of each hop
+    ended: list[Segment] = field(default_factory=list)
+    open: dict[str, float] = field(default_factory=dict)  # label → start of the actions active now
+
+    def segments(self) -> list[Segment]:
+        """Every emitted segment; actions still open end at the last hop, as the pipeline closes them."""
+        last = self.times[-1] if self.times else 0.0
+        return self.ended + [(start, last, label) for label, start in self.open.items()]
+
+
+class TimelineRecorder:
+    """A hop observer that keeps each stream's scores and action segments for `write`."""
+
+    def __init__(self):
+        self.streams: dict[str, StreamRecording] = {}
+
+    def observe(self, view: View, scores: np.ndarray, tracker: ActionTracker) -> None:
+        recording = self.streams.get(view.stream_id)
+        if recording is None:
+            recording = self.streams[view.stream_id] = StreamRecording(
+                list(tracker.labels), tracker.enter.copy(), tracker.exit.copy(), tracker.trackable.copy())
+        recording.times.append(view.clip_end)
+        recording.scores.append(np.array(scores, dtype=np.float64))
+        active = {a.label: a.started_at for a in tracker.active.values()}
+        for label, start in recording.open.items():
+            if active.get(label) != start:  # ended at this hop
+                recording.ended.append((start, view.clip_end, label))
+        recording.open = active
+
+    def write(self, path: str | Path, ground_truth: dict[str, Sequence[Segment]] | None = None) -> None:
+        """The figure, to ``path`` (any format matplotlib writes: .png, .svg, .pdf);
+        ``ground_truth`` maps a stream id to its ``[start, end, label]`` segments."""
+        write_timeline(path, self.streams, ground_truth or {})
+
+
+def check_timeline_path(path: str | Path) -> None:
+    """Fail before the run, not after it, on a format matplotlib cannot write."""
+    from matplotlib.figure import Figure
+
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = Figure().canvas.get_supported_filetypes()
+    if suffix not in formats:
+        raise StreamrecError(f"--timeline {path}: use a file name ending in .png, .svg or .pdf "
+                             f"(matplotlib writes {', '.join('.' + f for f in sorted(formats))})")
+
+
+def write_timeline(path: str | Path, streams: dict[str, StreamRecording],
+                   ground_truth: dict[str, Sequence[Segment]]) -> None:
+    from matplotlib.figure import Figure  # not pyplot: no global backend, no display needed
+
+    names = list(streams) or ["(no hops)"]
+    figure = Figure(figsize=(12, 0.4 + 3.0 * len(names)), layout="constrained")
+    axes = figure.subplots(len(names), 1, squeeze=False)[:, 0]
+    for ax, name in zip(axes, names):
+        ax.set_title(name, loc="left", fontsize=10)
+        if name in streams and streams[name].times:
+            _draw_stream(ax, streams[name], [tuple(s) for s in ground_truth.get(name, ())])
+        else:
+            ax.text(0.5, 0.5, "no hops: the stream ended before its first full clip", ha="center",
+                    transform=ax.transAxes)
+    axes[-1].set_xlabel("source seconds (clip end)")
+    try:
+        figure.savefig(path, dpi=100)
+    except OSError as exc:
+        raise StreamrecError(f"cannot write --timeline {path}: {exc.strerror or exc}") from None
+
+
+def _draw_stream(ax, recording: StreamRecording, truth: list[Segment]) -> None:
+    times, scores = np.array(recording.times), np.stack(recording.scores)
+    detected = recording.segments()
+    shown = _classes_to_show(recording, scores, detected, truth)
+    colours = {recording.labels[i]: _colour(k) for k, i in enumerate(shown)}
+    for i in shown:
+        label = recording.labels[i]
+        style = "-" if recording.trackable[i] else ":"  # background classes never start an action
+        ax.plot(times, scores[:, i], style, color=colours[label], linewidth=1.2, label=label)
+    _draw_thresholds(ax, recording, [i for i in shown if recording.trackable[i]], colours)
+    for start, end, label in detected:
+        colour = colours.get(label, "grey")
+        ax.axvspan(start, end, color=colour, alpha=0.12, linewidth=0)
+        ax.fill_between([start, end], *DETECTED_BAND, color=colour)
+    for start, end, label in truth:
+        ax.fill_between([start, end], *TRUTH_BAND, color=colours.get(label, "grey"), hatch="///", alpha=0.7)
+    bands = [("detected", DETECTED_BAND)] + ([("truth", TRUTH_BAND)] if truth else [])
+    for name, (low, high) in bands:
+        ax.text(1.002, (low + high) / 2, name, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    ax.set_ylim(bands[-1][1][0] - 0.02, 1.02)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_ylabel("smoothed score")
+    ax.set_xlim(0, max([times[-1]] + [end for _, end, _ in truth]))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.06, 1.0), fontsize=8, frameon=False)
+
+
+def _classes_to_show(recording: StreamRecording, scores: np.ndarray, detected: list[Segment],
+                     truth: list[Segment]) -> list[int]:
+    """All classes if few; else those detected or true first, then the highest peaks."""
+    if len(recording.labels) <= MAX_CLASSES:
+        return list(range(len(recording.labels)))
+    named = {label for _, _, label in detected + truth}
+    by_peak = sorted(range(len(recording.labels)), key=lambda i: (recording.labels[i] not in named, -scores[:, i].max()))
+    return sorted(by_peak[:MAX_CLASSES])
+
+
+def _draw_thresholds(ax, recording: StreamRecording, classes: list[int], colours: dict[str, str]) -> None:
+    """A grey line at the value most classes share; classes with their own value get a line in their colour."""
+    if not classes:
+        return
+    for name, values, style in (("enter", recording.enter, "--"), ("exit", recording.exit, "-.")):
+        distinct, counts = np.unique(values[classes], return_counts=True)
+        shared = float(distinct[counts.argmax()])
+        ax.axhline(shared, color="grey", linestyle=style, linewidth=0.9, label=f"{name} {shared:.2f}")
+        for i in classes:
+            if values[i] != shared:
+                label = recording.labels[i]
+                ax.axhline(values[i], color=colours[label], linestyle=style, linewidth=0.9,
+                           label=f"{name} {values[i]:.2f} ({label})")
+
+
+def _colour(k: int) -> str:
+    return f"C{k % 10}"

@@ -1,0 +1,86 @@
+"""``run``'s flags for looking rather than reading JSON: ``--output-video``, ``--show`` and
+``--timeline``, turned into the pipeline's hop observers and frame taps (see `annotate` and
+`timeline` for what they draw)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streamrec.annotate import Annotator, display_problem, video_paths
+from streamrec.capture import FrameTap
+from streamrec.config import Config
+from streamrec.errors import StreamrecError
+from streamrec.timeline import TimelineRecorder, check_timeline_path
+
+if TYPE_CHECKING:  # the run command imports the pipeline (and its engines) only once it runs
+    from streamrec.pipeline import HopObserver, Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("seeing what it recognises")
+    group.add_argument("--output-video", metavar="FILE.mp4",
+                       help="write each stream's frames with the top labels, scores and active actions drawn on "
+                            "them (several streams: FILE-<stream>.mp4 each)")
+    group.add_argument("--show", action="store_true", help="show the same frames in a window (needs a display)")
+    group.add_argument("--timeline", metavar="FILE.png",
+                       help="after the run, plot each stream's scores over time with the thresholds and the "
+                            "detected actions")
+
+
+class Visuals:
+    """What those flags ask for. Paths are checked here, before any model is loaded."""
+
+    def __init__(self, args: argparse.Namespace, config: Config):
+        stream_ids = [stream.id for stream in config.streams]
+        show = args.show
+        if show and (problem := display_problem()):
+            log.warning("--show: no display available (%s); continuing without a window", problem)
+            show = False
+        paths = video_paths(args.output_video, stream_ids) if args.output_video else {}
+        for path in paths.values():
+            _check_writable(path, "--output-video", sources=[stream.source for stream in config.streams])
+        self.annotator = Annotator(stream_ids, paths, show) if paths or show else None
+        self.recorder = TimelineRecorder() if args.timeline else None
+        self.timeline_path = args.timeline
+        if args.timeline:
+            check_timeline_path(args.timeline)
+            _check_writable(Path(args.timeline), "--timeline")
+
+    @property
+    def observers(self) -> list[HopObserver]:
+        return [part.observe for part in (self.annotator, self.recorder) if part]
+
+    @property
+    def frame_taps(self) -> list[FrameTap]:
+        return [self.annotator.frame_tap] if self.annotator else []
+
+    def start(self, pipeline: Pipeline) -> None:
+        if self.annotator:
+            self.annotator.start(lambda stream_id: pipeline.streams[stream_id].capture.fps)
+
+    def stop(self) -> None:
+        """Finish the annotated videos (after `Pipeline.run` has returned or failed)."""
+        if self.annotator:
+            self.annotator.close()
+
+    def write_timeline(self) -> None:
+        if self.recorder:
+            self.recorder.write(self.timeline_path)
+            log.info("timeline written to %s", self.timeline_path)
+
+
+def _check_writable(path: Path, flag: str, sources: list[str] = ()) -> None:
+    if any(Path(source).resolve() == path.resolve() for source in sources if Path(source).is_file()):
+        raise StreamrecError(f"{flag} {path} is also a --source: choose another output file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StreamrecError(f"cannot write {flag} {path}: {exc.strerror}; choose a writable path") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise StreamrecError(f"cannot write {flag} {path}: not a writable file; choose a writable path")
