@@ -110,6 +110,7 @@ class ReconnectConfig:
     max_delay_s: float = 10.0
     multiplier: float = 2.0
     max_retries: int = 5  # consecutive failed opens before the stream is given up; -1 = forever
+    open_timeout_s: float = 10.0  # a network source that has not answered by then counts as a failed open
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ class Pipeline:
         self.streams: dict[str, StreamRuntime] = {}
         for stream in config.streams:
             spec = parse_source(stream.source)
-            source = create_source(spec, read_timeout_s=pipe.stall_timeout_s)
+            source = create_source(spec, open_timeout_s=config.reconnect.open_timeout_s,
+                                   read_timeout_s=pipe.stall_timeout_s)
             capture = Capture(stream.id, source, spec.display, config.clip, pipe, config.reconnect,
                               hop_frames=stream.hop_frames or pipe.hop_frames, region=stream.region,
                               on_frame=self.scheduler.notify,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -65,15 +66,23 @@ class RtspServer:
     def url(self, credentials: str = "") -> str:
         return f"rtsp://{credentials}127.0.0.1:{self.port}/cam"
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(["/usr/bin/python3", str(self.SCRIPT), str(self.port), "/cam"],
+    def start(self, size: str = "320x240") -> None:
+        self.process = subprocess.Popen(["/usr/bin/python3", str(self.SCRIPT), str(self.port), "/cam", size],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.process.stdout.readline().strip()
         if line != "ready":
             raise RuntimeError(f"RTSP server did not start: {line} {self.process.stderr.read()}")
 
+    def pause(self) -> None:
+        """Freeze the server without closing its connections: a stall, as a hung camera does."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process:
+            self.process.send_signal(signal.SIGCONT)
             self.process.kill()
             self.process.wait(10)
             self.process = None

@@ -1,7 +1,7 @@
 """A real RTSP server for tests: GStreamer's rtsp-server serving a live H.264 test pattern.
 
 Run with the system Python that has PyGObject (Debian: python3-gi, gir1.2-gst-rtsp-server-1.0,
-gstreamer1.0-plugins-ugly/good): ``/usr/bin/python3 tests/rtsp/rtsp_server.py PORT [MOUNT]``.
+gstreamer1.0-plugins-ugly/good): ``/usr/bin/python3 tests/rtsp/rtsp_server.py PORT [MOUNT [WxH]]``.
 Prints ``ready`` once listening; stops on SIGTERM or SIGINT.
 """
 
@@ -15,7 +15,7 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 PIPELINE = (
-    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 "
+    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate=30/1 "
     "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 )"
 )
 
@@ -23,12 +23,13 @@ PIPELINE = (
 def main() -> None:
     port = sys.argv[1]
     mount = sys.argv[2] if len(sys.argv) > 2 else "/test"
+    width, height = (sys.argv[3] if len(sys.argv) > 3 else "320x240").split("x")
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(port)
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINE)
+    factory.set_launch(PIPELINE.format(width=width, height=height))
     factory.set_shared(True)
     server.get_mount_points().add_factory(mount, factory)
     if server.attach(None) == 0:
