@@ -28,8 +28,12 @@ from pathlib import Path
 from streamrec.config import REPO_ROOT, Config
 from streamrec.errors import StreamrecError
 
-ENGINE_DIR = REPO_ROOT / "engines"
 log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """``engines/`` in the repository, or ``$STREAMREC_ENGINE_DIR`` (for an installed package, or tests)."""
+    return Path(os.environ.get("STREAMREC_ENGINE_DIR") or REPO_ROOT / "engines")
 
 
 # --------------------------------------------------------------------------- files
@@ -91,18 +95,18 @@ def export_key(config: Config, precision: str) -> dict:
     }
 
 
-def export_path(config: Config, precision: str, engine_dir: Path = ENGINE_DIR) -> Path:
+def export_path(config: Config, precision: str) -> Path:
     """Where the dynamic-batch ONNX export of ``config`` at ``precision`` is cached."""
     name = config.name or config.model.arch
-    return engine_dir / f"{slug(name)}.{precision}.{digest_of(export_key(config, precision))[:12]}.onnx"
+    return cache_dir() / f"{slug(name)}.{precision}.{digest_of(export_key(config, precision))[:12]}.onnx"
 
 
-def cached_export(config: Config, precision: str, engine_dir: Path = ENGINE_DIR) -> Path:
+def cached_export(config: Config, precision: str) -> Path:
     """The cached ONNX export of ``config``, exported now (this needs PyTorch) if missing."""
     if precision not in ("fp32", "fp16"):
         raise StreamrecError(f"ONNX exports are fp32 or fp16, not {precision}; an int8 graph is made with "
                              "`run_stream.py build-engine --precision int8 --calibration DIR`")
-    path = export_path(config, precision, engine_dir)
+    path = export_path(config, precision)
     if path.is_file():
         log.info("reusing ONNX export %s", path)
         return path
@@ -199,21 +203,21 @@ class EngineRecord:
             return None
 
 
-def engine_path(onnx_file: Path, key: EngineKey, engine_dir: Path = ENGINE_DIR) -> Path:
+def engine_path(onnx_file: Path, key: EngineKey) -> Path:
     """``engines/<onnx stem>.<precision>.b<min>-<opt>-<max>.<digest>.engine``."""
     batch = key.batch.replace(":", "-")
-    return engine_dir / f"{onnx_file.stem}.{key.precision}.b{batch}.{key.digest[:12]}.engine"
+    return cache_dir() / f"{onnx_file.stem}.{key.precision}.b{batch}.{key.digest[:12]}.engine"
 
 
-def timing_cache_path(key: EngineKey, engine_dir: Path = ENGINE_DIR) -> Path:
+def timing_cache_path(key: EngineKey) -> Path:
     """One timing cache per TensorRT version and GPU: tactic timings carry over between models."""
-    return engine_dir / f"timing.trt{slug(key.tensorrt_version)}.{slug(key.gpu_name)}.sm{key.compute_capability}.cache"
+    return cache_dir() / f"timing.trt{slug(key.tensorrt_version)}.{slug(key.gpu_name)}.sm{key.compute_capability}.cache"
 
 
-def stale_engines(onnx_file: Path, key: EngineKey, engine_dir: Path = ENGINE_DIR) -> list[tuple[Path, list[str]]]:
+def stale_engines(onnx_file: Path, key: EngineKey) -> list[tuple[Path, list[str]]]:
     """Engines already built from an ONNX file of the same name, with what differs from ``key``."""
     found = []
-    for candidate in sorted(engine_dir.glob(f"{onnx_file.stem}.*.engine")):
+    for candidate in sorted(cache_dir().glob(f"{onnx_file.stem}.*.engine")):
         record = EngineRecord.load(candidate)
         if record is not None and record.key != key:
             found.append((candidate, key.differences(record.key)))

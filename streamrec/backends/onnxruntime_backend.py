@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from streamrec.backends.engine_cache import ENGINE_DIR
+from streamrec.backends.engine_cache import cache_dir
 from streamrec.backends.inputs import InputSpec, batch_size
 from streamrec.errors import StreamrecError
 from streamrec.export import METADATA_KEY
@@ -22,7 +22,7 @@ from streamrec.export import METADATA_KEY
 log = logging.getLogger(__name__)
 
 
-def choose_providers(available: list[str], device: str, cache_dir: Path = ENGINE_DIR) -> list:
+def choose_providers(available: list[str], device: str) -> list:
     """Execution providers, fastest first: TensorRT, CUDA, then the CPU, which is always there.
 
     ``device=cpu`` keeps to the CPU; ``device=cuda`` requires a GPU provider. The TensorRT
@@ -32,7 +32,7 @@ def choose_providers(available: list[str], device: str, cache_dir: Path = ENGINE
         return ["CPUExecutionProvider"]
     providers: list = []
     if "TensorrtExecutionProvider" in available:
-        cache = str(cache_dir / "onnxruntime-trt")
+        cache = str(cache_dir() / "onnxruntime-trt")
         providers.append(("TensorrtExecutionProvider", {
             "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,

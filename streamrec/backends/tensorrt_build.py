@@ -18,7 +18,6 @@ from typing import Callable
 
 from streamrec.backends.cuda_memory import DeviceMemory
 from streamrec.backends.engine_cache import (
-    ENGINE_DIR,
     BatchProfile,
     EngineKey,
     EngineRecord,
@@ -76,7 +75,7 @@ def profile_shapes(batch: BatchProfile) -> Callable[[str, Shape], tuple[Shape, S
             raise StreamrecError(f"ONNX input '{name}' {list(onnx_shape)} is dynamic beyond the batch axis; "
                                  "export it with `run_stream.py export` (only the batch may vary)")
         if first >= 0 and batch != BatchProfile(first, first, first):
-            raise StreamrecError(f"ONNX input '{name}' has a fixed batch of {first}; build it with --batch {first} "
+            raise StreamrecError(f"ONNX input '{name}' has a fixed batch of {first}; build it with --batch {first}:{first}:{first} "
                                  "or export with --batch dynamic")
         return tuple((size, *rest) for size in (batch.min, batch.opt, batch.max))  # type: ignore[return-value]
 
@@ -93,16 +92,15 @@ def describe_parse_error(err: OnnxParseError, onnx_file: Path) -> str:
 
 
 def build_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: TensorRT, memory: DeviceMemory, *,
-                 workspace_mb: int | None = None, engine_dir: Path = ENGINE_DIR,
-                 progress: Callable[[str], None] = print) -> Path:
+                 workspace_mb: int | None = None, progress: Callable[[str], None] = print) -> Path:
     """Build ``onnx_file`` into the engine cache (with its record and the shared timing cache)."""
     if not onnx_file.is_file():
         raise StreamrecError(f"ONNX file {onnx_file} not found; make one with `run_stream.py export`")
     onnx = onnx_file.read_bytes()
     check_precision(onnx, precision, onnx_file)
     key = engine_key(onnx, precision, batch, api, memory)
-    path = engine_path(onnx_file, key, engine_dir)
-    timing_path = timing_cache_path(key, engine_dir)
+    path = engine_path(onnx_file, key)
+    timing_path = timing_cache_path(key)
     timing = timing_path.read_bytes() if timing_path.is_file() else None
     progress(f"building a TensorRT {api.version} engine from {onnx_file.name} for {memory.device_name} "
              f"({precision}, batch {batch}); this takes minutes")
@@ -124,15 +122,16 @@ def build_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: Tens
 
 
 def cached_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: TensorRT, memory: DeviceMemory, *,
-                  engine_dir: Path = ENGINE_DIR, progress: Callable[[str], None] = print) -> Path:
+                  workspace_mb: int | None = None, rebuild: bool = False,
+                  progress: Callable[[str], None] = print) -> Path:
     """The cached engine for exactly this ONNX, TensorRT, GPU, precision and batch profile; built if missing."""
     if not onnx_file.is_file():
         raise StreamrecError(f"ONNX file {onnx_file} not found; make one with `run_stream.py export`")
     key = engine_key(onnx_file.read_bytes(), precision, batch, api, memory)
-    path = engine_path(onnx_file, key, engine_dir)
-    if path.is_file():
-        log.info("reusing TensorRT engine %s", path)
+    path = engine_path(onnx_file, key)
+    if path.is_file() and not rebuild:
+        progress(f"reusing the TensorRT engine {path}")
         return path
-    for stale, changes in stale_engines(onnx_file, key, engine_dir):
+    for stale, changes in stale_engines(onnx_file, key):
         progress(f"not reusing {stale.name}: {', '.join(changes)}")
-    return build_engine(onnx_file, precision, batch, api, memory, engine_dir=engine_dir, progress=progress)
+    return build_engine(onnx_file, precision, batch, api, memory, workspace_mb=workspace_mb, progress=progress)

@@ -1,0 +1,86 @@
+"""``run_stream.py build-engine``: a TensorRT engine from an ONNX file, into ``engines/``.
+
+The engine is named by its cache key (see ``engines/README.md``): a later ``run`` with the
+same ONNX, TensorRT, GPU, precision and batch profile reuses it. ``--precision int8`` first
+quantizes the graph with ModelOpt from ``--calibration`` videos, unless it is already Q/DQ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from streamrec.backends.engine_cache import BatchProfile, cache_dir, sha256_file
+from streamrec.config import ClipConfig
+from streamrec.errors import StreamrecError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--onnx", required=True, type=Path, metavar="FILE", help="the graph (from `export`)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                        help="what the graph computes in: fp16 needs an `export --fp16` graph, int8 a Q/DQ graph "
+                             "or --calibration videos (default %(default)s)")
+    parser.add_argument("--batch", default="1:8:8", metavar="MIN:OPT:MAX",
+                        help="the batch profile: valid from MIN to MAX, tuned for OPT (default %(default)s)")
+    parser.add_argument("--workspace", type=int, metavar="MB", help="limit TensorRT's build workspace")
+    parser.add_argument("--device", default="cuda", help="cuda or cuda:N (default %(default)s)")
+    parser.add_argument("--rebuild", action="store_true", help="build even if a matching engine is cached")
+    calibration = parser.add_argument_group("int8 calibration (with --precision int8)")
+    calibration.add_argument("--calibration", type=Path, metavar="DIR", help="a folder of videos like the cameras'")
+    calibration.add_argument("--config", help="the config the graph was exported from (default: read from the graph)")
+    calibration.add_argument("--calibration-clips", type=int, default=64, metavar="N",
+                             help="clips to calibrate on (default %(default)s)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from streamrec.backends.cuda_memory import open_device, parse_device_index
+    from streamrec.backends.tensorrt_build import cached_engine, graph_precision
+    from streamrec.backends.trt_api import load_tensorrt
+
+    batch = BatchProfile.parse(args.batch)
+    if not args.onnx.is_file():
+        raise StreamrecError(f"ONNX file {args.onnx} not found; make one with `run_stream.py export`")
+    api = load_tensorrt()
+    memory = open_device(parse_device_index(args.device))
+    onnx = args.onnx
+    if args.precision == "int8" and graph_precision(onnx.read_bytes()) != "int8":
+        onnx = quantized_copy(args)
+    path = cached_engine(onnx, args.precision, batch, api, memory, workspace_mb=args.workspace, rebuild=args.rebuild)
+    print(f"run it with: python run_stream.py run --backend tensorrt --engine {path}")
+    return 0
+
+
+def quantized_copy(args: argparse.Namespace) -> Path:
+    """The int8 (Q/DQ) graph of ``args.onnx``, calibrated on ``args.calibration``; cached beside the engines."""
+    from streamrec.backends.calibration import calibration_clips, quantize_int8
+    from streamrec.config import PipelineConfig, load_config
+
+    if args.calibration is None:
+        raise StreamrecError(f"{args.onnx} has no Q/DQ nodes; int8 needs calibration videos: add --calibration DIR")
+    if args.config:
+        config = load_config(args.config)
+        clip, hop_frames = config.clip, config.pipeline.hop_frames
+    else:
+        clip, hop_frames = exported_clip(args.onnx), PipelineConfig().hop_frames
+    output = cache_dir() / f"{args.onnx.stem}.int8.{sha256_file(args.onnx)[:12]}.onnx"
+    if output.is_file():
+        print(f"reusing the quantized graph {output}")
+        return output
+    clips = calibration_clips(clip, args.calibration, args.calibration_clips, hop_frames)
+    print(f"quantizing {args.onnx.name} to int8 on {len(next(iter(clips.values())))} clips from {args.calibration}")
+    return quantize_int8(args.onnx, clips, output)
+
+
+def exported_clip(onnx_file: Path) -> ClipConfig:
+    """The clip contract `streamrec.export` recorded in the graph."""
+    import onnx
+
+    from streamrec.export import METADATA_KEY
+
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    entries = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in entries:
+        raise StreamrecError(f"{onnx_file} was not exported by streamrec; name its config with --config")
+    clip = json.loads(entries[METADATA_KEY])["clip"]
+    return ClipConfig(**{key: tuple(value) if isinstance(value, list) else value for key, value in clip.items()})
