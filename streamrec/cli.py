@@ -19,6 +19,8 @@ COMMANDS = {  # name: (module, help)
     "run": ("streamrec.commands.run", "recognise actions on one or more streams and publish events"),
     "subscribe": ("streamrec.commands.subscribe", "print the events a running pipeline publishes"),
     "keys": ("streamrec.commands.keys", "make a CURVE key pair to encrypt and authenticate the event socket"),
+    "export": ("streamrec.commands.export", "export a config's model to ONNX (uint8 clips in, logits out)"),
+    "build-engine": ("streamrec.commands.build_engine", "build a TensorRT engine from an ONNX file into engines/"),
 }
 DEFAULT_COMMAND = "run"
 
