@@ -1,0 +1,314 @@
+"""``bench engine``: one engine alone, per backend, precision and batch size.
+
+Each case is warm-up calls, then timed calls on random clips of the config's input contract
+(`streamrec.bench.timing`). Reported per case: latency percentiles of one ``infer`` call,
+clips/s, the source frames/s those clips cover at the benchmark's hop (and so how many
+cameras of a given frame rate that is), peak host RSS, peak device memory on a GPU, and the
+model's FLOPs per clip with the fraction of the device's peak this throughput reaches.
+
+Besides the project's backends, ``eager`` times the usual way's model call
+(`streamrec.bench.baseline.EagerEngine`: PyTorch eager float32, PyTorch's default threads),
+so every figure can be stated as a ratio to it, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamrec.backends import Engine, create_engine
+from streamrec.bench.flops import flops_per_clip, measure_peak_gflops
+from streamrec.bench.machine import PeakRss, device_memory_mib
+from streamrec.bench.report import Column, new_figure, save_figure, table
+from streamrec.bench.timing import latency_summary, time_calls
+from streamrec.config import Config
+from streamrec.errors import StreamrecError
+from streamrec.sampling import split_pathways
+
+log = logging.getLogger(__name__)
+BACKENDS = ("eager", "torch", "onnxruntime", "tensorrt", "auto")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class EngineBenchPlan:
+    backends: tuple[str, ...]
+    precisions: tuple[str, ...]
+    batches: tuple[int, ...]
+    iterations: int = 20
+    warmup: int = 3
+    hop_frames: int = 8  # for frames/s: each clip serves one hop of a stream
+    stream_fps: float = 30.0  # for "streams at this frame rate"
+    peak_gflops: float | None = None  # the device's peak; None measures it
+
+
+def parse_names(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """A comma-separated list of names from ``allowed``, in the order given, without repeats."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in allowed]
+    if not names or unknown:
+        raise StreamrecError(f"{flag} {text!r}: {'unknown ' + ', '.join(unknown) if unknown else 'empty list'}; "
+                             f"use a comma-separated list of {', '.join(allowed)}")
+    return names
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """``1,2,4,8`` as sorted unique positive integers."""
+    try:
+        batches = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        batches = []
+    if not batches or batches[0] < 1:
+        raise StreamrecError(f"--batch {text!r} must be a comma-separated list of positive integers, e.g. 1,2,4,8")
+    return tuple(batches)
+
+
+def random_inputs(config: Config, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Engine inputs for ``batch`` clips of random pixels (the timing does not depend on content)."""
+    clip = config.clip
+    frames = np.random.default_rng(seed).integers(0, 256, (batch, clip.num_frames, clip.crop_size, clip.crop_size, 3),
+                                                  dtype=np.uint8)
+    return split_pathways(clip, frames)
+
+
+def open_engine(config: Config, backend: str, precision: str, max_batch: int) -> Engine:
+    """The engine ``create_engine`` makes for this backend and precision, or the eager baseline."""
+    if backend == "eager":
+        if precision != "fp32":
+            raise StreamrecError("the eager baseline is PyTorch float32 by definition; it has no " + precision)
+        from streamrec.backends.torch_backend import pick_device
+        from streamrec.bench.baseline import EagerEngine
+
+        return EagerEngine(config, str(pick_device(config.engine.device)), max_batch)
+    return create_engine(config.replace(
+        engine=dataclasses.replace(config.engine, backend=backend, precision=precision),
+        pipeline=dataclasses.replace(config.pipeline, max_batch=max_batch)))
+
+
+def engine_device(engine: Engine) -> str:
+    """``cuda`` if the engine computes on a GPU, else ``cpu``."""
+    if engine.name == "tensorrt":
+        return "cuda"
+    session = getattr(engine, "session", None)  # ONNX Runtime: its first execution provider does the work
+    if session is not None:
+        return "cpu" if session.get_providers()[0] == "CPUExecutionProvider" else "cuda"
+    device = getattr(engine, "device", None) or getattr(getattr(engine, "model", None), "device", None)
+    return "cuda" if device is not None and device.type == "cuda" else "cpu"
+
+
+class EngineBench:
+    """Runs a plan against one config; the FLOP count and each device's peak are taken once."""
+
+    def __init__(self, config: Config, plan: EngineBenchPlan):
+        self.config = config
+        self.plan = plan
+        self.results: list[dict] = []
+        self.skipped: list[dict] = []
+        self.peaks: dict[str, dict] = {}  # device -> {"gflops_per_s", "source"}
+        self.flops: dict | None = None
+        self._default_torch_threads = _default_torch_threads() if "eager" in plan.backends else None
+
+    def run(self) -> dict:
+        for backend in self.plan.backends:
+            for precision in self.plan.precisions:
+                self._run_engine(backend, precision)
+        _add_ratios(self.results)
+        return {"results": self.results, "skipped": self.skipped, "flops": self.flops, "peaks": self.peaks}
+
+    def _run_engine(self, backend: str, precision: str) -> None:
+        self._set_torch_threads(backend)
+        try:
+            engine = open_engine(self.config, backend, precision, max(self.plan.batches))
+        except StreamrecError as err:
+            self._skip(backend, precision, None, str(err))
+            return
+        if self.flops is None:
+            self._count_flops(engine)
+        device = engine_device(engine)
+        for batch in self.plan.batches:
+            try:
+                self.results.append(self.measure(engine, backend, precision, batch, device))
+            except StreamrecError as err:
+                self._skip(backend, precision, batch, str(err))
+
+    def measure(self, engine: Engine, backend: str, precision: str, batch: int, device: str) -> dict:
+        """One case: timed calls at ``batch``, with memory and the roofline figures."""
+        plan = self.plan
+        log.info("timing %s %s batch %d: %d warm-up + %d timed calls", backend, precision, batch, plan.warmup,
+                 plan.iterations)
+        inputs = random_inputs(self.config, batch)
+        reset_device_peak = _device_peak_meter(engine, device)
+        with PeakRss() as rss:
+            durations = time_calls(engine, inputs, plan.warmup, plan.iterations)
+        clips_per_s = batch * len(durations) / sum(durations)
+        gflops = self.flops["gflops_per_clip"] if self.flops else None
+        peak = self._peak(device)
+        achieved = clips_per_s * gflops if gflops else None
+        return {
+            "backend": engine.name if backend != "auto" else f"auto:{engine.name}",
+            "precision": precision,
+            "batch": batch,
+            "device": device,
+            "iterations": len(durations),
+            "warmup": plan.warmup,
+            "threads": _torch_threads() if backend in ("eager", "torch") else (self.config.engine.threads or None),
+            "clips_per_s": round(clips_per_s, 3),
+            "ms_per_clip": round(1000.0 / clips_per_s, 2),
+            **latency_summary(durations),
+            "frames_per_s": round(clips_per_s * plan.hop_frames, 2),
+            "streams_at_fps": round(clips_per_s * plan.hop_frames / plan.stream_fps, 2),
+            "hop_frames": plan.hop_frames,
+            "stream_fps": plan.stream_fps,
+            "host_rss_peak_mib": round(rss.peak_mib, 1) if rss.peak_mib is not None else None,
+            **reset_device_peak(),
+            "gflops_per_clip": gflops,
+            "achieved_gflops_per_s": round(achieved, 2) if achieved else None,
+            "peak_gflops_per_s": peak["gflops_per_s"],
+            "peak_fraction": round(achieved / peak["gflops_per_s"], 4) if achieved and peak["gflops_per_s"] else None,
+        }
+
+    def _count_flops(self, engine: Engine) -> None:
+        onnx_file = getattr(engine, "path", None)
+        try:
+            flops, method = flops_per_clip(self.config, onnx_file)
+        except StreamrecError as err:
+            log.warning("FLOPs not counted: %s", err)
+            self.flops = {"gflops_per_clip": None, "method": str(err)}
+            return
+        self.flops = {"gflops_per_clip": round(flops / 1e9, 3), "method": method}
+
+    def _peak(self, device: str) -> dict:
+        if device not in self.peaks:
+            if self.plan.peak_gflops:
+                self.peaks[device] = {"gflops_per_s": self.plan.peak_gflops, "source": "given by --peak-gflops"}
+            else:
+                gflops, source = measure_peak_gflops(device)
+                self.peaks[device] = {"gflops_per_s": round(gflops, 1), "source": source}
+        return self.peaks[device]
+
+    def _skip(self, backend: str, precision: str, batch: int | None, reason: str) -> None:
+        log.warning("skipping %s %s%s: %s", backend, precision, f" batch {batch}" if batch else "", reason)
+        self.skipped.append({"backend": backend, "precision": precision, "batch": batch, "reason": reason})
+
+    def _set_torch_threads(self, backend: str) -> None:
+        """The eager baseline always runs PyTorch's default threads; the torch engine, the config's."""
+        if backend == "eager" and self._default_torch_threads:
+            import torch
+
+            torch.set_num_threads(self._default_torch_threads)
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def _default_torch_threads() -> int:
+    """PyTorch's thread count before any engine changed it (``engine.threads`` sets it process-wide)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _device_peak_meter(engine: Engine, device: str):
+    """Resets the device's peak-memory counter; the returned call reads it after the timed calls.
+
+    PyTorch engines report their allocator's peak (``torch.cuda.max_memory_allocated``); other
+    GPU engines report what the driver says this process holds (TensorRT and ONNX Runtime
+    allocate up front, so that is their peak). On the CPU there is no device memory.
+    """
+    if device != "cuda":
+        return lambda: {"device_memory_peak_mib": None, "device_memory_source": None}
+    if engine.name in ("torch", "eager"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        return lambda: {"device_memory_peak_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                        "device_memory_source": "torch.cuda.max_memory_allocated"}
+    return lambda: {"device_memory_peak_mib": device_memory_mib(), "device_memory_source": "nvidia-smi, this process"}
+
+
+def _add_ratios(results: list[dict]) -> None:
+    """Each result's clips/s over the eager float32 baseline's, at batch 1 and at its own batch."""
+    eager = {r["batch"]: r["clips_per_s"] for r in results if r["backend"] == "eager"}
+    for result in results:
+        same = eager.get(result["batch"])
+        result["speedup_vs_eager_batch1"] = round(result["clips_per_s"] / eager[1], 3) if 1 in eager else None
+        result["speedup_vs_eager_same_batch"] = round(result["clips_per_s"] / same, 3) if same else None
+
+
+# --------------------------------------------------------------------------- presentation
+
+COLUMNS = [
+    Column("backend", "backend"), Column("precision", "precision"), Column("batch", "batch"),
+    Column("clips/s", "clips_per_s", 2), Column("p50 ms", "latency_ms_p50", 1), Column("p90 ms", "latency_ms_p90", 1),
+    Column("p99 ms", "latency_ms_p99", 1), Column("frames/s", "frames_per_s", 1),
+    Column("streams", "streams_at_fps", 1), Column("RSS MiB", "host_rss_peak_mib", 0),
+    Column("dev MiB", "device_memory_peak_mib", 0), Column("GFLOP/s", "achieved_gflops_per_s", 1),
+    Column("% peak", lambda r: 100 * r["peak_fraction"] if r["peak_fraction"] is not None else None, 1),
+    Column("x eager b1", "speedup_vs_eager_batch1", 2), Column("x eager same b", "speedup_vs_eager_same_batch", 2),
+]
+
+
+def summary_text(document: dict, markdown: bool = False) -> str:
+    """The results table with its legend, and any skipped cases."""
+    results = document["results"]
+    first = results[0] if results else {}
+    flops = document.get("flops") or {}
+    lines = [table(results, COLUMNS, markdown), ""]
+    legend = (f"latency: one infer() call of `batch` clips; frames/s and streams: source frames the clips cover at hop "
+              f"{first.get('hop_frames')} frames, and how many {first.get('stream_fps')} fps streams that serves")
+    if flops.get("gflops_per_clip") is not None:
+        legend += f"; {flops['gflops_per_clip']} GFLOPs per clip ({flops['method']})"
+    for device, peak in (document.get("peaks") or {}).items():
+        legend += f"; {device} peak {peak['gflops_per_s']} GFLOP/s ({peak['source']})"
+    lines.append(legend + ".")
+    for skip in document.get("skipped", []):
+        batch = f" batch {skip['batch']}" if skip["batch"] else ""
+        lines.append(f"{'- ' if markdown else ''}skipped {skip['backend']} {skip['precision']}{batch}: {skip['reason']}")
+    return "\n".join(lines)
+
+
+def ratio_lines(document: dict) -> list[str]:
+    """Each backend's best clips/s over the eager float32 baseline at batch 1, measured in this run."""
+    results = document["results"]
+    eager = next((r for r in results if r["backend"] == "eager" and r["batch"] == 1), None)
+    if eager is None:
+        return []
+    lines = []
+    best: dict[tuple[str, str], dict] = {}
+    for r in results:
+        key = (r["backend"], r["precision"])
+        if r["backend"] != "eager" and (key not in best or r["clips_per_s"] > best[key]["clips_per_s"]):
+            best[key] = r
+    for (backend, precision), r in best.items():
+        lines.append(f"{backend} {precision}: {r['clips_per_s']:.3f} clips/s at batch {r['batch']} = "
+                     f"{r['speedup_vs_eager_batch1']:.2f}x the eager float32 baseline at batch 1 "
+                     f"({eager['clips_per_s']:.3f} clips/s)")
+    return lines
+
+
+def plot(document: dict, path: str) -> None:
+    """Throughput and p50 latency (p99 dotted) against batch size, one line per backend/precision."""
+    figure, (throughput, latency) = new_figure(2)
+    series: dict[str, list[dict]] = {}
+    for r in document["results"]:
+        series.setdefault(f"{r['backend']} {r['precision']} ({r['device']})", []).append(r)
+    for label, rows in series.items():
+        rows.sort(key=lambda r: r["batch"])
+        batches = [r["batch"] for r in rows]
+        throughput.plot(batches, [r["clips_per_s"] for r in rows], marker="o", label=label)
+        line, = latency.plot(batches, [r["latency_ms_p50"] for r in rows], marker="o", label=f"{label} p50")
+        latency.plot(batches, [r["latency_ms_p99"] for r in rows], linestyle=":", color=line.get_color(),
+                     label=f"{label} p99")
+    for axis, ylabel in ((throughput, "clips/s"), (latency, "latency of one call (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("batch size")
+        axis.set_ylabel(ylabel)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    save_figure(figure, path, f"bench engine: {document['config']}")

@@ -1,0 +1,365 @@
+"""``bench pipeline``: N live streams through the real pipeline, and the most it serves in real time.
+
+A trial builds a `streamrec.pipeline.Pipeline` over N streams (synthetic cameras, video
+files played at their own frame rate, or network URLs), runs it for a set time, and reads
+what happened from the pipeline itself:
+
+- per-hop capture→event latency from the ``prediction`` events it publishes (each carries the
+  time from the capture of the clip's newest frame to publishing);
+- hops served and skipped from each stream's schedule, frames captured and dropped from its
+  capture thread, and the real capture rate from a frame tap;
+- every engine call's batch size and duration from a thin wrapper around the engine;
+- CPU use and RSS over time from a sampler thread.
+
+The engine alone is timed on the same engine object at the batch sizes the trial used, so
+end-to-end clips/s and latency are set against the engine-only figures of the same run.
+`search_max_streams` doubles the stream count while every stream is served in real time
+(no skipped hop, capture at its frame rate, p99 latency under the bound), then bisects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from streamrec.backends import Engine
+from streamrec.bench.engine import random_inputs
+from streamrec.bench.machine import ResourceSampler
+from streamrec.bench.report import Column, new_figure, save_figure, table
+from streamrec.bench.timing import latency_summary, time_calls
+from streamrec.config import Config, EventsConfig, StreamConfig
+from streamrec.errors import StreamrecError
+from streamrec.events import EventBus
+
+log = logging.getLogger(__name__)
+CAPTURE_KEEPS_UP = 0.97  # a stream keeps up if it captured at least this share of its frame rate
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    sources: tuple[str, ...]  # cycled over the streams; "synthetic" gets size, fps and a seed per stream
+    fps: float = 30.0
+    size: str = "320x240"
+    duration_s: float = 20.0
+    p99_bound_ms: float | None = None  # a trial with a higher p99 is not real time
+    engine_iterations: int = 20
+
+    def stream_sources(self, count: int) -> list[str]:
+        sources = []
+        for index in range(count):
+            source = self.sources[index % len(self.sources)]
+            if source == "synthetic":
+                source = f"synthetic:size={self.size},fps={self.fps:g},seed={index}"
+            sources.append(source)
+        return sources
+
+
+class MeteredEngine:
+    """An engine that records every call's start, duration and batch size."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.name = engine.name
+        self.max_batch = engine.max_batch
+        self.calls: list[tuple[float, float, int]] = []  # (monotonic start, seconds, batch)
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        start = time.monotonic()
+        logits = self.engine.infer(inputs)
+        self.calls.append((start, time.monotonic() - start, len(logits)))
+        return logits
+
+
+class PredictionLog:
+    """An event sink keeping each ``prediction`` event's stream and capture→event latency."""
+
+    def __init__(self) -> None:
+        self.latencies_ms: dict[str, list[float]] = {}
+        self.times: list[tuple[float, float]] = []  # (monotonic time, latency ms), for the plot
+
+    def write(self, topic: str, payload: str) -> None:
+        if not topic.endswith(".prediction"):
+            return
+        event = json.loads(payload)
+        self.latencies_ms.setdefault(event["stream"], []).append(event["latency_ms"])
+        self.times.append((time.monotonic(), event["latency_ms"]))
+
+    def close(self) -> None:
+        pass
+
+
+class CaptureClock:
+    """A frame tap that notes when each stream's first and latest frames were read."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.count: Counter = Counter()
+
+    def __call__(self, stream_id: str, index: int, media_time: float, frame: np.ndarray) -> None:
+        now = time.monotonic()
+        self.first.setdefault(stream_id, now)
+        self.last[stream_id] = now
+        self.count[stream_id] += 1
+
+    def fps(self, stream_id: str) -> float | None:
+        if self.count[stream_id] < 2:
+            return None
+        return (self.count[stream_id] - 1) / max(self.last[stream_id] - self.first[stream_id], 1e-9)
+
+
+def trial_config(config: Config, sources: list[str]) -> Config:
+    """The config for a trial: these streams, files paced like cameras, events to memory only."""
+    return config.replace(
+        streams=tuple(StreamConfig(id=f"cam{i}", source=source) for i, source in enumerate(sources)),
+        pipeline=dataclasses.replace(config.pipeline, realtime=True),
+        events=EventsConfig(publish=None, stdout=False, predictions=True, event_log=None),
+    )
+
+
+def run_trial(config: Config, engine: Engine, labels: list[str], plan: PipelinePlan, streams: int) -> dict:
+    """Run ``streams`` streams through the pipeline for ``plan.duration_s`` and measure it."""
+    from streamrec.pipeline import Pipeline
+
+    sources = plan.stream_sources(streams)
+    metered, predictions, clock = MeteredEngine(engine), PredictionLog(), CaptureClock()
+    bus = EventBus([predictions])
+    pipeline = Pipeline(trial_config(config, sources), metered, labels, bus, frame_taps=[clock])
+    log.info("pipeline trial: %d stream(s) for %.0f s", streams, plan.duration_s)
+    sampler = ResourceSampler().start()
+    stopper = threading.Timer(plan.duration_s, pipeline.stop)
+    start = time.monotonic()
+    stopper.start()
+    try:
+        pipeline.run()
+    finally:
+        stopper.cancel()
+        end = time.monotonic()
+        sampler.stop()
+        bus.close()
+    if end - start < 0.9 * plan.duration_s:
+        log.warning("the pipeline stopped after %.1f s of %.0f: every source ended early", end - start, plan.duration_s)
+    per_stream = [_stream_figures(runtime, clock, predictions) for runtime in pipeline.streams.values()]
+    return _trial_figures(streams, per_stream, metered.calls[1:], predictions, sampler, plan, start, end)
+
+
+def _stream_figures(runtime, clock: CaptureClock, predictions: PredictionLog) -> dict:
+    capture, schedule = runtime.capture, runtime.schedule
+    served, skipped = (schedule.views, schedule.hops_skipped) if schedule else (0, 0)
+    latencies = np.array(predictions.latencies_ms.get(runtime.config.id, [])) / 1000.0
+    capture_fps = clock.fps(runtime.config.id)
+    return {
+        "stream": runtime.config.id,
+        "source": runtime.display,
+        "source_fps": round(capture.fps, 2),
+        "capture_fps": round(capture_fps, 2) if capture_fps else None,
+        "frames_captured": capture.frames_captured,
+        "frames_dropped": capture.frames_dropped,
+        "hops_due": served + skipped,
+        "hops_served": served,
+        "hops_skipped": skipped,
+        **latency_summary(latencies),
+        "error": capture.error,
+    }
+
+
+def _trial_figures(streams: int, per_stream: list[dict], calls: list[tuple[float, float, int]],
+                   predictions: PredictionLog, sampler: ResourceSampler, plan: PipelinePlan, start: float,
+                   end: float) -> dict:
+    """Overall figures of one trial; ``calls`` are the engine calls after the pipeline's warm-up call."""
+    window = end - calls[0][0] if calls else 0.0  # from the first served batch to the stop
+    clips = sum(batch for _, _, batch in calls)
+    batches = Counter(batch for _, _, batch in calls)
+    latencies = np.concatenate([np.array(v) for v in predictions.latencies_ms.values()]) / 1000.0 \
+        if predictions.latencies_ms else np.array([])
+    figures = {
+        "streams": streams,
+        "duration_s": round(end - start, 2),
+        "window_s": round(window, 2),
+        "hops_due": sum(s["hops_due"] for s in per_stream),
+        "hops_served": sum(s["hops_served"] for s in per_stream),
+        "hops_skipped": sum(s["hops_skipped"] for s in per_stream),
+        "frames_captured": sum(s["frames_captured"] for s in per_stream),
+        "frames_dropped": sum(s["frames_dropped"] for s in per_stream),
+        "clips_per_s": round(clips / window, 3) if window > 0 else None,
+        "engine_busy_fraction": round(sum(d for _, d, _ in calls) / window, 3) if window > 0 else None,
+        "batch_histogram": {str(size): count for size, count in sorted(batches.items())},
+        "modal_batch": batches.most_common(1)[0][0] if batches else None,
+        **latency_summary(latencies),
+        "process_cpu_percent_mean": sampler.mean("process_cpu"),
+        "system_cpu_percent_mean": sampler.mean("system_cpu"),
+        "host_rss_peak_mib": round(sampler.peak_rss_mib(), 1),
+        "resources": sampler.samples,
+        "latency_timeline": [[round(t - start, 3), ms] for t, ms in predictions.times],
+        "per_stream": per_stream,
+    }
+    figures["not_realtime_because"] = _realtime_failures(figures, plan)
+    figures["realtime"] = not figures["not_realtime_because"]
+    return figures
+
+
+def _realtime_failures(trial: dict, plan: PipelinePlan) -> list[str]:
+    """Why a trial does not count as real time; empty when it does."""
+    reasons = []
+    if trial["hops_skipped"]:
+        reasons.append(f"{trial['hops_skipped']} hop(s) skipped")
+    slow = [s["stream"] for s in trial["per_stream"]
+            if s["capture_fps"] is None or s["capture_fps"] < CAPTURE_KEEPS_UP * s["source_fps"]]
+    if slow:
+        reasons.append(f"capture below {CAPTURE_KEEPS_UP:.0%} of the frame rate on {len(slow)} stream(s)")
+    failed = [s for s in trial["per_stream"] if s["error"]]
+    if failed:
+        reasons.append(f"{len(failed)} stream(s) failed, first: {failed[0]['error']}")
+    if not trial["hops_served"]:
+        reasons.append("no hop served")
+    if plan.p99_bound_ms is not None and (trial["latency_ms_p99"] or math.inf) > plan.p99_bound_ms:
+        reasons.append(f"p99 latency {trial['latency_ms_p99']} ms above the {plan.p99_bound_ms:g} ms bound")
+    return reasons
+
+
+def engine_only(engine: Engine, config: Config, batch: int, iterations: int) -> dict:
+    """The engine alone at ``batch``: the figure end-to-end throughput is held against."""
+    durations = time_calls(engine, random_inputs(config, batch), warmup=2, iterations=iterations)
+    return {"batch": batch, "iterations": iterations, "clips_per_s": round(batch * len(durations) / sum(durations), 3),
+            **latency_summary(durations)}
+
+
+def streams_for_load(load: float, engine_clips_per_s: float, fps: float, hop_frames: int) -> int:
+    """How many streams make the engine ``load`` busy: each stream asks for fps / hop clips a second."""
+    return max(1, round(load * engine_clips_per_s * hop_frames / fps))
+
+
+def search_max_streams(run: Callable[[int], dict], start: int, limit: int) -> tuple[int, list[dict]]:
+    """The largest stream count whose trial is real time: double from ``start``, then bisect."""
+    trials: list[dict] = []
+
+    def passes(count: int) -> bool:
+        trials.append(run(count))
+        log.info("%d stream(s): %s", count, "real time" if trials[-1]["realtime"] else
+                 "; ".join(trials[-1]["not_realtime_because"]))
+        return trials[-1]["realtime"]
+
+    best, count = 0, max(1, start)
+    while passes(count):
+        best = count
+        if count >= limit:
+            return best, trials
+        count = min(count * 2, limit)
+    low, high = best, count  # low passes (or is 0), high fails
+    while high - low > 1:
+        middle = (low + high) // 2
+        if passes(middle):
+            low = middle
+        else:
+            high = middle
+    return low, trials
+
+
+def compare_with_engine(trial: dict, references: dict[int, dict]) -> dict:
+    """End-to-end against engine-only at the trial's most common batch size."""
+    reference = references.get(trial["modal_batch"])
+    if reference is None or trial["clips_per_s"] is None:
+        return {"engine_only_batch": None, "e2e_over_engine_clips": None, "p99_minus_engine_p99_ms": None}
+    p99 = trial["latency_ms_p99"]
+    return {
+        "engine_only_batch": reference["batch"],
+        "engine_only_clips_per_s": reference["clips_per_s"],
+        "engine_only_latency_ms_p99": reference["latency_ms_p99"],
+        "e2e_over_engine_clips": round(trial["clips_per_s"] / reference["clips_per_s"], 3),
+        "p99_minus_engine_p99_ms": round(p99 - reference["latency_ms_p99"], 2) if p99 is not None else None,
+    }
+
+
+def check_plan(plan: PipelinePlan) -> None:
+    if plan.duration_s <= 0 or plan.fps <= 0:
+        raise StreamrecError("--duration and --fps must be positive")
+    if not plan.sources:
+        raise StreamrecError("no source to benchmark; pass --source synthetic, a video file or an rtsp:// URL")
+
+
+# --------------------------------------------------------------------------- presentation
+
+COLUMNS = [
+    Column("streams", "streams"), Column("hops due", "hops_due"), Column("served", "hops_served"),
+    Column("skipped", "hops_skipped"), Column("frames", "frames_captured"), Column("dropped", "frames_dropped"),
+    Column("clips/s", "clips_per_s", 2), Column("engine-only", "engine_only_clips_per_s", 2),
+    Column("e2e/engine", "e2e_over_engine_clips", 3), Column("batch", "modal_batch"),
+    Column("busy", "engine_busy_fraction", 2), Column("p50 ms", "latency_ms_p50", 1),
+    Column("p95 ms", "latency_ms_p95", 1), Column("p99 ms", "latency_ms_p99", 1),
+    Column("engine p99", "engine_only_latency_ms_p99", 1), Column("CPU %", "process_cpu_percent_mean", 0),
+    Column("RSS MiB", "host_rss_peak_mib", 0), Column("real time", lambda r: "yes" if r["realtime"] else "no"),
+]
+STREAM_COLUMNS = [
+    Column("stream", "stream"), Column("capture fps", "capture_fps", 1), Column("frames", "frames_captured"),
+    Column("dropped", "frames_dropped"), Column("hops due", "hops_due"), Column("served", "hops_served"),
+    Column("skipped", "hops_skipped"), Column("p50 ms", "latency_ms_p50", 1), Column("p95 ms", "latency_ms_p95", 1),
+    Column("p99 ms", "latency_ms_p99", 1),
+]
+
+
+def summary_text(document: dict, markdown: bool = False) -> str:
+    trials = document["results"]
+    lines = [table(trials, COLUMNS, markdown), ""]
+    setup = document["setup"]
+    lines.append(f"{setup['engine']} engine, max batch {setup['max_batch']}, hop {setup['hop_frames']} frames; "
+                 f"sources {', '.join(setup['sources'])}; {setup['duration_s']:g} s per trial. clips/s: clips served "
+                 f"per second from the first served batch to the stop; latency: capture of a clip's newest frame to "
+                 f"its prediction event; engine-only: the same engine alone at the trial's most common batch; "
+                 f"CPU %: this process, 100 = one core.")
+    if document.get("max_realtime_streams") is not None:
+        bound = setup["p99_bound_ms"]
+        lines.append(f"\nLargest number of streams served in real time (no skipped hop, capture at frame rate"
+                     f"{f', p99 under {bound:g} ms' if bound is not None else ''}): "
+                     f"**{document['max_realtime_streams']}**.")
+    if len(trials) == 1:
+        lines += ["", table(trials[0]["per_stream"], STREAM_COLUMNS, markdown)]
+    for trial in trials:
+        if trial["not_realtime_because"]:
+            lines.append(f"{'- ' if markdown else ''}{trial['streams']} stream(s) not real time: "
+                         f"{'; '.join(trial['not_realtime_because'])}")
+    return "\n".join(lines)
+
+
+def plot(document: dict, path: str) -> None:
+    """Latency and throughput (per stream count, or over time for one trial); RSS and CPU over time."""
+    figure, (left, right) = new_figure(2)
+    trials = document["results"]
+    if len(trials) > 1:
+        ordered = sorted(trials, key=lambda t: t["streams"])
+        counts = [t["streams"] for t in ordered]
+        left.plot(counts, [t["latency_ms_p99"] for t in ordered], marker="o", label="p99 latency (ms)")
+        left.plot(counts, [t["latency_ms_p50"] for t in ordered], marker="o", label="p50 latency (ms)")
+        twin = left.twinx()
+        twin.plot(counts, [t["clips_per_s"] for t in ordered], marker="s", color="grey", label="clips/s")
+        twin.set_ylabel("clips/s")
+        left.set_xlabel("streams")
+        left.set_title("per trial", fontsize=9)
+    else:
+        timeline = np.array(trials[0]["latency_timeline"] or [[0.0, 0.0]])
+        left.plot(timeline[:, 0], timeline[:, 1], ".", markersize=2, label="capture→event latency (ms)")
+        left.set_xlabel("seconds since start")
+        left.set_title(f"{trials[0]['streams']} stream(s)", fontsize=9)
+    left.set_ylabel("ms")
+    left.legend(fontsize=7, loc="upper left")
+    resources = max(trials, key=lambda t: t["streams"])["resources"]
+    times = [s["t"] for s in resources]
+    right.plot(times, [s["rss_mib"] for s in resources], label="RSS (MiB)")
+    right.set_ylabel("RSS (MiB)")
+    right.set_xlabel("seconds since start")
+    cpu = right.twinx()
+    cpu.plot(times, [s["process_cpu"] for s in resources], color="tab:red", alpha=0.6, label="process CPU %")
+    cpu.set_ylabel("process CPU % (100 = one core)")
+    right.set_title(f"resources, {max(t['streams'] for t in trials)} stream(s)", fontsize=9)
+    right.legend(fontsize=7, loc="upper left")
+    for axis in (left, right):
+        axis.grid(True, alpha=0.3)
+    save_figure(figure, path, f"bench pipeline: {document['config']}")

@@ -1,0 +1,183 @@
+"""One benchmark document, four outputs: terminal table, JSON, PNG plot, section of BENCHMARKS.md.
+
+A benchmark produces one plain-data document (`start_document`, then `finish_document`)
+holding the command that made it, the machine and its load, and the figures. Everything
+shown is rendered from that document, so the table, the plot and BENCHMARKS.md cannot
+disagree with the JSON, and nothing in BENCHMARKS.md is typed by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from streamrec.bench.machine import describe_machine, library_versions, load_average
+from streamrec.errors import StreamrecError
+
+BENCHMARKS_HEADER = """# Benchmarks
+
+Every section below is written by the benchmark itself (`python run_stream.py bench ... --markdown
+BENCHMARKS.md`), never by hand: a run replaces its own section (same benchmark, config and
+device) and leaves the others alone. Each section names the command, the machine and the load
+average while it ran. Timings taken while other work shared the CPU are noisy: compare only
+figures measured side by side in one run, as the ratios in each section are.
+"""
+
+
+def start_document(benchmark: str, config_name: str, argv: list[str] | None = None) -> dict:
+    """The document's head: what ran, on what, when, and how loaded the machine was at the start."""
+    argv = sys.argv[1:] if argv is None else argv
+    return {
+        "benchmark": benchmark,
+        "config": config_name,
+        "command": "python run_stream.py " + shlex.join(argv),
+        "started_at": _now(),
+        "machine": describe_machine(),
+    }
+
+
+def finish_document(document: dict, **sections: Any) -> dict:
+    document.update(sections)
+    document["machine"]["libraries"] = library_versions()  # now also what the run imported (torch's CUDA)
+    document["finished_at"] = _now()
+    document["load_average_after"] = load_average()
+    return document
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_json(document: dict, path: str | Path) -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2) + "\n")
+    except OSError as err:
+        raise StreamrecError(f"cannot write {path}: {err.strerror}; choose a writable --json path") from None
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str | Callable[[dict], Any]
+    digits: int | None = None  # decimals for floats; None prints ints and text as they are
+
+    def cell(self, row: dict) -> str:
+        value = self.key(row) if callable(self.key) else row.get(self.key)
+        if value is None:
+            return "-"
+        if isinstance(value, float) and self.digits is not None:
+            return f"{value:.{self.digits}f}"
+        return str(value)
+
+
+def table(rows: list[dict], columns: list[Column], markdown: bool = False) -> str:
+    """Rows as an aligned text table, or as a Markdown table."""
+    cells = [[c.header for c in columns]] + [[c.cell(r) for c in columns] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells[1:]])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def machine_line(document: dict) -> str:
+    """One line: CPU and cores, GPU and driver, the key library versions."""
+    machine = document["machine"]
+    parts = [f"{machine['cpu_model']} ({machine['cpu_cores_physical']} cores, {machine['cpu_cores_logical']} threads"
+             f"{', ' + ' '.join(machine['cpu_features']) if machine['cpu_features'] else ''})",
+             f"{machine['memory_gib']} GiB RAM"]
+    parts += [f"{g['name']} (driver {g['driver']})" for g in machine["gpus"]] or ["no GPU"]
+    libraries = machine["libraries"]
+    parts.append(", ".join(f"{name} {libraries[name]}" for name in
+                           ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy") if name in libraries))
+    parts.append(machine["os"])
+    return "; ".join(parts)
+
+
+def load_line(document: dict) -> str:
+    before, after = document["machine"]["load_average"], document.get("load_average_after")
+    cores = document["machine"]["cpu_cores_logical"]
+    shown = lambda load: "/".join(f"{v:.2f}" for v in load) if load else "unknown"  # noqa: E731
+    return f"Load average (1/5/15 min) {shown(before)} at the start, {shown(after)} at the end, on {cores} CPUs"
+
+
+# --------------------------------------------------------------------------- BENCHMARKS.md
+
+
+def markdown_section(document: dict, title: str, body: str) -> str:
+    return "\n".join([
+        f"## {title}",
+        "",
+        f"Measured {document['started_at']} to {document['finished_at']} with",
+        "",
+        f"```\n{document['command']}\n```",
+        "",
+        f"- Machine: {machine_line(document)}",
+        f"- {load_line(document)}",
+        "",
+        body.strip(),
+        "",
+    ])
+
+
+def update_markdown(path: str | Path, key: str, section: str) -> None:
+    """Replace the section marked ``key`` in ``path``, or append it; other sections stay as they are."""
+    path = Path(path)
+    begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
+    text = path.read_text() if path.is_file() else BENCHMARKS_HEADER
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
+    try:
+        path.write_text(text)
+    except OSError as err:
+        raise StreamrecError(f"cannot write {path}: {err.strerror}; choose a writable --markdown path") from None
+
+
+def section_key(document: dict, device: str, label: str | None = None) -> str:
+    """What identifies a section: benchmark, config, device, and the user's label if any."""
+    parts = [document["benchmark"], document["config"], device] + ([label] if label else [])
+    return re.sub(r"[^A-Za-z0-9_.:-]+", "-", ":".join(parts))
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def new_figure(columns: int):
+    """A matplotlib figure drawn off-screen (no display needed), ``columns`` panels side by side."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise StreamrecError("--plot needs matplotlib: pip install matplotlib (or the 'plots' extra)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, columns, figsize=(6 * columns, 4.5), squeeze=False)
+    return figure, list(axes[0])
+
+
+def save_figure(figure, path: str | Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=110)
+    except OSError as err:
+        raise StreamrecError(f"cannot write {path}: {err.strerror}; choose a writable --plot path") from None
+    finally:
+        plt.close(figure)

@@ -1,0 +1,62 @@
+"""Timing engine calls honestly: warm-up first, device work finished before the clock stops.
+
+Every engine returns host (numpy) logits, so an ``infer`` call cannot return before its GPU
+work is done; on top of that, where PyTorch has a CUDA device in use, the clock starts and
+stops only after ``torch.cuda.synchronize()``, so work queued by an earlier call (or by
+another library on the same device) is never billed to the wrong iteration.
+
+NOT RUN ON A GPU in this project (its machine has none): the CUDA synchronisation is written
+for CUDA and exercised only on a machine that has one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+
+from streamrec.backends import Engine
+
+
+def device_synchronizer() -> Callable[[], None]:
+    """``torch.cuda.synchronize`` where torch is loaded with a CUDA device, else a no-op.
+
+    torch is not imported here: a benchmark of the ONNX Runtime or TensorRT engine on a
+    machine without torch must not need it.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def time_calls(engine: Engine, inputs: Mapping[str, np.ndarray], warmup: int, iterations: int) -> list[float]:
+    """Seconds per ``engine.infer(inputs)`` call, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        engine.infer(inputs)
+    synchronize = device_synchronizer()  # after warm-up: the first call may be what initialises CUDA
+    durations = []
+    for _ in range(iterations):
+        synchronize()
+        start = time.perf_counter()
+        engine.infer(inputs)
+        synchronize()
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def percentile_ms(values_s: list[float] | np.ndarray, q: float) -> float | None:
+    """The ``q``-th percentile of durations in seconds, in milliseconds (None for no values)."""
+    if len(values_s) == 0:
+        return None
+    return round(float(np.percentile(np.asarray(values_s) * 1000.0, q)), 2)
+
+
+def latency_summary(values_s: list[float] | np.ndarray, prefix: str = "latency_ms") -> dict:
+    """p50/p90/p95/p99, mean and max of durations in seconds, as ``{prefix}_p50: ms, ...``."""
+    summary = {f"{prefix}_p{q}": percentile_ms(values_s, q) for q in (50, 90, 95, 99)}
+    summary[f"{prefix}_mean"] = round(float(np.mean(values_s)) * 1000.0, 2) if len(values_s) else None
+    summary[f"{prefix}_max"] = round(float(np.max(values_s)) * 1000.0, 2) if len(values_s) else None
+    return summary

@@ -1,0 +1,258 @@
+"""``run_stream.py bench engine|pipeline|compare``: the figures users compare recognisers by.
+
+Every benchmark prints a table, and on request writes the same figures as JSON (``--json``),
+a plot (``--plot``) and a section of BENCHMARKS.md (``--markdown``); see `streamrec.bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+
+from streamrec.config import DEFAULT_CONFIG, Config, load_config
+from streamrec.errors import StreamrecError
+
+log = logging.getLogger("streamrec.bench")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    kinds = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    engine = kinds.add_parser("engine", help="one engine alone: latency, clips/s, memory, FLOPs per backend, precision "
+                                             "and batch size")
+    _common_flags(engine)
+    engine.add_argument("--backend", default="auto",
+                        help="comma-separated: eager (the usual way: PyTorch eager float32), torch, onnxruntime, "
+                             "tensorrt, auto (default %(default)s)")
+    engine.add_argument("--precision", help="comma-separated: fp32, fp16, bf16, int8 (default: the config's)")
+    engine.add_argument("--batch", default="1,2,4,8", help="comma-separated batch sizes (default %(default)s)")
+    engine.add_argument("--iters", type=_positive_int, default=20, help="timed calls per case (default %(default)s)")
+    engine.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed calls first (default %(default)s)")
+    engine.add_argument("--peak-gflops", type=float,
+                        help="the device's peak GFLOP/s (default: measured by a matrix-multiply probe)")
+
+    pipeline = kinds.add_parser("pipeline", help="N live streams through the real pipeline; --max-streams finds how "
+                                                 "many are served in real time")
+    _common_flags(pipeline)
+    pipeline.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto"],
+                          help="engine backend (default %(default)s)")
+    pipeline.add_argument("--precision", help="engine precision (default: the config's)")
+    pipeline.add_argument("--source", action="append", default=[],
+                          help="'synthetic' (default; a camera-paced synthetic stream per stream), a video file "
+                               "(played at its frame rate, dropping frames like a camera) or an rtsp:// URL; repeat "
+                               "to cycle streams over several")
+    count = pipeline.add_mutually_exclusive_group()
+    count.add_argument("--streams", type=_positive_int, help="number of streams (default 4)")
+    count.add_argument("--load", type=float, metavar="FRACTION",
+                       help="as many streams as keep the engine this busy, from its engine-only clips/s at "
+                            "--max-batch (0.5: half load)")
+    count.add_argument("--max-streams", action="store_true",
+                       help="search for the largest number of streams served in real time")
+    pipeline.add_argument("--max-streams-limit", type=_positive_int, default=512,
+                          help="the search stops here (default %(default)s)")
+    pipeline.add_argument("--fps", type=float, default=30.0, help="synthetic streams' frame rate (default %(default)s)")
+    pipeline.add_argument("--size", default="320x240", help="synthetic frames' WxH (default %(default)s)")
+    pipeline.add_argument("--max-batch", type=_positive_int, help="pipeline.max_batch (default: the config's)")
+    pipeline.add_argument("--duration", type=float, default=20.0, help="seconds per trial (default %(default)s)")
+    pipeline.add_argument("--p99-bound", type=float, metavar="MS",
+                          help="a trial whose capture→event p99 exceeds this is not real time")
+    pipeline.add_argument("--engine-iters", type=_positive_int, default=20,
+                          help="timed calls of the engine-only reference (default %(default)s)")
+
+    compare = kinds.add_parser("compare", help="this project's pipeline against the PySlowFast demo loop on the "
+                                               "same file and weights")
+    _common_flags(compare)
+    compare.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto"],
+                         help="the project's engine backend (default %(default)s)")
+    compare.add_argument("--precision", help="the project's engine precision (default: the config's)")
+    compare.add_argument("--input", help="video file both sides read (default: a synthetic video written for the run)")
+    compare.add_argument("--frames", type=_positive_int,
+                         help="use only the first N frames (default: the whole file; synthetic: 4 demo windows)")
+    compare.add_argument("--size", default="320x240", help="synthetic video's WxH (default %(default)s)")
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config name in configs/ or a YAML path "
+                                                                 "(default %(default)s)")
+    parser.add_argument("--checkpoint", help="weights to load (default: the config's; random weights time the same)")
+    parser.add_argument("--device", help="cpu, cuda or auto (default: the config's)")
+    parser.add_argument("--threads", type=int, help="CPU threads for the project's engines (never the eager baseline)")
+    parser.add_argument("--hop", type=_positive_int, help="hop in source frames (default: the config's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config value")
+    parser.add_argument("--json", metavar="FILE", help="write every figure and the machine description here")
+    parser.add_argument("--plot", metavar="FILE.png", help="write a plot here")
+    parser.add_argument("--markdown", metavar="FILE", help="replace (or add) this run's section in a Markdown file, "
+                                                           "e.g. BENCHMARKS.md")
+    parser.add_argument("--label", help="names this run's Markdown section, to keep several of one benchmark")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def bench_config(args: argparse.Namespace, backend: str | None = None) -> Config:
+    flags = {
+        "checkpoint": args.checkpoint,
+        "engine.backend": backend,
+        "engine.device": args.device,
+        "engine.threads": args.threads,
+        "engine.precision": getattr(args, "precision", None) if backend else None,
+        "pipeline.hop_frames": args.hop,
+        "pipeline.max_batch": getattr(args, "max_batch", None),
+    }
+    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
+    return load_config(args.config, overrides)
+
+
+def main(args: argparse.Namespace) -> int:
+    return {"engine": engine_main, "pipeline": pipeline_main, "compare": compare_main}[args.benchmark](args)
+
+
+def publish(document: dict, args: argparse.Namespace, text: str, markdown_body: str, device: str, plot) -> None:
+    """The table on the terminal, then the files asked for."""
+    from streamrec.bench import report
+
+    print(text)
+    if args.json:
+        report.write_json(document, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(document, args.plot)
+        print(f"wrote {args.plot}")
+    if args.markdown:
+        title = f"{document['benchmark']}: {document['config']} on {device}" + (f" ({args.label})" if args.label else "")
+        report.update_markdown(args.markdown, report.section_key(document, device, args.label),
+                               report.markdown_section(document, title, markdown_body))
+        print(f"updated {args.markdown}")
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def engine_main(args: argparse.Namespace) -> int:
+    from streamrec.bench import engine as bench
+    from streamrec.bench.report import finish_document, start_document
+
+    config = bench_config(args)
+    plan = bench.EngineBenchPlan(
+        backends=bench.parse_names(args.backend, bench.BACKENDS, "--backend"),
+        precisions=bench.parse_names(args.precision or config.engine.precision, bench.PRECISIONS, "--precision"),
+        batches=bench.parse_batches(args.batch),
+        iterations=args.iters, warmup=args.warmup, hop_frames=config.pipeline.hop_frames,
+        peak_gflops=args.peak_gflops)
+    document = start_document("engine", config.name)
+    figures = bench.EngineBench(config, plan).run()
+    if not figures["results"]:
+        raise StreamrecError("no case could run: " + "; ".join(s["reason"] for s in figures["skipped"]))
+    finish_document(document, plan=dataclasses.asdict(plan), **figures)
+    text = bench.summary_text(document)
+    ratios = bench.ratio_lines(document)
+    devices = "+".join(sorted({r["device"] for r in document["results"]}))
+    markdown = bench.summary_text(document, markdown=True)
+    if ratios:
+        text += "\n\n" + "\n".join(ratios)
+        markdown += "\n\nRatios, measured side by side in this run:\n\n" + "\n".join(f"- {line}" for line in ratios)
+    publish(document, args, text, markdown, devices, bench.plot)
+    return 0
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def pipeline_main(args: argparse.Namespace) -> int:
+    from streamrec.bench import pipeline as bench
+    from streamrec.bench.engine import engine_device
+    from streamrec.bench.report import finish_document, start_document
+    from streamrec.backends import create_engine
+    from streamrec.config import load_labels
+
+    config = bench_config(args, backend=args.backend)
+    plan = bench.PipelinePlan(sources=tuple(args.source or ["synthetic"]), fps=args.fps, size=args.size,
+                              duration_s=args.duration, p99_bound_ms=args.p99_bound,
+                              engine_iterations=args.engine_iters)
+    bench.check_plan(plan)
+    if args.load is not None and not 0 < args.load <= 4:
+        raise StreamrecError(f"--load {args.load} must be a fraction of the engine's capacity, e.g. 0.5")
+    labels = load_labels(config)
+    document = start_document("pipeline", config.name)
+    engine = create_engine(config)
+    max_batch = min(config.pipeline.max_batch, engine.max_batch)
+    references = {max_batch: bench.engine_only(engine, config, max_batch, plan.engine_iterations)}
+    log.info("engine alone at batch %d: %.2f clips/s", max_batch, references[max_batch]["clips_per_s"])
+
+    def trial(streams: int) -> dict:
+        return bench.run_trial(config, engine, labels, plan, streams)
+
+    best = None
+    if args.max_streams:
+        best, trials = bench.search_max_streams(trial, start=1, limit=args.max_streams_limit)
+    else:
+        streams = args.streams or 4
+        if args.load is not None:
+            streams = bench.streams_for_load(args.load, references[max_batch]["clips_per_s"], args.fps,
+                                             config.pipeline.hop_frames)
+            log.info("load %.2f of %.2f clips/s at hop %d and %g fps: %d streams", args.load,
+                     references[max_batch]["clips_per_s"], config.pipeline.hop_frames, args.fps, streams)
+        trials = [trial(streams)]
+    for modal in sorted({t["modal_batch"] for t in trials if t["modal_batch"]} - set(references)):
+        references[modal] = bench.engine_only(engine, config, modal, plan.engine_iterations)
+    for t in trials:
+        t.update(bench.compare_with_engine(t, references))
+    device = engine_device(engine)
+    setup = {"engine": engine.name, "precision": config.engine.precision, "device": device,
+             "max_batch": max_batch, "hop_frames": config.pipeline.hop_frames, "fps": args.fps,
+             "sources": list(plan.stream_sources(1)) + (["..."] if len(plan.sources) > 1 else []),
+             "duration_s": plan.duration_s, "p99_bound_ms": plan.p99_bound_ms, "load": args.load}
+    finish_document(document, setup=setup, engine_only=list(references.values()), results=trials,
+                    max_realtime_streams=best)
+    text = bench.summary_text(document)
+    publish(document, args, text, bench.summary_text(document, markdown=True), device, bench.plot)
+    return 0
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    from streamrec.backends import create_engine
+    from streamrec.backends.torch_backend import pick_device
+    from streamrec.bench import compare as bench
+    from streamrec.bench.engine import engine_device
+    from streamrec.bench.report import finish_document, start_document
+    from streamrec.config import load_labels
+
+    config = bench_config(args, backend=args.backend)
+    labels = load_labels(config)
+    baseline_device = str(pick_device(config.engine.device))
+    with tempfile.TemporaryDirectory(prefix="streamrec-compare-") as scratch:
+        if args.input:
+            source = Path(args.input)
+            if not source.is_file():
+                raise StreamrecError(f"video file '{args.input}' not found; check the path passed to --input")
+            video = bench.first_frames(source, args.frames, Path(scratch) / "input.mp4") if args.frames else source
+            description = f"{source.name}" + (f", first {args.frames} frames" if args.frames else "")
+        else:
+            frames = args.frames or 4 * config.clip.span
+            video = bench.synthetic_video(Path(scratch) / "synthetic.mp4", frames, args.size)
+            description = f"synthetic MP4 (mp4v), {frames} frames of {args.size} at 30 fps, written for this run"
+        document = start_document("compare", config.name)
+        baseline = bench.run_baseline(config, baseline_device, video)
+        engine = create_engine(config)
+        project = bench.run_project(config, engine, labels, video, engine_device(engine))
+    finish_document(document, input={"description": description}, results=[project, baseline],
+                    ratios=bench.ratios(project, baseline))
+    publish(document, args, bench.summary_text(document), bench.summary_text(document, markdown=True),
+            project["device"], bench.plot)
+    return 0
