@@ -123,6 +123,9 @@ def test_sigterm_closes_open_actions_and_exits_zero(tmp_path, loopback_port):
     (["--source", "/nonexistent/clip.mp4"], "video file '/nonexistent/clip.mp4' not found"),
     (["--config", "nope"], "config 'nope' not found"),
     (["--set", "pipeline.hop_frame=4"], "did you mean 'hop_frames'"),
+    (["--source", "rtsp://cam:pw@127.0.0.1:1/live", "--set", "reconnect.max_retries=1",
+      "--set", "reconnect.initial_delay_s=0.1"], "cannot open rtsp://cam:***@127.0.0.1:1/live; check the URL"),
+    (["--set", "model.num_classes=5"], "has 7 names but the model has 5 classes"),
 ])
 def test_bad_input_gives_one_clear_line_and_nonzero_exit(args, message):
     result = run_cli("run", "--publish", "none", "--quiet", *args, timeout=60)

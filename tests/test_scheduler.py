@@ -1,0 +1,69 @@
+import numpy as np
+
+from streamrec.config import ClipConfig
+from streamrec.ringbuffer import RingBuffer
+from streamrec.sampling import fast_offsets, slow_positions
+from streamrec.scheduler import Scheduler, StreamSchedule, stack
+
+CLIP = ClipConfig(num_frames=8, sampling_rate=2, alpha=4, short_side=4, crop_size=4)  # span 16
+
+
+def filled_ring(frames: int, fps: float = 30.0, capacity: int = 40) -> RingBuffer:
+    ring = RingBuffer(capacity, 4, 4)
+    for i in range(frames):
+        ring.write(np.full((4, 4, 3), i % 256, np.uint8), capture_time=1000.0 + i / fps, media_time=i / fps)
+    return ring
+
+
+def frame_ids(view, name="fast"):
+    return view.inputs[name][:, 0, 0, 0].tolist()
+
+
+def test_offline_schedule_serves_every_hop_with_reference_indices():
+    ring = filled_ring(40, capacity=64)
+    schedule = StreamSchedule("s", ring, CLIP, fps=30.0, hop_frames=4, offline=True, live_clock=False)
+    ends = []
+    while (view := schedule.take()) is not None:
+        ends.append(view.end_index)
+        start = view.end_index - CLIP.span + 1
+        assert frame_ids(view) == (start + fast_offsets(CLIP)).tolist()
+        assert frame_ids(view, "slow") == (start + fast_offsets(CLIP)[slow_positions(CLIP)]).tolist()
+    assert ends == [15, 19, 23, 27, 31, 35, 39]
+    assert schedule.hops_skipped == 0
+
+
+def test_live_schedule_takes_the_newest_frames_and_counts_skipped_hops():
+    ring = filled_ring(16)
+    schedule = StreamSchedule("s", ring, CLIP, fps=30.0, hop_frames=4, offline=False, live_clock=True)
+    assert schedule.take().end_index == 15
+    for i in range(16, 30):  # 14 more frames while the engine was busy: hops at 19, 23 and 27 fell due
+        ring.write(np.full((4, 4, 3), i, np.uint8), 1000.0 + i / 30, i / 30)
+    view = schedule.take()
+    # One view, cut from the newest frames, serves them late; the other two are counted skipped.
+    assert view.end_index == 29 and view.hops_skipped == 2
+    assert view.clip_end - view.clip_start == (fast_offsets(CLIP)[-1]) / 30  # seconds since the first frame
+    assert schedule.take() is None  # the next hop (frame 33) is not due yet
+
+
+def test_schedule_at_15_fps_picks_frames_by_time():
+    ring = filled_ring(30, fps=15.0)
+    schedule = StreamSchedule("s", ring, CLIP, fps=15.0, hop_frames=4, offline=True, live_clock=False)
+    view = schedule.take()
+    # Offsets 0, 2, ..., 12, 15 at 30 fps are 15/30 s; at 15 fps each wanted time rounds down to
+    # its own source frame, and the reference's wider last step (12 -> 15) skips one.
+    end = view.end_index
+    assert frame_ids(view) == list(range(end - 8, end - 1)) + [end]
+
+
+def test_scheduler_batches_streams_round_robin():
+    rings = [filled_ring(16) for _ in range(3)]
+    scheduler = Scheduler(max_batch=2, max_wait_s=0.0)
+    for i, ring in enumerate(rings):
+        scheduler.add(StreamSchedule(f"s{i}", ring, CLIP, 30.0, hop_frames=4, offline=False, live_clock=True))
+    first = scheduler.next_batch(timeout=0.1)
+    assert [v.stream_id for v in first] == ["s0", "s1"]
+    batch = stack(first)
+    assert batch["fast"].shape == (2, 8, 4, 4, 3) and batch["slow"].shape == (2, 2, 4, 4, 3)
+    # The stream left out of the full batch is served first next time, not starved.
+    assert [v.stream_id for v in scheduler.next_batch(timeout=0.1)] == ["s2"]
+    assert scheduler.next_batch(timeout=0.05) == []
