@@ -57,7 +57,7 @@ class Overlay:
     end_index: int  # the clip's newest frame
     top_k: list  # [[label, score], ...], best first
     active: list[tuple[str, float]]  # (label, seconds it has been active at this hop)
-    fps: float  # source frames processed per wall-clock second, recently
+    fps: float | None  # source frames processed per wall-clock second over the last hops; None at the first
     latency_ms: float  # capture of the clip's newest frame → result, as the events report it
 
 
@@ -89,7 +89,8 @@ def draw_overlay(frame_rgb: np.ndarray, stream_id: str, overlay: Overlay | None)
 def _overlay_lines(stream_id: str, overlay: Overlay | None) -> list[tuple[str, tuple, float | None]]:
     if overlay is None:
         return [(stream_id, TEXT, None), ("waiting for the first clip", DIM, None)]
-    lines = [(f"{stream_id}  {overlay.fps:.0f} fps  {overlay.latency_ms:.0f} ms latency", TEXT, None)]
+    fps = "--" if overlay.fps is None else f"{overlay.fps:.0f}"
+    lines = [(f"{stream_id}  {fps} fps  {overlay.latency_ms:.0f} ms latency", TEXT, None)]
     lines += [(f"{score:.2f} {label}", TEXT, score) for label, score in overlay.top_k]
     lines += [(f"ACTIVE {label} {seconds:.1f} s", ACTIVE, None) for label, seconds in overlay.active]
     return lines
@@ -155,7 +156,7 @@ class StreamAnnotator(threading.Thread):
         now = time.monotonic()
         self.progress.append((now, view.end_index))
         (first_time, first_index), (last_time, last_index) = self.progress[0], self.progress[-1]
-        fps = (last_index - first_index) / (last_time - first_time) if last_time > first_time else 0.0
+        fps = (last_index - first_index) / (last_time - first_time) if last_time > first_time else None
         active = [(a.label, view.clip_end - a.started_at) for a in tracker.active.values()]
         self.overlays.add(Overlay(view.end_index, tracker.top_k(), active, fps,
                                   (now - view.newest_capture_time) * 1000.0))
@@ -173,8 +174,10 @@ class StreamAnnotator(threading.Thread):
                 index, frame = item
                 image = draw_overlay(frame, self.stream_id, self.overlays.for_frame(index))
                 if self.video_path:
-                    writer = writer or self._open_writer(image.shape[1], image.shape[0])
-                    writer.write(image)
+                    if writer is None:
+                        size = (image.shape[1], image.shape[0])
+                        writer = self._open_writer(size)
+                    writer.write(_fit(image, size))
                     self.written += 1
                 if self.window:
                     self.window.show(self.stream_id, image)
@@ -186,12 +189,16 @@ class StreamAnnotator(threading.Thread):
             if writer:
                 writer.release()
 
-    def _open_writer(self, width: int, height: int) -> cv2.VideoWriter:
-        writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.frame_rate(),
-                                 (width, height))
+    def _open_writer(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.frame_rate(), size)
         if not writer.isOpened():
             raise RuntimeError(f"OpenCV cannot write {self.video_path}")
         return writer
+
+
+def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A video file keeps its first frame's size; a camera that reconnects at another resolution is scaled to it."""
+    return image if (image.shape[1], image.shape[0]) == size else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 # --------------------------------------------------------------------------- window
@@ -261,10 +268,10 @@ class Annotator:
     """Annotated frames of every stream, to video files and/or a window: hand `frame_tap` and
     `observe` to the pipeline, `start` before running it and `close` after."""
 
-    def __init__(self, stream_ids: list[str], video_paths: dict[str, Path], show: bool):
-        """``video_paths``: the file of each stream that is written (see `video_paths`)."""
+    def __init__(self, stream_ids: list[str], paths: dict[str, Path], show: bool):
+        """``paths``: the video file of each stream that is written (see `video_paths`)."""
         self.window = Window() if show else None
-        self.streams = {s: StreamAnnotator(s, video_paths.get(s), self.window) for s in stream_ids}
+        self.streams = {s: StreamAnnotator(s, paths.get(s), self.window) for s in stream_ids}
 
     def frame_tap(self, stream_id: str, index: int, media_time: float, frame: np.ndarray) -> None:
         self.streams[stream_id].offer(index, frame)
@@ -284,10 +291,11 @@ class Annotator:
     def close(self) -> None:
         for stream in self.streams.values():
             stream.finish()
+            level = logging.WARNING if stream.skipped else logging.INFO
+            skipped = f", skipped {stream.skipped} (drawing fell behind)" if stream.skipped else ""
             if stream.video_path:
-                skipped = f", skipped {stream.skipped} (drawing fell behind)" if stream.skipped else ""
-                log.info("annotated video %s: %d frames written%s", stream.video_path, stream.written, skipped)
+                log.log(level, "annotated video %s: %d frames written%s", stream.video_path, stream.written, skipped)
             elif stream.skipped:
-                log.info("--show: stream %s skipped %d frames (drawing fell behind)", stream.stream_id, stream.skipped)
+                log.log(level, "--show: stream %s%s", stream.stream_id, skipped)
         if self.window:
             self.window.close()

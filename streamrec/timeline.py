@@ -16,14 +16,13 @@ from typing import Sequence
 import numpy as np
 
 from streamrec.errors import StreamrecError
+from streamrec.evaluation import Segment
 from streamrec.postprocess import ActionTracker
 from streamrec.scheduler import View
 
 MAX_CLASSES = 10  # beyond this many classes, plot those that mattered (detected, true, or highest peak)
 DETECTED_BAND = (-0.10, -0.03)  # y range of the strip of detected segments under the scores
 TRUTH_BAND = (-0.20, -0.13)
-
-Segment = tuple[float, float, str]  # (start, end, label) in source seconds, as ground-truth files hold them
 
 
 @dataclass
@@ -40,9 +39,10 @@ class StreamRecording:
     open: dict[str, float] = field(default_factory=dict)  # label → start of the actions active now
 
     def segments(self) -> list[Segment]:
-        """Every emitted segment; actions still open end at the last hop, as the pipeline closes them."""
+        """Every emitted action, from its ``action_start``'s clip end to its ``action_end``'s; actions
+        still open end at the last hop, as the pipeline closes them."""
         last = self.times[-1] if self.times else 0.0
-        return self.ended + [(start, last, label) for label, start in self.open.items()]
+        return self.ended + [Segment(start, last, label) for label, start in self.open.items()]
 
 
 class TimelineRecorder:
@@ -61,12 +61,12 @@ class TimelineRecorder:
         active = {a.label: a.started_at for a in tracker.active.values()}
         for label, start in recording.open.items():
             if active.get(label) != start:  # ended at this hop
-                recording.ended.append((start, view.clip_end, label))
+                recording.ended.append(Segment(start, view.clip_end, label))
         recording.open = active
 
     def write(self, path: str | Path, ground_truth: dict[str, Sequence[Segment]] | None = None) -> None:
-        """The figure, to ``path`` (any format matplotlib writes: .png, .svg, .pdf);
-        ``ground_truth`` maps a stream id to its ``[start, end, label]`` segments."""
+        """The figure, to ``path`` (any format matplotlib writes: .png, .svg, .pdf); ``ground_truth``
+        maps a stream id to its true segments (as `evaluation.read_ground_truth` returns them)."""
         write_timeline(path, self.streams, ground_truth or {})
 
 
@@ -91,7 +91,7 @@ def write_timeline(path: str | Path, streams: dict[str, StreamRecording],
     for ax, name in zip(axes, names):
         ax.set_title(name, loc="left", fontsize=10)
         if name in streams and streams[name].times:
-            _draw_stream(ax, streams[name], [tuple(s) for s in ground_truth.get(name, ())])
+            _draw_stream(ax, streams[name], list(ground_truth.get(name, ())))
         else:
             ax.text(0.5, 0.5, "no hops: the stream ended before its first full clip", ha="center",
                     transform=ax.transAxes)
@@ -112,19 +112,20 @@ def _draw_stream(ax, recording: StreamRecording, truth: list[Segment]) -> None:
         style = "-" if recording.trackable[i] else ":"  # background classes never start an action
         ax.plot(times, scores[:, i], style, color=colours[label], linewidth=1.2, label=label)
     _draw_thresholds(ax, recording, [i for i in shown if recording.trackable[i]], colours)
-    for start, end, label in detected:
-        colour = colours.get(label, "grey")
-        ax.axvspan(start, end, color=colour, alpha=0.12, linewidth=0)
-        ax.fill_between([start, end], *DETECTED_BAND, color=colour)
-    for start, end, label in truth:
-        ax.fill_between([start, end], *TRUTH_BAND, color=colours.get(label, "grey"), hatch="///", alpha=0.7)
+    for segment in detected:
+        colour = colours.get(segment.label, "grey")
+        ax.axvspan(segment.start, segment.end, color=colour, alpha=0.12, linewidth=0)
+        ax.fill_between([segment.start, segment.end], *DETECTED_BAND, color=colour)
+    for segment in truth:
+        ax.fill_between([segment.start, segment.end], *TRUTH_BAND, color=colours.get(segment.label, "grey"),
+                        hatch="///", alpha=0.7)
     bands = [("detected", DETECTED_BAND)] + ([("truth", TRUTH_BAND)] if truth else [])
     for name, (low, high) in bands:
         ax.text(1.002, (low + high) / 2, name, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
     ax.set_ylim(bands[-1][1][0] - 0.02, 1.02)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_ylabel("smoothed score")
-    ax.set_xlim(0, max([times[-1]] + [end for _, end, _ in truth]))
+    ax.set_xlim(0, max([times[-1]] + [segment.end for segment in truth]))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.06, 1.0), fontsize=8, frameon=False)
 
@@ -134,7 +135,7 @@ def _classes_to_show(recording: StreamRecording, scores: np.ndarray, detected: l
     """All classes if few; else those detected or true first, then the highest peaks."""
     if len(recording.labels) <= MAX_CLASSES:
         return list(range(len(recording.labels)))
-    named = {label for _, _, label in detected + truth}
+    named = {segment.label for segment in detected + truth}
     by_peak = sorted(range(len(recording.labels)), key=lambda i: (recording.labels[i] not in named, -scores[:, i].max()))
     return sorted(by_peak[:MAX_CLASSES])
 

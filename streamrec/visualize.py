@@ -14,6 +14,8 @@ from streamrec.annotate import Annotator, display_problem, video_paths
 from streamrec.capture import FrameTap
 from streamrec.config import Config
 from streamrec.errors import StreamrecError
+from streamrec.evaluation import Segment, ground_truth_path, read_ground_truth
+from streamrec.sources import parse_source
 from streamrec.timeline import TimelineRecorder, check_timeline_path
 
 if TYPE_CHECKING:  # the run command imports the pipeline (and its engines) only once it runs
@@ -29,8 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "them (several streams: FILE-<stream>.mp4 each)")
     group.add_argument("--show", action="store_true", help="show the same frames in a window (needs a display)")
     group.add_argument("--timeline", metavar="FILE.png",
-                       help="after the run, plot each stream's scores over time with the thresholds and the "
-                            "detected actions")
+                       help="after the run, plot each stream's scores over time with the thresholds, the "
+                            "detected actions and, for a file with ground truth next to it (clip.json), the truth")
 
 
 class Visuals:
@@ -38,19 +40,21 @@ class Visuals:
 
     def __init__(self, args: argparse.Namespace, config: Config):
         stream_ids = [stream.id for stream in config.streams]
+        self.files = {stream.id: Path(spec.target) for stream in config.streams
+                      if (spec := parse_source(stream.source)).kind == "file"}  # the file sources
         show = args.show
         if show and (problem := display_problem()):
             log.warning("--show: no display available (%s); continuing without a window", problem)
             show = False
         paths = video_paths(args.output_video, stream_ids) if args.output_video else {}
         for path in paths.values():
-            _check_writable(path, "--output-video", sources=[stream.source for stream in config.streams])
+            self._check_writable(path, "--output-video")
         self.annotator = Annotator(stream_ids, paths, show) if paths or show else None
-        self.recorder = TimelineRecorder() if args.timeline else None
         self.timeline_path = args.timeline
+        self.recorder = TimelineRecorder() if args.timeline else None
         if args.timeline:
             check_timeline_path(args.timeline)
-            _check_writable(Path(args.timeline), "--timeline")
+            self._check_writable(Path(args.timeline), "--timeline")
 
     @property
     def observers(self) -> list[HopObserver]:
@@ -71,16 +75,29 @@ class Visuals:
 
     def write_timeline(self) -> None:
         if self.recorder:
-            self.recorder.write(self.timeline_path)
-            log.info("timeline written to %s", self.timeline_path)
+            truth = self._ground_truth()
+            self.recorder.write(self.timeline_path, {stream_id: segments for stream_id, (_, segments) in truth.items()})
+            with_truth = f" with ground truth from {', '.join(str(path) for path, _ in truth.values())}" if truth else ""
+            log.info("timeline written to %s%s", self.timeline_path, with_truth)
 
+    def _ground_truth(self) -> dict[str, tuple[Path, list[Segment]]]:
+        """True segments of the file sources with a ground-truth file next to them (what `eval` reads)."""
+        truth = {}
+        for stream_id, video in self.files.items():
+            path = ground_truth_path(video)
+            if path.is_file():
+                try:
+                    truth[stream_id] = (path, read_ground_truth(path))
+                except StreamrecError as err:
+                    log.warning("timeline of %s drawn without ground truth: %s", stream_id, err)
+        return truth
 
-def _check_writable(path: Path, flag: str, sources: list[str] = ()) -> None:
-    if any(Path(source).resolve() == path.resolve() for source in sources if Path(source).is_file()):
-        raise StreamrecError(f"{flag} {path} is also a --source: choose another output file")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StreamrecError(f"cannot write {flag} {path}: {exc.strerror}; choose a writable path") from None
-    if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise StreamrecError(f"cannot write {flag} {path}: not a writable file; choose a writable path")
+    def _check_writable(self, path: Path, flag: str) -> None:
+        if any(video.resolve() == path.resolve() for video in self.files.values()):
+            raise StreamrecError(f"{flag} {path} is also a --source: choose another output file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StreamrecError(f"cannot write {flag} {path}: {exc.strerror}; choose a writable path") from None
+        if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise StreamrecError(f"cannot write {flag} {path}: not a writable file; choose a writable path")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -16,6 +17,7 @@ from streamrec import annotate
 from streamrec.annotate import QUEUE_FRAMES, Annotator, video_paths
 from streamrec.backends import create_engine
 from streamrec.config import StreamConfig, load_config, load_labels
+from streamrec.evaluation import Segment, ground_truth_path, write_ground_truth
 from streamrec.events import EventBus
 from streamrec.pipeline import Pipeline
 from streamrec.timeline import TimelineRecorder
@@ -66,12 +68,15 @@ def run_pipeline(sources: dict[str, str], observers=(), frame_taps=(), annotator
 
 @pytest.fixture(scope="module")
 def annotated_run(video_file, tmp_path_factory):
-    """One `run` with all three flags, on a machine without a display."""
+    """One `run` with all three flags, on a machine without a display, of a file with ground truth."""
     out = tmp_path_factory.mktemp("annotated")
+    source = out / "clip.mp4"
+    shutil.copy(video_file, source)
+    write_ground_truth(ground_truth_path(source), [Segment(0.5, 2.0, "waving"), Segment(2.5, 3.8, "jumping")])
     video, timeline = out / "door.mp4", out / "timeline.png"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = subprocess.run(
-        cli("run", "--source", f"door={video_file}", "--publish", "none", "--quiet", "--show",
+        cli("run", "--source", f"door={source}", "--publish", "none", "--quiet", "--show",
             "--output-video", str(video), "--timeline", str(timeline), *[a for s in EAGER for a in ("--set", s)]),
         capture_output=True, text=True, timeout=180, cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"})
     assert result.returncode == 0, result.stderr
@@ -101,7 +106,7 @@ def test_timeline_image_is_written(annotated_run):
     image = cv2.imread(str(timeline))
     assert image is not None and image.shape[0] > 200 and image.shape[1] > 800
     assert image.std() > 10, "the figure has content, not a blank canvas"
-    assert f"timeline written to {timeline}" in result.stderr
+    assert f"timeline written to {timeline} with ground truth from {timeline.parent / 'clip.json'}" in result.stderr
 
 
 def test_show_without_display_says_so_once_and_the_run_continues(annotated_run):
@@ -183,12 +188,23 @@ def test_timeline_segments_are_the_emitted_actions(tmp_path, video_file):
     ends = [e for e in events if e["type"] == "action_end"]
     assert ends, "EAGER thresholds start and end actions on any clip"
     recording = recorder.streams["door"]
-    recorded = sorted(recording.segments())
+    recorded = sorted((s.start, s.end, s.label) for s in recording.segments())
     emitted = sorted((e["started_at"], e["clip_end"], e["label"]) for e in ends)
     assert [label for *_, label in recorded] == [label for *_, label in emitted]
     assert np.allclose([times for *times, _ in recorded], [times for *times, _ in emitted], atol=1e-3)
     assert len(recording.times) == 12 and len(recording.scores) == 12
     path = tmp_path / "timeline.png"
-    recorder.write(path, ground_truth={"door": [[0.5, 2.0, "waving"], [2.5, 3.5, "jumping"]]})
+    recorder.write(path, ground_truth={"door": [Segment(0.5, 2.0, "waving"), Segment(2.5, 3.5, "jumping")]})
     image = cv2.imread(str(path))
     assert image is not None and image.std() > 10
+
+
+def test_a_stream_that_changes_resolution_keeps_its_first_size_in_the_video(tmp_path):
+    path = tmp_path / "cam.mp4"
+    annotator = Annotator(["cam"], {"cam": path}, show=False)
+    annotator.start(lambda stream_id: 30.0)
+    for index, size in enumerate([(48, 64)] * 5 + [(60, 80)] * 5):  # a camera that came back at another size
+        annotator.frame_tap("cam", index, index / 30, np.full((*size, 3), 100, np.uint8))
+    annotator.close()
+    frames = read_frames(path)
+    assert len(frames) == 10 and {frame.shape for frame in frames} == {(48, 64, 3)}
