@@ -1,0 +1,162 @@
+"""Smoke tests of the benchmarks: each runs briefly on the tiny model and writes every field.
+
+Benchmarks are scripts, not timed tests: nothing here checks a speed, only that each
+benchmark runs end to end through the CLI, that its JSON holds every figure the issue asks
+for, that the plot is a PNG and that the Markdown section is written (and replaced, not
+duplicated, on the next run). The search, hop accounting and FLOP counting are checked
+in-process on small inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streamrec.bench.pipeline import hops_due, search_max_streams
+from streamrec.bench.report import update_markdown
+from conftest import run_cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MACHINE_FIELDS = {"cpu_model", "cpu_cores_physical", "cpu_cores_logical", "cpu_features", "memory_gib", "gpus", "os",
+                  "python", "libraries", "load_average"}
+DOCUMENT_FIELDS = {"benchmark", "config", "command", "started_at", "finished_at", "machine", "load_average_after",
+                   "results"}
+ENGINE_FIELDS = {"backend", "precision", "batch", "device", "iterations", "warmup", "threads", "clips_per_s",
+                 "ms_per_clip", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
+                 "latency_ms_mean", "latency_ms_max", "frames_per_s", "streams_at_fps", "hop_frames", "stream_fps",
+                 "host_rss_peak_mib", "device_memory_peak_mib", "device_memory_source", "gflops_per_clip",
+                 "achieved_gflops_per_s", "peak_gflops_per_s", "peak_fraction", "speedup_vs_eager_batch1",
+                 "speedup_vs_eager_same_batch"}
+TRIAL_FIELDS = {"streams", "duration_s", "window_s", "hops_due", "hops_served", "hops_skipped", "hops_missed",
+                "frames_captured", "frames_dropped", "clips_per_s", "engine_busy_fraction", "batch_histogram",
+                "modal_batch", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "process_cpu_percent_mean",
+                "system_cpu_percent_mean", "host_rss_peak_mib", "resources", "latency_timeline", "per_stream",
+                "realtime", "not_realtime_because", "engine_only_batch", "engine_only_clips_per_s",
+                "engine_only_latency_ms_p99", "e2e_over_engine_clips", "p99_minus_engine_p99_ms"}
+STREAM_FIELDS = {"stream", "source", "source_fps", "capture_fps", "frames_captured", "frames_dropped", "hops_due",
+                 "hops_served", "hops_skipped", "hops_missed", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+                 "error"}
+SIDE_FIELDS = {"side", "device", "backend", "precision", "batch", "clips", "frames", "wall_s", "clips_per_s",
+               "frames_per_s", "video_fps", "realtime_factor", "hop_frames", "predictions_per_video_s",
+               "latency_ms_p50", "latency_ms_p99", "infer_s"}
+
+
+def run_bench(tmp_path: Path, *args: str, timeout: float = 300) -> dict:
+    """Run a benchmark through the CLI with every output; returns its JSON after checking the files."""
+    outputs = {"json": tmp_path / "bench.json", "plot": tmp_path / "bench.png", "markdown": tmp_path / "BENCHMARKS.md"}
+    flags = [item for name, path in outputs.items() for item in (f"--{name}", str(path))]
+    result = run_cli("bench", *args, *flags, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert outputs["plot"].read_bytes().startswith(PNG_MAGIC)
+    document = json.loads(outputs["json"].read_text())
+    assert DOCUMENT_FIELDS <= set(document), DOCUMENT_FIELDS - set(document)
+    assert MACHINE_FIELDS <= set(document["machine"]), MACHINE_FIELDS - set(document["machine"])
+    assert document["command"].startswith("python run_stream.py bench ")
+    markdown = outputs["markdown"].read_text()
+    assert markdown.startswith("# Benchmarks") and document["command"] in markdown
+    return document
+
+
+def test_engine_benchmark_reports_every_figure_per_backend_and_batch(tmp_path):
+    document = run_bench(tmp_path, "engine", "--config", "slowfast_tiny", "--backend", "eager,torch,onnxruntime",
+                         "--precision", "fp32,bf16", "--batch", "1,2", "--iters", "2", "--warmup", "1")
+    results = document["results"]
+    assert {(r["backend"], r["batch"]) for r in results} == {(b, n) for b in ("eager", "torch", "onnxruntime")
+                                                            for n in (1, 2)}
+    for result in results:
+        assert ENGINE_FIELDS <= set(result), ENGINE_FIELDS - set(result)
+        assert result["clips_per_s"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]
+        assert result["gflops_per_clip"] > 0 and 0 < result["peak_fraction"]
+    # bf16 is not served on the CPU: each backend is skipped with the reason, not a crash
+    assert {(s["backend"], s["precision"]) for s in document["skipped"]} == {
+        ("eager", "bf16"), ("torch", "bf16"), ("onnxruntime", "bf16")}
+    assert document["flops"]["method"].startswith("FLOPs = 2 x multiply-accumulates")
+    assert document["peaks"]["cpu"]["source"].startswith("measured: float32")
+
+
+def test_pipeline_benchmark_reports_streams_hops_latency_and_resources(tmp_path):
+    document = run_bench(tmp_path, "pipeline", "--config", "slowfast_tiny", "--backend", "onnxruntime",
+                         "--streams", "2", "--duration", "3", "--engine-iters", "2")
+    (trial,) = document["results"]
+    assert TRIAL_FIELDS <= set(trial), TRIAL_FIELDS - set(trial)
+    assert trial["streams"] == 2 and len(trial["per_stream"]) == 2
+    for stream in trial["per_stream"]:
+        assert STREAM_FIELDS <= set(stream), STREAM_FIELDS - set(stream)
+        assert stream["frames_captured"] > 0
+    assert trial["hops_served"] > 0 and trial["resources"]
+    assert document["engine_only"][0]["clips_per_s"] > 0
+
+
+def test_pipeline_benchmark_searches_for_the_most_realtime_streams(tmp_path):
+    document = run_bench(tmp_path, "pipeline", "--config", "slowfast_tiny", "--backend", "onnxruntime",
+                         "--max-streams", "--max-streams-limit", "2", "--duration", "2", "--engine-iters", "2")
+    assert document["max_realtime_streams"] in (0, 1, 2)
+    assert [t["streams"] for t in document["results"]][0] == 1
+
+
+def test_compare_runs_both_sides_on_one_file(tmp_path, video_file):
+    document = run_bench(tmp_path, "compare", "--config", "slowfast_tiny", "--backend", "onnxruntime",
+                         "--input", str(video_file), "--frames", "64")
+    project, baseline = document["results"]
+    for side in (project, baseline):
+        assert SIDE_FIELDS <= set(side), SIDE_FIELDS - set(side)
+        assert side["frames"] == 64 and side["clips"] > 0
+    assert baseline["hop_frames"] == 32 and baseline["clips"] == 2  # 64 frames: two 32-frame demo windows
+    assert project["clips"] == (64 - 32) // 8 + 1  # every hop of 8 frames once the first window is full
+    assert set(document["ratios"]) >= {"clips_per_s", "frames_per_s", "predictions_per_video_s"}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--backend", "tensorflow"], "--backend 'tensorflow': unknown tensorflow"),
+    (["--batch", "0,2"], "--batch '0,2' must be a comma-separated list of positive integers"),
+    (["--batch", "four"], "--batch 'four' must be a comma-separated list of positive integers"),
+    (["--precision", "fp8"], "--precision 'fp8': unknown fp8"),
+])
+def test_user_mistakes_are_one_line_errors(flags, message):
+    result = run_cli("bench", "engine", "--config", "slowfast_tiny", *flags, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert "Traceback" not in result.stderr
+
+
+def test_markdown_sections_are_replaced_by_key_and_others_kept(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    update_markdown(path, "engine:tiny:cpu", "## first\nold figures")
+    update_markdown(path, "pipeline:tiny:cpu", "## other\nkept")
+    update_markdown(path, "engine:tiny:cpu", "## first\nnew figures")
+    text = path.read_text()
+    assert "new figures" in text and "old figures" not in text and "kept" in text
+    assert text.count("<!-- bench:engine:tiny:cpu -->") == 1
+
+
+def test_hops_due_counts_from_the_first_full_window():
+    assert hops_due(frames=31, window=32, hop=8) == 0
+    assert hops_due(frames=32, window=32, hop=8) == 1
+    assert hops_due(frames=47, window=32, hop=8) == 2
+    assert hops_due(frames=48, window=32, hop=8) == 3
+
+
+def test_stream_search_doubles_then_bisects():
+    tried = []
+
+    def trial(streams: int) -> dict:
+        tried.append(streams)
+        ok = streams <= 11
+        return {"streams": streams, "realtime": ok, "not_realtime_because": [] if ok else ["slow"]}
+
+    best, trials = search_max_streams(trial, start=1, limit=100)
+    assert best == 11 and tried == [1, 2, 4, 8, 16, 12, 10, 11]
+    assert len(trials) == len(tried)
+    assert search_max_streams(trial, start=1, limit=6)[0] == 6  # every count up to the limit passes
+
+
+def test_onnx_flop_count_matches_the_torch_count(tmp_path):
+    from streamrec.bench.flops import count_onnx_flops, count_torch_flops
+    from streamrec.config import load_config
+    from streamrec.export import export_config
+
+    config = load_config("slowfast_tiny")
+    onnx_file = export_config(config, tmp_path / "tiny.onnx")
+    assert count_onnx_flops(onnx_file) == pytest.approx(count_torch_flops(config), rel=1e-6)
