@@ -222,29 +222,27 @@ class Window(threading.Thread):
         super().__init__(name="show", daemon=True)
         self._latest: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._closing = threading.Event()
 
     def show(self, stream_id: str, image: np.ndarray) -> None:
         with self._lock:
             self._latest[stream_id] = image
 
     def close(self) -> None:
-        self._stop.set()
+        self._closing.set()
         self.join()
 
     def run(self) -> None:
         try:
-            while not self._stop.wait(WINDOW_REFRESH_S):
+            while not self._closing.wait(WINDOW_REFRESH_S):
                 with self._lock:
                     latest, self._latest = self._latest, {}
                 for stream_id, image in latest.items():
                     cv2.imshow(f"streamrec {stream_id}", image)
                 cv2.waitKey(1)
-        except cv2.error as exc:
-            log.warning("--show: cannot open a window (%s); continuing without it", str(exc).strip().splitlines()[-1])
-            self._stop.wait()  # keep the thread, so close() works the same either way
-        finally:
             cv2.destroyAllWindows()
+        except cv2.error as exc:  # e.g. a display that refuses the connection; the frames are dropped
+            log.warning("--show: cannot open a window (%s); continuing without it", str(exc).strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------- all streams

@@ -208,3 +208,17 @@ def test_a_stream_that_changes_resolution_keeps_its_first_size_in_the_video(tmp_
     annotator.close()
     frames = read_frames(path)
     assert len(frames) == 10 and {frame.shape for frame in frames} == {(48, 64, 3)}
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_window_that_cannot_open_says_so_and_closes_cleanly(caplog):
+    """Here OpenCV is headless, so imshow fails the way it does on a machine without a GUI."""
+    window = annotate.Window()
+    window.start()
+    window.show("cam", np.zeros((48, 64, 3), np.uint8))
+    deadline = time.monotonic() + 5
+    while "--show: cannot open a window" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    window.close()
+    assert "--show: cannot open a window" in caplog.text and "continuing without it" in caplog.text
+    assert not window.is_alive()
