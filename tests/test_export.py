@@ -53,13 +53,16 @@ def random_model(config: Config, clips: dict[str, np.ndarray], seed: int = 0) ->
                 norm.momentum = None  # running statistics = these clips' statistics
                 norm.weight.uniform_(0.5, 1.5)
                 norm.bias.normal_(0.0, 0.2)
-        model.train()(*tensors)
-        model.eval()
         head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         features = []
         hook = head.register_forward_hook(lambda _m, args, _out: features.append(args[0].reshape(-1, head.in_features)))
-        model(*tensors)
+        model.train()
+        for dropout in model.modules():
+            if isinstance(dropout, nn.Dropout):
+                dropout.eval()
+        model(*tensors)  # batch norms learn these clips' statistics; the hook sees the head's input
         hook.remove()
+        model.eval()
         features = torch.cat(features)
         common = features.mean(0) / features.mean(0).norm()
         weight = torch.randn(head.weight.shape)

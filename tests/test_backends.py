@@ -1,0 +1,223 @@
+"""Backends: parity between PyTorch and ONNX Runtime, batch-norm folding, backend choice,
+the export cache, the no-torch run path, and one-line errors.
+
+Model weights come from `test_export.random_model`, which makes logits that differ from clip
+to clip (see there); parity on an untrained model would compare near-constants.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from streamrec.backends import create_engine, resolve_backend
+from streamrec.backends.engine_cache import export_path
+from streamrec.backends.inputs import batch_size, input_specs
+from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine, choose_providers
+from streamrec.backends.torch_backend import TorchEngine, fold_batch_norms
+from streamrec.config import load_config
+from streamrec.errors import StreamrecError
+from streamrec.export import export_config, export_onnx
+from test_export import FP32_TOLERANCE, assert_meaningful, random_model, torch_logits, varied_clips
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def engine_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path / "engines"))
+    return tmp_path / "engines"
+
+
+# --------------------------------------------------------------------------- parity
+
+
+# R50 at a 112 px crop: the same layers as at 224 px at a quarter of the cost on a 2-core CI machine.
+@pytest.mark.parametrize("name, count, overrides", [
+    ("slowfast_tiny", 8, []),
+    ("slowfast_r50_4x16", 2, ["clip.crop_size=112", "clip.short_side=128"]),
+])
+def test_torch_and_onnxruntime_agree(name, count, overrides, tmp_path):
+    """The same uint8 clips through both engines: the same top-1, logits within float32 tolerance.
+
+    The tolerance is 1e-4, or twice PyTorch's own float32 rounding error (measured against a
+    float64 run of the same model) where that is larger: through R50's 50 layers float32
+    itself is off by about 1.6e-4 on these logits, so no two float32 engines agree to 1e-4.
+    """
+    config = load_config(name, overrides)
+    clips = varied_clips(config.clip, count)
+    model = random_model(config, clips)
+    specs = input_specs(config.clip)
+    onnx_engine = OnnxRuntimeEngine(export_onnx(model, config.clip, tmp_path / f"{name}.onnx"), specs,
+                                    config.model.num_classes, device="cpu", max_batch=count)
+    torch_engine = TorchEngine(model, specs, torch.device("cpu"), max_batch=count)  # batch norms folded
+    from_onnx, from_torch = onnx_engine.infer(clips), torch_engine.infer(clips)
+    assert from_torch.std() > 0.5 and len(set(from_torch.argmax(1))) >= min(count, 3)
+
+    exact = torch_logits(copy.deepcopy(model).double(), config.clip, clips)
+    rounding = np.abs(torch_logits(model, config.clip, clips) - exact).max()
+    assert np.abs(from_onnx - from_torch).max() <= max(FP32_TOLERANCE, 2 * rounding)
+    assert (from_onnx.argmax(1) == from_torch.argmax(1)).all()
+
+
+def test_folding_batch_norms_keeps_the_output_and_removes_them():
+    config = load_config("slowfast_tiny")
+    clips = varied_clips(config.clip, 4)
+    model = random_model(config, clips)
+    reference = torch_logits(model, config.clip, clips)
+    assert_meaningful(reference)
+    probe = [torch.from_numpy(clips[name][:1]) for name in config.clip.input_names]
+    folded = fold_batch_norms(model, probe)
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm3d) for m in model.modules()) > 40  # the original is untouched
+    assert np.abs(torch_logits(folded, config.clip, clips) - reference).max() <= 1e-5
+
+
+def test_folding_refuses_a_convolution_whose_output_is_also_read_elsewhere():
+    class Shortcut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y  # folding the norm into conv would change `y` too
+
+    module = Shortcut().eval()
+    with torch.no_grad():
+        module.bn.running_var.fill_(4.0)
+    with pytest.raises(RuntimeError, match="feeds more than its norm"):
+        fold_batch_norms(module, [torch.randn(1, 3, 8, 8)])
+
+
+# --------------------------------------------------------------------------- the run path: export cache, no torch
+
+
+def test_onnxruntime_run_exports_once_then_reuses(engine_dir, monkeypatch):
+    config = load_config("slowfast_tiny", ["engine.backend=onnxruntime", "engine.device=cpu"])
+    first = create_engine(config)
+    cached = export_path(config, "fp32")
+    assert cached.parent == engine_dir and cached.is_file() and first.path == cached
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again although the cached export matches")
+
+    monkeypatch.setattr("streamrec.export.export_config", no_export)
+    assert create_engine(config).path == cached
+    # a different checkpoint, precision or clip contract is a different export
+    assert export_path(config, "fp16") != cached
+    assert export_path(load_config("slowfast_tiny", ["clip.sampling_rate=4"]), "fp32") != cached
+
+
+def test_onnxruntime_run_path_never_imports_torch(tmp_path):
+    onnx_file = export_config(load_config("slowfast_tiny"), tmp_path / "tiny.onnx")
+    script = f"""
+import sys
+import numpy as np
+from streamrec.backends import create_engine
+import streamrec.backends.tensorrt_backend, streamrec.backends.tensorrt_build, streamrec.backends.trt_api
+import streamrec.backends.cuda_memory, streamrec.backends.engine_cache
+from streamrec.config import load_config
+config = load_config("slowfast_tiny", ["engine.backend=auto", "engine.engine_file={onnx_file}", "engine.device=cpu"])
+engine = create_engine(config)
+logits = engine.infer({{"slow": np.zeros((2, 4, 96, 96, 3), np.uint8), "fast": np.zeros((2, 16, 96, 96, 3), np.uint8)}})
+assert engine.name == "onnxruntime" and logits.shape == (2, 7), logits.shape
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# --------------------------------------------------------------------------- choosing a backend
+
+
+def test_auto_prefers_tensorrt_then_onnxruntime(monkeypatch):
+    base = ["engine.backend=auto"]
+    monkeypatch.setattr("streamrec.backends.tensorrt_usable", lambda: False)
+    assert resolve_backend(load_config("slowfast_tiny", base)) == "onnxruntime"
+    monkeypatch.setattr("streamrec.backends.tensorrt_usable", lambda: True)
+    assert resolve_backend(load_config("slowfast_tiny", base)) == "tensorrt"
+    assert resolve_backend(load_config("slowfast_tiny", [*base, "engine.device=cpu"])) == "onnxruntime"
+    assert resolve_backend(load_config("slowfast_tiny", [*base, "engine.engine_file=x.onnx"])) == "onnxruntime"
+    assert resolve_backend(load_config("slowfast_tiny", [*base, "engine.engine_file=x.engine"])) == "tensorrt"
+    assert resolve_backend(load_config("slowfast_tiny", ["engine.backend=torch"])) == "torch"
+
+
+def test_auto_falls_back_to_torch_without_onnxruntime(monkeypatch):
+    monkeypatch.setattr("streamrec.backends.tensorrt_usable", lambda: False)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert resolve_backend(load_config("slowfast_tiny", ["engine.backend=auto"])) == "torch"
+
+
+def test_execution_providers():
+    assert choose_providers(["CPUExecutionProvider"], "auto") == ["CPUExecutionProvider"]
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    chosen = choose_providers(gpu, "auto")
+    assert [p if isinstance(p, str) else p[0] for p in chosen] == gpu
+    assert chosen[0][1]["trt_engine_cache_enable"] is True
+    assert choose_providers(gpu, "cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(StreamrecError, match="no CUDA or TensorRT provider"):
+        choose_providers(["CPUExecutionProvider"], "cuda")
+
+
+# --------------------------------------------------------------------------- errors, one line each
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["engine.backend=onnxruntime", "engine.precision=int8"], "int8 is not available with the onnxruntime"),
+    (["engine.backend=torch", "engine.precision=fp16", "engine.device=cpu"], "fp16 needs a CUDA GPU"),
+    (["engine.backend=torch", "engine.engine_file=x.onnx"], "engine_file is for onnxruntime and tensorrt"),
+    (["engine.backend=onnxruntime", "engine.engine_file=x.engine"], "ONNX Runtime reads .onnx files"),
+    (["engine.backend=onnxruntime", "engine.engine_file=missing.onnx"], "missing.onnx not found"),
+])
+def test_configuration_mistakes_are_one_line(overrides, message):
+    with pytest.raises(StreamrecError, match=message) as err:
+        create_engine(load_config("slowfast_tiny", overrides))
+    assert "\n" not in str(err.value)
+
+
+def test_onnx_from_another_config_is_refused(tmp_path):
+    onnx_file = export_config(load_config("slowfast_tiny", ["clip.sampling_rate=4"]), tmp_path / "other.onnx")
+    config = load_config("slowfast_tiny", ["engine.backend=onnxruntime", f"engine.engine_file={onnx_file}"])
+    with pytest.raises(StreamrecError, match="exported for clip.sampling_rate=4, the config has 2"):
+        create_engine(config)
+    wrong_shape = export_config(load_config("slowfast_tiny", ["clip.crop_size=64", "clip.short_side=80"]),
+                                tmp_path / "small.onnx")
+    config = load_config("slowfast_tiny", ["engine.backend=onnxruntime", f"engine.engine_file={wrong_shape}"])
+    with pytest.raises(StreamrecError, match=r"input 'slow' is tensor\(uint8\).*the config needs uint8 \[B, 4, 96, 96, 3\]"):
+        create_engine(config)
+
+
+def test_corrupt_onnx_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(StreamrecError, match="ONNX Runtime cannot load") as err:
+        OnnxRuntimeEngine(bad, input_specs(load_config("slowfast_tiny").clip), 7, device="cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_inputs_are_checked_before_they_reach_an_engine():
+    specs = input_specs(load_config("slowfast_tiny").clip)
+    good = {"slow": np.zeros((2, 4, 96, 96, 3), np.uint8), "fast": np.zeros((2, 16, 96, 96, 3), np.uint8)}
+    assert batch_size(good, specs, max_batch=4) == 2
+    with pytest.raises(StreamrecError, match="missing fast"):
+        batch_size({"slow": good["slow"]}, specs, 4)
+    with pytest.raises(StreamrecError, match=r"'fast' must be uint8 \[B, 16, 96, 96, 3\], got float32"):
+        batch_size({**good, "fast": good["fast"].astype(np.float32)}, specs, 4)
+    with pytest.raises(StreamrecError, match="disagree on the batch size"):
+        batch_size({**good, "fast": good["fast"][:1]}, specs, 4)
+    with pytest.raises(StreamrecError, match="this engine takes 1 to 1"):
+        batch_size(good, specs, 1)
