@@ -40,7 +40,7 @@ LABELS = (BACKGROUND, *ACTIONS)  # the order of streamrec/labels/actions.txt
 FRAME_SIZE = (160, 120)  # width, height: about the model's resolution; the pipeline resizes anyway
 FPS_RANGE = (15, 30)  # integer rates, which MP4 stores exactly
 STAGE_FRACTION = 0.84  # the figure stays in the central square of this share of the height, inside any centre crop
-SCALE_RANGE = (11.0, 16.5)  # pixels per body unit: the stage is at least 6 units wide, room for a fall
+SCALE_RANGE = (14.0, 19.0)  # pixels per body unit: the figure is 40-55% of the frame's height
 MIN_WALK_ROOM = 2.4  # body units: 1.5 s at the fastest walking speed
 BLEND_S = 0.2  # a piece eases in from the previous piece's last pose over this long
 
@@ -428,7 +428,7 @@ def _background(rng: np.random.Generator, width: int, height: int, horizon: int)
     xs = np.linspace(-1, 1, width, dtype=np.float32)[None, :, None]
     image *= 1 + rng.uniform(-0.25, 0.25) * xs
     blotches = rng.normal(size=(6, 8, 3)).astype(np.float32)
-    image += cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC) * rng.uniform(5, 35)
+    image += cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC) * rng.uniform(5, 25)
     if rng.random() < 0.35:  # wall stripes
         period = rng.uniform(6, 20)
         stripes = (np.sin(2 * np.pi * np.arange(width) / period) > 0).astype(np.float32)
@@ -438,7 +438,7 @@ def _background(rng: np.random.Generator, width: int, height: int, horizon: int)
         yy, xx = np.mgrid[horizon:height, 0:width]
         checker = ((yy // period + xx // period) % 2).astype(np.float32)
         image[horizon:] += checker[..., None] * rng.uniform(-35, 35, 3).astype(np.float32)
-    for _ in range(int(rng.integers(0, 5))):  # windows, cupboards, posters
+    for _ in range(int(rng.integers(0, 4))):  # windows, cupboards, posters
         x0, y0 = int(rng.integers(0, width - 8)), int(rng.integers(0, height - 8))
         w, h = int(rng.integers(6, width // 3)), int(rng.integers(6, height // 2))
         cv2.rectangle(image, (x0, y0), (x0 + w, y0 + h), _random_colour(rng).tolist(), -1)
@@ -468,8 +468,8 @@ def random_appearance(rng: np.random.Generator, size: tuple[int, int] = FRAME_SI
         origin=(left, ground),
         scale=scale,
         colours=colours,
-        limb_px=max(2, round(scale * rng.uniform(0.14, 0.2))),
-        torso_px=max(3, round(scale * rng.uniform(0.24, 0.34))),
+        limb_px=max(2, round(scale * rng.uniform(0.16, 0.22))),
+        torso_px=max(3, round(scale * rng.uniform(0.28, 0.38))),
         noise_sigma=float(rng.uniform(0, 7)),
         blur_sigma=float(rng.uniform(0, 1.0)),
     )
