@@ -46,7 +46,8 @@ class StreamRecording:
 
 
 class TimelineRecorder:
-    """A hop observer that keeps each stream's scores and action segments for `write`."""
+    """A hop observer that keeps each stream's scores and action segments for `write`.
+    A stream appears from its first hop on."""
 
     def __init__(self):
         self.streams: dict[str, StreamRecording] = {}
@@ -85,16 +86,13 @@ def write_timeline(path: str | Path, streams: dict[str, StreamRecording],
                    ground_truth: dict[str, Sequence[Segment]]) -> None:
     from matplotlib.figure import Figure  # not pyplot: no global backend, no display needed
 
-    names = list(streams) or ["(no hops)"]
-    figure = Figure(figsize=(12, 0.4 + 3.0 * len(names)), layout="constrained")
-    axes = figure.subplots(len(names), 1, squeeze=False)[:, 0]
-    for ax, name in zip(axes, names):
-        ax.set_title(name, loc="left", fontsize=10)
-        if name in streams and streams[name].times:
-            _draw_stream(ax, streams[name], list(ground_truth.get(name, ())))
-        else:
-            ax.text(0.5, 0.5, "no hops: the stream ended before its first full clip", ha="center",
-                    transform=ax.transAxes)
+    figure = Figure(figsize=(12, 0.4 + 3.0 * max(1, len(streams))), layout="constrained")
+    axes = figure.subplots(max(1, len(streams)), 1, squeeze=False)[:, 0]
+    for ax, (name, recording) in zip(axes, streams.items()):
+        _draw_stream(ax, name, recording, list(ground_truth.get(name, ())))
+    if not streams:
+        axes[0].text(0.5, 0.5, "no hops: every stream ended before its first full clip", ha="center",
+                     transform=axes[0].transAxes)
     axes[-1].set_xlabel("source seconds (clip end)")
     try:
         figure.savefig(path, dpi=100)
@@ -102,10 +100,12 @@ def write_timeline(path: str | Path, streams: dict[str, StreamRecording],
         raise StreamrecError(f"cannot write --timeline {path}: {exc.strerror or exc}") from None
 
 
-def _draw_stream(ax, recording: StreamRecording, truth: list[Segment]) -> None:
+def _draw_stream(ax, name: str, recording: StreamRecording, truth: list[Segment]) -> None:
     times, scores = np.array(recording.times), np.stack(recording.scores)
     detected = recording.segments()
     shown = _classes_to_show(recording, scores, detected, truth)
+    some = f" ({len(shown)} of {len(recording.labels)} classes)" if len(shown) < len(recording.labels) else ""
+    ax.set_title(name + some, loc="left", fontsize=10)
     colours = {recording.labels[i]: _colour(k) for k, i in enumerate(shown)}
     for i in shown:
         label = recording.labels[i]
