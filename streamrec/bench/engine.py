@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -110,7 +112,7 @@ class EngineBench:
         self.skipped: list[dict] = []
         self.peaks: dict[str, dict] = {}  # device -> {"gflops_per_s", "source"}
         self.flops: dict | None = None
-        self._default_torch_threads = _default_torch_threads() if "eager" in plan.backends else None
+        self._default_torch_threads = _default_torch_threads()
 
     def run(self) -> dict:
         for backend in self.plan.backends:
@@ -120,20 +122,21 @@ class EngineBench:
         return {"results": self.results, "skipped": self.skipped, "flops": self.flops, "peaks": self.peaks}
 
     def _run_engine(self, backend: str, precision: str) -> None:
-        self._set_torch_threads(backend)
-        try:
-            engine = open_engine(self.config, backend, precision, max(self.plan.batches))
-        except StreamrecError as err:
-            self._skip(backend, precision, None, str(err))
-            return
-        if self.flops is None:
-            self._count_flops(engine)
-        device = engine_device(engine)
-        for batch in self.plan.batches:
+        # The eager baseline runs PyTorch's default threads even where --threads set them for the torch engine.
+        with torch_threads(self._default_torch_threads if backend == "eager" else None):
             try:
-                self.results.append(self.measure(engine, backend, precision, batch, device))
+                engine = open_engine(self.config, backend, precision, max(self.plan.batches))
             except StreamrecError as err:
-                self._skip(backend, precision, batch, str(err))
+                self._skip(backend, precision, None, str(err))
+                return
+            if self.flops is None:
+                self._count_flops(engine)
+            device = engine_device(engine)
+            for batch in self.plan.batches:
+                try:
+                    self.results.append(self.measure(engine, backend, precision, batch, device))
+                except StreamrecError as err:
+                    self._skip(backend, precision, batch, str(err))
 
     def measure(self, engine: Engine, backend: str, precision: str, batch: int, device: str) -> dict:
         """One case: timed calls at ``batch``, with memory and the roofline figures."""
@@ -186,7 +189,8 @@ class EngineBench:
             if self.plan.peak_gflops:
                 self.peaks[device] = {"gflops_per_s": self.plan.peak_gflops, "source": "given by --peak-gflops"}
             else:
-                gflops, source = measure_peak_gflops(device)
+                with torch_threads(self._default_torch_threads):  # every core, whatever --threads gave an engine
+                    gflops, source = measure_peak_gflops(device)
                 self.peaks[device] = {"gflops_per_s": round(gflops, 1), "source": source}
         return self.peaks[device]
 
@@ -194,23 +198,32 @@ class EngineBench:
         log.warning("skipping %s %s%s: %s", backend, precision, f" batch {batch}" if batch else "", reason)
         self.skipped.append({"backend": backend, "precision": precision, "batch": batch, "reason": reason})
 
-    def _set_torch_threads(self, backend: str) -> None:
-        """The eager baseline always runs PyTorch's default threads; the torch engine, the config's."""
-        if backend == "eager" and self._default_torch_threads:
-            import torch
-
-            torch.set_num_threads(self._default_torch_threads)
-
-
 def _torch_threads() -> int | None:
     torch = sys.modules.get("torch")
     return torch.get_num_threads() if torch is not None else None
 
 
-def _default_torch_threads() -> int:
-    """PyTorch's thread count before any engine changed it (``engine.threads`` sets it process-wide)."""
-    import torch
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with PyTorch at ``count`` threads, then restore the previous count (None: leave it)."""
+    previous = _torch_threads()
+    if count is None or previous is None:
+        yield
+        return
+    torch = sys.modules["torch"]
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
+
+def _default_torch_threads() -> int | None:
+    """PyTorch's thread count before any engine changed it (``engine.threads`` sets it process-wide)."""
+    try:
+        import torch
+    except ImportError:
+        return None
     return torch.get_num_threads()
 
 
@@ -245,6 +258,7 @@ def _add_ratios(results: list[dict]) -> None:
 
 COLUMNS = [
     Column("backend", "backend"), Column("precision", "precision"), Column("batch", "batch"),
+    Column("threads", "threads"),
     Column("clips/s", "clips_per_s", 2), Column("p50 ms", "latency_ms_p50", 1), Column("p90 ms", "latency_ms_p90", 1),
     Column("p99 ms", "latency_ms_p99", 1), Column("frames/s", "frames_per_s", 1),
     Column("streams", "streams_at_fps", 1), Column("RSS MiB", "host_rss_peak_mib", 0),

@@ -79,6 +79,8 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="weights to load (default: the config's; random weights time the same)")
     parser.add_argument("--device", help="cpu, cuda or auto (default: the config's)")
     parser.add_argument("--threads", type=int, help="CPU threads for the project's engines (never the eager baseline)")
+    parser.add_argument("--engine", metavar="FILE", help="a prebuilt .onnx or TensorRT engine for the project's engine "
+                                                         "(default: exported and built into engines/)")
     parser.add_argument("--hop", type=_positive_int, help="hop in source frames (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config value")
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine description here")
@@ -108,6 +110,7 @@ def bench_config(args: argparse.Namespace, backend: str | None = None) -> Config
         "engine.backend": backend,
         "engine.device": args.device,
         "engine.threads": args.threads,
+        "engine.engine_file": args.engine,
         "engine.precision": getattr(args, "precision", None) if backend else None,
         "pipeline.hop_frames": args.hop,
         "pipeline.max_batch": getattr(args, "max_batch", None),
