@@ -165,14 +165,13 @@ class DemoLoop:
                 if len(frames) < self.window:  # the demo stops when a window cannot be filled
                     break
                 newest_read = time.monotonic()
-                pre_start = time.monotonic()
                 rgb = [centre_crop(scale_short_side(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), self.clip.crop_size),
                                    self.clip.crop_size) for f in frames]
                 pathways = self.model.pathways(np.array(rgb))
                 infer_start = time.monotonic()
                 self.model.predict(pathways)
                 done = time.monotonic()
-                result.windows.append(WindowTiming(newest_read, newest_read - read_start, infer_start - pre_start,
+                result.windows.append(WindowTiming(newest_read, newest_read - read_start, infer_start - newest_read,
                                                    done - infer_start, done))
         finally:
             capture.release()
