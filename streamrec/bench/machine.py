@@ -70,14 +70,23 @@ def cpu_features() -> list[str]:
 
 
 def gpus() -> list[dict]:
-    """NVIDIA GPUs as ``nvidia-smi`` reports them (name, driver, memory); empty where there are none."""
+    """NVIDIA GPUs as ``nvidia-smi`` reports them (name, driver, memory), or the Jetson module; else empty."""
     output = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"])
     found = []
     for line in (output or "").splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 3:
             found.append({"name": parts[0], "driver": parts[1], "memory_mib": _number(parts[2])})
-    return found
+    return found or jetson()
+
+
+def jetson() -> list[dict]:
+    """A Jetson's module name and L4T release (its GPU shares the system memory; nvidia-smi may be absent)."""
+    model, release = Path("/proc/device-tree/model"), Path("/etc/nv_tegra_release")
+    if not model.is_file() or "jetson" not in model.read_text(errors="replace").lower():
+        return []
+    driver = release.read_text(errors="replace").splitlines()[0].strip("# ") if release.is_file() else None
+    return [{"name": model.read_text(errors="replace").strip("\x00\n "), "driver": driver, "memory_mib": None}]
 
 
 def library_versions() -> dict:
