@@ -23,10 +23,10 @@ MACHINE_FIELDS = {"cpu_model", "cpu_cores_physical", "cpu_cores_logical", "cpu_f
                   "python", "libraries", "load_average"}
 DOCUMENT_FIELDS = {"benchmark", "config", "command", "started_at", "finished_at", "machine", "load_average_after",
                    "results"}
-ENGINE_FIELDS = {"backend", "precision", "batch", "device", "iterations", "warmup", "threads", "clips_per_s",
+ENGINE_FIELDS = {"backend", "precision", "batch", "device", "iterations", "warmup", "rounds", "threads", "clips_per_s",
                  "ms_per_clip", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
                  "latency_ms_mean", "latency_ms_max", "frames_per_s", "streams_at_fps", "hop_frames", "stream_fps",
-                 "host_rss_peak_mib", "device_memory_peak_mib", "device_memory_source", "gflops_per_clip",
+                 "host_rss_peak_mib", "engine_load_rss_mib", "device_memory_peak_mib", "device_memory_source", "gflops_per_clip",
                  "achieved_gflops_per_s", "peak_gflops_per_s", "peak_fraction", "speedup_vs_eager_batch1",
                  "speedup_vs_eager_same_batch"}
 TRIAL_FIELDS = {"streams", "duration_s", "window_s", "hops_due", "hops_served", "hops_skipped", "hops_missed",
@@ -61,13 +61,15 @@ def run_bench(tmp_path: Path, *args: str, timeout: float = 300) -> dict:
 
 def test_engine_benchmark_reports_every_figure_per_backend_and_batch(tmp_path):
     document = run_bench(tmp_path, "engine", "--config", "slowfast_tiny", "--backend", "eager,torch,onnxruntime",
-                         "--precision", "fp32,bf16", "--batch", "1,2", "--iters", "2", "--warmup", "1")
+                         "--precision", "fp32,bf16", "--batch", "1,2", "--iters", "2", "--warmup", "1",
+                         "--rounds", "2")
     results = document["results"]
     assert {(r["backend"], r["batch"]) for r in results} == {(b, n) for b in ("eager", "torch", "onnxruntime")
                                                             for n in (1, 2)}
     for result in results:
         assert ENGINE_FIELDS <= set(result), ENGINE_FIELDS - set(result)
         assert result["clips_per_s"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]
+        assert result["iterations"] == 2  # one timed call in each of two rounds
         assert result["gflops_per_clip"] > 0 and 0 < result["peak_fraction"]
     # bf16 is not served on the CPU: each backend is skipped with the reason, not a crash
     assert {(s["backend"], s["precision"]) for s in document["skipped"]} == {

@@ -3,8 +3,9 @@
 Each case is warm-up calls, then timed calls on random clips of the config's input contract
 (`streamrec.bench.timing`). Reported per case: latency percentiles of one ``infer`` call,
 clips/s, the source frames/s those clips cover at the benchmark's hop (and so how many
-cameras of a given frame rate that is), peak host RSS, peak device memory on a GPU, and the
-model's FLOPs per clip with the fraction of the device's peak this throughput reaches.
+cameras of a given frame rate that is), peak host RSS of the process (every engine of the run
+is loaded at once; ``engine_load_rss_mib`` is what opening this one added), peak device memory
+on a GPU, and the model's FLOPs per clip with the fraction of the device's peak reached.
 
 Besides the project's backends, ``eager`` times the usual way's model call
 (`streamrec.bench.baseline.EagerEngine`: PyTorch eager float32, PyTorch's default threads),
@@ -17,14 +18,14 @@ import dataclasses
 import logging
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
 from streamrec.backends import Engine, create_engine
 from streamrec.bench.flops import flops_per_clip, measure_peak_gflops
-from streamrec.bench.machine import PeakRss, device_memory_mib
+from streamrec.bench.machine import PeakRss, current_rss_mib, device_memory_mib
 from streamrec.bench.report import Column, new_figure, save_figure, table
 from streamrec.bench.timing import latency_summary, time_calls
 from streamrec.config import Config
@@ -43,6 +44,7 @@ class EngineBenchPlan:
     batches: tuple[int, ...]
     iterations: int = 20
     warmup: int = 3
+    rounds: int = 1  # timed calls are split into this many rounds, interleaved across cases
     hop_frames: int = 8  # for frames/s: each clip serves one hop of a stream
     stream_fps: float = 30.0  # for "streams at this frame rate"
     peak_gflops: float | None = None  # the device's peak; None measures it
@@ -102,63 +104,103 @@ def engine_device(engine: Engine) -> str:
     return "cuda" if device is not None and device.type == "cuda" else "cpu"
 
 
+@dataclass
+class Case:
+    """One backend, precision and batch size, and what its timed calls measured."""
+
+    backend: str  # as asked (``auto`` stays ``auto``)
+    precision: str
+    batch: int
+    engine: Engine
+    device: str
+    load_rss_mib: float | None  # how much the process grew when this engine was opened
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    durations: list[float] = field(default_factory=list)
+    rss_peak_mib: float | None = None
+    device_memory: dict = field(default_factory=dict)
+
+
 class EngineBench:
-    """Runs a plan against one config; the FLOP count and each device's peak are taken once."""
+    """Runs a plan against one config.
+
+    Every engine is opened first, then each case is timed ``iterations / rounds`` calls at a
+    time, round after round, in alternating order: on a machine whose load drifts (other
+    jobs starting or ending), each case sees the same mix of quiet and busy moments, so their
+    ratios stay fair. The FLOP count and each device's peak are taken once.
+    """
 
     def __init__(self, config: Config, plan: EngineBenchPlan):
         self.config = config
         self.plan = plan
-        self.results: list[dict] = []
         self.skipped: list[dict] = []
         self.peaks: dict[str, dict] = {}  # device -> {"gflops_per_s", "source"}
         self.flops: dict | None = None
         self._default_torch_threads = _default_torch_threads()
 
     def run(self) -> dict:
+        cases = self._open_cases()
+        per_round = -(-self.plan.iterations // self.plan.rounds)
+        for round_index in range(self.plan.rounds):
+            for case in cases if round_index % 2 == 0 else reversed(cases):
+                if case.engine is not None:
+                    self._time(case, self.plan.warmup if round_index == 0 else 0, per_round)
+        results = [self._figures(case) for case in cases if case.engine is not None]
+        _add_ratios(results)
+        return {"results": results, "skipped": self.skipped, "flops": self.flops, "peaks": self.peaks}
+
+    def _open_cases(self) -> list[Case]:
+        cases = []
         for backend in self.plan.backends:
             for precision in self.plan.precisions:
-                self._run_engine(backend, precision)
-        _add_ratios(self.results)
-        return {"results": self.results, "skipped": self.skipped, "flops": self.flops, "peaks": self.peaks}
+                before = current_rss_mib()
+                with self._threads_for(backend):
+                    try:
+                        engine = open_engine(self.config, backend, precision, max(self.plan.batches))
+                    except StreamrecError as err:
+                        self._skip(backend, precision, None, str(err))
+                        continue
+                grown = current_rss_mib() - before
+                if self.flops is None:
+                    self._count_flops(engine)
+                cases += [Case(backend, precision, batch, engine, engine_device(engine), round(grown, 1),
+                               random_inputs(self.config, batch)) for batch in self.plan.batches]
+        return cases
 
-    def _run_engine(self, backend: str, precision: str) -> None:
-        # The eager baseline runs PyTorch's default threads even where --threads set them for the torch engine.
-        with torch_threads(self._default_torch_threads if backend == "eager" else None):
-            try:
-                engine = open_engine(self.config, backend, precision, max(self.plan.batches))
-            except StreamrecError as err:
-                self._skip(backend, precision, None, str(err))
-                return
-            if self.flops is None:
-                self._count_flops(engine)
-            device = engine_device(engine)
-            for batch in self.plan.batches:
-                try:
-                    self.results.append(self.measure(engine, backend, precision, batch, device))
-                except StreamrecError as err:
-                    self._skip(backend, precision, batch, str(err))
+    def _time(self, case: Case, warmup: int, iterations: int) -> None:
+        log.info("timing %s %s batch %d: %d warm-up + %d timed calls", case.backend, case.precision, case.batch,
+                 warmup, iterations)
+        read_device_peak = _device_peak_meter(case.engine, case.device)
+        try:
+            with self._threads_for(case.backend), PeakRss() as rss:
+                case.durations += time_calls(case.engine, case.inputs, warmup, iterations)
+        except StreamrecError as err:  # e.g. a batch larger than a fixed-batch engine file takes
+            self._skip(case.backend, case.precision, case.batch, str(err))
+            case.engine = None
+            return
+        if rss.peak_mib is not None:
+            case.rss_peak_mib = max(case.rss_peak_mib or 0.0, rss.peak_mib)
+        device_memory = read_device_peak()
+        if device_memory["device_memory_peak_mib"] is not None:
+            previous = case.device_memory.get("device_memory_peak_mib") or 0.0
+            device_memory["device_memory_peak_mib"] = max(previous, device_memory["device_memory_peak_mib"])
+        case.device_memory = device_memory
 
-    def measure(self, engine: Engine, backend: str, precision: str, batch: int, device: str) -> dict:
-        """One case: timed calls at ``batch``, with memory and the roofline figures."""
-        plan = self.plan
-        log.info("timing %s %s batch %d: %d warm-up + %d timed calls", backend, precision, batch, plan.warmup,
-                 plan.iterations)
-        inputs = random_inputs(self.config, batch)
-        reset_device_peak = _device_peak_meter(engine, device)
-        with PeakRss() as rss:
-            durations = time_calls(engine, inputs, plan.warmup, plan.iterations)
-        clips_per_s = batch * len(durations) / sum(durations)
+    def _figures(self, case: Case) -> dict:
+        """A case's figures: latency, throughput, cameras served, memory, and the roofline."""
+        plan, durations = self.plan, case.durations
+        clips_per_s = case.batch * len(durations) / sum(durations)
         gflops = self.flops["gflops_per_clip"] if self.flops else None
-        peak = self._peak(device)
+        peak = self._peak(case.device)
         achieved = clips_per_s * gflops if gflops else None
         return {
-            "backend": engine.name if backend != "auto" else f"auto:{engine.name}",
-            "precision": precision,
-            "batch": batch,
-            "device": device,
+            "backend": case.engine.name if case.backend != "auto" else f"auto:{case.engine.name}",
+            "precision": case.precision,
+            "batch": case.batch,
+            "device": case.device,
             "iterations": len(durations),
             "warmup": plan.warmup,
-            "threads": _torch_threads() if backend in ("eager", "torch") else (self.config.engine.threads or None),
+            "rounds": plan.rounds,
+            "threads": self._threads(case.backend),
             "clips_per_s": round(clips_per_s, 3),
             "ms_per_clip": round(1000.0 / clips_per_s, 2),
             **latency_summary(durations),
@@ -166,13 +208,26 @@ class EngineBench:
             "streams_at_fps": round(clips_per_s * plan.hop_frames / plan.stream_fps, 2),
             "hop_frames": plan.hop_frames,
             "stream_fps": plan.stream_fps,
-            "host_rss_peak_mib": round(rss.peak_mib, 1) if rss.peak_mib is not None else None,
-            **reset_device_peak(),
+            "host_rss_peak_mib": round(case.rss_peak_mib, 1) if case.rss_peak_mib is not None else None,
+            "engine_load_rss_mib": case.load_rss_mib,
+            **case.device_memory,
             "gflops_per_clip": gflops,
             "achieved_gflops_per_s": round(achieved, 2) if achieved else None,
             "peak_gflops_per_s": peak["gflops_per_s"],
             "peak_fraction": round(achieved / peak["gflops_per_s"], 4) if achieved and peak["gflops_per_s"] else None,
         }
+
+    def _threads(self, backend: str) -> int | None:
+        """PyTorch threads for the eager baseline (its default) and the torch engine (--threads, else default);
+        for the other engines the configured count, None meaning the library's default."""
+        if backend == "eager":
+            return self._default_torch_threads
+        if backend == "torch":
+            return self.config.engine.threads or self._default_torch_threads
+        return self.config.engine.threads or None
+
+    def _threads_for(self, backend: str):
+        return torch_threads(self._threads(backend) if backend in ("eager", "torch") else None)
 
     def _count_flops(self, engine: Engine) -> None:
         onnx_file = getattr(engine, "path", None)
@@ -197,6 +252,7 @@ class EngineBench:
     def _skip(self, backend: str, precision: str, batch: int | None, reason: str) -> None:
         log.warning("skipping %s %s%s: %s", backend, precision, f" batch {batch}" if batch else "", reason)
         self.skipped.append({"backend": backend, "precision": precision, "batch": batch, "reason": reason})
+
 
 def _torch_threads() -> int | None:
     torch = sys.modules.get("torch")

@@ -122,6 +122,10 @@ def device_memory_mib(pid: int | None = None) -> float | None:
     return sum(u for u in used if u is not None) if used else None
 
 
+def current_rss_mib() -> float:
+    return psutil.Process().memory_info().rss / MIB
+
+
 def _run(command: list[str]) -> str | None:
     if shutil.which(command[0]) is None:
         return None

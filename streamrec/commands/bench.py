@@ -30,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--batch", default="1,2,4,8", help="comma-separated batch sizes (default %(default)s)")
     engine.add_argument("--iters", type=_positive_int, default=20, help="timed calls per case (default %(default)s)")
     engine.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed calls first (default %(default)s)")
+    engine.add_argument("--rounds", type=_positive_int, default=1,
+                        help="split the timed calls into this many rounds, interleaved across cases in alternating "
+                             "order, so a machine whose load drifts treats every case alike (default %(default)s)")
     engine.add_argument("--peak-gflops", type=float,
                         help="the device's peak GFLOP/s (default: measured by a matrix-multiply probe)")
 
@@ -153,7 +156,7 @@ def engine_main(args: argparse.Namespace) -> int:
         backends=bench.parse_names(args.backend, bench.BACKENDS, "--backend"),
         precisions=bench.parse_names(args.precision or config.engine.precision, bench.PRECISIONS, "--precision"),
         batches=bench.parse_batches(args.batch),
-        iterations=args.iters, warmup=args.warmup, hop_frames=config.pipeline.hop_frames,
+        iterations=args.iters, warmup=args.warmup, rounds=args.rounds, hop_frames=config.pipeline.hop_frames,
         peak_gflops=args.peak_gflops)
     document = start_document("engine", config.name)
     figures = bench.EngineBench(config, plan).run()
