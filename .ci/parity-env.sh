@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv-ref: the reference implementations the parity tests compare against.
-#   PyTorchVideo 0.1.5 needs torchvision, which needs the torch 2.14.1 / torchvision 0.29.1 pair;
-#   slowfast 1.0 on PyPI is PySlowFast's model code (its detectron2 import is stubbed in the tests).
-# Idempotent: an env whose imports already work is left alone. Prints the env's python path last.
+# Create (or reuse) .venv-ref, the environment of the reference-parity tests (tests/parity):
+#   - PyTorchVideo 0.1.5 needs torchvision, hence the torch 2.14.1 / torchvision 0.29.1 pair;
+#   - slowfast 1.0 on PyPI is PySlowFast's model code. It declares detectron2 (not on PyPI), used
+#     only by its detection head, so it is installed without dependencies, then with the ones its
+#     model, config and checkpoint modules import; the tests stub detectron2.
+#   - opencv and pyzmq: tests/conftest.py and streamrec import them.
+# Idempotent: an env whose imports work is left as it is. Prints the env's python as its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=.venv-ref
 PY="$ENV/bin/python"
-check='import torch, torchvision, pytorchvideo.models.hub, slowfast.models.video_model_builder' 
-if [ -x "$PY" ] && "$PY" - >/dev/null 2>&1 <<PYEOF
+
+imports_work() {
+  [ -x "$PY" ] && "$PY" - >/dev/null 2>&1 <<'PYEOF'
 import sys, types
-sys.modules.setdefault("detectron2", types.ModuleType("detectron2"))
-$check
+layers = types.ModuleType("detectron2.layers"); layers.ROIAlign = None
+sys.modules.update({"detectron2": types.ModuleType("detectron2"), "detectron2.layers": layers})
+import cv2, numpy, pytest, torch, torchvision, yaml, zmq
+import pytorchvideo.models.hub, slowfast.models.video_model_builder, slowfast.utils.checkpoint
 PYEOF
-then
-  echo "$PY"; exit 0
+}
+
+if ! imports_work; then
+  python3 -m venv "$ENV"
+  "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+  "$PY" -m pip install -q pytorchvideo==0.1.5 fvcore iopath yacs simplejson termcolor matplotlib psutil \
+    pytest numpy PyYAML pyzmq opencv-python-headless
+  "$PY" -m pip install -q --no-deps slowfast==1.0
+  imports_work || { echo "parity-env: .venv-ref was built but its imports fail" >&2; exit 1; }
 fi
-python3 -m venv "$ENV"
-"$PY" -m pip install -q --upgrade pip >/dev/null
-"$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
-"$PY" -m pip install -q pytorchvideo==0.1.5 slowfast==1.0 fvcore iopath simplejson psutil pytest numpy PyYAML
 echo "$PY"

@@ -73,10 +73,14 @@ def save_checkpoint(path: str | Path, network: nn.Module, config: Config, labels
     if len(labels) != config.model.num_classes:
         raise StreamrecError(f"{len(labels)} label names for a {config.model.num_classes}-class model; "
                              "pass one name per class")
+    recorded = config.replace(checkpoint=None).to_dict()
+    head = getattr(network, "head", None)
+    if getattr(head, "average", None):  # as built, perhaps from another checkpoint's origin: reloads give these outputs
+        recorded["model"]["head_average"] = head.average
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "config": config.replace(checkpoint=None).to_dict(),
+        "config": recorded,
         "labels": labels,
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
         "metadata": dict(metadata or {}),
@@ -122,6 +126,10 @@ def _read_torch_file(path: Path) -> Any:
                              "check that the file is complete") from None
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a callable outside `SafeUnpickler.ALLOWED`."""
+
+
 class SafeUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and plain containers only: any other global is refused, so a
     malicious pickle cannot run code (``pickle.load`` would call whatever the file names)."""
@@ -131,11 +139,12 @@ class SafeUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("collections", "OrderedDict"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocol 2: str -> bytes, nothing more
     }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed")
+            raise RefusedGlobal(f"{module}.{name}")
         return super().find_class(module, name)
 
 
@@ -143,9 +152,9 @@ def _read_pickle(path: Path) -> Any:
     try:
         with path.open("rb") as f:
             return SafeUnpickler(f, encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
-        raise StreamrecError(f"checkpoint {path} is refused: it is a pickle that names {exc}; only numpy arrays "
-                             "and plain containers are loaded, so that no code from the file runs") from None
+    except RefusedGlobal as exc:
+        raise StreamrecError(f"checkpoint {path} is refused: its pickle calls {exc}, and only numpy arrays and plain "
+                             "containers are loaded so that no code from a file runs; convert it to a state dict") from None
     except Exception as exc:
         raise StreamrecError(f"checkpoint {path} is neither a torch file nor a Caffe2 pickle "
                              f"({type(exc).__name__}); pass a .pt/.pyth/.pkl checkpoint") from None
@@ -342,12 +351,13 @@ def _first(names: list[str], shown: int = 3) -> str:
 def load_model(config: Config) -> nn.Module:
     """The model of the engine contract (`UInt8Clips`), with the config's checkpoint loaded if it names one.
 
-    Unless the config sets ``model.head_average``, a checkpoint's origin picks it (PySlowFast
-    averages probabilities, PyTorchVideo logits), so results match where the weights came from.
+    Unless the config sets ``model.head_average``, the checkpoint picks it (PySlowFast averages
+    probabilities, PyTorchVideo logits; a streamrec checkpoint records its own), so results match
+    where the weights came from.
     """
     load_labels(config)  # the label file must name every class
     if not config.checkpoint:
-        return UInt8Clips(build_model(config).eval(), config.clip)
+        return UInt8Clips(build_model(config), config.clip).eval()
     checkpoint = load_checkpoint(config.checkpoint)
     if checkpoint.num_classes is not None and checkpoint.num_classes != config.model.num_classes:
         raise StreamrecError(
@@ -355,17 +365,21 @@ def load_model(config: Config) -> nn.Module:
             f"model.num_classes={config.model.num_classes} and labels '{labels_path(config.labels).name}'; "
             "use the config and label file the checkpoint was trained with"
         )
-    network = build_model(_with_origin_head_average(config, checkpoint.origin))
+    network = build_model(_with_origin_head_average(config, checkpoint))
     state = checkpoint.state_dict
     if checkpoint.origin == "caffe2":
         state = _expand_caffe2_shapes(state, network.state_dict())
     load_state_dict_strictly(network, state, config.checkpoint)
-    return UInt8Clips(network.eval(), config.clip)
+    return UInt8Clips(network, config.clip).eval()
 
 
-def _with_origin_head_average(config: Config, origin: str) -> Config:
+def _with_origin_head_average(config: Config, checkpoint: Checkpoint) -> Config:
     model = config.model
-    average = HEAD_AVERAGE_BY_ORIGIN_ARCH.get((origin, model.arch), HEAD_AVERAGE_BY_ORIGIN.get(origin))
+    if checkpoint.origin == "streamrec":
+        average = (checkpoint.config or {}).get("model", {}).get("head_average")
+    else:
+        average = HEAD_AVERAGE_BY_ORIGIN_ARCH.get((checkpoint.origin, model.arch),
+                                                  HEAD_AVERAGE_BY_ORIGIN[checkpoint.origin])
     if average is None or "head_average" in model.kwargs:
         return config
     return config.replace(model=replace(model, kwargs={**model.kwargs, "head_average": average}))

@@ -12,7 +12,6 @@ the networks export to ONNX as they are.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -109,18 +108,23 @@ class Bottleneck(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """A residual branch (``branch2``) plus shortcut; the shortcut projects (``branch1``) when shape changes."""
+    """A residual branch (``branch2``) plus shortcut; the shortcut projects (``branch1``, then
+    ``branch1_bn`` unless ``shortcut_bn`` is off) when the shape changes."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, branch2: nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, branch2: nn.Module, shortcut_bn: bool = True):
         super().__init__()
         projects = in_channels != out_channels or stride != 1
         self.branch1 = nn.Conv3d(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False) if projects else None
-        self.branch1_bn = batch_norm(out_channels) if projects else None
+        self.branch1_bn = batch_norm(out_channels) if projects and shortcut_bn else None
         self.branch2 = branch2
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.branch1 is None else self.branch1_bn(self.branch1(x))
+        shortcut = x
+        if self.branch1 is not None:
+            shortcut = self.branch1(x)
+        if self.branch1_bn is not None:
+            shortcut = self.branch1_bn(shortcut)
         return self.relu(shortcut + self.branch2(x))
 
 
@@ -209,8 +213,9 @@ def average_positions(logits: torch.Tensor, average: str) -> torch.Tensor:
     """Per-position logits ``[B, t, h, w, K]`` to clip logits ``[B, K]`` (see `Head`)."""
     if average == "logits":
         return logits.mean(dim=(1, 2, 3))
-    positions = logits.shape[1] * logits.shape[2] * logits.shape[3]
-    return torch.logsumexp(logits.log_softmax(dim=-1), dim=(1, 2, 3)) - math.log(positions)
+    log_probabilities = logits.log_softmax(dim=-1)
+    peak = log_probabilities.amax(dim=(1, 2, 3), keepdim=True)  # log-mean-exp, shifted so it cannot underflow
+    return (peak + (log_probabilities - peak).exp().mean(dim=(1, 2, 3), keepdim=True).log()).flatten(1)
 
 
 def head_pool_size(frames: int, crop_size: int, spatial_stride: int = 32) -> tuple[int, int, int]:

@@ -120,7 +120,8 @@ class X3D(nn.Module):
     """Arguments as in the `x3d` builder, which holds the defaults."""
 
     def __init__(self, num_classes, frames, train_crop_size, width_factor, depth_factor, stem_width,
-                 bottleneck_factor, head_width, se_ratio, stem_temporal_kernel, dropout, head_average):
+                 bottleneck_factor, head_width, se_ratio, stem_temporal_kernel, stride_shortcut_bn, dropout,
+                 head_average):
         super().__init__()
         stem_channels = round_width(stem_width, width_factor)
         self.s1 = PathwayStems([X3DStem(stem_channels, stem_temporal_kernel)])
@@ -130,10 +131,12 @@ class X3D(nn.Module):
             base_width = round_width(base_width, 2.0) if stage > 0 else stem_width
             out_channels = round_width(base_width, width_factor)
             inner_channels = int(bottleneck_factor * out_channels)
+            shortcut_bn = stride_shortcut_bn or in_channels != out_channels
             blocks = [
                 ResBlock(in_channels if i == 0 else out_channels, out_channels, 2 if i == 0 else 1,
                          X3DBottleneck(in_channels if i == 0 else out_channels, inner_channels, out_channels,
-                                       2 if i == 0 else 1, se_ratio if i % 2 == 0 else 0.0))
+                                       2 if i == 0 else 1, se_ratio if i % 2 == 0 else 0.0),
+                         shortcut_bn)
                 for i in range(math.ceil(depth_factor * base_depth))
             ]
             self.add_module(f"s{stage + 2}", ResStage([blocks]))
@@ -160,6 +163,7 @@ def x3d(
     head_width: int = 2048,
     se_ratio: float = 0.0625,
     stem_temporal_kernel: int = 5,
+    stride_shortcut_bn: bool = False,
     dropout: float = 0.5,
     head_average: str = "softmax",
     train_crop_size: int | None = None,
@@ -170,9 +174,11 @@ def x3d(
       stage depths (1, 2, 5, 3); ``stem_width``: the base width (X3D's DIM_C1);
     - ``bottleneck_factor``: inner width / block width; ``head_width``: the head's last conv (DIM_C5);
     - ``se_ratio``: squeeze-excitation width, on every other block (0 disables);
+    - ``stride_shortcut_bn``: normalise a shortcut that strides without changing width (res2's first
+      block). PySlowFast does, PyTorchVideo does not (default); set it for PySlowFast X3D checkpoints;
     - ``head_average``: as in `slowfast`; both references average probabilities for X3D.
     """
     if clip.alpha:
         raise StreamrecError("arch 'x3d' is single-pathway: remove clip.alpha (or set it to null)")
     return X3D(num_classes, clip.num_frames, train_crop_size or clip.crop_size, width_factor, depth_factor, stem_width,
-               bottleneck_factor, head_width, se_ratio, stem_temporal_kernel, dropout, head_average)
+               bottleneck_factor, head_width, se_ratio, stem_temporal_kernel, stride_shortcut_bn, dropout, head_average)

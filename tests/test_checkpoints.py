@@ -1,0 +1,182 @@
+"""Checkpoint loading: the project's format round-trips, every mismatch is a clear one-line error,
+and nothing in a checkpoint file ever runs. The reference formats (PySlowFast, Caffe2,
+PyTorchVideo) are tested against the references' own code in tests/parity."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamrec.checkpoints import (
+    caffe2_to_module_name,
+    checkpoint_config,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from streamrec.config import load_config
+from streamrec.errors import StreamrecError
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_config("slowfast_tiny")
+
+
+def clips(config, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    size = config.clip.crop_size
+    return tuple(torch.randint(0, 256, (2, t, size, size, 3), dtype=torch.uint8, generator=generator)
+                 for t in (config.clip.slow_frames, config.clip.num_frames))
+
+
+def randomized(config):
+    model = load_model(config)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn_like(tensor) * 0.1 + (1.0 if tensor.dim() == 1 else 0.0))
+    return model
+
+
+def test_own_format_round_trips_weights_labels_config_and_metadata(tmp_path, tiny):
+    model = randomized(tiny)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model, tiny, metadata={"epochs": 3, "data": "procedural"})
+
+    loaded = load_model(tiny.replace(checkpoint=str(path)))
+    with torch.inference_mode():
+        assert torch.equal(loaded(*clips(tiny)), model(*clips(tiny)))
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.origin == "streamrec"
+    assert checkpoint.labels == (Path(__file__).parents[1] / "streamrec/labels/actions.txt").read_text().splitlines()
+    assert checkpoint.metadata == {"epochs": 3, "data": "procedural"}
+    restored = checkpoint_config(path)
+    assert restored.model.kwargs == {**tiny.model.kwargs, "head_average": "logits"}  # the head as built
+    assert restored.replace(model=tiny.model) == tiny.replace(checkpoint=str(path))
+
+
+def test_missing_unexpected_and_misshapen_tensors_are_listed(tmp_path, tiny):
+    state = {k: v.clone() for k, v in load_model(tiny).network.state_dict().items()}
+    del state["s2.pathway0_res0.branch2.a.weight"]
+    state["s9.pathway0_res0.branch2.a.weight"] = torch.zeros(1)
+    state["s1_fuse.conv_f2s.weight"] = torch.zeros(1, 2, 3)
+    path = tmp_path / "bad.pyth"
+    torch.save({"model_state": state}, path)
+    with pytest.raises(StreamrecError) as error:
+        load_model(tiny.replace(checkpoint=str(path)))
+    message = str(error.value)
+    assert "\n" not in message
+    assert "1 missing: s2.pathway0_res0.branch2.a.weight" in message
+    assert "1 unexpected: s9.pathway0_res0.branch2.a.weight" in message
+    assert "s1_fuse.conv_f2s.weight (1, 2, 3) vs (8, 4, 5, 1, 1)" in message
+
+
+def test_class_count_must_match_config_and_labels(tmp_path, tiny):
+    config = tiny.replace(model=dataclasses.replace(tiny.model, num_classes=5))
+    with pytest.raises(StreamrecError, match="label file .*actions.txt has 7 names but the model has 5 classes"):
+        load_model(config)
+
+    path = tmp_path / "seven.pt"
+    save_checkpoint(path, load_model(tiny), tiny)
+    wider = load_config("slowfast_tiny", ["model.num_classes=400", "labels=kinetics400"])
+    with pytest.raises(StreamrecError, match="predicts 7 classes but the config has model.num_classes=400"):
+        load_model(wider.replace(checkpoint=str(path)))
+
+
+def test_a_malicious_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "it-ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "model_zoo.pkl"
+    path.write_bytes(pickle.dumps({"blobs": {"conv1_w": Exploit()}}, protocol=2))
+    with pytest.raises(StreamrecError, match="is refused: its pickle calls "):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_malicious_torch_file_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "it-ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "model.pyth"
+    torch.save({"model_state": {"s1.x": torch.zeros(1)}, "extra": Exploit()}, path)
+    marker.unlink(missing_ok=True)  # pickling does not run it; loading must not either
+    with pytest.raises(StreamrecError, match="refused for safety"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_caffe2_pickle_of_plain_arrays_is_read(tmp_path):
+    blobs = {"conv1_w": np.ones((8, 3, 1, 5, 5), np.float32), "lr": np.array([0.1], np.float32),
+             "model_iter": np.array([10]), "conv1_w_momentum": np.zeros((8, 3, 1, 5, 5), np.float32)}
+    path = tmp_path / "c2.pkl"
+    path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.origin == "caffe2"
+    assert list(checkpoint.state_dict) == ["s1.pathway0_stem.conv.weight"]
+    assert torch.equal(checkpoint.state_dict["s1.pathway0_stem.conv.weight"], torch.ones(8, 3, 1, 5, 5))
+
+
+def test_caffe2_blob_with_no_known_layer_is_named(tmp_path):
+    path = tmp_path / "nonlocal.pkl"
+    path.write_bytes(pickle.dumps({"blobs": {"nonlocal_conv3_1_theta_w": np.zeros(3, np.float32)}}, protocol=2))
+    with pytest.raises(StreamrecError, match="1 blob.*nonlocal_conv3_1_theta_w"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("blob,name", [
+    ("conv1_w", "s1.pathway0_stem.conv.weight"),
+    ("t_conv1_w", "s1.pathway1_stem.conv.weight"),
+    ("res_conv1_bn_riv", "s1.pathway0_stem.bn.running_var"),
+    ("res2_0_branch2a_bn_s", "s2.pathway0_res0.branch2.a_bn.weight"),
+    ("t_res4_5_branch2c_bn_rm", "s4.pathway1_res5.branch2.c_bn.running_mean"),
+    ("res3_0_branch1_w", "s3.pathway0_res0.branch1.weight"),
+    ("t_pool1_subsample_w", "s1_fuse.conv_f2s.weight"),
+    ("t_res3_3_branch2c_bn_subsample_bn_b", "s3_fuse.bn.bias"),
+    ("pred_w", "head.projection.weight"),
+    ("pool1_subsample_w", None),  # laterals exist only on the Fast pathway
+])
+def test_caffe2_names(blob, name):
+    assert caffe2_to_module_name(blob) == name
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"not a checkpoint at all", "neither a torch file nor a Caffe2 pickle"),
+    (pickle.dumps({"weights": [1, 2, 3]}), "holds no state dict"),
+])
+def test_files_that_are_not_checkpoints(tmp_path, content, message):
+    path = tmp_path / "file.pt"
+    path.write_bytes(content)
+    with pytest.raises(StreamrecError, match=message):
+        load_checkpoint(path)
+
+
+def test_foreign_state_dict_names_are_reported(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"backbone.conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(StreamrecError, match="neither PySlowFast .* nor PyTorchVideo"):
+        load_checkpoint(path)
+
+
+def test_missing_file(tmp_path, tiny):
+    with pytest.raises(StreamrecError, match="not found; check the path given to --checkpoint"):
+        load_model(tiny.replace(checkpoint=str(tmp_path / "nope.pt")))
+
+
+def test_checkpoint_without_config_cannot_stand_in_for_one(tmp_path, tiny):
+    path = tmp_path / "zoo.pyth"
+    torch.save({"model_state": load_model(tiny).network.state_dict()}, path)
+    with pytest.raises(StreamrecError, match="pyslowfast checkpoint and records no config"):
+        checkpoint_config(path)
