@@ -85,7 +85,7 @@ def measure_peak_gflops(device: str) -> tuple[float, str]:
     return _cpu_matmul_gflops()
 
 
-def _cpu_matmul_gflops(size: int = 2048, repeats: int = 5) -> tuple[float, str]:
+def _cpu_matmul_gflops(size: int = 2048, repeats: int = 10) -> tuple[float, str]:
     """float32, all cores, best of ``repeats``: PyTorch's kernels where installed, else numpy's BLAS."""
     try:
         import torch
