@@ -130,8 +130,8 @@ class TorchEngine:
         self.specs = specs
         self.device = device
         self.max_batch = max_batch
-        probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8) for s in specs]
-        module = fold_batch_norms(module.eval(), probe).to(device)
+        probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8, device=device) for s in specs]
+        module = fold_batch_norms(module.eval().to(device), probe)
         if device.type == "cuda" and precision != "fp32":
             module = module.to(dtype=DTYPES[precision], memory_format=torch.channels_last_3d)
         self.module = module

@@ -1,0 +1,75 @@
+"""int8 calibration clips are cut exactly as the streaming scheduler cuts views.
+
+(The ModelOpt quantization itself is not installed here and not tested; see engines/README.md.)
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import write_video
+from streamrec.backends.calibration import calibration_clips, quantize_int8
+from streamrec.config import load_config
+from streamrec.errors import StreamrecError
+from streamrec.ringbuffer import RingBuffer
+from streamrec.scheduler import StreamSchedule
+from streamrec.transforms import fit_frame
+
+
+def scheduler_views(path, clip, hop_frames: int) -> list[dict[str, np.ndarray]]:
+    """Every view an offline stream of ``path`` yields, through the real ring buffer and schedule."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    ring = RingBuffer(4096, clip.crop_size, clip.crop_size)
+    schedule = StreamSchedule("calibration", ring, clip, fps, hop_frames, offline=True, live_clock=False)
+    views, index = [], 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        ring.write(fit_frame(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), clip.short_side, clip.crop_size),
+                   float(index), index / fps)
+        index += 1
+        while schedule.due():
+            view = schedule.take()
+            if view is not None:
+                views.append(view.inputs)
+    capture.release()
+    return views
+
+
+def test_calibration_clips_are_views_the_scheduler_serves(tmp_path):
+    # frames no larger than the clip needs, so decoding for calibration resizes exactly as capture does
+    config = load_config("slowfast_tiny")
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for seed in range(2):
+        write_video(folder / f"camera{seed}.mp4", frames=75, size=(128, 96), seed=seed)
+
+    clips = calibration_clips(config.clip, folder, count=6, hop_frames=8)
+    assert {name: a.shape for name, a in clips.items()} == {"slow": (6, 4, 96, 96, 3), "fast": (6, 16, 96, 96, 3)}
+
+    served = [v for seed in range(2) for v in scheduler_views(folder / f"camera{seed}.mp4", config.clip, 8)]
+    assert len(served) > 6
+    for i in range(6):
+        matches = [v for v in served if all(np.array_equal(v[name], clips[name][i]) for name in clips)]
+        assert matches, f"calibration clip {i} is not a view the scheduler serves"
+    # spread over both videos, not the first clips of the first one
+    first_video = scheduler_views(folder / "camera0.mp4", config.clip, 8)
+    from_first = sum(any(np.array_equal(v["fast"], clips["fast"][i]) for v in first_video) for i in range(6))
+    assert from_first == 3
+
+
+def test_calibration_needs_videos(tmp_path):
+    with pytest.raises(StreamrecError, match="no videos in"):
+        calibration_clips(load_config("slowfast_tiny").clip, tmp_path, count=4, hop_frames=8)
+
+
+def test_quantization_without_modelopt_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "modelopt", None)
+    with pytest.raises(StreamrecError, match="nvidia-modelopt"):
+        quantize_int8(tmp_path / "model.onnx", {}, tmp_path / "model.int8.onnx")
