@@ -512,3 +512,25 @@ def test_engine_file_is_used_as_given(tmp_path, monkeypatch, api, device):
     config = load_config("slowfast_tiny", ["engine.backend=auto", f"engine.engine_file={path}"])
     with pytest.raises(StreamrecError, match=r"input 'slow' is uint8 \[4, 2, 8, 8, 3\]; the config needs"):
         create_engine(config)
+
+
+# --------------------------------------------------------------------------- the build-engine command
+
+
+def test_build_engine_command_builds_then_reuses(tmp_path, monkeypatch, capsys, api, device, engine_dir):
+    from streamrec.cli import main as cli_main
+
+    monkeypatch.setattr("streamrec.backends.trt_api.load_tensorrt", lambda: api)
+    monkeypatch.setattr("streamrec.backends.cuda_memory.open_device", lambda index: device)
+    onnx_file = contract_onnx(tmp_path / "model.onnx")
+    assert cli_main(["build-engine", "--onnx", str(onnx_file), "--batch", "1:2:4"]) == 0
+    out = capsys.readouterr().out
+    (engine,) = engine_dir.glob("model.fp32.b1-2-4.*.engine")
+    assert "Building engine ..." in out and f"built {engine} in" in out and f"--engine {engine}" in out
+    assert cli_main(["build-engine", "--onnx", str(onnx_file), "--batch", "1:2:4"]) == 0
+    assert f"reusing the TensorRT engine {engine}" in capsys.readouterr().out and api.builds == 1
+    assert cli_main(["build-engine", "--onnx", str(onnx_file), "--batch", "1:2:4", "--rebuild"]) == 0
+    assert api.builds == 2
+
+    assert cli_main(["build-engine", "--onnx", str(onnx_file), "--precision", "int8"]) == 2
+    assert "has no Q/DQ nodes; int8 needs calibration videos: add --calibration DIR" in capsys.readouterr().err
