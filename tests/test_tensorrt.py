@@ -22,7 +22,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from streamrec.backends import create_engine
-from streamrec.backends.engine_cache import BatchProfile, EngineKey, EngineRecord, cache_dir, engine_path
+from streamrec.backends.engine_cache import BatchProfile, EngineRecord
 from streamrec.backends.inputs import InputSpec
 from streamrec.backends.tensorrt_backend import TensorRTEngine, read_plan
 from streamrec.backends.tensorrt_build import build_engine, cached_engine, engine_key
