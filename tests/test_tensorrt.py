@@ -428,11 +428,14 @@ def test_engine_for_another_tensorrt_version_is_refused_with_the_fix(tmp_path, d
     assert f"build-engine --onnx {tmp_path / 'model.onnx'}" in one_line(err)
 
 
-def test_engine_for_another_gpu_is_refused(tmp_path, api, device):
+def test_engine_for_another_gpu_architecture_is_refused(tmp_path, api, device, caplog):
     path = built(tmp_path, api, device)
     with pytest.raises(StreamrecError) as err:
-        read_plan(path, api, FakeDevice("Orin", "8.7"))
-    assert "for NVIDIA Fake GPU (compute 8.7)" in one_line(err) and "Orin" in one_line(err)
+        read_plan(path, api, FakeDevice("NVIDIA H100", "9.0"))
+    assert "for NVIDIA Fake GPU (compute 8.7)" in one_line(err) and "NVIDIA H100 (compute 9.0)" in one_line(err)
+    # another model of the same architecture runs it, with a warning to rebuild for speed
+    assert read_plan(path, api, FakeDevice("Orin", "8.7")) == path.read_bytes()
+    assert "tuned on NVIDIA Fake GPU, this is Orin" in caplog.text
 
 
 def test_damaged_engine_is_caught_by_its_checksum(tmp_path, api, device):

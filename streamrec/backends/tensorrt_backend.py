@@ -57,8 +57,9 @@ def describe_tensors(engine: CudaEngine, api: TensorRT) -> list[TensorInfo]:
 def read_plan(path: Path, api: TensorRT, memory: DeviceMemory) -> bytes:
     """The bytes of a built engine, after checking its record against this machine.
 
-    An engine made for another TensorRT or GPU, or damaged on disk, is one clear line here,
-    not a TensorRT serialisation assertion later.
+    An engine made for another TensorRT version or GPU architecture (compute capability), or
+    damaged on disk, is one clear line here, not a TensorRT serialisation assertion later. One
+    built on another GPU model of the same architecture runs, with a warning.
     """
     if not path.is_file():
         raise StreamrecError(f"engine file {path} not found; build one with `run_stream.py build-engine --onnx FILE`")
@@ -67,12 +68,15 @@ def read_plan(path: Path, api: TensorRT, memory: DeviceMemory) -> bytes:
     if record is None:
         return plan  # built elsewhere: TensorRT itself is the only check left
     rebuild = f"rebuild it with `python run_stream.py build-engine --onnx {record.onnx_file}`"
-    built_for = (record.key.tensorrt_version, record.key.gpu_name, record.key.compute_capability)
-    here = (api.version, memory.device_name, memory.compute_capability)
-    if built_for != here:
+    key = record.key
+    if (key.tensorrt_version, key.compute_capability) != (api.version, memory.compute_capability):
         raise StreamrecError(
-            f"engine {path.name} was built with TensorRT {built_for[0]} for {built_for[1]} (compute {built_for[2]}); "
-            f"this machine has TensorRT {here[0]} and {here[1]} (compute {here[2]}): {rebuild}")
+            f"engine {path.name} was built with TensorRT {key.tensorrt_version} for {key.gpu_name} (compute "
+            f"{key.compute_capability}); this machine has TensorRT {api.version} and {memory.device_name} (compute "
+            f"{memory.compute_capability}): {rebuild}")
+    if key.gpu_name != memory.device_name:  # same architecture: it runs, tuned for the other model
+        log.warning("engine %s was tuned on %s, this is %s; for the best speed %s", path.name, key.gpu_name,
+                    memory.device_name, rebuild)
     if sha256_bytes(plan) != record.plan_sha256:
         raise StreamrecError(f"engine {path} is damaged (its checksum differs from the one recorded at build): {rebuild}")
     return plan
