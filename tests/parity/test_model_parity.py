@@ -1,0 +1,102 @@
+"""Same random weights, same input: the project's models give the references' logits (float32, 1e-4).
+
+Weights reach the project's model through `streamrec.checkpoints` (PySlowFast names load as they
+are, PyTorchVideo names are converted), so these tests prove architecture and renaming together.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytorchvideo")
+pytest.importorskip("slowfast")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import references as ref  # noqa: E402
+from streamrec.checkpoints import convert_pytorchvideo, load_state_dict_strictly  # noqa: E402
+
+TOLERANCE = 1e-4
+PYSLOWFAST_MODELS = sorted(ref.PYSLOWFAST)
+PYTORCHVIDEO_MODELS = PYSLOWFAST_MODELS + ["x3d_xs", "x3d_s", "x3d_m"]
+
+
+def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    assert ours.shape == theirs.shape
+    assert theirs.abs().max() > 0.1, "degenerate reference output: the comparison would prove nothing"
+    difference = (ours - theirs).abs().max().item()
+    assert difference <= TOLERANCE, f"max abs difference {difference:.3g}"
+
+
+def with_weights(config, state_dict) -> nn.Module:
+    model = ref.project_model(config)
+    load_state_dict_strictly(model, state_dict, "reference")
+    return model
+
+
+@pytest.mark.parametrize("name", PYSLOWFAST_MODELS)
+def test_pyslowfast_logits(name):
+    reference = ref.pyslowfast_model(name)
+    config = ref.project_config(name, head_average="softmax")
+    ours = with_weights(config, reference.state_dict())
+    inputs = ref.clip_inputs(config)
+    with torch.no_grad():
+        probabilities = reference([x.clone() for x in inputs])  # PySlowFast's eval output is softmax
+        log_probabilities = ours(inputs)
+        reference.head.act = nn.Identity()  # ... its logits, for the logits head
+        logits = reference([x.clone() for x in inputs])
+        ours.head.average = "logits"
+        our_logits = ours(inputs)
+    assert_close(log_probabilities, probabilities.log())
+    assert_close(our_logits, logits)
+
+
+@pytest.mark.parametrize("name", PYTORCHVIDEO_MODELS)
+def test_pytorchvideo_logits(name):
+    is_x3d = name.startswith("x3d")
+    reference = ref.pytorchvideo_model(name, **({"head_activation": None} if is_x3d else {}))
+    config = ref.project_config(name, head_average="logits")
+    ours = with_weights(config, convert_pytorchvideo(reference.state_dict(), "reference"))
+    inputs = ref.clip_inputs(config)
+    with torch.no_grad():
+        assert_close(ours(inputs), reference(ref.reference_input(inputs)))
+
+
+@pytest.mark.parametrize("name", ["x3d_xs", "x3d_s"])
+def test_pytorchvideo_x3d_as_built_by_the_hub_ends_in_softmax(name):
+    reference = ref.pytorchvideo_model(name)
+    config = ref.project_config(name)  # the shipped config: head_average softmax
+    ours = with_weights(config, convert_pytorchvideo(reference.state_dict(), "reference"))
+    inputs = ref.clip_inputs(config)
+    with torch.no_grad():
+        assert_close(ours(inputs), reference(ref.reference_input(inputs)).log())
+
+
+# A test crop larger than the training crop leaves 2x2 positions: the references disagree there.
+TRAIN_CROP, LARGER_CROP = 64, 96
+
+
+@pytest.mark.parametrize("name", ["slowfast_r50_8x8", "i3d_r50_8x8"])
+def test_larger_test_crop_pyslowfast_averages_probabilities(name):
+    reference = ref.pyslowfast_model(name, crop=TRAIN_CROP)
+    config = ref.project_config(name, crop=LARGER_CROP, train_crop=TRAIN_CROP, head_average="softmax")
+    ours = with_weights(config, reference.state_dict())
+    inputs = ref.clip_inputs(config, batch=1, crop=LARGER_CROP)
+    with torch.no_grad():
+        assert_close(ours(inputs), reference([x.clone() for x in inputs]).log())
+
+
+@pytest.mark.parametrize("name", ["slowfast_r50_8x8", "x3d_xs"])
+def test_larger_test_crop_pytorchvideo(name):
+    reference = ref.pytorchvideo_model(name, crop=TRAIN_CROP)  # ResNets average logits; X3D ends in softmax
+    average = "softmax" if name.startswith("x3d") else "logits"
+    config = ref.project_config(name, crop=LARGER_CROP, train_crop=TRAIN_CROP, head_average=average)
+    ours = with_weights(config, convert_pytorchvideo(reference.state_dict(), "reference"))
+    inputs = ref.clip_inputs(config, batch=1, crop=LARGER_CROP)
+    with torch.no_grad():
+        theirs = reference(ref.reference_input(inputs))
+        assert_close(ours(inputs), theirs.log() if average == "softmax" else theirs)
+        ours.head.average = "logits" if average == "softmax" else "softmax"
+        assert (ours(inputs) - (theirs.log() if average == "softmax" else theirs)).abs().max() > 1e-3, \
+            "the other head average should differ at this crop, or the test distinguishes nothing"
