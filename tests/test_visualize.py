@@ -47,12 +47,14 @@ class ListSink:
         pass
 
 
-def run_pipeline(sources: dict[str, str], observers=(), frame_taps=(), annotator=None):
+def run_pipeline(sources: dict, recorder: TimelineRecorder | None = None, annotator: Annotator | None = None):
+    """The run command's hookup, in process: events of one offline run over the files."""
     config = load_config("slowfast_tiny", ["pipeline.hop_frames=8", *EAGER])
     config = config.replace(streams=tuple(StreamConfig(id=s, source=str(p)) for s, p in sources.items()))
     sink = ListSink()
-    pipeline = Pipeline(config, create_engine(config), load_labels(config), EventBus([sink]),
-                        observers=list(observers), frame_taps=list(frame_taps))
+    observers = [part.observe for part in (recorder, annotator) if part]
+    pipeline = Pipeline(config, create_engine(config), load_labels(config), EventBus([sink]), observers=observers,
+                        frame_taps=[annotator.frame_tap] if annotator else [])
     if annotator:
         annotator.start(lambda stream_id: pipeline.streams[stream_id].capture.fps)
     try:
@@ -156,7 +158,7 @@ def test_each_frame_shows_the_latest_hop_ending_at_or_before_it(tmp_path, monkey
 
     monkeypatch.setattr(annotate, "draw_overlay", recording_draw)
     annotator = Annotator(list(sources), paths, show=False)
-    run_pipeline(sources, [annotator.observe], [annotator.frame_tap], annotator)
+    run_pipeline(sources, annotator=annotator)
     for stream, frames in (("a", 72), ("b", 56)):
         # A 32-frame window and hop 8: hops end at frames 31, 39, 47, ...
         expected = [None if i < 31 else 31 + (i - 31) // 8 * 8 for i in range(frames)]
@@ -184,7 +186,7 @@ def test_when_drawing_falls_behind_the_tap_drops_frames_and_never_blocks(tmp_pat
 
 def test_timeline_segments_are_the_emitted_actions(tmp_path, video_file):
     recorder = TimelineRecorder()
-    events = run_pipeline({"door": video_file}, [recorder.observe])
+    events = run_pipeline({"door": video_file}, recorder=recorder)
     ends = [e for e in events if e["type"] == "action_end"]
     assert ends, "EAGER thresholds start and end actions on any clip"
     recording = recorder.streams["door"]
