@@ -1,4 +1,5 @@
-"""3D ResNet building blocks shared by SlowFast, Slow-only and I3D.
+"""3D ResNet building blocks shared by SlowFast, Slow-only, I3D and X3D, and the single-pathway
+ResNet (Slow-only, I3D, arch ``resnet3d``).
 
 Module and parameter names follow PySlowFast's (``s1.pathway0_stem.conv``,
 ``s2.pathway1_res0.branch2.a_bn``, ``s1_fuse.conv_f2s``, ``head.projection``) so a PySlowFast
@@ -56,7 +57,7 @@ def batch_norm(channels: int) -> nn.BatchNorm3d:
 
 
 class Stem(nn.Module):
-    """Tx7x7 convolution with spatial stride 2, then a 1x3x3 max-pool with stride 2."""
+    """TxKxK convolution (K = 7 in the references) with spatial stride 2, then a 1x3x3 max-pool with stride 2."""
 
     def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int, spatial_kernel: int = 7):
         super().__init__()
@@ -190,7 +191,6 @@ class Head(nn.Module):
     def __init__(self, in_channels: Sequence[int], num_classes: int, pool_sizes: Sequence[Sequence[int]],
                  dropout: float = 0.5, average: str = "logits"):
         super().__init__()
-        self.num_pathways = len(in_channels)
         for p, size in enumerate(pool_sizes):
             self.add_module(f"pathway{p}_avgpool", nn.AvgPool3d(tuple(size), stride=1))
         self.dropout = nn.Dropout(dropout)

@@ -39,7 +39,7 @@ class SlowFast(nn.Module):
                  fusion_kernel, stem_temporal_kernels, stem_spatial_kernel, temporal_kernels, temporal_blocks, groups,
                  dropout, head_average):
         super().__init__()
-        blocks = stage_depths(depth)
+        depths = stage_depths(depth)
         if len(temporal_kernels) != 4 or any(len(stage) != 2 for stage in temporal_kernels):
             raise StreamrecError("model.temporal_kernels needs 4 stages x [slow, fast] kernel lists, e.g. [[[1], [3]], ...]")
         fast_width = width // beta_inv
@@ -53,7 +53,7 @@ class SlowFast(nn.Module):
             out_channels = [width * 4 * scale, width * 4 * scale // beta_inv]
             inner_channels = [width * groups * scale, width * groups * scale // beta_inv]
             kernels = [
-                block_temporal_kernels(temporal_kernels[stage][p], blocks[stage],
+                block_temporal_kernels(temporal_kernels[stage][p], depths[stage],
                                        None if temporal_blocks is None else temporal_blocks[stage][p])
                 for p in range(2)
             ]
