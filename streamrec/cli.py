@@ -18,6 +18,9 @@ from streamrec.errors import StreamrecError
 COMMANDS = {  # name: (module, help)
     "run": ("streamrec.commands.run", "recognise actions on one or more streams and publish events"),
     "subscribe": ("streamrec.commands.subscribe", "print the events a running pipeline publishes"),
+    "bench": ("streamrec.commands.bench", "benchmarks: engine alone, pipeline end to end, and against the usual way"),
+    "train": ("streamrec.commands.train", "train a model on procedural clips or a folder of your own clips"),
+    "eval": ("streamrec.commands.eval", "score action events against ground-truth segments on long videos"),
     "keys": ("streamrec.commands.keys", "make a CURVE key pair to encrypt and authenticate the event socket"),
     "export": ("streamrec.commands.export", "export a config's model to ONNX (uint8 clips in, logits out)"),
     "build-engine": ("streamrec.commands.build_engine", "build a TensorRT engine from an ONNX file into engines/"),

@@ -213,8 +213,21 @@ class MeanFastInput:
         return self.engine.infer({**inputs, "fast": np.ascontiguousarray(fast)})
 
 
-def stream_events(config, videos: list[Path], zero_fast: bool = False) -> dict[Path, list[dict[str, Any]]]:
-    """Run the real pipeline over the videos (one stream each, batched together); each video's events."""
+@dataclass(frozen=True)
+class Hop:
+    clip_start: float
+    clip_end: float
+    probabilities: np.ndarray  # softmax of the hop's logits, before smoothing
+
+
+@dataclass
+class StreamRecord:
+    events: list[dict[str, Any]]  # as the pipeline published them
+    hops: list[Hop]  # every hop's scores, to replay the postprocess with other settings
+
+
+def run_pipeline(config, videos: list[Path], zero_fast: bool = False) -> dict[Path, StreamRecord]:
+    """Run the real pipeline over the videos (one stream each, batched together); each video's events and hops."""
     from streamrec.backends import create_engine
     from streamrec.config import StreamConfig, load_labels
     from streamrec.events import EventBus
@@ -227,16 +240,62 @@ def stream_events(config, videos: list[Path], zero_fast: bool = False) -> dict[P
     engine = create_engine(config)
     if zero_fast:
         engine = MeanFastInput(engine, config.clip.mean)
+    by_stream = {s.id: video for s, video in zip(streams, videos)}
+    records = {video: StreamRecord([], []) for video in videos}
+
+    def record_hop(view, scores, tracker) -> None:
+        records[by_stream[view.stream_id]].hops.append(
+            Hop(view.clip_start, view.clip_end, tracker.history[-1].copy()))
+
     collector = EventCollector()
     bus = EventBus([collector])
-    Pipeline(config, engine, load_labels(config), bus).run()
+    Pipeline(config, engine, load_labels(config), bus, observers=[record_hop]).run()
     bus.close()
-    by_stream = {s.id: video for s, video in zip(streams, videos)}
-    events: dict[Path, list[dict[str, Any]]] = {video: [] for video in videos}
     for event in collector.events:
         if event["stream"] in by_stream:
-            events[by_stream[event["stream"]]].append(event)
+            records[by_stream[event["stream"]]].events.append(event)
+    return records
+
+
+def replay(hops: list[Hop], labels: list[str], postprocess) -> list[dict[str, Any]]:
+    """The action events the pipeline's own tracker publishes for these hops under ``postprocess``.
+
+    With the run's settings this reproduces the run's events; with others it shows what they
+    would have done, without running the model again (`sweep`).
+    """
+    from streamrec.postprocess import ActionTracker
+
+    tracker = ActionTracker(labels, postprocess)
+    events = []
+    for hop in hops:
+        for change in tracker.update(np.log(np.maximum(hop.probabilities, 1e-30)), hop.clip_end):
+            events.append({"type": change.type, "label": change.label, "clip_start": hop.clip_start,
+                           "clip_end": hop.clip_end})
+    end = hops[-1].clip_end if hops else 0.0
+    events += [{"type": change.type, "label": change.label, "clip_start": end, "clip_end": end}
+               for change in tracker.close()]
     return events
+
+
+SWEEP_SMOOTHING = (1, 2, 3, 4)
+SWEEP_ENTER = (0.4, 0.5, 0.6, 0.7, 0.8)
+SWEEP_EXIT = (0.2, 0.3, 0.4, 0.5)
+
+
+def sweep(hops: list[list[Hop]], truth: list[list[Segment]], labels: list[str], scored: list[str], postprocess,
+          iou_threshold: float = IOU_THRESHOLD) -> list[tuple[Any, ClassScore]]:
+    """Every smoothing / enter / exit combination of the grid, replayed over the same hops, best F1 first."""
+    from dataclasses import replace
+
+    results = []
+    for smoothing in SWEEP_SMOOTHING:
+        for enter in SWEEP_ENTER:
+            for exit_ in (e for e in SWEEP_EXIT if e <= enter):
+                candidate = replace(postprocess, smoothing_hops=smoothing, enter_threshold=enter, exit_threshold=exit_)
+                scores = combine(score_segments(t, segments_from_events(replay(h, labels, candidate)), scored,
+                                                iou_threshold) for h, t in zip(hops, truth))
+                results.append((candidate, overall(scores)))
+    return sorted(results, key=lambda r: (-r[1].f1, r[1].to_dict()["delay_s_median"] or 0.0))
 
 
 # --------------------------------------------------------------------------- reporting

@@ -420,47 +420,55 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0, 255, 3)
 
 
-def _background(rng: np.random.Generator, width: int, height: int, horizon: int) -> np.ndarray:
-    """A wall and a floor with lighting gradients, blotches, stripes or tiles, and furniture-like boxes."""
+def _background(rng: np.random.Generator, width: int, height: int, horizon: int, wall: np.ndarray,
+                floor: np.ndarray, clutter: float) -> np.ndarray:
+    """A wall and a floor; with ``clutter``, lighting gradients, blotches, stripes or tiles, furniture-like boxes."""
     image = np.empty((height, width, 3), np.float32)
-    image[:horizon] = _random_colour(rng)
-    image[horizon:] = _random_colour(rng)
+    image[:horizon] = wall
+    image[horizon:] = floor
     xs = np.linspace(-1, 1, width, dtype=np.float32)[None, :, None]
-    image *= 1 + rng.uniform(-0.25, 0.25) * xs
+    image *= 1 + clutter * rng.uniform(-0.25, 0.25) * xs
     blotches = rng.normal(size=(6, 8, 3)).astype(np.float32)
-    image += cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC) * rng.uniform(5, 25)
-    if rng.random() < 0.35:  # wall stripes
+    image += cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC) * clutter * rng.uniform(5, 25)
+    if rng.random() < 0.35 * clutter:  # wall stripes
         period = rng.uniform(6, 20)
         stripes = (np.sin(2 * np.pi * np.arange(width) / period) > 0).astype(np.float32)
         image[:horizon] += (stripes[None, :, None] * rng.uniform(-40, 40, 3)).astype(np.float32)
-    if rng.random() < 0.35:  # floor tiles
+    if rng.random() < 0.35 * clutter:  # floor tiles
         period = int(rng.integers(6, 16))
         yy, xx = np.mgrid[horizon:height, 0:width]
         checker = ((yy // period + xx // period) % 2).astype(np.float32)
         image[horizon:] += checker[..., None] * rng.uniform(-35, 35, 3).astype(np.float32)
-    for _ in range(int(rng.integers(0, 4))):  # windows, cupboards, posters
+    for _ in range(int(rng.integers(0, 1 + round(3 * clutter)))):  # windows, cupboards, posters
         x0, y0 = int(rng.integers(0, width - 8)), int(rng.integers(0, height - 8))
         w, h = int(rng.integers(6, width // 3)), int(rng.integers(6, height // 2))
         cv2.rectangle(image, (x0, y0), (x0 + w, y0 + h), _random_colour(rng).tolist(), -1)
-    image += _uniform_noise(rng, image.shape, rng.uniform(0, 10))  # static texture
+    image += _uniform_noise(rng, image.shape, clutter * rng.uniform(0, 10))  # static texture
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def random_appearance(rng: np.random.Generator, size: tuple[int, int] = FRAME_SIZE) -> tuple[Appearance, float]:
-    """An appearance, and the stage width in body units for the choreographer."""
+def random_appearance(rng: np.random.Generator, size: tuple[int, int] = FRAME_SIZE,
+                      difficulty: float = 1.0) -> tuple[Appearance, float]:
+    """An appearance, and the stage width in body units for the choreographer.
+
+    ``difficulty`` (0..1) scales clutter, camera noise and blur, and lowers the contrast the
+    figure is guaranteed against the wall and floor: training ramps it up (a curriculum),
+    everything else uses 1.
+    """
     width, height = size
     stage = STAGE_FRACTION * height
     left, top = (width - stage) / 2, (height - stage) / 2
     ground = top + stage - rng.uniform(2, 10)
     scale = rng.uniform(*SCALE_RANGE)
     horizon = int(np.clip(ground - rng.uniform(4, 45), 1, height - 2))
-    background = _background(rng, width, height, horizon)
-    around = background[int(top):int(ground), int(left):int(left + stage)].reshape(-1, 3).mean(axis=0)
+    wall, floor = _random_colour(rng), _random_colour(rng)
+    background = _background(rng, width, height, horizon, wall, floor, difficulty)
+    contrast = 120 + 200 * (1 - difficulty)  # L1 distance in RGB to both wall and floor
     colours = {}
-    for part in ("skin", "shirt", "trousers"):  # visible against the background, whatever the colours
+    for part in ("skin", "shirt", "trousers"):
         for _ in range(100):
             colour = _random_colour(rng)
-            if np.abs(colour - around).sum() > 150:
+            if min(np.abs(colour - wall).sum(), np.abs(colour - floor).sum()) > contrast:
                 break
         colours[part] = tuple(int(c) for c in colour)
     appearance = Appearance(
@@ -470,8 +478,8 @@ def random_appearance(rng: np.random.Generator, size: tuple[int, int] = FRAME_SI
         colours=colours,
         limb_px=max(2, round(scale * rng.uniform(0.16, 0.22))),
         torso_px=max(3, round(scale * rng.uniform(0.28, 0.38))),
-        noise_sigma=float(rng.uniform(0, 7)),
-        blur_sigma=float(rng.uniform(0, 1.0)),
+        noise_sigma=float(difficulty * rng.uniform(0, 7)),
+        blur_sigma=float(difficulty * rng.uniform(0, 1.0)),
     )
     return appearance, stage / scale
 
@@ -555,9 +563,9 @@ class Scene:
         return (self.frame(i) for i in range(self.num_frames))
 
 
-def _new_scene(seed: int, build: Callable[[Choreographer], None]) -> Scene:
+def _new_scene(seed: int, build: Callable[[Choreographer], None], difficulty: float = 1.0) -> Scene:
     rng = np.random.default_rng(seed)
-    look, stage_width = random_appearance(rng)
+    look, stage_width = random_appearance(rng, difficulty=difficulty)
     fps = int(rng.integers(FPS_RANGE[0], FPS_RANGE[1] + 1))
     choreographer = Choreographer(rng, stage_width)
     build(choreographer)
@@ -567,7 +575,7 @@ def _new_scene(seed: int, build: Callable[[Choreographer], None]) -> Scene:
 # --------------------------------------------------------------------------- scenes
 
 
-def action_scene(seed: int, label: str) -> Scene:
+def action_scene(seed: int, label: str, difficulty: float = 1.0) -> Scene:
     """A few seconds around one action: idle before, then the action, then idle or rest (and maybe getting up).
 
     For ``standing still`` the scene is idle, or getting up from the floor or a seat: the
@@ -598,7 +606,7 @@ def action_scene(seed: int, label: str) -> Scene:
             c.stand_up_if_down()
             c.idle(rng.uniform(0.3, 1.0))
 
-    return _new_scene(seed, build)
+    return _new_scene(seed, build, difficulty)
 
 
 def surveillance_scene(seed: int, duration_s: float) -> Scene:

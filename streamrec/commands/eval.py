@@ -1,0 +1,118 @@
+"""``run_stream.py eval``: streaming accuracy of a model, config, backend and hop on long videos.
+
+    run_stream.py eval --seed 12345                  # fresh procedural surveillance videos
+    run_stream.py eval cam1.mp4 cam2.mp4 --hop 4     # your videos, each with cam1.json ground truth
+    run_stream.py eval --seed 12345 --zero-fast      # the Slow pathway alone: what motion adds
+
+The real pipeline runs over every video (offline: every hop served); its ``action_start`` /
+``action_end`` events are scored against the ground truth's segments (see
+`streamrec.evaluation`). Labels in ``postprocess.background_labels`` are not scored: the
+pipeline never reports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from streamrec.commands.train import recorded_command
+from streamrec.config import DEFAULT_CONFIG, load_config, load_labels
+from streamrec.errors import StreamrecError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("videos", nargs="*", type=Path,
+                        help="videos to score, each with ground truth next to it (VIDEO.json); "
+                             "default: generate surveillance videos from --seed")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the generated videos (default %(default)s)")
+    parser.add_argument("--count", type=int, default=3, help="generated videos (default %(default)s)")
+    parser.add_argument("--minutes", type=float, default=3.0, help="length of each generated video (default %(default)s)")
+    parser.add_argument("--keep-videos", type=Path, metavar="DIR", help="write the generated videos here and keep them")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config name in configs/ or a YAML path (default %(default)s)")
+    parser.add_argument("--checkpoint", help="weights to evaluate (default: the config's)")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt", "auto"])
+    parser.add_argument("--device", help="cpu, cuda or auto")
+    parser.add_argument("--precision", help="fp32, fp16, bf16 or int8 (backend-dependent)")
+    parser.add_argument("--threads", type=int, help="CPU threads for the engine")
+    parser.add_argument("--hop", type=int, help="predict every N source frames (default: the config's)")
+    parser.add_argument("--hop-seconds", type=float, help="predict every N seconds")
+    parser.add_argument("--iou", type=float, default=0.5, help="temporal IoU for a detection to count (default %(default)s)")
+    parser.add_argument("--zero-fast", action="store_true",
+                        help="feed the Fast pathway mean-colour frames (zero after normalisation): the Slow path alone")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also replay the run's scores under a grid of postprocess smoothing and thresholds "
+                             "(tune on a validation seed, never on the test seed)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config value, e.g. postprocess.enter_threshold=0.7; repeatable")
+
+
+def main(args: argparse.Namespace) -> int:
+    from streamrec.evaluation import (combine, format_table, ground_truth_path, read_ground_truth, report,
+                                      run_pipeline, score_segments, segments_from_events, sweep)
+
+    if not 0 < args.iou <= 1:
+        raise StreamrecError("--iou must be in (0, 1]")
+    flags = {"checkpoint": args.checkpoint, "engine.backend": args.backend, "engine.device": args.device,
+             "engine.precision": args.precision, "engine.threads": args.threads, "pipeline.hop_frames": args.hop,
+             "pipeline.hop_seconds": args.hop_seconds, "pipeline.realtime": False, "events.publish": "null",
+             "events.stdout": False}
+    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
+    config = load_config(args.config, overrides)
+    labels = load_labels(config)
+    scored = [name for name in labels if name not in config.postprocess.background_labels]
+
+    with tempfile.TemporaryDirectory(prefix="streamrec-eval-") as scratch:
+        videos = list(args.videos) or _generate(args, Path(scratch))
+        for video in videos:
+            if not video.is_file():
+                raise StreamrecError(f"video {video} not found")
+        truth = {video: read_ground_truth(ground_truth_path(video)) for video in videos}
+        started = time.monotonic()
+        records = run_pipeline(config, videos, zero_fast=args.zero_fast)
+        seconds = time.monotonic() - started
+    per_video = [score_segments(truth[v], segments_from_events(records[v].events), scored, args.iou) for v in videos]
+    scores = combine(per_video)
+
+    hop = f"{config.pipeline.hop_seconds} s" if config.pipeline.hop_seconds else f"{config.pipeline.hop_frames} frames"
+    source = ", ".join(str(v) for v in args.videos) if args.videos else (
+        f"{args.count} generated surveillance video(s) of {args.minutes:g} min, seed {args.seed}")
+    print(f"{config.name} ({config.checkpoint or 'random weights'}), backend {config.engine.backend}, hop {hop}"
+          f"{', Fast pathway zeroed' if args.zero_fast else ''}")
+    print(f"{source}; event IoU >= {args.iou}; delay = segment start -> action_start (source seconds)")
+    print(format_table(scores))
+    print(f"pipeline time {seconds:.1f} s", file=sys.stderr)
+    if args.sweep:
+        results = sweep([records[v].hops for v in videos], [truth[v] for v in videos], labels, scored,
+                        config.postprocess, args.iou)
+        print("\npostprocess sweep (replayed over the same scores), best F1 first:")
+        print(f"{'smoothing':>9} {'enter':>5} {'exit':>5} {'precision':>9} {'recall':>6} {'F1':>6} {'delay50':>7} {'delay90':>7}")
+        for candidate, score in results[:15]:
+            d = score.to_dict()
+            print(f"{candidate.smoothing_hops:9d} {candidate.enter_threshold:5.2f} {candidate.exit_threshold:5.2f} "
+                  f"{score.precision:9.3f} {score.recall:6.3f} {score.f1:6.3f} "
+                  f"{d['delay_s_median'] or float('nan'):7.2f} {d['delay_s_p90'] or float('nan'):7.2f}")
+    if args.json:
+        info = {"iou_threshold": args.iou, "config": config.name, "checkpoint": config.checkpoint,
+                "backend": config.engine.backend, "hop": hop, "zero_fast": args.zero_fast,
+                "videos": [str(v) for v in args.videos] or None,
+                "generated": None if args.videos else {"seed": args.seed, "count": args.count, "minutes": args.minutes},
+                "segments": sum(len(t) for t in truth.values()), "command": recorded_command()}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report(scores, info), indent=1) + "\n")
+    return 0
+
+
+def _generate(args: argparse.Namespace, scratch: Path) -> list[Path]:
+    from streamrec.procedural import write_surveillance_videos
+
+    if args.count < 1 or args.minutes <= 0:
+        raise StreamrecError("--count must be at least 1 and --minutes positive")
+    out = args.keep_videos or scratch
+    print(f"generating {args.count} surveillance video(s) of {args.minutes:g} min from seed {args.seed} in {out}",
+          file=sys.stderr)
+    return write_surveillance_videos(out, args.count, args.seed, args.minutes * 60)
