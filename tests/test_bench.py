@@ -35,7 +35,8 @@ TRIAL_FIELDS = {"streams", "duration_s", "window_s", "hops_due", "hops_served", 
                 "system_cpu_percent_mean", "host_rss_peak_mib", "resources", "latency_timeline", "per_stream",
                 "realtime", "not_realtime_because", "engine_only_batch", "engine_only_clips_per_s",
                 "engine_only_latency_ms_p99", "e2e_over_engine_clips", "p99_minus_engine_p99_ms"}
-STREAM_FIELDS = {"stream", "source", "source_fps", "capture_fps", "frames_captured", "frames_dropped", "hops_due",
+STREAM_FIELDS = {"stream", "source", "source_fps", "capture_fps", "frames_captured", "frames_dropped",
+                 "last_frame_age_s", "hops_due",
                  "hops_served", "hops_skipped", "hops_missed", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
                  "error"}
 SIDE_FIELDS = {"side", "device", "backend", "precision", "batch", "clips", "frames", "wall_s", "clips_per_s",

@@ -155,13 +155,14 @@ def run_trial(config: Config, engine: Engine, labels: list[str], plan: PipelineP
         bus.close()
     if end - start < 0.9 * plan.duration_s:
         log.warning("the pipeline stopped after %.1f s of %.0f: every source ended early", end - start, plan.duration_s)
-    per_stream = [_stream_figures(runtime, clock.fps(runtime.config.id, end), predictions)
-                  for runtime in pipeline.streams.values()]
+    per_stream = [_stream_figures(runtime, clock, end, predictions) for runtime in pipeline.streams.values()]
     return _trial_figures(streams, per_stream, metered.calls[1:], predictions, sampler, plan, start, end)
 
 
-def _stream_figures(runtime, capture_fps: float | None, predictions: PredictionLog) -> dict:
+def _stream_figures(runtime, clock: CaptureClock, end: float, predictions: PredictionLog) -> dict:
     capture, schedule = runtime.capture, runtime.schedule
+    capture_fps = clock.fps(runtime.config.id, end)
+    last_frame = clock.last.get(runtime.config.id)
     served, skipped = (schedule.views, schedule.hops_skipped) if schedule else (0, 0)
     due = hops_due(capture.frames_captured, schedule.window, schedule.hop) if schedule else 0
     latencies = np.array(predictions.latencies_ms.get(runtime.config.id, [])) / 1000.0
@@ -172,6 +173,7 @@ def _stream_figures(runtime, capture_fps: float | None, predictions: PredictionL
         "capture_fps": round(capture_fps, 2) if capture_fps else None,
         "frames_captured": capture.frames_captured,
         "frames_dropped": capture.frames_dropped,
+        "last_frame_age_s": round(end - last_frame, 3) if last_frame is not None else None,
         "hops_due": due,
         "hops_served": served,
         "hops_skipped": skipped,
@@ -236,6 +238,10 @@ def _realtime_failures(trial: dict, plan: PipelinePlan) -> list[str]:
             if s["capture_fps"] is None or s["capture_fps"] < CAPTURE_KEEPS_UP * s["source_fps"]]
     if slow:
         reasons.append(f"capture below {CAPTURE_KEEPS_UP:.0%} of the frame rate on {len(slow)} stream(s)")
+    quiet = [s for s in trial["per_stream"] if s["last_frame_age_s"] is not None and s["last_frame_age_s"] > 1.0]
+    if quiet:
+        reasons.append(f"{len(quiet)} stream(s) stopped delivering frames before the end (a file that ended, or a "
+                       "stalled source)")
     failed = [s for s in trial["per_stream"] if s["error"]]
     if failed:
         reasons.append(f"{len(failed)} stream(s) failed, first: {failed[0]['error']}")
