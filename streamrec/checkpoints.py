@@ -355,7 +355,7 @@ def load_model(config: Config) -> nn.Module:
     probabilities, PyTorchVideo logits; a streamrec checkpoint records its own), so results match
     where the weights came from.
     """
-    load_labels(config)  # the label file must name every class
+    labels = load_labels(config)  # the label file must name every class
     if not config.checkpoint:
         return UInt8Clips(build_model(config), config.clip).eval()
     checkpoint = load_checkpoint(config.checkpoint)
@@ -364,6 +364,13 @@ def load_model(config: Config) -> nn.Module:
             f"checkpoint {config.checkpoint} predicts {checkpoint.num_classes} classes but the config has "
             f"model.num_classes={config.model.num_classes} and labels '{labels_path(config.labels).name}'; "
             "use the config and label file the checkpoint was trained with"
+        )
+    if checkpoint.labels is not None and checkpoint.labels != labels:
+        differing = next(i for i, (a, b) in enumerate(zip(checkpoint.labels, labels)) if a != b)
+        raise StreamrecError(
+            f"checkpoint {config.checkpoint} was trained with other class names than labels "
+            f"'{labels_path(config.labels).name}' (class {differing}: '{checkpoint.labels[differing]}' vs "
+            f"'{labels[differing]}'); set labels to the checkpoint's ({(checkpoint.config or {}).get('labels')})"
         )
     network = build_model(_with_origin_head_average(config, checkpoint))
     state = checkpoint.state_dict

@@ -89,6 +89,15 @@ def test_class_count_must_match_config_and_labels(tmp_path, tiny):
         load_model(wider.replace(checkpoint=str(path)))
 
 
+def test_class_names_must_match_a_streamrec_checkpoints(tmp_path, tiny):
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, load_model(tiny), tiny)
+    renamed = tmp_path / "renamed.txt"
+    renamed.write_text("idle\n" + "\n".join(load_checkpoint(path).labels[1:]) + "\n")
+    with pytest.raises(StreamrecError, match="class 0: 'standing still' vs 'idle'.*set labels to the checkpoint's"):
+        load_model(tiny.replace(checkpoint=str(path), labels=str(renamed)))
+
+
 def test_a_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "it-ran"
 
@@ -118,15 +127,40 @@ def test_a_malicious_torch_file_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_caffe2_pickle_of_plain_arrays_is_read(tmp_path):
-    blobs = {"conv1_w": np.ones((8, 3, 1, 5, 5), np.float32), "lr": np.array([0.1], np.float32),
-             "model_iter": np.array([10]), "conv1_w_momentum": np.zeros((8, 3, 1, 5, 5), np.float32)}
+class Python2Array:
+    """Pickles an array as Python 2 did for the Caffe2 model zoo: data as a (latin-1) str, the
+    reconstructor under its old module name."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __reduce__(self):
+        from numpy.core.multiarray import _reconstruct
+
+        a = self.array
+        return _reconstruct, (np.ndarray, (0,), "b"), (1, a.shape, a.dtype, False, a.tobytes().decode("latin1"))
+
+
+def python2_style_pickle(payload) -> bytes:
+    data = pickle.dumps(payload, protocol=2)
+    return data.replace(b"numpy._core.multiarray\n_reconstruct", b"numpy.core.multiarray\n_reconstruct")
+
+
+@pytest.mark.parametrize("writer", ["python3", "python2"])
+def test_caffe2_pickle_of_plain_arrays_is_read(tmp_path, writer):
+    weight = np.arange(8 * 3 * 25, dtype=np.float32).reshape(8, 3, 1, 5, 5)
+    blobs = {"conv1_w": weight, "lr": np.array([0.1], np.float32), "model_iter": np.array([10]),
+             "conv1_w_momentum": np.zeros_like(weight)}
     path = tmp_path / "c2.pkl"
-    path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    if writer == "python3":
+        path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    else:
+        path.write_bytes(python2_style_pickle({"blobs": {k: Python2Array(v) for k, v in blobs.items()}}))
+        assert b"numpy.core.multiarray\n_reconstruct" in path.read_bytes()
     checkpoint = load_checkpoint(path)
     assert checkpoint.origin == "caffe2"
     assert list(checkpoint.state_dict) == ["s1.pathway0_stem.conv.weight"]
-    assert torch.equal(checkpoint.state_dict["s1.pathway0_stem.conv.weight"], torch.ones(8, 3, 1, 5, 5))
+    assert torch.equal(checkpoint.state_dict["s1.pathway0_stem.conv.weight"], torch.from_numpy(weight))
 
 
 def test_caffe2_blob_with_no_known_layer_is_named(tmp_path):
