@@ -106,13 +106,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise StreamrecError(f"checkpoint {path} not found; check the path given to --checkpoint")
-    payload = _read_torch_file(path) if _is_torch_file(path) else _read_pickle(path)
+    if zipfile.is_zipfile(path):  # torch.save's format since torch 1.6
+        payload = _read_torch_file(path)
+    else:  # a Caffe2 model-zoo pickle, or torch.save's legacy format, which opens with a magic number
+        payload = _read_pickle(path)
+        if payload == LEGACY_TORCH_MAGIC:
+            payload = _read_torch_file(path)
     return _interpret(payload, path)
 
 
-def _is_torch_file(path: Path) -> bool:
-    """torch.save writes a zip archive; Caffe2 model-zoo files are bare pickles."""
-    return zipfile.is_zipfile(path)
+LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a pre-1.6 torch.save file (older .pyth files)
 
 
 def _read_torch_file(path: Path) -> Any:

@@ -61,6 +61,16 @@ def test_own_format_round_trips_weights_labels_config_and_metadata(tmp_path, tin
     assert restored.replace(model=tiny.model) == tiny.replace(checkpoint=str(path))
 
 
+def test_legacy_torch_files_load(tmp_path, tiny):
+    """PySlowFast checkpoints from before torch 1.6 are in torch.save's legacy (non-zip) format."""
+    model = randomized(tiny)
+    path = tmp_path / "old.pyth"
+    torch.save({"model_state": model.network.state_dict(), "epoch": 196}, path, _use_new_zipfile_serialization=False)
+    loaded = load_model(tiny.replace(checkpoint=str(path)))
+    with torch.inference_mode():
+        assert torch.allclose(loaded(*clips(tiny)).softmax(-1), model(*clips(tiny)).softmax(-1), atol=1e-6)
+
+
 def test_missing_unexpected_and_misshapen_tensors_are_listed(tmp_path, tiny):
     state = {k: v.clone() for k, v in load_model(tiny).network.state_dict().items()}
     del state["s2.pathway0_res0.branch2.a.weight"]
