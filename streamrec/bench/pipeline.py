@@ -321,7 +321,8 @@ COLUMNS = [
     Column("e2e/engine", "e2e_over_engine_clips", 3), Column("batch", "modal_batch"),
     Column("busy", "engine_busy_fraction", 2), Column("p50 ms", "latency_ms_p50", 1),
     Column("p95 ms", "latency_ms_p95", 1), Column("p99 ms", "latency_ms_p99", 1),
-    Column("engine p99", "engine_only_latency_ms_p99", 1), Column("CPU %", "process_cpu_percent_mean", 0),
+    Column("engine p99", "engine_only_latency_ms_p99", 1), Column("p99 - engine p99", "p99_minus_engine_p99_ms", 1),
+    Column("CPU %", "process_cpu_percent_mean", 0),
     Column("RSS MiB", "host_rss_peak_mib", 0), Column("real time", lambda r: "yes" if r["realtime"] else "no"),
 ]
 STREAM_COLUMNS = [
