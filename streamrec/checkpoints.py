@@ -7,14 +7,15 @@ Formats, detected from the file itself:
       {"format": "streamrec", "version": 1, "config": Config.to_dict(), "labels": [...],
        "state_dict": {...}, "metadata": {...}}
 
-- ``pyslowfast``: PySlowFast's ``.pyth`` (``{"model_state": ...}``), whose names our models share;
+- ``pyslowfast``: PySlowFast's ``.pyth`` (``{"model_state": ...}``, zip or pre-1.6 legacy torch
+  format), whose names our models share;
 - ``caffe2``: PySlowFast's Caffe2 model-zoo ``.pkl`` (``{"blobs": ...}``), renamed as PySlowFast's
   converter does (``res2_0_branch2a_bn_s`` -> ``s2.pathway0_res0.branch2.a_bn.weight``);
 - ``pytorchvideo``: PyTorchVideo state dicts (``blocks.0.multipathway_blocks.0.conv.weight``),
   bare or under ``model_state``/``state_dict``, with or without a ``model.`` prefix.
 
 Loading never executes code from the file: torch files are read with ``weights_only=True``,
-pickles through `SafeUnpickler`, which admits only numpy arrays and plain containers. Loading
+bare pickles through `SafeUnpickler`, which admits only numpy arrays and plain containers. Loading
 is strict: every tensor of the file is used and every tensor of the model is filled, with the
 right shape, or the error lists what is missing, unexpected or mis-shaped.
 """
