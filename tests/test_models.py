@@ -123,6 +123,11 @@ def test_bad_depth_is_a_clear_error(depth, message):
         build_model(config)
 
 
+def test_a_crop_smaller_than_the_training_crop_is_refused():
+    with pytest.raises(StreamrecError, match="clip.crop_size 64 is smaller than model.train_crop_size 96"):
+        build_model(at_crop(load_config("slowfast_tiny"), 64, train_crop=96))
+
+
 def test_single_pathway_arch_refuses_alpha():
     config = load_config("x3d_xs")
     config = config.replace(clip=dataclasses.replace(config.clip, alpha=4, num_frames=4))

@@ -218,6 +218,15 @@ def average_positions(logits: torch.Tensor, average: str) -> torch.Tensor:
     return (peak + (log_probabilities - peak).exp().mean(dim=(1, 2, 3), keepdim=True).log()).flatten(1)
 
 
+def training_crop(clip: ClipConfig, train_crop_size: int | None) -> int:
+    """The crop that fixes the head pooling: ``train_crop_size``, else the clip's crop, which may not be smaller."""
+    crop = train_crop_size or clip.crop_size
+    if crop > clip.crop_size:
+        raise StreamrecError(f"clip.crop_size {clip.crop_size} is smaller than model.train_crop_size {crop}; "
+                             f"the head pools a {crop} px crop's feature map, so use a crop of at least {crop}")
+    return crop
+
+
 def head_pool_size(frames: int, crop_size: int, spatial_stride: int = 32) -> tuple[int, int, int]:
     """The final feature map of one pathway at the training crop (PySlowFast's head pool size)."""
     return (frames, crop_size // spatial_stride, crop_size // spatial_stride)
@@ -284,6 +293,6 @@ def resnet3d(
     """
     if clip.alpha:
         raise StreamrecError("arch 'resnet3d' is single-pathway: remove clip.alpha (or set it to null)")
-    return ResNet3D(num_classes, clip.num_frames, train_crop_size or clip.crop_size, depth, width, stem_temporal_kernel,
+    return ResNet3D(num_classes, clip.num_frames, training_crop(clip, train_crop_size), depth, width, stem_temporal_kernel,
                     stem_spatial_kernel, temporal_kernels, temporal_blocks, res2_temporal_pool, groups, dropout,
                     head_average)

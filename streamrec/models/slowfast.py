@@ -26,6 +26,7 @@ from streamrec.models.resnet3d import (
     bottleneck_blocks,
     head_pool_size,
     stage_depths,
+    training_crop,
 )
 
 # Temporal kernel pattern of res2..res5, per pathway [slow, fast] (PySlowFast's "slowfast" basis).
@@ -111,7 +112,7 @@ def slowfast(
     """
     if not clip.alpha:
         raise StreamrecError("arch 'slowfast' needs clip.alpha (the Fast/Slow frame-rate ratio), e.g. clip.alpha=4")
-    return SlowFast(num_classes, clip.alpha, clip.slow_frames, train_crop_size or clip.crop_size, depth, width, beta_inv,
+    return SlowFast(num_classes, clip.alpha, clip.slow_frames, training_crop(clip, train_crop_size), depth, width, beta_inv,
                     fusion_channel_ratio, fusion_kernel, stem_temporal_kernels, stem_spatial_kernel, temporal_kernels,
                     temporal_blocks, groups, dropout, head_average)
 

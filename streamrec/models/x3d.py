@@ -23,6 +23,7 @@ from streamrec.models.resnet3d import (
     average_positions,
     batch_norm,
     check_head_average,
+    training_crop,
 )
 
 BASE_STAGE_DEPTHS = (1, 2, 5, 3)  # res2..res5 blocks before the depth factor
@@ -180,5 +181,5 @@ def x3d(
     """
     if clip.alpha:
         raise StreamrecError("arch 'x3d' is single-pathway: remove clip.alpha (or set it to null)")
-    return X3D(num_classes, clip.num_frames, train_crop_size or clip.crop_size, width_factor, depth_factor, stem_width,
+    return X3D(num_classes, clip.num_frames, training_crop(clip, train_crop_size), width_factor, depth_factor, stem_width,
                bottleneck_factor, head_width, se_ratio, stem_temporal_kernel, stride_shortcut_bn, dropout, head_average)
