@@ -174,11 +174,14 @@ class Choreographer:
         }[label]()
 
     def stand_up_if_down(self) -> None:
-        if self.posture == "lying":
+        if self.posture != "standing":
             self.rest(self.rng.uniform(0.6, 2.0))
+            self.get_up()
+
+    def get_up(self) -> None:
+        if self.posture == "lying":
             self.get_up_from_floor()
         elif self.posture == "sitting":
-            self.rest(self.rng.uniform(0.6, 2.0))
             self.stand_up_from_seat()
 
     def room(self, direction: float) -> float:
@@ -586,14 +589,16 @@ def action_scene(seed: int, label: str, difficulty: float = 1.0) -> Scene:
 
     def build(c: Choreographer) -> None:
         rng = c.rng
-        if label == BACKGROUND:
-            start = rng.choice(["standing", "lying", "sitting"], p=[0.5, 0.25, 0.25])
+        if label == BACKGROUND:  # getting up mirrors sitting and falling, so it is most of the background
+            start = rng.choice(["standing", "lying", "sitting"], p=[0.3, 0.35, 0.35])
             if start != "standing":
                 c.posture, c.lying_direction = start, float(rng.choice([-1.0, 1.0]))
                 c.x = float(np.clip(c.x, c.x_min + LEG, c.x_max - LEG))  # room for the body either way
-                c.rest(rng.uniform(0.3, 1.5))
-                c.stand_up_if_down()
-            c.idle(rng.uniform(1.5, 3.5))
+                c.rest(rng.uniform(0.8, 1.5))
+                c.get_up()
+                c.idle(rng.uniform(0.8, 2.5))
+            else:
+                c.idle(rng.uniform(1.5, 3.0))
             return
         if label.startswith("walking"):  # start where the walk has room
             c.x = c.x_min + rng.uniform(0, 0.25) * (c.x_max - c.x_min)
@@ -602,8 +607,8 @@ def action_scene(seed: int, label: str, difficulty: float = 1.0) -> Scene:
         c.idle(rng.uniform(1.2, 2.0))  # a full clip of context before the action starts
         c.perform(label)
         c.rest(rng.uniform(0.4, 2.0))
-        if c.posture != "standing" and rng.random() < 0.5:
-            c.stand_up_if_down()
+        if c.posture != "standing" and rng.random() < 0.7:
+            c.get_up()
             c.idle(rng.uniform(0.3, 1.0))
 
     return _new_scene(seed, build, difficulty)

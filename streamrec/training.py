@@ -404,9 +404,9 @@ class TrainSettings:
     data: str | None  # a folder of class subfolders, or None for procedural data
     out: Path
     epochs: int = 8
-    clips_per_epoch: int = 2000
+    clips_per_epoch: int = 1500
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
     seed: int = 0

@@ -1,0 +1,147 @@
+"""Training: scheduler-exact clips, window labels, a short run that learns, resuming, folders, fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamrec.checkpoints import load_checkpoint, save_checkpoint
+from streamrec.config import load_config
+from streamrec.errors import StreamrecError
+from streamrec.evaluation import Segment
+from streamrec.models import build_model
+from streamrec.procedural import write_clip_folders
+from streamrec.ringbuffer import RingBuffer
+from streamrec.scheduler import StreamSchedule
+from streamrec.training import (
+    HEAD_PREFIX,
+    TrainSettings,
+    clip_indices,
+    folder_splits,
+    initial_weights,
+    train,
+    window_label,
+)
+
+# A SlowFast small enough to train for a few epochs in seconds.
+TINY = ["clip.num_frames=8", "clip.crop_size=32", "clip.short_side=40", "model.width=4", "model.depth=[1,1,1,1]",
+        "model.dropout=0.0"]
+
+
+def tiny_config():
+    return load_config("slowfast_tiny", TINY)
+
+
+def settings(out: Path, **changes) -> TrainSettings:
+    base = dict(data=None, out=out, epochs=3, clips_per_epoch=28, batch_size=7, lr=3e-3, train_scenes=7,
+                val_scenes=7, workers=0, command="pytest")
+    return TrainSettings(**{**base, **changes})
+
+
+@pytest.mark.parametrize("fps", [30.0, 20.0, 24.0])
+def test_clips_are_cut_exactly_like_the_scheduler(fps):
+    """Feed frames numbered by their pixels through the real scheduler and compare."""
+    clip = load_config("slowfast_tiny").clip
+    count, hop = 120, 8
+    ring = RingBuffer(count + 1, 2, 2)
+    for i in range(count):
+        ring.write(np.full((2, 2, 3), i, np.uint8), capture_time=0.0, media_time=i / fps)
+    schedule = StreamSchedule("s", ring, clip, fps, hop, offline=True, live_clock=False)
+    times = np.arange(count) / fps
+    views = 0
+    while (view := schedule.take()) is not None:
+        served = view.inputs["fast"][:, 0, 0, 0].astype(int)
+        np.testing.assert_array_equal(served, clip_indices(clip, times, view.end_index, fps))
+        views += 1
+    assert views >= 8
+
+
+def test_window_labels():
+    walk = [Segment(2.0, 5.0, "walking left")]
+    fall = [Segment(2.0, 2.8, "falling down")]
+    assert window_label(walk, 3.0, 4.0, "standing still") == "walking left"  # inside
+    assert window_label(walk, 1.5, 2.5, "standing still") == "walking left"  # half of the window
+    assert window_label(walk, 1.0, 2.1, "standing still") == "standing still"  # barely started
+    assert window_label(walk, 1.0, 2.3, "standing still") is None  # ambiguous: not trained on
+    assert window_label(fall, 1.9, 2.9, "standing still") == "falling down"  # shorter than the window
+    assert window_label(fall, 2.5, 3.5, "standing still") is None  # only its last 0.3 s: share 0.375
+    assert window_label(walk, 3.0, 4.0, None) == "walking left"
+
+
+def test_a_short_training_run_lowers_the_loss_and_writes_a_usable_model(tmp_path):
+    torch.set_num_threads(1)
+    result = train(tiny_config(), settings(tmp_path, epochs=6))
+    losses = [r.train_loss for r in result.history]
+    assert np.mean(losses[-2:]) < losses[0] - 0.2
+    checkpoint = load_checkpoint(tmp_path / "model.pt")
+    assert checkpoint.labels == result.labels and checkpoint.metadata["command"] == "pytest"
+    assert checkpoint.metadata["val_accuracy"] == result.val.overall
+    config = load_config(tmp_path / "config.yaml")
+    assert config.checkpoint and Path(config.checkpoint).resolve() == (tmp_path / "model.pt").resolve()
+    report = (tmp_path / "TRAINING.md").read_text()
+    assert "pytest" in report and f"{result.val.overall:.4f}" in report
+    assert not (tmp_path / "train_state.pt").exists()
+
+
+def test_resuming_an_interrupted_run_gives_the_uninterrupted_result(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    whole = train(tiny_config(), settings(tmp_path / "whole", epochs=2))
+
+    import streamrec.training as training
+
+    save_state = training._save_state
+
+    def crash_after_first_epoch(path, model, optimizer, schedule, epoch, history, s):
+        save_state(path, model, optimizer, schedule, epoch, history, s)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_state", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(), settings(tmp_path / "split", epochs=2))
+    monkeypatch.setattr(training, "_save_state", save_state)
+    with pytest.raises(StreamrecError, match="different settings"):
+        train(tiny_config(), settings(tmp_path / "split", epochs=2, lr=1e-3), resume=True)
+    resumed = train(tiny_config(), settings(tmp_path / "split", epochs=2), resume=True)
+    assert [r.train_loss for r in resumed.history] == [r.train_loss for r in whole.history]
+    a = load_checkpoint(tmp_path / "whole" / "model.pt").state_dict
+    b = load_checkpoint(tmp_path / "split" / "model.pt").state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_folder_data_split_and_errors(tmp_path):
+    clip = tiny_config().clip
+    write_clip_folders(tmp_path / "data", per_class=2, seed=1)
+    train_set, val_set = folder_splits(tmp_path / "data", clip, val_fraction=0.5, seed=0, assumed_fps=30)
+    assert train_set.labels == sorted(p.name for p in (tmp_path / "data").iterdir())
+    assert len(train_set) == len(val_set) == 7
+    assert {v.label for v in val_set.videos} == set(train_set.labels)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StreamrecError, match="no class subfolders"):
+        folder_splits(tmp_path / "empty", clip, 0.2, 0, 30)
+    (tmp_path / "empty" / "fall").mkdir()
+    with pytest.raises(StreamrecError, match="has no videos"):
+        folder_splits(tmp_path / "empty", clip, 0.2, 0, 30)
+    (tmp_path / "empty" / "fall" / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(StreamrecError, match="cannot read video"):
+        folder_splits(tmp_path / "empty", clip, 0.2, 0, 30)
+
+
+def test_fine_tuning_with_a_new_head_keeps_everything_but_the_classifier(tmp_path):
+    config = tiny_config()
+    source = build_model(config)
+    save_checkpoint(tmp_path / "src.pt", source, config)
+    target = build_model(config.replace(model=replace(config.model, num_classes=2)))
+    initial_weights(target, str(tmp_path / "src.pt"), new_head=True, labels=["fall", "walk"])
+    loaded, original = target.state_dict(), source.state_dict()
+    for key, value in loaded.items():
+        if key.startswith(HEAD_PREFIX):
+            assert value.shape[0] == 2
+        else:
+            assert torch.equal(value, original[key])
+    with pytest.raises(StreamrecError, match="--new-head"):
+        initial_weights(target, str(tmp_path / "src.pt"), new_head=False, labels=["fall", "walk"])
