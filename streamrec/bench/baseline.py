@@ -109,8 +109,9 @@ class EagerEngine:
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         model = self.model
+        # Contiguous ``B, C, T, H, W``, the layout the demo's index_select hands the model.
         pathways = [((model.torch.from_numpy(inputs[name]).float() / 255.0 - model.mean) / model.std)
-                    .permute(0, 4, 1, 2, 3) for name in model.clip.input_names]
+                    .permute(0, 4, 1, 2, 3).contiguous() for name in model.clip.input_names]
         return model.predict(pathways)
 
 
