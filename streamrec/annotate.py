@@ -10,7 +10,12 @@ Which result goes on which frame: frame ``i`` shows the latest hop whose clip en
 frame ``i``, which is what a live viewer knew when that frame was captured. Offline, the capture
 thread runs up to a ring buffer ahead of inference, so a frame waits in its queue until a hop
 ending at or after it has been seen (or the run is over); otherwise the labels would trail the
-action by the ring buffer's length. The wait is why the queue holds `QUEUE_FRAMES` frames.
+action by the ring buffer's length.
+
+How deep the queue is: live, `LIVE_QUEUE_FRAMES`, enough for that wait (a hop plus inference)
+with room to spare but shallow enough that a window shows what is happening now. Offline every
+frame is wanted, so the queue may hold up to `OFFLINE_QUEUE_BYTES` of frames: a drawing thread
+starved of CPU for a while catches up instead of skipping.
 """
 
 from __future__ import annotations
@@ -25,20 +30,19 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
+from streamrec.capture import Capture
 from streamrec.errors import StreamrecError
 from streamrec.postprocess import ActionTracker
 from streamrec.scheduler import View
 
 log = logging.getLogger(__name__)
 
-# Frames queued per stream: more than an offline capture runs ahead of inference with the default
-# configs (ring buffer + one hop in flight), about 2 s of a 30 fps camera. At 1080p that is 400 MB.
-QUEUE_FRAMES = 64
+LIVE_QUEUE_FRAMES = 64  # about 2 s of a 30 fps camera; also the least any queue holds
+OFFLINE_QUEUE_BYTES = 512 * 2**20  # per stream: over 2000 frames at 320x240, 86 at 1080p
 FPS_WINDOW_HOPS = 10  # processing fps is measured over the last this many hops
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")  # containers OpenCV writes with the mp4v codec
 WINDOW_REFRESH_S = 0.02
@@ -46,7 +50,7 @@ WINDOW_REFRESH_S = 0.02
 TEXT = (255, 255, 255)  # BGR
 DIM = (170, 170, 170)
 BAR = (200, 120, 40)
-ACTIVE = (60, 60, 255)
+ACTIVE = (0, 215, 255)  # amber: reads on dark and on red
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -65,16 +69,31 @@ class Overlay:
 
 
 def draw_overlay(frame_rgb: np.ndarray, stream_id: str, overlay: Overlay | None) -> np.ndarray:
-    """A BGR copy of the frame with the overlay in a translucent panel at the top left."""
+    """A BGR copy of the frame: what was recognised in a panel at the top left, the stream's
+    name and health in one at the bottom left, so the middle of the scene stays clear."""
     image = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
+    if overlay is None:
+        _draw_panel(image, [("waiting for the first clip", DIM, None)], at_top=True)
+        _draw_panel(image, [(stream_id, TEXT, None)], at_top=False)
+        return image
+    rows = [(f"{score:.2f} {label}", TEXT, score) for label, score in overlay.top_k]
+    rows += [(f"ACTIVE {label} {seconds:.1f} s", ACTIVE, None) for label, seconds in overlay.active]
+    _draw_panel(image, rows, at_top=True)
+    fps = "--" if overlay.fps is None else f"{overlay.fps:.0f}"
+    _draw_panel(image, [(f"{stream_id}  {fps} fps  latency {overlay.latency_ms:.0f} ms", TEXT, None)], at_top=False)
+    return image
+
+
+def _draw_panel(image: np.ndarray, lines: list[tuple[str, tuple, float | None]], at_top: bool) -> None:
+    """Lines of (text, colour, score bar or None) on a darkened box sized to fit them."""
     height = image.shape[0]
     font_scale = max(0.3, 0.55 * height / 480)
     thickness = max(1, round(height / 480))
     line_height = round(cv2.getTextSize("Ag", FONT, font_scale, thickness)[0][1] * 1.9)
     margin = max(2, line_height // 4)
-    lines = _overlay_lines(stream_id, overlay)  # (text, colour, bar fraction or None)
     width = max(cv2.getTextSize(text, FONT, font_scale, thickness)[0][0] for text, _, _ in lines) + 2 * margin
-    panel = image[:len(lines) * line_height + margin, :width]
+    box_height = len(lines) * line_height + margin
+    panel = image[:box_height, :width] if at_top else image[max(0, height - box_height):, :width]
     panel[:] = (panel * 0.4).astype(np.uint8)  # darken behind the text so it reads on any content
     for row, (text, colour, bar) in enumerate(lines):
         baseline = (row + 1) * line_height - margin
@@ -83,17 +102,6 @@ def draw_overlay(frame_rgb: np.ndarray, stream_id: str, overlay: Overlay | None)
             top = baseline + max(1, margin // 2)
             cv2.rectangle(panel, (margin, top), (margin + round(bar * (width - 2 * margin)), top + max(1, margin // 2)),
                           BAR, cv2.FILLED)
-    return image
-
-
-def _overlay_lines(stream_id: str, overlay: Overlay | None) -> list[tuple[str, tuple, float | None]]:
-    if overlay is None:
-        return [(stream_id, TEXT, None), ("waiting for the first clip", DIM, None)]
-    fps = "--" if overlay.fps is None else f"{overlay.fps:.0f}"
-    lines = [(f"{stream_id}  {fps} fps  {overlay.latency_ms:.0f} ms latency", TEXT, None)]
-    lines += [(f"{score:.2f} {label}", TEXT, score) for label, score in overlay.top_k]
-    lines += [(f"ACTIVE {label} {seconds:.1f} s", ACTIVE, None) for label, seconds in overlay.active]
-    return lines
 
 
 # --------------------------------------------------------------------------- per stream
@@ -137,19 +145,23 @@ class StreamAnnotator(threading.Thread):
         self.stream_id = stream_id
         self.video_path = video_path
         self.window = window
-        self.frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
+        self.capture: Capture | None = None  # offline or live, and the frame rate; set by start
+        self.frames: queue.SimpleQueue = queue.SimpleQueue()  # bounded by offer(), its only producer
+        self.queue_limit: int | None = None  # frames; set at the first frame
         self.overlays = OverlayHistory()
         self.progress: deque[tuple[float, int]] = deque(maxlen=FPS_WINDOW_HOPS)  # (wall time, end index)
-        self.frame_rate: Callable[[], float] | None = None  # the source's, asked at the first frame; set by start
         self.written = 0
         self.skipped = 0  # frames dropped because the queue was full
 
     def offer(self, index: int, frame: np.ndarray) -> None:
         """From the capture thread: queue the frame, or drop it if drawing has fallen behind."""
-        try:
-            self.frames.put_nowait((index, frame))
-        except queue.Full:
+        if self.queue_limit is None:
+            offline_limit = max(LIVE_QUEUE_FRAMES, OFFLINE_QUEUE_BYTES // frame.nbytes)
+            self.queue_limit = offline_limit if self.capture.offline else LIVE_QUEUE_FRAMES
+        if self.frames.qsize() >= self.queue_limit:
             self.skipped += 1
+        else:
+            self.frames.put((index, frame))
 
     def record(self, view: View, tracker: ActionTracker) -> None:
         """From the pipeline thread, after a hop."""
@@ -190,7 +202,7 @@ class StreamAnnotator(threading.Thread):
                 writer.release()
 
     def _open_writer(self, size: tuple[int, int]) -> cv2.VideoWriter:
-        writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.frame_rate(), size)
+        writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.capture.fps, size)
         if not writer.isOpened():
             raise RuntimeError(f"OpenCV cannot write {self.video_path}")
         return writer
@@ -277,11 +289,11 @@ class Annotator:
     def observe(self, view: View, scores: np.ndarray, tracker: ActionTracker) -> None:
         self.streams[view.stream_id].record(view, tracker)
 
-    def start(self, frame_rate: Callable[[str], float]) -> None:
-        """``frame_rate(stream_id)`` is the source's frame rate for the video files; it is asked
-        when the first frame arrives, after the source has opened and reported it."""
+    def start(self, captures: dict[str, Capture]) -> None:
+        """``captures``: each stream's capture thread (`Pipeline.streams`), which says whether the
+        stream runs offline and, once its source has opened, its frame rate for the video file."""
         for stream in self.streams.values():
-            stream.frame_rate = lambda stream_id=stream.stream_id: frame_rate(stream_id)
+            stream.capture = captures[stream.stream_id]
             stream.start()
         if self.window:
             self.window.start()

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import REPO, cli, run_cli, write_video
 from streamrec import annotate
-from streamrec.annotate import QUEUE_FRAMES, Annotator, video_paths
+from streamrec.annotate import LIVE_QUEUE_FRAMES, Annotator, video_paths
 from streamrec.backends import create_engine
 from streamrec.config import StreamConfig, load_config, load_labels
 from streamrec.evaluation import Segment, ground_truth_path, write_ground_truth
@@ -56,7 +57,7 @@ def run_pipeline(sources: dict, recorder: TimelineRecorder | None = None, annota
     pipeline = Pipeline(config, create_engine(config), load_labels(config), EventBus([sink]), observers=observers,
                         frame_taps=[annotator.frame_tap] if annotator else [])
     if annotator:
-        annotator.start(lambda stream_id: pipeline.streams[stream_id].capture.fps)
+        annotator.start({stream_id: runtime.capture for stream_id, runtime in pipeline.streams.items()})
     try:
         pipeline.run()
     finally:
@@ -88,10 +89,10 @@ def annotated_run(video_file, tmp_path_factory):
 def test_annotated_video_has_every_frame_at_source_size(annotated_run, video_file):
     result, video, _ = annotated_run
     frames = read_frames(video)
-    assert len(frames) == len(read_frames(video_file)) == 120  # offline: every frame, none skipped
+    assert len(frames) == len(read_frames(video_file)) == 120, result.stderr[-2000:]  # offline: every frame
     assert {frame.shape for frame in frames} == {(240, 320, 3)}
     assert cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FPS) == pytest.approx(30.0)
-    assert f"annotated video {video}: 120 frames written" in result.stderr and "skipped" not in result.stderr
+    assert f"annotated video {video}: 120 frames written" in result.stderr and "skipped" not in result.stderr, result.stderr[-2000:]
 
 
 def test_labels_are_drawn_over_the_source_frames(annotated_run, video_file):
@@ -99,8 +100,9 @@ def test_labels_are_drawn_over_the_source_frames(annotated_run, video_file):
     drawn, source = read_frames(video), read_frames(video_file)
     for index in (0, 60, 119):  # before the first clip ("waiting ..."), and with scores
         difference = np.abs(drawn[index].astype(int) - source[index].astype(int))
-        assert difference[4:44, 4:100].mean() > 30, "the overlay panel must change the top-left corner"
-        assert difference[160:, 200:].mean() < 8, "away from the overlay the frame is the source frame"
+        assert difference[2:14, 2:60].mean() > 30, "labels (or 'waiting for the first clip') at the top left"
+        assert difference[-12:-2, 2:40].mean() > 30, "the stream's name at the bottom left"
+        assert difference[60:200, 200:].mean() < 8, "away from the panels the frame is the source frame"
 
 
 def test_timeline_image_is_written(annotated_run):
@@ -166,12 +168,17 @@ def test_each_frame_shows_the_latest_hop_ending_at_or_before_it(tmp_path, monkey
         assert len(read_frames(paths[stream])) == frames
 
 
+def camera(offline: bool = False) -> SimpleNamespace:
+    """What the annotator reads of a capture thread, for tests without a pipeline."""
+    return SimpleNamespace(fps=30.0, offline=offline)
+
+
 def test_when_drawing_falls_behind_the_tap_drops_frames_and_never_blocks(tmp_path, caplog):
     path = tmp_path / "cam.mp4"
     annotator = Annotator(["cam"], {"cam": path}, show=False)
-    annotator.start(lambda stream_id: 30.0)
+    annotator.start({"cam": camera()})
     frame = np.zeros((48, 64, 3), np.uint8)
-    offered = QUEUE_FRAMES + 50
+    offered = LIVE_QUEUE_FRAMES + 50
     started = time.monotonic()
     for index in range(offered):  # no hop ever comes, so every frame waits for its overlay until close()
         annotator.frame_tap("cam", index, index / 30, frame)
@@ -182,6 +189,17 @@ def test_when_drawing_falls_behind_the_tap_drops_frames_and_never_blocks(tmp_pat
     assert skipped in (49, 50)  # the queue's worth is kept, plus the frame being drawn if it was taken in time
     assert len(read_frames(path)) == offered - skipped
     assert f"{offered - skipped} frames written, skipped {skipped}" in caplog.text
+
+
+def test_offline_queue_holds_more_frames_so_a_starved_drawer_catches_up(tmp_path):
+    annotator = Annotator(["file"], {"file": tmp_path / "file.mp4"}, show=False)
+    annotator.start({"file": camera(offline=True)})
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for index in range(10 * LIVE_QUEUE_FRAMES):  # again no hop: all wait until close()
+        annotator.frame_tap("file", index, index / 30, frame)
+    annotator.close()
+    assert annotator.streams["file"].skipped == 0
+    assert len(read_frames(tmp_path / "file.mp4")) == 10 * LIVE_QUEUE_FRAMES
 
 
 def test_timeline_segments_are_the_emitted_actions(tmp_path, video_file):
@@ -204,7 +222,7 @@ def test_timeline_segments_are_the_emitted_actions(tmp_path, video_file):
 def test_a_stream_that_changes_resolution_keeps_its_first_size_in_the_video(tmp_path):
     path = tmp_path / "cam.mp4"
     annotator = Annotator(["cam"], {"cam": path}, show=False)
-    annotator.start(lambda stream_id: 30.0)
+    annotator.start({"cam": camera()})
     for index, size in enumerate([(48, 64)] * 5 + [(60, 80)] * 5):  # a camera that came back at another size
         annotator.frame_tap("cam", index, index / 30, np.full((*size, 3), 100, np.uint8))
     annotator.close()
