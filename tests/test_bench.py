@@ -109,6 +109,7 @@ def test_compare_runs_both_sides_on_one_file(tmp_path, video_file):
     assert baseline["hop_frames"] == 32 and baseline["clips"] == 2  # 64 frames: two 32-frame demo windows
     assert project["clips"] == (64 - 32) // 8 + 1  # every hop of 8 frames once the first window is full
     assert set(document["ratios"]) >= {"clips_per_s", "frames_per_s", "predictions_per_video_s"}
+    assert document["same_model"]["same_top1"]  # both sides run the config's one set of weights
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -103,8 +103,8 @@ class EagerEngine:
 
     name = "eager"
 
-    def __init__(self, config: Config, device: str = "cpu", max_batch: int = 64):
-        self.model = EagerModel(config, device)
+    def __init__(self, model: EagerModel, max_batch: int = 64):
+        self.model = model
         self.max_batch = max_batch
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 
 from streamrec.backends import Engine
-from streamrec.bench.baseline import DemoLoop, EagerModel
+from streamrec.bench.baseline import DemoLoop, EagerEngine, EagerModel
+from streamrec.bench.engine import random_inputs
 from streamrec.bench.pipeline import MeteredEngine, PredictionLog
 from streamrec.bench.report import Column, new_figure, save_figure, table
 from streamrec.bench.timing import latency_summary
@@ -39,6 +40,28 @@ from streamrec.events import EventBus
 from streamrec.sources import SyntheticSource
 
 log = logging.getLogger(__name__)
+
+
+def shared_weights(config: Config, directory: Path) -> tuple[Config, str]:
+    """A config whose weights both sides load, and a description of them.
+
+    A config without a checkpoint gets random weights each time its model is built, so the
+    engine exported for the pipeline and the baseline's network would be two different
+    networks. Such weights are drawn once (seed 0) and saved as a checkpoint in ``directory``
+    for both sides to load; the same seed gives the same file, so the export cache is reused.
+    """
+    if config.checkpoint:
+        return config, f"checkpoint {Path(config.checkpoint).name}"
+    import torch
+
+    from streamrec.checkpoints import load_model, save_checkpoint
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        network = load_model(config)
+    path = directory / f"{config.name or config.model.arch}.random-seed0.pt"
+    save_checkpoint(path, network, config, metadata={"note": "random weights (seed 0) for bench compare"})
+    return config.replace(checkpoint=str(path)), "random weights (seed 0; the config names no checkpoint)"
 
 
 def synthetic_video(path: Path, frames: int, size: str, fps: float = 30.0) -> Path:
@@ -91,10 +114,11 @@ def side_figures(side: str, clips: int, frames: int, wall_s: float, hop_frames: 
     }
 
 
-def run_baseline(config: Config, device: str, video: Path) -> dict:
+def run_baseline(model: EagerModel, config: Config, video: Path) -> dict:
     """The PySlowFast demo loop over the file, after one untimed warm-up prediction."""
-    loop = DemoLoop(EagerModel(config, device), config.clip)
+    loop = DemoLoop(model, config.clip)
     loop.warm_up()
+    device = model.device.type
     log.info("baseline: PySlowFast demo loop, PyTorch eager float32, batch 1, on %s", device)
     run = loop.run(str(video))
     if not run.windows:
@@ -140,6 +164,19 @@ def run_project(config: Config, engine: Engine, labels: list[str], video: Path, 
     )
 
 
+def same_model_check(model: EagerModel, engine: Engine, config: Config) -> dict:
+    """Both sides compute the same function: their logits for one random clip, compared.
+
+    The project's engines fold batch norms and may run in reduced precision, so the logits
+    differ by rounding; the top class should not.
+    """
+    inputs = random_inputs(config, batch=1, seed=1)
+    baseline, project = EagerEngine(model).infer(inputs)[0], engine.infer(inputs)[0]
+    return {"max_abs_logit_difference": float(np.abs(baseline - project).max()),
+            "max_abs_logit": float(np.abs(baseline).max()),
+            "same_top1": bool(baseline.argmax() == project.argmax())}
+
+
 def ratios(project: dict, baseline: dict) -> dict:
     """Project over baseline for throughput; baseline over project for latency (above 1: the project is better)."""
     def over(a, b):
@@ -168,10 +205,15 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     sides = document["results"]  # [project, baseline]
     r = document["ratios"]
     lines = [table(sides, COLUMNS, markdown), "",
-             f"Input: {document['input']['description']}. Latency: reading a clip's newest frame to its prediction. "
+             f"Input: {document['input']['description']}; {document['input']['weights']}. Latency: reading a clip's newest frame to its prediction. "
              f"\"in model s\": seconds inside the model calls (the baseline also spent "
              f"{sides[1]['read_s']:.1f} s reading and {sides[1]['preprocess_s']:.1f} s "
              f"preprocessing).", ""]
+    check = document["same_model"]
+    lines.append(f"Same model on both sides: on one random clip the logits differ by at most "
+                 f"{check['max_abs_logit_difference']:.1e} (largest logit {check['max_abs_logit']:.3g}); top class "
+                 f"{'the same' if check['same_top1'] else 'DIFFERENT'}.")
+    lines.append("")
     shown = lambda v: f"{v:.2f}x" if v is not None else "-"  # noqa: E731
     lines.append(f"Ratios (streamrec / demo loop, same run): clips/s **{shown(r['clips_per_s'])}**, "
                  f"frames/s {shown(r['frames_per_s'])}, predictions per video second "

@@ -85,9 +85,9 @@ def open_engine(config: Config, backend: str, precision: str, max_batch: int) ->
         if precision != "fp32":
             raise StreamrecError("the eager baseline is PyTorch float32 by definition; it has no " + precision)
         from streamrec.backends.torch_backend import pick_device
-        from streamrec.bench.baseline import EagerEngine
+        from streamrec.bench.baseline import EagerEngine, EagerModel
 
-        return EagerEngine(config, str(pick_device(config.engine.device)), max_batch)
+        return EagerEngine(EagerModel(config, str(pick_device(config.engine.device))), max_batch)
     return create_engine(config.replace(
         engine=dataclasses.replace(config.engine, backend=backend, precision=precision),
         pipeline=dataclasses.replace(config.pipeline, max_batch=max_batch)))

@@ -235,14 +235,15 @@ def compare_main(args: argparse.Namespace) -> int:
     from streamrec.backends import create_engine
     from streamrec.backends.torch_backend import pick_device
     from streamrec.bench import compare as bench
+    from streamrec.bench.baseline import EagerModel
     from streamrec.bench.engine import engine_device
     from streamrec.bench.report import finish_document, start_document
     from streamrec.config import load_labels
 
     config = bench_config(args, backend=args.backend)
     labels = load_labels(config)
-    baseline_device = str(pick_device(config.engine.device))
     with tempfile.TemporaryDirectory(prefix="streamrec-compare-") as scratch:
+        config, weights = bench.shared_weights(config, Path(scratch))
         if args.input:
             source = Path(args.input)
             if not source.is_file():
@@ -254,11 +255,13 @@ def compare_main(args: argparse.Namespace) -> int:
             video = bench.synthetic_video(Path(scratch) / "synthetic.mp4", frames, args.size)
             description = f"synthetic MP4 (mp4v), {frames} frames of {args.size} at 30 fps, written for this run"
         document = start_document("compare", config.name)
-        baseline = bench.run_baseline(config, baseline_device, video)
+        eager = EagerModel(config, str(pick_device(config.engine.device)))
+        baseline = bench.run_baseline(eager, config, video)
         engine = create_engine(config)
         project = bench.run_project(config, engine, labels, video, engine_device(engine))
-    finish_document(document, input={"description": description}, results=[project, baseline],
-                    ratios=bench.ratios(project, baseline))
+        same_model = bench.same_model_check(eager, engine, config)
+    finish_document(document, input={"description": description, "weights": weights}, results=[project, baseline],
+                    ratios=bench.ratios(project, baseline), same_model=same_model)
     publish(document, args, bench.summary_text(document), bench.summary_text(document, markdown=True),
             project["device"], bench.plot)
     return 0
