@@ -207,10 +207,8 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] 
         raise StreamrecError(f"config {path} is not valid YAML ({exc}); fix the syntax") from None
     if not isinstance(data, dict):
         raise StreamrecError(f"config {path} must be a mapping of sections; see configs/slowfast_tiny.yaml")
-    for item in overrides or []:
-        apply_override(data, item)
     data.setdefault("name", path.stem)
-    return config_from_dict(data, source=str(path))
+    return config_from_dict(data, source=str(path), overrides=overrides)
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -227,8 +225,11 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+def config_from_dict(data: dict[str, Any], source: str = "config", overrides: list[str] | None = None) -> Config:
+    """A checked config from plain data (a YAML file's, or a checkpoint's), overrides applied first."""
     data = copy.deepcopy(data)
+    for item in overrides or []:
+        apply_override(data, item)
     model = data.get("model")
     if not isinstance(model, dict) or "arch" not in model or "num_classes" not in model:
         raise StreamrecError(f"{source}: section 'model' needs at least 'arch' and 'num_classes'")

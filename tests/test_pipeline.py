@@ -151,3 +151,16 @@ def test_address_in_use_is_a_clear_error(video_file, loopback_port):
         blocker.close(0)
     assert result.returncode == 2 and "address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_streamrec_checkpoint_brings_its_own_config(tmp_path, video_file):
+    """`run --checkpoint FILE` without --config takes the config saved in the checkpoint."""
+    from streamrec.checkpoints import load_model, save_checkpoint
+
+    config = load_config("slowfast_tiny", ["checkpoint=null", "postprocess.top_k=2"])
+    save_checkpoint(tmp_path / "mine.pt", load_model(config), config)
+    result = run_cli("run", "--checkpoint", str(tmp_path / "mine.pt"), "--source", str(video_file),
+                     "--publish", "none", "--predictions")
+    assert result.returncode == 0, result.stderr
+    predictions = [json.loads(line) for line in result.stdout.splitlines() if '"prediction"' in line]
+    assert predictions and all(len(p["topk"]) == 2 for p in predictions)  # the saved postprocess.top_k

@@ -20,7 +20,8 @@ log = logging.getLogger("streamrec")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config name in configs/ or a YAML path (default %(default)s)")
+    parser.add_argument("--config", help=f"config name in configs/ or a YAML path (default {DEFAULT_CONFIG}, or "
+                                         "the config a streamrec --checkpoint was saved with)")
     parser.add_argument("--source", action="append", default=[], metavar="[ID=]SOURCE",
                         help="camera index, /dev/videoN, rtsp:// or http(s):// URL, video file, or "
                              "synthetic[:size=WxH,fps=N,frames=N]; repeat for several streams")
@@ -72,7 +73,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "events.metrics": args.metrics,
     }
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
-    config = load_config(args.config, overrides)
+    if args.checkpoint and not args.config:  # a streamrec checkpoint carries its config
+        from streamrec.checkpoints import checkpoint_config
+
+        config = config_from_dict(checkpoint_config(args.checkpoint).to_dict(), args.checkpoint, overrides)
+    else:
+        config = load_config(args.config or DEFAULT_CONFIG, overrides)
     if args.source:
         data = config.to_dict()
         data["streams"] = [parse_stream_entry(source, i) for i, source in enumerate(args.source)]
