@@ -195,7 +195,7 @@ class Choreographer:
         variant = rng.choice(["rest", "arm raised", "arms forward"], p=[0.6, 0.25, 0.15])
         if variant == "arm raised":
             arm = rng.choice([FAR_SHOULDER, NEAR_SHOULDER])
-            base[arm] = rng.choice([-1.0, 1.0]) * rng.uniform(2.2, 2.9)
+            base[arm] = rng.choice([-1.0, 1.0]) * rng.uniform(1.8, 2.5)
             base[arm + 1] = rng.uniform(-0.5, 0.5)
         elif variant == "arms forward":
             base[[FAR_SHOULDER, NEAR_SHOULDER]] = self.facing * rng.uniform(0.9, 1.5)
@@ -325,7 +325,7 @@ class Choreographer:
         """Raise an arm (sometimes both), swing the forearm, lower it."""
         rng = self.rng
         duration, frequency = rng.uniform(1.6, 3.4), rng.uniform(1.5, 3.0)
-        amplitude, raised = rng.uniform(0.45, 0.8), rng.choice([-1.0, 1.0]) * rng.uniform(2.3, 2.9)
+        amplitude, raised = rng.uniform(0.45, 0.8), rng.choice([-1.0, 1.0]) * rng.uniform(1.8, 2.4)
         arms = [FAR_SHOULDER, NEAR_SHOULDER] if rng.random() < 0.25 else [rng.choice([FAR_SHOULDER, NEAR_SHOULDER])]
         x, phase, ramp = self.x, rng.uniform(0, 2 * math.pi), 0.35
 

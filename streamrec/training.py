@@ -46,7 +46,10 @@ from streamrec.transforms import fit_frame
 
 POSITIVE_SHARE = 0.4  # an action filling this share of a window (or of itself, if shorter) labels it
 BACKGROUND_SHARE = 0.15  # below this for every action, the window is background; in between, ambiguous
-ACTION_WINDOW_RATE = 0.8  # in a video with background around its action, this share of windows shows the action
+ACTION_WINDOW_RATE = 0.75  # in a video with background around its action, this share of windows shows the action
+# Training scenes cycle through the classes with background twice: streams get up after every
+# fall and sit, and getting up is what the actions are most easily confused with.
+TRAINING_SCENE_CYCLE = (*LABELS, BACKGROUND)
 CURRICULUM_SHARE = 0.5  # procedural clutter and noise ramp from none to full over this share of the epochs
 HEAD_PREFIX = "head.projection."  # the classifier of every registered arch (PySlowFast's name)
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -186,7 +189,7 @@ def fit_clip(frames: list[np.ndarray], clip: ClipConfig, augment: Augmentation |
     out = []
     for frame in frames:
         if augment.jpeg_quality:
-            ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, augment.jpeg_quality])
+            _, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, augment.jpeg_quality])
             frame = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         out.append(fit_frame(frame, short, field))
     stacked = np.stack(out)
@@ -218,13 +221,14 @@ class VideoSet(Protocol):
 
 @dataclass
 class ProceduralVideos:
-    """Scenes of one split, seeded by (seed, split, index); classes take turns."""
+    """Scenes of one split, seeded by (seed, split, index); classes take turns in ``cycle``."""
 
     labels: list[str]
     count: int
     seed: int
     split: int  # 0 train, 1 validation, 2 test
     difficulty: float = 1.0  # clutter and noise of the scenes (see `random_appearance`)
+    cycle: tuple[str, ...] = LABELS
     background: str | None = BACKGROUND
 
     def __len__(self) -> int:
@@ -232,7 +236,7 @@ class ProceduralVideos:
 
     def scene(self, index: int) -> Scene:
         seed = int(np.random.SeedSequence([self.seed, self.split, index]).generate_state(1)[0])
-        return action_scene(seed, LABELS[index % len(LABELS)], self.difficulty)
+        return action_scene(seed, self.cycle[index % len(self.cycle)], self.difficulty)
 
     def video(self, index: int) -> Video:
         return self.scene(index)
@@ -256,8 +260,8 @@ def procedural_splits(labels: list[str], seed: int, train_scenes: int, val_scene
     if missing:
         raise StreamrecError(f"the config's label file lacks the procedural classes {', '.join(missing)}; "
                              "train procedural data with labels: actions")
-    return tuple(ProceduralVideos(labels, count, seed, split)
-                 for split, count in ((0, train_scenes), (1, val_scenes), (2, val_scenes)))
+    return (ProceduralVideos(labels, train_scenes, seed, 0, cycle=TRAINING_SCENE_CYCLE),
+            ProceduralVideos(labels, val_scenes, seed, 1), ProceduralVideos(labels, val_scenes, seed, 2))
 
 
 def folder_splits(root: Path, clip: ClipConfig, val_fraction: float, seed: int,
@@ -384,14 +388,15 @@ class Accuracy:
 
 
 def initial_weights(network: nn.Module, path: str, new_head: bool, labels: list[str]) -> None:
-    """Fine-tuning: a checkpoint's weights, with a fresh classifier when ``new_head``."""
+    """Fine-tuning: a checkpoint's weights (any format `load_checkpoint` reads), with a fresh classifier when ``new_head``."""
     checkpoint = load_checkpoint(path)
     state = checkpoint.state_dict
     if new_head:
         fresh = network.state_dict()
-        state = {k: (fresh[k] if k.startswith(HEAD_PREFIX) else v) for k, v in state.items()}
-    elif checkpoint.labels is not None and list(checkpoint.labels) != list(labels):
-        raise StreamrecError(f"checkpoint {path} was trained on other classes ({len(checkpoint.labels)}) than the "
+        state = {**{k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)},
+                 **{k: v for k, v in fresh.items() if k.startswith(HEAD_PREFIX)}}
+    elif checkpoint.num_classes != len(labels) or checkpoint.labels not in (None, labels):
+        raise StreamrecError(f"checkpoint {path} was trained on other classes ({checkpoint.num_classes}) than the "
                              f"data's ({len(labels)}); pass --new-head to train a new classifier")
     load_state_dict_strictly(network, state, path)
 
@@ -602,7 +607,8 @@ def training_report(result: TrainResult, settings: TrainSettings, config: Config
         f"- data: {settings.data or 'procedural (streamrec.procedural)'}; seed {settings.seed}",
         f"- {settings.epochs} epochs x {settings.clips_per_epoch} clips, batch {settings.batch_size}, "
         f"AdamW lr {settings.lr} (one-cycle), weight decay {settings.weight_decay}",
-        f"- wall time {result.seconds / 60:.1f} min on {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+        f"- wall time {result.seconds / 60:.1f} min, {torch.get_num_threads()} torch thread(s) and {settings.workers} "
+        f"data process(es), torch {torch.__version__}",
         f"- validation accuracy (centred clips of held-out videos): **{result.val.overall:.4f}** on {result.val.count} clips",
     ]
     if result.test:

@@ -13,6 +13,7 @@ pipeline never reports them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -86,22 +87,28 @@ def main(args: argparse.Namespace) -> int:
     print(f"{source}; event IoU >= {args.iou}; delay = segment start -> action_start (source seconds)")
     print(format_table(scores))
     print(f"pipeline time {seconds:.1f} s", file=sys.stderr)
+    swept = []
     if args.sweep:
         results = sweep([records[v].hops for v in videos], [truth[v] for v in videos], labels, scored,
                         config.postprocess, args.iou)
+        swept = [{"smoothing_hops": c.smoothing_hops, "enter_threshold": c.enter_threshold,
+                  "exit_threshold": c.exit_threshold, **score.to_dict()} for c, score in results]
         print("\npostprocess sweep (replayed over the same scores), best F1 first:")
         print(f"{'smoothing':>9} {'enter':>5} {'exit':>5} {'precision':>9} {'recall':>6} {'F1':>6} {'delay50':>7} {'delay90':>7}")
-        for candidate, score in results[:15]:
-            d = score.to_dict()
-            print(f"{candidate.smoothing_hops:9d} {candidate.enter_threshold:5.2f} {candidate.exit_threshold:5.2f} "
-                  f"{score.precision:9.3f} {score.recall:6.3f} {score.f1:6.3f} "
-                  f"{d['delay_s_median'] or float('nan'):7.2f} {d['delay_s_p90'] or float('nan'):7.2f}")
+        for row in swept[:15]:
+            print(f"{row['smoothing_hops']:9d} {row['enter_threshold']:5.2f} {row['exit_threshold']:5.2f} "
+                  f"{row['precision']:9.3f} {row['recall']:6.3f} {row['f1']:6.3f} "
+                  f"{row['delay_s_median'] or float('nan'):7.2f} {row['delay_s_p90'] or float('nan'):7.2f}")
     if args.json:
         info = {"iou_threshold": args.iou, "config": config.name, "checkpoint": config.checkpoint,
                 "backend": config.engine.backend, "hop": hop, "zero_fast": args.zero_fast,
+                "postprocess": dataclasses.asdict(config.postprocess),
                 "videos": [str(v) for v in args.videos] or None,
                 "generated": None if args.videos else {"seed": args.seed, "count": args.count, "minutes": args.minutes},
-                "segments": sum(len(t) for t in truth.values()), "command": recorded_command()}
+                "segments": sum(len(t) for t in truth.values()), "pipeline_seconds": round(seconds, 1),
+                "command": recorded_command()}
+        if swept:
+            info["sweep"] = swept
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report(scores, info), indent=1) + "\n")
     return 0
