@@ -145,3 +145,19 @@ def test_fine_tuning_with_a_new_head_keeps_everything_but_the_classifier(tmp_pat
             assert torch.equal(value, original[key])
     with pytest.raises(StreamrecError, match="--new-head"):
         initial_weights(target, str(tmp_path / "src.pt"), new_head=False, labels=["fall", "walk"])
+
+
+def test_training_on_a_folder_records_its_own_labels(tmp_path):
+    torch.set_num_threads(1)
+    write_clip_folders(tmp_path / "data", per_class=2, seed=2)
+    for name in ("jumping", "waving", "walking left", "walking right", "falling down"):
+        for clip in (tmp_path / "data" / name).iterdir():
+            clip.unlink()
+        (tmp_path / "data" / name).rmdir()
+    result = train(tiny_config(), settings(tmp_path / "out", data=str(tmp_path / "data"), epochs=1,
+                                           clips_per_epoch=4, batch_size=2, val_fraction=0.5))
+    assert result.labels == ["sitting down", "standing still"] and result.test is None
+    config = load_config(tmp_path / "out" / "config.yaml")
+    assert config.model.num_classes == 2
+    assert (tmp_path / "out" / "labels.txt").read_text().split("\n")[:2] == result.labels
+    assert load_checkpoint(tmp_path / "out" / "model.pt").labels == result.labels
