@@ -72,8 +72,11 @@ class TimelineRecorder:
 
 
 def check_timeline_path(path: str | Path) -> None:
-    """Fail before the run, not after it, on a format matplotlib cannot write."""
-    from matplotlib.figure import Figure
+    """Fail before the run, not after it, without matplotlib or on a format it cannot write."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise StreamrecError("--timeline needs matplotlib: pip install 'streamrec[plots]'") from None
 
     suffix = Path(path).suffix.lower().lstrip(".")
     formats = Figure().canvas.get_supported_filetypes()
