@@ -22,13 +22,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MACHINE_FIELDS = {"cpu_model", "cpu_cores_physical", "cpu_cores_logical", "cpu_features", "memory_gib", "gpus", "os",
                   "python", "libraries", "load_average"}
 DOCUMENT_FIELDS = {"benchmark", "config", "command", "started_at", "finished_at", "machine", "load_average_after",
-                   "results"}
+                   "cpu_use", "results"}
 ENGINE_FIELDS = {"backend", "precision", "batch", "device", "iterations", "warmup", "rounds", "threads", "clips_per_s",
                  "ms_per_clip", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
                  "latency_ms_mean", "latency_ms_max", "frames_per_s", "streams_at_fps", "hop_frames", "stream_fps",
-                 "host_rss_peak_mib", "engine_load_rss_mib", "device_memory_peak_mib", "device_memory_source", "gflops_per_clip",
-                 "achieved_gflops_per_s", "peak_gflops_per_s", "peak_fraction", "speedup_vs_eager_batch1",
-                 "speedup_vs_eager_same_batch"}
+                 "host_rss_peak_mib", "engine_load_rss_mib", "device_memory_peak_mib", "device_memory_source",
+                 "gflops_per_clip", "achieved_gflops_per_s", "peak_gflops_per_s", "peak_fraction",
+                 "speedup_vs_eager_batch1", "speedup_vs_eager_same_batch"}
 TRIAL_FIELDS = {"streams", "duration_s", "window_s", "hops_due", "hops_served", "hops_skipped", "hops_missed",
                 "frames_captured", "frames_dropped", "clips_per_s", "engine_busy_fraction", "batch_histogram",
                 "modal_batch", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "process_cpu_percent_mean",

@@ -205,7 +205,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     sides = document["results"]  # [project, baseline]
     r = document["ratios"]
     lines = [table(sides, COLUMNS, markdown), "",
-             f"Input: {document['input']['description']}; {document['input']['weights']}. Latency: reading a clip's newest frame to its prediction. "
+             f"Input: {document['input']['description']}; {document['input']['weights']}. "
+             f"Latency: reading a clip's newest frame to its prediction. "
              f"\"in model s\": seconds inside the model calls (the baseline also spent "
              f"{sides[1]['read_s']:.1f} s reading and {sides[1]['preprocess_s']:.1f} s "
              f"preprocessing).", ""]

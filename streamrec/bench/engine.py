@@ -339,7 +339,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     lines.append(legend + ".")
     for skip in document.get("skipped", []):
         batch = f" batch {skip['batch']}" if skip["batch"] else ""
-        lines.append(f"{'- ' if markdown else ''}skipped {skip['backend']} {skip['precision']}{batch}: {skip['reason']}")
+        bullet = "- " if markdown else ""
+        lines.append(f"{bullet}skipped {skip['backend']} {skip['precision']}{batch}: {skip['reason']}")
     return "\n".join(lines)
 
 

@@ -20,7 +20,8 @@ import numpy as np
 from streamrec.config import Config
 from streamrec.errors import StreamrecError
 
-COUNTING = "FLOPs = 2 x multiply-accumulates of convolutions and matrix products (element-wise ops, pooling, norms not counted)"
+COUNTING = ("FLOPs = 2 x multiply-accumulates of convolutions and matrix products "
+            "(element-wise ops, pooling, norms not counted)")
 
 
 def flops_per_clip(config: Config, onnx_file: str | Path | None = None) -> tuple[float, str]:
@@ -29,7 +30,8 @@ def flops_per_clip(config: Config, onnx_file: str | Path | None = None) -> tuple
         import torch  # noqa: F401
     except ImportError:
         if onnx_file is None:
-            raise StreamrecError("counting FLOPs needs PyTorch or an exported ONNX file; install torch or pass --engine")
+            raise StreamrecError("counting FLOPs needs PyTorch or an exported ONNX file; install torch or pass "
+                                 "--engine")
         return count_onnx_flops(onnx_file), f"{COUNTING}; counted on the ONNX graph {Path(onnx_file).name}"
     return count_torch_flops(config), f"{COUNTING}; counted by torch.utils.flop_counter at batch 1"
 

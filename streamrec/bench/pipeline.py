@@ -328,7 +328,8 @@ COLUMNS = [
 STREAM_COLUMNS = [
     Column("stream", "stream"), Column("capture fps", "capture_fps", 1), Column("frames", "frames_captured"),
     Column("dropped", "frames_dropped"), Column("hops due", "hops_due"), Column("served", "hops_served"),
-    Column("missed", "hops_missed"), Column("skipped", "hops_skipped"), Column("p50 ms", "latency_ms_p50", 1), Column("p95 ms", "latency_ms_p95", 1),
+    Column("missed", "hops_missed"), Column("skipped", "hops_skipped"), Column("p50 ms", "latency_ms_p50", 1),
+    Column("p95 ms", "latency_ms_p95", 1),
     Column("p99 ms", "latency_ms_p99", 1),
 ]
 

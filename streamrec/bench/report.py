@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from streamrec.bench.machine import describe_machine, library_versions, load_average
+from streamrec.bench.machine import ResourceSampler, describe_machine, library_versions, load_average
 from streamrec.errors import StreamrecError
 
 BENCHMARKS_HEADER = """# Benchmarks
@@ -42,8 +42,22 @@ def start_document(benchmark: str, config_name: str, argv: list[str] | None = No
     }
 
 
-def finish_document(document: dict, **sections: Any) -> dict:
+def finish_document(document: dict, sampler: ResourceSampler, **sections: Any) -> dict:
+    """Add the figures, and how much of the CPU this benchmark and every other process used meanwhile.
+
+    ``sampler`` ran for the whole benchmark: other processes' share of the CPU is the one
+    direct measure of how much the timings were disturbed (PyTorch's OpenMP threads in
+    particular slow down by far more than their share when a core is taken from them).
+    """
     document.update(sections)
+    sampler.stop()
+    cores = document["machine"]["cpu_cores_logical"]
+    own = (sampler.mean("process_cpu") or 0.0) / cores
+    document["cpu_use"] = {
+        "this_benchmark_percent": round(own, 1),
+        "other_processes_percent": round(max(0.0, (sampler.mean("system_cpu") or 0.0) - own), 1),
+        "note": "mean over the run; 100 = every CPU of the machine busy",
+    }
     document["machine"]["libraries"] = library_versions()  # now also what the run imported (torch's CUDA)
     document["finished_at"] = _now()
     document["load_average_after"] = load_average()
@@ -111,7 +125,12 @@ def load_line(document: dict) -> str:
     before, after = document["machine"]["load_average"], document.get("load_average_after")
     cores = document["machine"]["cpu_cores_logical"]
     shown = lambda load: "/".join(f"{v:.2f}" for v in load) if load else "unknown"  # noqa: E731
-    return f"Load average (1/5/15 min) {shown(before)} at the start, {shown(after)} at the end, on {cores} CPUs"
+    line = f"Load average (1/5/15 min) {shown(before)} at the start, {shown(after)} at the end, on {cores} CPUs"
+    use = document.get("cpu_use")
+    if use:
+        line += (f"; other processes used {use['other_processes_percent']:.0f}% of the machine's CPU on average while "
+                 f"it ran (this benchmark {use['this_benchmark_percent']:.0f}%)")
+    return line
 
 
 # --------------------------------------------------------------------------- BENCHMARKS.md

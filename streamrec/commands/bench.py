@@ -123,6 +123,10 @@ def bench_config(args: argparse.Namespace, backend: str | None = None) -> Config
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        import psutil  # noqa: F401  (memory and CPU meters)
+    except ImportError:
+        raise StreamrecError("the benchmarks need psutil: pip install psutil (it comes with the 'dev' extra)") from None
     return {"engine": engine_main, "pipeline": pipeline_main, "compare": compare_main}[args.benchmark](args)
 
 
@@ -138,7 +142,8 @@ def publish(document: dict, args: argparse.Namespace, text: str, markdown_body: 
         plot(document, args.plot)
         print(f"wrote {args.plot}")
     if args.markdown:
-        title = f"{document['benchmark']}: {document['config']} on {device}" + (f" ({args.label})" if args.label else "")
+        title = f"{document['benchmark']}: {document['config']} on {device}"
+        title += f" ({args.label})" if args.label else ""
         report.update_markdown(args.markdown, report.section_key(document, device, args.label),
                                report.markdown_section(document, title, markdown_body))
         print(f"updated {args.markdown}")
@@ -149,6 +154,7 @@ def publish(document: dict, args: argparse.Namespace, text: str, markdown_body: 
 
 def engine_main(args: argparse.Namespace) -> int:
     from streamrec.bench import engine as bench
+    from streamrec.bench.machine import ResourceSampler
     from streamrec.bench.report import finish_document, start_document
 
     config = bench_config(args)
@@ -158,11 +164,11 @@ def engine_main(args: argparse.Namespace) -> int:
         batches=bench.parse_batches(args.batch),
         iterations=args.iters, warmup=args.warmup, rounds=args.rounds, hop_frames=config.pipeline.hop_frames,
         peak_gflops=args.peak_gflops)
-    document = start_document("engine", config.name)
+    document, sampler = start_document("engine", config.name), ResourceSampler().start()
     figures = bench.EngineBench(config, plan).run()
     if not figures["results"]:
         raise StreamrecError("no case could run: " + "; ".join(s["reason"] for s in figures["skipped"]))
-    finish_document(document, plan=dataclasses.asdict(plan), **figures)
+    finish_document(document, sampler, plan=dataclasses.asdict(plan), **figures)
     text = bench.summary_text(document)
     ratios = bench.ratio_lines(document)
     devices = "+".join(sorted({r["device"] for r in document["results"]}))
@@ -179,9 +185,10 @@ def engine_main(args: argparse.Namespace) -> int:
 
 def pipeline_main(args: argparse.Namespace) -> int:
     from streamrec.bench import pipeline as bench
-    from streamrec.bench.engine import engine_device
-    from streamrec.bench.report import finish_document, start_document
     from streamrec.backends import create_engine
+    from streamrec.bench.engine import engine_device
+    from streamrec.bench.machine import ResourceSampler
+    from streamrec.bench.report import finish_document, start_document
     from streamrec.config import load_labels
 
     config = bench_config(args, backend=args.backend)
@@ -192,7 +199,7 @@ def pipeline_main(args: argparse.Namespace) -> int:
     if args.load is not None and not 0 < args.load <= 4:
         raise StreamrecError(f"--load {args.load} must be a fraction of the engine's capacity, e.g. 0.5")
     labels = load_labels(config)
-    document = start_document("pipeline", config.name)
+    document, sampler = start_document("pipeline", config.name), ResourceSampler().start()
     engine = create_engine(config)
     max_batch = min(config.pipeline.max_batch, engine.max_batch)
     references = {max_batch: bench.engine_only(engine, config, max_batch, plan.engine_iterations)}
@@ -221,7 +228,7 @@ def pipeline_main(args: argparse.Namespace) -> int:
              "max_batch": max_batch, "hop_frames": config.pipeline.hop_frames, "fps": args.fps,
              "sources": list(plan.stream_sources(1)) + (["..."] if len(plan.sources) > 1 else []),
              "duration_s": plan.duration_s, "p99_bound_ms": plan.p99_bound_ms, "load": args.load}
-    finish_document(document, setup=setup, engine_only=list(references.values()), results=trials,
+    finish_document(document, sampler, setup=setup, engine_only=list(references.values()), results=trials,
                     max_realtime_streams=best)
     text = bench.summary_text(document)
     publish(document, args, text, bench.summary_text(document, markdown=True), device, bench.plot)
@@ -237,6 +244,7 @@ def compare_main(args: argparse.Namespace) -> int:
     from streamrec.bench import compare as bench
     from streamrec.bench.baseline import EagerModel
     from streamrec.bench.engine import engine_device
+    from streamrec.bench.machine import ResourceSampler
     from streamrec.bench.report import finish_document, start_document
     from streamrec.config import load_labels
 
@@ -254,14 +262,14 @@ def compare_main(args: argparse.Namespace) -> int:
             frames = args.frames or 4 * config.clip.span
             video = bench.synthetic_video(Path(scratch) / "synthetic.mp4", frames, args.size)
             description = f"synthetic MP4 (mp4v), {frames} frames of {args.size} at 30 fps, written for this run"
-        document = start_document("compare", config.name)
+        document, sampler = start_document("compare", config.name), ResourceSampler().start()
         eager = EagerModel(config, str(pick_device(config.engine.device)))
         baseline = bench.run_baseline(eager, config, video)
         engine = create_engine(config)
         project = bench.run_project(config, engine, labels, video, engine_device(engine))
         same_model = bench.same_model_check(eager, engine, config)
-    finish_document(document, input={"description": description, "weights": weights}, results=[project, baseline],
-                    ratios=bench.ratios(project, baseline), same_model=same_model)
+    finish_document(document, sampler, input={"description": description, "weights": weights},
+                    results=[project, baseline], ratios=bench.ratios(project, baseline), same_model=same_model)
     publish(document, args, bench.summary_text(document), bench.summary_text(document, markdown=True),
             project["device"], bench.plot)
     return 0
