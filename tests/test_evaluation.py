@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_cli
 
+from streamrec.errors import StreamrecError
 from streamrec.evaluation import (
     Segment,
     combine,
@@ -19,7 +21,6 @@ from streamrec.evaluation import (
     temporal_iou,
     write_ground_truth,
 )
-from streamrec.errors import StreamrecError
 
 LABELS = ["walking left", "jumping", "falling down"]
 
@@ -95,7 +96,7 @@ def test_combine_sums_counts_over_videos():
     assert (total.true_positives, total.false_negatives, total.delays_s) == (1, 1, (0.7,))
 
 
-def test_segments_from_events_use_clip_centres_and_the_start_event_time():
+def test_segments_from_events_use_clip_starts_and_the_start_event_time():
     events = [
         {"type": "status", "stream": "v"},
         {"type": "action_start", "label": "jumping", "clip_start": 9.0, "clip_end": 10.0},
@@ -103,8 +104,8 @@ def test_segments_from_events_use_clip_centres_and_the_start_event_time():
         {"type": "action_end", "label": "jumping", "clip_start": 12.0, "clip_end": 13.0},
         {"type": "action_end", "label": "waving", "clip_start": 15.0, "clip_end": 16.0},
     ]
-    assert segments_from_events(events) == [Segment(9.5, 12.5, "jumping", detected_at=10.0),
-                                           Segment(10.0, 15.5, "waving", detected_at=10.5)]
+    assert segments_from_events(events) == [Segment(9.0, 12.0, "jumping", detected_at=10.0),
+                                           Segment(9.5, 15.0, "waving", detected_at=10.5)]
 
 
 def test_ground_truth_round_trip_and_errors(tmp_path):
@@ -117,3 +118,22 @@ def test_ground_truth_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text('{"segments": [[1, "x"]]}')
     with pytest.raises(StreamrecError, match="not valid"):
         read_ground_truth(tmp_path / "bad.json")
+
+
+def test_eval_command_scores_a_generated_video_and_writes_the_report(tmp_path):
+    report_path = tmp_path / "eval.json"
+    done = run_cli("eval", "--seed", "5", "--count", "1", "--minutes", "0.4", "--threads", "1", "--sweep",
+                   "--json", str(report_path), "--keep-videos", str(tmp_path / "videos"))
+    assert done.returncode == 0, done.stderr
+    assert "overall" in done.stdout and "postprocess sweep" in done.stdout
+    report = json.loads(report_path.read_text())
+    for key in ("precision", "recall", "f1", "delay_s_median", "delay_s_p90", "per_class", "sweep", "command"):
+        assert key in report
+    assert set(report["per_class"]) == {"walking left", "walking right", "jumping", "waving", "falling down",
+                                        "sitting down"}
+    assert report["segments"] == len(read_ground_truth(tmp_path / "videos" / "surveillance_5_0.json"))
+
+
+def test_eval_command_errors_are_one_line(tmp_path):
+    done = run_cli("eval", str(tmp_path / "missing.mp4"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: ")

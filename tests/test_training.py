@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from streamrec.checkpoints import load_checkpoint, save_checkpoint
 from streamrec.config import load_config
@@ -161,3 +162,16 @@ def test_training_on_a_folder_records_its_own_labels(tmp_path):
     assert config.model.num_classes == 2
     assert (tmp_path / "out" / "labels.txt").read_text().split("\n")[:2] == result.labels
     assert load_checkpoint(tmp_path / "out" / "model.pt").labels == result.labels
+
+
+def test_train_command_runs_end_to_end_and_rejects_bad_flags(tmp_path):
+    tiny = [arg for item in TINY for arg in ("--set", item)]
+    done = run_cli("train", *tiny, "--epochs", "1", "--clips-per-epoch", "4", "--batch-size", "2",
+                   "--train-scenes", "7", "--val-scenes", "7", "--workers", "0", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "validation accuracy" in done.stderr and (tmp_path / "model.pt").is_file()
+    assert "--epochs 1" in (tmp_path / "TRAINING.md").read_text()
+    done = run_cli("train", "--new-head", "--out", str(tmp_path))
+    assert done.returncode == 2 and "--checkpoint" in done.stderr
+    done = run_cli("train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path))
+    assert done.returncode == 2 and "does not exist" in done.stderr
