@@ -98,7 +98,7 @@ class PipelineConfig:
     max_wait_ms: float = 5.0  # how long a partial batch may wait for more streams
     buffer_slack: int = 8  # extra ring-buffer frames beyond span + hop
     status_interval_s: float = 5.0
-    stall_timeout_s: float = 5.0  # a live source with no frame for this long is reopened
+    stall_timeout_s: float = 5.0  # a live source with no frame for this long is reported stalled, and reopened at 2x
     assumed_fps: float = 30.0  # for sources that do not report their frame rate
 
 

@@ -72,8 +72,10 @@ class Pipeline:
         self.streams: dict[str, StreamRuntime] = {}
         for stream in config.streams:
             spec = parse_source(stream.source)
+            # A hung source is reported stalled after stall_timeout_s, and its read gives up (and the
+            # source is reopened) at twice that, so the report always comes first.
             source = create_source(spec, open_timeout_s=config.reconnect.open_timeout_s,
-                                   read_timeout_s=pipe.stall_timeout_s)
+                                   read_timeout_s=2 * pipe.stall_timeout_s)
             capture = Capture(stream.id, source, spec.display, config.clip, pipe, config.reconnect,
                               hop_frames=stream.hop_frames or pipe.hop_frames, region=stream.region,
                               on_frame=self.scheduler.notify,
