@@ -423,7 +423,7 @@ def initial_weights(network: nn.Module, path: str, new_head: bool, labels: list[
 class TrainSettings:
     data: str | None  # a folder of class subfolders, or None for procedural data
     out: Path
-    epochs: int = 8
+    epochs: int = 10
     clips_per_epoch: int = 1500
     batch_size: int = 16
     lr: float = 3e-3
