@@ -197,7 +197,8 @@ def pipeline_main(args: argparse.Namespace) -> int:
                               engine_iterations=args.engine_iters)
     bench.check_plan(plan)
     if args.load is not None and not 0 < args.load <= 4:
-        raise StreamrecError(f"--load {args.load} must be a fraction of the engine's capacity, e.g. 0.5")
+        raise StreamrecError(f"--load {args.load} must be above 0 and at most 4: a share of the engine's capacity "
+                             "(0.5 is half load, 2 asks for twice what it can serve)")
     labels = load_labels(config)
     document, sampler = start_document("pipeline", config.name), ResourceSampler().start()
     engine = create_engine(config)
