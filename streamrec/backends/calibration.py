@@ -43,7 +43,7 @@ def calibration_clips(clip: ClipConfig, folder: Path, count: int, hop_frames: in
     clips = []
     for path in videos:
         video = decode_video(path, "", clip, assumed_fps)
-        ends, _ = labelled_windows(video, clip, background=None)
+        ends = labelled_windows(video, clip, background=None)[0]  # window ends only; labels unused
         ends = ends[::hop_frames]
         for end in ends[np.linspace(0, len(ends) - 1, min(per_video, len(ends))).round().astype(int)]:
             clips.append(cut_clip(video, int(end), clip))
