@@ -37,6 +37,7 @@ BACKGROUND = "standing still"
 ACTIONS = ("walking left", "walking right", "jumping", "waving", "falling down", "sitting down")
 LABELS = (BACKGROUND, *ACTIONS)  # the order of streamrec/labels/actions.txt
 
+GENERATOR_VERSION = 2  # bump when the same seed would render differently: it names cached demo videos
 FRAME_SIZE = (160, 120)  # width, height: about the model's resolution; the pipeline resizes anyway
 FPS_RANGE = (15, 30)  # integer rates, which MP4 stores exactly
 STAGE_FRACTION = 0.84  # the figure stays in the central square of this share of the height, inside any centre crop
@@ -667,7 +668,8 @@ def write_video(scene: Scene, path: str | Path) -> Path:
     finally:
         writer.release()
     write_ground_truth(ground_truth_path(path), scene.segments, seed=scene.seed, fps=scene.fps,
-                       frames=scene.num_frames, duration_s=scene.duration, background_label=BACKGROUND)
+                       frames=scene.num_frames, duration_s=scene.duration, background_label=BACKGROUND,
+                       generator_version=GENERATOR_VERSION)
     return path
 
 
@@ -702,7 +704,7 @@ DEMO_ACTIONS = ["walking right", "waving", "jumping", "sitting down", "walking l
 def demo_video(cache_dir: str | Path | None = None) -> Path:
     """The demo video (about 30 s of the six actions), generated into the cache on first use."""
     cache = Path(cache_dir) if cache_dir else REPO_ROOT / ".cache"
-    path = cache / f"demo_{DEMO_SEED}.mp4"
+    path = cache / f"demo_{DEMO_SEED}_v{GENERATOR_VERSION}.mp4"
     if not (path.is_file() and ground_truth_path(path).is_file()):
         temporary = path.with_name(f"partial_{path.name}")  # never leave a half-written demo behind
         write_video(scripted_scene(DEMO_SEED, DEMO_ACTIONS), temporary)
