@@ -239,6 +239,8 @@ def config_from_dict(data: dict[str, Any], source: str = "config", overrides: li
     if not isinstance(streams, list):
         raise StreamrecError(f"{source}: 'streams' must be a list of {{id, source}} entries")
     data["streams"] = [parse_stream_entry(entry, i, source) for i, entry in enumerate(streams)]
+    if data.get("checkpoint"):
+        data["checkpoint"] = str(found_path(data["checkpoint"]))
     config = _build(Config, data, source, "")
     validate(config, source)
     return config
@@ -349,16 +351,23 @@ def validate(config: Config, source: str) -> None:
 # --------------------------------------------------------------------------- labels
 
 
+def found_path(path: str | Path) -> Path:
+    """A relative path as given if it exists from here, else from the repository root (where the
+    configs' own paths are written from), so running from another folder still finds them."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or not (REPO_ROOT / path).exists():
+        return path
+    return REPO_ROOT / path
+
+
 def labels_path(labels: str) -> Path:
     """A packaged label set (``kinetics400``) or a path to a text file."""
     packaged = LABELS_DIR / f"{labels}.txt"
     if packaged.is_file():
         return packaged
-    path = Path(labels)
+    path = found_path(labels)
     if path.is_file():
         return path
-    if not path.is_absolute() and (REPO_ROOT / path).is_file():
-        return REPO_ROOT / path
     known = sorted(p.stem for p in LABELS_DIR.glob("*.txt"))
     raise StreamrecError(f"label file '{labels}' not found; give a path or one of: {', '.join(known)}")
 
