@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.bench.pipeline import hops_due, search_max_streams
+from streamrec.bench.pipeline import hops_due, latency_breakdown, search_max_streams
 from streamrec.bench.report import update_markdown
 from conftest import run_cli
 
@@ -33,7 +33,9 @@ TRIAL_FIELDS = {"streams", "duration_s", "window_s", "hops_due", "hops_served", 
                 "frames_captured", "frames_dropped", "clips_per_s", "engine_busy_fraction", "batch_histogram",
                 "modal_batch", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "process_cpu_percent_mean",
                 "system_cpu_percent_mean", "host_rss_peak_mib", "resources", "latency_timeline", "per_stream",
-                "realtime", "not_realtime_because", "engine_only_batch", "engine_only_clips_per_s",
+                "realtime", "not_realtime_because", "before_engine_ms_p50", "before_engine_ms_p99",
+                "in_engine_ms_p50", "in_engine_ms_p99", "after_engine_ms_p50", "after_engine_ms_p99",
+                "engine_only_batch", "engine_only_clips_per_s",
                 "engine_only_latency_ms_p99", "e2e_over_engine_clips", "p99_minus_engine_p99_ms"}
 STREAM_FIELDS = {"stream", "source", "source_fps", "capture_fps", "frames_captured", "frames_dropped",
                  "last_frame_age_s", "hops_due",
@@ -140,6 +142,15 @@ def test_hops_due_counts_from_the_first_full_window():
     assert hops_due(frames=32, window=32, hop=8) == 1
     assert hops_due(frames=47, window=32, hop=8) == 2
     assert hops_due(frames=48, window=32, hop=8) == 3
+
+
+def test_latency_is_split_at_the_engine_call_that_computed_each_hop():
+    calls = [(10.0, 0.020, 2), (10.030, 0.010, 1)]  # (start, seconds, batch)
+    events = [(10.021, 35.0), (10.0215, 30.0), (10.041, 25.0)]  # (published, capture→event ms)
+    parts = latency_breakdown(calls, events)
+    assert parts["in_engine_ms_p50"] == pytest.approx(20.0)
+    assert parts["before_engine_ms_p99"] == pytest.approx(14.0, abs=0.1)  # 35 ms before 10.021: captured at 9.986
+    assert parts["after_engine_ms_p99"] == pytest.approx(1.5, abs=0.05)
 
 
 def test_stream_search_doubles_then_bisects():

@@ -84,7 +84,7 @@ class PredictionLog:
 
     def __init__(self) -> None:
         self.latencies_ms: dict[str, list[float]] = {}
-        self.times: list[tuple[float, float]] = []  # (monotonic time, latency ms), for the plot
+        self.times: list[tuple[float, float]] = []  # (monotonic time published, latency ms)
 
     def write(self, topic: str, payload: str) -> None:
         if not topic.endswith(".prediction"):
@@ -220,12 +220,36 @@ def _trial_figures(streams: int, per_stream: list[dict], calls: list[tuple[float
         "system_cpu_percent_mean": sampler.mean("system_cpu"),
         "host_rss_peak_mib": round(sampler.peak_rss_mib(), 1),
         "resources": sampler.samples,
+        **latency_breakdown(calls, predictions.times),
         "latency_timeline": [[round(t - start, 3), ms] for t, ms in predictions.times],
         "per_stream": per_stream,
     }
     figures["not_realtime_because"] = _realtime_failures(figures, plan)
     figures["realtime"] = not figures["not_realtime_because"]
     return figures
+
+
+def latency_breakdown(calls: list[tuple[float, float, int]], events: list[tuple[float, float]]) -> dict:
+    """Where each hop's capture→event latency went: before its engine call, in it, and after it.
+
+    A prediction is published right after the engine call that computed it returns, so each
+    event belongs to the last call that ended before it. Before the call is the wait for the
+    batch in flight, for the batch to fill and for the view to be cut; after it, postprocessing
+    and publishing.
+    """
+    if not calls or not events:
+        return {}
+    starts = np.array([start for start, _, _ in calls])
+    ends = starts + np.array([seconds for _, seconds, _ in calls])
+    published = np.array([t for t, _ in events])
+    captured = published - np.array([ms for _, ms in events]) / 1000.0
+    index = np.searchsorted(ends, published, side="right") - 1
+    known = index >= 0
+    index, published, captured = index[known], published[known], captured[known]
+    parts = {"before_engine_ms": starts[index] - captured, "in_engine_ms": ends[index] - starts[index],
+             "after_engine_ms": published - ends[index]}
+    return {f"{name}_p{q}": round(float(np.percentile(values, q)) * 1000.0, 2)
+            for name, values in parts.items() for q in (50, 99)}
 
 
 def _realtime_failures(trial: dict, plan: PipelinePlan) -> list[str]:
@@ -325,6 +349,12 @@ COLUMNS = [
     Column("CPU %", "process_cpu_percent_mean", 0),
     Column("RSS MiB", "host_rss_peak_mib", 0), Column("real time", lambda r: "yes" if r["realtime"] else "no"),
 ]
+BREAKDOWN_COLUMNS = [
+    Column("streams", "streams"), Column("p50 ms", "latency_ms_p50", 1), Column("p99 ms", "latency_ms_p99", 1),
+    Column("before engine p50", "before_engine_ms_p50", 1), Column("before engine p99", "before_engine_ms_p99", 1),
+    Column("in engine p50", "in_engine_ms_p50", 1), Column("in engine p99", "in_engine_ms_p99", 1),
+    Column("after p99", "after_engine_ms_p99", 1),
+]
 STREAM_COLUMNS = [
     Column("stream", "stream"), Column("capture fps", "capture_fps", 1), Column("frames", "frames_captured"),
     Column("dropped", "frames_dropped"), Column("hops due", "hops_due"), Column("served", "hops_served"),
@@ -351,6 +381,10 @@ def summary_text(document: dict, markdown: bool = False) -> str:
         lines.append(f"\nLargest number of streams served in real time (no missed hop, capture at frame rate"
                      f"{f', p99 under {bound:g} ms' if bound is not None else ''}): "
                      f"**{document['max_realtime_streams']}**.")
+    lines.append("")
+    lines.append(table(trials, BREAKDOWN_COLUMNS, markdown))
+    lines.append("Where the latency goes, per hop: before its engine call (waiting for the batch in flight, for the "
+                 "batch to fill, for the view to be cut), in the call, and after it (postprocessing, publishing).")
     if len(trials) == 1:
         lines += ["", table(trials[0]["per_stream"], STREAM_COLUMNS, markdown)]
     for trial in trials:
