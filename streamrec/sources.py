@@ -223,7 +223,9 @@ class SyntheticSource:
         self._colour = rng.integers(64, 255, 3).astype(np.uint8)
         self._velocity = rng.uniform(-4, 4, 2) + 1
         y, x = np.mgrid[0:self.height, 0:self.width]
-        self._base = ((x * 255 // max(1, self.width - 1)) + (y * 255 // max(1, self.height - 1))) // 2
+        base = ((x * 255 // max(1, self.width - 1)) + (y * 255 // max(1, self.height - 1))) // 2
+        self._base = base.astype(np.uint8)  # uint8 sums wrap at 256: the drift below costs no modulo
+        self._base_flipped = np.ascontiguousarray(self._base[::-1])
 
     def read(self) -> tuple[np.ndarray, float | None] | None:
         if self.frames is not None and self._index >= self.frames:
@@ -239,8 +241,8 @@ class SyntheticSource:
     def render(self, index: int) -> np.ndarray:
         shift = (index * 3) % 256
         frame = np.empty((self.height, self.width, 3), np.uint8)
-        frame[..., 0] = (self._base + shift) % 256
-        frame[..., 1] = (self._base[::-1] + shift // 2) % 256
+        np.add(self._base, np.uint8(shift), out=frame[..., 0])
+        np.add(self._base_flipped, np.uint8(shift // 2), out=frame[..., 1])
         frame[..., 2] = 96
         side = max(4, min(self.width, self.height) // 6)
         cx = _bounce(index * self._velocity[0], self.width - side)
