@@ -3,16 +3,23 @@
 Per stream, a `StreamSchedule` knows when the next view is due and which frames it takes
 (PySlowFast's sampling, by index at the training frame rate, by timestamp otherwise). The
 `Scheduler` gathers due views across streams, round-robin so that no stream starves, into
-one batch for the engine, waiting at most ``max_wait_ms`` for a partial batch to fill.
+one batch for the engine. A partial batch waits (at most ``max_wait_ms``) only for streams
+whose next view is expected within that time, so a lone view is not held back for nothing.
 
 Back-pressure is built in: views are cut only when the engine asks for a batch, so a stream
 whose hops passed while the engine was busy gets one view of its newest frames, never a
 queue of stale ones; the hops skipped are counted. Offline files are the exception: every
 hop is served, and the capture thread waits for the frames to be released.
+
+Live streams with the same hop are staggered: each one's first view is delayed by a few
+frames so that cameras started together do not all fall due on the same frame. Without it,
+N streams opened by one command ask for N clips at once every hop, and the last of them
+waits for all the others' engine calls.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +52,7 @@ class StreamSchedule:
         self.stream_id = stream_id
         self.ring = ring
         self.clip = clip
+        self.fps = fps
         self.hop = hop_frames
         self.offline = offline
         self.live_clock = live_clock  # sample by capture time (cameras) rather than source timestamps
@@ -52,13 +60,28 @@ class StreamSchedule:
         # Frames one view spans: exact by index; by time, the frames covering the clip's seconds.
         self.window = clip.span if self.by_index else frames_for_duration(clip, fps) + 1
         self.window = min(self.window, ring.capacity - 1)
+        self.phase = 0  # frames the first view waits beyond a full window (see `Scheduler.add`)
         self.next_end = self.window - 1  # the first view needs a full window
         self.origin: float | None = None  # live clock of the stream's first frame
         self.views = 0
         self.hops_skipped = 0
 
+    def stagger(self, phase: int) -> None:
+        """Delay the first view by ``phase`` frames (before it is taken)."""
+        self.next_end += phase - self.phase
+        self.phase = phase
+
     def due(self) -> bool:
         return self.ring.head - 1 >= self.next_end
+
+    def expected_due_time(self) -> float:
+        """When the next view should fall due (monotonic seconds), from the newest frame's capture
+        time and the frame rate; in the past if the stream is late or stalled."""
+        newest = self.ring.head - 1
+        if newest < 0:
+            return -math.inf
+        capture_times, _ = self.ring.read_times(np.array([newest]))
+        return float(capture_times[0]) + (self.next_end - newest) / self.fps
 
     def take(self) -> View | None:
         """Cut the view that is due (offline: exactly the next hop; live: the newest frames)."""
@@ -117,6 +140,10 @@ class Scheduler:
         self._frames_arrived = threading.Event()
 
     def add(self, schedule: StreamSchedule) -> None:
+        """Schedule a stream; a live one gets the phase fewest live streams of its hop have."""
+        if not schedule.offline:
+            peers = [s.phase for s in self.schedules if not s.offline and s.hop == schedule.hop]
+            schedule.stagger(min(range(schedule.hop), key=peers.count))
         self.schedules.append(schedule)
 
     def remove(self, stream_id: str) -> None:
@@ -133,7 +160,7 @@ class Scheduler:
         while not views and self._wait_until(deadline):
             views = self._collect(views)
         fill_deadline = min(deadline, time.monotonic() + self.max_wait_s)
-        while views and len(views) < self.max_batch and self._waiting_streams(views) and self._wait_until(fill_deadline):
+        while views and len(views) < self.max_batch and self._coming(views, fill_deadline) and self._wait_until(fill_deadline):
             views = self._collect(views)
         return views
 
@@ -145,10 +172,13 @@ class Scheduler:
         self._frames_arrived.clear()
         return True
 
-    def _waiting_streams(self, views: list[View]) -> bool:
-        """Some stream without a view in this batch may still become due."""
+    def _coming(self, views: list[View], deadline: float) -> bool:
+        """Some stream without a view in this batch should fall due by ``deadline`` (offline files
+        always may: they are read as fast as the engine takes them, and are not latency-bound)."""
         taken = {v.stream_id for v in views}
-        return any(s.stream_id not in taken for s in self.schedules)
+        now = time.monotonic()
+        return any(s.offline or now - 1.0 / s.fps <= s.expected_due_time() <= deadline
+                   for s in self.schedules if s.stream_id not in taken)
 
     def _collect(self, views: list[View]) -> list[View]:
         taken = {v.stream_id for v in views}

@@ -1,3 +1,6 @@
+import threading
+import time
+
 import numpy as np
 
 from streamrec.config import ClipConfig
@@ -56,7 +59,7 @@ def test_schedule_at_15_fps_picks_frames_by_time():
 
 
 def test_scheduler_batches_streams_round_robin():
-    rings = [filled_ring(16) for _ in range(3)]
+    rings = [filled_ring(20) for _ in range(3)]  # past every stream's staggered first view
     scheduler = Scheduler(max_batch=2, max_wait_s=0.0)
     for i, ring in enumerate(rings):
         scheduler.add(StreamSchedule(f"s{i}", ring, CLIP, 30.0, hop_frames=4, offline=False, live_clock=True))
@@ -67,3 +70,52 @@ def test_scheduler_batches_streams_round_robin():
     # The stream left out of the full batch is served first next time, not starved.
     assert [v.stream_id for v in scheduler.next_batch(timeout=0.1)] == ["s2"]
     assert scheduler.next_batch(timeout=0.05) == []
+
+
+def test_live_streams_started_together_fall_due_on_different_frames():
+    """Ten cameras fed in lockstep: with hop 4, at most ceil(10 / 4) views fall due on any one frame."""
+    rings = [RingBuffer(40, 4, 4) for _ in range(10)]
+    scheduler = Scheduler(max_batch=16, max_wait_s=0.0)
+    for i, ring in enumerate(rings):
+        scheduler.add(StreamSchedule(f"s{i}", ring, CLIP, 30.0, hop_frames=4, offline=False, live_clock=True))
+    due_per_frame = []
+    for i in range(60):
+        for ring in rings:
+            ring.write(np.full((4, 4, 3), i, np.uint8), 1000.0 + i / 30, i / 30)
+        due_per_frame.append(len(scheduler.next_batch(timeout=0.0)))
+    assert sum(due_per_frame) >= 10 * (60 - 16 - 3) // 4  # every stream keeps its hop
+    assert max(due_per_frame) == 3 and sorted(set(due_per_frame[20:])) == [2, 3]
+    # Offline files are not staggered: their views are at the reference positions.
+    offline = StreamSchedule("file", filled_ring(16), CLIP, 30.0, hop_frames=4, offline=True, live_clock=False)
+    scheduler.add(offline)
+    assert offline.take().end_index == CLIP.span - 1
+
+
+def live_ring(frames: int, fps: float = 30.0) -> RingBuffer:
+    """A ring whose newest of ``frames`` frames was captured just now."""
+    ring = RingBuffer(64, 4, 4)
+    now = time.monotonic()
+    for i in range(frames):
+        ring.write(np.full((4, 4, 3), i, np.uint8), now - (frames - 1 - i) / fps, i / fps)
+    return ring
+
+
+def test_partial_batch_waits_only_for_views_that_are_coming():
+    scheduler = Scheduler(max_batch=4, max_wait_s=0.3)
+    due_now = StreamSchedule("due", live_ring(16), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True)
+    far = StreamSchedule("far", RingBuffer(64, 4, 4), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True)
+    scheduler.add(due_now)
+    scheduler.add(far)
+    far.ring = live_ring(2)  # its first view needs 14+ more frames: about half a second away
+    start = time.monotonic()
+    assert [v.stream_id for v in scheduler.next_batch(timeout=1.0)] == ["due"]
+    assert time.monotonic() - start < 0.2  # not held for the whole 0.3 s max wait
+
+    soon = StreamSchedule("soon", RingBuffer(64, 4, 4), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True)
+    scheduler.add(soon)
+    soon.ring = live_ring(soon.next_end)  # one frame short of its first view
+    due_now.ring = live_ring(due_now.next_end + 1)
+    writer = threading.Timer(0.05, lambda: soon.ring.write(np.zeros((4, 4, 3), np.uint8), time.monotonic(), 1.0))
+    writer.start()
+    assert sorted(v.stream_id for v in scheduler.next_batch(timeout=1.0)) == ["due", "soon"]  # waited for it
+    writer.join()
