@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.bench.pipeline import hops_due, latency_breakdown, search_max_streams
+from streamrec.bench.pipeline import engine_speed_drift, hops_due, latency_breakdown, search_max_streams
 from streamrec.bench.report import update_markdown
 from conftest import run_cli
 
@@ -91,7 +91,10 @@ def test_pipeline_benchmark_reports_streams_hops_latency_and_resources(tmp_path)
         assert STREAM_FIELDS <= set(stream), STREAM_FIELDS - set(stream)
         assert stream["frames_captured"] > 0
     assert trial["hops_served"] > 0 and trial["resources"]
-    assert document["engine_only"][0]["clips_per_s"] > 0
+    reference = next(r for r in document["engine_only"] if r["batch"] == document["setup"]["max_batch"])
+    # timed before and after the trial, pooled: 2 calls each side
+    assert reference["clips_per_s_before"] > 0 and reference["clips_per_s_after"] > 0
+    assert len(reference["durations_ms"]) == reference["iterations"] == 4
 
 
 def test_pipeline_benchmark_searches_for_the_most_realtime_streams(tmp_path):
@@ -175,3 +178,11 @@ def test_onnx_flop_count_matches_the_torch_count(tmp_path):
     config = load_config("slowfast_tiny")
     onnx_file = export_config(config, tmp_path / "tiny.onnx")
     assert count_onnx_flops(onnx_file) == pytest.approx(count_torch_flops(config), rel=1e-6)
+
+
+def test_engine_speed_drift_is_reported_only_past_the_threshold():
+    steady = [{"batch": 8, "clips_per_s_before": 150.0, "clips_per_s_after": 140.0}]
+    assert engine_speed_drift(steady) is None
+    drifted = [{"batch": 1, "clips_per_s_after": 90.0}, {"batch": 8, "clips_per_s_before": 150.0,
+                                                         "clips_per_s_after": 110.0}]
+    assert "150 clips/s (batch 8) before the trials and 110 after" in engine_speed_drift(drifted)

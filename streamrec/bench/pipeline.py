@@ -42,6 +42,7 @@ from streamrec.events import EventBus
 
 log = logging.getLogger(__name__)
 CAPTURE_KEEPS_UP = 0.97  # a stream keeps up if it captured at least this share of its frame rate
+DRIFT_WARNING = 1.15  # engine-only speeds before and after the trials further apart than this are reported
 
 
 @dataclass(frozen=True)
@@ -276,11 +277,34 @@ def _realtime_failures(trial: dict, plan: PipelinePlan) -> list[str]:
     return reasons
 
 
-def engine_only(engine: Engine, config: Config, batch: int, iterations: int) -> dict:
-    """The engine alone at ``batch``: the figure end-to-end throughput is held against."""
+def engine_only(engine: Engine, config: Config, batch: int, iterations: int, before: dict | None = None) -> dict:
+    """The engine alone at ``batch``: the figure end-to-end throughput is held against.
+
+    Timed before the trials (``before``) and again after them, the two pooled: a shared or
+    throttled machine can change speed within a minute, and a reference timed only on one
+    side of the trials would flatter or wrong the ratio. Each side's clips/s is kept.
+    """
     durations = time_calls(engine, random_inputs(config, batch), warmup=2, iterations=iterations)
-    return {"batch": batch, "iterations": iterations, "clips_per_s": round(batch * len(durations) / sum(durations), 3),
-            **latency_summary(durations)}
+    sides = {"clips_per_s_after" if before else "clips_per_s_before": _clips_per_s(batch, durations)}
+    if before:
+        sides["clips_per_s_before"] = before["clips_per_s_before"]
+        durations = np.concatenate([np.array(before["durations_ms"]) / 1000.0, durations])
+    return {"batch": batch, "iterations": len(durations), "clips_per_s": _clips_per_s(batch, durations), **sides,
+            **latency_summary(durations), "durations_ms": [round(float(d) * 1000.0, 3) for d in durations]}
+
+
+def _clips_per_s(batch: int, durations: np.ndarray) -> float:
+    return round(batch * len(durations) / float(np.sum(durations)), 3)
+
+
+def engine_speed_drift(references: list[dict]) -> str | None:
+    """A warning when the engine alone ran at clearly different speeds before and after the trials."""
+    for reference in references:
+        before, after = reference.get("clips_per_s_before"), reference.get("clips_per_s_after")
+        if before and after and max(before, after) > DRIFT_WARNING * min(before, after):
+            return (f"the engine alone ran at {before:g} clips/s (batch {reference['batch']}) before the trials and "
+                    f"{after:g} after: the machine's speed changed during the run, so its ratios are less reliable")
+    return None
 
 
 def streams_for_load(load: float, engine_clips_per_s: float, fps: float, hop_frames: int) -> int:
@@ -374,7 +398,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     lines.append(f"{setup['engine']} engine, max batch {setup['max_batch']}, hop {setup['hop_frames']} frames; "
                  f"sources {', '.join(setup['sources'])}; {setup['duration_s']:g} s per trial. clips/s: clips served "
                  f"per second from the first served batch to the stop; latency: capture of a clip's newest frame to "
-                 f"its prediction event; engine-only: the same engine alone at the trial's most common batch; "
+                 f"its prediction event; engine-only: the same engine alone at the trial's most common batch, timed "
+                 f"before and after the trials; "
                  f"CPU %: this process, 100 = one core.")
     if document.get("max_realtime_streams") is not None:
         bound = setup["p99_bound_ms"]
@@ -385,6 +410,9 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     lines.append(table(trials, BREAKDOWN_COLUMNS, markdown))
     lines.append("Where the latency goes, per hop: before its engine call (waiting for the batch in flight, for the "
                  "batch to fill, for the view to be cut), in the call, and after it (postprocessing, publishing).")
+    drift = engine_speed_drift(document["engine_only"])
+    if drift:
+        lines.append(f"\n{'**Warning:** ' if markdown else 'warning: '}{drift}.")
     if len(trials) == 1:
         lines += ["", table(trials[0]["per_stream"], STREAM_COLUMNS, markdown)]
     for trial in trials:

@@ -220,8 +220,8 @@ def pipeline_main(args: argparse.Namespace) -> int:
             log.info("load %.2f of %.2f clips/s at hop %d and %g fps: %d streams", args.load,
                      references[max_batch]["clips_per_s"], config.pipeline.hop_frames, args.fps, streams)
         trials = [trial(streams)]
-    for modal in sorted({t["modal_batch"] for t in trials if t["modal_batch"]} - set(references)):
-        references[modal] = bench.engine_only(engine, config, modal, plan.engine_iterations)
+    for batch in sorted({t["modal_batch"] for t in trials if t["modal_batch"]} | {max_batch}):
+        references[batch] = bench.engine_only(engine, config, batch, plan.engine_iterations, references.get(batch))
     for t in trials:
         t.update(bench.compare_with_engine(t, references))
     device = engine_device(engine)
