@@ -1,9 +1,12 @@
 """The streaming pipeline: sources → capture threads → ring buffers → scheduler → engine →
 postprocess → events.
 
-One thread (the caller's) owns the scheduler, the engine and the event bus; capture threads
-only write frames and report state changes through a queue, so every event is emitted, and
-numbered, in one place.
+One thread (the caller's) owns the scheduler and the event bus; capture threads only write
+frames and report state changes through a queue, so every event is emitted, and numbered, in
+one place. Engine calls run on one worker thread so that host work overlaps them: when a
+call ends, the next batch is cut (from the newest frames) and handed to the engine first, and
+the finished batch's results are published while it runs. One batch at a time is ever in
+the engine.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -51,6 +55,14 @@ class StreamRuntime:
     status_time: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class EngineCall:
+    """A batch handed to the engine worker, and its logits to come."""
+
+    views: list[View]
+    logits: Future
+
+
 # Called with (view, smoothed scores, tracker) after every hop; used by the annotated-video writer.
 HopObserver = Callable[[View, np.ndarray, ActionTracker], None]
 
@@ -68,6 +80,8 @@ class Pipeline:
         self.stop_event = threading.Event()
         pipe = config.pipeline
         self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
+        self._engine_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._in_flight: EngineCall | None = None
         self._state_changes: queue.SimpleQueue = queue.SimpleQueue()
         self.streams: dict[str, StreamRuntime] = {}
         for stream in config.streams:
@@ -141,18 +155,46 @@ class Pipeline:
                     if not runtime.ending:
                         self._emit_status(runtime, runtime.capture.state.value, "periodic")
                 next_status = time.monotonic() + self.config.pipeline.status_interval_s
+            if self._in_flight is not None:
+                self._next_call()
+                continue
             views = self.scheduler.next_batch(timeout=0.1)
             if views:
-                self._infer(views)
+                self._submit(views)
             else:
                 self._close_ended_streams()
                 if all(r.closed for r in self.streams.values()):
                     self._raise_if_none_opened()
                     return
 
-    def _infer(self, views: list[View]) -> None:
+    def _submit(self, views: list[View]) -> None:
+        """Hand a batch to the engine worker; returns once the call is under way."""
+        batch, started = stack(views), threading.Event()
+
+        def call() -> np.ndarray:
+            started.set()
+            return self.engine.infer(batch)
+
+        logits = self._engine_worker.submit(call)
+        # Hold back until the worker is in the engine: otherwise this thread's Python work (it
+        # holds the GIL) would run first and delay the call instead of overlapping it.
+        started.wait()
+        self._in_flight = EngineCall(views, logits)
+
+    def _next_call(self) -> None:
+        """Wait for the call in flight; start the next batch at once with the views due by then,
+        and publish the finished call's results while it runs."""
+        finished, self._in_flight = self._in_flight, None
+        finished.logits.exception()  # waits for the call to end
+        views = self.scheduler.next_batch(timeout=0.0)
+        if views:
+            self._submit(views)
+        self._publish_results(finished)
+
+    def _publish_results(self, call: EngineCall) -> None:
+        views = call.views
         try:
-            logits = self.engine.infer(stack(views))
+            logits = call.logits.result()
         except Exception:
             ids = ", ".join(v.stream_id for v in views)
             log.exception("engine failed on a batch of %d views (streams %s); batch dropped", len(views), ids)
@@ -249,6 +291,10 @@ class Pipeline:
     # ------------------------------------------------------------------ shutdown
 
     def _shutdown(self) -> None:
+        if self._in_flight is not None:  # its views were cut: their events are owed
+            call, self._in_flight = self._in_flight, None
+            self._publish_results(call)
+        self._engine_worker.shutdown()
         for runtime in self.streams.values():
             runtime.capture.stop()
         for runtime in self.streams.values():

@@ -6,7 +6,7 @@ Per stream, a `StreamSchedule` knows when the next view is due and which frames 
 one batch for the engine. A partial batch waits (at most ``max_wait_ms``) only for streams
 whose next view is expected within that time, so a lone view is not held back for nothing.
 
-Back-pressure is built in: views are cut only when the engine asks for a batch, so a stream
+Back-pressure is built in: views are cut only when the engine takes a batch, so a stream
 whose hops passed while the engine was busy gets one view of its newest frames, never a
 queue of stale ones; the hops skipped are counted. Offline files are the exception: every
 hop is served, and the capture thread waits for the frames to be released.

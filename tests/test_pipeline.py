@@ -164,3 +164,39 @@ def test_a_streamrec_checkpoint_brings_its_own_config(tmp_path, video_file):
     assert result.returncode == 0, result.stderr
     predictions = [json.loads(line) for line in result.stdout.splitlines() if '"prediction"' in line]
     assert predictions and all(len(p["topk"]) == 2 for p in predictions)  # the saved postprocess.top_k
+
+
+class TimedEngine:
+    """The real engine, noting when each call ran."""
+
+    def __init__(self, engine):
+        self.engine, self.name, self.max_batch = engine, engine.name, engine.max_batch
+        self.calls = []
+
+    def infer(self, inputs):
+        start = time.monotonic()
+        logits = self.engine.infer(inputs)
+        self.calls.append((start, time.monotonic()))
+        return logits
+
+
+class TimedSink(ListSink):
+    def write(self, topic, payload):
+        super().write(topic, payload)
+        self.events[-1][1]["published_at"] = time.monotonic()
+
+
+def test_results_are_published_while_the_next_batch_runs(video_file):
+    """Host work overlaps the engine: a batch's events go out while the following batch is in the engine."""
+    config = load_config("slowfast_tiny", ["events.predictions=true", "pipeline.hop_frames=8"])
+    config = config.replace(streams=tuple(StreamConfig(id=f"file{i}", source=str(video_file)) for i in range(3)))
+    engine, sink = TimedEngine(create_engine(config)), TimedSink()
+    Pipeline(config, engine, load_labels(config), EventBus([sink])).run()
+    predictions = [event for _, event in sink.events if event["type"] == "prediction"]
+    assert len(predictions) == 3 * 12  # every hop of every file served
+    for stream in ("file0", "file1", "file2"):
+        ends = [p["clip_end"] for p in predictions if p["stream"] == stream]
+        assert ends == sorted(ends) and len(ends) == 12
+    calls = engine.calls[1:]  # after the warm-up call
+    during_a_call = [p for p in predictions if any(start < p["published_at"] < end for start, end in calls)]
+    assert len(during_a_call) > len(predictions) // 2
