@@ -89,13 +89,17 @@ class StreamSchedule:
         if newest < self.next_end:
             return None
         end = self.next_end if self.offline else newest
-        skipped = 0 if self.offline else (end - self.next_end) // self.hop
+        late = (end - self.next_end) // self.hop  # whole hops passed since this view fell due
+        skipped = late
         try:
             view = self._cut(end, skipped)
         except FramesGone:  # overwritten while we cut it: the capture outran us; try the newest next time
             view = None
             skipped += 1
-        self.next_end = end + self.hop
+        # The next view is due on the stream's own grid of hops, not one hop after a late cut:
+        # otherwise every late view would shift the stream's phase, and streams delayed together
+        # would fall due together from then on, undoing the stagger.
+        self.next_end += (late + 1) * self.hop
         self.hops_skipped += skipped
         if self.offline:
             self.ring.release(self.next_end - self.window + 1)

@@ -45,7 +45,10 @@ def test_live_schedule_takes_the_newest_frames_and_counts_skipped_hops():
     # One view, cut from the newest frames, serves them late; the other two are counted skipped.
     assert view.end_index == 29 and view.hops_skipped == 2
     assert view.clip_end - view.clip_start == (fast_offsets(CLIP)[-1]) / 30  # seconds since the first frame
-    assert schedule.take() is None  # the next hop (frame 33) is not due yet
+    assert schedule.take() is None  # the next hop, on the stream's grid (frame 31), is not due yet
+    for i in range(30, 32):
+        ring.write(np.full((4, 4, 3), i, np.uint8), 1000.0 + i / 30, i / 30)
+    assert schedule.take().end_index == 31  # a late view did not shift the stream's phase
 
 
 def test_schedule_at_15_fps_picks_frames_by_time():
