@@ -91,10 +91,20 @@ def test_pipeline_benchmark_reports_streams_hops_latency_and_resources(tmp_path)
         assert STREAM_FIELDS <= set(stream), STREAM_FIELDS - set(stream)
         assert stream["frames_captured"] > 0
     assert trial["hops_served"] > 0 and trial["resources"]
-    reference = next(r for r in document["engine_only"] if r["batch"] == document["setup"]["max_batch"])
+    reference = next(r for r in trial["engine_only"] if r["batch"] == document["setup"]["max_batch"])
     # timed before and after the trial, pooled: 2 calls each side
     assert reference["clips_per_s_before"] > 0 and reference["clips_per_s_after"] > 0
     assert len(reference["durations_ms"]) == reference["iterations"] == 4
+
+
+def test_repeated_pipeline_trials_report_median_ratios(tmp_path):
+    document = run_bench(tmp_path, "pipeline", "--config", "slowfast_tiny", "--backend", "onnxruntime",
+                         "--streams", "1", "--duration", "2", "--engine-iters", "2", "--repeat", "2")
+    trials = document["results"]
+    assert len(trials) == 2 and all(t["engine_only"] for t in trials)  # each against its own reference
+    ratios = sorted(t["e2e_over_engine_clips"] for t in trials)
+    assert document["median"]["trials"] == 2
+    assert document["median"]["e2e_over_engine_clips"] == pytest.approx(sum(ratios) / 2, abs=1e-3)
 
 
 def test_pipeline_benchmark_searches_for_the_most_realtime_streams(tmp_path):
@@ -185,4 +195,4 @@ def test_engine_speed_drift_is_reported_only_past_the_threshold():
     assert engine_speed_drift(steady) is None
     drifted = [{"batch": 1, "clips_per_s_after": 90.0}, {"batch": 8, "clips_per_s_before": 150.0,
                                                          "clips_per_s_after": 110.0}]
-    assert "150 clips/s (batch 8) before the trials and 110 after" in engine_speed_drift(drifted)
+    assert "150 clips/s (batch 8) just before the trial and 110 after" in engine_speed_drift(drifted)

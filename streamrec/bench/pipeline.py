@@ -160,6 +160,34 @@ def run_trial(config: Config, engine: Engine, labels: list[str], plan: PipelineP
     return _trial_figures(streams, per_stream, metered.calls[1:], predictions, sampler, plan, start, end)
 
 
+def measured_trial(config: Config, engine: Engine, labels: list[str], plan: PipelinePlan, streams: int,
+                   max_batch: int) -> dict:
+    """A trial set against the engine alone, timed just before and just after it.
+
+    Each trial has its own reference, so on a machine whose speed drifts (a shared or
+    throttling one) a trial is held against the speed of its own minutes.
+    """
+    before = engine_only(engine, config, max_batch, plan.engine_iterations)
+    figures = run_trial(config, engine, labels, plan, streams)
+    references = {batch: engine_only(engine, config, batch, plan.engine_iterations,
+                                     before if batch == max_batch else None)
+                  for batch in sorted({figures["modal_batch"] or max_batch, max_batch})}
+    figures.update(compare_with_engine(figures, references))
+    figures["engine_only"] = list(references.values())
+    return figures
+
+
+def median_ratios(trials: list[dict]) -> dict | None:
+    """The median end-to-end ratios over repeated trials of one stream count."""
+    if len(trials) < 2 or len({t["streams"] for t in trials}) > 1:
+        return None
+    medians = {}
+    for key in ("e2e_over_engine_clips", "p99_minus_engine_p99_ms", "latency_ms_p99", "clips_per_s"):
+        values = [t[key] for t in trials if t.get(key) is not None]
+        medians[key] = round(float(np.median(values)), 3) if values else None
+    return {"trials": len(trials), **medians}
+
+
 def _stream_figures(runtime, clock: CaptureClock, end: float, predictions: PredictionLog) -> dict:
     capture, schedule = runtime.capture, runtime.schedule
     capture_fps = clock.fps(runtime.config.id, end)
@@ -280,9 +308,9 @@ def _realtime_failures(trial: dict, plan: PipelinePlan) -> list[str]:
 def engine_only(engine: Engine, config: Config, batch: int, iterations: int, before: dict | None = None) -> dict:
     """The engine alone at ``batch``: the figure end-to-end throughput is held against.
 
-    Timed before the trials (``before``) and again after them, the two pooled: a shared or
+    Timed before a trial (``before``) and again after it, the two pooled: a shared or
     throttled machine can change speed within a minute, and a reference timed only on one
-    side of the trials would flatter or wrong the ratio. Each side's clips/s is kept.
+    side of the trial would flatter or wrong the ratio. Each side's clips/s is kept.
     """
     durations = time_calls(engine, random_inputs(config, batch), warmup=2, iterations=iterations)
     sides = {"clips_per_s_after" if before else "clips_per_s_before": _clips_per_s(batch, durations)}
@@ -298,11 +326,11 @@ def _clips_per_s(batch: int, durations: np.ndarray) -> float:
 
 
 def engine_speed_drift(references: list[dict]) -> str | None:
-    """A warning when the engine alone ran at clearly different speeds before and after the trials."""
+    """A warning when the engine alone ran at clearly different speeds before and after a trial."""
     for reference in references:
         before, after = reference.get("clips_per_s_before"), reference.get("clips_per_s_after")
         if before and after and max(before, after) > DRIFT_WARNING * min(before, after):
-            return (f"the engine alone ran at {before:g} clips/s (batch {reference['batch']}) before the trials and "
+            return (f"the engine alone ran at {before:g} clips/s (batch {reference['batch']}) just before the trial and "
                     f"{after:g} after: the machine's speed changed during the run, so its ratios are less reliable")
     return None
 
@@ -399,7 +427,7 @@ def summary_text(document: dict, markdown: bool = False) -> str:
                  f"sources {', '.join(setup['sources'])}; {setup['duration_s']:g} s per trial. clips/s: clips served "
                  f"per second from the first served batch to the stop; latency: capture of a clip's newest frame to "
                  f"its prediction event; engine-only: the same engine alone at the trial's most common batch, timed "
-                 f"before and after the trials; "
+                 f"just before and after each trial; "
                  f"CPU %: this process, 100 = one core.")
     if document.get("max_realtime_streams") is not None:
         bound = setup["p99_bound_ms"]
@@ -410,9 +438,14 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     lines.append(table(trials, BREAKDOWN_COLUMNS, markdown))
     lines.append("Where the latency goes, per hop: before its engine call (waiting for the batch in flight, for the "
                  "batch to fill, for the view to be cut), in the call, and after it (postprocessing, publishing).")
-    drift = engine_speed_drift(document["engine_only"])
-    if drift:
-        lines.append(f"\n{'**Warning:** ' if markdown else 'warning: '}{drift}.")
+    median = document.get("median")
+    if median:
+        lines.append(f"\nMedian over the {median['trials']} trials: e2e/engine {median['e2e_over_engine_clips']}, "
+                     f"p99 {median['latency_ms_p99']} ms, p99 - engine p99 {median['p99_minus_engine_p99_ms']} ms.")
+    for trial in trials:
+        drift = engine_speed_drift(trial["engine_only"])
+        if drift:
+            lines.append(f"{'- **Warning:** ' if markdown else 'warning: '}{trial['streams']} stream(s): {drift}.")
     if len(trials) == 1:
         lines += ["", table(trials[0]["per_stream"], STREAM_COLUMNS, markdown)]
     for trial in trials:

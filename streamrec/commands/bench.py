@@ -63,6 +63,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           help="a trial whose capture→event p99 exceeds this is not real time")
     pipeline.add_argument("--engine-iters", type=_positive_int, default=20,
                           help="timed calls of the engine-only reference (default %(default)s)")
+    pipeline.add_argument("--repeat", type=_positive_int, default=1,
+                          help="run the trial this many times, each against the engine alone timed just before "
+                               "and after it, and report the median ratios (for machines whose speed drifts)")
 
     compare = kinds.add_parser("compare", help="this project's pipeline against the PySlowFast demo loop on the "
                                                "same file and weights")
@@ -203,11 +206,11 @@ def pipeline_main(args: argparse.Namespace) -> int:
     document, sampler = start_document("pipeline", config.name), ResourceSampler().start()
     engine = create_engine(config)
     max_batch = min(config.pipeline.max_batch, engine.max_batch)
-    references = {max_batch: bench.engine_only(engine, config, max_batch, plan.engine_iterations)}
-    log.info("engine alone at batch %d: %.2f clips/s", max_batch, references[max_batch]["clips_per_s"])
+    first = bench.engine_only(engine, config, max_batch, plan.engine_iterations)
+    log.info("engine alone at batch %d: %.2f clips/s", max_batch, first["clips_per_s"])
 
     def trial(streams: int) -> dict:
-        return bench.run_trial(config, engine, labels, plan, streams)
+        return bench.measured_trial(config, engine, labels, plan, streams, max_batch)
 
     best = None
     if args.max_streams:
@@ -215,21 +218,17 @@ def pipeline_main(args: argparse.Namespace) -> int:
     else:
         streams = args.streams or 4
         if args.load is not None:
-            streams = bench.streams_for_load(args.load, references[max_batch]["clips_per_s"], args.fps,
-                                             config.pipeline.hop_frames)
+            streams = bench.streams_for_load(args.load, first["clips_per_s"], args.fps, config.pipeline.hop_frames)
             log.info("load %.2f of %.2f clips/s at hop %d and %g fps: %d streams", args.load,
-                     references[max_batch]["clips_per_s"], config.pipeline.hop_frames, args.fps, streams)
-        trials = [trial(streams)]
-    for batch in sorted({t["modal_batch"] for t in trials if t["modal_batch"]} | {max_batch}):
-        references[batch] = bench.engine_only(engine, config, batch, plan.engine_iterations, references.get(batch))
-    for t in trials:
-        t.update(bench.compare_with_engine(t, references))
+                     first["clips_per_s"], config.pipeline.hop_frames, args.fps, streams)
+        trials = [trial(streams) for _ in range(args.repeat)]
     device = engine_device(engine)
     setup = {"engine": engine.name, "precision": config.engine.precision, "device": device,
              "max_batch": max_batch, "hop_frames": config.pipeline.hop_frames, "fps": args.fps,
              "sources": list(plan.stream_sources(1)) + (["..."] if len(plan.sources) > 1 else []),
-             "duration_s": plan.duration_s, "p99_bound_ms": plan.p99_bound_ms, "load": args.load}
-    finish_document(document, sampler, setup=setup, engine_only=list(references.values()), results=trials,
+             "duration_s": plan.duration_s, "p99_bound_ms": plan.p99_bound_ms, "load": args.load,
+             "load_reference": first}
+    finish_document(document, sampler, setup=setup, results=trials, median=bench.median_ratios(trials),
                     max_realtime_streams=best)
     text = bench.summary_text(document)
     publish(document, args, text, bench.summary_text(document, markdown=True), device, bench.plot)
