@@ -422,7 +422,7 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     setup = document["setup"]
     if setup["load"] is not None:
         lines.append(f"Streams chosen to load the engine to {setup['load']:g} of its engine-only clips/s at batch "
-                     f"{setup['max_batch']}.")
+                     f"{setup['max_batch']} ({setup['load_reference']['clips_per_s']:g}, the best of three timings).")
     lines.append(f"{setup['engine']} engine, max batch {setup['max_batch']}, hop {setup['hop_frames']} frames; "
                  f"sources {', '.join(setup['sources'])}; {setup['duration_s']:g} s per trial. clips/s: clips served "
                  f"per second from the first served batch to the stop; latency: capture of a clip's newest frame to "
