@@ -193,7 +193,8 @@ def _stream_figures(runtime, clock: CaptureClock, end: float, predictions: Predi
     capture_fps = clock.fps(runtime.config.id, end)
     last_frame = clock.last.get(runtime.config.id)
     served, skipped = (schedule.views, schedule.hops_skipped) if schedule else (0, 0)
-    due = hops_due(capture.frames_captured, schedule.window, schedule.hop) if schedule else 0
+    # A staggered stream's first view waits its phase beyond the window.
+    due = hops_due(capture.frames_captured, schedule.window + schedule.phase, schedule.hop) if schedule else 0
     latencies = np.array(predictions.latencies_ms.get(runtime.config.id, [])) / 1000.0
     return {
         "stream": runtime.config.id,
