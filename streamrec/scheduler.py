@@ -80,7 +80,10 @@ class StreamSchedule:
         newest = self.ring.head - 1
         if newest < 0:
             return -math.inf
-        capture_times, _ = self.ring.read_times(np.array([newest]))
+        try:
+            capture_times, _ = self.ring.read_times(np.array([newest]))
+        except FramesGone:  # a whole buffer was written since `head` was read: this thread is far behind
+            return -math.inf
         return float(capture_times[0]) + (self.next_end - newest) / self.fps
 
     def take(self) -> View | None:

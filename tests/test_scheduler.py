@@ -1,10 +1,11 @@
+import math
 import threading
 import time
 
 import numpy as np
 
 from streamrec.config import ClipConfig
-from streamrec.ringbuffer import RingBuffer
+from streamrec.ringbuffer import FramesGone, RingBuffer
 from streamrec.sampling import fast_offsets, slow_positions
 from streamrec.scheduler import Scheduler, StreamSchedule, stack
 
@@ -122,3 +123,22 @@ def test_partial_batch_waits_only_for_views_that_are_coming():
     writer.start()
     assert sorted(v.stream_id for v in scheduler.next_batch(timeout=1.0)) == ["due", "soon"]  # waited for it
     writer.join()
+
+
+def test_a_stream_overwritten_while_asked_about_is_not_waited_for(monkeypatch):
+    """If a whole buffer is written between reading the head and its time, the stream is far
+    ahead of this thread: it counts as not coming, and the batch goes without error."""
+    scheduler = Scheduler(max_batch=4, max_wait_s=0.3)
+    due_now = StreamSchedule("due", live_ring(16), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True)
+    racing = StreamSchedule("racing", live_ring(15), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True)
+    scheduler.add(due_now)
+    scheduler.add(racing)
+
+    def overwritten(indices):
+        raise FramesGone("overwritten")
+
+    monkeypatch.setattr(racing.ring, "read_times", overwritten)
+    assert racing.expected_due_time() == -math.inf
+    start = time.monotonic()
+    assert [v.stream_id for v in scheduler.next_batch(timeout=1.0)] == ["due"]
+    assert time.monotonic() - start < 0.2
