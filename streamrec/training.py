@@ -116,7 +116,11 @@ def action_share(segments: Sequence[Segment], start: float, end: float) -> tuple
 
 def window_label(segments: Sequence[Segment], start: float, end: float, background: str | None) -> str | None:
     """The label of the window ``[start, end]`` seconds, or None when it is ambiguous."""
-    label, share = action_share(segments, start, end)
+    return label_for_share(*action_share(segments, start, end), background)
+
+
+def label_for_share(label: str | None, share: float, background: str | None) -> str | None:
+    """The action when it fills enough of the window, background when nothing does, else None."""
     if share >= POSITIVE_SHARE:
         return label
     return background if share < BACKGROUND_SHARE else None
@@ -136,9 +140,9 @@ def labelled_windows(video: Video, clip: ClipConfig,
     ends = np.flatnonzero(times >= times[0] + length - 1e-6)
     if ends.size == 0:  # a video shorter than a clip: its last frame, earlier frames repeated
         ends = np.array([len(times) - 1])
-    labels = [window_label(video.segments, times[e] - length, times[e], background) for e in ends]
-    shares = np.array([action_share(video.segments, times[e] - length, times[e])[1] for e in ends])
-    return ends, labels, shares
+    found = [action_share(video.segments, times[e] - length, times[e]) for e in ends]
+    labels = [label_for_share(label, share, background) for label, share in found]
+    return ends, labels, np.array([share for _, share in found])
 
 
 def choose_window(video: Video, clip: ClipConfig, background: str | None,
