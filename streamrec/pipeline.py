@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -185,7 +185,7 @@ class Pipeline:
         """Wait for the call in flight; start the next batch at once with the views due by then,
         and publish the finished call's results while it runs."""
         finished, self._in_flight = self._in_flight, None
-        finished.logits.exception()  # waits for the call to end
+        wait((finished.logits,))
         views = self.scheduler.next_batch(timeout=0.0)
         if views:
             self._submit(views)

@@ -42,7 +42,7 @@ from streamrec.events import EventBus
 
 log = logging.getLogger(__name__)
 CAPTURE_KEEPS_UP = 0.97  # a stream keeps up if it captured at least this share of its frame rate
-DRIFT_WARNING = 1.15  # engine-only speeds before and after the trials further apart than this are reported
+DRIFT_WARNING = 1.15  # engine-only speeds before and after a trial further apart than this are reported
 
 
 @dataclass(frozen=True)
@@ -262,10 +262,11 @@ def _trial_figures(streams: int, per_stream: list[dict], calls: list[tuple[float
 def latency_breakdown(calls: list[tuple[float, float, int]], events: list[tuple[float, float]]) -> dict:
     """Where each hop's capture→event latency went: before its engine call, in it, and after it.
 
-    A prediction is published right after the engine call that computed it returns, so each
-    event belongs to the last call that ended before it. Before the call is the wait for the
-    batch in flight, for the batch to fill and for the view to be cut; after it, postprocessing
-    and publishing.
+    A prediction is published after the engine call that computed it returns (once the next
+    batch has been handed to the engine), before the next call ends, so each event belongs to
+    the last call that ended before it. Before the call is the wait for the batch in flight,
+    for the batch to fill and for the view to be cut; after it, handing the next batch over,
+    postprocessing and publishing.
     """
     if not calls or not events:
         return {}
@@ -438,7 +439,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     lines.append("")
     lines.append(table(trials, BREAKDOWN_COLUMNS, markdown))
     lines.append("Where the latency goes, per hop: before its engine call (waiting for the batch in flight, for the "
-                 "batch to fill, for the view to be cut), in the call, and after it (postprocessing, publishing).")
+                 "batch to fill, for the view to be cut), in the call, and after it (handing the next batch over, "
+                 "postprocessing, publishing).")
     median = document.get("median")
     if median:
         lines.append(f"\nMedian over the {median['trials']} trials: e2e/engine {median['e2e_over_engine_clips']}, "
