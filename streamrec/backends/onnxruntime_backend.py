@@ -2,7 +2,8 @@
 onnxruntime has those execution providers.
 
 Runs without PyTorch (a Jetson or a small server installs onnxruntime alone); a test imports
-this module in a fresh interpreter and checks that torch stays unimported.
+this module in a fresh interpreter and checks that torch stays unimported. On the CPU provider
+the graph is first rewritten for ONNX Runtime's CPU kernels (`cpu_graph`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
+from streamrec.backends.cpu_graph import cpu_session_inputs
 from streamrec.backends.engine_cache import cache_dir
 from streamrec.backends.inputs import InputSpec, batch_size
 from streamrec.errors import StreamrecError
@@ -58,9 +60,10 @@ class OnnxRuntimeEngine:
         options = ort.SessionOptions()
         if threads > 0:
             options.intra_op_num_threads = threads
+        providers = choose_providers(ort.get_available_providers(), device)
+        graph, disabled = (cpu_session_inputs(path) if providers == ["CPUExecutionProvider"] else (str(path), []))
         try:
-            self.session = ort.InferenceSession(str(path), options,
-                                                providers=choose_providers(ort.get_available_providers(), device))
+            self.session = ort.InferenceSession(graph, options, providers=providers, disabled_optimizers=disabled)
         except Exception as err:  # onnxruntime raises its own exception types, one per failure kind
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise StreamrecError(f"ONNX Runtime cannot load {path}: {first_line}") from None

@@ -1,0 +1,162 @@
+"""ONNX Runtime CPU graph rewrites (`streamrec.backends.cpu_graph`): each rewritten graph runs in
+a real ONNX Runtime session against the graph it came from, on inputs whose outputs are far from
+zero, so a dropped tap, a wrong padding or a missing shortcut shows. Parity of the rewritten
+SlowFast graphs with PyTorch is `test_backends.test_torch_and_onnxruntime_agree`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from streamrec.backends.cpu_graph import DISABLED_OPTIMIZERS, cpu_session_inputs, rewrite_for_cpu
+from streamrec.backends.inputs import input_specs
+from streamrec.config import load_config
+from streamrec.export import export_onnx
+from test_export import random_model, varied_clips
+
+RNG = np.random.default_rng(0)
+
+
+def graph_model(nodes, inputs, initializers) -> onnx.ModelProto:
+    """A graph with a 5-D output ``y`` of any size."""
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"y{axis}" for axis in range(5)])
+    graph = helper.make_graph(nodes, "g", inputs, [output],
+                              [numpy_helper.from_array(v, k) for k, v in initializers.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def run(model: onnx.ModelProto, feeds: dict, disabled=()) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=list(disabled))
+    return session.run(["y"], feeds)[0]
+
+
+def assert_same_outputs(model: onnx.ModelProto, feeds: dict) -> onnx.ModelProto:
+    """Rewrite a copy of ``model``; both give the same outputs. Returns the rewritten copy."""
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    rewrite_for_cpu(rewritten)
+    onnx.checker.check_model(rewritten)
+    before, after = run(model, feeds), run(rewritten, feeds, DISABLED_OPTIMIZERS)
+    assert np.abs(before).max() > 1
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * np.abs(before).max())
+    return rewritten
+
+
+def op_types(model: onnx.ModelProto) -> list[str]:
+    return [node.op_type for node in model.graph.node]
+
+
+def stem_model(kernel, strides, pads, *, bias=True, relu="only") -> onnx.ModelProto:
+    """One 3-D Conv on 3 channels x 9 frames, batch axis dynamic; ``relu``: "only" (the Relu alone
+    reads the conv), "shared" (the conv output is also a second Relu's input), or "none"."""
+    weight = RNG.normal(size=(8, 3, *kernel)).astype(np.float32)
+    inits = {"w": weight, **({"b": RNG.normal(size=8).astype(np.float32)} if bias else {})}
+    conv = helper.make_node("Conv", ["x", "w", *(["b"] if bias else [])], ["c"], kernel_shape=list(kernel),
+                            strides=list(strides), pads=list(pads))
+    if relu == "only":
+        nodes = [conv, helper.make_node("Relu", ["c"], ["y"])]
+    elif relu == "shared":
+        nodes = [conv, helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Neg", ["c"], ["n"]),
+                 helper.make_node("Add", ["r", "n"], ["y"])]
+    else:
+        nodes = [conv, helper.make_node("Identity", ["c"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 9, 20, 20])
+    return graph_model(nodes, [x], inits)
+
+
+@pytest.mark.parametrize("kernel, strides, pads, bias, relu", [
+    ((5, 7, 7), (1, 2, 2), (2, 3, 3, 2, 3, 3), True, "only"),  # SlowFast's Fast stem, I3D's
+    ((3, 5, 5), (1, 2, 2), (1, 2, 2, 1, 2, 2), True, "only"),  # the tiny model's
+    ((3, 3, 3), (2, 1, 1), (1, 1, 1, 1, 1, 1), False, "none"),  # temporal stride, no bias, no Relu
+    ((4, 3, 3), (2, 2, 1), (2, 0, 1, 1, 2, 0), True, "shared"),  # uneven padding; the conv output read twice
+    ((2, 3, 3), (1, 1, 1), (0, 1, 1, 0, 1, 1), True, "only"),  # no temporal padding
+])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_temporal_stem_becomes_per_tap_2d_convolutions(kernel, strides, pads, bias, relu, batch):
+    model = stem_model(kernel, strides, pads, bias=bias, relu=relu)
+    x = RNG.normal(size=(batch, 3, 9, 20, 20)).astype(np.float32) * 3
+    rewritten = assert_same_outputs(model, {"x": x})
+    convs = [n for n in rewritten.graph.node if n.op_type == "Conv"]
+    assert len(convs) == kernel[0] and all(len(dict((a.name, a.ints) for a in n.attribute)["kernel_shape"]) == 2
+                                           for n in convs)
+    # the Relu moved next to the convolutions only where nothing else reads the conv output
+    assert op_types(rewritten).count("Relu") == (0 if relu == "none" else 1)
+    assert ("Neg" in op_types(rewritten)) == (relu == "shared")
+
+
+@pytest.mark.parametrize("what", ["spatial kernel 1", "temporal kernel 1", "8 input channels", "grouped"])
+def test_convolutions_that_gain_nothing_are_left_alone(what):
+    kernel, channels, group = {"spatial kernel 1": ((3, 1, 1), 3, 1), "temporal kernel 1": ((1, 7, 7), 3, 1),
+                               "8 input channels": ((3, 3, 3), 8, 1), "grouped": ((3, 3, 3), 4, 2)}[what]
+    weight = RNG.normal(size=(8, channels // group, *kernel)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=list(kernel), group=group,
+                            pads=[k // 2 for k in kernel] * 2)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", channels, 6, 10, 10])
+    model = graph_model([conv], [x], {"w": weight})
+    assert not rewrite_for_cpu(model)
+    assert op_types(model) == ["Conv"]
+
+
+def residual_model(shortcut_shape=(2, 16, 4, 6, 6), extra_reader=False) -> onnx.ModelProto:
+    """x -> Conv -> Add(shortcut) -> Relu, optionally with the conv output read by a second node."""
+    inits = {"w": RNG.normal(size=(16, 8, 3, 1, 1)).astype(np.float32) * 0.3,
+             "b": RNG.normal(size=16).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 1, 1], pads=[1, 0, 0, 1, 0, 0]),
+             helper.make_node("Add", ["c", "s"], ["a"]), helper.make_node("Relu", ["a"], ["r"])]
+    if extra_reader:
+        nodes += [helper.make_node("Mul", ["c", "r"], ["y"])]
+    else:
+        nodes += [helper.make_node("Identity", ["r"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 4, 6, 6]),
+              helper.make_tensor_value_info("s", TensorProto.FLOAT, list(shortcut_shape))]
+    return graph_model(nodes, inputs, inits)
+
+
+def test_a_residual_sum_and_its_relu_fold_into_the_convolution():
+    feeds = {"x": RNG.normal(size=(2, 8, 4, 6, 6)).astype(np.float32) * 2,
+             "s": RNG.normal(size=(2, 16, 4, 6, 6)).astype(np.float32) * 2}
+    rewritten = assert_same_outputs(residual_model(), feeds)
+    assert op_types(rewritten) == ["FusedConv", "Identity"]
+    assert (rewritten.graph.node[0].domain, rewritten.graph.node[0].input[3]) == ("com.microsoft", "s")
+
+
+@pytest.mark.parametrize("model", [residual_model(shortcut_shape=(2, 16, 1, 1, 1)), residual_model(extra_reader=True)],
+                         ids=["broadcast shortcut", "conv output read elsewhere"])
+def test_residual_sums_that_cannot_fold_are_left_alone(model):
+    before = op_types(model)
+    assert not rewrite_for_cpu(model)
+    assert op_types(model) == before
+
+
+def test_slowfast_graphs_are_rewritten_and_keep_their_outputs(tmp_path):
+    config = load_config("slowfast_tiny")
+    clips = varied_clips(config.clip, 3)
+    path = export_onnx(random_model(config, clips), config.clip, tmp_path / "tiny.onnx")
+    model = onnx.load(str(path))
+    done = rewrite_for_cpu(model)
+    blocks = 2 * sum(config.model.kwargs["depth"])  # one residual sum per block, Slow and Fast
+    assert (done.stems, done.residuals) == (1, blocks)
+    feeds = {spec.name: clips[spec.name] for spec in input_specs(config.clip)}
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=list(DISABLED_OPTIMIZERS)).run(["logits"], feeds)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
+    assert before.std() > 0.5
+
+
+def test_without_the_onnx_package_the_graph_runs_as_exported(tmp_path, monkeypatch, caplog):
+    model = stem_model((3, 3, 3), (1, 1, 1), (1, 1, 1, 1, 1, 1))
+    path = tmp_path / "stem.onnx"
+    onnx.save(model, str(path))
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    with caplog.at_level(logging.WARNING):
+        assert cpu_session_inputs(path) == (str(path), [])
+    assert "pip install onnx" in caplog.text
