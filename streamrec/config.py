@@ -135,6 +135,9 @@ class EngineConfig:
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (backend-dependent)
     threads: int = 0  # CPU threads for the engine; 0 = library default
     engine_file: str | None = None  # a prebuilt .onnx / TensorRT engine
+    # ONNX Runtime on the CPU: rewrite the graph for its CPU kernels as it loads (backends/cpu_graph.py);
+    # false runs the exported graph as it is
+    cpu_graph: bool = True
 
 
 @dataclass(frozen=True)

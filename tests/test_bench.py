@@ -63,20 +63,19 @@ def run_bench(tmp_path: Path, *args: str, timeout: float = 300) -> dict:
 
 
 def test_engine_benchmark_reports_every_figure_per_backend_and_batch(tmp_path):
-    document = run_bench(tmp_path, "engine", "--config", "slowfast_tiny", "--backend", "eager,torch,onnxruntime",
+    backends = ("eager", "torch", "onnxruntime", "onnxruntime-plain")
+    document = run_bench(tmp_path, "engine", "--config", "slowfast_tiny", "--backend", ",".join(backends),
                          "--precision", "fp32,bf16", "--batch", "1,2", "--iters", "2", "--warmup", "1",
                          "--rounds", "2")
     results = document["results"]
-    assert {(r["backend"], r["batch"]) for r in results} == {(b, n) for b in ("eager", "torch", "onnxruntime")
-                                                            for n in (1, 2)}
+    assert {(r["backend"], r["batch"]) for r in results} == {(b, n) for b in backends for n in (1, 2)}
     for result in results:
         assert ENGINE_FIELDS <= set(result), ENGINE_FIELDS - set(result)
         assert result["clips_per_s"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]
         assert result["iterations"] == 2  # one timed call in each of two rounds
         assert result["gflops_per_clip"] > 0 and 0 < result["peak_fraction"]
     # bf16 is not served on the CPU: each backend is skipped with the reason, not a crash
-    assert {(s["backend"], s["precision"]) for s in document["skipped"]} == {
-        ("eager", "bf16"), ("torch", "bf16"), ("onnxruntime", "bf16")}
+    assert {(s["backend"], s["precision"]) for s in document["skipped"]} == {(b, "bf16") for b in backends}
     assert document["flops"]["method"].startswith("FLOPs = 2 x multiply-accumulates")
     assert document["peaks"]["cpu"]["source"].startswith("measured: float32")
 

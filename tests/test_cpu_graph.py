@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from streamrec.backends.cpu_graph import DISABLED_OPTIMIZERS, cpu_session_inputs, rewrite_for_cpu
+from streamrec.bench.engine import open_engine
 from streamrec.backends.inputs import input_specs
 from streamrec.config import load_config
 from streamrec.export import export_onnx
@@ -191,3 +192,13 @@ def test_without_the_onnx_package_the_graph_runs_as_exported(tmp_path, monkeypat
     with caplog.at_level(logging.WARNING):
         assert cpu_session_inputs(path) == (str(path), [])
     assert "pip install onnx" in caplog.text
+
+
+@pytest.mark.parametrize("backend, rewritten", [("onnxruntime", True), ("onnxruntime-plain", False)])
+def test_the_rewrites_can_be_turned_off(backend, rewritten, tmp_path, monkeypatch, caplog):
+    """``engine.cpu_graph: false`` (and the benchmark's ``onnxruntime-plain``) runs the exported graph."""
+    monkeypatch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="streamrec.backends.cpu_graph"):
+        engine = open_engine(load_config("slowfast_tiny", ["engine.device=cpu"]), backend, "fp32", 2)
+    assert ("onnxruntime cpu graph: 1 stem(s)" in caplog.text) == rewritten
+    assert engine.infer(varied_clips(load_config("slowfast_tiny").clip, 2)).shape == (2, 7)

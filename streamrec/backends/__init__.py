@@ -91,7 +91,7 @@ def _onnxruntime_engine(config: Config) -> Engine:
     path = Path(file) if file else cached_export(config, config.engine.precision)
     engine = OnnxRuntimeEngine(path, input_specs(config.clip), config.model.num_classes,
                                device=config.engine.device, threads=config.engine.threads,
-                               max_batch=config.pipeline.max_batch)
+                               max_batch=config.pipeline.max_batch, cpu_graph=config.engine.cpu_graph)
     check_metadata(engine.metadata, config, path)
     return engine
 

@@ -51,7 +51,7 @@ class OnnxRuntimeEngine:
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, specs: tuple[InputSpec, ...], num_classes: int, *, device: str = "auto",
-                 threads: int = 0, max_batch: int = 64):
+                 threads: int = 0, max_batch: int = 64, cpu_graph: bool = True):
         import onnxruntime as ort
 
         path = Path(path)
@@ -61,7 +61,8 @@ class OnnxRuntimeEngine:
         if threads > 0:
             options.intra_op_num_threads = threads
         providers = choose_providers(ort.get_available_providers(), device)
-        graph, disabled = (cpu_session_inputs(path) if providers == ["CPUExecutionProvider"] else (str(path), []))
+        on_cpu = providers == ["CPUExecutionProvider"]
+        graph, disabled = cpu_session_inputs(path) if on_cpu and cpu_graph else (str(path), [])
         try:
             self.session = ort.InferenceSession(graph, options, providers=providers, disabled_optimizers=disabled)
         except Exception as err:  # onnxruntime raises its own exception types, one per failure kind

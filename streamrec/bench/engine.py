@@ -33,7 +33,8 @@ from streamrec.errors import StreamrecError
 from streamrec.sampling import split_pathways
 
 log = logging.getLogger(__name__)
-BACKENDS = ("eager", "torch", "onnxruntime", "tensorrt", "auto")
+# onnxruntime-plain: ONNX Runtime on the exported graph as it is, without the CPU rewrites
+BACKENDS = ("eager", "torch", "onnxruntime", "onnxruntime-plain", "tensorrt", "auto")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -88,8 +89,10 @@ def open_engine(config: Config, backend: str, precision: str, max_batch: int) ->
         from streamrec.bench.baseline import EagerEngine, EagerModel
 
         return EagerEngine(EagerModel(config, str(pick_device(config.engine.device))), max_batch)
+    plain = backend == "onnxruntime-plain"
     return create_engine(config.replace(
-        engine=dataclasses.replace(config.engine, backend=backend, precision=precision),
+        engine=dataclasses.replace(config.engine, backend="onnxruntime" if plain else backend, precision=precision,
+                                   cpu_graph=config.engine.cpu_graph and not plain),
         pipeline=dataclasses.replace(config.pipeline, max_batch=max_batch)))
 
 
@@ -193,7 +196,7 @@ class EngineBench:
         peak = self._peak(case.device)
         achieved = clips_per_s * gflops if gflops else None
         return {
-            "backend": case.engine.name if case.backend != "auto" else f"auto:{case.engine.name}",
+            "backend": case.backend if case.backend != "auto" else f"auto:{case.engine.name}",
             "precision": case.precision,
             "batch": case.batch,
             "device": case.device,

@@ -25,7 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _common_flags(engine)
     engine.add_argument("--backend", default="auto",
                         help="comma-separated: eager (the usual way: PyTorch eager float32), torch, onnxruntime, "
-                             "tensorrt, auto (default %(default)s)")
+                             "onnxruntime-plain (the exported graph without the CPU rewrites), tensorrt, auto "
+                             "(default %(default)s)")
     engine.add_argument("--precision", help="comma-separated: fp32, fp16, bf16, int8 (default: the config's)")
     engine.add_argument("--batch", default="1,2,4,8", help="comma-separated batch sizes (default %(default)s)")
     engine.add_argument("--iters", type=_positive_int, default=20, help="timed calls per case (default %(default)s)")
