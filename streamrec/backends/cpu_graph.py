@@ -1,8 +1,9 @@
 """Graph rewrites that make ONNX Runtime's CPU provider faster on video networks.
 
 Applied when an exported graph is loaded for ONNX Runtime's CPU provider, and nowhere else:
-TensorRT and GPU providers get the exported graph as it is. Both rewrites are exact up to float
-summation order; the tests run each rewritten graph against the original in ONNX Runtime.
+TensorRT and GPU providers get the exported graph as it is. The rewrites are exact up to float
+summation order; the tests run each rewritten graph against the original in ONNX Runtime, and
+`bench engine --backend onnxruntime,onnxruntime-plain` times the two side by side.
 
 **Temporal stems.** ONNX Runtime runs a 3-D convolution as im2col and a matrix product. For a
 stem that reads raw RGB over several frames (SlowFast's Fast stem, I3D's: 5x7x7 over 3 channels)
@@ -10,12 +11,12 @@ that product has as many rows as output channels and a 735-deep unrolled input, 
 mostly copies: SlowFast R50 4x16's Fast stem ran at ~38 GFLOP/s on a 2-core AVX2 machine where
 the rest of the network ran at 100-160, and took a quarter of the clip. The same convolution is a
 sum over its temporal taps of one 2-D convolution each, on the frames that tap reads; ONNX
-Runtime runs those on its blocked (NCHWc) 2-D kernels: ~120 -> ~75 ms for that stem.
+Runtime runs those on its blocked (NCHWc) 2-D kernels: ~120 -> ~72 ms for that stem alone.
 
 **Pointwise and temporal convolutions.** A convolution whose kernel is kt x 1 x 1 with no
 spatial stride or padding (ResNet's 1x1x1 and 3x1x1 layers, SlowFast's lateral connections) is
 the same 2-D convolution over the free view [B, C, T, H*W] with a kt x 1 kernel, which ONNX
-Runtime also runs on its NCHWc kernels rather than its 3-D path: R50 4x16 -6% end to end.
+Runtime also runs on its NCHWc kernels rather than its 3-D path (R50 4x16: ~6% of the clip).
 
 **Residual sums.** ONNX Runtime fuses a 3-D convolution with the ReLU after it, but not with a
 residual ``Add`` between them, so each ResNet block writes and rereads its output twice more.
