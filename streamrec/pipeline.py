@@ -6,7 +6,8 @@ frames and report state changes through a queue, so every event is emitted, and 
 one place. Engine calls run on one worker thread so that host work overlaps them: when a
 call ends, the next batch is cut (from the newest frames) and handed to the engine first, and
 the finished batch's results are published while it runs. One batch at a time is ever in
-the engine.
+the engine; at saturation (a full batch due) the next one waits in the worker's queue behind
+it, so the engine goes straight on without waiting for this thread.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Pipeline:
         pipe = config.pipeline
         self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
         self._engine_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._in_flight: EngineCall | None = None
+        self._in_flight: deque[EngineCall] = deque()  # the call in the engine, and at most one queued behind it
         self._state_changes: queue.SimpleQueue = queue.SimpleQueue()
         self.streams: dict[str, StreamRuntime] = {}
         for stream in config.streams:
@@ -155,7 +156,7 @@ class Pipeline:
                     if not runtime.ending:
                         self._emit_status(runtime, runtime.capture.state.value, "periodic")
                 next_status = time.monotonic() + self.config.pipeline.status_interval_s
-            if self._in_flight is not None:
+            if self._in_flight:
                 self._next_call()
                 continue
             views = self.scheduler.next_batch(timeout=0.1)
@@ -168,28 +169,41 @@ class Pipeline:
                     return
 
     def _submit(self, views: list[View]) -> None:
-        """Hand a batch to the engine worker; returns once the call is under way."""
+        """Hand a batch to the engine worker: it starts at once if the engine is free (this returns
+        once it is under way), else it queues behind the call in the engine."""
         batch, started = stack(views), threading.Event()
 
         def call() -> np.ndarray:
             started.set()
             return self.engine.infer(batch)
 
-        logits = self._engine_worker.submit(call)
-        # Hold back until the worker is in the engine: otherwise this thread's Python work (it
-        # holds the GIL) would run first and delay the call instead of overlapping it.
-        started.wait()
-        self._in_flight = EngineCall(views, logits)
+        engine_free = not self._in_flight
+        self._in_flight.append(EngineCall(views, self._engine_worker.submit(call)))
+        if engine_free:
+            # Hold back until the worker is in the engine: otherwise this thread's Python work (it
+            # holds the GIL) would run first and delay the call instead of overlapping it.
+            started.wait()
 
     def _next_call(self) -> None:
-        """Wait for the call in flight; start the next batch at once with the views due by then,
-        and publish the finished call's results while it runs."""
-        finished, self._in_flight = self._in_flight, None
+        """Wait for the oldest call in flight, keep the engine fed, then publish the finished call's
+        results while the next one runs."""
+        finished = self._in_flight.popleft()
         wait((finished.logits,))
-        views = self.scheduler.next_batch(timeout=0.0)
-        if views:
-            self._submit(views)
+        self._feed_engine()
         self._publish_results(finished)
+
+    def _feed_engine(self) -> None:
+        """Start a batch of what is due if the engine is idle; and while it is busy, queue a full
+        batch behind it when one is due (saturation), so the engine goes straight on to it instead
+        of waiting for this thread to wake up, cut and stack the views."""
+        if not self._in_flight:
+            views = self.scheduler.next_batch(timeout=0.0)
+            if views:
+                self._submit(views)
+        if len(self._in_flight) == 1 and self.scheduler.full_batch_due():
+            views = self.scheduler.next_batch(timeout=0.0)
+            if views:
+                self._submit(views)
 
     def _publish_results(self, call: EngineCall) -> None:
         views = call.views
@@ -291,9 +305,8 @@ class Pipeline:
     # ------------------------------------------------------------------ shutdown
 
     def _shutdown(self) -> None:
-        if self._in_flight is not None:  # its views were cut: their events are owed
-            call, self._in_flight = self._in_flight, None
-            self._publish_results(call)
+        while self._in_flight:  # their views were cut: their events are owed
+            self._publish_results(self._in_flight.popleft())
         self._engine_worker.shutdown()
         for runtime in self.streams.values():
             runtime.capture.stop()

@@ -160,6 +160,10 @@ class Scheduler:
         """Called by capture threads after each frame."""
         self._frames_arrived.set()
 
+    def full_batch_due(self) -> bool:
+        """At least ``max_batch`` streams have a view due now."""
+        return sum(schedule.due() for schedule in self.schedules) >= self.max_batch
+
     def next_batch(self, timeout: float) -> list[View]:
         """Up to ``max_batch`` views, or an empty list if none became due within ``timeout``."""
         deadline = time.monotonic() + timeout

@@ -200,3 +200,34 @@ def test_results_are_published_while_the_next_batch_runs(video_file):
     calls = engine.calls[1:]  # after the warm-up call
     during_a_call = [p for p in predictions if any(start < p["published_at"] < end for start, end in calls)]
     assert len(during_a_call) > len(predictions) // 2
+
+
+class SlowEngine(TimedEngine):
+    """A timed engine whose every call takes 30 ms more: the engine is the bottleneck."""
+
+    def infer(self, inputs):
+        start = time.monotonic()
+        logits = self.engine.infer(inputs)
+        time.sleep(0.03)
+        self.calls.append((start, time.monotonic()))
+        return logits
+
+
+def test_at_saturation_the_engine_goes_straight_on_to_the_next_batch(video_file, monkeypatch):
+    """With full batches due, the next batch is cut and stacked while the engine runs and waits in
+    its queue: no gap between calls, even when assembling a batch is slow (here 15 ms a batch)."""
+    import streamrec.pipeline
+
+    def slow_stack(views, stack=streamrec.pipeline.stack):
+        time.sleep(0.015)
+        return stack(views)
+
+    monkeypatch.setattr(streamrec.pipeline, "stack", slow_stack)
+    config = load_config("slowfast_tiny", ["pipeline.hop_frames=4", "pipeline.max_batch=2"])
+    config = config.replace(streams=tuple(StreamConfig(id=f"file{i}", source=str(video_file)) for i in range(4)))
+    engine = SlowEngine(create_engine(config))
+    Pipeline(config, engine, load_labels(config), EventBus([ListSink()])).run()
+    calls = engine.calls[1:]  # after the warm-up call
+    gaps = sorted(start - end for (_, end), (start, _) in zip(calls, calls[1:]))
+    assert len(calls) >= 40  # 4 files x 23 hops in batches of 2
+    assert gaps[len(gaps) // 2] < 0.005  # the median; without the queue each gap is >= 15 ms
