@@ -83,18 +83,17 @@ def cpu_session_inputs(path: Path) -> tuple[str | bytes, list[str]]:
 def rewrite_for_cpu(model: "onnx.ModelProto") -> Rewrites:
     """Apply the rewrites to ``model`` in place; returns what was changed. The residual fusion
     comes last: shape inference does not see through ``FusedConv``, and the others need shapes."""
-    stems = _rewrite(model, _split_stem)
-    flattened = _rewrite(model, _flatten_temporal)
-    residuals = _rewrite(model, _fuse_residual)
-    if residuals and not any(o.domain == MICROSOFT for o in model.opset_import):
+    done = Rewrites(stems=_rewrite(model, _split_stem), flattened=_rewrite(model, _flatten_temporal),
+                    residuals=_rewrite(model, _fuse_residual))
+    if done.residuals and not any(o.domain == MICROSOFT for o in model.opset_import):
         from onnx import helper
 
         model.opset_import.append(helper.make_opsetid(MICROSOFT, 1))
-    if stems or flattened or residuals:
+    if done:
         used = {name for node in model.graph.node for name in node.input}
         for init in [i for i in model.graph.initializer if i.name not in used]:
             model.graph.initializer.remove(init)
-    return Rewrites(stems, flattened, residuals)
+    return done
 
 
 class _Graph:
@@ -124,12 +123,16 @@ class _Graph:
             return readers[0]
         return None
 
-    def float32_weight(self, conv) -> bool:
-        """Whether a Conv's weight is a float32 initializer (fp16 graphs are left as exported)."""
+    def float32_conv(self, node) -> tuple[dict, list[int]] | None:
+        """A Conv's attributes and kernel shape, when its weight is a float32 initializer (fp16
+        graphs are left as exported); None for any other node."""
         import onnx
+        from onnx import helper
 
-        weight = self.weights.get(conv.input[1]) if len(conv.input) > 1 else None
-        return weight is not None and weight.data_type == onnx.TensorProto.FLOAT
+        weight = self.weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if weight is None or weight.data_type != onnx.TensorProto.FLOAT:
+            return None
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}, list(weight.dims)
 
     def static_shape(self, name: str) -> list[int] | None:
         """The shape of ``name`` when every axis but the batch axis is a known number."""
@@ -182,10 +185,10 @@ def _split_stem(node, graph: _Graph):
     2-D conv, sum, Relu, back to [B, C_out, T_out, H_out, W_out]."""
     from onnx import helper, numpy_helper
 
-    if node.op_type != "Conv" or not graph.float32_weight(node):
+    conv = graph.float32_conv(node)
+    if conv is None:
         return None
-    attrs = _attributes(node)
-    kernel = list(graph.weights[node.input[1]].dims)
+    attrs, kernel = conv
     in_shape, out_shape = graph.static_shape(node.input[0]), graph.static_shape(node.output[0])
     if (len(kernel) != 5 or kernel[2] == 1 or kernel[3] * kernel[4] == 1 or kernel[1] >= SMALL_INPUT
             or attrs.get("group", 1) != 1 or attrs.get("dilations", [1, 1, 1])[0] != 1
@@ -241,10 +244,10 @@ def _flatten_temporal(node, graph: _Graph):
     (Conv -> Add -> Relu), which `_fuse_residual` makes one node instead."""
     from onnx import helper, numpy_helper
 
-    if node.op_type != "Conv" or not graph.float32_weight(node):
+    conv = graph.float32_conv(node)
+    if conv is None:
         return None
-    attrs = _attributes(node)
-    kernel = list(graph.weights[node.input[1]].dims)
+    attrs, kernel = conv
     out_shape = graph.static_shape(node.output[0])
     pads, dilations = attrs.get("pads", [0] * 6), attrs.get("dilations", [1, 1, 1])
     residual_add = graph.only_reader(node.output[0], "Add")
@@ -281,8 +284,7 @@ def _fuse_residual(node, graph: _Graph):
         return None
     for conv_output, shortcut in ((node.input[1], node.input[0]), (node.input[0], node.input[1])):
         conv = graph.producer.get(conv_output)
-        if (conv is None or conv.op_type != "Conv" or not graph.float32_weight(conv)
-                or graph.only_reader(conv_output, "Add") is None):
+        if conv is None or graph.float32_conv(conv) is None or graph.only_reader(conv_output, "Add") is None:
             continue
         fused = helper.make_node("FusedConv", [*conv.input, *([""] if len(conv.input) == 2 else []), shortcut],
                                  [relu.output[0]], name=f"streamrec/{conv.name or conv_output}/residual",
@@ -290,10 +292,3 @@ def _fuse_residual(node, graph: _Graph):
         fused.attribute.extend(conv.attribute)
         return [fused], [], {conv_output, relu.output[0]}
     return None
-
-
-def _attributes(node) -> dict:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
