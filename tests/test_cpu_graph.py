@@ -207,6 +207,23 @@ def test_every_shipped_model_keeps_its_outputs(name, tmp_path):
     assert (after.argmax(1) == before.argmax(1)).all() and before.std() > 0.1
 
 
+def test_a_graph_the_rewrite_fails_on_runs_as_exported_with_one_warning(tmp_path, monkeypatch, caplog):
+    import streamrec.backends.cpu_graph as cpu_graph
+
+    path = tmp_path / "stem.onnx"
+    onnx.save(stem_model((3, 3, 3), (1, 1, 1), (1, 1, 1, 1, 1, 1)), str(path))
+
+    def fail(model):
+        raise ValueError("an operator it has never seen\nmore detail")
+
+    monkeypatch.setattr(cpu_graph, "rewrite_for_cpu", fail)
+    with caplog.at_level(logging.WARNING):
+        assert cpu_session_inputs(path) == (str(path), [])
+    (record,) = caplog.records
+    assert record.getMessage() == ("cannot rewrite stem.onnx for ONNX Runtime's CPU kernels (an operator it has never "
+                                   "seen); running it as exported (engine.cpu_graph: false skips the attempt)")
+
+
 def test_without_the_onnx_package_the_graph_runs_as_exported(tmp_path, monkeypatch, caplog):
     model = stem_model((3, 3, 3), (1, 1, 1), (1, 1, 1, 1, 1, 1))
     path = tmp_path / "stem.onnx"
