@@ -133,7 +133,11 @@ class EngineConfig:
     backend: str = "torch"  # torch | onnxruntime | tensorrt | auto
     device: str = "auto"  # cpu | cuda | auto
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (backend-dependent)
-    threads: int = 0  # CPU threads for the engine; 0 = library default
+    threads: int = 0  # CPU threads per engine call; 0 = the library's default, or the cores shared out over parallel_calls
+    # Engine calls that run at once, CPU engines only. On a few cores, two calls of one thread each
+    # keep the cores busier than one call of two threads (which wait for each other at every layer,
+    # and for any other thread that takes one of their cores): more clips/s, longer calls.
+    parallel_calls: int = 1
     engine_file: str | None = None  # a prebuilt .onnx / TensorRT engine
     # ONNX Runtime on the CPU: rewrite the graph for its CPU kernels as it loads (backends/cpu_graph.py);
     # false runs the exported graph as it is
@@ -335,6 +339,8 @@ def validate(config: Config, source: str) -> None:
         (pipe.hop_frames >= 1, "pipeline.hop_frames must be >= 1"),
         (pipe.hop_seconds is None or pipe.hop_seconds > 0, "pipeline.hop_seconds must be > 0"),
         (pipe.max_batch >= 1, "pipeline.max_batch must be >= 1"),
+        (config.engine.threads >= 0 and config.engine.parallel_calls >= 1,
+         "engine.threads must be >= 0 (0: the default) and engine.parallel_calls >= 1"),
         (config.engine.backend in ("torch", "onnxruntime", "tensorrt", "auto"),
          "engine.backend must be one of torch, onnxruntime, tensorrt, auto"),
         (len({s.id for s in config.streams}) == len(config.streams), "stream ids must be unique"),

@@ -204,7 +204,7 @@ class MeanFastInput:
 
     def __init__(self, engine, mean: tuple[float, float, float]):
         self.engine = engine
-        self.name, self.max_batch = engine.name, engine.max_batch
+        self.name, self.max_batch, self.parallel_calls = engine.name, engine.max_batch, engine.parallel_calls
         self.grey = np.round(np.array(mean) * 255).astype(np.uint8)
 
     def infer(self, inputs):

@@ -3,11 +3,12 @@ postprocess → events.
 
 One thread (the caller's) owns the scheduler and the event bus; capture threads only write
 frames and report state changes through a queue, so every event is emitted, and numbered, in
-one place. Engine calls run on one worker thread so that host work overlaps them: when a
-call ends, the next batch is cut (from the newest frames) and handed to the engine first, and
-the finished batch's results are published while it runs. One batch at a time is ever in
-the engine; at saturation (a full batch due) the next one waits in the worker's queue behind
-it, so the engine goes straight on without waiting for this thread.
+one place. Engine calls run on worker threads so that host work overlaps them: when a call
+ends, the next batch is cut (from the newest frames) and handed to the engine first, and the
+finished batch's results are published while it runs. ``engine.parallel_calls`` batches (one
+by default) are in the engine at a time; at saturation (a full batch due) one more waits in
+the workers' queue, so the engine goes straight on without waiting for this thread. Results
+are published in the order their batches were cut, whichever call ends first.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -81,8 +82,11 @@ class Pipeline:
         self.stop_event = threading.Event()
         pipe = config.pipeline
         self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
-        self._engine_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._in_flight: deque[EngineCall] = deque()  # the call in the engine, and at most one queued behind it
+        self.parallel_calls = engine.parallel_calls
+        self._engine_workers = ThreadPoolExecutor(max_workers=self.parallel_calls, thread_name_prefix="engine")
+        # Oldest first: the calls in the engine, at most one queued behind them, and ended calls not yet published.
+        self._in_flight: deque[EngineCall] = deque()
+        self._call_ended = threading.Event()
         self._state_changes: queue.SimpleQueue = queue.SimpleQueue()
         self.streams: dict[str, StreamRuntime] = {}
         for stream in config.streams:
@@ -177,30 +181,49 @@ class Pipeline:
             started.set()
             return self.engine.infer(batch)
 
-        engine_free = not self._in_flight
-        self._in_flight.append(EngineCall(views, self._engine_worker.submit(call)))
-        if engine_free:
+        slot_free = self._unfinished_calls() < self.parallel_calls
+        logits = self._engine_workers.submit(call)
+        logits.add_done_callback(self._on_call_end)
+        self._in_flight.append(EngineCall(views, logits))
+        if slot_free:
             # Hold back until the worker is in the engine: otherwise this thread's Python work (it
             # holds the GIL) would run first and delay the call instead of overlapping it.
             started.wait()
 
-    def _next_call(self) -> None:
-        """Wait for the oldest call in flight, keep the engine fed, then publish the finished call's
-        results while the next one runs."""
-        finished = self._in_flight.popleft()
-        wait((finished.logits,))
-        self._feed_engine()
-        self._publish_results(finished)
+    def _on_call_end(self, _: Future) -> None:
+        """On the worker thread: wake this pipeline's thread wherever it waits."""
+        self._call_ended.set()
+        self.scheduler.notify()
 
-    def _feed_engine(self) -> None:
-        """Start a batch of what is due if the engine is idle; and while it is busy, queue a full
-        batch behind it when one is due (saturation), so the engine goes straight on to it instead
-        of waiting for this thread to wake up, cut and stack the views."""
-        if not self._in_flight:
-            views = self.scheduler.next_batch(timeout=0.0)
+    def _unfinished_calls(self) -> int:
+        return sum(not call.logits.done() for call in self._in_flight)
+
+    def _next_call(self) -> None:
+        """Wait for a call in flight to end (or, while the engine has a free slot, for views to fall
+        due and start there), keep the engine fed, then publish the calls that ended, oldest first,
+        while the next ones run."""
+        self._call_ended.clear()  # before looking: a call that ends after this wakes the waits below
+        unfinished = [call.logits for call in self._in_flight if not call.logits.done()]
+        if len(unfinished) >= self.parallel_calls:
+            wait(unfinished, return_when=FIRST_COMPLETED)
+        elif unfinished:
+            views = self.scheduler.next_batch(timeout=0.1, give_up=self._call_ended)
             if views:
                 self._submit(views)
-        if len(self._in_flight) == 1 and self.scheduler.full_batch_due():
+        self._feed_engine()
+        while self._in_flight and self._in_flight[0].logits.done():
+            self._publish_results(self._in_flight.popleft())
+
+    def _feed_engine(self) -> None:
+        """Start a batch of what is due in each free engine slot; and while every slot is busy,
+        queue a full batch behind them when one is due (saturation), so the engine goes straight on
+        to it instead of waiting for this thread to wake up, cut and stack the views."""
+        while self._unfinished_calls() < self.parallel_calls:
+            views = self.scheduler.next_batch(timeout=0.0)
+            if not views:
+                return
+            self._submit(views)
+        if self._unfinished_calls() == self.parallel_calls and self.scheduler.full_batch_due():
             views = self.scheduler.next_batch(timeout=0.0)
             if views:
                 self._submit(views)
@@ -307,7 +330,7 @@ class Pipeline:
     def _shutdown(self) -> None:
         while self._in_flight:  # their views were cut: their events are owed
             self._publish_results(self._in_flight.popleft())
-        self._engine_worker.shutdown()
+        self._engine_workers.shutdown()
         for runtime in self.streams.values():
             runtime.capture.stop()
         for runtime in self.streams.values():

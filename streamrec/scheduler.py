@@ -157,31 +157,36 @@ class Scheduler:
         self.schedules = [s for s in self.schedules if s.stream_id != stream_id]
 
     def notify(self) -> None:
-        """Called by capture threads after each frame."""
+        """Called by capture threads after each frame, and by the pipeline when an engine call ends."""
         self._frames_arrived.set()
 
     def full_batch_due(self) -> bool:
         """At least ``max_batch`` streams have a view due now."""
         return sum(schedule.due() for schedule in self.schedules) >= self.max_batch
 
-    def next_batch(self, timeout: float) -> list[View]:
-        """Up to ``max_batch`` views, or an empty list if none became due within ``timeout``."""
+    def next_batch(self, timeout: float, give_up: threading.Event | None = None) -> list[View]:
+        """Up to ``max_batch`` views, or an empty list if none became due within ``timeout``.
+
+        Waiting, for a first view or for the batch to fill, ends early once ``give_up`` is set
+        (and `notify` called): the pipeline's sign that an engine call ended and needs it.
+        """
         deadline = time.monotonic() + timeout
         views = self._collect([])
-        while not views and self._wait_until(deadline):
+        while not views and self._wait_until(deadline, give_up):
             views = self._collect(views)
         fill_deadline = min(deadline, time.monotonic() + self.max_wait_s)
-        while views and len(views) < self.max_batch and self._coming(views, fill_deadline) and self._wait_until(fill_deadline):
+        while (views and len(views) < self.max_batch and self._coming(views, fill_deadline)
+               and self._wait_until(fill_deadline, give_up)):
             views = self._collect(views)
         return views
 
-    def _wait_until(self, deadline: float) -> bool:
+    def _wait_until(self, deadline: float, give_up: threading.Event | None) -> bool:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or give_up is not None and give_up.is_set():
             return False
         self._frames_arrived.wait(remaining)
         self._frames_arrived.clear()
-        return True
+        return give_up is None or not give_up.is_set()
 
     def _coming(self, views: list[View], deadline: float) -> bool:
         """Some stream without a view in this batch should fall due by ``deadline`` (offline files

@@ -221,3 +221,46 @@ def test_inputs_are_checked_before_they_reach_an_engine():
         batch_size({**good, "fast": good["fast"][:1]}, specs, 4)
     with pytest.raises(StreamrecError, match="this engine takes 1 to 1"):
         batch_size(good, specs, 1)
+
+
+# --------------------------------------------------------------------------- parallel calls
+
+
+def test_parallel_onnxruntime_calls_each_get_a_session_and_the_same_logits(tmp_path):
+    """engine.parallel_calls: 2 on the CPU: two sessions, and calls from several threads at once
+    return what one call at a time does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = load_config("slowfast_tiny")
+    clips = varied_clips(config.clip, 6)
+    path = export_onnx(random_model(config, clips), config.clip, tmp_path / "tiny.onnx")
+    engine = OnnxRuntimeEngine(path, input_specs(config.clip), 7, device="cpu", threads=1, parallel_calls=2)
+    assert engine.parallel_calls == 2 and engine._idle_sessions.qsize() == 2
+    batches = [{name: a[i:i + 1] for name, a in clips.items()} for i in range(6)]
+    one_at_a_time = [engine.infer(batch) for batch in batches]
+    assert_meaningful(np.concatenate(one_at_a_time))
+    with ThreadPoolExecutor(4) as pool:  # more callers than sessions: the extra ones wait their turn
+        side_by_side = list(pool.map(engine.infer, batches * 3))
+    for got, expected in zip(side_by_side, one_at_a_time * 3):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert engine._idle_sessions.qsize() == 2  # every session back in the pool
+
+
+def test_threads_per_call_share_out_the_cores_between_parallel_calls(monkeypatch):
+    from streamrec.backends import call_threads
+    from streamrec.config import EngineConfig
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert call_threads(EngineConfig()) == 0  # one call: the library's default
+    assert call_threads(EngineConfig(parallel_calls=2)) == 4
+    assert call_threads(EngineConfig(parallel_calls=3)) == 2
+    assert call_threads(EngineConfig(parallel_calls=16)) == 1
+    assert call_threads(EngineConfig(threads=3, parallel_calls=2)) == 3  # as configured
+
+
+def test_parallel_calls_on_a_gpu_engine_are_refused_in_one_line():
+    config = load_config("slowfast_tiny", ["engine.backend=tensorrt", "engine.parallel_calls=2"])
+    with pytest.raises(StreamrecError, match="engine.parallel_calls > 1 is for engines on the CPU.*pipeline.max_batch"):
+        create_engine(config)
+    with pytest.raises(StreamrecError, match="this torch engine runs on a GPU"):
+        TorchEngine(nn.Identity(), input_specs(config.clip), torch.device("cuda"), parallel_calls=2)

@@ -21,6 +21,8 @@ def test_wrong_type_and_inconsistent_thresholds_are_refused():
         load_config("slowfast_tiny", ["pipeline.hop_frames=fast"])
     with pytest.raises(StreamrecError, match="exit_threshold <= enter_threshold"):
         load_config("slowfast_tiny", ["postprocess.enter_threshold=0.3", "postprocess.exit_threshold=0.5"])
+    with pytest.raises(StreamrecError, match="engine.parallel_calls >= 1"):
+        load_config("slowfast_tiny", ["engine.parallel_calls=0"])
 
 
 def test_overrides_parse_values_as_yaml_and_reject_malformed_items():

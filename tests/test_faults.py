@@ -122,6 +122,7 @@ class FailingOnce:
 
     def __init__(self, engine):
         self.engine, self.name, self.max_batch, self.calls = engine, "failing-once", engine.max_batch, 0
+        self.parallel_calls = engine.parallel_calls
 
     def infer(self, inputs):
         self.calls += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -171,6 +172,7 @@ class TimedEngine:
 
     def __init__(self, engine):
         self.engine, self.name, self.max_batch = engine, engine.name, engine.max_batch
+        self.parallel_calls = engine.parallel_calls
         self.calls = []
 
     def infer(self, inputs):
@@ -231,3 +233,77 @@ def test_at_saturation_the_engine_goes_straight_on_to_the_next_batch(video_file,
     gaps = sorted(start - end for (_, end), (start, _) in zip(calls, calls[1:]))
     assert len(calls) >= 40  # 4 files x 23 hops in batches of 2
     assert gaps[len(gaps) // 2] < 0.005  # the median; without the queue each gap is >= 15 ms
+
+
+def most_at_once(calls) -> int:
+    """The most engine calls that were running at the same moment."""
+    moments = sorted([(start, 1) for start, _ in calls] + [(end, -1) for _, end in calls])
+    running = most = 0
+    for _, step in moments:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_parallel_calls_run_side_by_side_and_publish_what_one_at_a_time_does(video_file):
+    """engine.parallel_calls: 2 keeps two batches in the engine at once, never three; every hop of
+    every file is published, in order per stream, with the results one call at a time gives."""
+    served = {}
+    for parallel in (1, 2):
+        config = load_config("slowfast_tiny", ["events.predictions=true", "pipeline.hop_frames=4",
+                                               "pipeline.max_batch=2", "engine.backend=onnxruntime",
+                                               f"engine.parallel_calls={parallel}"])
+        config = config.replace(streams=tuple(StreamConfig(id=f"file{i}", source=str(video_file)) for i in range(3)))
+        engine, sink = SlowEngine(create_engine(config)), ListSink()
+        Pipeline(config, engine, load_labels(config), EventBus([sink])).run()
+        assert most_at_once(engine.calls[1:]) == parallel
+        served[parallel] = [(e["stream"], e["clip_end"], e["topk"][0][0]) for _, e in sink.events
+                            if e["type"] == "prediction"]
+    per_stream = {n: sorted(served[n], key=lambda p: p[0]) for n in served}  # stable: each stream's own order
+    assert len(served[1]) == 3 * 23 and per_stream[2] == per_stream[1]
+
+
+def test_a_free_engine_slot_takes_a_view_while_another_call_runs(monkeypatch):
+    """Two live cameras whose hops fall due a third of a hop apart, an engine call longer than
+    that: with two parallel calls the second camera's view starts at once rather than waiting,
+    and the pipeline's thread sleeps until then (it does not poll the scheduler)."""
+    from streamrec.scheduler import Scheduler
+
+    asked = []
+
+    def counted_next_batch(self, timeout, give_up=None, next_batch=Scheduler.next_batch):
+        asked.append(timeout)
+        return next_batch(self, timeout, give_up)
+
+    monkeypatch.setattr(Scheduler, "next_batch", counted_next_batch)
+    config = load_config("slowfast_tiny", ["events.predictions=true", "pipeline.hop_frames=8",
+                                           "engine.backend=onnxruntime", "engine.parallel_calls=2"])
+    config = config.replace(streams=tuple(StreamConfig(id=f"cam{i}", source=f"synthetic:size=160x120,seed={i}")
+                                          for i in range(2)))
+    engine, sink = VerySlowEngine(create_engine(config)), ListSink()
+    pipeline = Pipeline(config, engine, load_labels(config), EventBus([sink]))
+    stopper = threading.Timer(3.0, pipeline.stop)
+    stopper.start()
+    pipeline.run()
+    calls = engine.calls[1:]
+    assert most_at_once(calls) == 2 and all(batch == 1 for batch in engine.batches[1:])
+    assert len(asked) < 500  # about 40 in 3 s; polling instead of waiting asks tens of thousands of times
+    for camera in ("cam0", "cam1"):
+        ends = [e["clip_end"] for _, e in sink.events if e["type"] == "prediction" and e["stream"] == camera]
+        assert len(ends) >= 5 and ends == sorted(ends)
+
+
+class VerySlowEngine(TimedEngine):
+    """A timed engine whose every call takes 200 ms more (and notes its batch size)."""
+
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.batches = []
+
+    def infer(self, inputs):
+        start = time.monotonic()
+        logits = self.engine.infer(inputs)
+        time.sleep(0.2)
+        self.calls.append((start, time.monotonic()))
+        self.batches.append(len(logits))
+        return logits

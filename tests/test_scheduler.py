@@ -142,3 +142,32 @@ def test_a_stream_overwritten_while_asked_about_is_not_waited_for(monkeypatch):
     start = time.monotonic()
     assert [v.stream_id for v in scheduler.next_batch(timeout=1.0)] == ["due"]
     assert time.monotonic() - start < 0.2
+
+
+def test_a_wait_for_views_gives_up_when_the_pipeline_asks():
+    """The pipeline's sign that an engine call ended ends a wait, for a first view or for a
+    batch to fill, at once: the call's results are not held up behind it."""
+    scheduler = Scheduler(max_batch=4, max_wait_s=1.0)
+    due_now = StreamSchedule("due", live_ring(16), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True)
+    soon = StreamSchedule("soon", RingBuffer(64, 4, 4), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True)
+    scheduler.add(soon)
+    soon.ring = live_ring(soon.next_end)  # one frame short of its first view: a batch would wait for it
+    give_up = threading.Event()
+
+    def call_ends():
+        give_up.set()
+        scheduler.notify()
+
+    threading.Timer(0.05, call_ends).start()
+    start = time.monotonic()
+    assert scheduler.next_batch(timeout=2.0, give_up=give_up) == []  # nothing due: it would wait 2 s
+    assert time.monotonic() - start < 0.5
+
+    scheduler.add(due_now)
+    due_now.ring = live_ring(due_now.next_end + 1)
+    give_up.clear()
+    threading.Timer(0.05, call_ends).start()
+    start = time.monotonic()
+    assert [v.stream_id for v in scheduler.next_batch(timeout=2.0, give_up=give_up)] == ["due"]
+    assert time.monotonic() - start < 0.5  # not the 1 s max wait for "soon"
+    assert scheduler.next_batch(timeout=0.0, give_up=give_up) == []  # already set: no wait at all

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Mapping, Protocol
 
 import numpy as np
 
-from streamrec.config import Config
+from streamrec.config import Config, EngineConfig
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,24 @@ PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "onnxruntime": ("fp32", "fp16")
 class Engine(Protocol):
     name: str  # backend name, for logs and benchmark tables
     max_batch: int  # largest batch one infer() call accepts
+    parallel_calls: int  # infer() calls it runs at once, from as many threads (engine.parallel_calls)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+
+def call_threads(engine: EngineConfig) -> int:
+    """CPU threads for each engine call: ``engine.threads`` when set; with parallel calls, the
+    process's cores shared out between them; else 0, the library's default (every core)."""
+    if engine.threads or engine.parallel_calls == 1:
+        return engine.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // engine.parallel_calls)
+
+
+def parallel_calls_need_cpu(engine: str) -> StreamrecError:
+    """The error for ``engine.parallel_calls`` > 1 on an engine that computes on a GPU."""
+    return StreamrecError(f"engine.parallel_calls > 1 is for engines on the CPU, and this {engine} engine runs on a "
+                          "GPU, where a larger pipeline.max_batch keeps it busy instead; set engine.parallel_calls: 1")
 
 
 def resolve_backend(config: Config) -> str:
@@ -90,7 +107,8 @@ def _onnxruntime_engine(config: Config) -> Engine:
                              "--backend tensorrt")
     path = Path(file) if file else cached_export(config, config.engine.precision)
     engine = OnnxRuntimeEngine(path, input_specs(config.clip), config.model.num_classes,
-                               device=config.engine.device, threads=config.engine.threads,
+                               device=config.engine.device, threads=call_threads(config.engine),
+                               parallel_calls=config.engine.parallel_calls,
                                max_batch=config.pipeline.max_batch, cpu_graph=config.engine.cpu_graph)
     check_metadata(engine.metadata, config, path)
     return engine
@@ -108,6 +126,8 @@ def _tensorrt_engine(config: Config) -> Engine:
     if engine.device == "cpu":
         raise StreamrecError("the tensorrt backend runs on a CUDA GPU; engine.device=cpu needs --backend "
                              "onnxruntime or torch")
+    if engine.parallel_calls > 1:
+        raise parallel_calls_need_cpu("tensorrt")
     api = load_tensorrt()
     memory = open_device(parse_device_index(engine.device))
     file = Path(engine.engine_file) if engine.engine_file else None

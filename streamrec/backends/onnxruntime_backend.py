@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from streamrec.backends import parallel_calls_need_cpu
 from streamrec.backends.cpu_graph import cpu_session_inputs
 from streamrec.backends.engine_cache import cache_dir
 from streamrec.backends.inputs import InputSpec, batch_size
@@ -48,10 +50,14 @@ def choose_providers(available: list[str], device: str) -> list:
 
 
 class OnnxRuntimeEngine:
+    """An exported graph in ONNX Runtime. With ``parallel_calls`` > 1 it holds one session per
+    call that may run at once, each with its own ``threads``: sessions sharing one intra-op pool
+    would split its threads between concurrent calls."""
+
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, specs: tuple[InputSpec, ...], num_classes: int, *, device: str = "auto",
-                 threads: int = 0, max_batch: int = 64, cpu_graph: bool = True):
+                 threads: int = 0, max_batch: int = 64, cpu_graph: bool = True, parallel_calls: int = 1):
         import onnxruntime as ort
 
         path = Path(path)
@@ -62,19 +68,28 @@ class OnnxRuntimeEngine:
             options.intra_op_num_threads = threads
         providers = choose_providers(ort.get_available_providers(), device)
         on_cpu = providers == ["CPUExecutionProvider"]
+        if parallel_calls > 1 and not on_cpu:
+            raise parallel_calls_need_cpu("onnxruntime")
         graph, disabled = cpu_session_inputs(path) if on_cpu and cpu_graph else (str(path), [])
         try:
-            self.session = ort.InferenceSession(graph, options, providers=providers, disabled_optimizers=disabled)
+            sessions = [ort.InferenceSession(graph, options, providers=providers, disabled_optimizers=disabled)
+                        for _ in range(parallel_calls)]
         except Exception as err:  # onnxruntime raises its own exception types, one per failure kind
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise StreamrecError(f"ONNX Runtime cannot load {path}: {first_line}") from None
+        self.session = sessions[0]  # what the graph is, for checks, metadata and providers
+        self.parallel_calls = parallel_calls
+        self._idle_sessions: queue.SimpleQueue = queue.SimpleQueue()
+        for session in sessions:
+            self._idle_sessions.put(session)
         self.specs = specs
         self.path = path
         self.metadata = self._metadata()
         fixed_batch = self._check_graph(num_classes)
         self.fixed_batch = fixed_batch  # None: the batch axis is dynamic
         self.max_batch = fixed_batch or max_batch
-        log.info("onnxruntime engine %s on %s", path.name, ", ".join(self.session.get_providers()))
+        log.info("onnxruntime engine %s on %s%s", path.name, ", ".join(self.session.get_providers()),
+                 f", {parallel_calls} sessions" if parallel_calls > 1 else "")
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         size = batch_size(inputs, self.specs, self.max_batch)
@@ -82,7 +97,11 @@ class OnnxRuntimeEngine:
         if self.fixed_batch and size < self.fixed_batch:  # a fixed-batch export: pad, then drop the padding
             feeds = {name: np.concatenate([a, np.zeros((self.fixed_batch - size, *a.shape[1:]), a.dtype)])
                      for name, a in feeds.items()}
-        (logits,) = self.session.run(["logits"], feeds)
+        session = self._idle_sessions.get()  # more callers than sessions wait their turn here
+        try:
+            (logits,) = session.run(["logits"], feeds)
+        finally:
+            self._idle_sessions.put(session)
         return logits[:size].astype(np.float32, copy=False)
 
     def _metadata(self) -> dict | None:

@@ -84,6 +84,7 @@ def read_plan(path: Path, api: TensorRT, memory: DeviceMemory) -> bytes:
 
 class TensorRTEngine:
     name = "tensorrt"
+    parallel_calls = 1  # one execution context: calls from several threads take turns (the lock below)
 
     def __init__(self, plan: bytes, api: TensorRT, memory: DeviceMemory, specs: tuple[InputSpec, ...],
                  num_classes: int, source: str = "engine"):

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from streamrec.backends import call_threads, parallel_calls_need_cpu
 from streamrec.backends.inputs import InputSpec, batch_size, input_specs
 from streamrec.config import Config
 from streamrec.errors import StreamrecError
@@ -121,7 +122,9 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, module: nn.Module, specs: tuple[InputSpec, ...], device: torch.device,
-                 precision: str = "fp32", max_batch: int = 64, cuda_graphs: bool = True):
+                 precision: str = "fp32", max_batch: int = 64, cuda_graphs: bool = True, parallel_calls: int = 1):
+        if parallel_calls > 1 and device.type == "cuda":
+            raise parallel_calls_need_cpu("torch")
         if precision not in DTYPES:
             raise StreamrecError(f"the torch backend runs fp32, fp16 or bf16, not {precision}")
         if precision != "fp32" and device.type != "cuda":
@@ -130,6 +133,7 @@ class TorchEngine:
         self.specs = specs
         self.device = device
         self.max_batch = max_batch
+        self.parallel_calls = parallel_calls  # one module: forward passes on the CPU may run side by side
         probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8, device=device) for s in specs]
         module = fold_batch_norms(module.eval().to(device), probe)
         if device.type == "cuda" and precision != "fp32":
@@ -141,10 +145,12 @@ class TorchEngine:
     def from_config(cls, config: Config) -> "TorchEngine":
         from streamrec.checkpoints import load_model
 
-        if config.engine.threads > 0:
-            torch.set_num_threads(config.engine.threads)
+        threads = call_threads(config.engine)
+        if threads > 0:
+            torch.set_num_threads(threads)  # process-wide: each call's operators run on this many threads
         return cls(load_model(config), input_specs(config.clip), pick_device(config.engine.device),
-                   config.engine.precision, max_batch=config.pipeline.max_batch)
+                   config.engine.precision, max_batch=config.pipeline.max_batch,
+                   parallel_calls=config.engine.parallel_calls)
 
     @torch.inference_mode()
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -102,6 +102,7 @@ class EagerEngine:
     """
 
     name = "eager"
+    parallel_calls = 1  # the usual way runs one clip after another
 
     def __init__(self, model: EagerModel, max_batch: int = 64):
         self.model = model

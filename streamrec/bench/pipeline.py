@@ -71,6 +71,7 @@ class MeteredEngine:
         self.engine = engine
         self.name = engine.name
         self.max_batch = engine.max_batch
+        self.parallel_calls = engine.parallel_calls
         self.calls: list[tuple[float, float, int]] = []  # (monotonic start, seconds, batch)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
