@@ -10,8 +10,11 @@ in-process on small inputs.
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamrec.bench.pipeline import engine_speed_drift, hops_due, latency_breakdown, search_max_streams
@@ -23,7 +26,7 @@ MACHINE_FIELDS = {"cpu_model", "cpu_cores_physical", "cpu_cores_logical", "cpu_f
                   "python", "libraries", "load_average"}
 DOCUMENT_FIELDS = {"benchmark", "config", "command", "started_at", "finished_at", "machine", "load_average_after",
                    "cpu_use", "results"}
-ENGINE_FIELDS = {"backend", "precision", "batch", "device", "iterations", "warmup", "rounds", "threads", "clips_per_s",
+ENGINE_FIELDS = {"backend", "precision", "batch", "parallel_calls", "device", "iterations", "warmup", "rounds", "threads", "clips_per_s",
                  "ms_per_clip", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
                  "latency_ms_mean", "latency_ms_max", "frames_per_s", "streams_at_fps", "hop_frames", "stream_fps",
                  "host_rss_peak_mib", "engine_load_rss_mib", "device_memory_peak_mib", "device_memory_source",
@@ -65,17 +68,22 @@ def run_bench(tmp_path: Path, *args: str, timeout: float = 300) -> dict:
 def test_engine_benchmark_reports_every_figure_per_backend_and_batch(tmp_path):
     backends = ("eager", "torch", "onnxruntime", "onnxruntime-plain")
     document = run_bench(tmp_path, "engine", "--config", "slowfast_tiny", "--backend", ",".join(backends),
-                         "--precision", "fp32,bf16", "--batch", "1,2", "--iters", "2", "--warmup", "1",
-                         "--rounds", "2")
+                         "--precision", "fp32,bf16", "--batch", "1,2", "--parallel-calls", "1,2", "--iters", "2",
+                         "--warmup", "1", "--rounds", "2")
     results = document["results"]
-    assert {(r["backend"], r["batch"]) for r in results} == {(b, n) for b in backends for n in (1, 2)}
+    assert {(r["backend"], r["batch"], r["parallel_calls"]) for r in results} == \
+        {(b, n, c) for b in backends for n in (1, 2) for c in (1, 2) if b != "eager" or c == 1}
     for result in results:
         assert ENGINE_FIELDS <= set(result), ENGINE_FIELDS - set(result)
         assert result["clips_per_s"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]
         assert result["iterations"] == 2  # one timed call in each of two rounds
         assert result["gflops_per_clip"] > 0 and 0 < result["peak_fraction"]
-    # bf16 is not served on the CPU: each backend is skipped with the reason, not a crash
-    assert {(s["backend"], s["precision"]) for s in document["skipped"]} == {(b, "bf16") for b in backends}
+        if result["parallel_calls"] == 2:  # each call on half the cores
+            assert result["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+    # bf16 is not served on the CPU, nor the eager baseline two calls at once: skipped with the reason, not a crash
+    skipped = {(s["backend"], s["precision"], s["parallel_calls"]) for s in document["skipped"]}
+    assert skipped == {(b, "bf16", c) for b in backends for c in (1, 2) if b != "eager" or c == 1} | \
+        {("eager", p, 2) for p in ("fp32", "bf16")}
     assert document["flops"]["method"].startswith("FLOPs = 2 x multiply-accumulates")
     assert document["peaks"]["cpu"]["source"].startswith("measured: float32")
 
@@ -98,9 +106,12 @@ def test_pipeline_benchmark_reports_streams_hops_latency_and_resources(tmp_path)
 
 def test_repeated_pipeline_trials_report_median_ratios(tmp_path):
     document = run_bench(tmp_path, "pipeline", "--config", "slowfast_tiny", "--backend", "onnxruntime",
-                         "--streams", "1", "--duration", "2", "--engine-iters", "2", "--repeat", "2")
+                         "--streams", "1", "--duration", "2", "--engine-iters", "2", "--repeat", "2",
+                         "--parallel-calls", "2")
     trials = document["results"]
     assert len(trials) == 2 and all(t["engine_only"] for t in trials)  # each against its own reference
+    assert document["setup"]["parallel_calls"] == 2
+    assert all(r["parallel_calls"] == 2 for t in trials for r in t["engine_only"])  # timed as the pipeline calls it
     ratios = sorted(t["e2e_over_engine_clips"] for t in trials)
     assert document["median"]["trials"] == 2
     assert document["median"]["e2e_over_engine_clips"] == pytest.approx(sum(ratios) / 2, abs=1e-3)
@@ -195,3 +206,30 @@ def test_engine_speed_drift_is_reported_only_past_the_threshold():
     drifted = [{"batch": 1, "clips_per_s_after": 90.0}, {"batch": 8, "clips_per_s_before": 150.0,
                                                          "clips_per_s_after": 110.0}]
     assert "150 clips/s (batch 8) just before the trial and 110 after" in engine_speed_drift(drifted)
+
+
+class SleepingEngine:
+    """Calls that take 50 ms of wall clock and no CPU, from any number of threads at once."""
+
+    name, max_batch = "sleeping", 4
+
+    def __init__(self, parallel_calls: int, fail: bool = False):
+        self.parallel_calls, self.fail = parallel_calls, fail
+
+    def infer(self, inputs):
+        if self.fail:
+            raise RuntimeError("engine broke")
+        time.sleep(0.05)
+        return np.zeros((1, 2), np.float32)
+
+
+def test_parallel_calls_are_timed_side_by_side_over_wall_clock():
+    from streamrec.bench.timing import time_calls
+
+    one, two = time_calls(SleepingEngine(1), {}, 1, 6), time_calls(SleepingEngine(2), {}, 1, 6)
+    assert len(one.durations) == len(two.durations) == 6
+    assert one.wall_s == pytest.approx(sum(one.durations))
+    assert 0.15 <= two.wall_s < 0.8 * sum(two.durations)  # three rounds of two calls at once
+    assert two.clips_per_s(4) > 1.3 * one.clips_per_s(4)
+    with pytest.raises(RuntimeError, match="engine broke"):  # raised here, not a hang
+        time_calls(SleepingEngine(2, fail=True), {}, 1, 6)

@@ -7,6 +7,10 @@ cameras of a given frame rate that is), peak host RSS of the process (every engi
 is loaded at once; ``engine_load_rss_mib`` is what opening this one added), peak device memory
 on a GPU, and the model's FLOPs per clip with the fraction of the device's peak reached.
 
+``--parallel-calls`` times an engine the way the pipeline drives it with
+``engine.parallel_calls``: that many threads calling it at once, each call on its share of the
+cores; clips/s is then counted over wall-clock time, latency per call.
+
 Besides the project's backends, ``eager`` times the usual way's model call
 (`streamrec.bench.baseline.EagerEngine`: PyTorch eager float32, PyTorch's default threads),
 so every figure can be stated as a ratio to it, measured in the same run.
@@ -23,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from streamrec.backends import Engine, create_engine
+from streamrec.backends import Engine, call_threads, create_engine
 from streamrec.bench.flops import flops_per_clip, measure_peak_gflops
 from streamrec.bench.machine import PeakRss, current_rss_mib, device_memory_mib
 from streamrec.bench.report import Column, new_figure, save_figure, table
@@ -43,6 +47,7 @@ class EngineBenchPlan:
     backends: tuple[str, ...]
     precisions: tuple[str, ...]
     batches: tuple[int, ...]
+    parallel_calls: tuple[int, ...] = (1,)
     iterations: int = 20
     warmup: int = 3
     rounds: int = 1  # timed calls are split into this many rounds, interleaved across cases
@@ -61,15 +66,15 @@ def parse_names(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ..
     return names
 
 
-def parse_batches(text: str) -> tuple[int, ...]:
+def parse_counts(text: str, flag: str) -> tuple[int, ...]:
     """``1,2,4,8`` as sorted unique positive integers."""
     try:
-        batches = sorted({int(part) for part in text.split(",") if part.strip()})
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        batches = []
-    if not batches or batches[0] < 1:
-        raise StreamrecError(f"--batch {text!r} must be a comma-separated list of positive integers, e.g. 1,2,4,8")
-    return tuple(batches)
+        counts = []
+    if not counts or counts[0] < 1:
+        raise StreamrecError(f"{flag} {text!r} must be a comma-separated list of positive integers, e.g. 1,2,4,8")
+    return tuple(counts)
 
 
 def random_inputs(config: Config, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -80,11 +85,13 @@ def random_inputs(config: Config, batch: int, seed: int = 0) -> dict[str, np.nda
     return split_pathways(clip, frames)
 
 
-def open_engine(config: Config, backend: str, precision: str, max_batch: int) -> Engine:
+def open_engine(config: Config, backend: str, precision: str, max_batch: int, parallel_calls: int = 1) -> Engine:
     """The engine ``create_engine`` makes for this backend and precision, or the eager baseline."""
     if backend == "eager":
         if precision != "fp32":
             raise StreamrecError("the eager baseline is PyTorch float32 by definition; it has no " + precision)
+        if parallel_calls > 1:
+            raise StreamrecError("the eager baseline runs one call at a time, as the usual way does")
         from streamrec.backends.torch_backend import pick_device
         from streamrec.bench.baseline import EagerEngine, EagerModel
 
@@ -92,7 +99,7 @@ def open_engine(config: Config, backend: str, precision: str, max_batch: int) ->
     plain = backend == "onnxruntime-plain"
     return create_engine(config.replace(
         engine=dataclasses.replace(config.engine, backend="onnxruntime" if plain else backend, precision=precision,
-                                   cpu_graph=config.engine.cpu_graph and not plain),
+                                   cpu_graph=config.engine.cpu_graph and not plain, parallel_calls=parallel_calls),
         pipeline=dataclasses.replace(config.pipeline, max_batch=max_batch)))
 
 
@@ -109,16 +116,18 @@ def engine_device(engine: Engine) -> str:
 
 @dataclass
 class Case:
-    """One backend, precision and batch size, and what its timed calls measured."""
+    """One backend, precision, batch size and number of parallel calls, and what its timed calls measured."""
 
     backend: str  # as asked (``auto`` stays ``auto``)
     precision: str
     batch: int
+    parallel_calls: int
     engine: Engine
     device: str
     load_rss_mib: float | None  # how much the process grew when this engine was opened
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     durations: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
     rss_peak_mib: float | None = None
     device_memory: dict = field(default_factory=dict)
 
@@ -155,31 +164,34 @@ class EngineBench:
         cases = []
         for backend in self.plan.backends:
             for precision in self.plan.precisions:
-                before = current_rss_mib()
-                with self._threads_for(backend):
-                    try:
-                        engine = open_engine(self.config, backend, precision, max(self.plan.batches))
-                    except StreamrecError as err:
-                        self._skip(backend, precision, None, str(err))
-                        continue
-                grown = current_rss_mib() - before
-                if self.flops is None:
-                    self._count_flops(engine)
-                cases += [Case(backend, precision, batch, engine, engine_device(engine), round(grown, 1),
-                               random_inputs(self.config, batch)) for batch in self.plan.batches]
+                for parallel in self.plan.parallel_calls:
+                    before = current_rss_mib()
+                    with self._threads_for(backend, parallel):
+                        try:
+                            engine = open_engine(self.config, backend, precision, max(self.plan.batches), parallel)
+                        except StreamrecError as err:
+                            self._skip(backend, precision, None, str(err), parallel)
+                            continue
+                    grown = current_rss_mib() - before
+                    if self.flops is None:
+                        self._count_flops(engine)
+                    cases += [Case(backend, precision, batch, parallel, engine, engine_device(engine), round(grown, 1),
+                                   random_inputs(self.config, batch)) for batch in self.plan.batches]
         return cases
 
     def _time(self, case: Case, warmup: int, iterations: int) -> None:
-        log.info("timing %s %s batch %d: %d warm-up + %d timed calls", case.backend, case.precision, case.batch,
-                 warmup, iterations)
+        log.info("timing %s %s batch %d, %d call(s) at once: %d warm-up + %d timed calls", case.backend,
+                 case.precision, case.batch, case.parallel_calls, warmup, iterations)
         read_device_peak = _device_peak_meter(case.engine, case.device)
         try:
-            with self._threads_for(case.backend), PeakRss() as rss:
-                case.durations += time_calls(case.engine, case.inputs, warmup, iterations)
+            with self._threads_for(case.backend, case.parallel_calls), PeakRss() as rss:
+                timed = time_calls(case.engine, case.inputs, warmup, iterations)
         except StreamrecError as err:  # e.g. a batch larger than a fixed-batch engine file takes
-            self._skip(case.backend, case.precision, case.batch, str(err))
+            self._skip(case.backend, case.precision, case.batch, str(err), case.parallel_calls)
             case.engine = None
             return
+        case.durations += timed.durations
+        case.wall_s += timed.wall_s
         if rss.peak_mib is not None:
             case.rss_peak_mib = max(case.rss_peak_mib or 0.0, rss.peak_mib)
         device_memory = read_device_peak()
@@ -191,7 +203,7 @@ class EngineBench:
     def _figures(self, case: Case) -> dict:
         """A case's figures: latency, throughput, cameras served, memory, and the roofline."""
         plan, durations = self.plan, case.durations
-        clips_per_s = case.batch * len(durations) / sum(durations)
+        clips_per_s = case.batch * len(durations) / case.wall_s
         gflops = self.flops["gflops_per_clip"] if self.flops else None
         peak = self._peak(case.device)
         achieved = clips_per_s * gflops if gflops else None
@@ -199,11 +211,12 @@ class EngineBench:
             "backend": case.backend if case.backend != "auto" else f"auto:{case.engine.name}",
             "precision": case.precision,
             "batch": case.batch,
+            "parallel_calls": case.parallel_calls,
             "device": case.device,
             "iterations": len(durations),
             "warmup": plan.warmup,
             "rounds": plan.rounds,
-            "threads": self._threads(case.backend),
+            "threads": self._threads(case.backend, case.parallel_calls),
             "clips_per_s": round(clips_per_s, 3),
             "ms_per_clip": round(1000.0 / clips_per_s, 2),
             **latency_summary(durations),
@@ -220,17 +233,17 @@ class EngineBench:
             "peak_fraction": round(achieved / peak["gflops_per_s"], 4) if achieved and peak["gflops_per_s"] else None,
         }
 
-    def _threads(self, backend: str) -> int | None:
-        """PyTorch threads for the eager baseline (its default) and the torch engine (--threads, else default);
-        for the other engines the configured count, None meaning the library's default."""
+    def _threads(self, backend: str, parallel_calls: int) -> int | None:
+        """Threads per call: PyTorch's default for the eager baseline; for the project's engines
+        ``call_threads`` (--threads, or the cores shared out between parallel calls), else the
+        library's default: PyTorch's count for the torch engine, None for the others."""
         if backend == "eager":
             return self._default_torch_threads
-        if backend == "torch":
-            return self.config.engine.threads or self._default_torch_threads
-        return self.config.engine.threads or None
+        threads = call_threads(dataclasses.replace(self.config.engine, parallel_calls=parallel_calls))
+        return threads or (self._default_torch_threads if backend == "torch" else None)
 
-    def _threads_for(self, backend: str):
-        return torch_threads(self._threads(backend) if backend in ("eager", "torch") else None)
+    def _threads_for(self, backend: str, parallel_calls: int):
+        return torch_threads(self._threads(backend, parallel_calls) if backend in ("eager", "torch") else None)
 
     def _count_flops(self, engine: Engine) -> None:
         onnx_file = getattr(engine, "path", None)
@@ -252,9 +265,11 @@ class EngineBench:
                 self.peaks[device] = {"gflops_per_s": round(gflops, 1), "source": source}
         return self.peaks[device]
 
-    def _skip(self, backend: str, precision: str, batch: int | None, reason: str) -> None:
-        log.warning("skipping %s %s%s: %s", backend, precision, f" batch {batch}" if batch else "", reason)
-        self.skipped.append({"backend": backend, "precision": precision, "batch": batch, "reason": reason})
+    def _skip(self, backend: str, precision: str, batch: int | None, reason: str, parallel_calls: int = 1) -> None:
+        where = (f" batch {batch}" if batch else "") + (f" with {parallel_calls} parallel calls" if parallel_calls > 1 else "")
+        log.warning("skipping %s %s%s: %s", backend, precision, where, reason)
+        self.skipped.append({"backend": backend, "precision": precision, "batch": batch,
+                             "parallel_calls": parallel_calls, "reason": reason})
 
 
 def _torch_threads() -> int | None:
@@ -306,7 +321,7 @@ def _device_peak_meter(engine: Engine, device: str):
 
 def _add_ratios(results: list[dict]) -> None:
     """Each result's clips/s over the eager float32 baseline's, at batch 1 and at its own batch."""
-    eager = {r["batch"]: r["clips_per_s"] for r in results if r["backend"] == "eager"}
+    eager = {r["batch"]: r["clips_per_s"] for r in results if r["backend"] == "eager"}  # one call at a time
     for result in results:
         same = eager.get(result["batch"])
         result["speedup_vs_eager_batch1"] = round(result["clips_per_s"] / eager[1], 3) if 1 in eager else None
@@ -317,7 +332,7 @@ def _add_ratios(results: list[dict]) -> None:
 
 COLUMNS = [
     Column("backend", "backend"), Column("precision", "precision"), Column("batch", "batch"),
-    Column("threads", "threads"),
+    Column("threads", "threads"), Column("calls", "parallel_calls"),
     Column("clips/s", "clips_per_s", 2), Column("p50 ms", "latency_ms_p50", 1), Column("p90 ms", "latency_ms_p90", 1),
     Column("p99 ms", "latency_ms_p99", 1), Column("frames/s", "frames_per_s", 1),
     Column("streams", "streams_at_fps", 1), Column("RSS MiB", "host_rss_peak_mib", 0),
@@ -333,7 +348,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     first = results[0] if results else {}
     flops = document.get("flops") or {}
     lines = [table(results, COLUMNS, markdown), ""]
-    legend = (f"latency: one infer() call of `batch` clips; frames/s and streams: source frames the clips cover at hop "
+    legend = (f"latency: one infer() call of `batch` clips; calls: how many ran at once (clips/s over wall-clock time), "
+              f"each on `threads` threads; frames/s and streams: source frames the clips cover at hop "
               f"{first.get('hop_frames')} frames, and how many {first.get('stream_fps')} fps streams that serves")
     if flops.get("gflops_per_clip") is not None:
         legend += f"; {flops['gflops_per_clip']} GFLOPs per clip ({flops['method']})"
@@ -341,9 +357,10 @@ def summary_text(document: dict, markdown: bool = False) -> str:
         legend += f"; {device} peak {peak['gflops_per_s']} GFLOP/s ({peak['source']})"
     lines.append(legend + ".")
     for skip in document.get("skipped", []):
-        batch = f" batch {skip['batch']}" if skip["batch"] else ""
+        where = f" batch {skip['batch']}" if skip["batch"] else ""
+        where += f" with {skip['parallel_calls']} parallel calls" if skip["parallel_calls"] > 1 else ""
         bullet = "- " if markdown else ""
-        lines.append(f"{bullet}skipped {skip['backend']} {skip['precision']}{batch}: {skip['reason']}")
+        lines.append(f"{bullet}skipped {skip['backend']} {skip['precision']}{where}: {skip['reason']}")
     return "\n".join(lines)
 
 
@@ -360,18 +377,21 @@ def ratio_lines(document: dict) -> list[str]:
         if r["backend"] != "eager" and (key not in best or r["clips_per_s"] > best[key]["clips_per_s"]):
             best[key] = r
     for (backend, precision), r in best.items():
-        lines.append(f"{backend} {precision}: {r['clips_per_s']:.3f} clips/s at batch {r['batch']} = "
+        calls = f", {r['parallel_calls']} calls at once" if r["parallel_calls"] > 1 else ""
+        lines.append(f"{backend} {precision}: {r['clips_per_s']:.3f} clips/s at batch {r['batch']}{calls} = "
                      f"{r['speedup_vs_eager_batch1']:.2f}x the eager float32 baseline at batch 1 "
                      f"({eager['clips_per_s']:.3f} clips/s)")
     return lines
 
 
 def plot(document: dict, path: str) -> None:
-    """Throughput and p50 latency (p99 dotted) against batch size, one line per backend/precision."""
+    """Throughput and p50 latency (p99 dotted) against batch size, one line per backend, precision
+    and number of parallel calls."""
     figure, (throughput, latency) = new_figure(2)
     series: dict[str, list[dict]] = {}
     for r in document["results"]:
-        series.setdefault(f"{r['backend']} {r['precision']} ({r['device']})", []).append(r)
+        calls = f" x{r['parallel_calls']} calls" if r["parallel_calls"] > 1 else ""
+        series.setdefault(f"{r['backend']} {r['precision']}{calls} ({r['device']})", []).append(r)
     for label, rows in series.items():
         rows.sort(key=lambda r: r["batch"])
         batches = [r["batch"] for r in rows]

@@ -158,7 +158,8 @@ def run_trial(config: Config, engine: Engine, labels: list[str], plan: PipelineP
     if end - start < 0.9 * plan.duration_s:
         log.warning("the pipeline stopped after %.1f s of %.0f: every source ended early", end - start, plan.duration_s)
     per_stream = [_stream_figures(runtime, clock, end, predictions) for runtime in pipeline.streams.values()]
-    return _trial_figures(streams, per_stream, metered.calls[1:], predictions, sampler, plan, start, end)
+    return _trial_figures(streams, per_stream, metered.calls[1:], engine.parallel_calls, predictions, sampler, plan,
+                          start, end)
 
 
 def measured_trial(config: Config, engine: Engine, labels: list[str], plan: PipelinePlan, streams: int,
@@ -223,7 +224,7 @@ def hops_due(frames: int, window: int, hop: int) -> int:
     return (frames - window) // hop + 1 if frames >= window else 0
 
 
-def _trial_figures(streams: int, per_stream: list[dict], calls: list[tuple[float, float, int]],
+def _trial_figures(streams: int, per_stream: list[dict], calls: list[tuple[float, float, int]], parallel_calls: int,
                    predictions: PredictionLog, sampler: ResourceSampler, plan: PipelinePlan, start: float,
                    end: float) -> dict:
     """Overall figures of one trial; ``calls`` are the engine calls after the pipeline's warm-up call."""
@@ -243,7 +244,8 @@ def _trial_figures(streams: int, per_stream: list[dict], calls: list[tuple[float
         "frames_captured": sum(s["frames_captured"] for s in per_stream),
         "frames_dropped": sum(s["frames_dropped"] for s in per_stream),
         "clips_per_s": round(clips / window, 3) if window > 0 else None,
-        "engine_busy_fraction": round(sum(d for _, d, _ in calls) / window, 3) if window > 0 else None,
+        # the share of the trial each of the engine's parallel calls was busy, on average
+        "engine_busy_fraction": round(sum(d for _, d, _ in calls) / (window * parallel_calls), 3) if window > 0 else None,
         "batch_histogram": {str(size): count for size, count in sorted(batches.items())},
         "modal_batch": batches.most_common(1)[0][0] if batches else None,
         **latency_summary(latencies),
@@ -315,17 +317,16 @@ def engine_only(engine: Engine, config: Config, batch: int, iterations: int, bef
     throttled machine can change speed within a minute, and a reference timed only on one
     side of the trial would flatter or wrong the ratio. Each side's clips/s is kept.
     """
-    durations = time_calls(engine, random_inputs(config, batch), warmup=2, iterations=iterations)
-    sides = {"clips_per_s_after" if before else "clips_per_s_before": _clips_per_s(batch, durations)}
+    timed = time_calls(engine, random_inputs(config, batch), warmup=2, iterations=iterations)
+    durations, wall_s = timed.durations, timed.wall_s
+    sides = {"clips_per_s_after" if before else "clips_per_s_before": round(timed.clips_per_s(batch), 3)}
     if before:
         sides["clips_per_s_before"] = before["clips_per_s_before"]
-        durations = np.concatenate([np.array(before["durations_ms"]) / 1000.0, durations])
-    return {"batch": batch, "iterations": len(durations), "clips_per_s": _clips_per_s(batch, durations), **sides,
-            **latency_summary(durations), "durations_ms": [round(float(d) * 1000.0, 3) for d in durations]}
-
-
-def _clips_per_s(batch: int, durations: np.ndarray) -> float:
-    return round(batch * len(durations) / float(np.sum(durations)), 3)
+        durations = [duration_ms / 1000.0 for duration_ms in before["durations_ms"]] + durations
+        wall_s += before["wall_s"]
+    return {"batch": batch, "parallel_calls": engine.parallel_calls, "iterations": len(durations),
+            "clips_per_s": round(batch * len(durations) / wall_s, 3), **sides, **latency_summary(durations),
+            "wall_s": round(wall_s, 4), "durations_ms": [round(float(d) * 1000.0, 3) for d in durations]}
 
 
 def engine_speed_drift(references: list[dict]) -> str | None:
@@ -426,12 +427,14 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     if setup["load"] is not None:
         lines.append(f"Streams chosen to load the engine to {setup['load']:g} of its engine-only clips/s at batch "
                      f"{setup['max_batch']} ({setup['load_reference']['clips_per_s']:g}, the best of three timings).")
-    lines.append(f"{setup['engine']} engine, max batch {setup['max_batch']}, hop {setup['hop_frames']} frames; "
+    calls = (f", {setup['parallel_calls']} calls at once of {setup['threads_per_call']} thread(s) each"
+             if setup["parallel_calls"] > 1 else "")
+    lines.append(f"{setup['engine']} engine{calls}, max batch {setup['max_batch']}, hop {setup['hop_frames']} frames; "
                  f"sources {', '.join(setup['sources'])}; {setup['duration_s']:g} s per trial. clips/s: clips served "
                  f"per second from the first served batch to the stop; latency: capture of a clip's newest frame to "
-                 f"its prediction event; engine-only: the same engine alone at the trial's most common batch, timed "
-                 f"just before and after each trial; "
-                 f"CPU %: this process, 100 = one core.")
+                 f"its prediction event; engine-only: the same engine alone at the trial's most common batch (with as many "
+                 f"calls at once), timed just before and after each trial; busy: the share of the trial the engine's "
+                 f"calls ran (per parallel call); CPU %: this process, 100 = one core.")
     if document.get("max_realtime_streams") is not None:
         bound = setup["p99_bound_ms"]
         lines.append(f"\nLargest number of streams served in real time (no missed hop, capture at frame rate"

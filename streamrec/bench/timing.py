@@ -12,7 +12,9 @@ for CUDA and exercised only on a machine that has one.
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -32,8 +34,23 @@ def device_synchronizer() -> Callable[[], None]:
     return lambda: None
 
 
-def time_calls(engine: Engine, inputs: Mapping[str, np.ndarray], warmup: int, iterations: int) -> list[float]:
-    """Seconds per ``engine.infer(inputs)`` call, after ``warmup`` untimed calls."""
+@dataclass
+class CallTimes:
+    """Seconds of each timed call, and of wall clock from the first call's start to the last one's
+    end: their sum when calls run one after another, less when they run side by side."""
+
+    durations: list[float]
+    wall_s: float
+
+    def clips_per_s(self, batch: int) -> float:
+        return batch * len(self.durations) / self.wall_s
+
+
+def time_calls(engine: Engine, inputs: Mapping[str, np.ndarray], warmup: int, iterations: int) -> CallTimes:
+    """``iterations`` timed ``engine.infer(inputs)`` calls after ``warmup`` untimed ones; with
+    ``engine.parallel_calls`` > 1, from that many threads at once, as the pipeline calls it."""
+    if engine.parallel_calls > 1:
+        return _time_side_by_side(engine, inputs, warmup, iterations)
     for _ in range(warmup):
         engine.infer(inputs)
     synchronize = device_synchronizer()  # after warm-up: the first call may be what initialises CUDA
@@ -44,7 +61,46 @@ def time_calls(engine: Engine, inputs: Mapping[str, np.ndarray], warmup: int, it
         engine.infer(inputs)
         synchronize()
         durations.append(time.perf_counter() - start)
-    return durations
+    return CallTimes(durations, sum(durations))
+
+
+def _time_side_by_side(engine: Engine, inputs: Mapping[str, np.ndarray], warmup: int, iterations: int) -> CallTimes:
+    """Each of ``engine.parallel_calls`` threads warms up, then all make their share of the timed
+    calls at once (parallel calls are CPU-only: there is no device to synchronise)."""
+    threads = engine.parallel_calls
+    shares = [iterations // threads + (i < iterations % threads) for i in range(threads)]
+    durations: list[float] = []
+    errors: list[Exception] = []
+    ready = threading.Barrier(threads + 1)
+
+    def caller(share: int) -> None:
+        try:
+            for _ in range(warmup):
+                engine.infer(inputs)
+            ready.wait()
+            for _ in range(share):
+                start = time.perf_counter()
+                engine.infer(inputs)
+                durations.append(time.perf_counter() - start)
+        except threading.BrokenBarrierError:  # another caller failed in its warm-up
+            pass
+        except Exception as err:  # raised again on the calling thread below
+            errors.append(err)
+            ready.abort()
+
+    workers = [threading.Thread(target=caller, args=(share,), name=f"timed-call-{i}") for i, share in enumerate(shares)]
+    for worker in workers:
+        worker.start()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        pass
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
+    return CallTimes(durations, time.perf_counter() - start)
 
 
 def percentile_ms(values_s: list[float] | np.ndarray, q: float) -> float | None:

@@ -29,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
     engine.add_argument("--precision", help="comma-separated: fp32, fp16, bf16, int8 (default: the config's)")
     engine.add_argument("--batch", default="1,2,4,8", help="comma-separated batch sizes (default %(default)s)")
+    engine.add_argument("--parallel-calls", dest="parallel_calls_list", metavar="LIST",
+                        help="comma-separated: engine calls at once, from as many threads, each on its share of the "
+                             "cores (CPU engines; default: the config's engine.parallel_calls)")
     engine.add_argument("--iters", type=_positive_int, default=20, help="timed calls per case (default %(default)s)")
     engine.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed calls first (default %(default)s)")
     engine.add_argument("--rounds", type=_positive_int, default=1,
@@ -43,6 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pipeline.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto"],
                           help="engine backend (default %(default)s)")
     pipeline.add_argument("--precision", help="engine precision (default: the config's)")
+    pipeline.add_argument("--parallel-calls", type=_positive_int, help="engine.parallel_calls (default: the config's)")
     pipeline.add_argument("--source", action="append", default=[],
                           help="'synthetic' (default; a camera-paced synthetic stream per stream), a video file "
                                "(played at its frame rate, dropping frames like a camera) or an rtsp:// URL; repeat "
@@ -74,6 +78,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     compare.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto"],
                          help="the project's engine backend (default %(default)s)")
     compare.add_argument("--precision", help="the project's engine precision (default: the config's)")
+    compare.add_argument("--parallel-calls", type=_positive_int,
+                         help="the project's engine.parallel_calls (default: the config's)")
     compare.add_argument("--input", help="video file both sides read (default: a synthetic video written for the run)")
     compare.add_argument("--frames", type=_positive_int,
                          help="use only the first N frames (default: the whole file; synthetic: 4 demo windows)")
@@ -117,6 +123,7 @@ def bench_config(args: argparse.Namespace, backend: str | None = None) -> Config
         "engine.backend": backend,
         "engine.device": args.device,
         "engine.threads": args.threads,
+        "engine.parallel_calls": getattr(args, "parallel_calls", None),
         "engine.engine_file": args.engine,
         "engine.precision": getattr(args, "precision", None) if backend else None,
         "pipeline.hop_frames": args.hop,
@@ -165,7 +172,9 @@ def engine_main(args: argparse.Namespace) -> int:
     plan = bench.EngineBenchPlan(
         backends=bench.parse_names(args.backend, bench.BACKENDS, "--backend"),
         precisions=bench.parse_names(args.precision or config.engine.precision, bench.PRECISIONS, "--precision"),
-        batches=bench.parse_batches(args.batch),
+        batches=bench.parse_counts(args.batch, "--batch"),
+        parallel_calls=bench.parse_counts(args.parallel_calls_list or str(config.engine.parallel_calls),
+                                          "--parallel-calls"),
         iterations=args.iters, warmup=args.warmup, rounds=args.rounds, hop_frames=config.pipeline.hop_frames,
         peak_gflops=args.peak_gflops)
     document, sampler = start_document("engine", config.name), ResourceSampler().start()
@@ -189,7 +198,7 @@ def engine_main(args: argparse.Namespace) -> int:
 
 def pipeline_main(args: argparse.Namespace) -> int:
     from streamrec.bench import pipeline as bench
-    from streamrec.backends import create_engine
+    from streamrec.backends import call_threads, create_engine
     from streamrec.bench.engine import engine_device
     from streamrec.bench.machine import ResourceSampler
     from streamrec.bench.report import finish_document, start_document
@@ -228,6 +237,7 @@ def pipeline_main(args: argparse.Namespace) -> int:
         trials = [trial(streams) for _ in range(args.repeat)]
     device = engine_device(engine)
     setup = {"engine": engine.name, "precision": config.engine.precision, "device": device,
+             "parallel_calls": engine.parallel_calls, "threads_per_call": call_threads(config.engine) or None,
              "max_batch": max_batch, "hop_frames": config.pipeline.hop_frames, "fps": args.fps,
              "sources": list(plan.stream_sources(1)) + (["..."] if len(plan.sources) > 1 else []),
              "duration_s": plan.duration_s, "p99_bound_ms": plan.p99_bound_ms, "load": args.load,

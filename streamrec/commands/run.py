@@ -30,7 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda or auto")
     parser.add_argument("--precision", help="fp32, fp16, bf16 or int8 (backend-dependent)")
     parser.add_argument("--engine", help="a prebuilt .onnx (ONNX Runtime) or TensorRT engine file")
-    parser.add_argument("--threads", type=int, help="CPU threads for the engine")
+    parser.add_argument("--threads", type=int, help="CPU threads for each engine call")
+    parser.add_argument("--parallel-calls", type=int,
+                        help="engine calls at once on the CPU, each on its share of the cores (more clips/s on a few "
+                             "cores, each call slower)")
     parser.add_argument("--hop", type=int, help="predict every N source frames")
     parser.add_argument("--hop-seconds", type=float, help="predict every N seconds")
     parser.add_argument("--realtime", action="store_true",
@@ -61,6 +64,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "engine.precision": args.precision,
         "engine.engine_file": args.engine,
         "engine.threads": args.threads,
+        "engine.parallel_calls": args.parallel_calls,
         "pipeline.hop_frames": args.hop,
         "pipeline.hop_seconds": args.hop_seconds,
         "pipeline.realtime": args.realtime or None,
