@@ -155,8 +155,9 @@ def run_project(config: Config, engine: Engine, labels: list[str], video: Path, 
     wall = time.monotonic() - start - metered.calls[0][1]
     capture = pipeline.streams["input"].capture
     latencies = np.array(predictions.latencies_ms.get("input", [])) / 1000.0
+    calls = f", {engine.parallel_calls} calls at once" if engine.parallel_calls > 1 else ""
     return side_figures(
-        f"streamrec pipeline ({engine.name} {config.engine.precision})", sum(b for _, _, b in metered.calls[1:]),
+        f"streamrec pipeline ({engine.name} {config.engine.precision}{calls})", sum(b for _, _, b in metered.calls[1:]),
         capture.frames_captured, wall, config.pipeline.hop_frames, capture.fps, list(latencies),
         device=engine_device, backend=engine.name, precision=config.engine.precision,
         batch=Counter(b for _, _, b in metered.calls[1:]).most_common(1)[0][0] if metered.calls[1:] else None,
@@ -207,7 +208,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     lines = [table(sides, COLUMNS, markdown), "",
              f"Input: {document['input']['description']}; {document['input']['weights']}. "
              f"Latency: reading a clip's newest frame to its prediction. "
-             f"\"in model s\": seconds inside the model calls (the baseline also spent "
+             f"\"in model s\": seconds inside the model calls, summed (more than the wall time where calls "
+             f"ran side by side; the baseline also spent "
              f"{sides[1]['read_s']:.1f} s reading and {sides[1]['preprocess_s']:.1f} s "
              f"preprocessing).", ""]
     check = document["same_model"]
