@@ -133,7 +133,7 @@ class EngineConfig:
     backend: str = "torch"  # torch | onnxruntime | tensorrt | auto
     device: str = "auto"  # cpu | cuda | auto
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (backend-dependent)
-    threads: int = 0  # CPU threads per engine call; 0 = the library's default, or the cores shared out over parallel_calls
+    threads: int = 0  # CPU threads per engine call; 0 = the library's default, or the cores split over parallel_calls
     # Engine calls that run at once, CPU engines only. On a few cores, two calls of one thread each
     # keep the cores busier than one call of two threads (which wait for each other at every layer,
     # and for any other thread that takes one of their cores): more clips/s, longer calls.

@@ -26,8 +26,8 @@ MACHINE_FIELDS = {"cpu_model", "cpu_cores_physical", "cpu_cores_logical", "cpu_f
                   "python", "libraries", "load_average"}
 DOCUMENT_FIELDS = {"benchmark", "config", "command", "started_at", "finished_at", "machine", "load_average_after",
                    "cpu_use", "results"}
-ENGINE_FIELDS = {"backend", "precision", "batch", "parallel_calls", "device", "iterations", "warmup", "rounds", "threads", "clips_per_s",
-                 "ms_per_clip", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
+ENGINE_FIELDS = {"backend", "precision", "batch", "parallel_calls", "device", "iterations", "warmup", "rounds",
+                 "threads", "clips_per_s", "ms_per_clip", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
                  "latency_ms_mean", "latency_ms_max", "frames_per_s", "streams_at_fps", "hop_frames", "stream_fps",
                  "host_rss_peak_mib", "engine_load_rss_mib", "device_memory_peak_mib", "device_memory_source",
                  "gflops_per_clip", "achieved_gflops_per_s", "peak_gflops_per_s", "peak_fraction",

@@ -266,7 +266,8 @@ class EngineBench:
         return self.peaks[device]
 
     def _skip(self, backend: str, precision: str, batch: int | None, reason: str, parallel_calls: int = 1) -> None:
-        where = (f" batch {batch}" if batch else "") + (f" with {parallel_calls} parallel calls" if parallel_calls > 1 else "")
+        where = f" batch {batch}" if batch else ""
+        where += f" with {parallel_calls} parallel calls" if parallel_calls > 1 else ""
         log.warning("skipping %s %s%s: %s", backend, precision, where, reason)
         self.skipped.append({"backend": backend, "precision": precision, "batch": batch,
                              "parallel_calls": parallel_calls, "reason": reason})
@@ -348,8 +349,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     first = results[0] if results else {}
     flops = document.get("flops") or {}
     lines = [table(results, COLUMNS, markdown), ""]
-    legend = (f"latency: one infer() call of `batch` clips; calls: how many ran at once (clips/s over wall-clock time), "
-              f"each on `threads` threads; frames/s and streams: source frames the clips cover at hop "
+    legend = (f"latency: one infer() call of `batch` clips; calls: how many ran at once (clips/s over wall-clock "
+              f"time), each on `threads` threads; frames/s and streams: source frames the clips cover at hop "
               f"{first.get('hop_frames')} frames, and how many {first.get('stream_fps')} fps streams that serves")
     if flops.get("gflops_per_clip") is not None:
         legend += f"; {flops['gflops_per_clip']} GFLOPs per clip ({flops['method']})"

@@ -245,7 +245,8 @@ def _trial_figures(streams: int, per_stream: list[dict], calls: list[tuple[float
         "frames_dropped": sum(s["frames_dropped"] for s in per_stream),
         "clips_per_s": round(clips / window, 3) if window > 0 else None,
         # the share of the trial each of the engine's parallel calls was busy, on average
-        "engine_busy_fraction": round(sum(d for _, d, _ in calls) / (window * parallel_calls), 3) if window > 0 else None,
+        "engine_busy_fraction": round(sum(d for _, d, _ in calls) / (window * parallel_calls), 3)
+        if window > 0 else None,
         "batch_histogram": {str(size): count for size, count in sorted(batches.items())},
         "modal_batch": batches.most_common(1)[0][0] if batches else None,
         **latency_summary(latencies),
@@ -432,8 +433,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
     lines.append(f"{setup['engine']} engine{calls}, max batch {setup['max_batch']}, hop {setup['hop_frames']} frames; "
                  f"sources {', '.join(setup['sources'])}; {setup['duration_s']:g} s per trial. clips/s: clips served "
                  f"per second from the first served batch to the stop; latency: capture of a clip's newest frame to "
-                 f"its prediction event; engine-only: the same engine alone at the trial's most common batch (with as many "
-                 f"calls at once), timed just before and after each trial; busy: the share of the trial the engine's "
+                 f"its prediction event; engine-only: the same engine alone at the trial's most common batch (with as "
+                 f"many calls at once), timed just before and after each trial; busy: the share of the trial the engine's "
                  f"calls ran (per parallel call); CPU %: this process, 100 = one core.")
     if document.get("max_realtime_streams") is not None:
         bound = setup["p99_bound_ms"]
