@@ -32,7 +32,7 @@ from streamrec.errors import StreamrecError
 from streamrec.events import EventBus
 from streamrec.postprocess import ActionChange, ActionTracker
 from streamrec.sampling import split_pathways
-from streamrec.scheduler import Scheduler, StreamSchedule, View, stack
+from streamrec.scheduler import Batch, Scheduler, StreamSchedule, View
 from streamrec.sources import create_source, parse_source
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class StreamRuntime:
 class EngineCall:
     """A batch handed to the engine worker, and its logits to come."""
 
-    views: list[View]
+    batch: Batch
     logits: Future
 
 
@@ -163,28 +163,28 @@ class Pipeline:
             if self._in_flight:
                 self._next_call()
                 continue
-            views = self.scheduler.next_batch(timeout=0.1)
-            if views:
-                self._submit(views)
+            batch = self.scheduler.next_batch(timeout=0.1)
+            if batch:
+                self._submit(batch)
             else:
                 self._close_ended_streams()
                 if all(r.closed for r in self.streams.values()):
                     self._raise_if_none_opened()
                     return
 
-    def _submit(self, views: list[View]) -> None:
+    def _submit(self, batch: Batch) -> None:
         """Hand a batch to the engine worker: it starts at once if the engine is free (this returns
         once it is under way), else it queues behind the call in the engine."""
-        batch, started = stack(views), threading.Event()
+        started = threading.Event()
 
         def call() -> np.ndarray:
             started.set()
-            return self.engine.infer(batch)
+            return self.engine.infer(batch.inputs)
 
         slot_free = self._unfinished_calls() < self.parallel_calls
         logits = self._engine_workers.submit(call)
         logits.add_done_callback(self._on_call_end)
-        self._in_flight.append(EngineCall(views, logits))
+        self._in_flight.append(EngineCall(batch, logits))
         if slot_free:
             # Hold back until the worker is in the engine: otherwise this thread's Python work (it
             # holds the GIL) would run first and delay the call instead of overlapping it.
@@ -207,9 +207,9 @@ class Pipeline:
         if len(unfinished) >= self.parallel_calls:
             wait(unfinished, return_when=FIRST_COMPLETED)
         elif unfinished:
-            views = self.scheduler.next_batch(timeout=0.1, give_up=self._call_ended)
-            if views:
-                self._submit(views)
+            batch = self.scheduler.next_batch(timeout=0.1, give_up=self._call_ended)
+            if batch:
+                self._submit(batch)
         self._feed_engine()
         while self._in_flight and self._in_flight[0].logits.done():
             self._publish_results(self._in_flight.popleft())
@@ -217,25 +217,27 @@ class Pipeline:
     def _feed_engine(self) -> None:
         """Start a batch of what is due in each free engine slot; and while every slot is busy,
         queue a full batch behind them when one is due (saturation), so the engine goes straight on
-        to it instead of waiting for this thread to wake up, cut and stack the views."""
+        to it instead of waiting for this thread to wake up and cut the views."""
         while self._unfinished_calls() < self.parallel_calls:
-            views = self.scheduler.next_batch(timeout=0.0)
-            if not views:
+            batch = self.scheduler.next_batch(timeout=0.0)
+            if not batch:
                 return
-            self._submit(views)
+            self._submit(batch)
         if self._unfinished_calls() == self.parallel_calls and self.scheduler.full_batch_due():
-            views = self.scheduler.next_batch(timeout=0.0)
-            if views:
-                self._submit(views)
+            batch = self.scheduler.next_batch(timeout=0.0)
+            if batch:
+                self._submit(batch)
 
     def _publish_results(self, call: EngineCall) -> None:
-        views = call.views
+        views = call.batch.views
         try:
             logits = call.logits.result()
         except Exception:
             ids = ", ".join(v.stream_id for v in views)
             log.exception("engine failed on a batch of %d views (streams %s); batch dropped", len(views), ids)
             return
+        finally:
+            self.scheduler.release(call.batch)  # the call is over: its arrays can take new views
         for view, row in zip(views, logits):
             runtime = self.streams[view.stream_id]
             changes = runtime.tracker.update(row, view.clip_end)

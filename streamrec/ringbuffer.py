@@ -20,7 +20,7 @@ class FramesGone(Exception):
 
 @dataclass(frozen=True)
 class Frames:
-    pixels: np.ndarray  # uint8 [N, H, W, 3], a copy owned by the reader
+    pixels: np.ndarray  # uint8 [N, H, W, 3], a copy owned by the reader (its ``out`` array, if it gave one)
     indices: np.ndarray  # int64 [N], absolute frame indices
     capture_times: np.ndarray  # float64 [N], time.monotonic() when each frame was read
     media_times: np.ndarray  # float64 [N], seconds on the source's own clock
@@ -67,15 +67,17 @@ class RingBuffer:
             self._changed.notify_all()
         return index
 
-    def read(self, indices: np.ndarray) -> Frames:
-        """Copy the frames with these absolute indices, or raise `FramesGone`."""
+    def read(self, indices: np.ndarray, out: np.ndarray | None = None) -> Frames:
+        """Copy the frames with these absolute indices (into ``out``, uint8 [N, H, W, 3], if given),
+        or raise `FramesGone`."""
         indices = np.asarray(indices, np.int64)
         if indices.size and (indices.min() < self.oldest_readable() or indices.max() >= self._head):
             raise FramesGone(f"frames {indices.min()}..{indices.max()} not in buffer "
                              f"[{self.oldest_readable()}, {self._head})")
         slots = indices % self.capacity
         frames = Frames(
-            pixels=self._pixels[slots],  # fancy indexing copies only these frames
+            # copies only these frames; "clip" (the slots are in range) lets numpy write straight into out
+            pixels=np.take(self._pixels, slots, axis=0, out=out, mode="clip"),
             indices=indices,
             capture_times=self._capture_times[slots],
             media_times=self._media_times[slots],

@@ -52,8 +52,9 @@ def indices_by_time(clip: ClipConfig, times: np.ndarray, end_time: float) -> np.
     return (np.searchsorted(times, wanted + TIME_TOLERANCE_S, side="right") - 1).clip(0, len(times) - 1)
 
 
-def split_pathways(clip: ClipConfig, fast: np.ndarray) -> dict[str, np.ndarray]:
-    """Engine inputs from the Fast frames ``[..., T_fast, H, W, 3]`` (the Slow view is a subset)."""
+def split_pathways(clip: ClipConfig, fast: np.ndarray, slow_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Engine inputs from the Fast frames ``[..., T_fast, H, W, 3]`` (the Slow view is a subset,
+    copied into ``slow_out`` if given)."""
     if not clip.alpha:
         return {"frames": fast}
-    return {"slow": np.take(fast, slow_positions(clip), axis=-4), "fast": fast}
+    return {"slow": np.take(fast, slow_positions(clip), axis=-4, out=slow_out, mode="clip"), "fast": fast}

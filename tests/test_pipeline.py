@@ -216,15 +216,15 @@ class SlowEngine(TimedEngine):
 
 
 def test_at_saturation_the_engine_goes_straight_on_to_the_next_batch(video_file, monkeypatch):
-    """With full batches due, the next batch is cut and stacked while the engine runs and waits in
-    its queue: no gap between calls, even when assembling a batch is slow (here 15 ms a batch)."""
-    import streamrec.pipeline
+    """With full batches due, the next batch is cut while the engine runs and waits in its queue:
+    no gap between calls, even when cutting a batch is slow (here 15 ms a batch of 2)."""
+    from streamrec.scheduler import StreamSchedule
 
-    def slow_stack(views, stack=streamrec.pipeline.stack):
-        time.sleep(0.015)
-        return stack(views)
+    def slow_take(self, out=None, take=StreamSchedule.take):
+        time.sleep(0.0075)
+        return take(self, out)
 
-    monkeypatch.setattr(streamrec.pipeline, "stack", slow_stack)
+    monkeypatch.setattr(StreamSchedule, "take", slow_take)
     config = load_config("slowfast_tiny", ["pipeline.hop_frames=4", "pipeline.max_batch=2"])
     config = config.replace(streams=tuple(StreamConfig(id=f"file{i}", source=str(video_file)) for i in range(4)))
     engine = SlowEngine(create_engine(config))

@@ -19,6 +19,8 @@ def test_reads_frames_by_absolute_index_with_their_timestamps():
     assert frames.capture_times.tolist() == [103.0, 105.0]
     assert frames.media_times.tolist() == pytest.approx([3 / 30, 5 / 30])
     assert ring.nbytes == 4 * 8 * 8 * 3 + 2 * 4 * 8
+    row = np.zeros((2, 8, 8, 3), np.uint8)  # e.g. a batch array's row: the frames land there, copied once
+    assert ring.read(np.array([5, 4]), out=row).pixels is row and row[:, 0, 0, 0].tolist() == [5, 4]
 
 
 def test_overwritten_and_future_frames_are_refused():

@@ -7,7 +7,7 @@ import numpy as np
 from streamrec.config import ClipConfig
 from streamrec.ringbuffer import FramesGone, RingBuffer
 from streamrec.sampling import fast_offsets, slow_positions
-from streamrec.scheduler import Scheduler, StreamSchedule, stack
+from streamrec.scheduler import Scheduler, StreamSchedule
 
 CLIP = ClipConfig(num_frames=8, sampling_rate=2, alpha=4, short_side=4, crop_size=4)  # span 16
 
@@ -68,12 +68,20 @@ def test_scheduler_batches_streams_round_robin():
     for i, ring in enumerate(rings):
         scheduler.add(StreamSchedule(f"s{i}", ring, CLIP, 30.0, hop_frames=4, offline=False, live_clock=True))
     first = scheduler.next_batch(timeout=0.1)
-    assert [v.stream_id for v in first] == ["s0", "s1"]
-    batch = stack(first)
-    assert batch["fast"].shape == (2, 8, 4, 4, 3) and batch["slow"].shape == (2, 2, 4, 4, 3)
-    # The stream left out of the full batch is served first next time, not starved.
-    assert [v.stream_id for v in scheduler.next_batch(timeout=0.1)] == ["s2"]
-    assert scheduler.next_batch(timeout=0.05) == []
+    assert [v.stream_id for v in first.views] == ["s0", "s1"]
+    assert first.inputs["fast"].shape == (2, 8, 4, 4, 3) and first.inputs["slow"].shape == (2, 2, 4, 4, 3)
+    expected = [frame_ids(view) for view in first.views]
+    assert [row[:, 0, 0, 0].tolist() for row in first.inputs["fast"]] == expected  # each view cut into its row
+    scheduler.release(first)
+    # The stream left out of the full batch is served first next time, not starved; released arrays
+    # take its view, overwritten with its own frames.
+    second = scheduler.next_batch(timeout=0.1)
+    assert [v.stream_id for v in second.views] == ["s2"] and second.arrays["fast"] is first.arrays["fast"]
+    end = second.views[0].end_index
+    assert second.inputs["fast"][0, :, 0, 0, 0].tolist() == (end - CLIP.span + 1 + fast_offsets(CLIP)).tolist()
+    assert second.inputs["slow"][0, :, 0, 0, 0].tolist() == \
+        (end - CLIP.span + 1 + fast_offsets(CLIP)[slow_positions(CLIP)]).tolist()
+    assert scheduler.next_batch(timeout=0.05) is None
 
 
 def test_live_streams_started_together_fall_due_on_different_frames():
@@ -86,7 +94,8 @@ def test_live_streams_started_together_fall_due_on_different_frames():
     for i in range(60):
         for ring in rings:
             ring.write(np.full((4, 4, 3), i, np.uint8), 1000.0 + i / 30, i / 30)
-        due_per_frame.append(len(scheduler.next_batch(timeout=0.0)))
+        batch = scheduler.next_batch(timeout=0.0)
+        due_per_frame.append(len(batch.views) if batch else 0)
     assert sum(due_per_frame) >= 10 * (60 - 16 - 3) // 4  # every stream keeps its hop
     assert max(due_per_frame) == 3 and sorted(set(due_per_frame[20:])) == [2, 3]
     # Offline files are not staggered: their views are at the reference positions.
@@ -112,7 +121,7 @@ def test_partial_batch_waits_only_for_views_that_are_coming():
     scheduler.add(far)
     far.ring = live_ring(2)  # its first view needs 14+ more frames: about half a second away
     start = time.monotonic()
-    assert [v.stream_id for v in scheduler.next_batch(timeout=1.0)] == ["due"]
+    assert [v.stream_id for v in scheduler.next_batch(timeout=1.0).views] == ["due"]
     assert time.monotonic() - start < 0.2  # not held for the whole 0.3 s max wait
 
     soon = StreamSchedule("soon", RingBuffer(64, 4, 4), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True)
@@ -121,7 +130,7 @@ def test_partial_batch_waits_only_for_views_that_are_coming():
     due_now.ring = live_ring(due_now.next_end + 1)
     writer = threading.Timer(0.05, lambda: soon.ring.write(np.zeros((4, 4, 3), np.uint8), time.monotonic(), 1.0))
     writer.start()
-    assert sorted(v.stream_id for v in scheduler.next_batch(timeout=1.0)) == ["due", "soon"]  # waited for it
+    assert sorted(v.stream_id for v in scheduler.next_batch(timeout=1.0).views) == ["due", "soon"]  # waited for it
     writer.join()
 
 
@@ -140,7 +149,7 @@ def test_a_stream_overwritten_while_asked_about_is_not_waited_for(monkeypatch):
     monkeypatch.setattr(racing.ring, "read_times", overwritten)
     assert racing.expected_due_time() == -math.inf
     start = time.monotonic()
-    assert [v.stream_id for v in scheduler.next_batch(timeout=1.0)] == ["due"]
+    assert [v.stream_id for v in scheduler.next_batch(timeout=1.0).views] == ["due"]
     assert time.monotonic() - start < 0.2
 
 
@@ -160,7 +169,7 @@ def test_a_wait_for_views_gives_up_when_the_pipeline_asks():
 
     threading.Timer(0.05, call_ends).start()
     start = time.monotonic()
-    assert scheduler.next_batch(timeout=2.0, give_up=give_up) == []  # nothing due: it would wait 2 s
+    assert scheduler.next_batch(timeout=2.0, give_up=give_up) is None  # nothing due: it would wait 2 s
     assert time.monotonic() - start < 0.5
 
     scheduler.add(due_now)
@@ -168,6 +177,6 @@ def test_a_wait_for_views_gives_up_when_the_pipeline_asks():
     give_up.clear()
     threading.Timer(0.05, call_ends).start()
     start = time.monotonic()
-    assert [v.stream_id for v in scheduler.next_batch(timeout=2.0, give_up=give_up)] == ["due"]
+    assert [v.stream_id for v in scheduler.next_batch(timeout=2.0, give_up=give_up).views] == ["due"]
     assert time.monotonic() - start < 0.5  # not the 1 s max wait for "soon"
-    assert scheduler.next_batch(timeout=0.0, give_up=give_up) == []  # already set: no wait at all
+    assert scheduler.next_batch(timeout=0.0, give_up=give_up) is None  # already set: no wait at all
