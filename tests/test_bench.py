@@ -90,7 +90,7 @@ def test_engine_benchmark_reports_every_figure_per_backend_and_batch(tmp_path):
 
 def test_pipeline_benchmark_reports_streams_hops_latency_and_resources(tmp_path):
     document = run_bench(tmp_path, "pipeline", "--config", "slowfast_tiny", "--backend", "onnxruntime",
-                         "--streams", "2", "--duration", "3", "--engine-iters", "2")
+                         "--streams", "2", "--duration", "3", "--engine-iters", "2", "--engine-seconds", "0")
     (trial,) = document["results"]
     assert TRIAL_FIELDS <= set(trial), TRIAL_FIELDS - set(trial)
     assert trial["streams"] == 2 and len(trial["per_stream"]) == 2
@@ -106,8 +106,8 @@ def test_pipeline_benchmark_reports_streams_hops_latency_and_resources(tmp_path)
 
 def test_repeated_pipeline_trials_report_median_ratios(tmp_path):
     document = run_bench(tmp_path, "pipeline", "--config", "slowfast_tiny", "--backend", "onnxruntime",
-                         "--streams", "1", "--duration", "2", "--engine-iters", "2", "--repeat", "2",
-                         "--parallel-calls", "2")
+                         "--streams", "1", "--duration", "2", "--engine-iters", "2", "--engine-seconds", "0",
+                         "--repeat", "2", "--parallel-calls", "2")
     trials = document["results"]
     assert len(trials) == 2 and all(t["engine_only"] for t in trials)  # each against its own reference
     assert document["setup"]["parallel_calls"] == 2
@@ -119,7 +119,8 @@ def test_repeated_pipeline_trials_report_median_ratios(tmp_path):
 
 def test_pipeline_benchmark_searches_for_the_most_realtime_streams(tmp_path):
     document = run_bench(tmp_path, "pipeline", "--config", "slowfast_tiny", "--backend", "onnxruntime",
-                         "--max-streams", "--max-streams-limit", "2", "--duration", "2", "--engine-iters", "2")
+                         "--max-streams", "--max-streams-limit", "2", "--duration", "2", "--engine-iters", "2",
+                         "--engine-seconds", "0")
     assert document["max_realtime_streams"] in (0, 1, 2)
     assert [t["streams"] for t in document["results"]][0] == 1
 
@@ -221,6 +222,20 @@ class SleepingEngine:
             raise RuntimeError("engine broke")
         time.sleep(0.05)
         return np.zeros((1, 2), np.float32)
+
+
+def test_engine_reference_times_at_least_its_seconds_so_its_p99_is_over_many_calls():
+    from streamrec.bench.pipeline import engine_only
+    from streamrec.config import load_config
+
+    config = load_config("slowfast_tiny")
+    short = engine_only(SleepingEngine(1), config, 1, iterations=2)
+    assert short["iterations"] == 2 and short["wall_s"] < 0.2
+    long = engine_only(SleepingEngine(1), config, 1, iterations=2, min_seconds=0.3)
+    assert long["wall_s"] >= 0.3 and long["iterations"] >= 6 and long["iterations"] % 2 == 0
+    pooled = engine_only(SleepingEngine(2), config, 1, iterations=2, min_seconds=0.3, before=long)
+    assert pooled["iterations"] >= long["iterations"] + 6  # two calls at once: as many again in half the time
+    assert pooled["clips_per_s_after"] > 1.3 * pooled["clips_per_s_before"]
 
 
 def test_parallel_calls_are_timed_side_by_side_over_wall_clock():

@@ -53,6 +53,7 @@ class PipelinePlan:
     duration_s: float = 20.0
     p99_bound_ms: float | None = None  # a trial with a higher p99 is not real time
     engine_iterations: int = 20
+    engine_seconds: float = 3.0  # each engine-only reference times at least this long (see `engine_only`)
 
     def stream_sources(self, count: int) -> list[str]:
         sources = []
@@ -169,9 +170,9 @@ def measured_trial(config: Config, engine: Engine, labels: list[str], plan: Pipe
     Each trial has its own reference, so on a machine whose speed drifts (a shared or
     throttling one) a trial is held against the speed of its own minutes.
     """
-    before = engine_only(engine, config, max_batch, plan.engine_iterations)
+    before = engine_only(engine, config, max_batch, plan.engine_iterations, plan.engine_seconds)
     figures = run_trial(config, engine, labels, plan, streams)
-    references = {batch: engine_only(engine, config, batch, plan.engine_iterations,
+    references = {batch: engine_only(engine, config, batch, plan.engine_iterations, plan.engine_seconds,
                                      before if batch == max_batch else None)
                   for batch in sorted({figures["modal_batch"] or max_batch, max_batch})}
     figures.update(compare_with_engine(figures, references))
@@ -311,16 +312,25 @@ def _realtime_failures(trial: dict, plan: PipelinePlan) -> list[str]:
     return reasons
 
 
-def engine_only(engine: Engine, config: Config, batch: int, iterations: int, before: dict | None = None) -> dict:
+def engine_only(engine: Engine, config: Config, batch: int, iterations: int, min_seconds: float = 0.0,
+                before: dict | None = None) -> dict:
     """The engine alone at ``batch``: the figure end-to-end throughput is held against.
 
-    Timed before a trial (``before``) and again after it, the two pooled: a shared or
-    throttled machine can change speed within a minute, and a reference timed only on one
-    side of the trial would flatter or wrong the ratio. Each side's clips/s is kept.
+    At least ``iterations`` calls and ``min_seconds`` of them: a trial's p99 is taken over
+    thousands of hops in many seconds, so a reference p99 over a few calls in a fraction of a
+    second (the largest of twenty, in effect) would miss the hiccups of the machine that the
+    trial's p99 includes. Timed before a trial (``before``) and again after it, the two pooled:
+    a shared or throttled machine can change speed within a minute, and a reference timed only
+    on one side of the trial would flatter or wrong the ratio. Each side's clips/s is kept.
     """
-    timed = time_calls(engine, random_inputs(config, batch), warmup=2, iterations=iterations)
-    durations, wall_s = timed.durations, timed.wall_s
-    sides = {"clips_per_s_after" if before else "clips_per_s_before": round(timed.clips_per_s(batch), 3)}
+    inputs = random_inputs(config, batch)
+    timed = time_calls(engine, inputs, warmup=2, iterations=iterations)
+    durations, wall_s = list(timed.durations), timed.wall_s
+    while wall_s < min_seconds:
+        more = time_calls(engine, inputs, warmup=0, iterations=iterations)
+        durations += more.durations
+        wall_s += more.wall_s
+    sides = {"clips_per_s_after" if before else "clips_per_s_before": round(batch * len(durations) / wall_s, 3)}
     if before:
         sides["clips_per_s_before"] = before["clips_per_s_before"]
         durations = [duration_ms / 1000.0 for duration_ms in before["durations_ms"]] + durations
@@ -389,6 +399,8 @@ def compare_with_engine(trial: dict, references: dict[int, dict]) -> dict:
 def check_plan(plan: PipelinePlan) -> None:
     if plan.duration_s <= 0 or plan.fps <= 0:
         raise StreamrecError("--duration and --fps must be positive")
+    if plan.engine_seconds < 0:
+        raise StreamrecError("--engine-seconds must not be negative (0 times just --engine-iters calls)")
     if not plan.sources:
         raise StreamrecError("no source to benchmark; pass --source synthetic, a video file or an rtsp:// URL")
 

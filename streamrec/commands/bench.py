@@ -68,6 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           help="a trial whose capture→event p99 exceeds this is not real time")
     pipeline.add_argument("--engine-iters", type=_positive_int, default=20,
                           help="timed calls of the engine-only reference (default %(default)s)")
+    pipeline.add_argument("--engine-seconds", type=float, default=3.0,
+                          help="and at least this many seconds of them, before and after each trial, so the "
+                               "reference p99 is over many calls like the trial's (default %(default)s)")
     pipeline.add_argument("--repeat", type=_positive_int, default=1,
                           help="run the trial this many times, each against the engine alone timed just before "
                                "and after it, and report the median ratios (for machines whose speed drifts)")
@@ -207,7 +210,7 @@ def pipeline_main(args: argparse.Namespace) -> int:
     config = bench_config(args, backend=args.backend)
     plan = bench.PipelinePlan(sources=tuple(args.source or ["synthetic"]), fps=args.fps, size=args.size,
                               duration_s=args.duration, p99_bound_ms=args.p99_bound,
-                              engine_iterations=args.engine_iters)
+                              engine_iterations=args.engine_iters, engine_seconds=args.engine_seconds)
     bench.check_plan(plan)
     if args.load is not None and not 0 < args.load <= 4:
         raise StreamrecError(f"--load {args.load} must be above 0 and at most 4: a share of the engine's capacity "
@@ -218,7 +221,8 @@ def pipeline_main(args: argparse.Namespace) -> int:
     max_batch = min(config.pipeline.max_batch, engine.max_batch)
     # The engine's capacity, for --load: the best of three timings, so that a moment when the
     # machine ran slow does not make "half load" a third of it.
-    first = max((bench.engine_only(engine, config, max_batch, plan.engine_iterations) for _ in range(3)),
+    first = max((bench.engine_only(engine, config, max_batch, plan.engine_iterations, plan.engine_seconds)
+                 for _ in range(3)),
                 key=lambda reference: reference["clips_per_s"])
     log.info("engine alone at batch %d: %.2f clips/s", max_batch, first["clips_per_s"])
 
