@@ -177,7 +177,7 @@ def test_execution_providers():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["engine.backend=onnxruntime", "engine.precision=int8"], "int8 is not available with the onnxruntime"),
+    (["engine.backend=onnxruntime", "engine.precision=bf16"], "bf16 is not available with the onnxruntime"),
     (["engine.backend=torch", "engine.precision=fp16", "engine.device=cpu"], "fp16 needs a CUDA GPU"),
     (["engine.backend=torch", "engine.engine_file=x.onnx"], "engine_file is for onnxruntime and tensorrt"),
     (["engine.backend=onnxruntime", "engine.engine_file=x.engine"], "ONNX Runtime reads .onnx files"),

@@ -26,7 +26,8 @@ from streamrec.config import Config, EngineConfig
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
-PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "onnxruntime": ("fp32", "fp16"), "tensorrt": ("fp32", "fp16", "int8")}
+PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "onnxruntime": ("fp32", "fp16", "int8"),
+              "tensorrt": ("fp32", "fp16", "int8")}
 
 
 class Engine(Protocol):
@@ -96,6 +97,7 @@ def create_engine(config: Config) -> Engine:
 
 
 def _onnxruntime_engine(config: Config) -> Engine:
+    from streamrec.backends.cpu_int8 import cached_cpu_int8
     from streamrec.backends.engine_cache import cached_export
     from streamrec.backends.inputs import input_specs
     from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
@@ -105,7 +107,12 @@ def _onnxruntime_engine(config: Config) -> Engine:
     if file and Path(file).suffix != ".onnx":
         raise StreamrecError(f"ONNX Runtime reads .onnx files, not {file}; a built TensorRT engine needs "
                              "--backend tensorrt")
-    path = Path(file) if file else cached_export(config, config.engine.precision)
+    if file:
+        path = Path(file)
+    elif config.engine.precision == "int8":
+        path = cached_cpu_int8(config)
+    else:
+        path = cached_export(config, config.engine.precision)
     engine = OnnxRuntimeEngine(path, input_specs(config.clip), config.model.num_classes,
                                device=config.engine.device, threads=call_threads(config.engine),
                                parallel_calls=config.engine.parallel_calls,

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamrec.backends.cpu_int8 import is_quantized
+
 if TYPE_CHECKING:
     import onnx
 
@@ -62,8 +64,8 @@ class Rewrites:
 
 def cpu_session_inputs(path: Path) -> tuple[str | bytes, list[str]]:
     """What to hand ``onnxruntime.InferenceSession`` for the CPU provider: the rewritten graph's
-    bytes and the optimizers to disable, or the file as it is when there is nothing to rewrite,
-    when the ``onnx`` package is missing or the rewrite fails on a graph it was not made for (each
+    bytes and the optimizers to disable, or the file as it is when there is nothing to rewrite
+    (an int8 graph: see `cpu_int8`), when the ``onnx`` package is missing or the rewrite fails on a graph it was not made for (each
     with a one-line warning), or when the file does not parse (ONNX Runtime then says what is
     wrong with it)."""
     try:
@@ -75,6 +77,8 @@ def cpu_session_inputs(path: Path) -> tuple[str | bytes, list[str]]:
     try:
         model = onnx.load(str(path))
     except Exception:  # a damaged file: let ONNX Runtime report it in its own words
+        return str(path), []
+    if is_quantized(model):
         return str(path), []
     try:
         done = rewrite_for_cpu(model)

@@ -3,6 +3,9 @@
 The engine is named by its cache key (see ``engines/README.md``): a later ``run`` with the
 same ONNX, TensorRT, GPU, precision and batch profile reuses it. ``--precision int8`` first
 quantizes the graph with ModelOpt from ``--calibration`` videos, unless it is already Q/DQ.
+
+``--backend onnxruntime --precision int8`` makes the CPU's int8 graph instead (`cpu_int8`),
+beside the float32 one; runs of that config with ``engine.precision: int8`` then find it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from streamrec.errors import StreamrecError
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", required=True, type=Path, metavar="FILE", help="the graph (from `export`)")
+    parser.add_argument("--backend", choices=["tensorrt", "onnxruntime"], default="tensorrt",
+                        help="tensorrt builds an engine; onnxruntime makes the int8 graph its CPU runs "
+                             "(default %(default)s)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                         help="what the graph computes in: fp16 needs an `export --fp16` graph, int8 a Q/DQ graph "
                              "or --calibration videos (default %(default)s)")
@@ -34,13 +40,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if not args.onnx.is_file():
+        raise StreamrecError(f"ONNX file {args.onnx} not found; make one with `run_stream.py export`")
+    return cpu_int8_main(args) if args.backend == "onnxruntime" else tensorrt_main(args)
+
+
+def tensorrt_main(args: argparse.Namespace) -> int:
     from streamrec.backends.cuda_memory import open_device, parse_device_index
     from streamrec.backends.tensorrt_build import cached_engine, graph_precision
     from streamrec.backends.trt_api import load_tensorrt
 
     batch = BatchProfile.parse(args.batch)
-    if not args.onnx.is_file():
-        raise StreamrecError(f"ONNX file {args.onnx} not found; make one with `run_stream.py export`")
     api = load_tensorrt()
     memory = open_device(parse_device_index(args.device))
     onnx = args.onnx
@@ -51,18 +61,32 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def cpu_int8_main(args: argparse.Namespace) -> int:
+    """The int8 graph ONNX Runtime runs on the CPU, calibrated on ``args.calibration``."""
+    from streamrec.backends.calibration import calibration_clips
+    from streamrec.backends.cpu_int8 import cpu_int8_path, quantize_for_cpu
+
+    if args.precision != "int8":
+        raise StreamrecError(f"ONNX Runtime runs {args.precision} graphs as exported, with nothing to build; "
+                             "build-engine --backend onnxruntime makes int8 graphs: add --precision int8")
+    output = cpu_int8_path(args.onnx, sha256_file(args.onnx))
+    if output.is_file() and not args.rebuild:
+        print(f"reusing the int8 graph {output}")
+    else:
+        clip, hop_frames = calibration_setup(args)
+        clips = calibration_clips(clip, args.calibration, args.calibration_clips, hop_frames)
+        print(f"quantizing {args.onnx.name} to int8 for the CPU on {len(next(iter(clips.values())))} clips from "
+              f"{args.calibration}")
+        quantize_for_cpu(args.onnx, clips, output)
+    print(f"run it with: python run_stream.py run --backend onnxruntime --engine {output}")
+    return 0
+
+
 def quantized_copy(args: argparse.Namespace) -> Path:
     """The int8 (Q/DQ) graph of ``args.onnx``, calibrated on ``args.calibration``; cached beside the engines."""
     from streamrec.backends.calibration import calibration_clips, quantize_int8
-    from streamrec.config import PipelineConfig, load_config
 
-    if args.calibration is None:
-        raise StreamrecError(f"{args.onnx} has no Q/DQ nodes; int8 needs calibration videos: add --calibration DIR")
-    if args.config:
-        config = load_config(args.config)
-        clip, hop_frames = config.clip, config.pipeline.hop_frames
-    else:
-        clip, hop_frames = exported_clip(args.onnx), PipelineConfig().hop_frames
+    clip, hop_frames = calibration_setup(args)
     output = cache_dir() / f"{args.onnx.stem}.int8.{sha256_file(args.onnx)[:12]}.onnx"
     if output.is_file():
         print(f"reusing the quantized graph {output}")
@@ -70,6 +94,18 @@ def quantized_copy(args: argparse.Namespace) -> Path:
     clips = calibration_clips(clip, args.calibration, args.calibration_clips, hop_frames)
     print(f"quantizing {args.onnx.name} to int8 on {len(next(iter(clips.values())))} clips from {args.calibration}")
     return quantize_int8(args.onnx, clips, output)
+
+
+def calibration_setup(args: argparse.Namespace) -> tuple[ClipConfig, int]:
+    """The clip and hop calibration clips are cut with: from ``--config``, else from the graph."""
+    from streamrec.config import PipelineConfig, load_config
+
+    if args.calibration is None:
+        raise StreamrecError(f"{args.onnx} has no Q/DQ nodes; int8 needs calibration videos: add --calibration DIR")
+    if args.config:
+        config = load_config(args.config)
+        return config.clip, config.pipeline.hop_frames
+    return exported_clip(args.onnx), PipelineConfig().hop_frames
 
 
 def exported_clip(onnx_file: Path) -> ClipConfig:

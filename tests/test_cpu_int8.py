@@ -1,0 +1,76 @@
+"""int8 on ONNX Runtime's CPU: `build-engine --backend onnxruntime` quantizes the float32 export
+on calibration videos, a run with ``engine.precision=int8`` finds that graph, and the trained
+demo model predicts through it what it predicts in float32 (on clips it was not calibrated on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+
+from streamrec.backends import create_engine
+from streamrec.backends.calibration import calibration_clips
+from streamrec.backends.engine_cache import cached_export
+from streamrec.cli import main as cli_main
+from streamrec.config import load_config
+from streamrec.errors import StreamrecError
+from streamrec.procedural import write_surveillance_videos
+
+
+@pytest.fixture(autouse=True)
+def engine_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path / "engines"))
+    return tmp_path / "engines"
+
+
+def int8_config():
+    config = load_config("slowfast_tiny")
+    return config.replace(engine=dataclasses.replace(config.engine, backend="onnxruntime", device="cpu",
+                                                     precision="int8"))
+
+
+def test_int8_graph_is_built_once_found_by_precision_and_predicts_as_float32(tmp_path, capsys):
+    config = int8_config()
+    with pytest.raises(StreamrecError, match="build-engine --backend onnxruntime --precision int8 --onnx "):
+        create_engine(config)  # nothing built yet: the error names the command
+
+    float_graph = cached_export(config, "fp32")
+    calibration = tmp_path / "calibration"
+    write_surveillance_videos(calibration, count=1, seed=7, duration_s=20)
+    command = ["build-engine", "--backend", "onnxruntime", "--precision", "int8", "--onnx", str(float_graph),
+               "--calibration", str(calibration), "--calibration-clips", "16"]
+    assert cli_main(command) == 0
+    (int8_graph,) = float_graph.parent.glob(f"{float_graph.stem}.cpu-int8.*.onnx")
+    assert f"--engine {int8_graph}" in capsys.readouterr().out
+    assert cli_main(command) == 0
+    assert f"reusing the int8 graph {int8_graph}" in capsys.readouterr().out
+
+    model = onnx.load(str(int8_graph))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in model.graph.node}
+    assert {p.key for p in model.metadata_props} == {p.key for p in onnx.load(str(float_graph)).metadata_props}
+
+    int8 = create_engine(config)  # found by precision; its metadata checked against the config
+    assert int8.path == int8_graph
+    float32 = create_engine(config.replace(engine=dataclasses.replace(config.engine, precision="fp32")))
+    unseen = tmp_path / "unseen"
+    write_surveillance_videos(unseen, count=1, seed=11, duration_s=20)
+    clips = calibration_clips(config.clip, unseen, 24, config.pipeline.hop_frames)
+    int8_logits = np.concatenate([int8.infer({k: v[i:i + 4] for k, v in clips.items()}) for i in range(0, 24, 4)])
+    float_logits = np.concatenate([float32.infer({k: v[i:i + 4] for k, v in clips.items()})
+                                   for i in range(0, 24, 4)])
+    assert len(set(float_logits.argmax(1))) > 1  # clips the model tells apart, not one answer for all
+    agreement = np.mean(int8_logits.argmax(1) == float_logits.argmax(1))
+    assert agreement >= 0.9, agreement
+    assert not np.allclose(int8_logits, float_logits, atol=1e-6)  # int8 really ran: not the float graph
+
+
+def test_build_engine_for_onnxruntime_is_int8_only_and_needs_videos(tmp_path, capsys):
+    float_graph = cached_export(int8_config(), "fp32")
+    assert cli_main(["build-engine", "--backend", "onnxruntime", "--onnx", str(float_graph)]) == 2
+    assert "ONNX Runtime runs fp32 graphs as exported" in capsys.readouterr().err
+    assert cli_main(["build-engine", "--backend", "onnxruntime", "--precision", "int8",
+                     "--onnx", str(float_graph)]) == 2
+    assert "int8 needs calibration videos: add --calibration DIR" in capsys.readouterr().err
