@@ -6,6 +6,10 @@ demo model predicts through it what it predicts in float32 (on clips it was not 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,6 +22,20 @@ from streamrec.cli import main as cli_main
 from streamrec.config import load_config
 from streamrec.errors import StreamrecError
 from streamrec.procedural import write_surveillance_videos
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_WITHOUT_TORCH = """
+import sys
+import numpy as np
+from streamrec.backends import create_engine
+from streamrec.config import load_config
+config = load_config("slowfast_tiny", ["engine.backend=onnxruntime", "engine.device=cpu", "engine.precision=int8"])
+engine = create_engine(config)
+logits = engine.infer({"slow": np.zeros((1, 4, 96, 96, 3), np.uint8), "fast": np.zeros((1, 16, 96, 96, 3), np.uint8)})
+assert logits.shape == (1, 7) and "cpu-int8" in engine.path.name, engine.path
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +83,12 @@ def test_int8_graph_is_built_once_found_by_precision_and_predicts_as_float32(tmp
     agreement = np.mean(int8_logits.argmax(1) == float_logits.argmax(1))
     assert agreement >= 0.9, agreement
     assert not np.allclose(int8_logits, float_logits, atol=1e-6)  # int8 really ran: not the float graph
+
+    # Building needed PyTorch (export, calibration videos); running the int8 graph does not.
+    result = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
 
 
 def test_build_engine_for_onnxruntime_is_int8_only_and_needs_videos(tmp_path, capsys):
