@@ -68,6 +68,9 @@ def test_int8_graph_is_built_once_found_by_precision_and_predicts_as_float32(tmp
 
     model = onnx.load(str(int8_graph))
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in model.graph.node}
+    (classifier,) = [node for node in model.graph.node if node.op_type == "MatMul"]
+    after = {node.op_type for node in model.graph.node if set(classifier.output) & set(node.input)}
+    assert "QuantizeLinear" not in after  # the classifier stays float32: logits are not rounded to 256 levels
     assert {p.key for p in model.metadata_props} == {p.key for p in onnx.load(str(float_graph)).metadata_props}
 
     int8 = create_engine(config)  # found by precision; its metadata checked against the config
