@@ -23,6 +23,7 @@ the result needs only onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -86,7 +87,7 @@ def quantize_for_cpu(onnx_file: Path, clips: dict[str, np.ndarray], output: Path
             return {name: array[self.index - 1:self.index] for name, array in clips.items()}
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, _quiet_quantizer():
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared))
@@ -104,6 +105,24 @@ def quantize_for_cpu(onnx_file: Path, clips: dict[str, np.ndarray], output: Path
              "channels and the classifier's %d node(s)", output.name, count, len(stems), FLOAT_INPUT_CHANNELS,
              len(head))
     return output
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """The quantizer logs a line per shared bias it copies (a hundred for R50) on the root logger:
+    keep its warnings, drop that chatter."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "onnxruntime" not in record.pathname
+
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
 
 
 def _classifier_head(model: onnx.ModelProto) -> list[str]:
