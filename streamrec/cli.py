@@ -23,7 +23,8 @@ COMMANDS = {  # name: (module, help)
     "eval": ("streamrec.commands.eval", "score action events against ground-truth segments on long videos"),
     "keys": ("streamrec.commands.keys", "make a CURVE key pair to encrypt and authenticate the event socket"),
     "export": ("streamrec.commands.export", "export a config's model to ONNX (uint8 clips in, logits out)"),
-    "build-engine": ("streamrec.commands.build_engine", "build a TensorRT engine from an ONNX file into engines/"),
+    "build-engine": ("streamrec.commands.build_engine",
+                     "build a TensorRT engine, or ONNX Runtime's int8 graph for the CPU, from an ONNX file"),
 }
 DEFAULT_COMMAND = "run"
 

@@ -65,9 +65,9 @@ class Rewrites:
 def cpu_session_inputs(path: Path) -> tuple[str | bytes, list[str]]:
     """What to hand ``onnxruntime.InferenceSession`` for the CPU provider: the rewritten graph's
     bytes and the optimizers to disable, or the file as it is when there is nothing to rewrite
-    (an int8 graph: see `cpu_int8`), when the ``onnx`` package is missing or the rewrite fails on a graph it was not made for (each
-    with a one-line warning), or when the file does not parse (ONNX Runtime then says what is
-    wrong with it)."""
+    (an int8 graph: see `cpu_int8`), when the ``onnx`` package is missing or the rewrite fails on
+    a graph it was not made for (each with a one-line warning), or when the file does not parse
+    (ONNX Runtime then says what is wrong with it)."""
     try:
         import onnx
     except ImportError:
