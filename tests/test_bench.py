@@ -201,6 +201,15 @@ def test_onnx_flop_count_matches_the_torch_count(tmp_path):
     assert count_onnx_flops(onnx_file) == pytest.approx(count_torch_flops(config), rel=1e-6)
 
 
+def test_the_plain_graph_has_no_int8_twin_to_time():
+    from streamrec.bench.engine import open_engine
+    from streamrec.config import load_config
+    from streamrec.errors import StreamrecError
+
+    with pytest.raises(StreamrecError, match="an int8 graph never has them, so onnxruntime int8 is the one to time"):
+        open_engine(load_config("slowfast_tiny"), "onnxruntime-plain", "int8", max_batch=1)
+
+
 def test_engine_speed_drift_is_reported_only_past_the_threshold():
     steady = [{"batch": 8, "clips_per_s_before": 150.0, "clips_per_s_after": 140.0}]
     assert engine_speed_drift(steady) is None

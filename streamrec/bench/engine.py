@@ -97,6 +97,9 @@ def open_engine(config: Config, backend: str, precision: str, max_batch: int, pa
 
         return EagerEngine(EagerModel(config, str(pick_device(config.engine.device))), max_batch)
     plain = backend == "onnxruntime-plain"
+    if plain and precision == "int8":
+        raise StreamrecError("onnxruntime-plain is the float graph without the CPU rewrites; an int8 graph never has "
+                             "them, so onnxruntime int8 is the one to time")
     return create_engine(config.replace(
         engine=dataclasses.replace(config.engine, backend="onnxruntime" if plain else backend, precision=precision,
                                    cpu_graph=config.engine.cpu_graph and not plain, parallel_calls=parallel_calls),
