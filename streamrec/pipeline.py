@@ -163,7 +163,7 @@ class Pipeline:
             if self._in_flight:
                 self._next_call()
                 continue
-            batch = self.scheduler.next_batch(timeout=0.1)
+            batch = self._batch_for_a_free_slot(timeout=0.1)
             if batch:
                 self._submit(batch)
             else:
@@ -207,19 +207,29 @@ class Pipeline:
         if len(unfinished) >= self.parallel_calls:
             wait(unfinished, return_when=FIRST_COMPLETED)
         elif unfinished:
-            batch = self.scheduler.next_batch(timeout=0.1, give_up=self._call_ended)
+            batch = self._batch_for_a_free_slot(timeout=0.1, give_up=self._call_ended)
             if batch:
                 self._submit(batch)
         self._feed_engine()
         while self._in_flight and self._in_flight[0].logits.done():
             self._publish_results(self._in_flight.popleft())
 
+    def _batch_for_a_free_slot(self, timeout: float, give_up: threading.Event | None = None) -> Batch | None:
+        """The next batch for one free engine slot. With several slots free, what is due is shared
+        out between them and not held back to fill a batch: two calls of one view each, side by
+        side, end sooner than one call of both. (Stacking them put 5-15% of hops at half load in
+        calls of two or three views, and those set the p99.)"""
+        free = self.parallel_calls - self._unfinished_calls()
+        if free < 2:
+            return self.scheduler.next_batch(timeout, give_up)
+        return self.scheduler.next_batch(timeout, give_up, max_views=max(1, -(-self.scheduler.views_due() // free)))
+
     def _feed_engine(self) -> None:
         """Start a batch of what is due in each free engine slot; and while every slot is busy,
         queue a full batch behind them when one is due (saturation), so the engine goes straight on
         to it instead of waiting for this thread to wake up and cut the views."""
         while self._unfinished_calls() < self.parallel_calls:
-            batch = self.scheduler.next_batch(timeout=0.0)
+            batch = self._batch_for_a_free_slot(timeout=0.0)
             if not batch:
                 return
             self._submit(batch)

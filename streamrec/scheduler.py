@@ -185,24 +185,31 @@ class Scheduler:
         """Called by capture threads after each frame, and by the pipeline when an engine call ends."""
         self._frames_arrived.set()
 
-    def full_batch_due(self) -> bool:
-        """At least ``max_batch`` streams have a view due now."""
-        return sum(schedule.due() for schedule in self.schedules) >= self.max_batch
+    def views_due(self) -> int:
+        """How many streams have a view due now."""
+        return sum(schedule.due() for schedule in self.schedules)
 
-    def next_batch(self, timeout: float, give_up: threading.Event | None = None) -> Batch | None:
+    def full_batch_due(self) -> bool:
+        return self.views_due() >= self.max_batch
+
+    def next_batch(self, timeout: float, give_up: threading.Event | None = None,
+                   max_views: int | None = None) -> Batch | None:
         """Up to ``max_batch`` views, or None if none became due within ``timeout``.
 
         Waiting, for a first view or for the batch to fill, ends early once ``give_up`` is set
         (and `notify` called): the pipeline's sign that an engine call ended and needs it.
+        ``max_views`` caps the batch lower, and then it is not held to fill: the pipeline's share
+        of what is due for one of several free engine slots, the others taking the views after.
         """
+        cap = min(self.max_batch, max_views or self.max_batch)
         deadline = time.monotonic() + timeout
-        views = self._collect([])
+        views = self._collect([], cap)
         while not views and self._wait_until(deadline, give_up):
-            views = self._collect(views)
+            views = self._collect(views, cap)
         fill_deadline = min(deadline, time.monotonic() + self.max_wait_s)
-        while (views and len(views) < self.max_batch and self._coming(views, fill_deadline)
+        while (views and max_views is None and len(views) < cap and self._coming(views, fill_deadline)
                and self._wait_until(fill_deadline, give_up)):
-            views = self._collect(views)
+            views = self._collect(views, cap)
         if not views:
             return None
         arrays, self._filling = self._filling, None
@@ -228,11 +235,11 @@ class Scheduler:
         return any(s.offline or now - 1.0 / s.fps <= s.expected_due_time() <= deadline
                    for s in self.schedules if s.stream_id not in taken)
 
-    def _collect(self, views: list[View]) -> list[View]:
+    def _collect(self, views: list[View], cap: int) -> list[View]:
         taken = {v.stream_id for v in views}
         count = len(self.schedules)
         for offset in range(count):
-            if len(views) >= self.max_batch:
+            if len(views) >= cap:
                 break
             schedule = self.schedules[(self._next + offset) % count]
             if schedule.stream_id in taken or not schedule.due():

@@ -271,9 +271,9 @@ def test_a_free_engine_slot_takes_a_view_while_another_call_runs(monkeypatch):
 
     asked = []
 
-    def counted_next_batch(self, timeout, give_up=None, next_batch=Scheduler.next_batch):
+    def counted_next_batch(self, timeout, give_up=None, max_views=None, next_batch=Scheduler.next_batch):
         asked.append(timeout)
-        return next_batch(self, timeout, give_up)
+        return next_batch(self, timeout, give_up, max_views)
 
     monkeypatch.setattr(Scheduler, "next_batch", counted_next_batch)
     config = load_config("slowfast_tiny", ["events.predictions=true", "pipeline.hop_frames=8",

@@ -180,3 +180,23 @@ def test_a_wait_for_views_gives_up_when_the_pipeline_asks():
     assert [v.stream_id for v in scheduler.next_batch(timeout=2.0, give_up=give_up).views] == ["due"]
     assert time.monotonic() - start < 0.5  # not the 1 s max wait for "soon"
     assert scheduler.next_batch(timeout=0.0, give_up=give_up) is None  # already set: no wait at all
+
+
+def test_a_batch_for_one_of_several_free_slots_takes_its_share_without_waiting_to_fill():
+    """Three views due, two engine slots free: the pipeline asks for two views at most, and gets
+    them at once although another stream's view is coming within the max wait."""
+    scheduler = Scheduler(max_batch=4, max_wait_s=1.0)
+    for name in ("a", "b", "c"):
+        scheduler.add(StreamSchedule(name, live_ring(16), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True))
+    soon = StreamSchedule("soon", RingBuffer(64, 4, 4), CLIP, 30.0, hop_frames=4, offline=False, live_clock=True)
+    scheduler.add(soon)
+    soon.ring = live_ring(soon.next_end)  # one frame short of its first view: a full batch would wait for it
+    for schedule in scheduler.schedules[:3]:  # the stagger delayed them: make each one due now
+        schedule.ring = live_ring(schedule.next_end + 1)
+    assert scheduler.views_due() == 3
+    start = time.monotonic()
+    first = scheduler.next_batch(timeout=1.0, max_views=2)
+    assert len(first.views) == 2 and time.monotonic() - start < 0.2  # not held for the view to come
+    start = time.monotonic()
+    assert len(scheduler.next_batch(timeout=1.0, max_views=2).views) == 1 and scheduler.views_due() == 0
+    assert time.monotonic() - start < 0.2  # below its cap, and still not held for the view to come
