@@ -28,6 +28,14 @@ def write_video(path: Path, frames: int, size=(320, 240), fps: float = 30.0, see
     return path
 
 
+@pytest.fixture
+def engine_dir(tmp_path, monkeypatch) -> Path:
+    """An empty engine cache (``STREAMREC_ENGINE_DIR``) for one test: exports and builds land
+    there, never in the checkout's ``engines/``."""
+    monkeypatch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path / "engines"))
+    return tmp_path / "engines"
+
+
 @pytest.fixture(scope="session")
 def video_file(tmp_path_factory) -> Path:
     """Four seconds at 30 fps."""

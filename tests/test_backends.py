@@ -31,10 +31,7 @@ from test_export import FP32_TOLERANCE, assert_meaningful, random_model, torch_l
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def engine_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path / "engines"))
-    return tmp_path / "engines"
+pytestmark = pytest.mark.usefixtures("engine_dir")  # every test gets an empty engine cache
 
 
 # --------------------------------------------------------------------------- parity

@@ -38,10 +38,7 @@ print("ok")
 """
 
 
-@pytest.fixture(autouse=True)
-def engine_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path / "engines"))
-    return tmp_path / "engines"
+pytestmark = pytest.mark.usefixtures("engine_dir")  # every test gets an empty engine cache
 
 
 def int8_config():

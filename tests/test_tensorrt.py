@@ -33,6 +33,7 @@ from streamrec.errors import StreamrecError
 SPECS = (InputSpec("slow", 2, 8), InputSpec("fast", 8, 8))
 CLASSES = 5
 PLAN_MAGIC = "fake-plan"
+pytestmark = pytest.mark.usefixtures("engine_dir")  # every test gets an empty engine cache
 
 
 # --------------------------------------------------------------------------- the stand-ins
@@ -246,12 +247,6 @@ def contract_onnx(path: Path, batch: int | None = None, classes: int = CLASSES, 
 def clips(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {s.name: rng.integers(0, 256, (batch, *s.clip_shape), dtype=np.uint8) for s in SPECS}
-
-
-@pytest.fixture(autouse=True)
-def engine_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path / "engines"))
-    return tmp_path / "engines"
 
 
 @pytest.fixture
