@@ -222,7 +222,8 @@ class Pipeline:
         free = self.parallel_calls - self._unfinished_calls()
         if free < 2:
             return self.scheduler.next_batch(timeout, give_up)
-        return self.scheduler.next_batch(timeout, give_up, max_views=max(1, -(-self.scheduler.views_due() // free)))
+        share = max(1, -(-self.scheduler.views_due() // free))  # rounded up
+        return self.scheduler.next_batch(timeout, give_up, max_views=share)
 
     def _feed_engine(self) -> None:
         """Start a batch of what is due in each free engine slot; and while every slot is busy,

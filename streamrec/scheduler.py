@@ -190,6 +190,7 @@ class Scheduler:
         return sum(schedule.due() for schedule in self.schedules)
 
     def full_batch_due(self) -> bool:
+        """At least ``max_batch`` streams have a view due now."""
         return self.views_due() >= self.max_batch
 
     def next_batch(self, timeout: float, give_up: threading.Event | None = None,
