@@ -1,16 +1,21 @@
-"""Which source frames make a clip: PySlowFast's sampling, by index and by timestamp.
+"""Which source frames make a clip, and how often a stream takes one: PySlowFast's sampling,
+by index and by timestamp, and the hop.
 
 Training and streaming must pick frames the same way, or a model sees at run time clips
-unlike those it learned from. Both the scheduler and the training data loader call these.
+unlike those it learned from. The scheduler, the training data, evaluation and int8
+calibration all call `clip_indices` and `hop_frames`; nothing else decides either.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from streamrec.config import ClipConfig
+from streamrec.config import ClipConfig, PipelineConfig
 
-TIME_TOLERANCE_S = 1e-3
+TIME_TOLERANCE_S = 1e-3  # a frame this close to a wanted time counts as on it (timestamps carry rounding)
+FPS_TOLERANCE = 0.01  # within 1% of the training rate, frames are picked by index
 
 
 def fast_offsets(clip: ClipConfig) -> np.ndarray:
@@ -37,6 +42,43 @@ def clip_duration(clip: ClipConfig) -> float:
 def frames_for_duration(clip: ClipConfig, fps: float) -> int:
     """How many source frames at ``fps`` cover one clip (for sizing the ring buffer)."""
     return int(np.ceil(clip_duration(clip) * fps)) + 1
+
+
+def by_index(clip: ClipConfig, fps: float) -> bool:
+    """Whether frames are picked by index (the source runs at the training rate) or by timestamp."""
+    return abs(fps - clip.train_fps) <= FPS_TOLERANCE * clip.train_fps
+
+
+def clip_window(clip: ClipConfig, fps: float) -> int:
+    """Source frames one clip spans at ``fps``: the reference span by index; by time, every frame
+    that can hold one of the clip's seconds."""
+    return clip.span if by_index(clip, fps) else frames_for_duration(clip, fps) + 1
+
+
+def clip_indices(clip: ClipConfig, fps: float, end: int, first: int,
+                 times_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Absolute indices of the Fast (or only) pathway's frames of the clip ending at frame ``end``.
+
+    By index when the source runs at the training rate and a full span ``[end - span + 1, end]``
+    exists; otherwise by timestamp over the frames ``first..end`` (the oldest one can still be
+    read), whose times ``times_of(indices)`` gives. A clip with too little history repeats its
+    earliest frame, as PySlowFast's clamped sampling does.
+    """
+    if by_index(clip, fps) and end - clip.span + 1 >= first:
+        return end - clip.span + 1 + fast_offsets(clip)
+    candidates = np.arange(first, end + 1)
+    times = times_of(candidates)
+    return candidates[indices_by_time(clip, times, times[-1])]
+
+
+def hop_frames(pipeline: PipelineConfig, fps: float, stream_hop_frames: int | None = None) -> int:
+    """Source frames between two views of a stream: the stream's own ``hop_frames``, else
+    ``pipeline.hop_seconds`` at the stream's frame rate, else ``pipeline.hop_frames``."""
+    if stream_hop_frames:
+        return stream_hop_frames
+    if pipeline.hop_seconds:
+        return max(1, round(pipeline.hop_seconds * fps))
+    return pipeline.hop_frames
 
 
 def indices_by_time(clip: ClipConfig, times: np.ndarray, end_time: float) -> np.ndarray:
