@@ -34,8 +34,37 @@ class Engine(Protocol):
     name: str  # backend name, for logs and benchmark tables
     max_batch: int  # largest batch one infer() call accepts
     parallel_calls: int  # infer() calls it runs at once, from as many threads (engine.parallel_calls)
+    device: str  # where it computes: "cpu", "cuda:0", ...
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+
+class EngineWrapper:
+    """An engine around another one (to meter, alter or fail its calls): it forwards what
+    describes the engine, so a subclass overrides only ``infer`` (or a class attribute such as
+    ``name``) and never copies the rest by hand."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @property
+    def name(self) -> str:
+        return self.engine.name
+
+    @property
+    def max_batch(self) -> int:
+        return self.engine.max_batch
+
+    @property
+    def parallel_calls(self) -> int:
+        return self.engine.parallel_calls
+
+    @property
+    def device(self) -> str:
+        return self.engine.device
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.engine.infer(inputs)
 
 
 def call_threads(engine: EngineConfig) -> int:
