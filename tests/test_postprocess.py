@@ -51,3 +51,29 @@ def test_per_class_thresholds_and_top_k():
     tracker = ActionTracker(LABELS, config)
     assert run(tracker, [[0.5, 0.15, 0.35]]) == [(0, "action_start", "jump")]
     assert tracker.top_k() == [["idle", 0.5], ["jump", 0.35]]
+
+
+# Boundary scores: softmax gives exactly 0.5 for two equal logits beside a -1000 (exp underflows to
+# 0.0) and exactly 1/3 for three equal logits, so each threshold can be met with equality in float64.
+EXACTLY_HALF, EXACTLY_THIRD = np.array([0.0, 0.0, -1000.0]), np.array([0.0, 0.0, 0.0])
+
+
+def test_a_score_exactly_at_enter_starts_the_action():
+    tracker = ActionTracker(LABELS, PostprocessConfig(smoothing_hops=1, enter_threshold=0.5, exit_threshold=0.25,
+                                                      background_labels=("idle",)))
+    assert tracker.update(np.array([0.0, -1e-6, -1000.0]), 10.0) == []  # wave just below enter
+    starts = tracker.update(EXACTLY_HALF, 11.0)
+    assert tracker.scores[1] == 0.5
+    assert [(c.type, c.label, c.started_at) for c in starts] == [("action_start", "wave", 11.0)]
+
+
+def test_a_score_exactly_at_exit_keeps_the_action_and_just_below_ends_it():
+    tracker = ActionTracker(LABELS, PostprocessConfig(smoothing_hops=1, enter_threshold=0.5, exit_threshold=1 / 3,
+                                                      background_labels=("idle",)))
+    starts = tracker.update(np.array([-1000.0, 0.0, -1000.0]), 10.0)  # wave 1.0
+    assert [(c.type, c.label, c.started_at) for c in starts] == [("action_start", "wave", 10.0)]
+    assert tracker.update(EXACTLY_THIRD, 11.0) == []
+    assert tracker.scores[1] == 1 / 3
+    ends = tracker.update(np.array([0.0, -1e-6, 0.0]), 12.0)  # wave just below exit
+    # The end names the start of the segment it closes, not the hop that ended it.
+    assert [(c.type, c.label, c.started_at) for c in ends] == [("action_end", "wave", 10.0)]
