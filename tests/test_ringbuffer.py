@@ -35,39 +35,44 @@ def test_overwritten_and_future_frames_are_refused():
         ring.read(np.array([6]))
 
 
-def test_concurrent_reader_never_sees_a_torn_frame():
-    """A writer races a reader; every frame returned must be uniformly its own index's value."""
-    size = 64
-    ring = RingBuffer(capacity=6, height=size, width=size)
-    stop = threading.Event()
+def test_a_frame_overwritten_while_being_copied_is_refused():
+    """The capture thread overwrites frames halfway through a read's copy: the read must refuse the clip
+    (the later half it copies is newer frames under the old indices)."""
+    ring = RingBuffer(capacity=6, height=8, width=8)
+    for i in range(6):
+        ring.write(frame(i), float(i), float(i))
+    write_now, written = threading.Event(), threading.Event()
 
-    def writer():
-        i = 0
-        while not stop.is_set():
-            ring.write(np.full((size, size, 3), i % 251, np.uint8), float(i), float(i))
-            i += 1
+    def capture_thread():  # the ring's one writer
+        if write_now.wait(timeout=10):
+            for i in range(6, 10):  # frames 6..9 land in the slots of 0..3 (3 not yet copied)
+                ring.write(frame(i), float(i), float(i))
+            written.set()
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    checked = refused = 0
+    class CopiedInTwoHalves(np.ndarray):
+        """A read's ``out`` array that lets the writer run between the first and second half of the copy."""
+
+        def __array_function__(self, func, types, args, kwargs):
+            assert func is np.take, func
+            source, slots = args[0], args[1]
+            plain = self.view(np.ndarray)
+            np.take(source, slots[:2], axis=0, out=plain[:2])
+            write_now.set()
+            assert written.wait(timeout=10), "the writer did not write"
+            np.take(source, slots[2:], axis=0, out=plain[2:])
+            return self
+
+    writer = threading.Thread(target=capture_thread)
+    writer.start()
+    out = np.zeros((5, 8, 8, 3), np.uint8).view(CopiedInTwoHalves)
     try:
-        while checked < 3000:
-            head = ring.head
-            wanted = np.arange(max(0, head - 5), head)
-            if wanted.size == 0:
-                continue
-            try:
-                frames = ring.read(wanted)
-            except FramesGone:
-                refused += 1
-                continue
-            for pixels, index in zip(frames.pixels, frames.indices):
-                assert (pixels == index % 251).all(), f"torn frame {index}"
-                checked += 1
+        with pytest.raises(FramesGone):
+            ring.read(np.arange(1, 6), out=out)
     finally:
-        stop.set()
-        thread.join()
-    assert checked >= 3000
+        write_now.set()
+        writer.join(timeout=10)
+    assert not writer.is_alive()
+    assert out[2, 0, 0, 0] == 9  # what the read would have returned as frame 3 had it not checked
 
 
 def test_offline_writer_waits_until_frames_are_released():
