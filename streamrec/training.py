@@ -1,6 +1,6 @@
 """Training: any configured model on procedural clips or on a folder of the user's clips.
 
-Clips are cut exactly as the streaming scheduler cuts them (`clip_indices`) and fitted with
+Clips are cut exactly as the streaming scheduler cuts them (`sampling.clip_indices`) and fitted with
 the capture thread's own `fit_frame`, so a model trains on what it will see. Streaming clips
 straddle action boundaries, so training windows do too: a window is labelled by how much of
 it an action fills (`window_label`), and windows that are neither clearly the action nor
@@ -40,8 +40,7 @@ from streamrec.errors import StreamrecError
 from streamrec.evaluation import Segment
 from streamrec.models import UInt8Clips, build_model
 from streamrec.procedural import BACKGROUND, LABELS, Scene, action_scene
-from streamrec.sampling import clip_duration, fast_offsets, indices_by_time, split_pathways
-from streamrec.scheduler import FPS_TOLERANCE
+from streamrec.sampling import clip_duration, clip_indices, split_pathways
 from streamrec.transforms import fit_frame
 
 POSITIVE_SHARE = 0.4  # an action filling this share of a window (or of itself, if shorter) labels it
@@ -124,13 +123,6 @@ def label_for_share(label: str | None, share: float, background: str | None) -> 
     if share >= POSITIVE_SHARE:
         return label
     return background if share < BACKGROUND_SHARE else None
-
-
-def clip_indices(clip: ClipConfig, times: np.ndarray, end: int, fps: float) -> np.ndarray:
-    """The frames of the clip ending at frame ``end``: the scheduler's choice (`StreamSchedule._cut`)."""
-    if abs(fps - clip.train_fps) <= FPS_TOLERANCE * clip.train_fps and end + 1 >= clip.span:
-        return end - clip.span + 1 + fast_offsets(clip)
-    return indices_by_time(clip, times[: end + 1], times[end])
 
 
 def labelled_windows(video: Video, clip: ClipConfig,
@@ -221,7 +213,8 @@ def fit_clip(frames: list[np.ndarray], clip: ClipConfig, augment: Augmentation |
 
 
 def cut_clip(video: Video, end: int, clip: ClipConfig, augment: Augmentation | None = None) -> np.ndarray:
-    indices = [int(i) for i in clip_indices(clip, video.times, end, video.fps)]
+    """The clip ending at frame ``end``, its frames picked as a stream's (`sampling.clip_indices`), fitted."""
+    indices = [int(i) for i in clip_indices(clip, video.fps, end, 0, lambda idx: video.times[idx])]
     rendered = {i: video.frame(i) for i in set(indices)}  # at low frame rates a clip repeats frames
     return fit_clip([rendered[i] for i in indices], clip, augment)
 

@@ -21,7 +21,7 @@ from streamrec.scheduler import StreamSchedule
 from streamrec.training import (
     HEAD_PREFIX,
     TrainSettings,
-    clip_indices,
+    cut_clip,
     folder_splits,
     initial_weights,
     train,
@@ -43,20 +43,31 @@ def settings(out: Path, **changes) -> TrainSettings:
     return TrainSettings(**{**base, **changes})
 
 
+class NumberedFrames:
+    """A video whose frame i is filled with the value i, so a clip's pixels name its frames."""
+
+    def __init__(self, count: int, fps: float):
+        self.fps, self.times, self.segments = fps, np.arange(count) / fps, []
+
+    def frame(self, index: int) -> np.ndarray:
+        return np.full((2, 2, 3), index, np.uint8)
+
+
 @pytest.mark.parametrize("fps", [30.0, 20.0, 24.0])
 def test_clips_are_cut_exactly_like_the_scheduler(fps):
-    """Feed frames numbered by their pixels through the real scheduler and compare."""
+    """Feed frames numbered by their pixels through the real scheduler and through training's
+    `cut_clip`, and compare."""
     clip = load_config("slowfast_tiny").clip
     count, hop = 120, 8
     ring = RingBuffer(count + 1, 2, 2)
+    video = NumberedFrames(count, fps)
     for i in range(count):
-        ring.write(np.full((2, 2, 3), i, np.uint8), capture_time=0.0, media_time=i / fps)
+        ring.write(video.frame(i), capture_time=0.0, media_time=video.times[i])
     schedule = StreamSchedule("s", ring, clip, fps, hop, offline=True, live_clock=False)
-    times = np.arange(count) / fps
     views = 0
     while (view := schedule.take()) is not None:
         served = view.inputs["fast"][:, 0, 0, 0].astype(int)
-        np.testing.assert_array_equal(served, clip_indices(clip, times, view.end_index, fps))
+        np.testing.assert_array_equal(served, cut_clip(video, view.end_index, clip)[:, 0, 0, 0])
         views += 1
     assert views >= 8
 
