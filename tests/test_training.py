@@ -103,18 +103,18 @@ def test_resuming_an_interrupted_run_gives_the_uninterrupted_result(tmp_path, mo
     torch.set_num_threads(1)
     whole = train(tiny_config(), settings(tmp_path / "whole", epochs=2))
 
-    import streamrec.training as training
+    from streamrec.training import run_state
 
-    save_state = training._save_state
+    save_state = run_state.save_state
 
     def crash_after_first_epoch(path, model, optimizer, schedule, epoch, history, s):
         save_state(path, model, optimizer, schedule, epoch, history, s)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_save_state", crash_after_first_epoch)
+    monkeypatch.setattr(run_state, "save_state", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(), settings(tmp_path / "split", epochs=2))
-    monkeypatch.setattr(training, "_save_state", save_state)
+    monkeypatch.setattr(run_state, "save_state", save_state)
     with pytest.raises(StreamrecError, match="different settings"):
         train(tiny_config(), settings(tmp_path / "split", epochs=2, lr=1e-3), resume=True)
     resumed = train(tiny_config(), settings(tmp_path / "split", epochs=2), resume=True)
