@@ -24,7 +24,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -205,8 +205,10 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     )
 
 
-def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] | None = None) -> Config:
-    """Load a config file and apply ``key.path=value`` overrides (values parsed as YAML)."""
+def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] | None = None,
+                values: Mapping[str, Any] | None = None) -> Config:
+    """Load a config file, set ``values`` (typed, by dotted path) and apply ``key.path=value``
+    overrides (values parsed as YAML); see `config_from_dict`."""
     path = resolve_config_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -215,7 +217,20 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] 
     if not isinstance(data, dict):
         raise StreamrecError(f"config {path} must be a mapping of sections; see configs/slowfast_tiny.yaml")
     data.setdefault("name", path.stem)
-    return config_from_dict(data, source=str(path), overrides=overrides)
+    return config_from_dict(data, source=str(path), overrides=overrides, values=values)
+
+
+def set_value(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at a dotted ``path`` (``events.event_log``) of plain config data, as it is:
+    never parsed, so a file name from the command line stays that file name. `config_from_dict`
+    then checks it like any value from a file."""
+    *sections, key = path.split(".")
+    node = data
+    for part in sections:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise StreamrecError(f"cannot set '{path}': '{part}' is not a section")
+    node[key] = value
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -223,18 +238,25 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise StreamrecError(f"override '{item}' must look like section.key=value (e.g. pipeline.hop_frames=4)")
-    parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise StreamrecError(f"override '{item}': '{part}' is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = str(exc).strip().splitlines()[0]
+        raise StreamrecError(f"override '{item}': the value is not valid YAML ({problem}); quote it") from None
+    set_value(data, key.strip(), value)
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config", overrides: list[str] | None = None) -> Config:
-    """A checked config from plain data (a YAML file's, or a checkpoint's), overrides applied first."""
+def config_from_dict(data: dict[str, Any], source: str = "config", overrides: list[str] | None = None,
+                     values: Mapping[str, Any] | None = None) -> Config:
+    """A checked config from plain data (a YAML file's, or a checkpoint's).
+
+    ``values`` (typed, by dotted path: the command line's flags) are set first, then the
+    ``overrides`` (``key.path=value`` strings, values parsed as YAML: ``--set``), so ``--set``
+    has the last word; the result is checked as a whole.
+    """
     data = copy.deepcopy(data)
+    for path, value in (values or {}).items():
+        set_value(data, path, value)
     for item in overrides or []:
         apply_override(data, item)
     model = data.get("model")
@@ -341,8 +363,6 @@ def validate(config: Config, source: str) -> None:
         (pipe.max_batch >= 1, "pipeline.max_batch must be >= 1"),
         (config.engine.threads >= 0 and config.engine.parallel_calls >= 1,
          "engine.threads must be >= 0 (0: the default) and engine.parallel_calls >= 1"),
-        (config.engine.backend in ("torch", "onnxruntime", "tensorrt", "auto"),
-         "engine.backend must be one of torch, onnxruntime, tensorrt, auto"),
         (len({s.id for s in config.streams}) == len(config.streams), "stream ids must be unique"),
         (all(s.region is None or (len(s.region) == 4 and all(0 <= v <= 1 for v in s.region)
                                   and s.region[2] > 0 and s.region[3] > 0
@@ -355,6 +375,10 @@ def validate(config: Config, source: str) -> None:
     for ok, message in checks:
         if not ok:
             raise StreamrecError(f"{source}: {message}")
+    from streamrec.backends import AUTO, backend_names, unknown_backend  # the registry reads this module
+
+    if config.engine.backend not in (*backend_names(), AUTO):
+        raise StreamrecError(f"{source}: {unknown_backend(config.engine.backend)}")
 
 
 # --------------------------------------------------------------------------- labels

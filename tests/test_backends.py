@@ -56,6 +56,7 @@ def test_torch_and_onnxruntime_agree(name, count, overrides, tmp_path):
     onnx_engine = OnnxRuntimeEngine(export_onnx(model, config.clip, tmp_path / f"{name}.onnx"), specs,
                                     config.model.num_classes, device="cpu", max_batch=count)
     torch_engine = TorchEngine(model, specs, torch.device("cpu"), max_batch=count)  # batch norms folded
+    assert onnx_engine.device == torch_engine.device == "cpu"
     from_onnx, from_torch = onnx_engine.infer(clips), torch_engine.infer(clips)
     assert from_torch.std() > 0.5 and len(set(from_torch.argmax(1))) >= min(count, 3)
 
@@ -142,9 +143,9 @@ print("ok")
 
 def test_auto_prefers_tensorrt_then_onnxruntime(monkeypatch):
     base = ["engine.backend=auto"]
-    monkeypatch.setattr("streamrec.backends.tensorrt_usable", lambda: False)
+    monkeypatch.setattr("streamrec.backends.tensorrt_factory.tensorrt_usable", lambda: False)
     assert resolve_backend(load_config("slowfast_tiny", base)) == "onnxruntime"
-    monkeypatch.setattr("streamrec.backends.tensorrt_usable", lambda: True)
+    monkeypatch.setattr("streamrec.backends.tensorrt_factory.tensorrt_usable", lambda: True)
     assert resolve_backend(load_config("slowfast_tiny", base)) == "tensorrt"
     assert resolve_backend(load_config("slowfast_tiny", [*base, "engine.device=cpu"])) == "onnxruntime"
     assert resolve_backend(load_config("slowfast_tiny", [*base, "engine.engine_file=x.onnx"])) == "onnxruntime"
@@ -153,10 +154,68 @@ def test_auto_prefers_tensorrt_then_onnxruntime(monkeypatch):
 
 
 def test_auto_falls_back_to_torch_without_onnxruntime(monkeypatch):
-    monkeypatch.setattr("streamrec.backends.tensorrt_usable", lambda: False)
+    monkeypatch.setattr("streamrec.backends.tensorrt_factory.tensorrt_usable", lambda: False)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     assert resolve_backend(load_config("slowfast_tiny", ["engine.backend=auto"])) == "torch"
+
+
+class StubEngine:
+    name, max_batch, parallel_calls, device = "stub", 3, 2, "cuda:1"
+
+    def infer(self, inputs):
+        return np.ones((1, 7), np.float32)
+
+
+def test_one_registration_makes_a_backend_known_wherever_backends_are_named(monkeypatch):
+    """Config validation, ``auto`` (by rank and by engine file), the precision check and
+    create_engine all read the registry: nothing else names a backend."""
+    import streamrec.backends as backends
+
+    monkeypatch.setattr(backends, "_BACKENDS", backends.registered_backends())  # restored after the test
+    made = []
+
+    @backends.register_backend("stub", precisions=("fp32", "int4"), available=lambda engine: True, auto_rank=-1,
+                               reads_file=lambda path: path.suffix == ".stub")
+    def create(config):
+        made.append(config)
+        return StubEngine()
+
+    assert "stub" in backends.backend_names() and "int4" in backends.all_precisions()
+    config = load_config("slowfast_tiny", ["engine.backend=stub", "engine.precision=int4"])
+    assert isinstance(create_engine(config), StubEngine) and made == [config]
+    assert resolve_backend(load_config("slowfast_tiny", ["engine.backend=auto"])) == "stub"  # ranked first
+    assert resolve_backend(load_config("slowfast_tiny", ["engine.backend=auto", "engine.engine_file=m.stub"])) == "stub"
+    assert resolve_backend(load_config("slowfast_tiny", ["engine.backend=auto", "engine.engine_file=m.onnx"])) == \
+        "onnxruntime"
+    with pytest.raises(StreamrecError, match="engine.precision=bf16 is not available with the stub backend; it runs "
+                                             "fp32, int4"):
+        create_engine(load_config("slowfast_tiny", ["engine.backend=stub", "engine.precision=bf16"]))
+
+
+def test_listing_backends_imports_no_engine_library():
+    script = ("import sys; from streamrec.backends import registered_backends; print(*registered_backends()); "
+              "print([m for m in ('torch', 'onnxruntime', 'tensorrt') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["torch onnxruntime tensorrt", "[]"]
+
+
+def test_an_engine_wrapper_forwards_what_describes_the_engine():
+    from streamrec.backends import EngineWrapper
+
+    class Doubled(EngineWrapper):
+        def infer(self, inputs):
+            return 2 * self.engine.infer(inputs)
+
+    class Renamed(EngineWrapper):
+        name = "renamed"
+
+    doubled, renamed = Doubled(StubEngine()), Renamed(StubEngine())
+    assert (doubled.name, doubled.max_batch, doubled.parallel_calls, doubled.device) == ("stub", 3, 2, "cuda:1")
+    assert (doubled.infer({}) == 2).all() and (renamed.infer({}) == 1).all()
+    assert (renamed.name, renamed.max_batch, renamed.device) == ("renamed", 3, "cuda:1")
 
 
 def test_execution_providers():

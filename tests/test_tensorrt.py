@@ -11,6 +11,7 @@ exactly, through the whole path of pinned buffers, copies and addresses.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from contextlib import contextmanager
@@ -485,7 +486,7 @@ def test_run_path_exports_builds_once_and_reuses(monkeypatch, api, device, engin
     monkeypatch.setattr("streamrec.backends.cuda_memory.open_device", lambda index: device)
     config = load_config("slowfast_tiny", ["engine.backend=tensorrt", "engine.device=cuda", "pipeline.max_batch=3"])
     engine = create_engine(config)
-    assert engine.name == "tensorrt" and engine.max_batch == 3
+    assert engine.name == "tensorrt" and engine.max_batch == 3 and engine.device == "cuda:0"
     assert len(list(engine_dir.glob("slowfast-tiny.fp32.*.onnx"))) == 1
     assert len(list(engine_dir.glob("slowfast-tiny.fp32.*.fp32.b1-3-3.*.engine"))) == 1
     batch = {"slow": np.zeros((2, 4, 96, 96, 3), np.uint8), "fast": np.full((2, 16, 96, 96, 3), 50, np.uint8)}
@@ -493,6 +494,7 @@ def test_run_path_exports_builds_once_and_reuses(monkeypatch, api, device, engin
 
     create_engine(config)
     assert api.builds == 1
+    assert create_engine(config.replace(engine=dataclasses.replace(config.engine, device="cuda:1"))).device == "cuda:1"
 
 
 def test_int8_without_a_quantized_graph_says_how(monkeypatch, api, device):

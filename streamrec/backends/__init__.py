@@ -10,15 +10,26 @@ where it is installed and a GPU is present, else ONNX Runtime, else PyTorch), ta
 ``engine.engine_file`` if given, and otherwise exports and builds into ``engines/``, reusing
 what an earlier run made there. The ONNX Runtime and TensorRT paths import torch only to
 export a missing ONNX file.
+
+Backends are registered, as models are (`streamrec.models`): the CLI's ``--backend`` choices,
+config validation, ``auto``, `create_engine` and ``bench engine`` all read the registry.
+Adding a backend is one module in this package whose factory is decorated with
+`register_backend` (name, precisions, whether this machine can run it, where ``auto`` ranks
+it, which engine files it reads), plus the module's name in `BACKEND_MODULES`. The factory
+imports the backend's library when it is called, never at registration: listing backends
+must not import torch, onnxruntime or tensorrt. Its engine sets ``name``, ``max_batch``,
+``parallel_calls`` and ``device``.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import difflib
+import importlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -26,8 +37,9 @@ from streamrec.config import Config, EngineConfig
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
-PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "onnxruntime": ("fp32", "fp16", "int8"),
-              "tensorrt": ("fp32", "fp16", "int8")}
+# Each registers one backend; their order is the order the CLI lists them in.
+BACKEND_MODULES = ("torch_factory", "onnxruntime_factory", "tensorrt_factory")
+AUTO = "auto"  # engine.backend: the fastest registered backend this machine can run
 
 
 class Engine(Protocol):
@@ -67,6 +79,70 @@ class EngineWrapper:
         return self.engine.infer(inputs)
 
 
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend: how to make its engine from a config, and what it can run."""
+
+    name: str
+    create: Callable[[Config], Engine]
+    precisions: tuple[str, ...]  # engine.precision values it runs (an engine_file decides its own)
+    available: Callable[[EngineConfig], bool]  # whether this machine can run it, for ``auto``
+    auto_rank: int | None = None  # ``auto`` tries lower ranks first; None: never picked by ``auto``
+    reads_file: Callable[[Path], bool] | None = None  # the engine files it runs; None: it takes none
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str, *, precisions: tuple[str, ...], available: Callable[[EngineConfig], bool],
+                     auto_rank: int | None = None, reads_file: Callable[[Path], bool] | None = None,
+                     ) -> Callable[[Callable[[Config], Engine]], Callable[[Config], Engine]]:
+    """Register the decorated ``factory(config) -> Engine`` as backend ``name``."""
+    def decorator(factory: Callable[[Config], Engine]) -> Callable[[Config], Engine]:
+        _BACKENDS[name] = Backend(name, factory, tuple(precisions), available, auto_rank, reads_file)
+        return factory
+
+    return decorator
+
+
+def registered_backends() -> dict[str, Backend]:
+    """Every registered backend by name, in `BACKEND_MODULES` order."""
+    for module in BACKEND_MODULES:  # importing a backend's module registers it
+        importlib.import_module(f"{__name__}.{module}")
+    return dict(_BACKENDS)
+
+
+def backend_names() -> tuple[str, ...]:
+    """The registered backends' names, without ``auto``."""
+    return tuple(registered_backends())
+
+
+def all_precisions() -> tuple[str, ...]:
+    """Every precision some registered backend runs, each once, in the order they register them."""
+    return tuple(dict.fromkeys(p for backend in registered_backends().values() for p in backend.precisions))
+
+
+def unknown_backend(name: str, where: str = "engine.backend") -> str:
+    """The message for a backend name nobody registered, with the closest one if any."""
+    names = [*backend_names(), AUTO]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{where} '{name}' is not one of {', '.join(names)}{hint}"
+
+
+def get_backend(name: str) -> Backend:
+    backends = registered_backends()
+    if name not in backends:
+        raise StreamrecError(unknown_backend(name))
+    return backends[name]
+
+
+# --------------------------------------------------------------------------- choosing and creating
+
+
 def call_threads(engine: EngineConfig) -> int:
     """CPU threads for each engine call: ``engine.threads`` when set; with parallel calls, the
     process's cores shared out between them; else 0, the library's default (every core)."""
@@ -83,99 +159,34 @@ def parallel_calls_need_cpu(engine: str) -> StreamrecError:
 
 
 def resolve_backend(config: Config) -> str:
-    """The backend ``engine.backend`` names; for ``auto``, the fastest one this machine can run."""
+    """The backend ``engine.backend`` names; for ``auto``, the fastest one this machine can run
+    (with an ``engine.engine_file``, the one that reads that file)."""
     engine = config.engine
-    if engine.backend != "auto":
+    if engine.backend != AUTO:
         return engine.backend
+    ranked = sorted((b for b in registered_backends().values() if b.auto_rank is not None), key=lambda b: b.auto_rank)
     if engine.engine_file:  # the file says which runtime reads it
-        return "onnxruntime" if Path(engine.engine_file).suffix == ".onnx" else "tensorrt"
-    if engine.device != "cpu" and tensorrt_usable():
-        return "tensorrt"
-    if importlib.util.find_spec("onnxruntime") is not None:
-        return "onnxruntime"
-    return "torch"
-
-
-def tensorrt_usable() -> bool:
-    """TensorRT is installed and a CUDA GPU answers (through pycuda or cuda-python)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
-    from streamrec.backends.cuda_memory import gpu_count
-
-    return gpu_count() > 0
+        path = Path(engine.engine_file)
+        for backend in ranked:
+            if backend.reads_file is not None and backend.reads_file(path):
+                return backend.name
+        raise StreamrecError(f"no backend reads the engine file {path}; name one with --backend")
+    for backend in ranked:
+        if backend.available(engine):
+            return backend.name
+    raise StreamrecError(f"no backend can run here; install one of {', '.join(b.name for b in ranked)}")
 
 
 def create_engine(config: Config) -> Engine:
     """The engine a config asks for, from ``engine.engine_file`` or the cache in ``engines/``."""
-    backend = resolve_backend(config)
+    backend = get_backend(resolve_backend(config))
     engine = config.engine
-    if engine.engine_file is None and engine.precision not in PRECISIONS[backend]:
-        raise StreamrecError(f"engine.precision={engine.precision} is not available with the {backend} backend; "
-                             f"it runs {', '.join(PRECISIONS[backend])}")
-    log.info("engine backend: %s%s", backend, " (auto)" if engine.backend == "auto" else "")
-    if backend == "torch":
-        if engine.engine_file:
-            raise StreamrecError("engine.engine_file is for onnxruntime and tensorrt; the torch backend runs the "
-                                 "config's model and checkpoint")
-        from streamrec.backends.torch_backend import TorchEngine
-
-        return TorchEngine.from_config(config)
-    if backend == "onnxruntime":
-        return _onnxruntime_engine(config)
-    return _tensorrt_engine(config)
-
-
-def _onnxruntime_engine(config: Config) -> Engine:
-    from streamrec.backends.cpu_int8 import cached_cpu_int8
-    from streamrec.backends.engine_cache import cached_export
-    from streamrec.backends.inputs import input_specs
-    from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
-    from streamrec.export import check_metadata
-
-    file = config.engine.engine_file
-    if file and Path(file).suffix != ".onnx":
-        raise StreamrecError(f"ONNX Runtime reads .onnx files, not {file}; a built TensorRT engine needs "
-                             "--backend tensorrt")
-    if file:
-        path = Path(file)
-    elif config.engine.precision == "int8":
-        path = cached_cpu_int8(config)
-    else:
-        path = cached_export(config, config.engine.precision)
-    engine = OnnxRuntimeEngine(path, input_specs(config.clip), config.model.num_classes,
-                               device=config.engine.device, threads=call_threads(config.engine),
-                               parallel_calls=config.engine.parallel_calls,
-                               max_batch=config.pipeline.max_batch, cpu_graph=config.engine.cpu_graph)
-    check_metadata(engine.metadata, config, path)
-    return engine
-
-
-def _tensorrt_engine(config: Config) -> Engine:
-    from streamrec.backends.cuda_memory import open_device, parse_device_index
-    from streamrec.backends.engine_cache import BatchProfile, cached_export
-    from streamrec.backends.inputs import input_specs
-    from streamrec.backends.tensorrt_backend import TensorRTEngine, read_plan
-    from streamrec.backends.tensorrt_build import cached_engine
-    from streamrec.backends.trt_api import load_tensorrt
-
-    engine = config.engine
-    if engine.device == "cpu":
-        raise StreamrecError("the tensorrt backend runs on a CUDA GPU; engine.device=cpu needs --backend "
-                             "onnxruntime or torch")
-    if engine.parallel_calls > 1:
-        raise parallel_calls_need_cpu("tensorrt")
-    api = load_tensorrt()
-    memory = open_device(parse_device_index(engine.device))
-    file = Path(engine.engine_file) if engine.engine_file else None
-    if file is not None and file.suffix != ".onnx":
-        path = file
-    else:
-        if file is None and engine.precision == "int8":
-            raise StreamrecError("engine.precision=int8 needs a quantized graph made from calibration clips: run "
-                                 "`run_stream.py build-engine --onnx FILE --precision int8 --calibration DIR` and "
-                                 "pass the engine it prints with --engine")
-        onnx = file or cached_export(config, engine.precision)
-        batch = BatchProfile(1, config.pipeline.max_batch, config.pipeline.max_batch)
-        path = cached_engine(onnx, engine.precision, batch, api, memory, progress=log.info)
-    return TensorRTEngine(read_plan(path, api, memory), api, memory, input_specs(config.clip),
-                          config.model.num_classes, source=f"engine {path}")
+    if engine.engine_file is None and engine.precision not in backend.precisions:
+        raise StreamrecError(f"engine.precision={engine.precision} is not available with the {backend.name} backend; "
+                             f"it runs {', '.join(backend.precisions)}")
+    if engine.engine_file and backend.reads_file is None:
+        readers = [b.name for b in registered_backends().values() if b.reads_file is not None]
+        raise StreamrecError(f"engine.engine_file is for {' and '.join(readers)}; the {backend.name} backend runs the "
+                             "config's model and checkpoint")
+    log.info("engine backend: %s%s", backend.name, " (auto)" if engine.backend == AUTO else "")
+    return backend.create(config)

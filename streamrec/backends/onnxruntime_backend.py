@@ -49,6 +49,15 @@ def choose_providers(available: list[str], device: str) -> list:
     return [*providers, "CPUExecutionProvider"]
 
 
+def session_device(session) -> str:
+    """Where a session computes: its first execution provider does the work (``cuda:N`` for the
+    CUDA and TensorRT providers, with the device id they were given)."""
+    provider = session.get_providers()[0]
+    if provider == "CPUExecutionProvider":
+        return "cpu"
+    return f"cuda:{session.get_provider_options().get(provider, {}).get('device_id', 0)}"
+
+
 class OnnxRuntimeEngine:
     """An exported graph in ONNX Runtime. With ``parallel_calls`` > 1 it holds one session per
     call that may run at once, each with its own ``threads``: sessions sharing one intra-op pool
@@ -78,6 +87,7 @@ class OnnxRuntimeEngine:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise StreamrecError(f"ONNX Runtime cannot load {path}: {first_line}") from None
         self.session = sessions[0]  # what the graph is, for checks, metadata and providers
+        self.device = session_device(self.session)
         self.parallel_calls = parallel_calls
         self._idle_sessions: queue.SimpleQueue = queue.SimpleQueue()
         for session in sessions:

@@ -87,9 +87,10 @@ class TensorRTEngine:
     parallel_calls = 1  # one execution context: calls from several threads take turns (the lock below)
 
     def __init__(self, plan: bytes, api: TensorRT, memory: DeviceMemory, specs: tuple[InputSpec, ...],
-                 num_classes: int, source: str = "engine"):
+                 num_classes: int, source: str = "engine", device: str = "cuda:0"):
         self.specs = specs
         self.memory = memory
+        self.device = device  # the GPU ``memory`` is on
         self._lock = threading.Lock()
         with memory.activate():
             try:
@@ -107,7 +108,7 @@ class TensorRTEngine:
             self.max_batch = min(t.max_shape[0] for t in self.inputs)
             self.context = self.engine.create_execution_context()
             self.stream: Stream = memory.stream()
-            self.host, self.device = self._allocate(num_classes, source)
+            self.host_buffers, self.device_buffers = self._allocate(num_classes, source)
 
     def _check_contract(self, outputs: list[TensorInfo], source: str) -> None:
         by_name = {t.name: t for t in self.inputs}
@@ -147,15 +148,15 @@ class TensorRTEngine:
         out = self.output.name
         with self._lock, self.memory.activate():
             for tensor in self.inputs:
-                staged = self.host[tensor.name][:run]
+                staged = self.host_buffers[tensor.name][:run]
                 staged[:size] = inputs[tensor.name]
                 self.context.set_input_shape(tensor.name, (run, *tensor.max_shape[1:]))
-                self.memory.to_device(self.device[tensor.name], staged, self.stream)
+                self.memory.to_device(self.device_buffers[tensor.name], staged, self.stream)
             if not self.context.execute_async_v3(self.stream.handle):
                 raise StreamrecError(f"TensorRT failed to run a batch of {run}; see the TensorRT messages above")
-            self.memory.to_host(self.host[out][:run], self.device[out], self.stream)
+            self.memory.to_host(self.host_buffers[out][:run], self.device_buffers[out], self.stream)
             self.stream.synchronize()
-            return self.host[out][:size].astype(np.float32)  # a copy: the pinned buffer is reused
+            return self.host_buffers[out][:size].astype(np.float32)  # a copy: the pinned buffer is reused
 
     def close(self) -> None:
         self.memory.close()

@@ -41,6 +41,13 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def device_name(device: torch.device) -> str:
+    """``cpu``, or ``cuda:N`` with the index a bare ``cuda`` means (the current device)."""
+    if device.type == "cuda":
+        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+    return device.type
+
+
 def fold_batch_norms(module: nn.Module, example: Sequence[torch.Tensor]) -> nn.Module:
     """A copy of ``module`` with every batch norm that directly follows a convolution folded into it.
 
@@ -131,7 +138,8 @@ class TorchEngine:
             raise StreamrecError(f"engine.precision={precision} needs a CUDA GPU with the torch backend; "
                                  "use engine.precision=fp32 on the CPU")
         self.specs = specs
-        self.device = device
+        self.torch_device = device
+        self.device = device_name(device)
         self.max_batch = max_batch
         self.parallel_calls = parallel_calls  # one module: forward passes on the CPU may run side by side
         probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8, device=device) for s in specs]
@@ -155,6 +163,6 @@ class TorchEngine:
     @torch.inference_mode()
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         batch_size(inputs, self.specs, self.max_batch)
-        tensors = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(self.device, non_blocking=True)
+        tensors = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(self.torch_device, non_blocking=True)
                    for s in self.specs]
         return self.run(tensors).float().cpu().numpy()

@@ -105,8 +105,11 @@ class EagerEngine:
     parallel_calls = 1  # the usual way runs one clip after another
 
     def __init__(self, model: EagerModel, max_batch: int = 64):
+        from streamrec.backends.torch_backend import device_name
+
         self.model = model
         self.max_batch = max_batch
+        self.device = device_name(model.device)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         model = self.model

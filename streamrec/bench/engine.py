@@ -11,9 +11,11 @@ on a GPU, and the model's FLOPs per clip with the fraction of the device's peak 
 ``engine.parallel_calls``: that many threads calling it at once, each call on its share of the
 cores; clips/s is then counted over wall-clock time, latency per call.
 
-Besides the project's backends, ``eager`` times the usual way's model call
-(`streamrec.bench.baseline.EagerEngine`: PyTorch eager float32, PyTorch's default threads),
-so every figure can be stated as a ratio to it, measured in the same run.
+Besides the registered backends (`streamrec.backends`), two variants exist only here
+(`VARIANTS`): ``eager`` times the usual way's model call (`streamrec.bench.baseline.EagerEngine`:
+PyTorch eager float32, PyTorch's default threads), so every figure can be stated as a ratio to
+it, measured in the same run; ``onnxruntime-plain`` times the exported graph without the CPU
+rewrites.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from streamrec.backends import Engine, call_threads, create_engine
+from streamrec.backends import AUTO, Engine, all_precisions, backend_names, call_threads, create_engine
 from streamrec.bench.flops import flops_per_clip, measure_peak_gflops
 from streamrec.bench.machine import PeakRss, current_rss_mib, device_memory_mib
 from streamrec.bench.report import Column, new_figure, save_figure, table
@@ -37,9 +39,12 @@ from streamrec.errors import StreamrecError
 from streamrec.sampling import split_pathways
 
 log = logging.getLogger(__name__)
-# onnxruntime-plain: ONNX Runtime on the exported graph as it is, without the CPU rewrites
-BACKENDS = ("eager", "torch", "onnxruntime", "onnxruntime-plain", "tensorrt", "auto")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+VARIANTS = {  # engines timed only here, beside the registered backends
+    "eager": "the usual way: PyTorch eager float32",
+    "onnxruntime-plain": "the exported graph without the CPU rewrites",
+}
+BACKENDS = ("eager", *backend_names(), "onnxruntime-plain", AUTO)  # what --backend may list
+PRECISIONS = all_precisions()
 
 
 @dataclass(frozen=True)
@@ -106,17 +111,6 @@ def open_engine(config: Config, backend: str, precision: str, max_batch: int, pa
         pipeline=dataclasses.replace(config.pipeline, max_batch=max_batch)))
 
 
-def engine_device(engine: Engine) -> str:
-    """``cuda`` if the engine computes on a GPU, else ``cpu``."""
-    if engine.name == "tensorrt":
-        return "cuda"
-    session = getattr(engine, "session", None)  # ONNX Runtime: its first execution provider does the work
-    if session is not None:
-        return "cpu" if session.get_providers()[0] == "CPUExecutionProvider" else "cuda"
-    device = getattr(engine, "device", None) or getattr(getattr(engine, "model", None), "device", None)
-    return "cuda" if device is not None and device.type == "cuda" else "cpu"
-
-
 @dataclass
 class Case:
     """One backend, precision, batch size and number of parallel calls, and what its timed calls measured."""
@@ -178,7 +172,7 @@ class EngineBench:
                     grown = current_rss_mib() - before
                     if self.flops is None:
                         self._count_flops(engine)
-                    cases += [Case(backend, precision, batch, parallel, engine, engine_device(engine), round(grown, 1),
+                    cases += [Case(backend, precision, batch, parallel, engine, engine.device, round(grown, 1),
                                    random_inputs(self.config, batch)) for batch in self.plan.batches]
         return cases
 
@@ -211,7 +205,7 @@ class EngineBench:
         peak = self._peak(case.device)
         achieved = clips_per_s * gflops if gflops else None
         return {
-            "backend": case.backend if case.backend != "auto" else f"auto:{case.engine.name}",
+            "backend": case.backend if case.backend != AUTO else f"auto:{case.engine.name}",
             "precision": case.precision,
             "batch": case.batch,
             "parallel_calls": case.parallel_calls,
@@ -314,7 +308,7 @@ def _device_peak_meter(engine: Engine, device: str):
     GPU engines report what the driver says this process holds (TensorRT and ONNX Runtime
     allocate up front, so that is their peak). On the CPU there is no device memory.
     """
-    if device != "cuda":
+    if not device.startswith("cuda"):
         return lambda: {"device_memory_peak_mib": None, "device_memory_source": None}
     if engine.name in ("torch", "eager"):
         import torch

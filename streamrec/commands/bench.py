@@ -202,7 +202,6 @@ def engine_main(args: argparse.Namespace) -> int:
 def pipeline_main(args: argparse.Namespace) -> int:
     from streamrec.bench import pipeline as bench
     from streamrec.backends import call_threads, create_engine
-    from streamrec.bench.engine import engine_device
     from streamrec.bench.machine import ResourceSampler
     from streamrec.bench.report import finish_document, start_document
     from streamrec.config import load_labels
@@ -239,7 +238,7 @@ def pipeline_main(args: argparse.Namespace) -> int:
             log.info("load %.2f of %.2f clips/s at hop %d and %g fps: %d streams", args.load,
                      first["clips_per_s"], config.pipeline.hop_frames, args.fps, streams)
         trials = [trial(streams) for _ in range(args.repeat)]
-    device = engine_device(engine)
+    device = engine.device
     setup = {"engine": engine.name, "precision": config.engine.precision, "device": device,
              "parallel_calls": engine.parallel_calls, "threads_per_call": call_threads(config.engine) or None,
              "max_batch": max_batch, "hop_frames": config.pipeline.hop_frames, "fps": args.fps,
@@ -261,7 +260,6 @@ def compare_main(args: argparse.Namespace) -> int:
     from streamrec.backends.torch_backend import pick_device
     from streamrec.bench import compare as bench
     from streamrec.bench.baseline import EagerModel
-    from streamrec.bench.engine import engine_device
     from streamrec.bench.machine import ResourceSampler
     from streamrec.bench.report import finish_document, start_document
     from streamrec.config import load_labels
@@ -284,7 +282,7 @@ def compare_main(args: argparse.Namespace) -> int:
         eager = EagerModel(config, str(pick_device(config.engine.device)))
         baseline = bench.run_baseline(eager, config, video)
         engine = create_engine(config)
-        project = bench.run_project(config, engine, labels, video, engine_device(engine))
+        project = bench.run_project(config, engine, labels, video, engine.device)
         same_model = bench.same_model_check(eager, engine, config)
     finish_document(document, sampler, input={"description": description, "weights": weights},
                     results=[project, baseline], ratios=bench.ratios(project, baseline), same_model=same_model)
