@@ -11,9 +11,9 @@ def fit_frame(frame: np.ndarray, short_side: int, crop_size: int) -> np.ndarray:
 
     Downscaling halves the frame with area averaging while it is at least twice the target,
     then finishes with one bilinear step (a factor under 2, so it barely aliases). One
-    INTER_AREA resize at an arbitrary factor looks the same but costs about ten times as much
-    (3.4 ms against 0.3 ms for a 720p frame on the dev machine): on a box serving many
-    cameras this is most of the capture thread's time.
+    INTER_AREA resize at an arbitrary factor looks the same but costs far more, and on a box
+    serving many cameras resizing is most of the capture thread's time (BENCHMARKS.md,
+    "Measurements behind design choices").
     """
     height, width = frame.shape[:2]
     while min(height, width) >= 2 * short_side:

@@ -3,22 +3,21 @@
 Applied when an exported graph is loaded for ONNX Runtime's CPU provider, and nowhere else:
 TensorRT and GPU providers get the exported graph as it is. The rewrites are exact up to float
 summation order; the tests run each rewritten graph against the original in ONNX Runtime, and
-`bench engine --backend onnxruntime,onnxruntime-plain` times the two side by side.
+`bench engine --backend onnxruntime,onnxruntime-plain` times the two side by side. The figures
+behind each rewrite are in BENCHMARKS.md, "Measurements behind design choices".
 
 **Temporal stems.** ONNX Runtime runs a 3-D convolution as im2col and a matrix product. For a
 stem that reads raw RGB over several frames (SlowFast's Fast stem, I3D's: 5x7x7 over 3 channels)
 that product has as many rows as output channels and a 735-deep unrolled input, so the CPU
-mostly copies: in ONNX Runtime's profiler on a 2-core AVX2 machine, SlowFast R50 4x16's Fast
-stem ran at ~38 GFLOP/s where the rest of the network ran at 100-160, and took a quarter of the
-clip. The same convolution is a sum over its temporal taps of one 2-D convolution each, on the
-frames that tap reads; ONNX Runtime runs those on its blocked (NCHWc) 2-D kernels (that stem
-alone, timed by itself there: ~120 -> ~72 ms).
+mostly copies: in ONNX Runtime's profiler SlowFast R50 4x16's Fast stem ran at a fraction of
+the rest of the network's FLOP rate and took a large share of the clip. The same convolution
+is a sum over its temporal taps of one 2-D convolution each, on the frames that tap reads;
+ONNX Runtime runs those on its blocked (NCHWc) 2-D kernels, and the stem gets faster.
 
 **Pointwise and temporal convolutions.** A convolution whose kernel is kt x 1 x 1 with no
 spatial stride or padding (ResNet's 1x1x1 and 3x1x1 layers, SlowFast's lateral connections) is
 the same 2-D convolution over the free view [B, C, T, H*W] with a kt x 1 kernel, which ONNX
-Runtime also runs on its NCHWc kernels rather than its 3-D path (R50 4x16: ~6% of the clip,
-timed with and without this rewrite alone).
+Runtime also runs on its NCHWc kernels rather than its slower 3-D path.
 
 **Residual sums.** ONNX Runtime fuses a 3-D convolution with the ReLU after it, but not with a
 residual ``Add`` between them, so each ResNet block writes and rereads its output twice more.
@@ -47,8 +46,7 @@ SMALL_INPUT = 8  # input channels below one NCHWc block: ONNX Runtime's 2-D kern
 MICROSOFT = "com.microsoft"  # ONNX Runtime's own operator domain, where FusedConv lives
 # ONNX Runtime's transpose optimizer would merge a stem's frames-first transpose into the input
 # normalisation's, moving it after the per-channel Mul/Sub: they then broadcast over an innermost
-# axis of 3 and ran 7x slower (15 ms instead of 2 per input, in ONNX Runtime's profiler). Nothing
-# else in these graphs needs it.
+# axis of 3, which runs several times slower. Nothing else in these graphs needs it.
 DISABLED_OPTIMIZERS = ("TransposeOptimizer", "TransposeOptimizer_CPUExecutionProvider")
 
 
@@ -156,7 +154,7 @@ class _Graph:
 
 def _without_weights(model: "onnx.ModelProto") -> "onnx.ModelProto":
     """``model`` with its float weights as typed inputs: shape inference needs their shapes, not
-    their values, and copies whatever it is given (timed on R50's 137 MB: 1 s, without them 0.1 s).
+    their values, and copies whatever it is given, so large weights make it slow.
     Integer initializers (shapes, pads) keep their values, which shape inference reads."""
     import onnx
     from onnx import helper

@@ -2,19 +2,19 @@
 
 The same calibration clips as TensorRT's int8 (`calibration.calibration_clips`) set each
 activation's range; weights are quantized per output channel. ONNX Runtime then runs the
-convolutions as ``QLinearConv`` (uint8 activations, int8 weights): SlowFast R50 ran about
-twice as fast as in float32 on this project's machine, whose CPU has AVX-512 VNNI.
+convolutions as ``QLinearConv`` (uint8 activations, int8 weights), which beats float32 on a CPU
+with int8 dot products such as AVX-512 VNNI (BENCHMARKS.md times the two side by side).
 
-Three choices come from measurement (SlowFast R50 4x16, 2 cores, and the trained tiny model):
+Three choices come from measurement (figures in BENCHMARKS.md, "Measurements behind design
+choices"):
 - convolutions with at most `FLOAT_INPUT_CHANNELS` input channels (the RGB stems) stay
-  float32: ONNX Runtime's int8 kernel is slow on so few channels (968 ms for the Fast stem
-  alone, twice the 463 ms of the whole float32 graph, timed once);
+  float32: ONNX Runtime's int8 kernel is so slow on so few channels that the Fast stem alone
+  outlasted the whole float32 graph;
 - the graph goes through ONNX Runtime's quantization pre-processing first (shape inference,
   batch norms folded into the convolutions): without it most convolutions stayed float32;
 - the classifier (the final matrix product and what follows it) stays float32: quantizing the
-  logits themselves to 256 levels put the tiny model's int8 logits up to 2.7 away from float32
-  (largest logit 9.3), against 0.5 with the head in float32, which also ran faster (10 against
-  15 ms at batch 2 for the tiny model, 471 against 531 ms for R50 4x16; one timing each).
+  logits themselves to 256 levels moved them far from float32's; a float32 head keeps them
+  close, and was faster too.
 
 A quantized graph runs without the float32 CPU rewrites (`cpu_graph`), which would turn off the
 layout optimizer its int8 convolutions need. Quantizing needs the ``onnx`` package; running
