@@ -5,8 +5,8 @@ some platforms) the same interface is served by cuda-python, which NVIDIA's own 
 samples use since 8.6. Both use the device's primary context, the one TensorRT's runtime
 API works in, so device pointers pass between them and TensorRT unchanged.
 
-NEVER RUN ON A GPU in this project's CI (it has none); ``tests/gpu/check_cuda_memory.py``
-round-trips data through both implementations on a machine that has one.
+``tests/gpu/test_gpu_cuda_memory.py`` round-trips data through both implementations; it needs
+a CUDA GPU and is skipped without one.
 """
 
 from __future__ import annotations

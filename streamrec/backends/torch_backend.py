@@ -6,9 +6,9 @@ engine also runs in fp16 or bf16 if asked, keeps activations channels-last in re
 (the layout tensor cores want; the uint8 NTHWC input already has it after the permute in
 `UInt8Clips`), and replays one CUDA graph per batch size so a call costs one launch.
 
-What has run where: folding is tested on the CPU against float32. The CUDA paths (fp16/bf16,
-channels-last, CUDA graphs) have not run in this project's CI, which has no GPU;
-``tests/gpu/check_torch_cuda.py`` checks them against float32 on a machine that has one.
+Folding is tested on the CPU against float32. The CUDA paths (fp16/bf16, channels-last, CUDA
+graphs) are checked against float32 by ``tests/gpu/test_gpu_torch_cuda.py``, which needs a CUDA
+GPU and is skipped without one.
 """
 
 from __future__ import annotations
