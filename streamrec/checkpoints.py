@@ -9,10 +9,13 @@ Formats, detected from the file itself:
 
 - ``pyslowfast``: PySlowFast's ``.pyth`` (``{"model_state": ...}``, zip or pre-1.6 legacy torch
   format), whose names our models share;
-- ``caffe2``: PySlowFast's Caffe2 model-zoo ``.pkl`` (``{"blobs": ...}``), renamed as PySlowFast's
-  converter does (``res2_0_branch2a_bn_s`` -> ``s2.pathway0_res0.branch2.a_bn.weight``);
+- ``caffe2``: PySlowFast's Caffe2 model-zoo ``.pkl`` (``{"blobs": ...}``, ``res2_0_branch2a_bn_s``);
 - ``pytorchvideo``: PyTorchVideo state dicts (``blocks.0.multipathway_blocks.0.conv.weight``),
   bare or under ``model_state``/``state_dict``, with or without a ``model.`` prefix.
+
+A file is read in its own names; which model layer a Caffe2 blob or PyTorchVideo key is, is
+the arch's knowledge: `Checkpoint.state_dict_for` renames with the key map the arch registered
+(`streamrec.models.get_arch`).
 
 Loading never executes code from the file: torch files are read with ``weights_only=True``,
 bare pickles through `SafeUnpickler`, which admits only numpy arrays and plain containers. Loading
@@ -23,11 +26,10 @@ right shape, or the error lists what is missing, unexpected or mis-shaped.
 from __future__ import annotations
 
 import pickle
-import re
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,20 +37,25 @@ from torch import nn
 
 from streamrec.config import Config, config_from_dict, labels_path, load_labels
 from streamrec.errors import StreamrecError
-from streamrec.models import UInt8Clips, build_model
+from streamrec.models import UInt8Clips, VideoNetwork, build_model, get_arch
 
 FORMAT = "streamrec"
 VERSION = 1
 
-# How each origin averages a larger-than-training test crop (see `streamrec.models.resnet3d.Head`);
-# PyTorchVideo's X3D builders end in a softmax, its ResNets and SlowFasts do not.
+# How each origin averages a larger-than-training test crop (see `streamrec.models.resnet3d.Head`),
+# unless the arch registered otherwise (`Arch.head_average_by_origin`).
 HEAD_AVERAGE_BY_ORIGIN = {"pyslowfast": "softmax", "caffe2": "softmax", "pytorchvideo": "logits"}
-HEAD_AVERAGE_BY_ORIGIN_ARCH = {("pytorchvideo", "x3d"): "softmax"}
+OWN_NAMES = ("streamrec", "pyslowfast")  # origins whose names are the models' own
+FOREIGN_LAYOUTS = {  # the others: how an error names the format and its tensors
+    "caffe2": ("Caffe2", "blob(s)", "non-local and detection models are not supported"),
+    "pytorchvideo": ("PyTorchVideo", "tensor(s)", "use the config of the checkpoint's model "
+                     "(supported: SlowFast, Slow/I3D ResNets, X3D)"),
+}
 
 
 @dataclass
 class Checkpoint:
-    """Weights in the model's own names, and where they came from."""
+    """Weights in the file's own names, and where they came from."""
 
     origin: str  # streamrec | pyslowfast | caffe2 | pytorchvideo
     state_dict: dict[str, torch.Tensor]
@@ -56,10 +63,23 @@ class Checkpoint:
     labels: list[str] | None = None  # streamrec only
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def num_classes(self) -> int | None:
-        bias = self.state_dict.get("head.projection.bias")
-        return None if bias is None else int(bias.shape[0])
+    def state_dict_for(self, arch: str, source: str | Path) -> dict[str, torch.Tensor]:
+        """The weights under the names of an ``arch`` model, renamed by the arch's key map where
+        the file is in a foreign layout (Caffe2, PyTorchVideo)."""
+        if self.origin in OWN_NAMES:
+            return self.state_dict
+        layout, tensors, hint = FOREIGN_LAYOUTS[self.origin]
+        registered = get_arch(arch).checkpoint_keys
+        if self.origin not in registered:
+            readable = ", ".join(FOREIGN_LAYOUTS[o][0] for o in registered) or "no foreign"
+            raise StreamrecError(f"checkpoint {source} is a {layout} checkpoint, and arch '{arch}' reads {readable} "
+                                 "checkpoints besides PySlowFast and streamrec ones; pass one of those")
+        names = registered[self.origin](list(self.state_dict))
+        unknown = [key for key, name in names.items() if name is None]
+        if unknown:
+            raise StreamrecError(f"{layout} checkpoint {source} has {len(unknown)} {tensors} no '{arch}' model uses "
+                                 f"({_first(unknown)}); {hint}")
+        return {names[key]: value for key, value in self.state_dict.items()}
 
 
 # --------------------------------------------------------------------------- the project's format
@@ -103,7 +123,7 @@ def checkpoint_config(path: str | Path) -> Config:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint of any supported format, renamed to the project's module names."""
+    """Read a checkpoint of any supported format, in its own names (see `Checkpoint.state_dict_for`)."""
     path = Path(path)
     if not path.is_file():
         raise StreamrecError(f"checkpoint {path} not found; check the path given to --checkpoint")
@@ -172,7 +192,7 @@ def _interpret(payload: Any, path: Path) -> Checkpoint:
         return Checkpoint("streamrec", payload["state_dict"], payload["config"], payload["labels"],
                           payload.get("metadata", {}))
     if isinstance(payload, dict) and isinstance(payload.get("blobs"), dict):
-        return Checkpoint("caffe2", convert_caffe2(payload["blobs"], path))
+        return Checkpoint("caffe2", caffe2_tensors(payload["blobs"], path))
     state = payload
     for key in ("model_state", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -183,7 +203,7 @@ def _interpret(payload: Any, path: Path) -> Checkpoint:
                              "or a dict of tensors); pass a PySlowFast, PyTorchVideo or streamrec checkpoint")
     state = _strip_prefixes(state)
     if any(k.startswith("blocks.") for k in state):
-        return Checkpoint("pytorchvideo", convert_pytorchvideo(state, path))
+        return Checkpoint("pytorchvideo", state)
     if any(k.startswith(("s1.", "head.")) for k in state):
         return Checkpoint("pyslowfast", state)
     raise StreamrecError(f"checkpoint {path}: keys like '{next(iter(state))}' are neither PySlowFast (s1.*, head.*) "
@@ -198,121 +218,43 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-# --------------------------------------------------------------------------- Caffe2 names
+# --------------------------------------------------------------------------- Caffe2 blobs
 
-_C2_PARAM = {"w": "weight", "b": "bias", "s": "weight", "rm": "running_mean", "riv": "running_var"}
-_C2_BN = r"bn_(s|b|rm|riv)"
-# Full Caffe2 blob names (after the Fast pathway's ``t_`` prefix) -> PySlowFast module paths.
-_C2_RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str], int], str]]] = [
-    (re.compile(r"conv1_(w)"), lambda m, p: f"s1.pathway{p}_stem.conv"),
-    (re.compile(rf"res_conv1_{_C2_BN}"), lambda m, p: f"s1.pathway{p}_stem.bn"),
-    (re.compile(r"res(\d+)_(\d+)_branch1_(w)"), lambda m, p: f"s{m[1]}.pathway{p}_res{m[2]}.branch1"),
-    (re.compile(rf"res(\d+)_(\d+)_branch1_{_C2_BN}"), lambda m, p: f"s{m[1]}.pathway{p}_res{m[2]}.branch1_bn"),
-    (re.compile(r"res(\d+)_(\d+)_branch2([abc])_(w)"), lambda m, p: f"s{m[1]}.pathway{p}_res{m[2]}.branch2.{m[3]}"),
-    (re.compile(rf"res(\d+)_(\d+)_branch2([abc])_{_C2_BN}"),
-     lambda m, p: f"s{m[1]}.pathway{p}_res{m[2]}.branch2.{m[3]}_bn"),
-    # Fast->Slow laterals hang off the Fast pathway's last block of a stage (or its pool1).
-    (re.compile(r"pool1_subsample_(w)"), lambda m, p: "s1_fuse.conv_f2s"),
-    (re.compile(rf"pool1_subsample_{_C2_BN}"), lambda m, p: "s1_fuse.bn"),
-    (re.compile(r"res(\d+)_\d+_branch2c_bn_subsample_(w)"), lambda m, p: f"s{m[1]}_fuse.conv_f2s"),
-    (re.compile(rf"res(\d+)_\d+_branch2c_bn_subsample_{_C2_BN}"), lambda m, p: f"s{m[1]}_fuse.bn"),
-    (re.compile(r"pred_(w|b)"), lambda m, p: "head.projection"),
-]
 _C2_TRAINING_STATE = ("momentum", "lr", "model_iter")  # optimizer blobs, skipped as PySlowFast does
 
 
-def caffe2_to_module_name(blob: str) -> str | None:
-    """PySlowFast's module path for a Caffe2 blob name, or None if it names no known layer."""
-    pathway, name = (1, blob[2:]) if blob.startswith("t_") else (0, blob)
-    for pattern, module in _C2_RULES:
-        match = pattern.fullmatch(name)
-        if match and (pathway == 1 or "_fuse" not in module(match, pathway)):
-            return f"{module(match, pathway)}.{_C2_PARAM[match[match.lastindex]]}"
-    return None
-
-
-def convert_caffe2(blobs: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
-    state, unknown = {}, []
+def caffe2_tensors(blobs: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """The model-zoo pickle's weight blobs as tensors, under their Caffe2 names."""
+    state, not_arrays = {}, []
     for blob, value in blobs.items():
         if any(marker in blob for marker in _C2_TRAINING_STATE):
             continue
-        name = caffe2_to_module_name(blob)
-        if name is None or not isinstance(value, np.ndarray):
-            unknown.append(blob)
+        if not isinstance(value, np.ndarray):
+            not_arrays.append(blob)
             continue
-        state[name] = torch.from_numpy(np.ascontiguousarray(value)).clone()
-    if unknown:
-        raise StreamrecError(f"Caffe2 checkpoint {path} has {len(unknown)} blob(s) no supported model uses "
-                             f"({_first(unknown)}); non-local and detection models are not supported")
+        state[blob] = torch.from_numpy(np.ascontiguousarray(value)).clone()
+    if not_arrays:
+        raise StreamrecError(f"Caffe2 checkpoint {path} has {len(not_arrays)} blob(s) that are not arrays "
+                             f"({_first(not_arrays)}); pass a model-zoo .pkl of weights")
     return state
 
 
-# --------------------------------------------------------------------------- PyTorchVideo names
-
-_PTV_BLOCK = {  # inside a PyTorchVideo ResBlock -> PySlowFast's names
-    "branch1_conv": "branch1", "branch1_norm": "branch1_bn",
-    "branch2.conv_a": "branch2.a", "branch2.norm_a": "branch2.a_bn",
-    "branch2.conv_b": "branch2.b", "branch2.norm_b": "branch2.b_bn",
-    "branch2.conv_c": "branch2.c", "branch2.norm_c": "branch2.c_bn",
-    # X3D: norm_b is Sequential(BatchNorm, SqueezeExcitation(block=[conv, relu, conv, sigmoid]))
-    "branch2.norm_b.0": "branch2.b_bn",
-    "branch2.norm_b.1.block.0": "branch2.se.fc1", "branch2.norm_b.1.block.2": "branch2.se.fc2",
-}
-_PTV_MODULE = {  # stems, fusions and heads -> PySlowFast's names
-    "conv": "conv", "norm": "bn",
-    # X3D's stem names its 1x3x3 conv conv_t and its depthwise Tx1x1 conv conv_xy (sic)
-    "conv.conv_t": "conv_xy", "conv.conv_xy": "conv",
-    "conv_fast_to_slow": "conv_f2s",
-    "pool.pre_conv": "conv_5", "pool.pre_norm": "conv_5_bn", "pool.post_conv": "lin_5", "proj": "projection",
-}
-_PTV_KEY = re.compile(
-    r"blocks\.(?P<block>\d+)\."
-    r"(?:multipathway_blocks\.(?P<pathway>\d+)\.|(?P<fusion>multipathway_fusion)\.)?"
-    r"(?:res_blocks\.(?P<index>\d+)\.)?"
-    r"(?P<module>.+)\.(?P<param>weight|bias|running_mean|running_var|num_batches_tracked)"
-)
-
-
-def convert_pytorchvideo(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-    """PyTorchVideo's ``blocks.N`` layout to PySlowFast's ``s1..s5``/``head`` names.
-
-    Residual stages are numbered s2..s5 in order of their block index, which skips the
-    parameter-free blocks some builders insert (I3D's pool after res2).
-    """
-    matches = {key: _PTV_KEY.fullmatch(key) for key in state}
-    stage_blocks = sorted({int(m["block"]) for m in matches.values() if m and m["index"] is not None})
-    stage_of = {block: f"s{i + 2}" for i, block in enumerate(stage_blocks)}
-    converted, unknown = {}, []
-    for key, m in matches.items():
-        name = _pytorchvideo_name(m, stage_of) if m else None
-        if name is None:
-            unknown.append(key)
-        else:
-            converted[name] = state[key]
-    if unknown:
-        raise StreamrecError(f"PyTorchVideo checkpoint {path} has {len(unknown)} tensor(s) no supported model uses "
-                             f"({_first(unknown)}); supported: SlowFast, Slow/I3D ResNets, X3D")
-    return converted
-
-
-def _pytorchvideo_name(m: re.Match[str], stage_of: dict[int, str]) -> str | None:
-    block, module, param = int(m["block"]), m["module"], m["param"]
-    if m["index"] is not None:  # a residual block
-        inner = _PTV_BLOCK.get(module)
-        pathway = m["pathway"] or "0"
-        return inner and f"{stage_of[block]}.pathway{pathway}_res{m['index']}.{inner}.{param}"
-    outer = _PTV_MODULE.get(module)
-    if outer is None:
-        return None
-    if m["fusion"]:  # the Fast->Slow lateral after the stem (block 0) or a stage
-        stage = "s1" if block == 0 else stage_of.get(block)
-        return stage and f"{stage}_fuse.{outer}.{param}"
-    if block == 0:
-        return f"s1.pathway{m['pathway'] or '0'}_stem.{outer}.{param}"
-    return f"head.{outer}.{param}"
-
-
 # --------------------------------------------------------------------------- into a model
+
+
+def model_state_dict(checkpoint: Checkpoint, network: VideoNetwork, arch: str,
+                     source: str | Path) -> dict[str, torch.Tensor]:
+    """The checkpoint as ``network``'s state dict: renamed for ``arch``, Caffe2 blobs in the model's shapes."""
+    state = checkpoint.state_dict_for(arch, source)
+    if checkpoint.origin == "caffe2":
+        state = _expand_caffe2_shapes(state, network.state_dict())
+    return state
+
+
+def classifier_classes(network: VideoNetwork, state_dict: dict[str, torch.Tensor]) -> int | None:
+    """How many classes a state dict's classifier (the network's `classifier_name`) predicts; None if it has none."""
+    bias = state_dict.get(f"{network.classifier_name}.bias")
+    return None if bias is None else int(bias.shape[0])
 
 
 def _expand_caffe2_shapes(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -363,9 +305,12 @@ def load_model(config: Config) -> nn.Module:
     if not config.checkpoint:
         return UInt8Clips(build_model(config), config.clip).eval()
     checkpoint = load_checkpoint(config.checkpoint)
-    if checkpoint.num_classes is not None and checkpoint.num_classes != config.model.num_classes:
+    network = build_model(_with_origin_head_average(config, checkpoint))
+    state = model_state_dict(checkpoint, network, config.model.arch, config.checkpoint)
+    classes = classifier_classes(network, state)
+    if classes is not None and classes != config.model.num_classes:
         raise StreamrecError(
-            f"checkpoint {config.checkpoint} predicts {checkpoint.num_classes} classes but the config has "
+            f"checkpoint {config.checkpoint} predicts {classes} classes but the config has "
             f"model.num_classes={config.model.num_classes} and labels '{labels_path(config.labels).name}'; "
             "use the config and label file the checkpoint was trained with"
         )
@@ -376,10 +321,6 @@ def load_model(config: Config) -> nn.Module:
             f"'{labels_path(config.labels).name}' (class {differing}: '{checkpoint.labels[differing]}' vs "
             f"'{labels[differing]}'); set labels to the checkpoint's ({(checkpoint.config or {}).get('labels')})"
         )
-    network = build_model(_with_origin_head_average(config, checkpoint))
-    state = checkpoint.state_dict
-    if checkpoint.origin == "caffe2":
-        state = _expand_caffe2_shapes(state, network.state_dict())
     load_state_dict_strictly(network, state, config.checkpoint)
     return UInt8Clips(network, config.clip).eval()
 
@@ -389,8 +330,8 @@ def _with_origin_head_average(config: Config, checkpoint: Checkpoint) -> Config:
     if checkpoint.origin == "streamrec":
         average = (checkpoint.config or {}).get("model", {}).get("head_average")
     else:
-        average = HEAD_AVERAGE_BY_ORIGIN_ARCH.get((checkpoint.origin, model.arch),
-                                                  HEAD_AVERAGE_BY_ORIGIN[checkpoint.origin])
+        average = get_arch(model.arch).head_average_by_origin.get(checkpoint.origin,
+                                                                  HEAD_AVERAGE_BY_ORIGIN[checkpoint.origin])
     if average is None or "head_average" in model.kwargs:
         return config
     return config.replace(model=replace(model, kwargs={**model.kwargs, "head_average": average}))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from streamrec.checkpoints import (
-    caffe2_to_module_name,
+    Checkpoint,
     checkpoint_config,
     load_checkpoint,
     load_model,
@@ -21,6 +21,7 @@ from streamrec.checkpoints import (
 )
 from streamrec.config import load_config
 from streamrec.errors import StreamrecError
+from streamrec.models import get_arch
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +170,22 @@ def test_caffe2_pickle_of_plain_arrays_is_read(tmp_path, writer):
         assert b"numpy.core.multiarray\n_reconstruct" in path.read_bytes()
     checkpoint = load_checkpoint(path)
     assert checkpoint.origin == "caffe2"
-    assert list(checkpoint.state_dict) == ["s1.pathway0_stem.conv.weight"]
-    assert torch.equal(checkpoint.state_dict["s1.pathway0_stem.conv.weight"], torch.from_numpy(weight))
+    state = checkpoint.state_dict_for("slowfast", path)
+    assert list(state) == ["s1.pathway0_stem.conv.weight"]
+    assert torch.equal(state["s1.pathway0_stem.conv.weight"], torch.from_numpy(weight))
 
 
 def test_caffe2_blob_with_no_known_layer_is_named(tmp_path):
     path = tmp_path / "nonlocal.pkl"
     path.write_bytes(pickle.dumps({"blobs": {"nonlocal_conv3_1_theta_w": np.zeros(3, np.float32)}}, protocol=2))
     with pytest.raises(StreamrecError, match="1 blob.*nonlocal_conv3_1_theta_w"):
-        load_checkpoint(path)
+        load_checkpoint(path).state_dict_for("slowfast", path)
+
+
+def test_an_arch_without_a_key_map_for_the_layout_says_so(tmp_path):
+    checkpoint = Checkpoint("caffe2", {"conv1_w": torch.zeros(1)})
+    with pytest.raises(StreamrecError, match="Caffe2 checkpoint, and arch 'x3d' reads PyTorchVideo checkpoints"):
+        checkpoint.state_dict_for("x3d", "zoo.pkl")
 
 
 @pytest.mark.parametrize("blob,name", [
@@ -193,7 +201,8 @@ def test_caffe2_blob_with_no_known_layer_is_named(tmp_path):
     ("pool1_subsample_w", None),  # laterals exist only on the Fast pathway
 ])
 def test_caffe2_names(blob, name):
-    assert caffe2_to_module_name(blob) == name
+    """SlowFast's Caffe2 key map (`streamrec.models.slowfast`), as PySlowFast's converter names the blobs."""
+    assert get_arch("slowfast").checkpoint_keys["caffe2"]([blob]) == {blob: name}
 
 
 @pytest.mark.parametrize("content,message", [

@@ -14,7 +14,7 @@ import torch
 from streamrec.checkpoints import load_model
 from streamrec.config import CONFIG_DIR, load_config
 from streamrec.errors import StreamrecError
-from streamrec.models import available_models, build_model
+from streamrec.models import UInt8Clips, available_models, build_model
 
 MODEL_CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if load_config(p.stem).model.arch in available_models())
 
@@ -106,6 +106,25 @@ def test_exports_to_onnx_with_the_same_outputs(name):
     with torch.inference_mode():
         expected = model(*clips).numpy()
     assert abs(exported - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["slowfast_tiny", "x3d_xs", "i3d_r50_8x8"])
+def test_every_arch_names_its_classifier_and_can_replace_it(name):
+    """`reset_classifier` (fine-tuning's --new-head) changes the class count and nothing before the classifier."""
+    config = at_crop(load_config(name), 32)
+    model = build_model(config).eval()
+    classifier = model.get_classifier()
+    assert classifier is model.get_submodule(model.classifier_name)
+    assert isinstance(classifier, torch.nn.Linear) and classifier.out_features == config.model.num_classes
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.reset_classifier(3)
+    assert model.get_classifier() is not classifier and model.get_classifier().out_features == 3
+    with torch.no_grad():
+        assert UInt8Clips(model, config.clip)(*uint8_clips(config, batch=2)).shape == (2, 3)
+    prefix = f"{model.classifier_name}."
+    after = model.state_dict()
+    assert {k for k in after if k.startswith(prefix)} == {f"{prefix}weight", f"{prefix}bias"}
+    assert all(torch.equal(after[k], v) for k, v in before.items() if not k.startswith(prefix))
 
 
 def test_unknown_builder_argument_names_the_valid_ones():

@@ -19,7 +19,6 @@ from streamrec.procedural import write_clip_folders
 from streamrec.ringbuffer import RingBuffer
 from streamrec.scheduler import StreamSchedule
 from streamrec.training import (
-    HEAD_PREFIX,
     TrainSettings,
     cut_clip,
     folder_splits,
@@ -148,15 +147,17 @@ def test_fine_tuning_with_a_new_head_keeps_everything_but_the_classifier(tmp_pat
     source = build_model(config)
     save_checkpoint(tmp_path / "src.pt", source, config)
     target = build_model(config.replace(model=replace(config.model, num_classes=2)))
-    initial_weights(target, str(tmp_path / "src.pt"), new_head=True, labels=["fall", "walk"])
+    initial_weights(target, str(tmp_path / "src.pt"), arch="slowfast", new_head=True, labels=["fall", "walk"])
     loaded, original = target.state_dict(), source.state_dict()
+    classifier = f"{target.classifier_name}."
+    assert classifier == "head.projection."  # PySlowFast's name, which its checkpoints use
     for key, value in loaded.items():
-        if key.startswith(HEAD_PREFIX):
+        if key.startswith(classifier):
             assert value.shape[0] == 2
         else:
             assert torch.equal(value, original[key])
     with pytest.raises(StreamrecError, match="--new-head"):
-        initial_weights(target, str(tmp_path / "src.pt"), new_head=False, labels=["fall", "walk"])
+        initial_weights(target, str(tmp_path / "src.pt"), arch="slowfast", new_head=False, labels=["fall", "walk"])
 
 
 def test_training_on_a_folder_records_its_own_labels(tmp_path):

@@ -1,16 +1,24 @@
-"""Model registry: one builder per architecture, named in a config's ``model.arch``.
+"""Model registry: one builder per architecture, named in a config's ``model.arch``, with what
+the architecture knows about foreign checkpoints.
 
-A builder has the signature ``builder(clip: ClipConfig, num_classes: int, **kwargs)`` and
-returns a network whose ``forward`` takes a list of float pathway tensors ``[B, 3, T, H, W]``
-(``[slow, fast]`` for SlowFast, ``[frames]`` for single-pathway models; PySlowFast's
-convention) and returns logits ``[B, num_classes]``. `UInt8Clips` wraps a network in the
-engine contract: uint8 RGB ``[B, T, H, W, 3]`` in, normalisation inside.
+A builder is keyword-only and typed, ``builder(*, clip: ClipConfig, num_classes: int, **options)``,
+and returns a `VideoNetwork`: its ``forward`` takes a list of float pathway tensors
+``[B, 3, T, H, W]`` (``[slow, fast]`` for SlowFast, ``[frames]`` for single-pathway models;
+PySlowFast's convention) and returns logits ``[B, num_classes]``; it names its classifier and
+can replace it (timm's ``get_classifier`` / ``reset_classifier``). `UInt8Clips` wraps a network
+in the engine contract: uint8 RGB ``[B, T, H, W, 3]`` in, normalisation inside.
+
+Models use PySlowFast's names, so PySlowFast and streamrec checkpoints load as they are. For
+each other layout an arch reads (``caffe2``, ``pytorchvideo``) it registers a `KeyMap` (timm's
+``checkpoint_filter_fn``), built from `streamrec.models.checkpoint_keys`; `streamrec.checkpoints`
+reads the files and asks `get_arch` for the map.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -18,12 +26,48 @@ from torch import nn
 from streamrec.config import ClipConfig, Config
 from streamrec.errors import StreamrecError
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+KeyMap = Callable[[Sequence[str]], dict[str, "str | None"]]
+"""A checkpoint file's tensor names -> the model's names (None: no layer of the arch has it)."""
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _BUILDERS[name] = builder
+class VideoNetwork(nn.Module):
+    """A registered architecture's network; its classifier is the `nn.Linear` at ``classifier_name``."""
+
+    classifier_name: ClassVar[str]
+
+    def get_classifier(self) -> nn.Linear:
+        return self.get_submodule(self.classifier_name)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A freshly initialised classifier for ``num_classes`` classes; everything before it is kept."""
+        old = self.get_classifier()
+        parent, _, name = self.classifier_name.rpartition(".")
+        fresh = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+        setattr(self.get_submodule(parent), name, fresh)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A registered architecture: its builder and how it reads the reference implementations' checkpoints."""
+
+    name: str
+    builder: Callable[..., VideoNetwork]
+    checkpoint_keys: Mapping[str, KeyMap] = field(default_factory=dict)  # layout (origin) -> its key map
+    # How an origin's models of this arch average a larger test crop's positions, where that differs
+    # from the origin's usual (see `streamrec.checkpoints.HEAD_AVERAGE_BY_ORIGIN`).
+    head_average_by_origin: Mapping[str, str] = field(default_factory=dict)
+
+
+_ARCHS: dict[str, Arch] = {}
+
+
+def register_model(name: str, *, checkpoint_keys: Mapping[str, KeyMap] | None = None,
+                   head_average_by_origin: Mapping[str, str] | None = None,
+                   ) -> Callable[[Callable[..., VideoNetwork]], Callable[..., VideoNetwork]]:
+    """Register a builder as ``model.arch: name``, with its key map per foreign checkpoint layout."""
+
+    def decorator(builder: Callable[..., VideoNetwork]) -> Callable[..., VideoNetwork]:
+        _ARCHS[name] = Arch(name, builder, dict(checkpoint_keys or {}), dict(head_average_by_origin or {}))
         return builder
 
     return decorator
@@ -31,24 +75,28 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 def available_models() -> list[str]:
     _import_architectures()
-    return sorted(_BUILDERS)
+    return sorted(_ARCHS)
 
 
-def build_model(config: Config) -> nn.Module:
-    """Build the network a config describes (random weights; see checkpoints for loading)."""
+def get_arch(name: str) -> Arch:
+    """The registered architecture ``name``, or a clear error naming the available ones."""
     _import_architectures()
-    arch = config.model.arch
-    if arch not in _BUILDERS:
-        raise StreamrecError(f"unknown model.arch '{arch}'; available: {', '.join(available_models())}")
-    builder = _BUILDERS[arch]
-    accepted = inspect.signature(builder).parameters
+    if name not in _ARCHS:
+        raise StreamrecError(f"unknown model.arch '{name}'; available: {', '.join(available_models())}")
+    return _ARCHS[name]
+
+
+def build_model(config: Config) -> VideoNetwork:
+    """Build the network a config describes (random weights; see checkpoints for loading)."""
+    arch = get_arch(config.model.arch)
+    accepted = inspect.signature(arch.builder).parameters
     unknown = [k for k in config.model.kwargs if k not in accepted or k in ("clip", "num_classes")]
     if unknown:
         valid = [k for k in accepted if k not in ("clip", "num_classes")]
         raise StreamrecError(
-            f"unknown config key(s) model.{', model.'.join(unknown)} for arch '{arch}'; valid: {', '.join(valid)}"
+            f"unknown config key(s) model.{', model.'.join(unknown)} for arch '{arch.name}'; valid: {', '.join(valid)}"
         )
-    return builder(clip=config.clip, num_classes=config.model.num_classes, **config.model.kwargs)
+    return arch.builder(clip=config.clip, num_classes=config.model.num_classes, **config.model.kwargs)
 
 
 class UInt8Clips(nn.Module):

@@ -3,8 +3,8 @@ ResNet (Slow-only, I3D, arch ``resnet3d``).
 
 Module and parameter names follow PySlowFast's (``s1.pathway0_stem.conv``,
 ``s2.pathway1_res0.branch2.a_bn``, ``s1_fuse.conv_f2s``, ``head.projection``) so a PySlowFast
-state dict loads with no renaming and the other formats need one rename table each
-(`streamrec.checkpoints`). Every block takes and returns a list of pathway tensors
+state dict loads with no renaming; the Caffe2 and PyTorchVideo names of these blocks are
+tabled here (`RESNET_CAFFE2_RULES`, `RESNET_PYTORCHVIDEO_NAMES`), for every arch built on them. Every block takes and returns a list of pathway tensors
 ``[B, C, T, H, W]``: one entry for single-pathway networks, ``[slow, fast]`` for SlowFast.
 
 Nothing in a forward pass branches on data, and every pooling size is fixed at build time, so
@@ -20,7 +20,14 @@ from torch import nn
 
 from streamrec.config import ClipConfig
 from streamrec.errors import StreamrecError
-from streamrec.models import register_model
+from streamrec.models import VideoNetwork, register_model
+from streamrec.models.checkpoint_keys import (
+    CAFFE2_BN,
+    PyTorchVideoNames,
+    caffe2_keys,
+    caffe2_rule,
+    pytorchvideo_keys,
+)
 
 STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}  # bottleneck blocks in res2..res5
 BN_EPS = 1e-5
@@ -232,11 +239,35 @@ def head_pool_size(frames: int, crop_size: int, spatial_stride: int = 32) -> tup
     return (frames, crop_size // spatial_stride, crop_size // spatial_stride)
 
 
-class ResNet3D(nn.Module):
+# The blocks above in the Caffe2 model zoo's blob names and in PyTorchVideo's module names.
+RESNET_CAFFE2_RULES = (
+    caffe2_rule(r"conv1_(w)", lambda m, p: f"s1.pathway{p}_stem.conv"),
+    caffe2_rule(rf"res_conv1_{CAFFE2_BN}", lambda m, p: f"s1.pathway{p}_stem.bn"),
+    caffe2_rule(r"res(\d+)_(\d+)_branch1_(w)", lambda m, p: f"s{m[1]}.pathway{p}_res{m[2]}.branch1"),
+    caffe2_rule(rf"res(\d+)_(\d+)_branch1_{CAFFE2_BN}", lambda m, p: f"s{m[1]}.pathway{p}_res{m[2]}.branch1_bn"),
+    caffe2_rule(r"res(\d+)_(\d+)_branch2([abc])_(w)", lambda m, p: f"s{m[1]}.pathway{p}_res{m[2]}.branch2.{m[3]}"),
+    caffe2_rule(rf"res(\d+)_(\d+)_branch2([abc])_{CAFFE2_BN}",
+                lambda m, p: f"s{m[1]}.pathway{p}_res{m[2]}.branch2.{m[3]}_bn"),
+    caffe2_rule(r"pred_(w|b)", lambda m, p: "head.projection"),
+)
+RESNET_PYTORCHVIDEO_NAMES = PyTorchVideoNames(
+    res_block={
+        "branch1_conv": "branch1", "branch1_norm": "branch1_bn",
+        "branch2.conv_a": "branch2.a", "branch2.norm_a": "branch2.a_bn",
+        "branch2.conv_b": "branch2.b", "branch2.norm_b": "branch2.b_bn",
+        "branch2.conv_c": "branch2.c", "branch2.norm_c": "branch2.c_bn",
+    },
+    outer={"conv": "conv", "norm": "bn", "proj": "projection"},
+)
+
+
+class ResNet3D(VideoNetwork):
     """Single-pathway 3D ResNet: Slow-only and I3D (PySlowFast's ``ResNet`` model, same names).
 
     Arguments as in the `resnet3d` builder, which holds the defaults.
     """
+
+    classifier_name = "head.projection"
 
     def __init__(self, num_classes, frames, train_crop_size, depth, width, stem_temporal_kernel, stem_spatial_kernel,
                  temporal_kernels, temporal_blocks, res2_temporal_pool, groups, dropout, head_average):
@@ -269,7 +300,8 @@ class ResNet3D(nn.Module):
 SLOW_TEMPORAL_KERNELS = ((1,), (1,), (3,), (3,))
 
 
-@register_model("resnet3d")
+@register_model("resnet3d", checkpoint_keys={"caffe2": caffe2_keys(RESNET_CAFFE2_RULES),
+                                              "pytorchvideo": pytorchvideo_keys(RESNET_PYTORCHVIDEO_NAMES)})
 def resnet3d(
     clip: ClipConfig,
     num_classes: int,

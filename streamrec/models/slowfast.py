@@ -15,8 +15,11 @@ from torch import nn
 
 from streamrec.config import ClipConfig
 from streamrec.errors import StreamrecError
-from streamrec.models import register_model
+from streamrec.models import VideoNetwork, register_model
+from streamrec.models.checkpoint_keys import CAFFE2_BN, PyTorchVideoNames, caffe2_keys, caffe2_rule, pytorchvideo_keys
 from streamrec.models.resnet3d import (
+    RESNET_CAFFE2_RULES,
+    RESNET_PYTORCHVIDEO_NAMES,
     FuseFastToSlow,
     Head,
     PathwayStems,
@@ -33,8 +36,22 @@ from streamrec.models.resnet3d import (
 SLOWFAST_TEMPORAL_KERNELS = (((1,), (3,)), ((1,), (3,)), ((3,), (3,)), ((3,), (3,)))
 
 
-class SlowFast(nn.Module):
+# The Fast->Slow laterals in the Caffe2 model zoo: they hang off the Fast pathway's pool1 or the
+# last block of a stage. PyTorchVideo names them in a stage's multipathway_fusion.
+SLOWFAST_CAFFE2_RULES = RESNET_CAFFE2_RULES + (
+    caffe2_rule(r"pool1_subsample_(w)", lambda m, p: "s1_fuse.conv_f2s", pathways=(1,)),
+    caffe2_rule(rf"pool1_subsample_{CAFFE2_BN}", lambda m, p: "s1_fuse.bn", pathways=(1,)),
+    caffe2_rule(r"res(\d+)_\d+_branch2c_bn_subsample_(w)", lambda m, p: f"s{m[1]}_fuse.conv_f2s", pathways=(1,)),
+    caffe2_rule(rf"res(\d+)_\d+_branch2c_bn_subsample_{CAFFE2_BN}", lambda m, p: f"s{m[1]}_fuse.bn", pathways=(1,)),
+)
+SLOWFAST_PYTORCHVIDEO_NAMES = PyTorchVideoNames(RESNET_PYTORCHVIDEO_NAMES.res_block, RESNET_PYTORCHVIDEO_NAMES.outer,
+                                                fusion={"conv_fast_to_slow": "conv_f2s", "norm": "bn"})
+
+
+class SlowFast(VideoNetwork):
     """Arguments as in the `slowfast` builder, which holds the defaults."""
+
+    classifier_name = "head.projection"
 
     def __init__(self, num_classes, alpha, slow_frames, train_crop_size, depth, width, beta_inv, fusion_channel_ratio,
                  fusion_kernel, stem_temporal_kernels, stem_spatial_kernel, temporal_kernels, temporal_blocks, groups,
@@ -81,7 +98,8 @@ class SlowFast(nn.Module):
         return self.head(self.s5(x))
 
 
-@register_model("slowfast")
+@register_model("slowfast", checkpoint_keys={"caffe2": caffe2_keys(SLOWFAST_CAFFE2_RULES),
+                                              "pytorchvideo": pytorchvideo_keys(SLOWFAST_PYTORCHVIDEO_NAMES)})
 def slowfast(
     clip: ClipConfig,
     num_classes: int,

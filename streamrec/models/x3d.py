@@ -15,8 +15,10 @@ from torch import nn
 
 from streamrec.config import ClipConfig
 from streamrec.errors import StreamrecError
-from streamrec.models import register_model
+from streamrec.models import VideoNetwork, register_model
+from streamrec.models.checkpoint_keys import PyTorchVideoNames, pytorchvideo_keys
 from streamrec.models.resnet3d import (
+    RESNET_PYTORCHVIDEO_NAMES,
     PathwayStems,
     ResBlock,
     ResStage,
@@ -117,8 +119,20 @@ class X3DHead(nn.Module):
         return average_positions(logits, self.average)
 
 
-class X3D(nn.Module):
+# PyTorchVideo's X3D: norm_b is Sequential(BatchNorm, SqueezeExcitation(block=[conv, relu, conv,
+# sigmoid])); the stem names its 1x3x3 conv conv_t and its depthwise Tx1x1 conv conv_xy (sic).
+X3D_PYTORCHVIDEO_NAMES = PyTorchVideoNames(
+    res_block={**RESNET_PYTORCHVIDEO_NAMES.res_block, "branch2.norm_b.0": "branch2.b_bn",
+               "branch2.norm_b.1.block.0": "branch2.se.fc1", "branch2.norm_b.1.block.2": "branch2.se.fc2"},
+    outer={"norm": "bn", "conv.conv_t": "conv_xy", "conv.conv_xy": "conv", "pool.pre_conv": "conv_5",
+           "pool.pre_norm": "conv_5_bn", "pool.post_conv": "lin_5", "proj": "projection"},
+)
+
+
+class X3D(VideoNetwork):
     """Arguments as in the `x3d` builder, which holds the defaults."""
+
+    classifier_name = "head.projection"
 
     def __init__(self, num_classes, frames, train_crop_size, width_factor, depth_factor, stem_width,
                  bottleneck_factor, head_width, se_ratio, stem_temporal_kernel, stride_shortcut_bn, dropout,
@@ -153,7 +167,8 @@ class X3D(nn.Module):
         return self.head(x)
 
 
-@register_model("x3d")
+@register_model("x3d", checkpoint_keys={"pytorchvideo": pytorchvideo_keys(X3D_PYTORCHVIDEO_NAMES)},
+                head_average_by_origin={"pytorchvideo": "softmax"})  # PyTorchVideo's X3D builders end in a softmax
 def x3d(
     clip: ClipConfig,
     num_classes: int,

@@ -25,7 +25,7 @@ from streamrec.training.data import (
 )
 from streamrec.training.dataset import TrainingClips, curriculum, evaluation_clips
 from streamrec.training.loop import Progress, train
-from streamrec.training.model import HEAD_PREFIX, forward, initial_weights, predict
+from streamrec.training.model import forward, initial_weights, predict
 from streamrec.training.records import Accuracy, EpochRecord, TrainResult, TrainSettings
 from streamrec.training.report import training_report
 from streamrec.training.windows import (
@@ -39,7 +39,7 @@ from streamrec.training.windows import (
 )
 
 __all__ = [
-    "Accuracy", "Augmentation", "DecodedVideo", "EpochRecord", "FolderVideos", "HEAD_PREFIX", "ProceduralVideos",
+    "Accuracy", "Augmentation", "DecodedVideo", "EpochRecord", "FolderVideos", "ProceduralVideos",
     "Progress", "TrainResult", "TrainSettings", "TrainingClips", "Video", "VideoSet", "action_share",
     "centre_window", "choose_window", "curriculum", "cut_clip", "decode_video", "evaluation_clips", "fit_clip",
     "folder_splits", "forward", "initial_weights", "label_for_share", "labelled_windows", "predict",

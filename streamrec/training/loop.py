@@ -75,7 +75,8 @@ def train(config: Config, settings: TrainSettings, resume: bool = False) -> Trai
     torch.manual_seed(settings.seed)
     network = build_model(config)
     if settings.init_checkpoint:
-        initial_weights(network, settings.init_checkpoint, settings.new_head, labels)
+        initial_weights(network, settings.init_checkpoint, arch=config.model.arch, new_head=settings.new_head,
+                        labels=labels)
     model = UInt8Clips(network, clip)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(settings.clips_per_epoch / settings.batch_size)

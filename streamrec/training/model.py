@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from streamrec.checkpoints import load_checkpoint, load_state_dict_strictly
+from streamrec.checkpoints import classifier_classes, load_checkpoint, load_state_dict_strictly, model_state_dict
 from streamrec.config import ClipConfig
 from streamrec.errors import StreamrecError
-from streamrec.models import UInt8Clips
+from streamrec.models import UInt8Clips, VideoNetwork
 from streamrec.sampling import split_pathways
-
-HEAD_PREFIX = "head.projection."  # the classifier of every registered arch (PySlowFast's name)
 
 
 def forward(model: UInt8Clips, clip: ClipConfig, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -29,15 +26,19 @@ def predict(model: UInt8Clips, clip: ClipConfig, clips: np.ndarray, batch_size: 
                            for i in range(0, len(clips), batch_size)])
 
 
-def initial_weights(network: nn.Module, path: str, new_head: bool, labels: list[str]) -> None:
-    """Fine-tuning: a checkpoint's weights (any format `load_checkpoint` reads), with a fresh classifier when ``new_head``."""
+def initial_weights(network: VideoNetwork, path: str, *, arch: str, new_head: bool, labels: list[str]) -> None:
+    """Fine-tuning: a checkpoint's weights (any format `load_checkpoint` reads); with ``new_head``, a
+    fresh classifier for ``labels`` (`VideoNetwork.reset_classifier`) after all of them loaded."""
     checkpoint = load_checkpoint(path)
-    state = checkpoint.state_dict
+    state = model_state_dict(checkpoint, network, arch, path)
+    classes = classifier_classes(network, state)
     if new_head:
-        fresh = network.state_dict()
-        state = {**{k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)},
-                 **{k: v for k, v in fresh.items() if k.startswith(HEAD_PREFIX)}}
-    elif checkpoint.num_classes != len(labels) or checkpoint.labels not in (None, labels):
-        raise StreamrecError(f"checkpoint {path} was trained on other classes ({checkpoint.num_classes}) than the "
+        if classes is not None:
+            network.reset_classifier(classes)  # the checkpoint's classifier, so every tensor loads strictly
+        load_state_dict_strictly(network, state, path)
+        network.reset_classifier(len(labels))
+        return
+    if classes != len(labels) or checkpoint.labels not in (None, labels):
+        raise StreamrecError(f"checkpoint {path} was trained on other classes ({classes}) than the "
                              f"data's ({len(labels)}); pass --new-head to train a new classifier")
     load_state_dict_strictly(network, state, path)

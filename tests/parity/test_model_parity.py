@@ -1,7 +1,8 @@
 """Same random weights, same input: the project's models give the references' logits (float32, 1e-4).
 
 Weights reach the project's model through `streamrec.checkpoints` (PySlowFast names load as they
-are, PyTorchVideo names are converted), so these tests prove architecture and renaming together.
+are, PyTorchVideo names are renamed by the arch's key map), so these tests prove architecture and
+renaming together.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import references as ref  # noqa: E402
-from streamrec.checkpoints import convert_pytorchvideo, load_state_dict_strictly  # noqa: E402
+from streamrec.checkpoints import Checkpoint, load_state_dict_strictly  # noqa: E402
 
 TOLERANCE = 1e-4
 PYSLOWFAST_MODELS = sorted(ref.PYSLOWFAST)
@@ -33,6 +34,11 @@ def with_weights(config, state_dict) -> nn.Module:
     model = ref.project_model(config)
     load_state_dict_strictly(model, state_dict, "reference")
     return model
+
+
+def from_pytorchvideo(config, reference: nn.Module) -> dict[str, torch.Tensor]:
+    """The reference's state dict under the project's names, by the config's arch's key map."""
+    return Checkpoint("pytorchvideo", reference.state_dict()).state_dict_for(config.model.arch, "reference")
 
 
 @pytest.mark.parametrize("name", PYSLOWFAST_MODELS)
@@ -57,7 +63,7 @@ def test_pytorchvideo_logits(name):
     is_x3d = name.startswith("x3d")
     reference = ref.pytorchvideo_model(name, **({"head_activation": None} if is_x3d else {}))
     config = ref.project_config(name, head_average="logits")
-    ours = with_weights(config, convert_pytorchvideo(reference.state_dict(), "reference"))
+    ours = with_weights(config, from_pytorchvideo(config, reference))
     inputs = ref.clip_inputs(config)
     with torch.no_grad():
         assert_close(ours(inputs), reference(ref.reference_input(inputs)))
@@ -67,7 +73,7 @@ def test_pytorchvideo_logits(name):
 def test_pytorchvideo_x3d_as_built_by_the_hub_ends_in_softmax(name):
     reference = ref.pytorchvideo_model(name)
     config = ref.project_config(name)  # the shipped config: head_average softmax
-    ours = with_weights(config, convert_pytorchvideo(reference.state_dict(), "reference"))
+    ours = with_weights(config, from_pytorchvideo(config, reference))
     inputs = ref.clip_inputs(config)
     with torch.no_grad():
         assert_close(ours(inputs), reference(ref.reference_input(inputs)).log())
@@ -92,7 +98,7 @@ def test_larger_test_crop_pytorchvideo(name):
     reference = ref.pytorchvideo_model(name, crop=TRAIN_CROP)  # ResNets average logits; X3D ends in softmax
     average = "softmax" if name.startswith("x3d") else "logits"
     config = ref.project_config(name, crop=LARGER_CROP, train_crop=TRAIN_CROP, head_average=average)
-    ours = with_weights(config, convert_pytorchvideo(reference.state_dict(), "reference"))
+    ours = with_weights(config, from_pytorchvideo(config, reference))
     inputs = ref.clip_inputs(config, batch=1, crop=LARGER_CROP)
     with torch.no_grad():
         theirs = reference(ref.reference_input(inputs))
