@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib.resources
+import os
 import re
 import types
 import typing
@@ -30,10 +32,26 @@ import yaml
 
 from streamrec.errors import StreamrecError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "configs"
-LABELS_DIR = Path(__file__).resolve().parent / "labels"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The folder holding the package: the checkout, or site-packages once installed. Paths in the
+# configs (``checkpoint: streamrec/weights/...``) are written from here, so they resolve in both.
+REPO_ROOT = PACKAGE_DIR.parent
+CONFIG_DIR = Path(importlib.resources.files("streamrec.configs"))  # the checkout's configs/, installed as a package
+LABELS_DIR = PACKAGE_DIR / "labels"
 DEFAULT_CONFIG = "slowfast_tiny"
+
+CHECKOUT_FOLDERS = {"engines": "engines", "videos": ".cache"}  # runtime_dir's kinds, as named in a checkout
+
+
+def runtime_dir(kind: str) -> Path:
+    """Where streamrec writes what it makes at run time: ``engines`` (the engine cache) or ``videos``
+    (the generated demo video). Running from a checkout (a ``pyproject.toml`` beside the package: a
+    clone or an editable install) they stay in it, as ``engines/`` and ``.cache/``; running from an
+    installed package they go to ``$XDG_CACHE_HOME/streamrec/<kind>`` (``~/.cache/streamrec/<kind>``
+    when unset), never into site-packages."""
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / CHECKOUT_FOLDERS[kind]
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamrec" / kind
 
 
 @dataclass(frozen=True)

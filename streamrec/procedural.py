@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from streamrec.config import REPO_ROOT
+from streamrec.config import runtime_dir
 from streamrec.errors import StreamrecError
 from streamrec.evaluation import Segment, ground_truth_path, write_ground_truth
 
@@ -702,8 +702,9 @@ DEMO_ACTIONS = ["walking right", "waving", "jumping", "sitting down", "walking l
 
 
 def demo_video(cache_dir: str | Path | None = None) -> Path:
-    """The demo video (about 30 s of the six actions), generated into the cache on first use."""
-    cache = Path(cache_dir) if cache_dir else REPO_ROOT / ".cache"
+    """The demo video (about 30 s of the six actions), generated on first use into ``cache_dir``, by
+    default the checkout's ``.cache/`` or the user cache folder (`streamrec.config.runtime_dir`)."""
+    cache = Path(cache_dir) if cache_dir else runtime_dir("videos")
     path = cache / f"demo_{DEMO_SEED}_v{GENERATOR_VERSION}.mp4"
     if not (path.is_file() and ground_truth_path(path).is_file()):
         temporary = path.with_name(f"partial_{path.name}")  # never leave a half-written demo behind

@@ -25,15 +25,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamrec.config import REPO_ROOT, Config
+from streamrec.config import Config, runtime_dir
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
-    """``engines/`` in the repository, or ``$STREAMREC_ENGINE_DIR`` (for an installed package, or tests)."""
-    return Path(os.environ.get("STREAMREC_ENGINE_DIR") or REPO_ROOT / "engines")
+    """``$STREAMREC_ENGINE_DIR`` if set, else ``engines/`` of the checkout or of the user cache folder
+    (`streamrec.config.runtime_dir` decides which)."""
+    return Path(os.environ.get("STREAMREC_ENGINE_DIR") or runtime_dir("engines"))
 
 
 # --------------------------------------------------------------------------- files
