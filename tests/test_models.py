@@ -5,8 +5,10 @@ implementations is proven in tests/parity (a separate environment)."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import io
 import math
+import typing
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ import torch
 from streamrec.checkpoints import load_model
 from streamrec.config import CONFIG_DIR, load_config
 from streamrec.errors import StreamrecError
-from streamrec.models import UInt8Clips, available_models, build_model
+from streamrec.models import UInt8Clips, VideoNetwork, available_models, build_model, get_arch
 
 MODEL_CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if load_config(p.stem).model.arch in available_models())
 
@@ -125,6 +127,18 @@ def test_every_arch_names_its_classifier_and_can_replace_it(name):
     after = model.state_dict()
     assert {k for k in after if k.startswith(prefix)} == {f"{prefix}weight", f"{prefix}bias"}
     assert all(torch.equal(after[k], v) for k, v in before.items() if not k.startswith(prefix))
+
+
+@pytest.mark.parametrize("arch", available_models())
+def test_builders_and_model_constructors_are_keyword_only_and_typed(arch):
+    builder = get_arch(arch).builder
+    network_class = typing.get_type_hints(builder)["return"]
+    assert issubclass(network_class, VideoNetwork)
+    for function in (builder, network_class.__init__):
+        parameters = [p for p in inspect.signature(function).parameters.values() if p.name != "self"]
+        assert {"num_classes", "head_average"} <= {p.name for p in parameters}
+        untyped = [p.name for p in parameters if p.kind is not p.KEYWORD_ONLY or p.annotation is p.empty]
+        assert not untyped, f"{function.__qualname__}: positional or untyped {untyped}"
 
 
 def test_unknown_builder_argument_names_the_valid_ones():

@@ -4,8 +4,9 @@ ResNet (Slow-only, I3D, arch ``resnet3d``).
 Module and parameter names follow PySlowFast's (``s1.pathway0_stem.conv``,
 ``s2.pathway1_res0.branch2.a_bn``, ``s1_fuse.conv_f2s``, ``head.projection``) so a PySlowFast
 state dict loads with no renaming; the Caffe2 and PyTorchVideo names of these blocks are
-tabled here (`RESNET_CAFFE2_RULES`, `RESNET_PYTORCHVIDEO_NAMES`), for every arch built on them. Every block takes and returns a list of pathway tensors
-``[B, C, T, H, W]``: one entry for single-pathway networks, ``[slow, fast]`` for SlowFast.
+tabled here (`RESNET_CAFFE2_RULES`, `RESNET_PYTORCHVIDEO_NAMES`) for every arch built on them.
+Every block takes and returns a list of pathway tensors ``[B, C, T, H, W]``: one entry for
+single-pathway networks, ``[slow, fast]`` for SlowFast.
 
 Nothing in a forward pass branches on data, and every pooling size is fixed at build time, so
 the networks export to ONNX as they are.
@@ -269,8 +270,10 @@ class ResNet3D(VideoNetwork):
 
     classifier_name = "head.projection"
 
-    def __init__(self, num_classes, frames, train_crop_size, depth, width, stem_temporal_kernel, stem_spatial_kernel,
-                 temporal_kernels, temporal_blocks, res2_temporal_pool, groups, dropout, head_average):
+    def __init__(self, *, num_classes: int, frames: int, train_crop_size: int, depth: int | Sequence[int], width: int,
+                 stem_temporal_kernel: int, stem_spatial_kernel: int, temporal_kernels: Sequence[Sequence[int]],
+                 temporal_blocks: Sequence[int] | None, res2_temporal_pool: int, groups: int, dropout: float,
+                 head_average: str):
         super().__init__()
         depths = stage_depths(depth)
         if len(temporal_kernels) != 4:
@@ -303,6 +306,7 @@ SLOW_TEMPORAL_KERNELS = ((1,), (1,), (3,), (3,))
 @register_model("resnet3d", checkpoint_keys={"caffe2": caffe2_keys(RESNET_CAFFE2_RULES),
                                               "pytorchvideo": pytorchvideo_keys(RESNET_PYTORCHVIDEO_NAMES)})
 def resnet3d(
+    *,
     clip: ClipConfig,
     num_classes: int,
     depth: int | Sequence[int] = 50,
@@ -325,6 +329,8 @@ def resnet3d(
     """
     if clip.alpha:
         raise StreamrecError("arch 'resnet3d' is single-pathway: remove clip.alpha (or set it to null)")
-    return ResNet3D(num_classes, clip.num_frames, training_crop(clip, train_crop_size), depth, width, stem_temporal_kernel,
-                    stem_spatial_kernel, temporal_kernels, temporal_blocks, res2_temporal_pool, groups, dropout,
-                    head_average)
+    return ResNet3D(num_classes=num_classes, frames=clip.num_frames,
+                    train_crop_size=training_crop(clip, train_crop_size), depth=depth, width=width,
+                    stem_temporal_kernel=stem_temporal_kernel, stem_spatial_kernel=stem_spatial_kernel,
+                    temporal_kernels=temporal_kernels, temporal_blocks=temporal_blocks,
+                    res2_temporal_pool=res2_temporal_pool, groups=groups, dropout=dropout, head_average=head_average)

@@ -53,9 +53,11 @@ class SlowFast(VideoNetwork):
 
     classifier_name = "head.projection"
 
-    def __init__(self, num_classes, alpha, slow_frames, train_crop_size, depth, width, beta_inv, fusion_channel_ratio,
-                 fusion_kernel, stem_temporal_kernels, stem_spatial_kernel, temporal_kernels, temporal_blocks, groups,
-                 dropout, head_average):
+    def __init__(self, *, num_classes: int, alpha: int, slow_frames: int, train_crop_size: int,
+                 depth: int | Sequence[int], width: int, beta_inv: int, fusion_channel_ratio: int, fusion_kernel: int,
+                 stem_temporal_kernels: Sequence[int], stem_spatial_kernel: int,
+                 temporal_kernels: Sequence[Sequence[Sequence[int]]], temporal_blocks: Sequence[Sequence[int]] | None,
+                 groups: int, dropout: float, head_average: str):
         super().__init__()
         depths = stage_depths(depth)
         if len(temporal_kernels) != 4 or any(len(stage) != 2 for stage in temporal_kernels):
@@ -101,6 +103,7 @@ class SlowFast(VideoNetwork):
 @register_model("slowfast", checkpoint_keys={"caffe2": caffe2_keys(SLOWFAST_CAFFE2_RULES),
                                               "pytorchvideo": pytorchvideo_keys(SLOWFAST_PYTORCHVIDEO_NAMES)})
 def slowfast(
+    *,
     clip: ClipConfig,
     num_classes: int,
     depth: int | Sequence[int] = 50,
@@ -130,7 +133,10 @@ def slowfast(
     """
     if not clip.alpha:
         raise StreamrecError("arch 'slowfast' needs clip.alpha (the Fast/Slow frame-rate ratio), e.g. clip.alpha=4")
-    return SlowFast(num_classes, clip.alpha, clip.slow_frames, training_crop(clip, train_crop_size), depth, width, beta_inv,
-                    fusion_channel_ratio, fusion_kernel, stem_temporal_kernels, stem_spatial_kernel, temporal_kernels,
-                    temporal_blocks, groups, dropout, head_average)
+    return SlowFast(num_classes=num_classes, alpha=clip.alpha, slow_frames=clip.slow_frames,
+                    train_crop_size=training_crop(clip, train_crop_size), depth=depth, width=width, beta_inv=beta_inv,
+                    fusion_channel_ratio=fusion_channel_ratio, fusion_kernel=fusion_kernel,
+                    stem_temporal_kernels=stem_temporal_kernels, stem_spatial_kernel=stem_spatial_kernel,
+                    temporal_kernels=temporal_kernels, temporal_blocks=temporal_blocks, groups=groups, dropout=dropout,
+                    head_average=head_average)
 

@@ -134,9 +134,9 @@ class X3D(VideoNetwork):
 
     classifier_name = "head.projection"
 
-    def __init__(self, num_classes, frames, train_crop_size, width_factor, depth_factor, stem_width,
-                 bottleneck_factor, head_width, se_ratio, stem_temporal_kernel, stride_shortcut_bn, dropout,
-                 head_average):
+    def __init__(self, *, num_classes: int, frames: int, train_crop_size: int, width_factor: float, depth_factor: float,
+                 stem_width: int, bottleneck_factor: float, head_width: int, se_ratio: float, stem_temporal_kernel: int,
+                 stride_shortcut_bn: bool, dropout: float, head_average: str):
         super().__init__()
         stem_channels = round_width(stem_width, width_factor)
         self.s1 = PathwayStems([X3DStem(stem_channels, stem_temporal_kernel)])
@@ -170,6 +170,7 @@ class X3D(VideoNetwork):
 @register_model("x3d", checkpoint_keys={"pytorchvideo": pytorchvideo_keys(X3D_PYTORCHVIDEO_NAMES)},
                 head_average_by_origin={"pytorchvideo": "softmax"})  # PyTorchVideo's X3D builders end in a softmax
 def x3d(
+    *,
     clip: ClipConfig,
     num_classes: int,
     width_factor: float = 2.0,
@@ -196,5 +197,8 @@ def x3d(
     """
     if clip.alpha:
         raise StreamrecError("arch 'x3d' is single-pathway: remove clip.alpha (or set it to null)")
-    return X3D(num_classes, clip.num_frames, training_crop(clip, train_crop_size), width_factor, depth_factor, stem_width,
-               bottleneck_factor, head_width, se_ratio, stem_temporal_kernel, stride_shortcut_bn, dropout, head_average)
+    return X3D(num_classes=num_classes, frames=clip.num_frames, train_crop_size=training_crop(clip, train_crop_size),
+               width_factor=width_factor, depth_factor=depth_factor, stem_width=stem_width,
+               bottleneck_factor=bottleneck_factor, head_width=head_width, se_ratio=se_ratio,
+               stem_temporal_kernel=stem_temporal_kernel, stride_shortcut_bn=stride_shortcut_bn, dropout=dropout,
+               head_average=head_average)
