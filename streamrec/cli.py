@@ -29,21 +29,27 @@ COMMANDS = {  # name: (module, help)
 DEFAULT_COMMAND = "run"
 
 
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The command line's parser, with every command listed and command ``name`` configured
+    (only its module is imported)."""
+    parser = argparse.ArgumentParser(prog="run_stream.py", description="Real-time action recognition for camera streams.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command, (module_name, help_text) in COMMANDS.items():
+        sub = commands.add_parser(command, help=help_text, description=help_text)
+        if command == name:
+            importlib.import_module(module_name).configure(sub)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, DEFAULT_COMMAND)  # `run_stream.py --quiet` means `run_stream.py run --quiet`
     name = argv[0]
-    parser = argparse.ArgumentParser(prog="run_stream.py", description="Real-time action recognition for camera streams.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command, (module_name, help_text) in COMMANDS.items():
-        sub = commands.add_parser(command, help=help_text, description=help_text)
-        if command == name:  # only the chosen command's module is imported
-            importlib.import_module(module_name).configure(sub)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
     try:
+        args = build_parser(name).parse_args(argv)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            stream=sys.stderr)
         return importlib.import_module(COMMANDS[name][0]).main(args)
     except StreamrecError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -12,29 +12,36 @@ import logging
 import tempfile
 from pathlib import Path
 
-from streamrec.config import DEFAULT_CONFIG, Config, load_config
+from streamrec.backends import AUTO
+from streamrec.commands.flags import (add_config_flag, add_config_flags, add_engine_flags, add_hop_flags,
+                                     config_from_flags, non_negative_int, positive_int)
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger("streamrec.bench")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    _require_psutil()
+    from streamrec.bench import engine as bench_engine
+
     kinds = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     engine = kinds.add_parser("engine", help="one engine alone: latency, clips/s, memory, FLOPs per backend, precision "
                                              "and batch size")
-    _common_flags(engine)
-    engine.add_argument("--backend", default="auto",
-                        help="comma-separated: eager (the usual way: PyTorch eager float32), torch, onnxruntime, "
-                             "onnxruntime-plain (the exported graph without the CPU rewrites), tensorrt, auto "
+    _common_flags(engine, omit=("--backend", "--precision", "--parallel-calls"))
+    variants = ", ".join(f"{name} ({what})" for name, what in bench_engine.VARIANTS.items())
+    listed = engine.add_argument_group("timed side by side (comma-separated lists)")
+    listed.add_argument("--backend", default=AUTO, metavar="LIST",
+                        help=f"any of {', '.join(bench_engine.BACKENDS)}: the registered backends, and {variants} "
                              "(default %(default)s)")
-    engine.add_argument("--precision", help="comma-separated: fp32, fp16, bf16, int8 (default: the config's)")
-    engine.add_argument("--batch", default="1,2,4,8", help="comma-separated batch sizes (default %(default)s)")
-    engine.add_argument("--parallel-calls", dest="parallel_calls_list", metavar="LIST",
-                        help="comma-separated: engine calls at once, from as many threads, each on its share of the "
-                             "cores (CPU engines; default: the config's engine.parallel_calls)")
-    engine.add_argument("--iters", type=_positive_int, default=20, help="timed calls per case (default %(default)s)")
-    engine.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed calls first (default %(default)s)")
-    engine.add_argument("--rounds", type=_positive_int, default=1,
+    listed.add_argument("--precision", metavar="LIST",
+                        help=f"any of {', '.join(bench_engine.PRECISIONS)} (default: the config's)")
+    listed.add_argument("--batch", default="1,2,4,8", metavar="LIST", help="batch sizes (default %(default)s)")
+    listed.add_argument("--parallel-calls", dest="parallel_calls_list", metavar="LIST",
+                        help="engine calls at once, from as many threads, each on its share of the cores (CPU "
+                             "engines; default: the config's engine.parallel_calls)")
+    engine.add_argument("--iters", type=positive_int, default=20, help="timed calls per case (default %(default)s)")
+    engine.add_argument("--warmup", type=non_negative_int, default=3, help="untimed calls first (default %(default)s)")
+    engine.add_argument("--rounds", type=positive_int, default=1,
                         help="split the timed calls into this many rounds, interleaved across cases in alternating "
                              "order, so a machine whose load drifts treats every case alike (default %(default)s)")
     engine.add_argument("--peak-gflops", type=float,
@@ -42,63 +49,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     pipeline = kinds.add_parser("pipeline", help="N live streams through the real pipeline; --max-streams finds how "
                                                  "many are served in real time")
-    _common_flags(pipeline)
-    pipeline.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto"],
-                          help="engine backend (default %(default)s)")
-    pipeline.add_argument("--precision", help="engine precision (default: the config's)")
-    pipeline.add_argument("--parallel-calls", type=_positive_int, help="engine.parallel_calls (default: the config's)")
+    _common_flags(pipeline, backend_default=AUTO)
     pipeline.add_argument("--source", action="append", default=[],
                           help="'synthetic' (default; a camera-paced synthetic stream per stream), a video file "
                                "(played at its frame rate, dropping frames like a camera) or an rtsp:// URL; repeat "
                                "to cycle streams over several")
     count = pipeline.add_mutually_exclusive_group()
-    count.add_argument("--streams", type=_positive_int, help="number of streams (default 4)")
+    count.add_argument("--streams", type=positive_int, help="number of streams (default 4)")
     count.add_argument("--load", type=float, metavar="FRACTION",
                        help="as many streams as keep the engine this busy, from its engine-only clips/s at "
                             "--max-batch (0.5: half load)")
     count.add_argument("--max-streams", action="store_true",
                        help="search for the largest number of streams served in real time")
-    pipeline.add_argument("--max-streams-limit", type=_positive_int, default=512,
+    pipeline.add_argument("--max-streams-limit", type=positive_int, default=512,
                           help="the search stops here (default %(default)s)")
     pipeline.add_argument("--fps", type=float, default=30.0, help="synthetic streams' frame rate (default %(default)s)")
     pipeline.add_argument("--size", default="320x240", help="synthetic frames' WxH (default %(default)s)")
-    pipeline.add_argument("--max-batch", type=_positive_int, help="pipeline.max_batch (default: the config's)")
+    add_config_flag(pipeline, "--max-batch", path="pipeline.max_batch", type=positive_int,
+                    help="pipeline.max_batch (default: the config's)")
     pipeline.add_argument("--duration", type=float, default=20.0, help="seconds per trial (default %(default)s)")
     pipeline.add_argument("--p99-bound", type=float, metavar="MS",
                           help="a trial whose capture→event p99 exceeds this is not real time")
-    pipeline.add_argument("--engine-iters", type=_positive_int, default=20,
+    pipeline.add_argument("--engine-iters", type=positive_int, default=20,
                           help="timed calls of the engine-only reference (default %(default)s)")
     pipeline.add_argument("--engine-seconds", type=float, default=3.0,
                           help="and at least this many seconds of them, before and after each trial, so the "
                                "reference p99 is over many calls like the trial's (default %(default)s)")
-    pipeline.add_argument("--repeat", type=_positive_int, default=1,
+    pipeline.add_argument("--repeat", type=positive_int, default=1,
                           help="run the trial this many times, each against the engine alone timed just before "
                                "and after it, and report the median ratios (for machines whose speed drifts)")
 
     compare = kinds.add_parser("compare", help="this project's pipeline against the PySlowFast demo loop on the "
                                                "same file and weights")
-    _common_flags(compare)
-    compare.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto"],
-                         help="the project's engine backend (default %(default)s)")
-    compare.add_argument("--precision", help="the project's engine precision (default: the config's)")
-    compare.add_argument("--parallel-calls", type=_positive_int,
-                         help="the project's engine.parallel_calls (default: the config's)")
+    _common_flags(compare, backend_default=AUTO)  # engine flags: the project's side (the baseline is eager float32)
     compare.add_argument("--input", help="video file both sides read (default: a synthetic video written for the run)")
-    compare.add_argument("--frames", type=_positive_int,
+    compare.add_argument("--frames", type=positive_int,
                          help="use only the first N frames (default: the whole file; synthetic: 4 demo windows)")
     compare.add_argument("--size", default="320x240", help="synthetic video's WxH (default %(default)s)")
 
 
-def _common_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config name in configs/ or a YAML path "
-                                                                 "(default %(default)s)")
-    parser.add_argument("--checkpoint", help="weights to load (default: the config's; random weights time the same)")
-    parser.add_argument("--device", help="cpu, cuda or auto (default: the config's)")
-    parser.add_argument("--threads", type=int, help="CPU threads for the project's engines (never the eager baseline)")
-    parser.add_argument("--engine", metavar="FILE", help="a prebuilt .onnx or TensorRT engine for the project's engine "
-                                                         "(default: exported and built into engines/)")
-    parser.add_argument("--hop", type=_positive_int, help="hop in source frames (default: the config's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config value")
+def _common_flags(parser: argparse.ArgumentParser, **engine_flags) -> None:
+    add_config_flags(parser)
+    add_engine_flags(parser, **engine_flags)
+    add_hop_flags(parser, seconds=False)
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine description here")
     parser.add_argument("--plot", metavar="FILE.png", help="write a plot here")
     parser.add_argument("--markdown", metavar="FILE", help="replace (or add) this run's section in a Markdown file, "
@@ -106,41 +99,14 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", help="names this run's Markdown section, to keep several of one benchmark")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def bench_config(args: argparse.Namespace, backend: str | None = None) -> Config:
-    flags = {
-        "checkpoint": args.checkpoint,
-        "engine.backend": backend,
-        "engine.device": args.device,
-        "engine.threads": args.threads,
-        "engine.parallel_calls": getattr(args, "parallel_calls", None),
-        "engine.engine_file": args.engine,
-        "engine.precision": getattr(args, "precision", None) if backend else None,
-        "pipeline.hop_frames": args.hop,
-        "pipeline.max_batch": getattr(args, "max_batch", None),
-    }
-    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
-    return load_config(args.config, overrides)
-
-
-def main(args: argparse.Namespace) -> int:
+def _require_psutil() -> None:
     try:
         import psutil  # noqa: F401  (memory and CPU meters)
     except ImportError:
         raise StreamrecError("the benchmarks need psutil: pip install psutil (it comes with the 'dev' extra)") from None
+
+
+def main(args: argparse.Namespace) -> int:
     return {"engine": engine_main, "pipeline": pipeline_main, "compare": compare_main}[args.benchmark](args)
 
 
@@ -171,7 +137,7 @@ def engine_main(args: argparse.Namespace) -> int:
     from streamrec.bench.machine import ResourceSampler
     from streamrec.bench.report import finish_document, start_document
 
-    config = bench_config(args)
+    config = config_from_flags(args)
     plan = bench.EngineBenchPlan(
         backends=bench.parse_names(args.backend, bench.BACKENDS, "--backend"),
         precisions=bench.parse_names(args.precision or config.engine.precision, bench.PRECISIONS, "--precision"),
@@ -206,7 +172,7 @@ def pipeline_main(args: argparse.Namespace) -> int:
     from streamrec.bench.report import finish_document, start_document
     from streamrec.config import load_labels
 
-    config = bench_config(args, backend=args.backend)
+    config = config_from_flags(args)
     plan = bench.PipelinePlan(sources=tuple(args.source or ["synthetic"]), fps=args.fps, size=args.size,
                               duration_s=args.duration, p99_bound_ms=args.p99_bound,
                               engine_iterations=args.engine_iters, engine_seconds=args.engine_seconds)
@@ -264,7 +230,7 @@ def compare_main(args: argparse.Namespace) -> int:
     from streamrec.bench.report import finish_document, start_document
     from streamrec.config import load_labels
 
-    config = bench_config(args, backend=args.backend)
+    config = config_from_flags(args)
     labels = load_labels(config)
     with tempfile.TemporaryDirectory(prefix="streamrec-compare-") as scratch:
         config, weights = bench.shared_weights(config, Path(scratch))

@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from streamrec.commands.flags import add_config_flags, add_engine_flags, add_hop_flags, config_from_flags
 from streamrec.commands.train import recorded_command
-from streamrec.config import DEFAULT_CONFIG, load_config, load_labels
+from streamrec.config import load_labels
 from streamrec.errors import StreamrecError
 
 
@@ -33,14 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=3, help="generated videos (default %(default)s)")
     parser.add_argument("--minutes", type=float, default=3.0, help="length of each generated video (default %(default)s)")
     parser.add_argument("--keep-videos", type=Path, metavar="DIR", help="write the generated videos here and keep them")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config name in configs/ or a YAML path (default %(default)s)")
-    parser.add_argument("--checkpoint", help="weights to evaluate (default: the config's)")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt", "auto"])
-    parser.add_argument("--device", help="cpu, cuda or auto")
-    parser.add_argument("--precision", help="fp32, fp16, bf16 or int8 (backend-dependent)")
-    parser.add_argument("--threads", type=int, help="CPU threads for the engine")
-    parser.add_argument("--hop", type=int, help="predict every N source frames (default: the config's)")
-    parser.add_argument("--hop-seconds", type=float, help="predict every N seconds")
+    add_config_flags(parser)
+    add_engine_flags(parser)
+    add_hop_flags(parser)
     parser.add_argument("--iou", type=float, default=0.5, help="temporal IoU for a detection to count (default %(default)s)")
     parser.add_argument("--zero-fast", action="store_true",
                         help="feed the Fast pathway mean-colour frames (zero after normalisation): the Slow path alone")
@@ -48,8 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also replay the run's scores under a grid of postprocess smoothing and thresholds "
                              "(tune on a validation seed, never on the test seed)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config value, e.g. postprocess.enter_threshold=0.7; repeatable")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -58,12 +52,8 @@ def main(args: argparse.Namespace) -> int:
 
     if not 0 < args.iou <= 1:
         raise StreamrecError("--iou must be in (0, 1]")
-    flags = {"checkpoint": args.checkpoint, "engine.backend": args.backend, "engine.device": args.device,
-             "engine.precision": args.precision, "engine.threads": args.threads, "pipeline.hop_frames": args.hop,
-             "pipeline.hop_seconds": args.hop_seconds, "pipeline.realtime": False, "events.publish": "null",
-             "events.stdout": False}
-    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
-    config = load_config(args.config, overrides)
+    # every hop served, events only to the scorer
+    config = config_from_flags(args, {"pipeline.realtime": False, "events.publish": None, "events.stdout": False})
     labels = load_labels(config)
     scored = [name for name in labels if name not in config.postprocess.background_labels]
 

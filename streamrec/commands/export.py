@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from streamrec.config import DEFAULT_CONFIG, load_config
+from streamrec.commands.flags import add_config_flags, config_from_flags
 from streamrec.errors import StreamrecError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config name in configs/ or a YAML path (default %(default)s)")
-    parser.add_argument("--checkpoint", help="weights to export (default: the config's checkpoint)")
+    add_config_flags(parser)
     parser.add_argument("--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
     parser.add_argument("--fp16", action="store_true",
                         help="compute in float16 (inputs stay uint8, logits float32); for TensorRT fp16 engines")
     parser.add_argument("--batch", default="dynamic", metavar="N|dynamic",
                         help="a fixed batch size, or dynamic (default) for TensorRT batch profiles and ONNX Runtime")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config value, e.g. clip.crop_size=256; repeatable")
 
 
 def parse_batch(text: str) -> int | None:
@@ -37,8 +34,7 @@ def main(args: argparse.Namespace) -> int:
     from streamrec.export import export_config
 
     batch = parse_batch(args.batch)
-    overrides = [*args.set, *([f"checkpoint={args.checkpoint}"] if args.checkpoint else [])]
-    config = load_config(args.config, overrides)
+    config = config_from_flags(args)
     path = export_config(config, args.output, fp16=args.fp16, batch=batch)
     inputs = ", ".join(config.clip.input_names)
     print(f"wrote {path}: uint8 {inputs} -> logits [{batch or 'batch'}, {config.model.num_classes}], "

@@ -12,81 +12,50 @@ import signal
 import sys
 
 from streamrec import visualize
-from streamrec.config import (DEFAULT_CONFIG, Config, StreamConfig, config_from_dict, load_config, load_labels,
-                              parse_stream_entry)
+from streamrec.commands.flags import (add_config_flag, add_config_flags, add_engine_flags, add_hop_flags,
+                                     config_from_flags)
+from streamrec.config import Config, StreamConfig, load_labels
 from streamrec.events import EventBus, JsonlLog, StdoutSink, ZmqPublisher
 
 log = logging.getLogger("streamrec")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help=f"config name in configs/ or a YAML path (default {DEFAULT_CONFIG}, or "
-                                         "the config a streamrec --checkpoint was saved with)")
-    parser.add_argument("--source", action="append", default=[], metavar="[ID=]SOURCE",
-                        help="camera index, /dev/videoN, rtsp:// or http(s):// URL, video file, or "
-                             "synthetic[:size=WxH,fps=N,frames=N]; repeat for several streams")
-    parser.add_argument("--checkpoint", help="weights to load (PySlowFast .pyth/.pkl, PyTorchVideo, or streamrec)")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt", "auto"])
-    parser.add_argument("--device", help="cpu, cuda or auto")
-    parser.add_argument("--precision", help="fp32, fp16, bf16 or int8 (backend-dependent)")
-    parser.add_argument("--engine", help="a prebuilt .onnx (ONNX Runtime) or TensorRT engine file")
-    parser.add_argument("--threads", type=int, help="CPU threads for each engine call")
-    parser.add_argument("--parallel-calls", type=int,
-                        help="engine calls at once on the CPU, each on its share of the cores (more clips/s on a few "
-                             "cores, each call slower)")
-    parser.add_argument("--hop", type=int, help="predict every N source frames")
-    parser.add_argument("--hop-seconds", type=float, help="predict every N seconds")
-    parser.add_argument("--realtime", action="store_true",
-                        help="play files at their frame rate, dropping frames like a live camera "
-                             "(default: every frame, deterministic)")
-    parser.add_argument("--publish", help="ZeroMQ address to publish on (default tcp://127.0.0.1:5555; 'none' disables)")
+    add_config_flags(parser)
+    add_config_flag(parser, "--source", path="streams", repeat=True, metavar="[ID=]SOURCE",
+                    help="camera index, /dev/videoN, rtsp:// or http(s):// URL, video file, or "
+                         "synthetic[:size=WxH,fps=N,frames=N]; repeat for several streams")
+    add_engine_flags(parser)
+    add_hop_flags(parser)
+    add_config_flag(parser, "--realtime", path="pipeline.realtime", const=True,
+                    help="play files at their frame rate, dropping frames like a live camera "
+                         "(default: every frame, deterministic)")
+    add_config_flag(parser, "--publish", path="events.publish", type=publish_address, metavar="ADDRESS",
+                    help="ZeroMQ address to publish on (default tcp://127.0.0.1:5555; 'none' disables)")
     parser.add_argument("--wait-subscriber", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for a first subscriber before starting")
-    parser.add_argument("--event-log", help="append every event to this JSONL file (rotated by size)")
-    parser.add_argument("--predictions", action="store_true", help="also emit a 'prediction' event every hop")
-    parser.add_argument("--quiet", action="store_true", help="do not print events on stdout")
-    parser.add_argument("--curve-secret-key", metavar="FILE",
-                        help="encrypt the event socket with CURVE: the publisher's .key_secret (see `keys`)")
-    parser.add_argument("--curve-allowed-clients", metavar="DIR",
-                        help="with CURVE: folder of the public .key files of subscribers let in")
-    parser.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here (e.g. 127.0.0.1:9108)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config value, e.g. postprocess.enter_threshold=0.7; repeatable")
+    add_config_flag(parser, "--event-log", path="events.event_log", metavar="FILE",
+                    help="append every event to this JSONL file (rotated by size)")
+    add_config_flag(parser, "--predictions", path="events.predictions", const=True,
+                    help="also emit a 'prediction' event every hop")
+    add_config_flag(parser, "--quiet", path="events.stdout", const=False, help="do not print events on stdout")
+    add_config_flag(parser, "--curve-secret-key", path="events.curve_secret_key", metavar="FILE",
+                    help="encrypt the event socket with CURVE: the publisher's .key_secret (see `keys`)")
+    add_config_flag(parser, "--curve-allowed-clients", path="events.curve_allowed_clients", metavar="DIR",
+                    help="with CURVE: folder of the public .key files of subscribers let in")
+    add_config_flag(parser, "--metrics", path="events.metrics", metavar="HOST:PORT",
+                    help="serve Prometheus metrics here (e.g. 127.0.0.1:9108)")
     visualize.configure(parser)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The config file with the command line's flags applied on top."""
-    flags = {
-        "checkpoint": args.checkpoint,
-        "engine.backend": args.backend,
-        "engine.device": args.device,
-        "engine.precision": args.precision,
-        "engine.engine_file": args.engine,
-        "engine.threads": args.threads,
-        "engine.parallel_calls": args.parallel_calls,
-        "pipeline.hop_frames": args.hop,
-        "pipeline.hop_seconds": args.hop_seconds,
-        "pipeline.realtime": args.realtime or None,
-        "events.event_log": args.event_log,
-        "events.predictions": args.predictions or None,
-        "events.stdout": False if args.quiet else None,
-        "events.publish": None if args.publish is None else ("null" if args.publish == "none" else args.publish),
-        "events.curve_secret_key": args.curve_secret_key,
-        "events.curve_allowed_clients": args.curve_allowed_clients,
-        "events.metrics": args.metrics,
-    }
-    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
-    if args.checkpoint and not args.config:  # a streamrec checkpoint carries its config
-        from streamrec.checkpoints import checkpoint_config
+def publish_address(text: str) -> str | None:
+    """``--publish none`` turns publishing off."""
+    return None if text == "none" else text
 
-        config = config_from_dict(checkpoint_config(args.checkpoint).to_dict(), args.checkpoint, overrides)
-    else:
-        config = load_config(args.config or DEFAULT_CONFIG, overrides)
-    if args.source:
-        data = config.to_dict()
-        data["streams"] = [parse_stream_entry(source, i) for i, source in enumerate(args.source)]
-        config = config_from_dict(data, source="command line")
+
+def run_config(args: argparse.Namespace) -> Config:
+    """The config with the command line's flags applied; with no stream anywhere, the demo video."""
+    config = config_from_flags(args)
     if not config.streams:
         from streamrec.procedural import demo_video
 
@@ -113,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     from streamrec.metrics import serve_metrics
     from streamrec.pipeline import Pipeline
 
-    config = config_from_args(args)
+    config = run_config(args)
     visuals = visualize.Visuals(args, config)
     labels = load_labels(config)
     engine = create_engine(config)

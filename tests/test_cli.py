@@ -1,0 +1,162 @@
+"""The command line: flags reach the config as the typed values they are, and every command that
+builds an engine takes the same engine flags.
+
+Flag values are never read as YAML (only ``--set`` is), so a path with ``#`` or a file named
+``on`` arrives intact; the end-to-end cases run the real CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import cli
+from streamrec.cli import COMMANDS, build_parser
+from streamrec.commands.flags import ENGINE_FLAGS, ConfigValue, config_from_flags
+from streamrec.config import REPO_ROOT, load_config
+from streamrec.errors import StreamrecError
+
+ENGINE_COMMANDS = [("run",), ("eval",), ("bench", "engine"), ("bench", "pipeline"), ("bench", "compare")]
+CONFIG_FLAGS = ("--config", "--checkpoint", "--set")
+BENCH_LISTS = ("--backend", "--precision", "--parallel-calls")  # bench engine times a list of each
+
+
+def run_in(folder, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """The real CLI with ``folder`` as the working directory, where relative paths land."""
+    return subprocess.run(cli(*args), cwd=folder, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"})
+
+
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices[name]
+
+
+def command_parser(*path: str) -> argparse.ArgumentParser:
+    """The parser of ``run_stream.py COMMAND [BENCHMARK]``, configured as the CLI configures it."""
+    parser = build_parser(path[0])
+    for name in path:
+        parser = subparser(parser, name)
+    return parser
+
+
+def leaf_parsers() -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every command and sub-command that takes options, by its path."""
+    found = {}
+
+    def walk(path: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            found[path] = parser
+        for sub in subs:
+            for name, child in sub.choices.items():
+                walk((*path, name), child)
+
+    for name in COMMANDS:
+        walk((name,), subparser(build_parser(name), name))
+    return found
+
+
+def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {option: action for action in parser._actions for option in action.option_strings}
+
+
+def parsed(*argv: str) -> argparse.Namespace:
+    return build_parser(argv[0]).parse_args(list(argv))
+
+
+# --------------------------------------------------------------------------- values arrive as given
+
+
+def test_event_log_and_checkpoint_paths_with_a_hash_reach_the_run_intact(tmp_path, video_file):
+    """``#`` starts a YAML comment: through YAML, ``logs/cam #2.jsonl`` was ``logs/cam``."""
+    weights = tmp_path / "weights #1.pt"
+    shutil.copy(REPO_ROOT / "streamrec/weights/slowfast_tiny/model.pt", weights)
+    result = run_in(tmp_path, "run", "--config", "slowfast_tiny", "--checkpoint", str(weights),
+                    "--source", str(video_file), "--quiet", "--publish", "none", "--event-log", "logs/cam #2.jsonl")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["cam #2.jsonl"]
+    assert (tmp_path / "logs" / "cam #2.jsonl").read_text().count("\n") > 0
+
+
+def test_an_event_log_named_on_is_a_file_named_on(tmp_path, video_file):
+    """YAML reads a bare ``on`` as true; a flag's value is a file name."""
+    result = run_in(tmp_path, "run", "--source", str(video_file), "--quiet", "--publish", "none", "--event-log", "on")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "on").is_file() and (tmp_path / "on").stat().st_size > 0
+
+
+def test_flags_set_typed_values_and_set_has_the_last_word():
+    config = config_from_flags(parsed("run", "--config", "slowfast_tiny", "--checkpoint", "w #1.pt", "--event-log",
+                                      "on", "--publish", "none", "--quiet", "--hop", "4", "--source", "a=x.mp4",
+                                      "--source", "y.mp4", "--threads", "2"))
+    assert config.checkpoint == "w #1.pt" and config.events.event_log == "on"
+    assert config.events.publish is None and config.events.stdout is False
+    assert config.pipeline.hop_frames == 4 and config.engine.threads == 2
+    assert [(s.id, s.source) for s in config.streams] == [("a", "x.mp4"), ("cam1", "y.mp4")]
+    later = config_from_flags(parsed("run", "--hop", "4", "--set", "pipeline.hop_frames=6"))
+    assert later.pipeline.hop_frames == 6
+    unset = config_from_flags(parsed("run"))  # no flag given: the config's own values
+    assert unset == load_config("slowfast_tiny")
+
+
+def test_a_bad_flag_value_is_the_configs_one_line_error():
+    with pytest.raises(StreamrecError, match="engine.parallel_calls >= 1"):
+        config_from_flags(parsed("eval", "--parallel-calls", "0"))
+    result = run_in(REPO_ROOT, "run", "--threads", "-1", timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "engine.threads must be >= 0" in result.stderr
+
+
+def test_eval_takes_the_engine_file_and_parallel_calls():
+    config = config_from_flags(parsed("eval", "--engine", "model.onnx", "--parallel-calls", "2", "--backend",
+                                      "onnxruntime"))
+    assert config.engine.engine_file == "model.onnx" and config.engine.parallel_calls == 2
+    assert config.engine.backend == "onnxruntime"
+
+
+def test_bench_pipeline_and_compare_default_to_auto_and_take_the_flag_over_it():
+    for benchmark in ("pipeline", "compare"):
+        assert config_from_flags(parsed("bench", benchmark)).engine.backend == "auto"
+        assert config_from_flags(parsed("bench", benchmark, "--backend", "torch")).engine.backend == "torch"
+    assert config_from_flags(parsed("bench", "pipeline", "--max-batch", "2")).pipeline.max_batch == 2
+
+
+# --------------------------------------------------------------------------- the same flags everywhere
+
+
+def test_every_engine_building_command_takes_the_same_engine_flags():
+    reference = options(command_parser("run"))
+    for path in ENGINE_COMMANDS:
+        taken = options(command_parser(*path))
+        missing = [o for o in (*CONFIG_FLAGS, *ENGINE_FLAGS) if o not in taken]
+        assert not missing, f"{' '.join(path)} lacks {missing}"
+        for option in ENGINE_FLAGS:
+            if path == ("bench", "engine") and option in BENCH_LISTS:
+                continue  # its own comma-separated lists
+            action, same = taken[option], reference[option]
+            assert isinstance(action, ConfigValue), f"{' '.join(path)} {option} does not set the config"
+            assert (action.path, action.type, action.choices) == (same.path, same.type, same.choices), option
+
+
+def test_a_command_that_runs_an_engine_takes_all_engine_flags_or_none():
+    """``--engine`` or ``--parallel-calls`` only make sense for a command that runs an engine; such a
+    command must take every engine flag, so the flags cannot drift apart again."""
+    engine_only = {"--engine", "--parallel-calls"}
+    runs_engine = {path for path, parser in leaf_parsers().items() if engine_only & set(options(parser))}
+    assert runs_engine == set(ENGINE_COMMANDS)
+
+
+def test_backend_choices_come_from_the_registry(monkeypatch):
+    import streamrec.backends as backends
+
+    monkeypatch.setattr(backends, "_BACKENDS", backends.registered_backends())  # restored after the test
+    backends.register_backend("stub", precisions=("fp32",), available=lambda engine: False)(lambda config: None)
+    for path in ENGINE_COMMANDS:
+        if path != ("bench", "engine"):
+            assert "stub" in options(command_parser(*path))["--backend"].choices, path
+    assert config_from_flags(parsed("run", "--backend", "stub")).engine.backend == "stub"
