@@ -75,7 +75,7 @@ def test_int8_graph_is_built_once_found_by_precision_and_predicts_as_float32(tmp
     float32 = create_engine(config.replace(engine=dataclasses.replace(config.engine, precision="fp32")))
     unseen = tmp_path / "unseen"
     write_surveillance_videos(unseen, count=1, seed=11, duration_s=20)
-    clips = calibration_clips(config.clip, unseen, 24, config.pipeline.hop_frames)
+    clips = calibration_clips(config.clip, unseen, 24, config.pipeline)
     int8_logits = np.concatenate([int8.infer({k: v[i:i + 4] for k, v in clips.items()}) for i in range(0, 24, 4)])
     float_logits = np.concatenate([float32.infer({k: v[i:i + 4] for k, v in clips.items()})
                                    for i in range(0, 24, 4)])

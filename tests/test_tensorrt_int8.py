@@ -11,7 +11,7 @@ import pytest
 
 from conftest import write_video
 from streamrec.backends.calibration import calibration_clips, quantize_int8
-from streamrec.config import load_config
+from streamrec.config import PipelineConfig, load_config
 from streamrec.errors import StreamrecError
 from streamrec.ringbuffer import RingBuffer
 from streamrec.scheduler import StreamSchedule
@@ -48,7 +48,7 @@ def test_calibration_clips_are_views_the_scheduler_serves(tmp_path):
     for seed in range(2):
         write_video(folder / f"camera{seed}.mp4", frames=75, size=(128, 96), seed=seed)
 
-    clips = calibration_clips(config.clip, folder, count=6, hop_frames=8)
+    clips = calibration_clips(config.clip, folder, count=6, pipeline=PipelineConfig(hop_frames=8))
     assert {name: a.shape for name, a in clips.items()} == {"slow": (6, 4, 96, 96, 3), "fast": (6, 16, 96, 96, 3)}
 
     served = [v for seed in range(2) for v in scheduler_views(folder / f"camera{seed}.mp4", config.clip, 8)]
@@ -62,9 +62,19 @@ def test_calibration_clips_are_views_the_scheduler_serves(tmp_path):
     assert from_first == 3
 
 
+def test_calibration_takes_the_hop_a_stream_of_that_frame_rate_would(tmp_path):
+    """``pipeline.hop_seconds`` wins over ``hop_frames`` at the video's frame rate, as in streaming."""
+    clip = load_config("slowfast_tiny").clip
+    for seed in range(2):
+        write_video(tmp_path / f"camera{seed}.mp4", frames=75, size=(128, 96), seed=seed)  # 30 fps
+    by_seconds = calibration_clips(clip, tmp_path, count=6, pipeline=PipelineConfig(hop_frames=99, hop_seconds=4 / 30))
+    by_frames = calibration_clips(clip, tmp_path, count=6, pipeline=PipelineConfig(hop_frames=4))
+    assert all(np.array_equal(by_seconds[name], by_frames[name]) for name in by_frames)
+
+
 def test_calibration_needs_videos(tmp_path):
     with pytest.raises(StreamrecError, match="no videos in"):
-        calibration_clips(load_config("slowfast_tiny").clip, tmp_path, count=4, hop_frames=8)
+        calibration_clips(load_config("slowfast_tiny").clip, tmp_path, count=4, pipeline=PipelineConfig())
 
 
 def test_quantization_without_modelopt_says_what_to_install(tmp_path, monkeypatch):

@@ -18,20 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrec.config import ClipConfig
+from streamrec.config import ClipConfig, PipelineConfig
 from streamrec.errors import StreamrecError
-from streamrec.sampling import split_pathways
+from streamrec.sampling import hop_frames, split_pathways
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"}
 
 
-def calibration_clips(clip: ClipConfig, folder: Path, count: int, hop_frames: int,
-                      assumed_fps: float = 30.0) -> dict[str, np.ndarray]:
+def calibration_clips(clip: ClipConfig, folder: Path, count: int, pipeline: PipelineConfig) -> dict[str, np.ndarray]:
     """``count`` clips spread evenly over the videos in ``folder``, as engine inputs.
 
-    Each video's candidate clips are those a stream would serve, one every ``hop_frames``
-    from the first full clip; an even share of them is taken from each video.
+    Each video's candidate clips are those a stream would serve, one every hop from the first
+    full clip (the hop `streamrec.sampling.hop_frames` gives ``pipeline`` at the video's frame
+    rate); an even share of them is taken from each video.
     """
     from streamrec.training import cut_clip, decode_video, labelled_windows  # imports torch
 
@@ -42,9 +42,9 @@ def calibration_clips(clip: ClipConfig, folder: Path, count: int, hop_frames: in
     per_video = math.ceil(count / len(videos))
     clips = []
     for path in videos:
-        video = decode_video(path, "", clip, assumed_fps)
+        video = decode_video(path, "", clip, pipeline.assumed_fps)
         ends = labelled_windows(video, clip, background=None)[0]  # window ends only; labels unused
-        ends = ends[::hop_frames]
+        ends = ends[::hop_frames(pipeline, video.fps)]
         for end in ends[np.linspace(0, len(ends) - 1, min(per_video, len(ends))).round().astype(int)]:
             clips.append(cut_clip(video, int(end), clip))
     log.info("calibration: %d clips from %d videos", min(count, len(clips)), len(videos))

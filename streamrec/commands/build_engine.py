@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from streamrec.backends.engine_cache import BatchProfile, cache_dir, sha256_file
-from streamrec.config import ClipConfig
+from streamrec.config import ClipConfig, PipelineConfig
 from streamrec.errors import StreamrecError
 
 
@@ -73,8 +73,8 @@ def cpu_int8_main(args: argparse.Namespace) -> int:
     if output.is_file() and not args.rebuild:
         print(f"reusing the int8 graph {output}")
     else:
-        clip, hop_frames = calibration_setup(args)
-        clips = calibration_clips(clip, args.calibration, args.calibration_clips, hop_frames)
+        clip, pipeline = calibration_setup(args)
+        clips = calibration_clips(clip, args.calibration, args.calibration_clips, pipeline)
         print(f"quantizing {args.onnx.name} to int8 for the CPU on {len(next(iter(clips.values())))} clips from "
               f"{args.calibration}")
         quantize_for_cpu(args.onnx, clips, output)
@@ -86,26 +86,27 @@ def quantized_copy(args: argparse.Namespace) -> Path:
     """The int8 (Q/DQ) graph of ``args.onnx``, calibrated on ``args.calibration``; cached beside the engines."""
     from streamrec.backends.calibration import calibration_clips, quantize_int8
 
-    clip, hop_frames = calibration_setup(args)
+    clip, pipeline = calibration_setup(args)
     output = cache_dir() / f"{args.onnx.stem}.int8.{sha256_file(args.onnx)[:12]}.onnx"
     if output.is_file():
         print(f"reusing the quantized graph {output}")
         return output
-    clips = calibration_clips(clip, args.calibration, args.calibration_clips, hop_frames)
+    clips = calibration_clips(clip, args.calibration, args.calibration_clips, pipeline)
     print(f"quantizing {args.onnx.name} to int8 on {len(next(iter(clips.values())))} clips from {args.calibration}")
     return quantize_int8(args.onnx, clips, output)
 
 
-def calibration_setup(args: argparse.Namespace) -> tuple[ClipConfig, int]:
-    """The clip and hop calibration clips are cut with: from ``--config``, else from the graph."""
-    from streamrec.config import PipelineConfig, load_config
+def calibration_setup(args: argparse.Namespace) -> tuple[ClipConfig, PipelineConfig]:
+    """The clip and pipeline (its hop) calibration clips are cut with: from ``--config``, else
+    the graph's clip and the default pipeline."""
+    from streamrec.config import load_config
 
     if args.calibration is None:
         raise StreamrecError(f"{args.onnx} has no Q/DQ nodes; int8 needs calibration videos: add --calibration DIR")
     if args.config:
         config = load_config(args.config)
-        return config.clip, config.pipeline.hop_frames
-    return exported_clip(args.onnx), PipelineConfig().hop_frames
+        return config.clip, config.pipeline
+    return exported_clip(args.onnx), PipelineConfig()
 
 
 def exported_clip(onnx_file: Path) -> ClipConfig:
