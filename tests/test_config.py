@@ -1,6 +1,6 @@
 import pytest
 
-from streamrec.config import apply_override, load_config, load_labels, parse_stream_entry
+from streamrec.config import apply_override, load_config, load_labels, parse_stream_entry, set_value
 from streamrec.errors import StreamrecError
 
 
@@ -33,6 +33,32 @@ def test_overrides_parse_values_as_yaml_and_reject_malformed_items():
     assert config.postprocess.thresholds["waving"].enter == 0.8
     with pytest.raises(StreamrecError, match="section.key=value"):
         apply_override({}, "hop_frames")
+
+
+def test_values_are_set_as_given_and_checked_like_a_files():
+    config = load_config("slowfast_tiny", values={"events.event_log": "on", "checkpoint": "w #1.pt",
+                                                  "pipeline.hop_frames": 4})
+    assert config.events.event_log == "on" and config.checkpoint == "w #1.pt" and config.pipeline.hop_frames == 4
+    assert load_config("slowfast_tiny", ["pipeline.hop_frames=6"], {"pipeline.hop_frames": 4}).pipeline.hop_frames == 6
+    with pytest.raises(StreamrecError, match="'pipeline.hop_frames' must be int, got 'fast'"):
+        load_config("slowfast_tiny", values={"pipeline.hop_frames": "fast"})
+    with pytest.raises(StreamrecError, match="unknown config key 'events.event_logs'; did you mean 'event_log'"):
+        load_config("slowfast_tiny", values={"events.event_logs": "x"})
+    data = {"pipeline": 3}
+    with pytest.raises(StreamrecError, match="cannot set 'pipeline.hop_frames': 'pipeline' is not a section"):
+        set_value(data, "pipeline.hop_frames", 4)
+
+
+def test_an_override_that_is_not_yaml_is_one_line():
+    with pytest.raises(StreamrecError, match=r"override 'events.event_log=\[a': the value is not valid YAML") as err:
+        load_config("slowfast_tiny", ["events.event_log=[a"])
+    assert "\n" not in str(err.value)
+
+
+def test_a_mistyped_backend_suggests_a_registered_one():
+    with pytest.raises(StreamrecError, match="engine.backend 'onxruntime' is not one of torch, onnxruntime, tensorrt, "
+                                             "auto; did you mean 'onnxruntime'"):
+        load_config("slowfast_tiny", ["engine.backend=onxruntime"])
 
 
 def test_unknown_config_name_lists_known_ones():
