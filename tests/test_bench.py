@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.bench.pipeline import engine_speed_drift, hops_due, latency_breakdown, search_max_streams
+from streamrec.bench.pipeline import engine_speed_drift, latency_breakdown, search_max_streams
 from streamrec.bench.report import update_markdown
 from conftest import run_cli
 
@@ -161,13 +161,6 @@ def test_markdown_sections_are_replaced_by_key_and_others_kept(tmp_path):
     assert text.count("<!-- bench:engine:tiny:cpu -->") == 1
 
 
-def test_hops_due_counts_from_the_first_full_window():
-    assert hops_due(frames=31, window=32, hop=8) == 0
-    assert hops_due(frames=32, window=32, hop=8) == 1
-    assert hops_due(frames=47, window=32, hop=8) == 2
-    assert hops_due(frames=48, window=32, hop=8) == 3
-
-
 def test_latency_is_split_at_the_engine_call_that_computed_each_hop():
     calls = [(10.0, 0.020, 2), (10.030, 0.010, 1)]  # (start, seconds, batch)
     events = [(10.021, 35.0), (10.0215, 30.0), (10.041, 25.0)]  # (published, capture→event ms)
@@ -233,15 +226,41 @@ class SleepingEngine:
         return np.zeros((1, 2), np.float32)
 
 
-def test_engine_reference_times_at_least_its_seconds_so_its_p99_is_over_many_calls():
+class FakeClock:
+    """``time.perf_counter`` for `streamrec.bench.timing`: it moves only when an engine call advances it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class ClockedEngine(SleepingEngine):
+    """Each call takes exactly 1/16 s of the fake clock (a binary fraction: sums stay exact)."""
+
+    def __init__(self, clock: FakeClock):
+        super().__init__(parallel_calls=1)
+        self.clock = clock
+
+    def infer(self, inputs):
+        self.clock.now += 1 / 16
+        return np.zeros((1, 2), np.float32)
+
+
+def test_engine_reference_times_at_least_its_seconds_so_its_p99_is_over_many_calls(monkeypatch):
     from streamrec.bench.pipeline import engine_only
     from streamrec.config import load_config
 
     config = load_config("slowfast_tiny")
-    short = engine_only(SleepingEngine(1), config, 1, iterations=2)
-    assert short["iterations"] == 2 and short["wall_s"] < 0.2
+    clock = FakeClock()
+    monkeypatch.setattr("streamrec.bench.timing.time", clock)
+    short = engine_only(ClockedEngine(clock), config, 1, iterations=2)
+    assert short["iterations"] == 2 and short["wall_s"] == 2 / 16  # no minimum: the calls asked for, no more
+    long = engine_only(ClockedEngine(clock), config, 1, iterations=2, min_seconds=0.3)
+    assert long["iterations"] == 6 and long["wall_s"] == 6 / 16  # whole rounds of 2 calls until 0.3 s are covered
+    monkeypatch.undo()  # parallel calls overlap in real time, on real threads
     long = engine_only(SleepingEngine(1), config, 1, iterations=2, min_seconds=0.3)
-    assert long["wall_s"] >= 0.3 and long["iterations"] >= 6 and long["iterations"] % 2 == 0
     pooled = engine_only(SleepingEngine(2), config, 1, iterations=2, min_seconds=0.3, before=long)
     assert pooled["iterations"] >= long["iterations"] + 6  # two calls at once: as many again in half the time
     assert pooled["clips_per_s_after"] > 1.3 * pooled["clips_per_s_before"]
