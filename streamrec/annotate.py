@@ -30,14 +30,15 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
 
-from streamrec.capture import Capture
 from streamrec.errors import StreamrecError
-from streamrec.postprocess import ActionTracker
-from streamrec.scheduler import View
+
+if TYPE_CHECKING:  # the pipeline (and its engines) is imported only by the command that runs it
+    from streamrec.pipeline import HopResult, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class StreamAnnotator(threading.Thread):
         self.stream_id = stream_id
         self.video_path = video_path
         self.window = window
-        self.capture: Capture | None = None  # offline or live, and the frame rate; set by start
+        self.stats: Callable[[], StreamStats] | None = None  # offline or live, and the frame rate; set by start
         self.frames: queue.SimpleQueue = queue.SimpleQueue()  # bounded by offer(), its only producer
         self.queue_limit: int | None = None  # frames; set at the first frame
         self.overlays = OverlayHistory()
@@ -157,20 +158,20 @@ class StreamAnnotator(threading.Thread):
         """From the capture thread: queue the frame, or drop it if drawing has fallen behind."""
         if self.queue_limit is None:
             offline_limit = max(LIVE_QUEUE_FRAMES, OFFLINE_QUEUE_BYTES // frame.nbytes)
-            self.queue_limit = offline_limit if self.capture.offline else LIVE_QUEUE_FRAMES
+            self.queue_limit = offline_limit if self.stats().offline else LIVE_QUEUE_FRAMES
         if self.frames.qsize() >= self.queue_limit:
             self.skipped += 1
         else:
             self.frames.put((index, frame))
 
-    def record(self, view: View, tracker: ActionTracker) -> None:
+    def record(self, hop: HopResult) -> None:
         """From the pipeline thread, after a hop."""
-        now = time.monotonic()
+        view, now = hop.view, time.monotonic()
         self.progress.append((now, view.end_index))
         (first_time, first_index), (last_time, last_index) = self.progress[0], self.progress[-1]
         fps = (last_index - first_index) / (last_time - first_time) if last_time > first_time else None
-        active = [(a.label, view.clip_end - a.started_at) for a in tracker.active.values()]
-        self.overlays.add(Overlay(view.end_index, tracker.top_k(), active, fps,
+        active = [(label, view.clip_end - started_at) for label, started_at in hop.active.items()]
+        self.overlays.add(Overlay(view.end_index, hop.top_k, active, fps,
                                   (now - view.newest_capture_time) * 1000.0))
 
     def finish(self) -> None:
@@ -202,7 +203,7 @@ class StreamAnnotator(threading.Thread):
                 writer.release()
 
     def _open_writer(self, size: tuple[int, int]) -> cv2.VideoWriter:
-        writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.capture.fps, size)
+        writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.stats().source_fps, size)
         if not writer.isOpened():
             raise RuntimeError(f"OpenCV cannot write {self.video_path}")
         return writer
@@ -286,14 +287,14 @@ class Annotator:
     def frame_tap(self, stream_id: str, index: int, media_time: float, frame: np.ndarray) -> None:
         self.streams[stream_id].offer(index, frame)
 
-    def observe(self, view: View, scores: np.ndarray, tracker: ActionTracker) -> None:
-        self.streams[view.stream_id].record(view, tracker)
+    def observe(self, hop: HopResult) -> None:
+        self.streams[hop.view.stream_id].record(hop)
 
-    def start(self, captures: dict[str, Capture]) -> None:
-        """``captures``: each stream's capture thread (`Pipeline.streams`), which says whether the
-        stream runs offline and, once its source has opened, its frame rate for the video file."""
+    def start(self, stats: Callable[[], dict[str, StreamStats]]) -> None:
+        """``stats``: the pipeline's figures (`Pipeline.stats`), which say whether a stream runs
+        offline and, once its source has opened, its frame rate for the video file."""
         for stream in self.streams.values():
-            stream.capture = captures[stream.stream_id]
+            stream.stats = lambda stream_id=stream.stream_id: stats()[stream_id]
             stream.start()
         if self.window:
             self.window.start()

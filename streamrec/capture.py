@@ -3,23 +3,29 @@
 The thread never waits for inference on a live source: a slow engine means older frames are
 overwritten, not that the camera stalls. Offline files are the exception by design: every
 frame is processed, so the thread waits for room in the buffer and results are deterministic.
-Drops of reconnectable sources are reopened with exponential backoff; every change of state
-is reported through ``on_state`` for the pipeline to publish.
+Drops of reconnectable sources are reopened with exponential backoff.
+
+A capture thread talks to the pipeline in one direction only: it reports through a queue
+(`Opened` once its buffer exists, then every `StateChange`) and signals ``frame_written``
+after each frame; it never reads or writes the pipeline's state. Whether a live stream has
+stalled is the pipeline's judgement, not the capture's.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import queue
 import threading
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Union
 
 import numpy as np
 
 from streamrec.config import ClipConfig, PipelineConfig, ReconnectConfig
 from streamrec.ringbuffer import RingBuffer
-from streamrec.sampling import frames_for_duration
+from streamrec.sampling import frames_for_duration, hop_frames
 from streamrec.sources import FrameSource, SourceUnavailable
 from streamrec.transforms import crop_region, fit_frame
 
@@ -29,12 +35,29 @@ log = logging.getLogger(__name__)
 class StreamState(str, enum.Enum):
     CONNECTING = "connecting"
     LIVE = "live"
-    STALLED = "stalled"
+    STALLED = "stalled"  # set by the pipeline only: live, but no frame for stall_timeout_s
     RECONNECTING = "reconnecting"
     ENDED = "ended"
 
 
-StateCallback = Callable[[str, StreamState, str], None]  # (stream id, new state, detail)
+@dataclass(frozen=True)
+class Opened:
+    """The source opened for the first time: its frame rate, and the buffer its frames go to."""
+
+    stream_id: str
+    fps: float
+    ring: RingBuffer
+
+
+@dataclass(frozen=True)
+class StateChange:
+    stream_id: str
+    state: StreamState
+    detail: str
+    open_error: str | None = None  # with ENDED, when the stream could never be opened: why
+
+
+CaptureReport = Union[Opened, StateChange]
 # Sees every source-resolution RGB frame as read: (stream id, frame index, media time, frame).
 # Must return at once (hand the frame to another thread or drop it): it runs on the capture thread.
 FrameTap = Callable[[str, int, float, np.ndarray], None]
@@ -42,9 +65,9 @@ FrameTap = Callable[[str, int, float, np.ndarray], None]
 
 class Capture(threading.Thread):
     def __init__(self, stream_id: str, source: FrameSource, display: str, clip: ClipConfig,
-                 pipeline: PipelineConfig, reconnect: ReconnectConfig, hop_frames: int,
-                 region: tuple[float, float, float, float] | None,
-                 on_frame: Callable[[], None], on_state: StateCallback, frame_taps: list[FrameTap] = ()):
+                 pipeline: PipelineConfig, reconnect: ReconnectConfig, stream_hop_frames: int | None,
+                 region: tuple[float, float, float, float] | None, reports: queue.SimpleQueue,
+                 frame_written: Callable[[], None], frame_taps: list[FrameTap] = ()):
         super().__init__(name=f"capture-{stream_id}", daemon=True)
         self.stream_id = stream_id
         self.source = source
@@ -52,20 +75,19 @@ class Capture(threading.Thread):
         self.clip = clip
         self.pipeline = pipeline
         self.reconnect = reconnect
-        self.hop_frames = hop_frames
+        self.stream_hop_frames = stream_hop_frames
         self.region = region
         self.offline = not source.live and not pipeline.realtime
-        self.on_frame = on_frame
-        self.on_state = on_state
+        self.reports = reports
+        self.frame_written = frame_written
         self.frame_taps = frame_taps
         self.stop_event = threading.Event()
-        self.ring: RingBuffer | None = None
-        self.fps = pipeline.assumed_fps
-        self.state = StreamState.CONNECTING
-        self.open_error: str | None = None  # why the stream could not be opened at all
+        self.fps = pipeline.assumed_fps  # the source's, once it has opened
+        self._state = StreamState.CONNECTING  # as last reported
+        # Counters, written by this thread only; read by the pipeline for its figures.
         self.frames_captured = 0
         self.frames_dropped = 0  # realtime file playback skipped these to keep pace
-        self.last_frame_time = time.monotonic()
+        self.last_frame_time = time.monotonic()  # of the newest frame, or of the latest (re)open
         self.source_size: tuple[int, int] | None = None  # (width, height) of the latest frame
 
     # ------------------------------------------------------------------ control
@@ -78,21 +100,20 @@ class Capture(threading.Thread):
             self._set_state(StreamState.CONNECTING, self.display)
             if not self._open_with_backoff(first=True):
                 return
-            self._create_ring()
-            self._capture_loop()
+            self._capture_loop(self._create_ring())
         except Exception as exc:  # a bug or an unexpected decoder failure must not kill the process
             log.exception("capture thread of stream %s failed", self.stream_id)
             self._set_state(StreamState.ENDED, f"error: {exc}")
         finally:
             self.source.close()
-            if self.state is not StreamState.ENDED:
+            if self._state is not StreamState.ENDED:
                 self._set_state(StreamState.ENDED, "stopped")
 
     # ------------------------------------------------------------------ internals
 
-    def _set_state(self, state: StreamState, detail: str = "") -> None:
-        self.state = state
-        self.on_state(self.stream_id, state, detail)
+    def _set_state(self, state: StreamState, detail: str = "", open_error: str | None = None) -> None:
+        self._state = state
+        self.reports.put(StateChange(self.stream_id, state, detail, open_error))
 
     def _open_with_backoff(self, first: bool = False) -> bool:
         """Open the source, retrying with exponential backoff where it can come back."""
@@ -108,9 +129,8 @@ class Capture(threading.Thread):
                 retries_left = self.reconnect.max_retries < 0 or failures <= self.reconnect.max_retries
                 if not self.source.reconnectable or not retries_left or (first and exc.permanent):
                     attempts = f" after {failures} attempts" if failures > 1 else ""
-                    if first:
-                        self.open_error = f"stream {self.stream_id}: {exc}{attempts}"
-                    self._set_state(StreamState.ENDED, f"unavailable: {exc}")
+                    never_opened = f"stream {self.stream_id}: {exc}{attempts}" if first else None
+                    self._set_state(StreamState.ENDED, f"unavailable: {exc}", never_opened)
                     return False
                 log.warning("stream %s: %s; retrying in %.1f s", self.stream_id, exc, delay)
                 self._set_state(StreamState.RECONNECTING, f"retry in {delay:.1f} s: {exc}")
@@ -118,16 +138,18 @@ class Capture(threading.Thread):
                 delay = min(delay * self.reconnect.multiplier, self.reconnect.max_delay_s)
         return False
 
-    def _create_ring(self) -> None:
+    def _create_ring(self) -> RingBuffer:
         """Size the buffer once, from the first open's frame rate: clip span + hop + slack."""
         self.fps = self.source.fps or self.pipeline.assumed_fps
-        capacity = frames_for_duration(self.clip, self.fps) + self.hop_frames + self.pipeline.buffer_slack
-        self.ring = RingBuffer(capacity, self.clip.crop_size, self.clip.crop_size)
+        hop = hop_frames(self.pipeline, self.fps, self.stream_hop_frames)
+        capacity = frames_for_duration(self.clip, self.fps) + hop + self.pipeline.buffer_slack
+        ring = RingBuffer(capacity, self.clip.crop_size, self.clip.crop_size)
         log.info("stream %s: %s at %.1f fps, ring buffer %d frames (%.1f MiB)", self.stream_id, self.display,
-                 self.fps, capacity, self.ring.nbytes / 2**20)
+                 self.fps, capacity, ring.nbytes / 2**20)
+        self.reports.put(Opened(self.stream_id, self.fps, ring))
+        return ring
 
-    def _capture_loop(self) -> None:
-        ring = self.ring
+    def _capture_loop(self, ring: RingBuffer) -> None:
         paced = not self.source.live and self.pipeline.realtime
         first_timestamp: float | None = None
         wall_start = time.monotonic()
@@ -167,6 +189,4 @@ class Capture(threading.Thread):
                 tap(self.stream_id, index, timestamp, frame)
             self.frames_captured += 1
             self.last_frame_time = now
-            if self.state is not StreamState.LIVE:
-                self._set_state(StreamState.LIVE, "frames flowing again")
-            self.on_frame()
+            self.frame_written()

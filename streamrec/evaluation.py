@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from streamrec.backends import Engine, EngineWrapper
 from streamrec.errors import StreamrecError
 
 IOU_THRESHOLD = 0.5
@@ -186,25 +187,11 @@ def overall(scores: dict[str, ClassScore]) -> ClassScore:
 # --------------------------------------------------------------------------- running the pipeline
 
 
-class EventCollector:
-    """An event sink that keeps every event in memory, for scoring after the run."""
-
-    def __init__(self):
-        self.events: list[dict[str, Any]] = []
-
-    def write(self, topic: str, payload: str) -> None:
-        self.events.append(json.loads(payload))
-
-    def close(self) -> None:
-        pass
-
-
-class MeanFastInput:
+class MeanFastInput(EngineWrapper):
     """An engine whose Fast pathway sees only mean-colour frames (zero after normalisation): Slow alone."""
 
-    def __init__(self, engine, mean: tuple[float, float, float]):
-        self.engine = engine
-        self.name, self.max_batch, self.parallel_calls = engine.name, engine.max_batch, engine.parallel_calls
+    def __init__(self, engine: Engine, mean: tuple[float, float, float]):
+        super().__init__(engine)
         self.grey = np.round(np.array(mean) * 255).astype(np.uint8)
 
     def infer(self, inputs):
@@ -229,8 +216,8 @@ def run_pipeline(config, videos: list[Path], zero_fast: bool = False) -> dict[Pa
     """Run the real pipeline over the videos (one stream each, batched together); each video's events and hops."""
     from streamrec.backends import create_engine
     from streamrec.config import StreamConfig, load_labels
-    from streamrec.events import EventBus
-    from streamrec.pipeline import Pipeline
+    from streamrec.events import EventBus, MemorySink
+    from streamrec.pipeline import HopResult, Pipeline
 
     if zero_fast and "fast" not in config.clip.input_names:
         raise StreamrecError(f"--zero-fast needs a two-pathway model; {config.model.arch} has one pathway")
@@ -242,15 +229,15 @@ def run_pipeline(config, videos: list[Path], zero_fast: bool = False) -> dict[Pa
     by_stream = {s.id: video for s, video in zip(streams, videos)}
     records = {video: StreamRecord([], []) for video in videos}
 
-    def record_hop(view, scores, tracker) -> None:
-        records[by_stream[view.stream_id]].hops.append(
-            Hop(view.clip_start, view.clip_end, tracker.history[-1].copy()))
+    def record_hop(hop: HopResult) -> None:
+        view = hop.view
+        records[by_stream[view.stream_id]].hops.append(Hop(view.clip_start, view.clip_end, hop.probabilities))
 
-    collector = EventCollector()
+    collector = MemorySink()
     bus = EventBus([collector])
     Pipeline(config, engine, load_labels(config), bus, observers=[record_hop]).run()
     bus.close()
-    for event in collector.events:
+    for event in collector.events():
         if event["stream"] in by_stream:
             records[by_stream[event["stream"]]].events.append(event)
     return records

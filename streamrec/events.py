@@ -8,10 +8,15 @@ filter by prefix (``lobby.`` or ``lobby.action_start``).
 The publisher is an XPUB socket: like PUB it never blocks (a subscriber that falls behind its
 high-water mark loses messages, the pipeline does not wait), and it also sees subscriptions
 arrive, so a run can wait for its first subscriber before starting.
+
+A sink is anything with ``write(event)`` and ``close()`` (the `Sink` protocol): the bus hands
+every sink the same `Event`, its JSON text made once. Adding a destination (a broker, say) is
+one class in one file, given to the bus with the others.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -30,10 +35,39 @@ SCHEMA_VERSION = 1
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One event as every sink receives it."""
+
+    topic: str  # ``<stream>.<type>``: the ZeroMQ topic, for prefix filtering
+    payload: str  # the JSON text, as logged and published
+    fields: dict[str, Any]  # the same event as data (read-only by convention: sinks share it)
+    emitted_at: float  # time.monotonic() when it was emitted
+
+
 class Sink(Protocol):
-    def write(self, topic: str, payload: str) -> None: ...
+    def write(self, event: Event) -> None: ...
 
     def close(self) -> None: ...
+
+
+class MemorySink:
+    """Keeps events in memory (of the given types, or all): for tests, evaluation and benchmarks."""
+
+    def __init__(self, types: set[str] | None = None):
+        self.types = types
+        self.received: list[Event] = []
+
+    def write(self, event: Event) -> None:
+        if self.types is None or event.fields["type"] in self.types:
+            self.received.append(event)
+
+    def events(self, type: str | None = None) -> list[dict[str, Any]]:
+        """The events' fields, in order (of one type, if given)."""
+        return [e.fields for e in self.received if type is None or e.fields["type"] == type]
+
+    def close(self) -> None:
+        pass
 
 
 class EventBus:
@@ -55,9 +89,9 @@ class EventBus:
                 **fields,
             }
             self.seq += 1
-            payload = json.dumps(event, separators=(",", ":"))
+            record = Event(f"{stream}.{type}", json.dumps(event, separators=(",", ":")), event, time.monotonic())
             for sink in self.sinks:
-                sink.write(f"{stream}.{type}", payload)
+                sink.write(record)
         return event
 
     def close(self) -> None:
@@ -91,10 +125,10 @@ class ZmqPublisher:
                                  "tcp://127.0.0.1:5555") from None
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
-    def write(self, topic: str, payload: str) -> None:
+    def write(self, event: Event) -> None:
         self._drain_subscriptions()
         try:
-            self.socket.send_multipart([topic.encode(), payload.encode()], flags=zmq.NOBLOCK)
+            self.socket.send_multipart([event.topic.encode(), event.payload.encode()], flags=zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
 
@@ -158,8 +192,8 @@ class StdoutSink:
     def __init__(self, stream: TextIO = sys.stdout):
         self.stream = stream
 
-    def write(self, topic: str, payload: str) -> None:
-        self.stream.write(payload + "\n")
+    def write(self, event: Event) -> None:
+        self.stream.write(event.payload + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -179,8 +213,8 @@ class JsonlLog:
         except OSError as exc:
             raise StreamrecError(f"cannot write event log {path}: {exc.strerror}; choose a writable --event-log path") from None
 
-    def write(self, topic: str, payload: str) -> None:
-        self.file.write(payload + "\n")
+    def write(self, event: Event) -> None:
+        self.file.write(event.payload + "\n")
         self.file.flush()
         if self.file.tell() >= self.max_bytes:
             self._rotate()

@@ -1,15 +1,21 @@
-"""Prometheus metrics: the figures of the status events, read from the pipeline at scrape time.
+"""Prometheus metrics: the pipeline's own figures (`Pipeline.stats`), rendered at scrape time.
 
-A collector reads the pipeline's own counters when Prometheus asks, so there is no second set
-of books to keep in step. Needs the optional ``prometheus-client`` package.
+The collector keeps no counters of its own: it renders what the pipeline reports when
+Prometheus asks, so there is no second set of books to keep in step. Needs the optional
+``prometheus-client`` package.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from streamrec.capture import StreamState
 from streamrec.errors import StreamrecError
+
+COUNTERS = {  # StreamStats field: help
+    "frames_captured": "Frames read from the source",
+    "frames_dropped": "Frames skipped to keep real-time pace",
+    "hops_served": "Views classified",
+    "hops_skipped": "Hops that passed while the engine was busy",
+}
 
 
 class PipelineCollector:
@@ -19,27 +25,21 @@ class PipelineCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        counters = {
-            "frames_captured": ("Frames read from the source", lambda r: r.capture.frames_captured),
-            "frames_dropped": ("Frames skipped to keep real-time pace", lambda r: r.capture.frames_dropped),
-            "hops_served": ("Views classified", lambda r: r.schedule.views if r.schedule else 0),
-            "hops_skipped": ("Hops that passed while the engine was busy", lambda r: r.schedule.hops_skipped if r.schedule else 0),
-        }
-        for name, (help_text, read) in counters.items():
+        stats = self.pipeline.stats()
+        for name, help_text in COUNTERS.items():
             family = CounterMetricFamily(f"streamrec_{name}", help_text, labels=["stream"])
-            for stream_id, runtime in self.pipeline.streams.items():
-                family.add_metric([stream_id], read(runtime))
+            for stream_id, figures in stats.items():
+                family.add_metric([stream_id], getattr(figures, name))
             yield family
         state = GaugeMetricFamily("streamrec_stream_state", "1 for the stream's current state", labels=["stream", "state"])
         latency = GaugeMetricFamily("streamrec_latency_ms", "Capture-to-event latency over the last 1000 hops",
                                     labels=["stream", "quantile"])
-        for stream_id, runtime in self.pipeline.streams.items():
+        for stream_id, figures in stats.items():
             for value in StreamState:
-                state.add_metric([stream_id, value.value], float(runtime.capture.state is value))
-            recent = np.array(runtime.latencies_ms)
-            for quantile in (0.5, 0.99):
-                if recent.size:
-                    latency.add_metric([stream_id, str(quantile)], float(np.quantile(recent, quantile)))
+                state.add_metric([stream_id, value.value], float(figures.state == value.value))
+            for quantile, figure in (("0.5", figures.latency_ms_p50), ("0.99", figures.latency_ms_p99)):
+                if figure is not None:
+                    latency.add_metric([stream_id, quantile], figure)
         yield state
         yield latency
         yield CounterMetricFamily("streamrec_events", "Events published", value=self.pipeline.bus.seq)

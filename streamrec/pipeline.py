@@ -1,14 +1,16 @@
 """The streaming pipeline: sources → capture threads → ring buffers → scheduler → engine →
 postprocess → events.
 
-One thread (the caller's) owns the scheduler and the event bus; capture threads only write
-frames and report state changes through a queue, so every event is emitted, and numbered, in
-one place. Engine calls run on worker threads so that host work overlaps them: when a call
-ends, the next batch is cut (from the newest frames) and handed to the engine first, and the
-finished batch's results are published while it runs. ``engine.parallel_calls`` batches (one
-by default) are in the engine at a time; at saturation (a full batch due) one more waits in
-the workers' queue, so the engine goes straight on without waiting for this thread. Results
-are published in the order their batches were cut, whichever call ends first.
+Control runs one way. Capture threads write frames into their ring buffers and report what
+happens to them (opened, state changes) through one queue. The `Scheduler` says what is due
+and cuts it; the `EngineDispatcher` owns the engine's slots and every wait. This thread (the
+caller's) runs the loop below, as PySlowFast's demo loop puts tasks and gets results: take
+the captures' reports, watch the streams, get the engine calls that ended (the dispatcher
+keeps the engine fed meanwhile) and publish their results. It alone owns the per-stream
+state and the event bus, so every event is emitted, and numbered, in one place.
+
+What a running pipeline has done is read from `Pipeline.stats`: status events, the Prometheus
+collector and the benchmarks all render those figures.
 """
 
 from __future__ import annotations
@@ -19,54 +21,87 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from streamrec.backends import Engine
-from streamrec.capture import Capture, FrameTap, StreamState
+from streamrec.capture import Capture, CaptureReport, FrameTap, Opened, StreamState
 from streamrec.config import Config, StreamConfig
+from streamrec.dispatcher import EngineCall, EngineDispatcher
 from streamrec.errors import StreamrecError
 from streamrec.events import EventBus
-from streamrec.postprocess import ActionChange, ActionTracker
-from streamrec.sampling import split_pathways
-from streamrec.scheduler import Batch, Scheduler, StreamSchedule, View
+from streamrec.postprocess import ActionChange, ActionThresholds, ActionTracker
+from streamrec.sampling import hop_frames, split_pathways
+from streamrec.scheduler import Scheduler, StreamSchedule, View
 from streamrec.sources import create_source, parse_source
 
 log = logging.getLogger(__name__)
 JOIN_TIMEOUT_S = 3.0  # shutdown never waits longer than this for a capture thread
+LOOK_AROUND_S = 0.1  # the loop looks at reports, stalls and status at least this often
+LATENCY_WINDOW = 1000  # hops the latency percentiles are taken over
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """One stream's running figures, as of the moment `Pipeline.stats` was called."""
+
+    stream: str
+    source: str  # as shown to users: credentials masked
+    state: str  # a `StreamState` value
+    source_fps: float  # the source's frame rate (assumed until it has opened)
+    offline: bool  # a file read as fast as the engine takes it: every hop served
+    frames_captured: int
+    frames_dropped: int  # realtime file playback skipped these to keep pace
+    last_frame_time: float  # monotonic time of the newest frame (or of the latest open)
+    hops_due: int  # views the stream asked for (see `StreamSchedule.hops_due`)
+    hops_served: int  # views classified
+    hops_skipped: int  # hops that passed while the engine was busy
+    latency_ms_p50: float | None  # capture of a clip's newest frame to its results, recent hops
+    latency_ms_p99: float | None
+    error: str | None  # why the stream could not be opened at all
+
+
+@dataclass(frozen=True)
+class HopResult:
+    """What one hop of one stream gave: for hop observers (annotated video, timeline, evaluation)."""
+
+    view: View
+    probabilities: np.ndarray  # this hop's softmax
+    scores: np.ndarray  # smoothed over the last hops: what thresholds and top-k apply to
+    changes: tuple[ActionChange, ...]  # actions started or ended at this hop
+    top_k: list[list]  # [[label, score], ...] of the smoothed scores, best first
+    active: dict[str, float]  # open actions after this hop: label -> start (source seconds)
+    thresholds: ActionThresholds
+
+
+HopObserver = Callable[[HopResult], None]
 
 
 @dataclass
 class StreamRuntime:
-    """Everything the pipeline holds for one stream."""
+    """Everything the pipeline holds for one stream; written by the pipeline's thread only."""
 
     config: StreamConfig
     capture: Capture
     display: str
     tracker: ActionTracker
     schedule: StreamSchedule | None = None  # once the source is open and its frame rate known
+    state: StreamState = StreamState.CONNECTING  # as the capture last reported it
+    stalled_at_frame: int | None = None  # frames captured when it was found stalled; None: not stalled
+    open_error: str | None = None
     ending: bool = False  # the source ended; serve what is left in the buffer, then close
     end_detail: str = ""  # why it ended, published once its last views are served
     closed: bool = False
     last_clip_end: float = 0.0
-    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
-    status_frames: int = 0  # frames_captured at the previous status event, for fps_in
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    status_frames: int = 0  # frames captured at the previous status event, for fps_in
     status_time: float = field(default_factory=time.monotonic)
 
-
-@dataclass
-class EngineCall:
-    """A batch handed to the engine worker, and its logits to come."""
-
-    batch: Batch
-    logits: Future
-
-
-# Called with (view, smoothed scores, tracker) after every hop; used by the annotated-video writer.
-HopObserver = Callable[[View, np.ndarray, ActionTracker], None]
+    @property
+    def shown_state(self) -> StreamState:
+        return StreamState.STALLED if self.stalled_at_frame is not None else self.state
 
 
 class Pipeline:
@@ -79,15 +114,12 @@ class Pipeline:
         self.labels = labels
         self.bus = bus
         self.observers = observers
-        self.stop_event = threading.Event()
         pipe = config.pipeline
         self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
-        self.parallel_calls = engine.parallel_calls
-        self._engine_workers = ThreadPoolExecutor(max_workers=self.parallel_calls, thread_name_prefix="engine")
-        # Oldest first: the calls in the engine, at most one queued behind them, and ended calls not yet published.
-        self._in_flight: deque[EngineCall] = deque()
-        self._call_ended = threading.Event()
-        self._state_changes: queue.SimpleQueue = queue.SimpleQueue()
+        self.dispatcher = EngineDispatcher(engine, self.scheduler)
+        self._reports: queue.SimpleQueue[CaptureReport] = queue.SimpleQueue()
+        self._stopping = False
+        self._stats_lock = threading.Lock()  # latencies are read by `stats` from other threads
         self.streams: dict[str, StreamRuntime] = {}
         for stream in config.streams:
             spec = parse_source(stream.source)
@@ -96,35 +128,33 @@ class Pipeline:
             source = create_source(spec, open_timeout_s=config.reconnect.open_timeout_s,
                                    read_timeout_s=2 * pipe.stall_timeout_s)
             capture = Capture(stream.id, source, spec.display, config.clip, pipe, config.reconnect,
-                              hop_frames=stream.hop_frames or pipe.hop_frames, region=stream.region,
-                              on_frame=self.scheduler.notify,
-                              on_state=self._on_state, frame_taps=frame_taps)
+                              stream_hop_frames=stream.hop_frames, region=stream.region, reports=self._reports,
+                              frame_written=self.dispatcher.frame_written, frame_taps=frame_taps)
             postprocess = config.postprocess
             if stream.thresholds:
                 postprocess = dataclasses.replace(postprocess, thresholds={**postprocess.thresholds, **stream.thresholds})
             self.streams[stream.id] = StreamRuntime(stream, capture, spec.display, ActionTracker(labels, postprocess))
 
-    def _on_state(self, stream_id: str, state: StreamState, detail: str) -> None:
-        self._state_changes.put((stream_id, state, detail))  # from capture threads; published by run()
-
     def stop(self) -> None:
         """Ask a running pipeline to finish (safe from signal handlers and other threads)."""
-        self.stop_event.set()
+        self._stopping = True
+        self.dispatcher.stop()
+
+    def stats(self) -> dict[str, StreamStats]:
+        """Every stream's figures now (safe from any thread)."""
+        return {stream_id: self._stream_stats(runtime) for stream_id, runtime in self.streams.items()}
 
     # ------------------------------------------------------------------ run
 
     def run(self) -> None:
         """Serve every stream until all have ended or `stop` is called; closes open actions."""
         try:
-            self._start()
+            self._warm_up()
+            for runtime in self.streams.values():
+                runtime.capture.start()
             self._serve()
         finally:
             self._shutdown()
-
-    def _start(self) -> None:
-        self._warm_up()
-        for runtime in self.streams.values():
-            runtime.capture.start()
 
     def _warm_up(self) -> None:
         """One inference on blank clips before the cameras start: lazy initialisation (and a
@@ -132,114 +162,27 @@ class Pipeline:
         clip = self.config.clip
         self.engine.infer(split_pathways(clip, np.zeros((1, clip.num_frames, clip.crop_size, clip.crop_size, 3), np.uint8)))
 
-    def _attach_opened_streams(self) -> None:
-        """Schedule each stream once its source is open: only then are its frame rate and buffer known."""
-        for runtime in self.streams.values():
-            capture = runtime.capture
-            if runtime.schedule is None and capture.ring is not None:
-                hop = self._hop_frames(runtime.config, capture.fps)
-                runtime.schedule = StreamSchedule(runtime.config.id, capture.ring, self.config.clip, capture.fps, hop,
-                                                  offline=capture.offline, live_clock=capture.source.live)
-                self.scheduler.add(runtime.schedule)
-
-    def _hop_frames(self, stream: StreamConfig, fps: float) -> int:
-        if stream.hop_frames:
-            return stream.hop_frames
-        if self.config.pipeline.hop_seconds:
-            return max(1, round(self.config.pipeline.hop_seconds * fps))
-        return self.config.pipeline.hop_frames
-
     def _serve(self) -> None:
         next_status = time.monotonic() + self.config.pipeline.status_interval_s
-        while not self.stop_event.is_set():
-            self._publish_state_changes()
-            self._attach_opened_streams()
-            self._detect_stalls()
+        while not self._stopping:
+            self._take_reports()
+            self._watch_for_stalls()
             if time.monotonic() >= next_status:
                 for runtime in self.streams.values():
                     if not runtime.ending:
-                        self._emit_status(runtime, runtime.capture.state.value, "periodic")
+                        self._emit_status(runtime, "periodic")
                 next_status = time.monotonic() + self.config.pipeline.status_interval_s
-            if self._in_flight:
-                self._next_call()
-                continue
-            batch = self._batch_for_a_free_slot(timeout=0.1)
-            if batch:
-                self._submit(batch)
-            else:
+            for call in self.dispatcher.ended_calls(timeout=LOOK_AROUND_S):
+                self._publish(call)
+            if self.dispatcher.idle:
                 self._close_ended_streams()
                 if all(r.closed for r in self.streams.values()):
                     self._raise_if_none_opened()
                     return
 
-    def _submit(self, batch: Batch) -> None:
-        """Hand a batch to the engine worker: it starts at once if the engine is free (this returns
-        once it is under way), else it queues behind the call in the engine."""
-        started = threading.Event()
+    # ------------------------------------------------------------------ results
 
-        def call() -> np.ndarray:
-            started.set()
-            return self.engine.infer(batch.inputs)
-
-        slot_free = self._unfinished_calls() < self.parallel_calls
-        logits = self._engine_workers.submit(call)
-        logits.add_done_callback(self._on_call_end)
-        self._in_flight.append(EngineCall(batch, logits))
-        if slot_free:
-            # Hold back until the worker is in the engine: otherwise this thread's Python work (it
-            # holds the GIL) would run first and delay the call instead of overlapping it.
-            started.wait()
-
-    def _on_call_end(self, _: Future) -> None:
-        """On the worker thread: wake this pipeline's thread wherever it waits."""
-        self._call_ended.set()
-        self.scheduler.notify()
-
-    def _unfinished_calls(self) -> int:
-        return sum(not call.logits.done() for call in self._in_flight)
-
-    def _next_call(self) -> None:
-        """Wait for a call in flight to end (or, while the engine has a free slot, for views to fall
-        due and start there), keep the engine fed, then publish the calls that ended, oldest first,
-        while the next ones run."""
-        self._call_ended.clear()  # before looking: a call that ends after this wakes the waits below
-        unfinished = [call.logits for call in self._in_flight if not call.logits.done()]
-        if len(unfinished) >= self.parallel_calls:
-            wait(unfinished, return_when=FIRST_COMPLETED)
-        elif unfinished:
-            batch = self._batch_for_a_free_slot(timeout=0.1, give_up=self._call_ended)
-            if batch:
-                self._submit(batch)
-        self._feed_engine()
-        while self._in_flight and self._in_flight[0].logits.done():
-            self._publish_results(self._in_flight.popleft())
-
-    def _batch_for_a_free_slot(self, timeout: float, give_up: threading.Event | None = None) -> Batch | None:
-        """The next batch for one free engine slot. With several slots free, what is due is shared
-        out between them and not held back to fill a batch: two calls of one view each, side by
-        side, end sooner than one call of both. (Stacking them put 5-15% of hops at half load in
-        calls of two or three views, and those set the p99.)"""
-        free = self.parallel_calls - self._unfinished_calls()
-        if free < 2:
-            return self.scheduler.next_batch(timeout, give_up)
-        share = max(1, -(-self.scheduler.views_due() // free))  # rounded up
-        return self.scheduler.next_batch(timeout, give_up, max_views=share)
-
-    def _feed_engine(self) -> None:
-        """Start a batch of what is due in each free engine slot; and while every slot is busy,
-        queue a full batch behind them when one is due (saturation), so the engine goes straight on
-        to it instead of waiting for this thread to wake up and cut the views."""
-        while self._unfinished_calls() < self.parallel_calls:
-            batch = self._batch_for_a_free_slot(timeout=0.0)
-            if not batch:
-                return
-            self._submit(batch)
-        if self._unfinished_calls() == self.parallel_calls and self.scheduler.full_batch_due():
-            batch = self.scheduler.next_batch(timeout=0.0)
-            if batch:
-                self._submit(batch)
-
-    def _publish_results(self, call: EngineCall) -> None:
+    def _publish(self, call: EngineCall) -> None:
         views = call.batch.views
         try:
             logits = call.logits.result()
@@ -247,25 +190,29 @@ class Pipeline:
             ids = ", ".join(v.stream_id for v in views)
             log.exception("engine failed on a batch of %d views (streams %s); batch dropped", len(views), ids)
             return
-        finally:
-            self.scheduler.release(call.batch)  # the call is over: its arrays can take new views
         for view, row in zip(views, logits):
             runtime = self.streams[view.stream_id]
-            changes = runtime.tracker.update(row, view.clip_end)
+            tracker = runtime.tracker
+            changes = tracker.update(row, view.clip_end)
             runtime.last_clip_end = view.clip_end
             latency_ms = (time.monotonic() - view.newest_capture_time) * 1000.0
-            runtime.latencies_ms.append(latency_ms)
+            with self._stats_lock:
+                runtime.latencies_ms.append(latency_ms)
             common = {"clip_start": round(view.clip_start, 3), "clip_end": round(view.clip_end, 3),
                       "latency_ms": round(latency_ms, 1)}
+            top_k = tracker.top_k()
             for change in changes:
-                self._emit_action(runtime, change, common)
+                self._emit_action(runtime, change, common, top_k)
             if self.config.events.predictions:
-                self.bus.emit("prediction", view.stream_id, topk=runtime.tracker.top_k(), **common)
-            for observer in self.observers:
-                observer(view, runtime.tracker.scores, runtime.tracker)
+                self.bus.emit("prediction", view.stream_id, topk=top_k, **common)
+            if self.observers:
+                hop = HopResult(view, tracker.probabilities, tracker.scores, tuple(changes), top_k,
+                                tracker.active_since(), tracker.thresholds)
+                for observer in self.observers:
+                    observer(hop)
 
-    def _emit_action(self, runtime: StreamRuntime, change: ActionChange, common: dict) -> None:
-        fields = {"label": change.label, "score": round(change.score, 4), "topk": runtime.tracker.top_k(), **common}
+    def _emit_action(self, runtime: StreamRuntime, change: ActionChange, common: dict, top_k: list[list]) -> None:
+        fields = {"label": change.label, "score": round(change.score, 4), "topk": top_k, **common}
         if change.type == "action_end":
             fields["started_at"] = round(change.started_at, 3)
             fields["duration_s"] = round(common["clip_end"] - change.started_at, 3)
@@ -273,33 +220,52 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stream state
 
-    def _publish_state_changes(self) -> None:
+    def _take_reports(self) -> None:
+        """Apply what the capture threads reported, in the order they did."""
         while True:
             try:
-                stream_id, state, detail = self._state_changes.get_nowait()
+                report = self._reports.get_nowait()
             except queue.Empty:
                 return
-            runtime = self.streams[stream_id]
-            if state is StreamState.ENDED:
-                runtime.ending, runtime.end_detail = True, detail  # published by _close_stream
+            runtime = self.streams[report.stream_id]
+            if isinstance(report, Opened):
+                self._schedule(runtime, report)
+                continue
+            runtime.state, runtime.stalled_at_frame = report.state, None
+            if report.open_error:
+                runtime.open_error = report.open_error
+            if report.state is StreamState.ENDED:
+                runtime.ending, runtime.end_detail = True, report.detail  # published by _close_stream
             else:
-                self._emit_status(runtime, state.value, detail)
+                self._emit_status(runtime, report.detail)
 
-    def _detect_stalls(self) -> None:
-        """A live source that stops delivering without closing is reported; its read timeout reopens it."""
-        now = time.monotonic()
+    def _schedule(self, runtime: StreamRuntime, opened: Opened) -> None:
+        """Schedule a stream once its source is open: only then are its frame rate and buffer known."""
+        capture = runtime.capture
+        hop = hop_frames(self.config.pipeline, opened.fps, runtime.config.hop_frames)
+        runtime.schedule = StreamSchedule(runtime.config.id, opened.ring, self.config.clip, opened.fps, hop,
+                                          offline=capture.offline, live_clock=capture.source.live)
+        self.scheduler.add(runtime.schedule)
+
+    def _watch_for_stalls(self) -> None:
+        """A live source that stops delivering without closing is reported stalled (its read
+        timeout then reopens it); the next frame it delivers makes it live again."""
+        now, timeout = time.monotonic(), self.config.pipeline.stall_timeout_s
         for runtime in self.streams.values():
             capture = runtime.capture
-            if (capture.state is StreamState.LIVE and capture.source.live
-                    and now - capture.last_frame_time > self.config.pipeline.stall_timeout_s):
-                capture.state = StreamState.STALLED
-                self._emit_status(runtime, StreamState.STALLED.value,
-                                  f"no frame for {now - capture.last_frame_time:.1f} s")
+            if runtime.stalled_at_frame is not None:
+                if capture.frames_captured > runtime.stalled_at_frame:
+                    runtime.stalled_at_frame = None
+                    self._emit_status(runtime, "frames flowing again")
+            elif (runtime.state is StreamState.LIVE and capture.source.live
+                  and now - capture.last_frame_time > timeout):
+                runtime.stalled_at_frame = capture.frames_captured
+                self._emit_status(runtime, f"no frame for {now - capture.last_frame_time:.1f} s")
 
     def _raise_if_none_opened(self) -> None:
         """If no stream could be opened at all, the run failed: say why (one stream that cannot be
         opened among others that can is only reported, in its status events and the log)."""
-        errors = [r.capture.open_error for r in self.streams.values()]
+        errors = [r.open_error for r in self.streams.values()]
         if all(errors):
             raise StreamrecError("; ".join(errors))
 
@@ -310,46 +276,63 @@ class Pipeline:
 
     def _close_stream(self, runtime: StreamRuntime) -> None:
         runtime.closed = True
-        if runtime.capture.open_error and any(r.schedule for r in self.streams.values()):
-            log.error("%s; the other streams go on", runtime.capture.open_error)
+        if runtime.open_error and any(r.schedule for r in self.streams.values()):
+            log.error("%s; the other streams go on", runtime.open_error)
         if runtime.schedule:
             self.scheduler.remove(runtime.config.id)
         common = {"clip_start": round(runtime.last_clip_end, 3), "clip_end": round(runtime.last_clip_end, 3),
                   "latency_ms": 0.0}
-        for change in runtime.tracker.close():
-            self._emit_action(runtime, change, common)
-        self._emit_status(runtime, StreamState.ENDED.value, runtime.end_detail or "stopped")
+        changes = runtime.tracker.close()
+        top_k = runtime.tracker.top_k()
+        for change in changes:
+            self._emit_action(runtime, change, common, top_k)
+        runtime.state, runtime.stalled_at_frame = StreamState.ENDED, None
+        self._emit_status(runtime, runtime.end_detail or "stopped")
 
-    def _emit_status(self, runtime: StreamRuntime, state: str, detail: str) -> None:
-        capture, now = runtime.capture, time.monotonic()
-        elapsed = max(now - runtime.status_time, 1e-6)
-        fps_in = (capture.frames_captured - runtime.status_frames) / elapsed
-        runtime.status_frames, runtime.status_time = capture.frames_captured, now
-        latencies = np.array(runtime.latencies_ms) if runtime.latencies_ms else None
-        schedule = runtime.schedule
-        self.bus.emit(
-            "status", runtime.config.id,
-            state=state, detail=detail, source=runtime.display,
-            fps_in=round(fps_in, 2),
-            frames_captured=capture.frames_captured, frames_dropped=capture.frames_dropped,
+    # ------------------------------------------------------------------ figures
+
+    def _stream_stats(self, runtime: StreamRuntime) -> StreamStats:
+        capture, schedule = runtime.capture, runtime.schedule
+        frames = capture.frames_captured
+        with self._stats_lock:
+            recent = np.array(runtime.latencies_ms) if runtime.latencies_ms else None
+        return StreamStats(
+            stream=runtime.config.id, source=runtime.display, state=runtime.shown_state.value,
+            source_fps=capture.fps, offline=capture.offline,
+            frames_captured=frames, frames_dropped=capture.frames_dropped, last_frame_time=capture.last_frame_time,
+            hops_due=schedule.hops_due(frames) if schedule else 0,
             hops_served=schedule.views if schedule else 0,
             hops_skipped=schedule.hops_skipped if schedule else 0,
-            latency_ms_p50=round(float(np.percentile(latencies, 50)), 1) if latencies is not None else None,
-            latency_ms_p99=round(float(np.percentile(latencies, 99)), 1) if latencies is not None else None,
+            latency_ms_p50=float(np.percentile(recent, 50)) if recent is not None else None,
+            latency_ms_p99=float(np.percentile(recent, 99)) if recent is not None else None,
+            error=runtime.open_error,
+        )
+
+    def _emit_status(self, runtime: StreamRuntime, detail: str) -> None:
+        stats, now = self._stream_stats(runtime), time.monotonic()
+        fps_in = (stats.frames_captured - runtime.status_frames) / max(now - runtime.status_time, 1e-6)
+        runtime.status_frames, runtime.status_time = stats.frames_captured, now
+        self.bus.emit(
+            "status", stats.stream,
+            state=stats.state, detail=detail, source=stats.source,
+            fps_in=round(fps_in, 2),
+            frames_captured=stats.frames_captured, frames_dropped=stats.frames_dropped,
+            hops_served=stats.hops_served, hops_skipped=stats.hops_skipped,
+            latency_ms_p50=round(stats.latency_ms_p50, 1) if stats.latency_ms_p50 is not None else None,
+            latency_ms_p99=round(stats.latency_ms_p99, 1) if stats.latency_ms_p99 is not None else None,
         )
 
     # ------------------------------------------------------------------ shutdown
 
     def _shutdown(self) -> None:
-        while self._in_flight:  # their views were cut: their events are owed
-            self._publish_results(self._in_flight.popleft())
-        self._engine_workers.shutdown()
+        for call in self.dispatcher.drain():  # their views were cut: their events are owed
+            self._publish(call)
         for runtime in self.streams.values():
             runtime.capture.stop()
         for runtime in self.streams.values():
             if runtime.capture.is_alive():
                 runtime.capture.join(JOIN_TIMEOUT_S)
-        self._publish_state_changes()
+        self._take_reports()
         for runtime in self.streams.values():
             if not runtime.closed:
                 self._close_stream(runtime)

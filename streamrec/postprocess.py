@@ -23,6 +23,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+@dataclass(frozen=True)
+class ActionThresholds:
+    """One stream's per-class thresholds, as its tracker applies them (read-only)."""
+
+    labels: tuple[str, ...]
+    enter: np.ndarray
+    exit: np.ndarray
+    trackable: np.ndarray  # False for background labels, which never start an action
+
+
 @dataclass
 class ActiveAction:
     label: str
@@ -54,13 +64,16 @@ class ActionTracker:
             self.enter[labels.index(name)] = threshold.enter
             self.exit[labels.index(name)] = threshold.exit
         self.trackable = np.array([name not in config.background_labels for name in labels])
+        self.thresholds = ActionThresholds(tuple(labels), self.enter, self.exit, self.trackable)
         self.history: deque[np.ndarray] = deque(maxlen=config.smoothing_hops)
         self.active: dict[int, ActiveAction] = {}
         self.scores = np.zeros(len(labels))  # the latest smoothed scores
+        self.probabilities = np.zeros(len(labels))  # the latest hop's own scores, before smoothing
 
     def update(self, logits: np.ndarray, time: float) -> list[ActionChange]:
         """Feed one hop's logits (its clip ending at ``time`` source seconds); returns starts and ends."""
-        self.history.append(softmax(logits.astype(np.float64)))
+        self.probabilities = softmax(logits.astype(np.float64))
+        self.history.append(self.probabilities)
         self.scores = np.mean(self.history, axis=0)
         changes = []
         for index in list(self.active):
@@ -82,6 +95,10 @@ class ActionTracker:
                    for i, a in self.active.items()]
         self.active.clear()
         return changes
+
+    def active_since(self) -> dict[str, float]:
+        """Each open action's label and start (source seconds)."""
+        return {action.label: action.started_at for action in self.active.values()}
 
     def top_k(self) -> list[list]:
         """``[[label, score], ...]`` of the current smoothed scores, best first."""

@@ -1,11 +1,15 @@
 """Every hop, take the newest clip of each stream and batch the clips of several streams.
 
 Per stream, a `StreamSchedule` knows when the next view is due and which frames it takes
-(PySlowFast's sampling, by index at the training frame rate, by timestamp otherwise). The
-`Scheduler` gathers due views across streams, round-robin so that no stream starves, into
-one batch for the engine, each view cut straight into its row of pooled batch arrays (one
-copy of its frames, none to stack them). A partial batch waits (at most ``max_wait_ms``) only for streams
-whose next view is expected within that time, so a lone view is not held back for nothing.
+(`sampling.clip_indices`: PySlowFast's sampling, by index at the training frame rate, by
+timestamp otherwise). The `Scheduler` says how many views are due and cuts them, round-robin
+so that no stream starves, each view straight into its row of pooled batch arrays (one copy
+of its frames, none to stack them).
+
+The scheduler never waits and owns no thread: it answers questions about the buffers at the
+moment it is asked, with an injected clock. When to ask, and how long a partial batch may be
+held for more views (`fill_deadline`), is decided by the one caller that waits, the engine
+dispatcher.
 
 Back-pressure is built in: views are cut only when the engine takes a batch, so a stream
 whose hops passed while the engine was busy gets one view of its newest frames, never a
@@ -21,17 +25,17 @@ waits for all the others' engine calls.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from streamrec.config import ClipConfig
 from streamrec.ringbuffer import FramesGone, RingBuffer
-from streamrec.sampling import fast_offsets, frames_for_duration, indices_by_time, slow_positions, split_pathways
+from streamrec.sampling import clip_indices, clip_window, slow_positions, split_pathways
 
-FPS_TOLERANCE = 0.01  # within 1% of the training rate, frames are picked by index
+Clock = Callable[[], float]  # monotonic seconds, the clock capture times are stamped with
 
 
 @dataclass
@@ -48,6 +52,8 @@ class View:
 
 
 class StreamSchedule:
+    """When one stream's next view is due, and cutting it from the stream's ring buffer."""
+
     def __init__(self, stream_id: str, ring: RingBuffer, clip: ClipConfig, fps: float, hop_frames: int,
                  offline: bool, live_clock: bool):
         self.stream_id = stream_id
@@ -57,13 +63,10 @@ class StreamSchedule:
         self.hop = hop_frames
         self.offline = offline
         self.live_clock = live_clock  # sample by capture time (cameras) rather than source timestamps
-        self.by_index = abs(fps - clip.train_fps) <= FPS_TOLERANCE * clip.train_fps
-        # Frames one view spans: exact by index; by time, the frames covering the clip's seconds.
-        self.window = clip.span if self.by_index else frames_for_duration(clip, fps) + 1
-        self.window = min(self.window, ring.capacity - 1)
+        self.window = min(clip_window(clip, fps), ring.capacity - 1)  # source frames one view spans
         self.phase = 0  # frames the first view waits beyond a full window (see `Scheduler.add`)
         self.next_end = self.window - 1  # the first view needs a full window
-        self.origin: float | None = None  # live clock of the stream's first frame
+        self.origin: float | None = None  # clock of the stream's first frame, for clip times
         self.views = 0
         self.hops_skipped = 0
 
@@ -75,6 +78,13 @@ class StreamSchedule:
     def due(self) -> bool:
         return self.ring.head - 1 >= self.next_end
 
+    def hops_due(self, frames: int) -> int:
+        """Views this stream asked for by its ``frames``-th frame: one when its first full window
+        (and stagger) arrived, then one every hop. Counted from frames, not from skips: a view cut
+        a few frames late shifts nothing on the grid, so skips alone understate what was missed."""
+        first = self.window + self.phase
+        return (frames - first) // self.hop + 1 if frames >= first else 0
+
     def expected_due_time(self) -> float:
         """When the next view should fall due (monotonic seconds), from the newest frame's capture
         time and the frame rate; in the past if the stream is late or stalled."""
@@ -83,7 +93,7 @@ class StreamSchedule:
             return -math.inf
         try:
             capture_times, _ = self.ring.read_times(np.array([newest]))
-        except FramesGone:  # a whole buffer was written since `head` was read: this thread is far behind
+        except FramesGone:  # a whole buffer was written since `head` was read: the reader is far behind
             return -math.inf
         return float(capture_times[0]) + (self.next_end - newest) / self.fps
 
@@ -118,13 +128,7 @@ class StreamSchedule:
         return view
 
     def _cut(self, end: int, skipped: int, out: dict[str, np.ndarray] | None) -> View:
-        start = end - self.window + 1
-        if self.by_index:
-            indices = start + fast_offsets(self.clip)
-        else:
-            candidates = np.arange(max(start, self.ring.oldest_readable()), end + 1)
-            times = self._clock(candidates)
-            indices = candidates[indices_by_time(self.clip, times, times[-1])]
+        indices = clip_indices(self.clip, self.fps, end, end - self.window + 1, self._clock)
         out = out or {}
         frames = self.ring.read(indices, out=out.get("fast" if self.clip.alpha else "frames"))
         times = frames.capture_times if self.live_clock else frames.media_times
@@ -157,18 +161,20 @@ class Batch:
 
 
 class Scheduler:
-    """Gathers due views across streams into batches for one shared engine."""
+    """What is due across streams, and cutting it into batches for one shared engine.
 
-    def __init__(self, max_batch: int, max_wait_s: float):
+    Non-blocking: `due`, `fill_deadline` and `cut` look at the ring buffers as they are now.
+    Called from one thread (the dispatcher's caller); capture threads only write the buffers.
+    """
+
+    def __init__(self, max_batch: int, max_wait_s: float, clock: Clock = time.monotonic):
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.clock = clock
         self.schedules: list[StreamSchedule] = []
         self._next = 0  # round-robin start, so the first streams do not always win a full batch
-        self._frames_arrived = threading.Event()
-        # Batch arrays: the ones the next batch is being cut into, and released ones to reuse (fresh
-        # arrays of this size cost more in page faults than the cut itself: 0.44 against 0.08 ms a
-        # view for the tiny model, timed once on the dev machine).
-        self._filling: dict[str, np.ndarray] | None = None
+        self._held_since: float | None = None  # when views due were first held back to fill a batch
+        # Released batch arrays, reused: fresh arrays of this size cost more in page faults than the cut.
         self._spare: list[dict[str, np.ndarray]] = []
 
     def add(self, schedule: StreamSchedule) -> None:
@@ -181,79 +187,65 @@ class Scheduler:
     def remove(self, stream_id: str) -> None:
         self.schedules = [s for s in self.schedules if s.stream_id != stream_id]
 
-    def notify(self) -> None:
-        """Called by capture threads after each frame, and by the pipeline when an engine call ends."""
-        self._frames_arrived.set()
-
-    def views_due(self) -> int:
+    def due(self) -> int:
         """How many streams have a view due now."""
         return sum(schedule.due() for schedule in self.schedules)
 
-    def full_batch_due(self) -> bool:
-        """At least ``max_batch`` streams have a view due now."""
-        return self.views_due() >= self.max_batch
+    def fill_deadline(self, now: float | None = None) -> float | None:
+        """Until when the views due now are worth holding back for more streams' views, for a
+        fuller batch; None when they should be cut now.
 
-    def next_batch(self, timeout: float, give_up: threading.Event | None = None,
-                   max_views: int | None = None) -> Batch | None:
-        """Up to ``max_batch`` views, or None if none became due within ``timeout``.
-
-        Waiting, for a first view or for the batch to fill, ends early once ``give_up`` is set
-        (and `notify` called): the pipeline's sign that an engine call ended and needs it.
-        ``max_views`` caps the batch lower, and then it is not held to fill: the pipeline's share
-        of what is due for one of several free engine slots, the others taking the views after.
+        They are held at most ``max_wait_s`` from the first time they were found due (and held),
+        and only while some stream without a due view is expected to fall due by then (an
+        offline file always may: it is read as fast as the engine takes it). Cutting resets it.
         """
-        cap = min(self.max_batch, max_views or self.max_batch)
-        deadline = time.monotonic() + timeout
-        views = self._collect([], cap)
-        while not views and self._wait_until(deadline, give_up):
-            views = self._collect(views, cap)
-        fill_deadline = min(deadline, time.monotonic() + self.max_wait_s)
-        while (views and max_views is None and len(views) < cap and self._coming(views, fill_deadline)
-               and self._wait_until(fill_deadline, give_up)):
-            views = self._collect(views, cap)
-        if not views:
+        now = self.clock() if now is None else now
+        due = self.due()
+        if due == 0:
+            self._held_since = None
             return None
-        arrays, self._filling = self._filling, None
+        if self._held_since is None:
+            self._held_since = now
+        deadline = self._held_since + self.max_wait_s
+        if due >= self.max_batch or now >= deadline or not self._coming(deadline, now):
+            return None
+        return deadline
+
+    def cut(self, max_views: int | None = None) -> Batch | None:
+        """Up to ``max_views`` (at most ``max_batch``) of the views due now, round-robin across
+        streams, cut into pooled batch arrays; None when none is due."""
+        cap = min(self.max_batch, max_views or self.max_batch)
+        self._held_since = None
+        views: list[View] = []
+        arrays: dict[str, np.ndarray] | None = None
+        count = len(self.schedules)
+        for offset in range(count):
+            if len(views) >= cap:
+                break
+            schedule = self.schedules[(self._next + offset) % count]
+            if not schedule.due():
+                continue
+            if arrays is None:
+                arrays = self._arrays_for(schedule.input_shapes())
+            view = schedule.take(out={name: array[len(views)] for name, array in arrays.items()})
+            if view is not None:
+                views.append(view)
+        if count:
+            self._next = (self._next + 1) % count
+        if not views:
+            if arrays is not None:
+                self._spare.append(arrays)
+            return None
         return Batch(views, {name: array[:len(views)] for name, array in arrays.items()}, arrays)
 
     def release(self, batch: Batch) -> None:
         """The engine is done with ``batch``: its arrays take the next batches' views."""
         self._spare.append(batch.arrays)
 
-    def _wait_until(self, deadline: float, give_up: threading.Event | None) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or give_up is not None and give_up.is_set():
-            return False
-        self._frames_arrived.wait(remaining)
-        self._frames_arrived.clear()
-        return give_up is None or not give_up.is_set()
-
-    def _coming(self, views: list[View], deadline: float) -> bool:
-        """Some stream without a view in this batch should fall due by ``deadline`` (offline files
-        always may: they are read as fast as the engine takes them, and are not latency-bound)."""
-        taken = {v.stream_id for v in views}
-        now = time.monotonic()
+    def _coming(self, deadline: float, now: float) -> bool:
+        """Some stream without a view due now should fall due by ``deadline``."""
         return any(s.offline or now - 1.0 / s.fps <= s.expected_due_time() <= deadline
-                   for s in self.schedules if s.stream_id not in taken)
-
-    def _collect(self, views: list[View], cap: int) -> list[View]:
-        taken = {v.stream_id for v in views}
-        count = len(self.schedules)
-        for offset in range(count):
-            if len(views) >= cap:
-                break
-            schedule = self.schedules[(self._next + offset) % count]
-            if schedule.stream_id in taken or not schedule.due():
-                continue
-            if self._filling is None:
-                self._filling = self._arrays_for(schedule.input_shapes())
-            view = schedule.take(out={name: array[len(views)] for name, array in self._filling.items()})
-            if view is not None:
-                views.append(view)
-                taken.add(schedule.stream_id)
-        if count:
-            self._next = (self._next + 1) % count
-        return views
+                   for s in self.schedules if not s.due())
 
     def _arrays_for(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
         """Batch arrays for views of these shapes: released ones if there are, else new ones."""

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from streamrec.errors import StreamrecError
 from streamrec.evaluation import Segment
-from streamrec.postprocess import ActionTracker
-from streamrec.scheduler import View
+
+if TYPE_CHECKING:  # the pipeline (and its engines) is imported only by the command that runs it
+    from streamrec.pipeline import HopResult
 
 MAX_CLASSES = 10  # beyond this many classes, plot those that mattered (detected, true, or highest peak)
 DETECTED_BAND = (-0.10, -0.03)  # y range of the strip of detected segments under the scores
@@ -52,14 +53,15 @@ class TimelineRecorder:
     def __init__(self):
         self.streams: dict[str, StreamRecording] = {}
 
-    def observe(self, view: View, scores: np.ndarray, tracker: ActionTracker) -> None:
+    def observe(self, hop: HopResult) -> None:
+        view, thresholds = hop.view, hop.thresholds
         recording = self.streams.get(view.stream_id)
         if recording is None:
             recording = self.streams[view.stream_id] = StreamRecording(
-                list(tracker.labels), tracker.enter.copy(), tracker.exit.copy(), tracker.trackable.copy())
+                list(thresholds.labels), thresholds.enter.copy(), thresholds.exit.copy(), thresholds.trackable.copy())
         recording.times.append(view.clip_end)
-        recording.scores.append(np.array(scores, dtype=np.float64))
-        active = {a.label: a.started_at for a in tracker.active.values()}
+        recording.scores.append(np.array(hop.scores, dtype=np.float64))
+        active = dict(hop.active)
         for label, start in recording.open.items():
             if active.get(label) != start:  # ended at this hop
                 recording.ended.append(Segment(start, view.clip_end, label))

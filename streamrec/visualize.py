@@ -66,7 +66,7 @@ class Visuals:
 
     def start(self, pipeline: Pipeline) -> None:
         if self.annotator:
-            self.annotator.start({stream_id: runtime.capture for stream_id, runtime in pipeline.streams.items()})
+            self.annotator.start(pipeline.stats)
 
     def stop(self) -> None:
         """Finish the annotated videos (after `Pipeline.run` has returned or failed)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.bench.pipeline import engine_speed_drift, hops_due, latency_breakdown, search_max_streams
+from streamrec.bench.pipeline import engine_speed_drift, latency_breakdown, search_max_streams
 from streamrec.bench.report import update_markdown
 from conftest import run_cli
 
@@ -159,13 +159,6 @@ def test_markdown_sections_are_replaced_by_key_and_others_kept(tmp_path):
     text = path.read_text()
     assert "new figures" in text and "old figures" not in text and "kept" in text
     assert text.count("<!-- bench:engine:tiny:cpu -->") == 1
-
-
-def test_hops_due_counts_from_the_first_full_window():
-    assert hops_due(frames=31, window=32, hop=8) == 0
-    assert hops_due(frames=32, window=32, hop=8) == 1
-    assert hops_due(frames=47, window=32, hop=8) == 2
-    assert hops_due(frames=48, window=32, hop=8) == 3
 
 
 def test_latency_is_split_at_the_engine_call_that_computed_each_hop():

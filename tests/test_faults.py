@@ -14,11 +14,10 @@ import pytest
 import zmq
 
 from conftest import REPO, cli, run_cli, write_video
-from streamrec.backends import create_engine
+from streamrec.backends import EngineWrapper, create_engine
 from streamrec.config import StreamConfig, load_config, load_labels
-from streamrec.events import EventBus, JsonlLog
+from streamrec.events import EventBus, JsonlLog, MemorySink
 from streamrec.pipeline import Pipeline
-from test_pipeline import ListSink
 from test_rtsp import RECONNECT_FAST, read_events, wait_for
 
 
@@ -116,12 +115,14 @@ def test_resolution_change_inside_a_file_and_truncated_files_end_cleanly(tmp_pat
     assert "stream broken: cannot decode video file" in result.stderr
 
 
-class FailingOnce:
+class FailingOnce(EngineWrapper):
     """An engine that raises on its second batch: a fault injected around the real engine."""
 
+    name = "failing-once"
+
     def __init__(self, engine):
-        self.engine, self.name, self.max_batch, self.calls = engine, "failing-once", engine.max_batch, 0
-        self.parallel_calls = engine.parallel_calls
+        super().__init__(engine)
+        self.calls = 0
 
     def infer(self, inputs):
         self.calls += 1
@@ -133,10 +134,10 @@ class FailingOnce:
 def test_engine_exception_drops_one_batch_and_the_pipeline_goes_on(video_file, caplog):
     config = load_config("slowfast_tiny", ["events.predictions=true"])
     config = config.replace(streams=(StreamConfig(id="door", source=str(video_file)),))
-    sink = ListSink()
+    sink = MemorySink()
     with caplog.at_level(logging.ERROR):
         Pipeline(config, FailingOnce(create_engine(config)), load_labels(config), EventBus([sink])).run()
-    served = [e for _, e in sink.events if e["type"] == "prediction"]
+    served = sink.events("prediction")
     assert len(served) == 12 - 1  # one of the 12 hops was lost with its batch, the rest served
     assert any("engine failed" in r.message and "door" in r.message for r in caplog.records)
 

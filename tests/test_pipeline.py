@@ -12,9 +12,9 @@ import pytest
 import zmq
 
 from conftest import REPO, cli, run_cli
-from streamrec.backends import create_engine
+from streamrec.backends import EngineWrapper, create_engine
 from streamrec.config import StreamConfig, load_config, load_labels
-from streamrec.events import EventBus
+from streamrec.events import EventBus, MemorySink
 from streamrec.pipeline import Pipeline
 
 # Thresholds low enough that the untrained-or-trained tiny model starts and ends actions on any clip.
@@ -22,23 +22,12 @@ EAGER = ["--set", "postprocess.enter_threshold=0.1", "--set", "postprocess.exit_
          "--set", "postprocess.background_labels=[]"]
 
 
-class ListSink:
-    def __init__(self):
-        self.events = []
-
-    def write(self, topic, payload):
-        self.events.append((topic, json.loads(payload)))
-
-    def close(self):
-        pass
-
-
 def run_pipeline(video, engine=None, *overrides):
     config = load_config("slowfast_tiny", ["events.predictions=true", *overrides])
     config = config.replace(streams=(StreamConfig(id="file", source=str(video)),))
-    sink = ListSink()
+    sink = MemorySink()
     Pipeline(config, engine or create_engine(config), load_labels(config), EventBus([sink])).run()
-    return [event for _, event in sink.events]
+    return sink.events()
 
 
 def test_offline_file_run_serves_every_hop_deterministically(video_file):
@@ -167,12 +156,11 @@ def test_a_streamrec_checkpoint_brings_its_own_config(tmp_path, video_file):
     assert predictions and all(len(p["topk"]) == 2 for p in predictions)  # the saved postprocess.top_k
 
 
-class TimedEngine:
+class TimedEngine(EngineWrapper):
     """The real engine, noting when each call ran."""
 
     def __init__(self, engine):
-        self.engine, self.name, self.max_batch = engine, engine.name, engine.max_batch
-        self.parallel_calls = engine.parallel_calls
+        super().__init__(engine)
         self.calls = []
 
     def infer(self, inputs):
@@ -182,19 +170,13 @@ class TimedEngine:
         return logits
 
 
-class TimedSink(ListSink):
-    def write(self, topic, payload):
-        super().write(topic, payload)
-        self.events[-1][1]["published_at"] = time.monotonic()
-
-
 def test_results_are_published_while_the_next_batch_runs(video_file):
     """Host work overlaps the engine: a batch's events go out while the following batch is in the engine."""
     config = load_config("slowfast_tiny", ["events.predictions=true", "pipeline.hop_frames=8"])
     config = config.replace(streams=tuple(StreamConfig(id=f"file{i}", source=str(video_file)) for i in range(3)))
-    engine, sink = TimedEngine(create_engine(config)), TimedSink()
+    engine, sink = TimedEngine(create_engine(config)), MemorySink({"prediction"})
     Pipeline(config, engine, load_labels(config), EventBus([sink])).run()
-    predictions = [event for _, event in sink.events if event["type"] == "prediction"]
+    predictions = [{**event.fields, "published_at": event.emitted_at} for event in sink.received]
     assert len(predictions) == 3 * 12  # every hop of every file served
     for stream in ("file0", "file1", "file2"):
         ends = [p["clip_end"] for p in predictions if p["stream"] == stream]
@@ -228,7 +210,7 @@ def test_at_saturation_the_engine_goes_straight_on_to_the_next_batch(video_file,
     config = load_config("slowfast_tiny", ["pipeline.hop_frames=4", "pipeline.max_batch=2"])
     config = config.replace(streams=tuple(StreamConfig(id=f"file{i}", source=str(video_file)) for i in range(4)))
     engine = SlowEngine(create_engine(config))
-    Pipeline(config, engine, load_labels(config), EventBus([ListSink()])).run()
+    Pipeline(config, engine, load_labels(config), EventBus([MemorySink()])).run()
     calls = engine.calls[1:]  # after the warm-up call
     gaps = sorted(start - end for (_, end), (start, _) in zip(calls, calls[1:]))
     assert len(calls) >= 40  # 4 files x 23 hops in batches of 2
@@ -254,11 +236,10 @@ def test_parallel_calls_run_side_by_side_and_publish_what_one_at_a_time_does(vid
                                                "pipeline.max_batch=2", "engine.backend=onnxruntime",
                                                f"engine.parallel_calls={parallel}"])
         config = config.replace(streams=tuple(StreamConfig(id=f"file{i}", source=str(video_file)) for i in range(3)))
-        engine, sink = SlowEngine(create_engine(config)), ListSink()
+        engine, sink = SlowEngine(create_engine(config)), MemorySink()
         Pipeline(config, engine, load_labels(config), EventBus([sink])).run()
         assert most_at_once(engine.calls[1:]) == parallel
-        served[parallel] = [(e["stream"], e["clip_end"], e["topk"][0][0]) for _, e in sink.events
-                            if e["type"] == "prediction"]
+        served[parallel] = [(e["stream"], e["clip_end"], e["topk"][0][0]) for e in sink.events("prediction")]
     per_stream = {n: sorted(served[n], key=lambda p: p[0]) for n in served}  # stable: each stream's own order
     assert len(served[1]) == 3 * 23 and per_stream[2] == per_stream[1]
 
@@ -271,25 +252,25 @@ def test_a_free_engine_slot_takes_a_view_while_another_call_runs(monkeypatch):
 
     asked = []
 
-    def counted_next_batch(self, timeout, give_up=None, max_views=None, next_batch=Scheduler.next_batch):
-        asked.append(timeout)
-        return next_batch(self, timeout, give_up, max_views)
+    def counted_due(self, due=Scheduler.due):
+        asked.append(time.monotonic())
+        return due(self)
 
-    monkeypatch.setattr(Scheduler, "next_batch", counted_next_batch)
+    monkeypatch.setattr(Scheduler, "due", counted_due)
     config = load_config("slowfast_tiny", ["events.predictions=true", "pipeline.hop_frames=8",
                                            "engine.backend=onnxruntime", "engine.parallel_calls=2"])
     config = config.replace(streams=tuple(StreamConfig(id=f"cam{i}", source=f"synthetic:size=160x120,seed={i}")
                                           for i in range(2)))
-    engine, sink = VerySlowEngine(create_engine(config)), ListSink()
+    engine, sink = VerySlowEngine(create_engine(config)), MemorySink()
     pipeline = Pipeline(config, engine, load_labels(config), EventBus([sink]))
     stopper = threading.Timer(3.0, pipeline.stop)
     stopper.start()
     pipeline.run()
     calls = engine.calls[1:]
     assert most_at_once(calls) == 2 and all(batch == 1 for batch in engine.batches[1:])
-    assert len(asked) < 500  # about 40 in 3 s; polling instead of waiting asks tens of thousands of times
+    assert len(asked) < 500  # about 200 in 3 s (once or twice a frame); polling asks tens of thousands of times
     for camera in ("cam0", "cam1"):
-        ends = [e["clip_end"] for _, e in sink.events if e["type"] == "prediction" and e["stream"] == camera]
+        ends = [e["clip_end"] for e in sink.events("prediction") if e["stream"] == camera]
         assert len(ends) >= 5 and ends == sorted(ends)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from streamrec.annotate import LIVE_QUEUE_FRAMES, Annotator, video_paths
 from streamrec.backends import create_engine
 from streamrec.config import StreamConfig, load_config, load_labels
 from streamrec.evaluation import Segment, ground_truth_path, write_ground_truth
-from streamrec.events import EventBus
+from streamrec.events import EventBus, MemorySink
 from streamrec.pipeline import Pipeline
 from streamrec.timeline import TimelineRecorder
 
@@ -37,33 +36,22 @@ def read_frames(path) -> list[np.ndarray]:
         frames.append(frame)
 
 
-class ListSink:
-    def __init__(self):
-        self.events = []
-
-    def write(self, topic, payload):
-        self.events.append(json.loads(payload))
-
-    def close(self):
-        pass
-
-
 def run_pipeline(sources: dict, recorder: TimelineRecorder | None = None, annotator: Annotator | None = None):
     """The run command's hookup, in process: events of one offline run over the files."""
     config = load_config("slowfast_tiny", ["pipeline.hop_frames=8", *EAGER])
     config = config.replace(streams=tuple(StreamConfig(id=s, source=str(p)) for s, p in sources.items()))
-    sink = ListSink()
+    sink = MemorySink()
     observers = [part.observe for part in (recorder, annotator) if part]
     pipeline = Pipeline(config, create_engine(config), load_labels(config), EventBus([sink]), observers=observers,
                         frame_taps=[annotator.frame_tap] if annotator else [])
     if annotator:
-        annotator.start({stream_id: runtime.capture for stream_id, runtime in pipeline.streams.items()})
+        annotator.start(pipeline.stats)
     try:
         pipeline.run()
     finally:
         if annotator:
             annotator.close()
-    return sink.events
+    return sink.events()
 
 
 # --------------------------------------------------------------------------- the run command
@@ -168,15 +156,15 @@ def test_each_frame_shows_the_latest_hop_ending_at_or_before_it(tmp_path, monkey
         assert len(read_frames(paths[stream])) == frames
 
 
-def camera(offline: bool = False) -> SimpleNamespace:
-    """What the annotator reads of a capture thread, for tests without a pipeline."""
-    return SimpleNamespace(fps=30.0, offline=offline)
+def stats_of(stream_id: str, offline: bool = False):
+    """What the annotator reads of the pipeline's figures (`Pipeline.stats`), for tests without a pipeline."""
+    return lambda: {stream_id: SimpleNamespace(source_fps=30.0, offline=offline)}
 
 
 def test_when_drawing_falls_behind_the_tap_drops_frames_and_never_blocks(tmp_path, caplog):
     path = tmp_path / "cam.mp4"
     annotator = Annotator(["cam"], {"cam": path}, show=False)
-    annotator.start({"cam": camera()})
+    annotator.start(stats_of("cam"))
     frame = np.zeros((48, 64, 3), np.uint8)
     offered = LIVE_QUEUE_FRAMES + 50
     started = time.monotonic()
@@ -193,7 +181,7 @@ def test_when_drawing_falls_behind_the_tap_drops_frames_and_never_blocks(tmp_pat
 
 def test_offline_queue_holds_more_frames_so_a_starved_drawer_catches_up(tmp_path):
     annotator = Annotator(["file"], {"file": tmp_path / "file.mp4"}, show=False)
-    annotator.start({"file": camera(offline=True)})
+    annotator.start(stats_of("file", offline=True))
     frame = np.zeros((48, 64, 3), np.uint8)
     for index in range(10 * LIVE_QUEUE_FRAMES):  # again no hop: all wait until close()
         annotator.frame_tap("file", index, index / 30, frame)
@@ -222,7 +210,7 @@ def test_timeline_segments_are_the_emitted_actions(tmp_path, video_file):
 def test_a_stream_that_changes_resolution_keeps_its_first_size_in_the_video(tmp_path):
     path = tmp_path / "cam.mp4"
     annotator = Annotator(["cam"], {"cam": path}, show=False)
-    annotator.start({"cam": camera()})
+    annotator.start(stats_of("cam"))
     for index, size in enumerate([(48, 64)] * 5 + [(60, 80)] * 5):  # a camera that came back at another size
         annotator.frame_tap("cam", index, index / 30, np.full((*size, 3), 100, np.uint8))
     annotator.close()

@@ -31,12 +31,12 @@ import numpy as np
 from streamrec.backends import Engine
 from streamrec.bench.baseline import DemoLoop, EagerEngine, EagerModel
 from streamrec.bench.engine import random_inputs
-from streamrec.bench.pipeline import MeteredEngine, PredictionLog
+from streamrec.bench.pipeline import MeteredEngine, prediction_latencies
 from streamrec.bench.report import Column, new_figure, save_figure, table
 from streamrec.bench.timing import latency_summary
 from streamrec.config import Config, EventsConfig, StreamConfig
 from streamrec.errors import StreamrecError
-from streamrec.events import EventBus
+from streamrec.events import EventBus, MemorySink
 from streamrec.sources import SyntheticSource
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def run_project(config: Config, engine: Engine, labels: list[str], video: Path, 
     """The file through the pipeline, offline; the warm-up call the pipeline makes first is not counted."""
     from streamrec.pipeline import Pipeline
 
-    metered, predictions = MeteredEngine(engine), PredictionLog()
+    metered, predictions = MeteredEngine(engine), MemorySink({"prediction"})
     bus = EventBus([predictions])
     offline = config.replace(
         streams=(StreamConfig(id="input", source=str(video)),),
@@ -153,12 +153,12 @@ def run_project(config: Config, engine: Engine, labels: list[str], video: Path, 
     finally:
         bus.close()
     wall = time.monotonic() - start - metered.calls[0][1]
-    capture = pipeline.streams["input"].capture
-    latencies = np.array(predictions.latencies_ms.get("input", [])) / 1000.0
+    stats = pipeline.stats()["input"]
+    latencies = np.array(prediction_latencies(predictions).get("input", [])) / 1000.0
     calls = f", {engine.parallel_calls} calls at once" if engine.parallel_calls > 1 else ""
     return side_figures(
         f"streamrec pipeline ({engine.name} {config.engine.precision}{calls})", sum(b for _, _, b in metered.calls[1:]),
-        capture.frames_captured, wall, config.pipeline.hop_frames, capture.fps, list(latencies),
+        stats.frames_captured, wall, config.pipeline.hop_frames, stats.source_fps, list(latencies),
         device=engine_device, backend=engine.name, precision=config.engine.precision,
         batch=Counter(b for _, _, b in metered.calls[1:]).most_common(1)[0][0] if metered.calls[1:] else None,
         infer_s=round(sum(d for _, d, _ in metered.calls[1:]), 3),

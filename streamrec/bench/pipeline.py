@@ -6,8 +6,8 @@ what happened from the pipeline itself:
 
 - per-hop capture→event latency from the ``prediction`` events it publishes (each carries the
   time from the capture of the clip's newest frame to publishing);
-- hops served and skipped from each stream's schedule, frames captured and dropped from its
-  capture thread, and the real capture rate from a frame tap;
+- hops due, served and skipped, frames captured and dropped, from `Pipeline.stats`, and the
+  real capture rate from a frame tap;
 - every engine call's batch size and duration from a thin wrapper around the engine;
 - CPU use and RSS over time from a sampler thread.
 
@@ -20,25 +20,27 @@ end-to-end clips/s and latency are set against the engine-only figures of the sa
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from streamrec.backends import Engine
+from streamrec.backends import Engine, EngineWrapper
 from streamrec.bench.engine import random_inputs
 from streamrec.bench.machine import ResourceSampler
 from streamrec.bench.report import Column, new_figure, save_figure, table
 from streamrec.bench.timing import latency_summary, time_calls
 from streamrec.config import Config, EventsConfig, StreamConfig
 from streamrec.errors import StreamrecError
-from streamrec.events import EventBus
+from streamrec.events import EventBus, MemorySink
+
+if TYPE_CHECKING:
+    from streamrec.pipeline import StreamStats
 
 log = logging.getLogger(__name__)
 CAPTURE_KEEPS_UP = 0.97  # a stream keeps up if it captured at least this share of its frame rate
@@ -65,14 +67,11 @@ class PipelinePlan:
         return sources
 
 
-class MeteredEngine:
+class MeteredEngine(EngineWrapper):
     """An engine that records every call's start, duration and batch size."""
 
     def __init__(self, engine: Engine):
-        self.engine = engine
-        self.name = engine.name
-        self.max_batch = engine.max_batch
-        self.parallel_calls = engine.parallel_calls
+        super().__init__(engine)
         self.calls: list[tuple[float, float, int]] = []  # (monotonic start, seconds, batch)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -82,22 +81,12 @@ class MeteredEngine:
         return logits
 
 
-class PredictionLog:
-    """An event sink keeping each ``prediction`` event's stream and capture→event latency."""
-
-    def __init__(self) -> None:
-        self.latencies_ms: dict[str, list[float]] = {}
-        self.times: list[tuple[float, float]] = []  # (monotonic time published, latency ms)
-
-    def write(self, topic: str, payload: str) -> None:
-        if not topic.endswith(".prediction"):
-            return
-        event = json.loads(payload)
-        self.latencies_ms.setdefault(event["stream"], []).append(event["latency_ms"])
-        self.times.append((time.monotonic(), event["latency_ms"]))
-
-    def close(self) -> None:
-        pass
+def prediction_latencies(predictions: MemorySink) -> dict[str, list[float]]:
+    """Each stream's capture→event latencies (ms), in order, from its ``prediction`` events."""
+    latencies: dict[str, list[float]] = {}
+    for event in predictions.events("prediction"):
+        latencies.setdefault(event["stream"], []).append(event["latency_ms"])
+    return latencies
 
 
 class CaptureClock:
@@ -135,7 +124,7 @@ def run_trial(config: Config, engine: Engine, labels: list[str], plan: PipelineP
     from streamrec.pipeline import Pipeline
 
     sources = plan.stream_sources(streams)
-    metered, predictions, clock = MeteredEngine(engine), PredictionLog(), CaptureClock()
+    metered, predictions, clock = MeteredEngine(engine), MemorySink({"prediction"}), CaptureClock()
     bus = EventBus([predictions])
     pipeline = Pipeline(trial_config(config, sources), metered, labels, bus, frame_taps=[clock])
     log.info("pipeline trial: %d stream(s) for %.0f s", streams, plan.duration_s)
@@ -158,9 +147,12 @@ def run_trial(config: Config, engine: Engine, labels: list[str], plan: PipelineP
         bus.close()
     if end - start < 0.9 * plan.duration_s:
         log.warning("the pipeline stopped after %.1f s of %.0f: every source ended early", end - start, plan.duration_s)
-    per_stream = [_stream_figures(runtime, clock, end, predictions) for runtime in pipeline.streams.values()]
-    return _trial_figures(streams, per_stream, metered.calls[1:], engine.parallel_calls, predictions, sampler, plan,
-                          start, end)
+    latencies = prediction_latencies(predictions)
+    per_stream = [_stream_figures(stats, clock, end, latencies.get(stats.stream, []))
+                  for stats in pipeline.stats().values()]
+    published = [(e.emitted_at, e.fields["latency_ms"]) for e in predictions.received]
+    return _trial_figures(streams, per_stream, metered.calls[1:], engine.parallel_calls, latencies, published, sampler,
+                          plan, start, end)
 
 
 def measured_trial(config: Config, engine: Engine, labels: list[str], plan: PipelinePlan, streams: int,
@@ -191,49 +183,36 @@ def median_ratios(trials: list[dict]) -> dict | None:
     return {"trials": len(trials), **medians}
 
 
-def _stream_figures(runtime, clock: CaptureClock, end: float, predictions: PredictionLog) -> dict:
-    capture, schedule = runtime.capture, runtime.schedule
-    capture_fps = clock.fps(runtime.config.id, end)
-    last_frame = clock.last.get(runtime.config.id)
-    served, skipped = (schedule.views, schedule.hops_skipped) if schedule else (0, 0)
-    # A staggered stream's first view waits its phase beyond the window.
-    due = hops_due(capture.frames_captured, schedule.window + schedule.phase, schedule.hop) if schedule else 0
-    latencies = np.array(predictions.latencies_ms.get(runtime.config.id, [])) / 1000.0
+def _stream_figures(stats: StreamStats, clock: CaptureClock, end: float, latencies_ms: list[float]) -> dict:
+    capture_fps = clock.fps(stats.stream, end)
+    last_frame = clock.last.get(stats.stream)
     return {
-        "stream": runtime.config.id,
-        "source": runtime.display,
-        "source_fps": round(capture.fps, 2),
+        "stream": stats.stream,
+        "source": stats.source,
+        "source_fps": round(stats.source_fps, 2),
         "capture_fps": round(capture_fps, 2) if capture_fps else None,
-        "frames_captured": capture.frames_captured,
-        "frames_dropped": capture.frames_dropped,
+        "frames_captured": stats.frames_captured,
+        "frames_dropped": stats.frames_dropped,
         "last_frame_age_s": round(end - last_frame, 3) if last_frame is not None else None,
-        "hops_due": due,
-        "hops_served": served,
-        "hops_skipped": skipped,
-        "hops_missed": max(0, due - served - 1),  # one hop may still be in flight when the run stops
-        **latency_summary(latencies),
-        "error": capture.open_error,
+        "hops_due": stats.hops_due,
+        "hops_served": stats.hops_served,
+        "hops_skipped": stats.hops_skipped,
+        "hops_missed": max(0, stats.hops_due - stats.hops_served - 1),  # one hop may still be in flight at the stop
+        **latency_summary(np.array(latencies_ms) / 1000.0),
+        "error": stats.error,
     }
 
 
-def hops_due(frames: int, window: int, hop: int) -> int:
-    """Hops a stream asked for: one when its first full window arrived, then one every ``hop`` frames.
-
-    Counted from frames, not from the scheduler's skip count: a view cut a few frames late
-    shifts the later hops without counting a skip, so skips alone understate what was missed.
-    """
-    return (frames - window) // hop + 1 if frames >= window else 0
-
-
 def _trial_figures(streams: int, per_stream: list[dict], calls: list[tuple[float, float, int]], parallel_calls: int,
-                   predictions: PredictionLog, sampler: ResourceSampler, plan: PipelinePlan, start: float,
-                   end: float) -> dict:
-    """Overall figures of one trial; ``calls`` are the engine calls after the pipeline's warm-up call."""
+                   latencies_ms: dict[str, list[float]], published: list[tuple[float, float]],
+                   sampler: ResourceSampler, plan: PipelinePlan, start: float, end: float) -> dict:
+    """Overall figures of one trial; ``calls`` are the engine calls after the pipeline's warm-up call,
+    ``published`` each prediction's (monotonic time published, latency ms)."""
     window = end - calls[0][0] if calls else 0.0  # from the first served batch to the stop
     clips = sum(batch for _, _, batch in calls)
     batches = Counter(batch for _, _, batch in calls)
-    latencies = np.concatenate([np.array(v) for v in predictions.latencies_ms.values()]) / 1000.0 \
-        if predictions.latencies_ms else np.array([])
+    latencies = np.concatenate([np.array(v) for v in latencies_ms.values()]) / 1000.0 \
+        if latencies_ms else np.array([])
     figures = {
         "streams": streams,
         "duration_s": round(end - start, 2),
@@ -255,8 +234,8 @@ def _trial_figures(streams: int, per_stream: list[dict], calls: list[tuple[float
         "system_cpu_percent_mean": sampler.mean("system_cpu"),
         "host_rss_peak_mib": round(sampler.peak_rss_mib(), 1),
         "resources": sampler.samples,
-        **latency_breakdown(calls, predictions.times),
-        "latency_timeline": [[round(t - start, 3), ms] for t, ms in predictions.times],
+        **latency_breakdown(calls, published),
+        "latency_timeline": [[round(t - start, 3), ms] for t, ms in published],
         "per_stream": per_stream,
     }
     figures["not_realtime_because"] = _realtime_failures(figures, plan)
