@@ -11,6 +11,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -124,6 +125,20 @@ def test_bench_pipeline_and_compare_default_to_auto_and_take_the_flag_over_it():
         assert config_from_flags(parsed("bench", benchmark)).engine.backend == "auto"
         assert config_from_flags(parsed("bench", benchmark, "--backend", "torch")).engine.backend == "torch"
     assert config_from_flags(parsed("bench", "pipeline", "--max-batch", "2")).pipeline.max_batch == 2
+
+
+def test_run_on_onnxruntime_never_imports_torch(tmp_path):
+    """The flags, the backend registry and the run command import no engine library of their own."""
+    from streamrec.export import export_config
+
+    onnx_file = export_config(load_config("slowfast_tiny"), tmp_path / "tiny.onnx")
+    script = (f"import sys; from streamrec.cli import main; rc = main(['run', '--backend', 'onnxruntime', '--engine', "
+              f"{str(onnx_file)!r}, '--device', 'cpu', '--source', 'synthetic:frames=40', '--quiet', '--publish', "
+              f"'none']); print(rc, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["0", "False"]
 
 
 # --------------------------------------------------------------------------- the same flags everywhere
