@@ -148,9 +148,9 @@ class EventsConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    backend: str = "torch"  # torch | onnxruntime | tensorrt | auto
-    device: str = "auto"  # cpu | cuda | auto
-    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (backend-dependent)
+    backend: str = "torch"  # a registered backend (streamrec.backends: torch, onnxruntime, tensorrt) or auto
+    device: str = "auto"  # cpu | cuda | cuda:N | auto
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8: each backend registers those it runs
     threads: int = 0  # CPU threads per engine call; 0 = the library's default, or the cores split over parallel_calls
     # Engine calls that run at once, CPU engines only. On a few cores, two calls of one thread each
     # keep the cores busier than one call of two threads (which wait for each other at every layer,
