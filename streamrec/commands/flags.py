@@ -80,8 +80,8 @@ def add_engine_flags(parser: argparse.ArgumentParser, *, omit: tuple[str, ...] =
                           help=f"{', '.join(names[:-1])}, or {AUTO}: the fastest this machine can run (default: "
                                f"{default_backend})"),
         "--device": dict(path="engine.device", help="cpu, cuda, cuda:N or auto (default: the config's)"),
-        "--precision": dict(path="engine.precision", metavar="PRECISION", help=f"{', '.join(all_precisions())} ({runs}; default: the "
-                                                          "config's)"),
+        "--precision": dict(path="engine.precision", metavar="PRECISION",
+                            help=f"{', '.join(all_precisions())} ({runs}; default: the config's)"),
         "--threads": dict(path="engine.threads", type=int, metavar="N",
                           help="CPU threads for each engine call (default: the config's; 0: the library's default, "
                                "or the cores shared out between --parallel-calls)"),
