@@ -135,7 +135,7 @@ def run_baseline(model: EagerModel, config: Config, video: Path) -> dict:
     )
 
 
-def run_project(config: Config, engine: Engine, labels: list[str], video: Path, engine_device: str) -> dict:
+def run_project(config: Config, engine: Engine, labels: list[str], video: Path) -> dict:
     """The file through the pipeline, offline; the warm-up call the pipeline makes first is not counted."""
     from streamrec.pipeline import Pipeline
 
@@ -159,7 +159,7 @@ def run_project(config: Config, engine: Engine, labels: list[str], video: Path, 
     return side_figures(
         f"streamrec pipeline ({engine.name} {config.engine.precision}{calls})", sum(b for _, _, b in metered.calls[1:]),
         stats.frames_captured, wall, config.pipeline.hop_frames, stats.source_fps, list(latencies),
-        device=engine_device, backend=engine.name, precision=config.engine.precision,
+        device=engine.device, backend=engine.name, precision=config.engine.precision,
         batch=Counter(b for _, _, b in metered.calls[1:]).most_common(1)[0][0] if metered.calls[1:] else None,
         infer_s=round(sum(d for _, d, _ in metered.calls[1:]), 3),
     )

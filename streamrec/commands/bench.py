@@ -248,7 +248,7 @@ def compare_main(args: argparse.Namespace) -> int:
         eager = EagerModel(config, str(pick_device(config.engine.device)))
         baseline = bench.run_baseline(eager, config, video)
         engine = create_engine(config)
-        project = bench.run_project(config, engine, labels, video, engine.device)
+        project = bench.run_project(config, engine, labels, video)
         same_model = bench.same_model_check(eager, engine, config)
     finish_document(document, sampler, input={"description": description, "weights": weights},
                     results=[project, baseline], ratios=bench.ratios(project, baseline), same_model=same_model)
