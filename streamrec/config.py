@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import importlib.resources
 import os
 import re
 import types
@@ -36,7 +35,17 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # The folder holding the package: the checkout, or site-packages once installed. Paths in the
 # configs (``checkpoint: streamrec/weights/...``) are written from here, so they resolve in both.
 REPO_ROOT = PACKAGE_DIR.parent
-CONFIG_DIR = Path(importlib.resources.files("streamrec.configs"))  # the checkout's configs/, installed as a package
+
+
+def in_checkout() -> bool:
+    """Running from a checkout (a clone or an editable install: ``pyproject.toml`` beside the
+    package), not from an installed wheel."""
+    return (REPO_ROOT / "pyproject.toml").is_file()
+
+
+# The configs users read and edit: the checkout's configs/, or the copy a wheel installs as
+# streamrec/configs (pyproject.toml's package-dir mapping).
+CONFIG_DIR = REPO_ROOT / "configs" if in_checkout() else PACKAGE_DIR / "configs"
 LABELS_DIR = PACKAGE_DIR / "labels"
 DEFAULT_CONFIG = "slowfast_tiny"
 
@@ -45,11 +54,11 @@ CHECKOUT_FOLDERS = {"engines": "engines", "videos": ".cache"}  # runtime_dir's k
 
 def runtime_dir(kind: str) -> Path:
     """Where streamrec writes what it makes at run time: ``engines`` (the engine cache) or ``videos``
-    (the generated demo video). Running from a checkout (a ``pyproject.toml`` beside the package: a
-    clone or an editable install) they stay in it, as ``engines/`` and ``.cache/``; running from an
-    installed package they go to ``$XDG_CACHE_HOME/streamrec/<kind>`` (``~/.cache/streamrec/<kind>``
-    when unset), never into site-packages."""
-    if (REPO_ROOT / "pyproject.toml").is_file():
+    (the generated demo video). Running from a checkout (`in_checkout`) they stay in it, as
+    ``engines/`` and ``.cache/``; running from an installed package they go to
+    ``$XDG_CACHE_HOME/streamrec/<kind>`` (``~/.cache/streamrec/<kind>`` when unset), never into
+    site-packages."""
+    if in_checkout():
         return REPO_ROOT / CHECKOUT_FOLDERS[kind]
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamrec" / kind
 
