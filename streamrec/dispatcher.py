@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,7 +48,6 @@ class EngineDispatcher:
     def __init__(self, engine: Engine, scheduler: Scheduler):
         self.engine = engine
         self.scheduler = scheduler
-        self.clock = scheduler.clock
         self.slots = engine.parallel_calls
         self._workers = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="engine")
         self._in_flight: deque[EngineCall] = deque()  # oldest first: running, queued, and ended but not handed back
@@ -90,15 +90,15 @@ class EngineDispatcher:
     def ended_calls(self, timeout: float) -> list[EngineCall]:
         """Keep the engine fed; return the calls that have ended, oldest first, as soon as the
         oldest has (waiting at most ``timeout`` seconds; [] if none did, or on `stop`)."""
-        deadline = self.clock() + timeout
+        deadline = time.monotonic() + timeout
         while True:
             self._pending = False  # before looking: news after this point ends the wait below
-            wake_at = self._feed()
+            hold_until = self._feed()  # on the scheduler's clock
             ended = self._pop_ended()
-            now = self.clock()
-            if ended or self._stopping or now >= deadline:
+            left = deadline - time.monotonic()
+            if ended or self._stopping or left <= 0:
                 return ended
-            self._wait(min(deadline, wake_at) - now)
+            self._wait(min(left, hold_until - self.scheduler.clock()))
 
     def drain(self) -> list[EngineCall]:
         """Every call still in flight, oldest first, once each has ended (at shutdown: their views
