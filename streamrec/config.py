@@ -148,7 +148,7 @@ class EventsConfig:
     predictions: bool = False  # also emit a `prediction` event every hop
     event_log: str | None = None  # append-only JSONL log of every event
     event_log_max_mb: float = 64.0
-    # CURVE encryption and authentication (see README): the publisher's secret key file and a
+    # CURVE encryption and authentication (see docs/events.md): the publisher's secret key file and a
     # folder of the public keys of the subscribers allowed in. Make both with `run_stream.py keys`.
     curve_secret_key: str | None = None
     curve_allowed_clients: str | None = None

@@ -1,7 +1,7 @@
 """Events out: a gap-free sequence, written to a durable log first, then ZeroMQ, then stdout.
 
 Every event is a JSON object with ``schema``, ``type``, ``stream``, ``seq`` (per publisher,
-gap-free from 0) and ``time`` (ISO 8601 UTC); README documents the rest. On ZeroMQ an event
+gap-free from 0) and ``time`` (ISO 8601 UTC); docs/events.md documents the rest. On ZeroMQ an event
 is a two-frame message ``[topic, json]`` with topic ``<stream>.<type>``, so subscribers can
 filter by prefix (``lobby.`` or ``lobby.action_start``).
 
