@@ -1,19 +1,36 @@
-"""The TensorRT backend's own logic, driven through a stand-in of `trt_api.TensorRT` and of
-`cuda_memory.DeviceMemory` (TensorRT cannot be installed where these tests run).
+"""The TensorRT backend's own logic, driven through stand-ins: of `trt_api.TensorRT` and
+`cuda_memory.DeviceMemory` for the engine and build logic, and one level down, of the
+``tensorrt``, ``pycuda.driver`` and cuda-python modules themselves for `trt_api.RealTensorRT`
+and `cuda_memory` (none of them can be installed where these tests run).
 
-The stand-in behaves as TensorRT does in every respect the backend relies on: dynamic axes
-are -1 until ``set_input_shape``, shapes outside the profile are refused, outputs take their
-shape from the inputs, execution reads and writes only device memory at the addresses set,
-and a plan it did not write, or wrote for another version, fails to deserialise with logged
-errors. Its "network" computes a known function of the inputs, so results are checked
-exactly, through the whole path of pinned buffers, copies and addresses.
+The stand-ins behave as the real libraries do in every respect the backend relies on, and fail
+as they fail: dynamic axes are -1 until ``set_input_shape``; shapes outside the profile,
+unknown tensor names and misaligned addresses are refused with False and a reported error;
+outputs take their shape from the inputs; a CUDA context is current per thread and pycuda
+refuses memory calls without one ("no currently active context?"); copies and execution are
+queued on a stream and happen only when it is synchronized, reading the pinned host buffer
+then; a plan it did not write, or wrote for another version, fails to deserialise with
+reported errors; TF32 is on in a new builder config; a Python logger receives every message
+TensorRT emits, VERBOSE included, while its own Logger filters in C++; ``set_timing_cache``
+returns False for another GPU's cache, after which ``get_timing_cache`` is None;
+``trt.nptype`` raises TypeError for BF16 and FP8; cuda-python answers every call with
+``cudaErrorInsufficientDriver`` on a driver older than its CUDA, and warns on ``int(stream)``.
+Its "network" computes a known function of the inputs, so results are checked exactly, through
+the whole path of pinned buffers, copies and addresses.
 """
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import dataclasses
+import enum
 import json
+import logging
 import sys
+import threading
+import types
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,13 +44,14 @@ from streamrec.backends.engine_cache import BatchProfile, EngineRecord
 from streamrec.backends.inputs import InputSpec
 from streamrec.backends.tensorrt_backend import TensorRTEngine, read_plan
 from streamrec.backends.tensorrt_build import build_engine, cached_engine, engine_key
-from streamrec.backends.trt_api import BuildResult, OnnxParseError, ParserIssue, TensorRTError
+from streamrec.backends.trt_api import KEPT_ERRORS, BuildResult, OnnxParseError, ParserIssue, TensorRTError
 from streamrec.config import load_config
 from streamrec.errors import StreamrecError
 
 SPECS = (InputSpec("slow", 2, 8), InputSpec("fast", 8, 8))
 CLASSES = 5
 PLAN_MAGIC = "fake-plan"
+NO_CONTEXT = "explicit_context_dependent failed: invalid device context - no currently active context?"
 pytestmark = pytest.mark.usefixtures("engine_dir")  # every test gets an empty engine cache
 
 
@@ -41,58 +59,95 @@ pytestmark = pytest.mark.usefixtures("engine_dir")  # every test gets an empty e
 
 
 class FakeStream:
+    """A CUDA stream: work queued on it runs, in order, when it is synchronized."""
+
     def __init__(self, memory: "FakeDevice", handle: int):
         self.memory, self.handle = memory, handle
+        self.queued: list = []
+
+    def enqueue(self, work) -> None:
+        self.queued.append(work)
 
     def synchronize(self) -> None:
+        self.memory.require_context("cuStreamSynchronize")
+        while self.queued:
+            self.queued.pop(0)()
         self.memory.synchronized += 1
 
 
 class FakeDevice:
-    """`DeviceMemory`: device allocations are byte arrays; an address is a key into them."""
+    """`DeviceMemory`: device allocations are byte arrays; an address is a key into them. The
+    context is current per thread, as CUDA's is, and every call but activate and close needs it."""
 
-    def __init__(self, name: str = "NVIDIA Fake GPU", capability: str = "8.7"):
+    def __init__(self, name: str = "NVIDIA Fake GPU", capability: str = "8.7", misaligned: bool = False):
         self.device_name, self.compute_capability = name, capability
+        self.misaligned = misaligned  # hand out addresses TensorRT refuses (cudaMalloc's are 256-byte aligned)
         self.buffers: dict[int, bytearray] = {}
         self.pinned_arrays: list[np.ndarray] = []
+        self.streams: dict[int, FakeStream] = {}
         self.copies_to_device: list[tuple[np.dtype, int]] = []
-        self.active = 0
+        self._current = threading.local()
         self.synchronized = 0
         self.closed = False
 
+    @property
+    def active(self) -> bool:
+        return getattr(self._current, "depth", 0) > 0
+
+    def require_context(self, call: str) -> None:
+        if not self.active:
+            raise RuntimeError(f"{call} failed: {NO_CONTEXT}")
+
     @contextmanager
     def activate(self):
-        self.active += 1
+        self._current.depth = getattr(self._current, "depth", 0) + 1
         try:
             yield
         finally:
-            self.active -= 1
+            self._current.depth -= 1
 
     def pinned(self, shape, dtype) -> np.ndarray:
+        self.require_context("pagelocked_empty")
         array = np.zeros(shape, dtype)
         self.pinned_arrays.append(array)
         return array
 
     def allocate(self, nbytes: int) -> int:
-        address = 0x1000 * (len(self.buffers) + 1)
+        self.require_context("mem_alloc")
+        address = 0x1000 * (len(self.buffers) + 1) + (8 if self.misaligned else 0)
         self.buffers[address] = bytearray(nbytes)
         return address
 
     def stream(self) -> FakeStream:
-        return FakeStream(self, 77)
+        self.require_context("Stream")
+        stream = FakeStream(self, 77 + len(self.streams))
+        self.streams[stream.handle] = stream
+        return stream
 
     def to_device(self, address: int, host: np.ndarray, stream: FakeStream) -> None:
-        assert self.active and host.flags.c_contiguous
-        data = host.tobytes()
-        assert len(data) <= len(self.buffers[address]), "copy overruns the device buffer"
-        self.buffers[address][: len(data)] = data
+        self.require_context("memcpy_htod_async")
+        assert host.flags.c_contiguous
+        assert host.nbytes <= len(self.buffers[address]), "copy overruns the device buffer"
         self.copies_to_device.append((host.dtype, host.nbytes))
 
+        def copy() -> None:  # reads the host buffer when the stream runs it, as a DMA from pinned memory does
+            self.buffers[address][: host.nbytes] = host.tobytes()
+
+        stream.enqueue(copy)
+
     def to_host(self, host: np.ndarray, address: int, stream: FakeStream) -> None:
-        assert self.active and host.flags.c_contiguous
-        host.reshape(-1).view(np.uint8)[:] = np.frombuffer(self.buffers[address][: host.nbytes], np.uint8)
+        self.require_context("memcpy_dtoh_async")
+        assert host.flags.c_contiguous
+
+        def copy() -> None:
+            host.reshape(-1).view(np.uint8)[:] = np.frombuffer(self.buffers[address][: host.nbytes], np.uint8)
+
+        stream.enqueue(copy)
 
     def close(self) -> None:
+        self.buffers.clear()
+        self.pinned_arrays.clear()
+        self.streams.clear()
         self.closed = True
 
 
@@ -108,11 +163,22 @@ class FakeContext:
         self.engine = engine
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.addresses: dict[str, int] = {}
+        self.fail_next_execution: str | None = None  # the error the next execute_async_v3 reports
+
+    def report(self, message: str) -> bool:
+        self.engine.api.errors.append(message)
+        return False
 
     def set_input_shape(self, name, shape) -> bool:
+        self.engine.device.require_context("setInputShape")
+        if name not in self.engine.profiles:
+            return self.report(f"IExecutionContext::setInputShape: Error Code 3: API Usage Error ('{name}' is not an "
+                               "input tensor)")
         low, _, high = self.engine.profiles[name]
-        if len(shape) != len(low) or not all(a <= s <= b for a, s, b in zip(low, shape, high)):
-            return False  # TensorRT refuses shapes outside the profile
+        if self.engine.refuse_shapes or len(shape) != len(low) or \
+                not all(a <= s <= b for a, s, b in zip(low, shape, high)):
+            return self.report(f"IExecutionContext::setInputShape: Error Code 3: API Usage Error (Static dimension "
+                               f"mismatch or out of the profile for '{name}': {list(shape)})")
         self.shapes[name] = tuple(shape)
         return True
 
@@ -123,29 +189,45 @@ class FakeContext:
         return (batches.pop(), self.engine.classes) if len(self.shapes) == len(self.engine.profiles) and len(batches) == 1 else (-1, self.engine.classes)
 
     def set_tensor_address(self, name, memory) -> bool:
+        if name not in self.engine.names:
+            return self.report(f"IExecutionContext::setTensorAddress: Error Code 3: '{name}' is not a tensor")
+        if memory % 256:
+            return self.report(f"IExecutionContext::setTensorAddress: Error Code 3: API Usage Error (Address for "
+                               f"'{name}' is not 256-byte aligned)")
         self.addresses[name] = memory
         return True
 
     def execute_async_v3(self, stream_handle) -> bool:
         device = self.engine.device
-        assert device.active and stream_handle == 77
-        inputs = {}
-        for name, shape in self.shapes.items():
-            size = int(np.prod(shape))
-            inputs[name] = np.frombuffer(device.buffers[self.addresses[name]][:size], np.uint8).reshape(shape)
-        logits = fake_network(inputs, self.engine.classes)
-        output = device.buffers[self.addresses["logits"]]
-        output[: logits.nbytes] = logits.tobytes()
+        device.require_context("enqueueV3")
+        if self.fail_next_execution is not None:  # "": fail without a word, as TensorRT sometimes does
+            message, self.fail_next_execution = self.fail_next_execution, None
+            return self.report(message) if message else False
+        stream = device.streams[stream_handle]
+        shapes, addresses = dict(self.shapes), dict(self.addresses)
+
+        def compute() -> None:  # runs when the stream is synchronized, on what the copies queued before it wrote
+            inputs = {}
+            for name, shape in shapes.items():
+                size = int(np.prod(shape))
+                inputs[name] = np.frombuffer(device.buffers[addresses[name]][:size], np.uint8).reshape(shape)
+            logits = fake_network(inputs, self.engine.classes)
+            device.buffers[addresses["logits"]][: logits.nbytes] = logits.tobytes()
+
+        stream.enqueue(compute)
         return True
 
 
 class FakeEngine:
-    def __init__(self, header: dict, device: FakeDevice):
-        self.device = device
+    def __init__(self, header: dict, api: "FakeTensorRT"):
+        self.api = api
+        self.device = api.device
         self.profiles = {name: [tuple(s) for s in shapes] for name, shapes in header["profiles"].items()}
         self.dtypes = header["dtypes"]
         self.classes = header["classes"]
         self.names = [*self.profiles, "logits"]
+        self.refuse_shapes = False
+        self.contexts: list[FakeContext] = []
 
     @property
     def num_io_tensors(self) -> int:
@@ -171,40 +253,55 @@ class FakeEngine:
         return self.profiles[name]
 
     def create_execution_context(self) -> FakeContext:
-        return FakeContext(self)
+        self.contexts.append(FakeContext(self))
+        return self.contexts[-1]
 
 
 class FakeTensorRT:
     """`trt_api.TensorRT`: builds read the ONNX graph's inputs; plans are JSON it alone reads."""
 
-    def __init__(self, device: FakeDevice, version: str = "10.3.0", input_dtype: str = "UINT8"):
+    def __init__(self, device: FakeDevice, version: str = "10.3.0", input_dtype: str = "UINT8",
+                 output_dtype: str = "FLOAT"):
         self.device = device
         self.version = version
-        self.input_dtype = input_dtype
+        self.input_dtype, self.output_dtype = input_dtype, output_dtype
+        self.errors: list[str] = []
         self.builds = 0
         self.build_workspace: int | None = None
+        self.build_tf32: list[bool] = []
+        self.monitored_builds = 0
+        self.keep_timing_cache = True
+        self.engines: list[FakeEngine] = []
 
     def deserialize(self, plan: bytes):
-        assert self.device.active
+        self.device.require_context("deserializeCudaEngine")
+        self.errors.clear()
         try:
             header = json.loads(plan)
             assert header["magic"] == PLAN_MAGIC
         except (ValueError, AssertionError, KeyError, TypeError):
-            raise TensorRTError(["IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
-                                 "(Serialization assertion plan->header.magicTag == rt::kPLAN_MAGIC_TAG failed.)"])
+            self.errors.append("IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
+                               "(Serialization assertion plan->header.magicTag == rt::kPLAN_MAGIC_TAG failed.)")
+            raise TensorRTError(self.take_errors())
         if header["version"] != self.version:
-            raise TensorRTError([f"Serialization assertion stdVersionRead == kSERIALIZATION_VERSION failed. "
-                                 f"Version tag does not match ({header['version']} vs {self.version})"])
-        return FakeEngine(header, self.device)
+            self.errors.append(f"Serialization assertion stdVersionRead == kSERIALIZATION_VERSION failed. "
+                               f"Version tag does not match ({header['version']} vs {self.version})")
+            raise TensorRTError(self.take_errors())
+        self.engines.append(FakeEngine(header, self))
+        return self.engines[-1]
 
     def is_input(self, mode) -> bool:
         return mode == "INPUT"
 
-    def numpy_dtype(self, dtype) -> np.dtype:
-        return np.dtype({"UINT8": np.uint8, "FLOAT": np.float32, "HALF": np.float16}[dtype])
+    def numpy_dtype(self, dtype) -> np.dtype | None:
+        return {"UINT8": np.dtype(np.uint8), "FLOAT": np.dtype(np.float32), "HALF": np.dtype(np.float16)}.get(dtype)
 
-    def build(self, onnx_bytes, profile, workspace_bytes, timing_cache, progress) -> BuildResult:
-        assert self.device.active
+    def take_errors(self) -> list[str]:
+        errors, self.errors = self.errors, []
+        return errors
+
+    def build(self, onnx_bytes, profile, workspace_bytes, timing_cache, progress, *, tf32) -> BuildResult:
+        self.device.require_context("buildSerializedNetwork")
         graph = onnx.load_from_string(onnx_bytes).graph
         unsupported = [n for n in graph.node if n.op_type == "Unsupported"]
         if unsupported:
@@ -215,12 +312,16 @@ class FakeTensorRT:
             shape = tuple(d.dim_value if d.dim_value else -1 for d in graph_input.type.tensor_type.shape.dim)
             profiles[graph_input.name] = profile(graph_input.name, shape)
         classes = graph.output[0].type.tensor_type.shape.dim[1].dim_value
-        progress("Building engine ...")
+        if progress is not None:  # a progress monitor reports the build's phases
+            self.monitored_builds += 1
+            progress("Building engine ...")
         self.builds += 1
         self.build_workspace = workspace_bytes
+        self.build_tf32.append(tf32)
         plan = {"magic": PLAN_MAGIC, "version": self.version, "profiles": profiles, "classes": classes,
-                "dtypes": {name: self.input_dtype for name in profiles}}
-        return BuildResult(json.dumps(plan).encode(), (timing_cache or b"") + b"+timings")
+                "dtypes": {**{name: self.input_dtype for name in profiles}, "logits": self.output_dtype}}
+        cache = (timing_cache or b"") + b"+timings" if self.keep_timing_cache else None
+        return BuildResult(json.dumps(plan).encode(), cache)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -389,6 +490,7 @@ def test_buffers_are_allocated_once_at_the_maximum_and_uint8_crosses_the_bus(tmp
     allocated = len(device.buffers)
     engine.infer(clips(3))
     assert len(device.buffers) == allocated  # nothing allocated per call
+    assert device.synchronized == 1  # one wait per call, after the copy back
     assert device.copies_to_device == [(np.dtype(np.uint8), 3 * 2 * 8 * 8 * 3), (np.dtype(np.uint8), 3 * 8 * 8 * 8 * 3)]
     engine.close()
     assert device.closed
@@ -534,3 +636,490 @@ def test_build_engine_command_builds_then_reuses(tmp_path, monkeypatch, capsys, 
 
     assert cli_main(["build-engine", "--onnx", str(onnx_file), "--precision", "int8"]) == 2
     assert "has no Q/DQ nodes; int8 needs calibration videos: add --calibration DIR" in capsys.readouterr().err
+
+
+def test_build_engine_runs_from_a_run_without_a_progress_monitor(monkeypatch, api, device):
+    """A build a run makes in passing has no Python progress monitor (its callbacks would take
+    the GIL from the builder's threads); build-engine, which a person watches, has one."""
+    monkeypatch.setattr("streamrec.backends.trt_api.load_tensorrt", lambda: api)
+    monkeypatch.setattr("streamrec.backends.cuda_memory.open_device", lambda index: device)
+    create_engine(load_config("slowfast_tiny", ["engine.backend=tensorrt", "pipeline.max_batch=2"]))
+    assert api.builds == 1 and api.monitored_builds == 0
+
+
+# --------------------------------------------------------------------------- TensorRT's answers, checked
+
+
+def test_fp32_builds_turn_tf32_off_and_fp16_builds_keep_it(tmp_path, api, device):
+    built(tmp_path, api, device)
+    build_engine(contract_onnx(tmp_path / "half.onnx", half=True), "fp16", BatchProfile(1, 4, 4), api, device,
+                 progress=quiet)
+    assert api.build_tf32 == [False, True]
+
+
+def test_a_build_without_a_timing_cache_writes_none(tmp_path, api, device, engine_dir):
+    api.keep_timing_cache = False
+    assert built(tmp_path, api, device).is_file()
+    assert not list(engine_dir.glob("timing.*"))
+
+
+def test_a_refused_input_shape_is_one_line_with_tensorrt_s_reason(tmp_path, api, device):
+    engine = TensorRTEngine(read_plan(built(tmp_path, api, device), api, device), api, device, SPECS, CLASSES)
+    api.engines[-1].refuse_shapes = True
+    with pytest.raises(StreamrecError) as err:
+        engine.infer(clips(2))
+    assert "TensorRT refused input 'slow' of shape [2, 2, 8, 8, 3]" in one_line(err)
+    assert "Static dimension mismatch" in one_line(err)
+
+
+def test_a_refused_tensor_address_stops_the_engine_and_frees_what_it_allocated(tmp_path):
+    device = FakeDevice(misaligned=True)
+    api = FakeTensorRT(device)
+    path = built(tmp_path, api, device)
+    with pytest.raises(StreamrecError) as err:
+        TensorRTEngine(read_plan(path, api, device), api, device, SPECS, CLASSES)
+    assert "TensorRT refused the device address of 'slow'" in one_line(err) and "256-byte aligned" in one_line(err)
+    assert device.closed and not device.buffers and not device.pinned_arrays
+
+
+def test_a_failed_contract_check_frees_the_engine_s_memory(tmp_path, api, device):
+    path = built(tmp_path, api, device, classes=7)
+    with pytest.raises(StreamrecError, match="5 classes"):
+        TensorRTEngine(read_plan(path, api, device), api, device, SPECS, CLASSES)
+    assert device.closed and not device.streams
+
+
+def test_a_failed_execution_is_one_line_with_its_own_reason(tmp_path, api, device):
+    engine = TensorRTEngine(read_plan(built(tmp_path, api, device), api, device), api, device, SPECS, CLASSES)
+    context = api.engines[-1].contexts[-1]
+    context.fail_next_execution = "IExecutionContext::enqueueV3: Error Code 1: Cuda Runtime (an illegal memory access)"
+    with pytest.raises(StreamrecError) as err:
+        engine.infer(clips(2))
+    assert "TensorRT refused to run a batch of 2" in one_line(err) and "illegal memory access" in one_line(err)
+    assert api.errors == []  # taken with the failure
+    np.testing.assert_allclose(engine.infer(clips(2, seed=1)), fake_network(clips(2, seed=1)), rtol=1e-6)
+
+    api.errors.append("an error an earlier call reported, and was logged then")
+    context.fail_next_execution = ""  # a refusal without a reason of its own
+    with pytest.raises(StreamrecError) as err:
+        engine.infer(clips(2))
+    assert "it gave no reason" in one_line(err) and "earlier" not in one_line(err)
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_tensors_numpy_cannot_hold_are_one_line(tmp_path, device, where):
+    api = FakeTensorRT(device, **{f"{where}_dtype": "BF16"})
+    path = built(tmp_path, api, device)
+    with pytest.raises(StreamrecError) as err:
+        TensorRTEngine(read_plan(path, api, device), api, device, SPECS, CLASSES)
+    name = "slow" if where == "input" else "logits"
+    assert f"engine {where} '{name}' is BF16, which numpy cannot hold" in one_line(err)
+
+
+def test_the_stream_is_synchronized_before_the_logits_are_read(tmp_path, api, device):
+    """Copies and execution run only when the stream is synchronized (as on a GPU): without that
+    wait the logits would be whatever the pinned buffer held before."""
+    engine = TensorRTEngine(read_plan(built(tmp_path, api, device), api, device), api, device, SPECS, CLASSES)
+    for call in range(1, 4):
+        batch = clips(call, seed=call)
+        np.testing.assert_allclose(engine.infer(batch), fake_network(batch), rtol=1e-6)
+        assert device.synchronized == call and not any(s.queued for s in device.streams.values())
+
+
+def test_calls_from_another_thread_activate_the_context_themselves(tmp_path, api, device):
+    engine = TensorRTEngine(read_plan(built(tmp_path, api, device), api, device), api, device, SPECS, CLASSES)
+    results: list = []
+
+    def worker() -> None:
+        try:
+            results.append(engine.infer(clips(3, seed=5)))
+        except Exception as err:  # surfaced below
+            results.append(err)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    assert not isinstance(results[0], Exception), results[0]
+    np.testing.assert_allclose(results[0], fake_network(clips(3, seed=5)), rtol=1e-6)
+
+
+def test_the_device_stand_in_refuses_memory_calls_without_a_current_context(device):
+    with pytest.raises(RuntimeError, match="no currently active context"):
+        device.pinned((4,), np.uint8)
+    with device.activate():
+        device.pinned((4,), np.uint8)
+    seen: list = []
+    with device.activate():  # current on this thread only
+        thread = threading.Thread(target=lambda: seen.append(device.active))
+        thread.start()
+        thread.join(10)
+    assert seen == [False]
+
+
+# --------------------------------------------------------------------------- RealTensorRT on a stand-in `tensorrt`
+
+
+class Severity(enum.IntEnum):  # INFO is the largest, as in TensorRT: "severity > min" means "less severe"
+    INTERNAL_ERROR = 0
+    ERROR = 1
+    WARNING = 2
+    INFO = 3
+    VERBOSE = 4
+
+
+class ErrorCode(enum.IntEnum):
+    SUCCESS = 0
+    INVALID_ARGUMENT = 3
+    INVALID_STATE = 9
+    FAILED_EXECUTION = 6
+
+
+def fake_trt_module(gpu: str = "sm87", version: str = "10.3.0") -> types.SimpleNamespace:
+    """The slice of the ``tensorrt`` module `RealTensorRT` touches, behaving as TensorRT 10.3-11.x
+    does where it matters here (see the module docstring). ``trt.sent_to_python`` counts the
+    messages that entered Python through a Python ``ILogger``; ``trt.printed`` what TensorRT's
+    own Logger printed; ``trt.builds`` each build's config as it was at the build."""
+    trt = types.SimpleNamespace(__version__=version, sent_to_python=0, printed=[], builds=[])
+    trt.DataType = enum.Enum("DataType", "FLOAT HALF INT8 INT32 BOOL UINT8 FP8 BF16 INT64 INT4 FP4")
+    trt.TensorIOMode = enum.Enum("TensorIOMode", "NONE INPUT OUTPUT")
+    trt.BuilderFlag = enum.Enum("BuilderFlag", "TF32 SPARSE_WEIGHTS REFIT")
+    trt.MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")
+    trt.ProfilingVerbosity = enum.Enum("ProfilingVerbosity", "LAYER_NAMES_ONLY NONE DETAILED")
+    trt.LayerInformationFormat = enum.Enum("LayerInformationFormat", "ONELINE JSON")
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    trt.ErrorCode = ErrorCode
+
+    def nptype(dtype):
+        mapping = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16, trt.DataType.INT8: np.int8,
+                   trt.DataType.INT32: np.int32, trt.DataType.INT64: np.int64, trt.DataType.BOOL: np.bool_,
+                   trt.DataType.UINT8: np.uint8}
+        if dtype in mapping:
+            return mapping[dtype]
+        raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+    trt.nptype = nptype
+
+    class ILogger:
+        Severity = Severity
+
+        def __init__(self) -> None:
+            pass
+
+    class Logger(ILogger):  # TensorRT's own: filters in C++, prints what passes
+        WARNING = Severity.WARNING
+
+        def __init__(self, min_severity=Severity.WARNING) -> None:
+            self.min_severity = min_severity
+
+    def emit(logger, severity: Severity, message: str) -> None:
+        if type(logger) is Logger:
+            if severity <= logger.min_severity:
+                trt.printed.append((severity, message))
+        else:  # a Python subclass: every message crosses into Python, and takes the GIL
+            trt.sent_to_python += 1
+            logger.log(severity, message)
+
+    def report(owner, logger, code: ErrorCode, message: str) -> None:
+        if owner.error_recorder is not None:  # with a recorder set, errors go there instead of the log
+            owner.error_recorder.report_error(code, message)
+        else:
+            emit(logger, Severity.ERROR, message)
+
+    class IErrorRecorder:
+        def __init__(self) -> None:
+            pass
+
+    class IProgressMonitor:
+        def __init__(self) -> None:
+            pass
+
+    class HostMemory:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def __bytes__(self) -> bytes:
+            return self.data
+
+    class TimingCache:
+        def __init__(self, data: bytes) -> None:
+            self.gpu, _, entries = data.decode().partition("|") if data else (gpu, "", "")
+            self.entries = [e for e in entries.split(",") if e]
+
+        def serialize(self) -> HostMemory:
+            return HostMemory(f"{self.gpu}|{','.join(self.entries)}".encode())
+
+    class Config:
+        def __init__(self) -> None:
+            self.flags = {trt.BuilderFlag.TF32}  # "Enabled by default"
+            self.pools: dict = {}
+            self.profiles: list = []
+            self.timing_cache = None
+            self.progress_monitor = None
+            self.profiling_verbosity = trt.ProfilingVerbosity.LAYER_NAMES_ONLY
+
+        def clear_flag(self, flag) -> None:
+            self.flags.discard(flag)
+
+        def set_flag(self, flag) -> None:
+            self.flags.add(flag)
+
+        def get_flag(self, flag) -> bool:
+            return flag in self.flags
+
+        def set_memory_pool_limit(self, pool, size: int) -> None:
+            self.pools[pool] = size
+
+        def add_optimization_profile(self, profile) -> int:
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def create_timing_cache(self, data: bytes) -> TimingCache:
+            return TimingCache(bytes(data))
+
+        def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+            if cache.gpu != trt.gpu and not ignore_mismatch:
+                return False  # "A failure will be reported if the CUDA device property ... is different"
+            self.timing_cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.timing_cache  # None "if no timing cache is set"
+
+    trt.gpu = gpu
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict = {}
+
+        def set_shape(self, name, low, opt, high) -> None:
+            self.shapes[name] = (tuple(low), tuple(opt), tuple(high))
+
+    class Tensor:
+        def __init__(self, name: str, shape) -> None:
+            self.name, self.shape = name, tuple(shape)
+
+    class Network:
+        def __init__(self, flags: int) -> None:
+            self.flags = flags
+            self.inputs: list[Tensor] = []
+            self.fails_to_build = False
+
+        @property
+        def num_inputs(self) -> int:
+            return len(self.inputs)
+
+        def get_input(self, index: int) -> Tensor:
+            return self.inputs[index]
+
+    class ParserError:
+        def __init__(self, node: str, operator: str, description: str) -> None:
+            self._node, self._operator, self._description = node, operator, description
+
+        def node_name(self) -> str:
+            return self._node
+
+        def node_operator(self) -> str:
+            return self._operator
+
+        def desc(self) -> str:
+            return self._description
+
+    class OnnxParser:
+        """Reads a JSON stand-in of a graph: {"inputs": {name: shape}, "unsupported": [node], "fails": bool}."""
+
+        def __init__(self, network: Network, logger) -> None:
+            self.network, self.errors = network, []
+
+        def parse(self, model: bytes) -> bool:
+            graph = json.loads(model)
+            self.errors = [ParserError(node, "Unsupported", "No importer registered for op: Unsupported")
+                           for node in graph.get("unsupported", [])]
+            self.network.inputs = [Tensor(name, shape) for name, shape in graph["inputs"].items()]
+            self.network.fails_to_build = graph.get("fails", False)
+            return not self.errors
+
+        @property
+        def num_errors(self) -> int:
+            return len(self.errors)
+
+        def get_error(self, index: int) -> ParserError:
+            return self.errors[index]
+
+    class Inspector:
+        def __init__(self, engine) -> None:
+            self.engine = engine
+
+        def get_engine_information(self, fmt) -> str:
+            assert fmt == trt.LayerInformationFormat.JSON
+            if self.engine.verbosity != trt.ProfilingVerbosity.DETAILED.name:
+                return json.dumps({"Layers": ["conv1", "conv2"], "Bindings": []})
+            layers = [{"Name": f"conv{i}", "Inputs": [{"Name": f"t{i}", "Format/Datatype": dtype}],
+                       "Outputs": [{"Name": f"t{i + 1}", "Format/Datatype": dtype}]}
+                      for i, dtype in enumerate(self.engine.layer_dtypes)]
+            return json.dumps({"Layers": layers, "Bindings": []})
+
+    class Engine:
+        def __init__(self, header: dict) -> None:
+            self.verbosity = header["verbosity"]
+            self.layer_dtypes = header["layer_dtypes"]
+
+        def create_engine_inspector(self) -> Inspector:
+            return Inspector(self)
+
+    class Builder:
+        def __init__(self, logger) -> None:
+            self.logger, self.error_recorder = logger, None
+
+        def create_network(self, flags: int) -> Network:
+            return Network(flags)
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config):
+            for index in range(300):
+                emit(self.logger, Severity.VERBOSE, f"tactic {index} timed")
+            emit(self.logger, Severity.INFO, "Detected 1 inputs and 1 output network tensors.")
+            emit(self.logger, Severity.WARNING, "Profile kMIN values are not self-consistent (harmless here)")
+            monitor = config.progress_monitor
+            if monitor is not None:
+                monitor.phase_start("Building engine", None, 2)
+                monitor.phase_start("Timing tactics", "Building engine", 300)
+                for step in range(300):
+                    monitor.step_complete("Timing tactics", step)
+                monitor.phase_finish("Timing tactics")
+                monitor.step_complete("Building engine", 0)
+                monitor.step_complete("Building engine", 1)
+                monitor.phase_finish("Building engine")
+            trt.builds.append({"flags": set(config.flags), "network_flags": network.flags,
+                               "profiles": [p.shapes for p in config.profiles], "pools": dict(config.pools),
+                               "monitor": monitor is not None, "verbosity": config.profiling_verbosity})
+            if network.fails_to_build:
+                report(self, self.logger, ErrorCode.INVALID_STATE, "Error Code 9: API Usage Error (no tactic fits)")
+                return None
+            if config.timing_cache is not None:
+                config.timing_cache.entries.append(f"build{len(trt.builds)}")
+            plan = {"magic": PLAN_MAGIC, "verbosity": config.profiling_verbosity.name, "layer_dtypes": ["Float"] * 3}
+            return HostMemory(json.dumps(plan).encode())
+
+    class Runtime:
+        def __init__(self, logger) -> None:
+            self.logger, self.error_recorder = logger, None
+
+        def deserialize_cuda_engine(self, plan: bytes):
+            try:
+                header = json.loads(plan)
+                assert header["magic"] == PLAN_MAGIC
+            except (ValueError, AssertionError, KeyError, TypeError):
+                report(self, self.logger, ErrorCode.INVALID_ARGUMENT,
+                       "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (magicTag failed)")
+                report(self, self.logger, ErrorCode.INVALID_STATE, "Error Code 4: engine plan file is corrupted")
+                return None
+            return Engine(header)
+
+    trt.ILogger, trt.Logger, trt.IErrorRecorder, trt.IProgressMonitor = ILogger, Logger, IErrorRecorder, IProgressMonitor
+    trt.Builder, trt.Runtime, trt.OnnxParser = Builder, Runtime, OnnxParser
+    return trt
+
+
+def graph_json(**inputs) -> bytes:
+    return json.dumps({"inputs": inputs or {"slow": [-1, 2, 8, 8, 3]}}).encode()
+
+
+def fixed_profile(name, shape):
+    return tuple((size, *shape[1:]) for size in (1, 4, 4))
+
+
+def real_api(**kwargs):
+    from streamrec.backends.trt_api import RealTensorRT
+
+    trt = fake_trt_module(**kwargs)
+    return RealTensorRT(trt), trt
+
+
+def test_real_build_sets_what_the_graph_cannot_say(monkeypatch):
+    api, trt = real_api()
+    result = api.build(graph_json(), fixed_profile, 256 * 2**20, None, None, tf32=False)
+    (config,) = trt.builds
+    assert config["network_flags"] == 1 << 1  # 1 << STRONGLY_TYPED
+    assert config["profiles"] == [{"slow": ((1, 2, 8, 8, 3), (4, 2, 8, 8, 3), (4, 2, 8, 8, 3))}]
+    assert config["pools"] == {trt.MemoryPoolType.WORKSPACE: 256 * 2**20}
+    assert trt.BuilderFlag.TF32 not in config["flags"]  # on by default: an fp32 engine would compute in TF32
+    assert json.loads(result.plan)["magic"] == PLAN_MAGIC
+    api.build(graph_json(), fixed_profile, None, None, None, tf32=True)
+    assert trt.BuilderFlag.TF32 in trt.builds[1]["flags"]
+
+
+def test_real_build_filters_messages_before_python_and_monitors_only_when_asked():
+    api, trt = real_api()
+    api.build(graph_json(), fixed_profile, None, None, None, tf32=True)
+    assert trt.sent_to_python == 0  # TensorRT's own Logger dropped 301 VERBOSE and INFO lines in C++
+    assert [m for _, m in trt.printed] == ["Profile kMIN values are not self-consistent (harmless here)"]
+    assert trt.builds[0]["monitor"] is False
+
+    lines: list[str] = []
+    api.build(graph_json(), fixed_profile, None, None, lines.append, tf32=True)
+    assert trt.builds[1]["monitor"] is True
+    assert lines == ["Building engine ...", "Building engine: step 1/2", "Building engine: step 2/2"]
+
+
+def test_real_build_replaces_a_refused_timing_cache_instead_of_crashing(caplog):
+    api, trt = real_api(gpu="sm87")
+    first = api.build(graph_json(), fixed_profile, None, None, None, tf32=True)
+    assert first.timing_cache == b"sm87|build1"
+    again = api.build(graph_json(), fixed_profile, None, first.timing_cache, None, tf32=True)
+    assert again.timing_cache == b"sm87|build1,build2"  # the saved timings were used and extended
+
+    foreign = api.build(graph_json(), fixed_profile, None, b"sm90|h100-timings", None, tf32=True)
+    assert foreign.timing_cache == b"sm87|build3"  # a new cache: another GPU's timings are never used
+    assert "refused the saved timing cache" in caplog.text
+
+
+def test_real_build_failure_carries_the_reported_error(caplog):
+    api, trt = real_api()
+    with pytest.raises(TensorRTError, match="no tactic fits") as err:
+        api.build(json.dumps({"inputs": {"slow": [-1, 2, 8, 8, 3]}, "fails": True}).encode(), fixed_profile,
+                  None, None, None, tf32=True)
+    assert err.value.messages == ["Error Code 9: API Usage Error (no tactic fits)"]
+    assert "TensorRT error (INVALID_STATE): Error Code 9" in caplog.text  # logged when it came
+    with pytest.raises(OnnxParseError) as parse:
+        api.build(json.dumps({"inputs": {}, "unsupported": ["custom_layer_7"]}).encode(), fixed_profile, None,
+                  None, None, tf32=True)
+    assert parse.value.issues[0].node_name == "custom_layer_7"
+
+
+def test_real_deserialize_errors_are_logged_kept_per_call_and_bounded(caplog):
+    api, trt = real_api()
+    for _ in range(2):
+        with pytest.raises(TensorRTError) as err:
+            api.deserialize(b"\x00garbage")
+        assert len(err.value.messages) == 2 and "corrupted" in str(err.value)  # this call's, not the last one's too
+    assert caplog.text.count("magicTag failed") == 2
+    for index in range(KEPT_ERRORS + 5):  # errors a running context reports, with nobody asking
+        api.errors.report_error(ErrorCode.FAILED_EXECUTION, f"error {index}")
+    assert api.errors.has_overflowed() and api.errors.get_num_errors() == KEPT_ERRORS
+    kept = api.take_errors()
+    assert kept[0] == "error 5" and kept[-1] == f"error {KEPT_ERRORS + 4}"
+    assert api.take_errors() == [] and api.errors.get_num_errors() == 0 and not api.errors.has_overflowed()
+    assert api.deserialize(json.dumps({"magic": PLAN_MAGIC, "verbosity": "DETAILED",
+                                       "layer_dtypes": []}).encode()).verbosity == "DETAILED"
+
+
+def test_real_numpy_types_and_the_ones_numpy_lacks():
+    api, trt = real_api()
+    assert api.numpy_dtype(trt.DataType.UINT8) == np.uint8 and api.numpy_dtype(trt.DataType.HALF) == np.float16
+    assert api.numpy_dtype(trt.DataType.BF16) is None and api.numpy_dtype(trt.DataType.FP8) is None
+
+
+def test_real_layer_types_come_from_a_detailed_engine_inspector():
+    api, trt = real_api()
+    plan = api.build(graph_json(), fixed_profile, None, None, None, tf32=False).plan
+    assert trt.builds[0]["verbosity"] == trt.ProfilingVerbosity.DETAILED  # else the inspector gives names only
+    assert api.layer_types(api.deserialize(plan)) == collections.Counter({"Float": 6})
+    names_only = api.deserialize(json.dumps({"magic": PLAN_MAGIC, "verbosity": "LAYER_NAMES_ONLY",
+                                             "layer_dtypes": []}).encode())
+    assert api.layer_types(names_only) == collections.Counter()
+

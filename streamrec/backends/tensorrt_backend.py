@@ -1,13 +1,14 @@
 """TensorRT engine: a serialized engine run through the I/O tensor API.
 
-One engine object owns one execution context and one CUDA stream (TensorRT lets one
-optimization profile serve one context at a time; a second stream of work creates a second
-engine). Buffers are allocated once, at the profile's maximum batch, pinned on the host and
-on the device; the uint8 clips cross the bus as uint8 and are normalised inside the engine.
+One engine object owns one execution context, one CUDA stream and its `DeviceMemory`, which
+it frees on `close` (TensorRT lets one optimization profile serve one context at a time; a
+second stream of work creates a second engine). Buffers are allocated once, at the profile's
+maximum batch, pinned on the host and on the device; the uint8 clips cross the bus as uint8
+and are normalised inside the engine. Every call TensorRT answers with a bool is checked, and
+a refusal is one line carrying TensorRT's own reason (`trt_api.TensorRT.take_errors`).
 
 TensorRT and CUDA are reached only through `trt_api.TensorRT` and `cuda_memory.DeviceMemory`,
-so the tests drive this module with stand-ins of both. It has never run on real TensorRT
-(see `streamrec.backends.trt_api`).
+so the tests drive this module with stand-ins of both.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class TensorInfo:
     max_shape: tuple[int, ...]
 
 
-def describe_tensors(engine: CudaEngine, api: TensorRT) -> list[TensorInfo]:
+def describe_tensors(engine: CudaEngine, api: TensorRT, source: str = "engine") -> list[TensorInfo]:
     tensors = []
     for index in range(engine.num_io_tensors):
         name = engine.get_tensor_name(index)
@@ -50,7 +51,13 @@ def describe_tensors(engine: CudaEngine, api: TensorRT) -> list[TensorInfo]:
             low, _, high = (tuple(s) for s in engine.get_tensor_profile_shape(name, 0))
         else:  # static inputs; outputs are sized once the input shapes are set
             low = high = shape
-        tensors.append(TensorInfo(name, is_input, api.numpy_dtype(engine.get_tensor_dtype(name)), low, high))
+        trt_dtype = engine.get_tensor_dtype(name)
+        dtype = api.numpy_dtype(trt_dtype)
+        if dtype is None:
+            raise StreamrecError(f"{source} {'input' if is_input else 'output'} '{name}' is {trt_dtype}, which numpy "
+                                 "cannot hold; export the model with streamrec (uint8 clips in, float32 logits out) "
+                                 "and rebuild")
+        tensors.append(TensorInfo(name, is_input, dtype, low, high))
     return tensors
 
 
@@ -89,26 +96,33 @@ class TensorRTEngine:
     def __init__(self, plan: bytes, api: TensorRT, memory: DeviceMemory, specs: tuple[InputSpec, ...],
                  num_classes: int, source: str = "engine", device: str = "cuda:0"):
         self.specs = specs
+        self.api = api
         self.memory = memory
+        self.source = source
         self.device = device  # the GPU ``memory`` is on
         self._lock = threading.Lock()
-        with memory.activate():
-            try:
-                self.engine = api.deserialize(plan)
-            except TensorRTError as err:
-                raise StreamrecError(
-                    f"TensorRT {api.version} cannot load {source} ({err}); the file is damaged or was built by "
-                    "another TensorRT version or for another GPU: rebuild it with `run_stream.py build-engine`") from None
-            tensors = describe_tensors(self.engine, api)
-            self.inputs = [t for t in tensors if t.is_input]
-            outputs = [t for t in tensors if not t.is_input]
-            self._check_contract(outputs, source)
-            self.output = outputs[0]
-            self.min_batch = max(t.min_shape[0] for t in self.inputs)
-            self.max_batch = min(t.max_shape[0] for t in self.inputs)
-            self.context = self.engine.create_execution_context()
-            self.stream: Stream = memory.stream()
-            self.host_buffers, self.device_buffers = self._allocate(num_classes, source)
+        try:
+            with memory.activate():
+                try:
+                    self.engine = api.deserialize(plan)
+                except TensorRTError as err:
+                    raise StreamrecError(
+                        f"TensorRT {api.version} cannot load {source} ({err}); the file is damaged or was built by "
+                        "another TensorRT version or for another GPU: rebuild it with `run_stream.py build-engine`"
+                    ) from None
+                tensors = describe_tensors(self.engine, api, source)
+                self.inputs = [t for t in tensors if t.is_input]
+                outputs = [t for t in tensors if not t.is_input]
+                self._check_contract(outputs, source)
+                self.output = outputs[0]
+                self.min_batch = max(t.min_shape[0] for t in self.inputs)
+                self.max_batch = min(t.max_shape[0] for t in self.inputs)
+                self.context = self.engine.create_execution_context()
+                self.stream: Stream = memory.stream()
+                self.host_buffers, self.device_buffers = self._allocate(num_classes, source)
+        except BaseException:
+            memory.close()  # nothing this engine allocated outlives a failed start
+            raise
 
     def _check_contract(self, outputs: list[TensorInfo], source: str) -> None:
         by_name = {t.name: t for t in self.inputs}
@@ -126,7 +140,7 @@ class TensorRTEngine:
     def _allocate(self, num_classes: int, source: str) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         """Pinned host and device buffers for every tensor at the profile's maximum batch."""
         for tensor in self.inputs:
-            self.context.set_input_shape(tensor.name, tensor.max_shape)
+            self._set_input_shape(tensor, tensor.max_shape)
         output_shape = tuple(self.context.get_tensor_shape(self.output.name))
         if output_shape != (self.max_batch, num_classes):
             raise StreamrecError(f"{source} returns {list(output_shape)} at batch {self.max_batch}; the config's model "
@@ -137,23 +151,35 @@ class TensorRTEngine:
         for name, shape in shapes.items():
             host[name] = self.memory.pinned(shape, dtypes[name])
             device[name] = self.memory.allocate(host[name].nbytes)
-            self.context.set_tensor_address(name, device[name])
+            if not self.context.set_tensor_address(name, device[name]):
+                raise self._refused(f"the device address of '{name}'")
         log.info("tensorrt buffers: %.1f MiB pinned, the same on the GPU (batch up to %d)",
                  sum(a.nbytes for a in host.values()) / 2**20, self.max_batch)
         return host, device
+
+    def _set_input_shape(self, tensor: TensorInfo, shape: tuple[int, ...]) -> None:
+        if not self.context.set_input_shape(tensor.name, shape):
+            raise self._refused(f"input '{tensor.name}' of shape {list(shape)}")
+
+    def _refused(self, what: str) -> StreamrecError:
+        """The one-line error for a call TensorRT answered with False, with its latest reason."""
+        errors = self.api.take_errors()
+        reason = errors[-1] if errors else "it gave no reason"
+        return StreamrecError(f"TensorRT refused {what} for {self.source}: {reason}")
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         size = batch_size(inputs, self.specs, self.max_batch)
         run = max(size, self.min_batch)  # below the profile's minimum, pad; the padding's rows are dropped
         out = self.output.name
         with self._lock, self.memory.activate():
+            self.api.take_errors()  # earlier calls' errors were logged when they came
             for tensor in self.inputs:
                 staged = self.host_buffers[tensor.name][:run]
                 staged[:size] = inputs[tensor.name]
-                self.context.set_input_shape(tensor.name, (run, *tensor.max_shape[1:]))
+                self._set_input_shape(tensor, (run, *tensor.max_shape[1:]))
                 self.memory.to_device(self.device_buffers[tensor.name], staged, self.stream)
             if not self.context.execute_async_v3(self.stream.handle):
-                raise StreamrecError(f"TensorRT failed to run a batch of {run}; see the TensorRT messages above")
+                raise self._refused(f"to run a batch of {run}")
             self.memory.to_host(self.host_buffers[out][:run], self.device_buffers[out], self.stream)
             self.stream.synchronize()
             return self.host_buffers[out][:size].astype(np.float32)  # a copy: the pinned buffer is reused

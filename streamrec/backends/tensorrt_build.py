@@ -3,7 +3,9 @@
 Precision comes from the graph, not from builder flags (TensorRT 11 removed them, and strong
 typing obeys the graph's types): fp32 is a float32 export, fp16 a float16 export, int8 an
 explicitly quantized (Q/DQ) graph made by `streamrec.backends.calibration`. ``--precision``
-names which of these the graph must be, and is checked against it.
+names which of these the graph must be, and is checked against it. TensorRT's one precision
+switch left, TF32 (on by default), is turned off for fp32 builds, so that an fp32 engine
+computes what the float32 graph does; fp16 and int8 graphs keep it for their float32 layers.
 
 The build itself is one call into `trt_api.TensorRT.build`; everything around it (the cache
 key, the profile shapes, reuse, error messages) is here and tested with a stand-in.
@@ -92,8 +94,14 @@ def describe_parse_error(err: OnnxParseError, onnx_file: Path) -> str:
 
 
 def build_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: TensorRT, memory: DeviceMemory, *,
-                 workspace_mb: int | None = None, progress: Callable[[str], None] = print) -> Path:
-    """Build ``onnx_file`` into the engine cache (with its record and the shared timing cache)."""
+                 workspace_mb: int | None = None, progress: Callable[[str], None] = print,
+                 phases: bool = True) -> Path:
+    """Build ``onnx_file`` into the engine cache (with its record and the shared timing cache).
+
+    ``phases`` also reports TensorRT's build phases through a progress monitor, whose Python
+    callbacks take the GIL from the builder's threads: worth it when a person is watching a
+    build, not when a run builds in passing.
+    """
     if not onnx_file.is_file():
         raise StreamrecError(f"ONNX file {onnx_file} not found; make one with `run_stream.py export`")
     onnx = onnx_file.read_bytes()
@@ -108,7 +116,7 @@ def build_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: Tens
     try:
         with memory.activate():
             result = api.build(onnx, profile_shapes(batch), workspace_mb * 2**20 if workspace_mb else None,
-                               timing, progress)
+                               timing, progress if phases else None, tf32=precision != "fp32")
     except OnnxParseError as err:
         raise StreamrecError(describe_parse_error(err, onnx_file)) from None
     except TensorRTError as err:
@@ -116,14 +124,15 @@ def build_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: Tens
     seconds = time.monotonic() - started
     write_atomically(path, result.plan)
     EngineRecord(key, str(onnx_file), sha256_bytes(result.plan), round(seconds, 1)).save(path)
-    write_atomically(timing_path, result.timing_cache)
+    if result.timing_cache is not None:
+        write_atomically(timing_path, result.timing_cache)
     progress(f"built {path} in {seconds:.1f} s")
     return path
 
 
 def cached_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: TensorRT, memory: DeviceMemory, *,
                   workspace_mb: int | None = None, rebuild: bool = False,
-                  progress: Callable[[str], None] = print) -> Path:
+                  progress: Callable[[str], None] = print, phases: bool = True) -> Path:
     """The cached engine for exactly this ONNX, TensorRT, GPU, precision and batch profile; built if missing."""
     if not onnx_file.is_file():
         raise StreamrecError(f"ONNX file {onnx_file} not found; make one with `run_stream.py export`")
@@ -134,4 +143,5 @@ def cached_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: Ten
         return path
     for stale, changes in stale_engines(onnx_file, key):
         progress(f"not reusing {stale.name}: {', '.join(changes)}")
-    return build_engine(onnx_file, precision, batch, api, memory, workspace_mb=workspace_mb, progress=progress)
+    return build_engine(onnx_file, precision, batch, api, memory, workspace_mb=workspace_mb, progress=progress,
+                        phases=phases)

@@ -66,6 +66,6 @@ def create(config: Config) -> Engine:
                                  "pass the engine it prints with --engine")
         onnx = file or cached_export(config, engine.precision)
         batch = BatchProfile(1, config.pipeline.max_batch, config.pipeline.max_batch)
-        path = cached_engine(onnx, engine.precision, batch, api, memory, progress=log.info)
+        path = cached_engine(onnx, engine.precision, batch, api, memory, progress=log.info, phases=False)
     return TensorRTEngine(read_plan(path, api, memory), api, memory, input_specs(config.clip),
                           config.model.num_classes, source=f"engine {path}", device=f"cuda:{index}")

@@ -13,13 +13,18 @@ no precision builder flags (removed in 11.x), the name-based I/O tensor API
 (``num_io_tensors``, ``get_tensor_name``, ``set_input_shape``, ``set_tensor_address``,
 ``execute_async_v3``), nothing of the bindings API removed in 10.0.
 
-NEVER RUN ON REAL TENSORRT: TensorRT cannot be installed on the machines this project is
-built and tested on, so `RealTensorRT` has only been read against NVIDIA's documentation and
-samples. Until it has run on a GPU, treat a TensorRT failure as possibly a bug here.
+Messages: TensorRT's own ``Logger`` filters by severity in C++ and prints warnings and errors;
+a Python ``ILogger`` would take the GIL for every VERBOSE line from the builder's threads.
+Errors reach Python only through an ``IErrorRecorder`` (TensorRT sends errors there instead
+of the log once one is set), which logs each one as it comes and keeps the latest few for the
+one-line message of the call that failed.
 """
 
 from __future__ import annotations
 
+import collections
+import json
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
@@ -28,7 +33,9 @@ import numpy as np
 
 from streamrec.errors import StreamrecError
 
+log = logging.getLogger(__name__)
 Shape = tuple[int, ...]
+KEPT_ERRORS = 16  # the latest TensorRT errors kept for a message; all of them are logged as they come
 
 
 class ExecutionContext(Protocol):
@@ -78,7 +85,7 @@ class OnnxParseError(Exception):
 
 
 class TensorRTError(Exception):
-    """TensorRT refused (a build or a deserialisation); ``messages`` are the errors it logged."""
+    """TensorRT refused (a build or a deserialisation); ``messages`` are the errors it reported."""
 
     def __init__(self, messages: list[str]):
         super().__init__(messages[-1] if messages else "no message from TensorRT")
@@ -91,7 +98,7 @@ ProfileShapes = dict[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt
 @dataclass(frozen=True)
 class BuildResult:
     plan: bytes
-    timing_cache: bytes
+    timing_cache: bytes | None  # None: TensorRT kept no timing cache for this build
 
 
 class TensorRT(Protocol):
@@ -104,16 +111,26 @@ class TensorRT(Protocol):
 
     def is_input(self, mode: Any) -> bool: ...
 
-    def numpy_dtype(self, dtype: Any) -> np.dtype: ...
+    def numpy_dtype(self, dtype: Any) -> np.dtype | None:
+        """The numpy type of a tensor type; None where numpy has none (BF16, FP8, INT4, FP4)."""
+
+    def take_errors(self) -> list[str]:
+        """The errors TensorRT reported since the last call (each was logged when it came)."""
+
+    def layer_types(self, engine: CudaEngine) -> collections.Counter:
+        """How many layer inputs and outputs of each type the built engine has ("Half", "Float",
+        "Int8", ...), from TensorRT's engine inspector."""
 
     def build(self, onnx: bytes, profile: Callable[[str, Shape], tuple[Shape, Shape, Shape]],
               workspace_bytes: int | None, timing_cache: bytes | None,
-              progress: Callable[[str], None]) -> BuildResult:
+              progress: Callable[[str], None] | None, *, tf32: bool) -> BuildResult:
         """Parse ``onnx`` into a strongly typed network and build a serialized engine.
 
         ``profile(name, shape)`` gives each input's (min, opt, max) shapes for the one
-        optimization profile, from its ONNX shape (-1 on dynamic axes). Raises `OnnxParseError`
-        or `TensorRTError`.
+        optimization profile, from its ONNX shape (-1 on dynamic axes). ``progress`` receives
+        the build phases (None: no progress monitor, the quickest build). ``tf32`` lets float32
+        layers round their inputs to TF32 (TensorRT's default; off keeps float32 exact).
+        Raises `OnnxParseError` or `TensorRTError`.
         """
 
 
@@ -124,39 +141,60 @@ def load_tensorrt() -> TensorRT:
     except ImportError:
         raise StreamrecError(
             "engine.backend=tensorrt but TensorRT is not installed: on a Jetson it comes with JetPack "
-            "(python3-libnvinfer), elsewhere `pip install tensorrt`; or use --backend onnxruntime"
+            "(python3-libnvinfer), elsewhere `pip install -e '.[tensorrt]'` (CUDA 12 drivers) or "
+            "'.[tensorrt-cu13]' (driver 580 or newer); or use --backend onnxruntime"
         ) from None
     return RealTensorRT(tensorrt)
 
 
 class RealTensorRT:
-    """`TensorRT` over the ``tensorrt`` module (see the module docstring: never run here)."""
+    """`TensorRT` over the ``tensorrt`` module."""
 
     def __init__(self, trt: Any):
         self.trt = trt
         self.version = trt.__version__
-        self.logger = _recording_logger(trt)
+        self.logger = trt.Logger(trt.Logger.WARNING)  # filters in C++: INFO and VERBOSE never reach Python
+        self.errors = _error_recorder(trt)
         self.runtime = trt.Runtime(self.logger)
+        self.runtime.error_recorder = self.errors  # engines and their contexts inherit it
 
     def deserialize(self, plan: bytes) -> CudaEngine:
-        self.logger.errors.clear()
+        self.errors.take()
         engine = self.runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise TensorRTError(list(self.logger.errors))
+            raise TensorRTError(self.errors.take())
         return engine
 
     def is_input(self, mode: Any) -> bool:
         return mode == self.trt.TensorIOMode.INPUT
 
-    def numpy_dtype(self, dtype: Any) -> np.dtype:
-        return np.dtype(self.trt.nptype(dtype))
+    def numpy_dtype(self, dtype: Any) -> np.dtype | None:
+        try:
+            return np.dtype(self.trt.nptype(dtype))
+        except TypeError:  # trt.nptype's answer for the types numpy lacks
+            return None
+
+    def take_errors(self) -> list[str]:
+        return self.errors.take()
+
+    def layer_types(self, engine: CudaEngine) -> collections.Counter:
+        trt = self.trt
+        inspector = engine.create_engine_inspector()
+        information = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        counts: collections.Counter = collections.Counter()
+        for layer in information.get("Layers", []):
+            if isinstance(layer, dict):  # a plain name where the engine was built without DETAILED verbosity
+                for tensor in [*layer.get("Inputs", []), *layer.get("Outputs", [])]:
+                    counts[str(tensor.get("Format/Datatype", "N/A"))] += 1
+        return counts
 
     def build(self, onnx: bytes, profile: Callable[[str, Shape], tuple[Shape, Shape, Shape]],
               workspace_bytes: int | None, timing_cache: bytes | None,
-              progress: Callable[[str], None]) -> BuildResult:
+              progress: Callable[[str], None] | None, *, tf32: bool) -> BuildResult:
         trt = self.trt
-        self.logger.errors.clear()
+        self.errors.take()
         builder = trt.Builder(self.logger)
+        builder.error_recorder = self.errors  # the network, parser and config it makes inherit it
         network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse(onnx):
@@ -169,38 +207,95 @@ class RealTensorRT:
         config = builder.create_builder_config()
         if workspace_bytes:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+        if not tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)  # set by default: float32 layers would round to TF32
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer types for `layer_types`
         optimization_profile = builder.create_optimization_profile()
         for index in range(network.num_inputs):
             tensor = network.get_input(index)
             low, opt, high = profile(tensor.name, tuple(tensor.shape))
             optimization_profile.set_shape(tensor.name, low, opt, high)
         config.add_optimization_profile(optimization_profile)
-        cache = config.create_timing_cache(timing_cache or b"")
-        config.set_timing_cache(cache, False)  # ignore_mismatch=False: a cache from another GPU is not used
-        monitor = _progress_monitor(trt, progress)
-        config.progress_monitor = monitor  # kept alive by `monitor` until the build returns
+        cache = _attach_timing_cache(config, timing_cache)  # kept alive until the build returns
+        monitor = _progress_monitor(trt, progress) if progress is not None else None
+        if monitor is not None:
+            config.progress_monitor = monitor  # kept alive by `monitor` until the build returns
 
         plan = builder.build_serialized_network(network, config)
         if plan is None:
-            raise TensorRTError(list(self.logger.errors))
-        return BuildResult(bytes(plan), bytes(config.get_timing_cache().serialize()))
+            raise TensorRTError(self.errors.take())
+        used = config.get_timing_cache()  # None if TensorRT kept none
+        del cache, monitor  # both had to outlive the build
+        return BuildResult(bytes(plan), bytes(used.serialize()) if used is not None else None)
 
 
-def _recording_logger(trt: Any) -> Any:
-    """A ``tensorrt.ILogger`` that prints warnings and keeps the errors, for one-line messages."""
+def _attach_timing_cache(config: Any, timing_cache: bytes | None) -> Any:
+    """Give the build the saved timing cache, or a fresh one where TensorRT refuses the saved one
+    (``set_timing_cache`` returns False for a cache from another GPU; ``ignore_mismatch`` stays
+    False so such timings are never used)."""
+    cache = config.create_timing_cache(timing_cache or b"")
+    if config.set_timing_cache(cache, False):
+        return cache
+    log.warning("TensorRT refused the saved timing cache (made on another GPU or TensorRT); building "
+                "with a new one, which replaces it")
+    cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, False):
+        log.warning("TensorRT refused an empty timing cache too; building without one")
+    return cache
 
-    class RecordingLogger(trt.ILogger):
+
+def _error_recorder(trt: Any) -> Any:
+    """A ``tensorrt.IErrorRecorder`` that logs every error and keeps the latest `KEPT_ERRORS`.
+
+    TensorRT calls it from its own threads, so it locks; ``report_error`` returns False to let
+    TensorRT decide whether the error ends the call. The method names are those TensorRT's
+    Python trampoline dispatches to (``get_num_errors``, not the ``num_errors`` binding).
+    """
+
+    class ErrorRecorder(trt.IErrorRecorder):
         def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
+            trt.IErrorRecorder.__init__(self)
+            self.lock = threading.Lock()
+            self.kept: collections.deque[tuple[Any, str]] = collections.deque(maxlen=KEPT_ERRORS)
+            self.overflowed = False
 
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                self.errors.append(msg)
-            elif severity == trt.ILogger.Severity.WARNING:
-                print(f"TensorRT warning: {msg}", flush=True)
+        def report_error(self, code: Any, description: str) -> bool:
+            name = getattr(code, "name", str(code))
+            log.error("TensorRT error (%s): %s", name, description)
+            with self.lock:
+                self.overflowed |= len(self.kept) == KEPT_ERRORS
+                self.kept.append((code, str(description)))
+            return False
 
-    return RecordingLogger()
+        def get_num_errors(self) -> int:
+            with self.lock:
+                return len(self.kept)
+
+        def get_error_code(self, index: int) -> Any:
+            with self.lock:
+                return self.kept[index][0]
+
+        def get_error_desc(self, index: int) -> str:
+            with self.lock:
+                return self.kept[index][1]
+
+        def has_overflowed(self) -> bool:
+            return self.overflowed
+
+        def clear(self) -> None:
+            with self.lock:
+                self.kept.clear()
+                self.overflowed = False
+
+        def take(self) -> list[str]:
+            """The kept descriptions, oldest first, and a clean slate for the next call."""
+            with self.lock:
+                messages = [description for _, description in self.kept]
+                self.kept.clear()
+                self.overflowed = False
+            return messages
+
+    return ErrorRecorder()
 
 
 def _progress_monitor(trt: Any, progress: Callable[[str], None]) -> Any:
