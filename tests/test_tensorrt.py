@@ -1123,3 +1123,355 @@ def test_real_layer_types_come_from_a_detailed_engine_inspector():
                                              "layer_dtypes": []}).encode())
     assert api.layer_types(names_only) == collections.Counter()
 
+
+# --------------------------------------------------------------------------- CUDA memory on stand-in pycuda and cuda-python
+
+
+def fake_pycuda(devices: int = 1, init_error: str | None = None) -> types.ModuleType:
+    """``pycuda.driver``: contexts are current per thread; memory calls without one raise pycuda's
+    LogicError; copies are queued on the stream and run when it is synchronized."""
+    cuda = types.ModuleType("pycuda.driver")
+    local = threading.local()
+    memory: dict[int, bytearray] = {}
+
+    class Error(Exception):
+        pass
+
+    class LogicError(Error):
+        pass
+
+    def stack() -> list:
+        if not hasattr(local, "stack"):
+            local.stack = []
+        return local.stack
+
+    def need(call: str) -> None:
+        if not stack():
+            raise LogicError(f"{call} failed: {NO_CONTEXT}")
+
+    def init() -> None:
+        if init_error:
+            raise Error(f"cuInit failed: {init_error}")
+
+    class Context:
+        def push(self) -> None:
+            stack().append(self)
+
+        @staticmethod
+        def pop() -> None:
+            stack().pop()
+
+    class Device:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        @staticmethod
+        def count() -> int:
+            return devices
+
+        def name(self) -> str:
+            return "NVIDIA Fake GPU"
+
+        def compute_capability(self) -> tuple[int, int]:
+            return 8, 7
+
+        def retain_primary_context(self) -> Context:
+            return Context()
+
+    class DeviceAllocation:
+        def __init__(self, nbytes: int) -> None:
+            need("mem_alloc")
+            self.address = 0x1000 * (len(memory) + 1)
+            memory[self.address] = bytearray(nbytes)
+
+        def __int__(self) -> int:
+            return self.address
+
+        def free(self) -> None:
+            need("mem_free")
+            memory.pop(self.address)
+
+    class Stream:
+        def __init__(self) -> None:
+            need("Stream")
+            self.handle = 0x5000 + id(self) % 0x1000
+            self.queued: list = []
+
+        def synchronize(self) -> None:
+            need("cuStreamSynchronize")
+            while self.queued:
+                self.queued.pop(0)()
+
+    def pagelocked_empty(shape, dtype) -> np.ndarray:
+        need("pagelocked_empty")
+        return np.zeros(shape, dtype)
+
+    def memcpy_htod_async(dest, src, stream) -> None:
+        need("memcpy_htod_async")
+        stream.queued.append(lambda: memory[int(dest)].__setitem__(slice(0, src.nbytes), src.tobytes()))
+
+    def memcpy_dtoh_async(dest, src, stream) -> None:
+        need("memcpy_dtoh_async")
+        stream.queued.append(lambda: dest.reshape(-1).view(np.uint8).__setitem__(
+            slice(None), np.frombuffer(memory[int(src)][: dest.nbytes], np.uint8)))
+
+    cuda.Error, cuda.LogicError, cuda.init, cuda.Context, cuda.Device = Error, LogicError, init, Context, Device
+    cuda.mem_alloc, cuda.Stream, cuda.pagelocked_empty = DeviceAllocation, Stream, pagelocked_empty
+    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async, cuda.memory = memcpy_htod_async, memcpy_dtoh_async, memory
+    return cuda
+
+
+class CudaError(enum.IntEnum):
+    cudaSuccess = 0
+    cudaErrorInvalidValue = 1
+    cudaErrorMemoryAllocation = 2
+    cudaErrorInsufficientDriver = 35
+    cudaErrorNoDevice = 100
+    cudaErrorInvalidResourceHandle = 400
+
+
+def fake_cudart(devices: int = 2, driver_cuda: int = 12060, built_for: int = 12,
+                device_bytes: int = 1 << 30) -> types.SimpleNamespace:
+    """``cuda.bindings.runtime``: ``(error, value)`` results; the current device is per thread (0
+    until ``cudaSetDevice``) and a stream works only from a thread whose current device is its
+    own; built for a CUDA newer than the driver's, every call but ``cudaDriverGetVersion``
+    answers ``cudaErrorInsufficientDriver``; ``int(stream)`` warns, as in cuda-python 13."""
+    rt = types.SimpleNamespace(cudaError_t=CudaError)
+    rt.cudaMemcpyKind = enum.IntEnum("cudaMemcpyKind", {"cudaMemcpyHostToDevice": 1, "cudaMemcpyDeviceToHost": 2})
+    usable = driver_cuda // 1000 >= built_for
+    local = threading.local()
+    host: dict[int, ctypes.Array] = {}
+    memory: dict[int, tuple[int, bytearray]] = {}
+
+    class cudaStream_t:
+        def __init__(self, device: int) -> None:
+            self.native, self.device, self.queued = 0x9000 + 16 * len(rt.streams), device, []
+
+        def __int__(self) -> int:
+            warnings.warn("int(cuda_obj) is deprecated; use get_cuda_native_handle", DeprecationWarning)
+            return self.native
+
+    rt.streams = {}
+    rt.get_cuda_native_handle = lambda stream: stream.native
+
+    def current() -> int:
+        return getattr(local, "device", 0)
+
+    def ok(*values):
+        return (CudaError.cudaSuccess, *values) if usable else (CudaError.cudaErrorInsufficientDriver,
+                                                                 *([None] * len(values)))
+
+    def stream_of(stream):
+        found = rt.streams.get(stream.native if isinstance(stream, cudaStream_t) else stream)
+        return found if found is not None and found.device == current() else None
+
+    def set_device(index: int):
+        if usable and 0 <= index < devices:
+            local.device = index
+        return ok() if index < devices else (CudaError.cudaErrorInvalidValue,)
+
+    def malloc(nbytes: int):
+        if usable and nbytes > device_bytes:
+            return CudaError.cudaErrorMemoryAllocation, 0
+        address = 0x100000 * (len(memory) + 1)
+        memory[address] = (current(), bytearray(nbytes))
+        return ok(address)
+
+    def malloc_host(nbytes: int):
+        block = ctypes.create_string_buffer(nbytes)
+        host[ctypes.addressof(block)] = block
+        return ok(ctypes.addressof(block))
+
+    def stream_create():
+        stream = cudaStream_t(current())
+        rt.streams[stream.native] = stream
+        return ok(stream)
+
+    def memcpy_async(dst, src, count, kind, stream):
+        found = stream_of(stream)
+        if usable and found is None:
+            return (CudaError.cudaErrorInvalidResourceHandle,)
+        if kind == rt.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            found.queued.append(lambda: memory[dst][1].__setitem__(slice(0, count), ctypes.string_at(src, count)))
+        else:
+            found.queued.append(lambda: ctypes.memmove(dst, bytes(memory[src][1][:count]), count))
+        return ok()
+
+    def synchronize(stream):
+        found = stream_of(stream)
+        if usable and found is None:
+            return (CudaError.cudaErrorInvalidResourceHandle,)
+        while found.queued:
+            found.queued.pop(0)()
+        return ok()
+
+    rt.cudaGetDeviceCount = lambda: ok(devices) if usable else (CudaError.cudaErrorInsufficientDriver, 0)
+    rt.cudaSetDevice = set_device
+    rt.cudaGetDeviceProperties = lambda index: ok(types.SimpleNamespace(name=b"NVIDIA Fake GPU\x00\x00", major=8,
+                                                                        minor=7))
+    rt.cudaMalloc, rt.cudaMallocHost, rt.cudaStreamCreate = malloc, malloc_host, stream_create
+    rt.cudaMemcpyAsync, rt.cudaStreamSynchronize = memcpy_async, synchronize
+    rt.cudaFree = lambda address: ok() if memory.pop(address, None) else (CudaError.cudaErrorInvalidValue,)
+    rt.cudaFreeHost = lambda address: ok() if host.pop(address, None) is not None else (CudaError.cudaErrorInvalidValue,)
+    rt.cudaStreamDestroy = lambda stream: ok() if rt.streams.pop(stream.native, None) else (CudaError.cudaErrorInvalidValue,)
+    rt.cudaGetErrorName = lambda error: (CudaError.cudaSuccess, error.name.encode())
+    rt.cudaGetErrorString = lambda error: (CudaError.cudaSuccess, {
+        CudaError.cudaErrorMemoryAllocation: b"out of memory",
+        CudaError.cudaErrorInvalidResourceHandle: b"invalid resource handle",
+        CudaError.cudaErrorInsufficientDriver: b"CUDA driver version is insufficient for CUDA runtime version",
+    }.get(error, b"invalid argument"))
+    rt.cudaDriverGetVersion = lambda: (CudaError.cudaSuccess, driver_cuda)
+    rt.memory = memory
+    return rt
+
+
+@pytest.fixture
+def with_cudart(monkeypatch):
+    """Install a stand-in cuda-python (and no pycuda); returns a function making one."""
+    import streamrec.backends.cuda_memory as cuda_memory
+
+    for module in ("pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, module, None)
+
+    def install(**kwargs) -> types.SimpleNamespace:
+        rt = fake_cudart(**kwargs)
+        monkeypatch.setattr(cuda_memory, "_import_cudart", lambda: rt)
+        monkeypatch.setattr(cuda_memory, "_native_handle_getter", lambda: rt.get_cuda_native_handle)
+        monkeypatch.setattr(cuda_memory, "cuda_python_version", lambda: f"{kwargs.get('built_for', 12)}.0.3")
+        return rt
+
+    return install
+
+
+@pytest.fixture
+def with_pycuda(monkeypatch):
+    def install(**kwargs) -> types.ModuleType:
+        cuda = fake_pycuda(**kwargs)
+        package = types.ModuleType("pycuda")
+        package.driver = cuda
+        monkeypatch.setitem(sys.modules, "pycuda", package)
+        monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+        return cuda
+
+    return install
+
+
+def round_trip_from_a_worker(memory) -> list:
+    """What the TensorRT engine does with its memory: buffers made on the thread that opens the
+    engine, copies and a wait on a worker thread (the pipeline's). Returns the worker's errors."""
+    with memory.activate():
+        stream = memory.stream()
+        source = memory.pinned((3, 16), np.uint8)
+        back = memory.pinned((3, 16), np.uint8)
+        address = memory.allocate(source.nbytes)
+    source[:] = np.arange(48, dtype=np.uint8).reshape(3, 16)
+    errors: list = []
+
+    def worker() -> None:
+        try:
+            with memory.activate():
+                memory.to_device(address, source, stream)
+                memory.to_host(back, address, stream)
+                assert not back.any(), "the copy back landed before the stream was synchronized"
+                stream.synchronize()
+            np.testing.assert_array_equal(back, source)
+        except Exception as err:  # surfaced by the caller
+            errors.append(err)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    memory.close()
+    return errors
+
+
+def test_cuda_python_memory_on_the_second_gpu_from_a_worker_thread(with_cudart):
+    from streamrec.backends.cuda_memory import CudaPythonMemory, open_device
+
+    rt = with_cudart(devices=2)
+    memory = open_device(1)
+    assert isinstance(memory, CudaPythonMemory) and (memory.device_name, memory.compute_capability) == \
+        ("NVIDIA Fake GPU", "8.7")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # int(stream) is deprecated in cuda-python 13
+        assert round_trip_from_a_worker(memory) == []
+    assert not rt.memory and not rt.streams  # close freed what it made
+
+
+def test_cuda_python_calls_off_the_gpu_s_thread_state_are_one_line(with_cudart):
+    from streamrec.backends.cuda_memory import open_device
+
+    with_cudart(devices=2)
+    memory = open_device(1)
+    with memory.activate():
+        stream = memory.stream()
+        address = memory.allocate(16)
+    host = np.zeros(16, np.uint8)
+    outcome: list = []
+
+    def worker() -> None:  # no activate(): this thread's current device is still 0
+        try:
+            memory.to_device(address, host, stream)
+        except StreamrecError as err:
+            outcome.append(str(err))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    assert outcome == ["CUDA error cudaErrorInvalidResourceHandle (400) in cudaMemcpyAsync on GPU 1: invalid "
+                       "resource handle"]
+    with memory.activate(), pytest.raises(StreamrecError) as err:
+        memory.allocate(1 << 31)
+    assert one_line(err) == "CUDA error cudaErrorMemoryAllocation (2) in cudaMalloc on GPU 1: out of memory"
+
+
+def test_cuda_python_too_new_for_the_driver_says_what_to_install(with_cudart, monkeypatch, caplog, api):
+    """cuda-python 13 on a CUDA 12 driver (JetPack 6): every call answers
+    cudaErrorInsufficientDriver. auto passes TensorRT over and says why; asking for it is one line."""
+    import importlib.util
+
+    from streamrec.backends import resolve_backend
+    from streamrec.backends.cuda_memory import gpu_count, open_device
+
+    with_cudart(driver_cuda=12060, built_for=13)
+    fix = "`pip install 'cuda-python>=12,<13'`"
+    with caplog.at_level(logging.WARNING):
+        assert gpu_count() == 0
+    assert "cuda-python 13.0.3 needs a newer NVIDIA driver than this one, which runs CUDA 12.6" in caplog.text
+    assert fix in caplog.text
+    with pytest.raises(StreamrecError) as err:
+        open_device(0)
+    assert "CUDA cannot start (cudaGetDeviceCount)" in one_line(err) and fix in one_line(err)
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tensorrt" else
+                        find_spec(name, *a))
+    assert resolve_backend(load_config("slowfast_tiny", ["engine.backend=auto"])) == "onnxruntime"
+    monkeypatch.setattr("streamrec.backends.trt_api.load_tensorrt", lambda: api)
+    with pytest.raises(StreamrecError) as err:
+        create_engine(load_config("slowfast_tiny", ["engine.backend=tensorrt", "engine.device=cuda"]))
+    assert fix in one_line(err)
+
+
+def test_pycuda_memory_needs_the_context_and_works_from_a_worker_thread(with_pycuda):
+    from streamrec.backends.cuda_memory import PyCudaMemory, open_device
+
+    cuda = with_pycuda()
+    memory = open_device(0)
+    assert isinstance(memory, PyCudaMemory)
+    with pytest.raises(cuda.LogicError, match="no currently active context"):
+        memory.pinned((4,), np.uint8)  # pycuda's page-locked memory belongs to the current context
+    assert round_trip_from_a_worker(memory) == []
+    assert not cuda.memory
+
+
+def test_pycuda_that_cannot_start_is_one_line(with_pycuda):
+    from streamrec.backends.cuda_memory import open_device
+
+    with_pycuda(init_error="no CUDA-capable device is detected")
+    with pytest.raises(StreamrecError) as err:
+        open_device(0)
+    assert one_line(err) == "pycuda cannot open CUDA GPU 0: cuInit failed: no CUDA-capable device is detected"
+    with_pycuda(devices=1)
+    with pytest.raises(StreamrecError, match="no CUDA GPU 1: pycuda sees 1"):
+        open_device(1)
