@@ -79,6 +79,41 @@ def test_folding_batch_norms_keeps_the_output_and_removes_them():
     assert np.abs(torch_logits(folded, config.clip, clips) - reference).max() <= 1e-5
 
 
+def tf32_state() -> tuple:
+    """Whether cuDNN convolutions and cuBLAS matrix products may use TF32, as PyTorch resolves it."""
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)  # torch >= 2.9
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, conv == "tf32"
+
+
+def test_the_fold_check_runs_in_exact_float32_and_restores_the_setting():
+    """On Ampere and newer GPUs cuDNN convolutions default to TF32, under which the folded and
+    unfolded models differ by TF32's rounding (0.12 on R50's logits), failing the check."""
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            seen.append(tf32_state())
+            return self.bn(self.conv(x))
+
+    before = tf32_state()
+    fold_batch_norms(Probe().eval(), [torch.randn(1, 3, 8, 8)])
+    assert seen == [(False, False, False)] * 2
+    assert tf32_state() == before
+
+
+def test_cuda_graphs_are_captured_for_a_few_batch_buckets():
+    from streamrec.backends.torch_backend import batch_buckets
+
+    assert batch_buckets(8) == (1, 2, 4, 8)
+    assert batch_buckets(6) == (1, 2, 4, 6)
+    assert batch_buckets(1) == (1,)
+    assert batch_buckets(64) == (1, 2, 4, 8, 16, 32, 64)
+
+
 def test_folding_refuses_a_convolution_whose_output_is_also_read_elsewhere():
     class Shortcut(nn.Module):
         def __init__(self):
@@ -320,3 +355,19 @@ def test_parallel_calls_on_a_gpu_engine_are_refused_in_one_line():
         create_engine(config)
     with pytest.raises(StreamrecError, match="this torch engine runs on a GPU"):
         TorchEngine(nn.Identity(), input_specs(config.clip), torch.device("cuda"), parallel_calls=2)
+
+
+def test_bench_s_torch_compile_variant_compiles_the_torch_engine_s_model(monkeypatch):
+    """``bench engine --backend torch-compile``: the torch backend's engine, its folded model
+    passed through torch.compile (recorded here; compiling itself is for a GPU)."""
+    from streamrec.bench.engine import BACKENDS, open_engine
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    config = load_config("slowfast_tiny", ["engine.device=cpu"])
+    engine = open_engine(config, "torch-compile", "fp32", max_batch=2)
+    assert "torch-compile" in BACKENDS and engine.name == "torch" and engine.max_batch == 2
+    (module,) = compiled
+    assert engine.module is module and not any(isinstance(m, nn.BatchNorm3d) for m in module.modules())
+    batch = {"slow": np.zeros((2, 4, 96, 96, 3), np.uint8), "fast": np.zeros((2, 16, 96, 96, 3), np.uint8)}
+    assert engine.infer(batch).shape == (2, 7)

@@ -4,18 +4,24 @@ Before serving, batch norms are folded into the convolutions that feed them (on 
 device: it is exact up to float rounding, and checked on a probe clip each time). On CUDA the
 engine also runs in fp16 or bf16 if asked, keeps activations channels-last in reduced precision
 (the layout tensor cores want; the uint8 NTHWC input already has it after the permute in
-`UInt8Clips`), and replays one CUDA graph per batch size so a call costs one launch.
+`UInt8Clips`), and replays CUDA graphs captured when it is made, so a call costs one launch.
 
-Folding is tested on the CPU against float32. The CUDA paths (fp16/bf16, channels-last, CUDA
-graphs) are checked against float32 by ``tests/gpu/test_gpu_torch_cuda.py``, which needs a CUDA
-GPU and is skipped without one.
+fp32 means float32 on the GPU too: PyTorch lets cuDNN convolutions round to TF32 by default on
+Ampere and newer GPUs (Jetson Orin included), so the fold check and every fp32 forward pass run
+under `exact_float32`. Everything on CUDA runs under the engine's own device (``cuda:N``), from
+whichever thread calls it.
+
+``tests/gpu/test_gpu_torch_cuda.py`` checks the CUDA paths against float32 on a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from typing import Mapping, Sequence
+import threading
+import warnings
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -48,13 +54,35 @@ def device_name(device: torch.device) -> str:
     return device.type
 
 
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Run the block with cuDNN convolutions and cuBLAS matrix products in IEEE float32, not TF32.
+
+    The switches are process-wide; they are restored on the way out. Set through the legacy
+    ``allow_tf32`` flags, which keep PyTorch's legacy and newer (``fp32_precision``) settings in
+    agreement on every version from 2.4 (mixing the two APIs makes later reads raise).
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch >= 2.9 calls the legacy flags deprecated, once
+        saved = cudnn.allow_tf32, matmul.allow_tf32
+        cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
 def fold_batch_norms(module: nn.Module, example: Sequence[torch.Tensor]) -> nn.Module:
     """A copy of ``module`` with every batch norm that directly follows a convolution folded into it.
 
     Which batch norm reads which convolution's output is observed on one forward pass of
     ``example`` (module order alone cannot tell); the folded copy must then reproduce the
     original's output on it, or this raises, so a graph where a convolution's output is also
-    read elsewhere can never be folded silently wrong.
+    read elsewhere can never be folded silently wrong. Both passes run in exact float32: under
+    TF32 the two would differ by TF32's rounding, not by the fold.
     """
     folded = copy.deepcopy(module).eval()
     outputs: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # id(output) -> (conv, output), kept alive
@@ -70,7 +98,7 @@ def fold_batch_norms(module: nn.Module, example: Sequence[torch.Tensor]) -> nn.M
 
     hooks = [m.register_forward_hook(after_conv) for m in folded.modules() if isinstance(m, CONVOLUTIONS)]
     hooks += [m.register_forward_pre_hook(before_norm) for m in folded.modules() if isinstance(m, BATCH_NORMS)]
-    with torch.no_grad():
+    with torch.no_grad(), exact_float32():
         reference = folded(*example)
     for hook in hooks:
         hook.remove()
@@ -82,7 +110,7 @@ def fold_batch_norms(module: nn.Module, example: Sequence[torch.Tensor]) -> nn.M
                                                       norm.eps, norm.weight, norm.bias)
         parent, name = parents[id(norm)]
         setattr(parent, name, nn.Identity())
-    with torch.no_grad():
+    with torch.no_grad(), exact_float32():
         result = folded(*example)
     tolerance = 1e-4 * max(1.0, reference.abs().max().item())
     if not torch.allclose(result, reference, rtol=1e-3, atol=tolerance):
@@ -92,36 +120,58 @@ def fold_batch_norms(module: nn.Module, example: Sequence[torch.Tensor]) -> nn.M
     return folded
 
 
-class CudaGraphs:
-    """One captured CUDA graph per batch size: a call copies its inputs in and replays the graph."""
+def batch_buckets(max_batch: int) -> tuple[int, ...]:
+    """The batch sizes CUDA graphs are captured for: the powers of two below ``max_batch``, and it."""
+    sizes, size = [], 1
+    while size < max_batch:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, max_batch)
 
-    def __init__(self, module: nn.Module, warmup_iterations: int = 3):
+
+class CudaGraphs:
+    """One CUDA graph per batch bucket (`batch_buckets`), all captured when the engine is made.
+
+    A call copies its inputs into the smallest bucket that holds them, replays that graph and
+    returns its own rows (the bucket's other rows hold earlier clips; every clip's row is
+    computed on its own, so they change nothing). Capturing every bucket up front keeps
+    capture's synchronize and cache flush out of a running stream; the graphs share one memory
+    pool and one capture stream, both on the engine's device, since calls never overlap (the
+    engine's lock). The caller holds ``torch.cuda.device(device)`` while calling.
+    """
+
+    def __init__(self, module: nn.Module, specs: tuple[InputSpec, ...], device: torch.device, max_batch: int,
+                 warmup_iterations: int = 3):
         self.module = module
-        self.warmup_iterations = warmup_iterations
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
+        self.buckets = batch_buckets(max_batch)
+        with torch.cuda.device(device):
+            self.stream = torch.cuda.Stream()  # on `device`; torch's default capture stream is on the first GPU used
+            self.pool = torch.cuda.graph_pool_handle()
+            self.graphs = {}
+            for size in sorted(self.buckets, reverse=True):  # the largest first: the smaller reuse its pool
+                inputs = [torch.zeros((size, *s.clip_shape), dtype=torch.uint8, device=device) for s in specs]
+                self.graphs[size] = self._capture(inputs, warmup_iterations)
 
     def __call__(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         size = tensors[0].shape[0]
-        if size not in self.graphs:
-            self.graphs[size] = self._capture(tensors)
-        graph, static_inputs, static_output = self.graphs[size]
+        bucket = next(b for b in self.buckets if b >= size)
+        graph, static_inputs, static_output = self.graphs[bucket]
         for static, tensor in zip(static_inputs, tensors):
-            static.copy_(tensor, non_blocking=True)
+            static[:size].copy_(tensor, non_blocking=True)
         graph.replay()
-        return static_output
+        return static_output[:size]
 
-    def _capture(self, tensors: list[torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]:
-        static_inputs = [t.clone() for t in tensors]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up runs pick cuDNN algorithms outside the capture
-            for _ in range(self.warmup_iterations):
+    def _capture(self, static_inputs: list[torch.Tensor],
+                 warmup_iterations: int) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]:
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):  # warm-up runs pick cuDNN algorithms outside the capture
+            for _ in range(warmup_iterations):
                 self.module(*static_inputs)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream().wait_stream(self.stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             static_output = self.module(*static_inputs)
-        log.info("captured a CUDA graph for batch %d", len(tensors[0]))
+        log.info("captured a CUDA graph for batch %d", len(static_inputs[0]))
         return graph, static_inputs, static_output
 
 
@@ -129,7 +179,8 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, module: nn.Module, specs: tuple[InputSpec, ...], device: torch.device,
-                 precision: str = "fp32", max_batch: int = 64, cuda_graphs: bool = True, parallel_calls: int = 1):
+                 precision: str = "fp32", max_batch: int = 64, cuda_graphs: bool = True, parallel_calls: int = 1,
+                 compile_module: bool = False):
         if parallel_calls > 1 and device.type == "cuda":
             raise parallel_calls_need_cpu("torch")
         if precision not in DTYPES:
@@ -140,17 +191,27 @@ class TorchEngine:
         self.specs = specs
         self.torch_device = device
         self.device = device_name(device)
+        self.precision = precision
         self.max_batch = max_batch
         self.parallel_calls = parallel_calls  # one module: forward passes on the CPU may run side by side
+        # Calls on a GPU take turns: the CUDA graphs' buffers, and the process-wide float32 switches, are shared.
+        self._lock = threading.Lock() if device.type == "cuda" else contextlib.nullcontext()
         probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8, device=device) for s in specs]
-        module = fold_batch_norms(module.eval().to(device), probe)
-        if device.type == "cuda" and precision != "fp32":
-            module = module.to(dtype=DTYPES[precision], memory_format=torch.channels_last_3d)
-        self.module = module
-        self.run = CudaGraphs(module) if device.type == "cuda" and cuda_graphs else (lambda tensors: module(*tensors))
+        with self._on_device():
+            module = fold_batch_norms(module.eval().to(device), probe)
+            if device.type == "cuda" and precision != "fp32":
+                module = module.to(dtype=DTYPES[precision], memory_format=torch.channels_last_3d)
+            if compile_module:
+                module = torch.compile(module)  # compiled on the first calls: the graphs' warm-up, or the first infer
+            self.module = module
+            if device.type == "cuda" and cuda_graphs:
+                with torch.inference_mode():
+                    self.run = CudaGraphs(module, specs, device, max_batch)
+            else:
+                self.run = lambda tensors: module(*tensors)
 
     @classmethod
-    def from_config(cls, config: Config) -> "TorchEngine":
+    def from_config(cls, config: Config, compile_module: bool = False) -> "TorchEngine":
         from streamrec.checkpoints import load_model
 
         threads = call_threads(config.engine)
@@ -158,11 +219,23 @@ class TorchEngine:
             torch.set_num_threads(threads)  # process-wide: each call's operators run on this many threads
         return cls(load_model(config), input_specs(config.clip), pick_device(config.engine.device),
                    config.engine.precision, max_batch=config.pipeline.max_batch,
-                   parallel_calls=config.engine.parallel_calls)
+                   parallel_calls=config.engine.parallel_calls, compile_module=compile_module)
+
+    @contextlib.contextmanager
+    def _on_device(self) -> Iterator[None]:
+        """On CUDA: the engine's own GPU as the current device (it is per thread), and exact
+        float32 for fp32. Nothing to set on the CPU."""
+        if self.torch_device.type != "cuda":
+            yield
+            return
+        with torch.cuda.device(self.torch_device), (exact_float32() if self.precision == "fp32"
+                                                     else contextlib.nullcontext()):
+            yield
 
     @torch.inference_mode()
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         batch_size(inputs, self.specs, self.max_batch)
-        tensors = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(self.torch_device, non_blocking=True)
-                   for s in self.specs]
-        return self.run(tensors).float().cpu().numpy()
+        with self._lock, self._on_device():
+            tensors = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(self.torch_device, non_blocking=True)
+                       for s in self.specs]
+            return self.run(tensors).float().cpu().numpy()

@@ -11,11 +11,12 @@ on a GPU, and the model's FLOPs per clip with the fraction of the device's peak 
 ``engine.parallel_calls``: that many threads calling it at once, each call on its share of the
 cores; clips/s is then counted over wall-clock time, latency per call.
 
-Besides the registered backends (`streamrec.backends`), two variants exist only here
+Besides the registered backends (`streamrec.backends`), three variants exist only here
 (`VARIANTS`): ``eager`` times the usual way's model call (`streamrec.bench.baseline.EagerEngine`:
 PyTorch eager float32, PyTorch's default threads), so every figure can be stated as a ratio to
 it, measured in the same run; ``onnxruntime-plain`` times the exported graph without the CPU
-rewrites.
+rewrites; ``torch-compile`` times the torch backend's engine with its model compiled by
+``torch.compile`` (CUDA graphs still on top), to see whether compiling pays on this GPU.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ log = logging.getLogger(__name__)
 VARIANTS = {  # engines timed only here, beside the registered backends
     "eager": "the usual way: PyTorch eager float32",
     "onnxruntime-plain": "the exported graph without the CPU rewrites",
+    "torch-compile": "the torch backend's model through torch.compile (minutes to compile on a GPU)",
 }
-BACKENDS = ("eager", *backend_names(), "onnxruntime-plain", AUTO)  # what --backend may list
+BACKENDS = ("eager", *backend_names(), "onnxruntime-plain", "torch-compile", AUTO)  # what --backend may list
 PRECISIONS = all_precisions()
 
 
@@ -101,6 +103,12 @@ def open_engine(config: Config, backend: str, precision: str, max_batch: int, pa
         from streamrec.bench.baseline import EagerEngine, EagerModel
 
         return EagerEngine(EagerModel(config, str(pick_device(config.engine.device))), max_batch)
+    if backend == "torch-compile":
+        from streamrec.backends.torch_backend import TorchEngine
+
+        return TorchEngine.from_config(config.replace(
+            engine=dataclasses.replace(config.engine, precision=precision, parallel_calls=parallel_calls),
+            pipeline=dataclasses.replace(config.pipeline, max_batch=max_batch)), compile_module=True)
     plain = backend == "onnxruntime-plain"
     if plain and precision == "int8":
         raise StreamrecError("onnxruntime-plain is the float graph without the CPU rewrites; an int8 graph never has "
