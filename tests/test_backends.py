@@ -264,6 +264,40 @@ def test_execution_providers():
         choose_providers(["CPUExecutionProvider"], "cuda")
 
 
+def test_gpu_providers_get_the_device_and_tensorrt_the_whole_batch_range():
+    """cuda:N reaches both GPU providers; TensorRT's gets its one profile up front (batch 1 to
+    max_batch), or it would rebuild its engine for every larger batch it meets."""
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    specs = input_specs(load_config("slowfast_tiny").clip)
+    options = {p[0]: p[1] for p in choose_providers(gpu, "cuda:1", specs, max_batch=8) if not isinstance(p, str)}
+    assert options["CUDAExecutionProvider"] == {"device_id": 1}
+    trt = options["TensorrtExecutionProvider"]
+    assert trt["device_id"] == 1
+    assert trt["trt_profile_min_shapes"] == "slow:1x4x96x96x3,fast:1x16x96x96x3"
+    assert trt["trt_profile_opt_shapes"] == trt["trt_profile_max_shapes"] == "slow:8x4x96x96x3,fast:8x16x96x96x3"
+    fixed = {p[0]: p[1] for p in choose_providers(gpu, "cuda", specs) if not isinstance(p, str)}
+    assert fixed["TensorrtExecutionProvider"]["device_id"] == 0 and \
+        not any(key.startswith("trt_profile") for key in fixed["TensorrtExecutionProvider"])
+
+
+def test_a_gpu_provider_onnx_runtime_could_not_start_is_never_silent(tmp_path, monkeypatch, caplog):
+    """ONNX Runtime drops a provider it cannot start and runs on the CPU (here: this CPU-only
+    onnxruntime, told its GPU providers exist). device=cuda refuses in one line; auto says so."""
+    import onnxruntime
+
+    path = export_config(load_config("slowfast_tiny"), tmp_path / "tiny.onnx")
+    specs = input_specs(load_config("slowfast_tiny").clip)
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(StreamrecError) as err:
+        OnnxRuntimeEngine(path, specs, 7, device="cuda:0")
+    assert "ONNX Runtime could not start TensorrtExecutionProvider or CUDAExecutionProvider for tiny.onnx" in \
+        str(err.value) and "\n" not in str(err.value)
+    engine = OnnxRuntimeEngine(path, specs, 7, device="auto")
+    assert engine.device == "cpu" and engine.session.get_providers() == ["CPUExecutionProvider"]
+    assert "could not start TensorrtExecutionProvider, CUDAExecutionProvider" in caplog.text
+
+
 # --------------------------------------------------------------------------- errors, one line each
 
 

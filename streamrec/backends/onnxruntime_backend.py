@@ -4,6 +4,13 @@ onnxruntime has those execution providers.
 Runs without PyTorch (a Jetson or a small server installs onnxruntime alone); a test imports
 this module in a fresh interpreter and checks that torch stays unimported. On the CPU provider
 the graph is first rewritten for ONNX Runtime's CPU kernels (`cpu_graph`).
+
+On a GPU the providers get the engine's device (``cuda:N`` as ``device_id``), and TensorRT's
+provider gets the batch range up front (``trt_profile_*_shapes``), or it would build a new
+engine, minutes long, for each larger batch it meets. ONNX Runtime drops a GPU provider it
+cannot start (CUDA or cuDNN libraries missing) with a log line and runs on the CPU; the
+engine checks which providers the session really has: ``device=cuda`` then refuses in one
+line, ``auto`` says so and goes on on the CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy as np
 
 from streamrec.backends import parallel_calls_need_cpu
 from streamrec.backends.cpu_graph import cpu_session_inputs
+from streamrec.backends.cuda_memory import parse_device_index
 from streamrec.backends.engine_cache import cache_dir
 from streamrec.backends.inputs import InputSpec, batch_size
 from streamrec.errors import StreamrecError
@@ -26,27 +34,67 @@ from streamrec.export import METADATA_KEY
 log = logging.getLogger(__name__)
 
 
-def choose_providers(available: list[str], device: str) -> list:
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def tensorrt_profile(specs: tuple[InputSpec, ...], max_batch: int) -> dict[str, str]:
+    """The TensorRT provider's one optimization profile: every input from batch 1 to
+    ``max_batch``, tuned for ``max_batch`` (``name:DIMxDIM...`` joined by commas, as trtexec's
+    ``--minShapes``)."""
+    def shapes(batch: int) -> str:
+        return ",".join(f"{s.name}:{'x'.join(map(str, (batch, *s.clip_shape)))}" for s in specs)
+
+    return {"trt_profile_min_shapes": shapes(1), "trt_profile_opt_shapes": shapes(max_batch),
+            "trt_profile_max_shapes": shapes(max_batch)}
+
+
+def choose_providers(available: list[str], device: str, specs: tuple[InputSpec, ...] = (),
+                     max_batch: int | None = None) -> list:
     """Execution providers, fastest first: TensorRT, CUDA, then the CPU, which is always there.
 
-    ``device=cpu`` keeps to the CPU; ``device=cuda`` requires a GPU provider. The TensorRT
-    provider caches its engines and timings in ``engines/onnxruntime-trt/``.
+    ``device=cpu`` keeps to the CPU; ``device=cuda`` requires a GPU provider; ``cuda:N`` picks
+    the GPU. The TensorRT provider caches its engines and timings in ``engines/onnxruntime-trt/``
+    and, given the inputs (``specs``) and a dynamic batch up to ``max_batch``, builds one
+    engine for every batch size.
     """
     if device == "cpu":
         return ["CPUExecutionProvider"]
+    device_id = parse_device_index(device)
     providers: list = []
     if "TensorrtExecutionProvider" in available:
         cache = str(cache_dir() / "onnxruntime-trt")
-        providers.append(("TensorrtExecutionProvider", {
+        options = {
+            "device_id": device_id,
             "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
-        }))
+        }
+        if specs and max_batch:
+            options |= tensorrt_profile(specs, max_batch)
+        providers.append(("TensorrtExecutionProvider", options))
     if "CUDAExecutionProvider" in available:
-        providers.append("CUDAExecutionProvider")
+        providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
     if device.startswith("cuda") and not providers:
         raise StreamrecError("engine.device=cuda but this onnxruntime has no CUDA or TensorRT provider; "
                              "install onnxruntime-gpu or use engine.device=cpu")
     return [*providers, "CPUExecutionProvider"]
+
+
+def check_providers(asked: list, session, device: str, path: Path) -> None:
+    """Compare the providers a session really runs with those asked for: a GPU provider ONNX
+    Runtime could not start is one line for ``device=cuda``, and a warning for ``auto``."""
+    names = [p if isinstance(p, str) else p[0] for p in asked]
+    active = session.get_providers()
+    missing = [name for name in names if name not in active]
+    if not missing:
+        return
+    gpu_asked = [name for name in names if name in GPU_PROVIDERS]
+    if device.startswith("cuda") and not any(name in active for name in GPU_PROVIDERS):
+        raise StreamrecError(
+            f"ONNX Runtime could not start {' or '.join(gpu_asked)} for {path.name} and would run it on the CPU "
+            "(its log above says why: usually the CUDA 12 or cuDNN 9 libraries onnxruntime-gpu needs are not "
+            "found); install them, or use engine.device=cpu")
+    log.warning("ONNX Runtime could not start %s (its log above says why); %s runs on %s", ", ".join(missing),
+                path.name, ", ".join(active))
 
 
 def session_device(session) -> str:
@@ -56,6 +104,21 @@ def session_device(session) -> str:
     if provider == "CPUExecutionProvider":
         return "cpu"
     return f"cuda:{session.get_provider_options().get(provider, {}).get('device_id', 0)}"
+
+
+def fixed_batch_of(path: Path) -> int | None:
+    """The fixed batch size of the graph's first input, None for a dynamic one (or where the
+    ``onnx`` package is missing to read it; the TensorRT provider then gets no profile)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # not a readable graph: ONNX Runtime says why, in one line, when it loads it
+        return None
+    dims = graph.input[0].type.tensor_type.shape.dim if graph.input else []
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
 
 
 class OnnxRuntimeEngine:
@@ -75,7 +138,9 @@ class OnnxRuntimeEngine:
         options = ort.SessionOptions()
         if threads > 0:
             options.intra_op_num_threads = threads
-        providers = choose_providers(ort.get_available_providers(), device)
+        available = ort.get_available_providers()
+        profiled = device != "cpu" and "TensorrtExecutionProvider" in available and fixed_batch_of(path) is None
+        providers = choose_providers(available, device, specs, max_batch if profiled else None)
         on_cpu = providers == ["CPUExecutionProvider"]
         if parallel_calls > 1 and not on_cpu:
             raise parallel_calls_need_cpu("onnxruntime")
@@ -87,6 +152,7 @@ class OnnxRuntimeEngine:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise StreamrecError(f"ONNX Runtime cannot load {path}: {first_line}") from None
         self.session = sessions[0]  # what the graph is, for checks, metadata and providers
+        check_providers(providers, self.session, device, path)
         self.device = session_device(self.session)
         self.parallel_calls = parallel_calls
         self._idle_sessions: queue.SimpleQueue = queue.SimpleQueue()
