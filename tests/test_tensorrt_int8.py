@@ -1,9 +1,11 @@
-"""int8 calibration clips are cut exactly as the streaming scheduler cuts views.
-
-(The ModelOpt quantization itself is not installed here and not tested; see engines/README.md.)
+"""int8 calibration clips are cut exactly as the streaming scheduler cuts views, and ModelOpt is
+called only where it calibrates on every clip (a stand-in of its ``quantize`` records the call;
+ModelOpt itself cannot be installed here).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -83,3 +85,56 @@ def test_quantization_without_modelopt_says_what_to_install(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "modelopt", None)
     with pytest.raises(StreamrecError, match="nvidia-modelopt"):
         quantize_int8(tmp_path / "model.onnx", {}, tmp_path / "model.int8.onnx")
+
+
+@pytest.fixture
+def fake_modelopt(monkeypatch):
+    """``modelopt.onnx.quantization.quantize`` recording its arguments and writing its output."""
+    import sys
+    import types
+
+    calls: list[dict] = []
+
+    def quantize(**kwargs) -> None:
+        calls.append(kwargs)
+        Path(kwargs["output_path"]).write_bytes(b"q/dq graph")
+
+    quantization = types.ModuleType("modelopt.onnx.quantization")
+    quantization.quantize = quantize
+    for name, module in (("modelopt", types.ModuleType("modelopt")), ("modelopt.onnx", types.ModuleType("modelopt.onnx")),
+                         ("modelopt.onnx.quantization", quantization)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+def installed(monkeypatch, **versions) -> None:
+    names = {"nvidia_modelopt": "nvidia-modelopt", "onnxruntime": "onnxruntime", "onnxruntime_gpu": "onnxruntime-gpu"}
+    table = {names[key]: value for key, value in versions.items()}
+    monkeypatch.setattr("streamrec.backends.calibration.installed_version", table.get)
+
+
+@pytest.mark.parametrize("version", ["0.41.0", "0.33.1", "0.9.0"])
+def test_modelopt_before_0_42_is_refused_before_it_calibrates_on_one_clip(tmp_path, monkeypatch, fake_modelopt,
+                                                                           version):
+    installed(monkeypatch, nvidia_modelopt=version, onnxruntime_gpu="1.24.2")
+    with pytest.raises(StreamrecError, match=rf"ModelOpt {version} calibrates int8 on the last clip only.*>=0.42"):
+        quantize_int8(tmp_path / "model.onnx", {}, tmp_path / "model.int8.onnx")
+    assert fake_modelopt == []
+
+
+def test_onnxruntime_and_onnxruntime_gpu_together_are_refused(tmp_path, monkeypatch, fake_modelopt):
+    installed(monkeypatch, nvidia_modelopt="0.47.0", onnxruntime="1.32.0", onnxruntime_gpu="1.24.2")
+    with pytest.raises(StreamrecError, match="onnxruntime and onnxruntime-gpu are both installed"):
+        quantize_int8(tmp_path / "model.onnx", {}, tmp_path / "model.int8.onnx")
+    assert fake_modelopt == []
+
+
+@pytest.mark.parametrize("version", ["0.42.0", "0.47.0", "1.0.0rc1"])
+def test_modelopt_from_0_42_quantizes_on_the_clips_given(tmp_path, monkeypatch, fake_modelopt, version):
+    installed(monkeypatch, nvidia_modelopt=version, onnxruntime_gpu="1.24.2")
+    clips = {"slow": np.zeros((4, 4, 96, 96, 3), np.uint8), "fast": np.ones((4, 16, 96, 96, 3), np.uint8)}
+    output = quantize_int8(tmp_path / "model.onnx", clips, tmp_path / "out" / "model.int8.onnx")
+    assert output.read_bytes() == b"q/dq graph"
+    (call,) = fake_modelopt
+    assert call["calibration_data"] is clips and call["quantize_mode"] == "int8"
+    assert call["onnx_path"] == str(tmp_path / "model.onnx") and call["output_path"] == str(output)

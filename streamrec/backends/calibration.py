@@ -6,14 +6,19 @@ video in the user's folder is decoded, fitted with the capture thread's `fit_fra
 at hop intervals with the scheduler's own frame choice, through the functions training uses
 for the same purpose (`streamrec.training`; they import torch, as ModelOpt does).
 
-NEVER RUN in this project's CI: ModelOpt is not installed there. `calibration_clips` is tested;
-`quantize_int8` has only been written against ModelOpt's documented ``quantize`` API.
+ModelOpt from 0.42 only: before it, its calibration data list repeated one dictionary, so every
+calibration step saw the last clip. ``nvidia-modelopt[onnx]`` brings ``onnxruntime-gpu``, which
+shares its files with the ``onnxruntime`` package: an environment holding both has a broken
+ONNX Runtime, so int8 goes in an environment without the ``onnxruntime`` extra (ModelOpt's
+onnxruntime-gpu serves the onnxruntime backend there too). Both are checked before quantizing.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,7 @@ from streamrec.errors import StreamrecError
 from streamrec.sampling import hop_frames, split_pathways
 
 log = logging.getLogger(__name__)
+MODELOPT_MIN = (0, 42)  # the first ModelOpt whose calibration sees every clip
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"}
 
 
@@ -51,13 +57,35 @@ def calibration_clips(clip: ClipConfig, folder: Path, count: int, pipeline: Pipe
     return split_pathways(clip, np.stack(clips[:count]))
 
 
+def installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_quantizer_install() -> None:
+    """ModelOpt new enough to calibrate on every clip, and one ONNX Runtime package, not two."""
+    version = installed_version("nvidia-modelopt") or "0"
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if numbers < MODELOPT_MIN:
+        raise StreamrecError(f"ModelOpt {version} calibrates int8 on the last clip only (fixed in "
+                             f"{'.'.join(map(str, MODELOPT_MIN))}): pip install 'nvidia-modelopt[onnx]>=0.42'")
+    if installed_version("onnxruntime") and installed_version("onnxruntime-gpu"):
+        raise StreamrecError("onnxruntime and onnxruntime-gpu are both installed and overwrite each other's files; "
+                             "ModelOpt needs onnxruntime-gpu: pip uninstall -y onnxruntime onnxruntime-gpu && "
+                             "pip install 'nvidia-modelopt[onnx]>=0.42'")
+
+
 def quantize_int8(onnx_file: Path, clips: dict[str, np.ndarray], output: Path) -> Path:
     """A Q/DQ int8 copy of ``onnx_file``, calibrated on ``clips`` (entropy calibration)."""
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError:
         raise StreamrecError("int8 needs NVIDIA ModelOpt to quantize the graph: "
-                             "pip install 'nvidia-modelopt[onnx]'") from None
+                             "pip install 'nvidia-modelopt[onnx]>=0.42' (in an environment without the "
+                             "onnxruntime extra: it brings onnxruntime-gpu)") from None
+    check_quantizer_install()
     output.parent.mkdir(parents=True, exist_ok=True)
     quantize(onnx_path=str(onnx_file), quantize_mode="int8", calibration_data=clips,
              calibration_method="entropy", output_path=str(output))
