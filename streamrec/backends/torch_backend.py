@@ -44,7 +44,11 @@ def pick_device(requested: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise StreamrecError("engine.device=cuda but no CUDA GPU is visible to PyTorch; use engine.device=cpu")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise StreamrecError(f"engine.device={requested} but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s); "
+                             "use cuda:0 to cuda:N-1")
+    return device
 
 
 def device_name(device: torch.device) -> str:
