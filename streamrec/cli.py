@@ -18,6 +18,8 @@ from streamrec.errors import StreamrecError
 COMMANDS = {  # name: (module, help)
     "run": ("streamrec.commands.run", "recognise actions on one or more streams and publish events"),
     "subscribe": ("streamrec.commands.subscribe", "print the events a running pipeline publishes"),
+    "broker": ("streamrec.commands.broker", "one place to subscribe: a ZeroMQ proxy that many pipelines publish "
+                                            "through"),
     "bench": ("streamrec.commands.bench", "benchmarks: engine alone, pipeline end to end, and against the usual way"),
     "train": ("streamrec.commands.train", "train a model on procedural clips or a folder of your own clips"),
     "eval": ("streamrec.commands.eval", "score action events against ground-truth segments on long videos"),

@@ -152,7 +152,13 @@ class EventsConfig:
     # folder of the public keys of the subscribers allowed in. Make both with `run_stream.py keys`.
     curve_secret_key: str | None = None
     curve_allowed_clients: str | None = None
+    # Publishing to a broker (publish: connect:tcp://...) with CURVE: the broker's public key file.
+    curve_server_key: str | None = None
     metrics: str | None = None  # serve Prometheus metrics at HOST:PORT (e.g. 127.0.0.1:9108)
+    # Rotated parts of the event log kept (FILE.1 is the newest); null keeps every part, deleting none.
+    event_log_keep: int | None = None
+    # Message brokers that also receive every event, by URL: mqtt://, redis://, nats:// (streamrec.sinks).
+    sinks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -388,6 +394,8 @@ def validate(config: Config, source: str) -> None:
         (pipe.hop_frames >= 1, "pipeline.hop_frames must be >= 1"),
         (pipe.hop_seconds is None or pipe.hop_seconds > 0, "pipeline.hop_seconds must be > 0"),
         (pipe.max_batch >= 1, "pipeline.max_batch must be >= 1"),
+        (config.events.event_log_keep is None or 1 <= config.events.event_log_keep <= 1_000_000,
+         f"events.event_log_keep must be from 1 to 1000000, got {config.events.event_log_keep}"),
         (config.engine.threads >= 0 and config.engine.parallel_calls >= 1,
          "engine.threads must be >= 0 (0: the default) and engine.parallel_calls >= 1"),
         (len({s.id for s in config.streams}) == len(config.streams), "stream ids must be unique"),

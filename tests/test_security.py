@@ -123,3 +123,44 @@ def test_credentials_never_reach_events_logs_or_metrics(tmp_path, loopback_port)
     assert "hunter2-pw" not in everything and "tok-9f8e7d" not in everything
     door_status = [e for e in read_events(log_path) if e["stream"] == "door" and e["type"] == "status"]
     assert door_status[0]["source"] == "rtsp://admin:***@127.0.0.1:1/stream?token=***"
+
+
+def test_sink_urls_show_masked_wherever_a_sink_shows_them(caplog):
+    """Broker sinks name their URL in log lines (unreachable, summary), in errors and in their repr."""
+    import logging
+
+    import pytest
+
+    from streamrec.errors import StreamrecError
+    from streamrec.events import EventBus
+    from streamrec.sinks import create_sink, installed, sink_kinds
+
+    missing = [kind.package for kind in sink_kinds().values() if not installed(kind.library)]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (pip install 'streamrec[brokers]')")
+    port = free_port()  # nothing listens there
+    urls = [f"redis://admin:hunter2-pw@127.0.0.1:{port}/0?stream=cams&flush_s=0.3",
+            f"mqtt://cam:hunter2-pw@127.0.0.1:{port}/site?flush_s=0.3",
+            f"nats://natstoken-42@127.0.0.1:{port}/site?flush_s=0.3"]
+    with caplog.at_level(logging.INFO, logger="streamrec.sinks"):
+        sinks = [create_sink(url) for url in urls]
+        bus = EventBus(sinks)
+        bus.emit("status", "door", state="live")
+        deadline = time.monotonic() + 20
+        while caplog.text.count("cannot reach the broker") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        bus.close()
+    errors = []
+    for bad in ("redis://admin:hunter2-pw@h/0?stream=x&buffr=1", "mqtt://cam:hunter2-pw@h/site?qos=9",
+                "nats://natstoken-42@h/a*b"):
+        with pytest.raises(StreamrecError) as err:
+            create_sink(bad)
+        errors.append(str(err.value))
+    shown = caplog.text + "\n".join(errors) + "".join(map(repr, sinks))
+    assert caplog.text.count("cannot reach the broker") == 3 and caplog.text.count("1 dropped") == 3
+    assert "hunter2-pw" not in shown and "natstoken-42" not in shown
+    assert f"redis://admin:***@127.0.0.1:{port}/0" in caplog.text and f"nats://***@127.0.0.1:{port}/site" in caplog.text
+    assert all("sink " in error for error in errors)
+
+
+# --------------------------------------------------------------------------- every channel masks (issue 16)

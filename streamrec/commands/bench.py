@@ -87,6 +87,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          help="use only the first N frames (default: the whole file; synthetic: 4 demo windows)")
     compare.add_argument("--size", default="320x240", help="synthetic video's WxH (default %(default)s)")
 
+    sinks = kinds.add_parser("sinks", help="events/s and publish latency through the ZeroMQ broker proxy and each "
+                                           "message-broker sink, on loopback")
+    sinks.add_argument("--targets", default="zeromq,mqtt,redis,nats", metavar="LIST",
+                       help="any of zeromq, mqtt, redis, nats (default %(default)s); a broker whose server or client "
+                            "library is missing is listed as not measured")
+    sinks.add_argument("--burst", type=positive_int, default=20_000,
+                       help="events emitted as fast as possible, for events/s (default %(default)s)")
+    sinks.add_argument("--paced", type=positive_int, default=1_000,
+                       help="events emitted at --rate, for latency (default %(default)s)")
+    sinks.add_argument("--rate", type=float, default=500.0, help="paced events per second (default %(default)s)")
+    for flag, help_text in (("--json", "write every figure and the machine description here"),
+                            ("--markdown", "replace (or add) this run's section in a Markdown file, e.g. BENCHMARKS.md"),
+                            ("--label", "names this run's Markdown section, to keep several of one benchmark")):
+        sinks.add_argument(flag, metavar="FILE" if flag != "--label" else None, help=help_text)
+    sinks.set_defaults(plot=None)
+
 
 def _common_flags(parser: argparse.ArgumentParser, **engine_flags) -> None:
     add_config_flags(parser)
@@ -107,7 +123,8 @@ def _require_psutil() -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    return {"engine": engine_main, "pipeline": pipeline_main, "compare": compare_main}[args.benchmark](args)
+    return {"engine": engine_main, "pipeline": pipeline_main, "compare": compare_main,
+            "sinks": sinks_main}[args.benchmark](args)
 
 
 def publish(document: dict, args: argparse.Namespace, text: str, markdown_body: str, device: str, plot) -> None:
@@ -254,4 +271,34 @@ def compare_main(args: argparse.Namespace) -> int:
                     results=[project, baseline], ratios=bench.ratios(project, baseline), same_model=same_model)
     publish(document, args, bench.summary_text(document), bench.summary_text(document, markdown=True),
             project["device"], bench.plot)
+    return 0
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+def sinks_main(args: argparse.Namespace) -> int:
+    from streamrec.bench import sinks as bench
+    from streamrec.bench.engine import parse_names
+    from streamrec.bench.machine import ResourceSampler
+    from streamrec.bench.report import finish_document, start_document
+
+    plan = bench.SinksPlan(burst=args.burst, paced=args.paced, rate=args.rate)
+    bench.check_plan(plan)
+    targets = parse_names(args.targets, bench.TARGETS, "--targets")
+    document, sampler = start_document("sinks", "events"), ResourceSampler().start()
+    results, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="streamrec-sinks-") as scratch:
+        for target in targets:
+            reason = bench.unavailable(target)
+            if reason is None:
+                log.info("sinks: %s", target)
+                results.append(bench.run_target(target, plan, Path(scratch)))
+            else:
+                skipped.append({"target": target, "reason": reason})
+    if not results:
+        raise StreamrecError("no target could run: " + "; ".join(f"{s['target']}: {s['reason']}" for s in skipped))
+    finish_document(document, sampler, plan=dataclasses.asdict(plan), results=results, skipped=skipped)
+    publish(document, args, bench.summary_text(document), bench.summary_text(document, markdown=True), "loopback",
+            None)
     return 0

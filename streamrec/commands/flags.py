@@ -108,6 +108,13 @@ def add_hop_flags(parser: argparse.ArgumentParser, *, seconds: bool = True) -> N
                         help="predict every S seconds (takes precedence over --hop)")
 
 
+def add_sink_flags(parser: argparse.ArgumentParser) -> None:
+    """``--sink URL``, repeatable: message brokers that also receive every event (`streamrec.sinks`)."""
+    add_config_flag(parser, "--sink", path="events.sinks", repeat=True, metavar="URL",
+                    help="also send every event to a message broker: mqtt://HOST:1883/PREFIX, "
+                         "redis://HOST:6379/0?stream=NAME or nats://HOST:4222/SUBJECT; repeatable (docs/events.md)")
+
+
 def config_from_flags(args: argparse.Namespace, fixed: Mapping[str, Any] | None = None) -> Config:
     """The config ``--config`` names (or the one a streamrec ``--checkpoint`` carries), with the
     flags' values set, then ``fixed`` (values the command decides, by dotted path), then ``--set``."""

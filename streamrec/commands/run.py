@@ -13,9 +13,9 @@ import sys
 
 from streamrec import visualize
 from streamrec.commands.flags import (add_config_flag, add_config_flags, add_engine_flags, add_hop_flags,
-                                     config_from_flags)
+                                     add_sink_flags, config_from_flags, positive_int)
 from streamrec.config import Config, StreamConfig, load_labels
-from streamrec.events import EventBus, JsonlLog, StdoutSink, ZmqPublisher
+from streamrec.events import EventBus, JsonlLog, Sink, StdoutSink, ZmqPublisher
 
 log = logging.getLogger("streamrec")
 
@@ -31,11 +31,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="play files at their frame rate, dropping frames like a live camera "
                          "(default: every frame, deterministic)")
     add_config_flag(parser, "--publish", path="events.publish", type=publish_address, metavar="ADDRESS",
-                    help="ZeroMQ address to publish on (default tcp://127.0.0.1:5555; 'none' disables)")
+                    help="ZeroMQ address to publish on (default tcp://127.0.0.1:5555; 'none' disables), or "
+                         "connect:tcp://HOST:PORT to publish through a `broker`")
     parser.add_argument("--wait-subscriber", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for a first subscriber before starting")
+    add_sink_flags(parser)
     add_config_flag(parser, "--event-log", path="events.event_log", metavar="FILE",
-                    help="append every event to this JSONL file (rotated by size)")
+                    help="append every event to this JSONL file (rotated by size, every part kept)")
+    add_config_flag(parser, "--event-log-keep", path="events.event_log_keep", type=positive_int, metavar="N",
+                    help="keep only the newest N rotated parts of the event log (default: every part)")
     add_config_flag(parser, "--predictions", path="events.predictions", const=True,
                     help="also emit a 'prediction' event every hop")
     add_config_flag(parser, "--quiet", path="events.stdout", const=False, help="do not print events on stdout")
@@ -43,6 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="encrypt the event socket with CURVE: the publisher's .key_secret (see `keys`)")
     add_config_flag(parser, "--curve-allowed-clients", path="events.curve_allowed_clients", metavar="DIR",
                     help="with CURVE: folder of the public .key files of subscribers let in")
+    add_config_flag(parser, "--curve-server-key", path="events.curve_server_key", metavar="FILE",
+                    help="with CURVE and --publish connect:...: the broker's public .key file")
     add_config_flag(parser, "--metrics", path="events.metrics", metavar="HOST:PORT",
                     help="serve Prometheus metrics here (e.g. 127.0.0.1:9108)")
     visualize.configure(parser)
@@ -63,18 +69,47 @@ def run_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def check_sinks(config: Config) -> None:
+    """Every ``--sink`` URL well formed and its client library installed, before the engine is built."""
+    if config.events.sinks:
+        from streamrec.sinks import check_sink_url
+
+        for url in config.events.sinks:
+            check_sink_url(url)
+
+
 def build_bus(config: Config) -> tuple[EventBus, ZmqPublisher | None]:
-    sinks = []
-    if config.events.event_log:
-        sinks.append(JsonlLog(config.events.event_log, int(config.events.event_log_max_mb * 2**20)))
+    """The bus and its sinks, in the order every event reaches them: the event log (durable
+    first), the ZeroMQ publisher, the message brokers (``events.sinks``), stdout."""
+    from streamrec.sinks import create_sink
+
     events = config.events
-    publisher = (ZmqPublisher(events.publish, events.send_hwm, events.curve_secret_key, events.curve_allowed_clients)
-                 if events.publish else None)
-    if publisher:
-        sinks.append(publisher)
-    if config.events.stdout:
+    sinks: list[Sink] = []
+    try:
+        if events.event_log:
+            sinks.append(JsonlLog(events.event_log, int(events.event_log_max_mb * 2**20), events.event_log_keep))
+        publisher = (ZmqPublisher(events.publish, events.send_hwm, events.curve_secret_key,
+                                  events.curve_allowed_clients, events.curve_server_key)
+                     if events.publish else None)
+        if publisher:
+            sinks.append(publisher)
+        sinks.extend(create_sink(url) for url in events.sinks)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    if events.stdout:
         sinks.append(StdoutSink())
     return EventBus(sinks), publisher
+
+
+def wait_for_subscriber(publisher, seconds: float) -> bool:
+    """Wait up to ``seconds`` for a first subscriber, or until a stop is asked for."""
+    deadline = time.monotonic() + seconds
+    while not interrupts.requested() and time.monotonic() < deadline:
+        if publisher.wait_for_subscriber(min(0.1, max(0.0, deadline - time.monotonic()))):
+            return True
+    return False
 
 
 def main(args: argparse.Namespace) -> int:
@@ -83,13 +118,15 @@ def main(args: argparse.Namespace) -> int:
     from streamrec.pipeline import Pipeline
 
     config = run_config(args)
+    check_sinks(config)
     visuals = visualize.Visuals(args, config)
     labels = load_labels(config)
     engine = create_engine(config)
     bus, publisher = build_bus(config)
     try:
         if publisher:
-            log.info("publishing events on %s", publisher.endpoint)
+            where = "to the broker at" if publisher.mode == "connect" else "on"
+            log.info("publishing events %s %s%s", where, publisher.endpoint, " (CURVE)" if publisher.curve else "")
             if args.wait_subscriber and not publisher.wait_for_subscriber(args.wait_subscriber):
                 log.info("no subscriber after %.1f s; starting anyway", args.wait_subscriber)
         pipeline = Pipeline(config, engine, labels, bus, observers=visuals.observers, frame_taps=visuals.frame_taps)
