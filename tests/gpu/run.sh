@@ -25,7 +25,8 @@ CONFIG=slowfast_r50_8x8
 mkdir -p "$OUT_DIR"
 STEPS="$OUT_DIR/steps.tsv"
 : > "$STEPS"
-export STREAMREC_ENGINE_DIR=${STREAMREC_ENGINE_DIR:-$PWD/$OUT_DIR/engines}  # bench engine and pipeline share builds
+OUT_DIR=$(cd "$OUT_DIR" && pwd)  # absolute: the steps and the summary read it from anywhere
+export STREAMREC_ENGINE_DIR=${STREAMREC_ENGINE_DIR:-$OUT_DIR/engines}  # bench engine and pipeline share builds
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$STEPS"; }  # name, status, seconds, optional
