@@ -3,7 +3,11 @@
 The thread never waits for inference on a live source: a slow engine means older frames are
 overwritten, not that the camera stalls. Offline files are the exception by design: every
 frame is processed, so the thread waits for room in the buffer and results are deterministic.
-Drops of reconnectable sources are reopened with exponential backoff.
+Drops of reconnectable sources are reopened with exponential backoff, and so are sources that
+stop delivering a steady run of frames (a frozen camera whose decoder still hands out a stray
+frame now and then): after twice ``pipeline.stall_timeout_s`` without one, the source is closed
+and reopened. Every reopen, and every gap longer than ``pipeline.max_gap_frames`` frame
+intervals on the stream's clock, starts a new segment in the ring buffer: no clip spans it.
 
 A capture thread talks to the pipeline in one direction only: it reports through a queue
 (`Opened` once its buffer exists, then every `StateChange`) and signals ``frame_written``
@@ -30,6 +34,7 @@ from streamrec.sources import FrameSource, SourceUnavailable
 from streamrec.transforms import crop_region, fit_frame
 
 log = logging.getLogger(__name__)
+STEADY_RUN = 3  # frames in a row, each within stall_timeout_s of the one before: the source is flowing
 
 
 class StreamState(str, enum.Enum):
@@ -55,6 +60,7 @@ class StateChange:
     state: StreamState
     detail: str
     open_error: str | None = None  # with ENDED, when the stream could never be opened: why
+    failure: str | None = None  # with ENDED, when the capture thread stopped on an internal error: what
 
 
 CaptureReport = Union[Opened, StateChange]
@@ -88,6 +94,10 @@ class Capture(threading.Thread):
         self.frames_captured = 0
         self.frames_dropped = 0  # realtime file playback skipped these to keep pace
         self.last_frame_time = time.monotonic()  # of the newest frame, or of the latest (re)open
+        self.last_steady_time = self.last_frame_time  # of the newest frame of a steady run, or of the latest (re)open
+        self._run = 0  # frames in a row that came within stall_timeout_s of the one before
+        self._new_segment = True  # the next frame follows an open: nothing before it joins it in a clip
+        self._previous: tuple[float, float] | None = None  # (arrival, stream clock) of the previous frame
         self.source_size: tuple[int, int] | None = None  # (width, height) of the latest frame
 
     # ------------------------------------------------------------------ control
@@ -102,8 +112,11 @@ class Capture(threading.Thread):
                 return
             self._capture_loop(self._create_ring())
         except Exception as exc:  # a bug or an unexpected decoder failure must not kill the process
-            log.exception("capture thread of stream %s failed", self.stream_id)
-            self._set_state(StreamState.ENDED, f"error: {exc}")
+            failure = f"{type(exc).__name__}: {exc}"
+            log.error("capture thread of stream %s failed: %s", self.stream_id, failure)
+            log.debug("where it failed", exc_info=True)
+            self._state = StreamState.ENDED
+            self.reports.put(StateChange(self.stream_id, StreamState.ENDED, f"error: {failure}", failure=failure))
         finally:
             self.source.close()
             if self._state is not StreamState.ENDED:
@@ -122,7 +135,8 @@ class Capture(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 self.source.open()
-                self.last_frame_time = time.monotonic()
+                self.last_frame_time = self.last_steady_time = time.monotonic()
+                self._run, self._new_segment = 0, True
                 return True
             except SourceUnavailable as exc:
                 failures += 1
@@ -154,20 +168,19 @@ class Capture(threading.Thread):
         first_timestamp: float | None = None
         wall_start = time.monotonic()
         self._set_state(StreamState.LIVE, self.display)
+        give_up_s = 2 * self.pipeline.stall_timeout_s
         while not self.stop_event.is_set():
             if self.offline and not ring.wait_for_room(timeout=0.1):
                 continue
             item = self.source.read()
             now = time.monotonic()
-            if item is None:
-                if not self.source.reconnectable:
-                    self._set_state(StreamState.ENDED, "end of stream")
+            if item is None and not self.source.reconnectable:
+                self._set_state(StreamState.ENDED, "end of stream")
+                return
+            if item is None or (self.source.reconnectable and now - self.last_steady_time > give_up_s):
+                why = "source dropped" if item is None else f"no steady frames for {now - self.last_steady_time:.1f} s"
+                if not self._reopen(why):
                     return
-                self.source.close()
-                self._set_state(StreamState.RECONNECTING, "source dropped")
-                if not self._open_with_backoff():
-                    return
-                self._set_state(StreamState.LIVE, self.display)
                 continue
             frame, timestamp = item
             if timestamp is None:
@@ -184,9 +197,32 @@ class Capture(threading.Thread):
                 self._set_state(StreamState.LIVE, "resolution changed from {}x{} to {}x{}".format(*self.source_size, *size))
             self.source_size = size
             seen = crop_region(frame, self.region) if self.region else frame
-            index = ring.write(fit_frame(seen, self.clip.short_side, self.clip.crop_size), now, timestamp)
+            new_segment = self._follows_a_break(now, now if self.source.live else timestamp)
+            index = ring.write(fit_frame(seen, self.clip.short_side, self.clip.crop_size), now, timestamp, new_segment)
             for tap in self.frame_taps:
                 tap(self.stream_id, index, timestamp, frame)
             self.frames_captured += 1
             self.last_frame_time = now
             self.frame_written()
+
+    def _follows_a_break(self, arrival: float, clock: float) -> bool:
+        """Note a frame's arrival (for steadiness) and say whether it starts a new segment: the
+        first after an open, or more than ``max_gap_frames`` intervals after the previous one on
+        the stream's clock (capture time for live sources, the file's timestamps otherwise)."""
+        previous, self._previous = self._previous, (arrival, clock)
+        steady_gap = previous is not None and arrival - previous[0] <= self.pipeline.stall_timeout_s
+        self._run = self._run + 1 if steady_gap else 1
+        if self._run >= STEADY_RUN:
+            self.last_steady_time = arrival
+        broken = self._new_segment or clock - previous[1] > self.pipeline.max_gap_frames / self.fps
+        self._new_segment = False
+        return broken
+
+    def _reopen(self, why: str) -> bool:
+        """Close the source and open it again with backoff; False if it is given up."""
+        self.source.close()
+        self._set_state(StreamState.RECONNECTING, why)
+        if not self._open_with_backoff():
+            return False
+        self._set_state(StreamState.LIVE, self.display)
+        return True

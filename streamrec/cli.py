@@ -18,6 +18,7 @@ from streamrec.errors import StreamrecError
 COMMANDS = {  # name: (module, help)
     "run": ("streamrec.commands.run", "recognise actions on one or more streams and publish events"),
     "subscribe": ("streamrec.commands.subscribe", "print the events a running pipeline publishes"),
+from streamrec import interrupts
     "broker": ("streamrec.commands.broker", "one place to subscribe: a ZeroMQ proxy that many pipelines publish "
                                             "through"),
     "bench": ("streamrec.commands.bench", "benchmarks: engine alone, pipeline end to end, and against the usual way"),
@@ -56,3 +57,4 @@ def main(argv: list[str] | None = None) -> int:
     except StreamrecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    interrupts.install()  # before the command's imports: a Ctrl-C from here on stops cleanly

@@ -125,7 +125,11 @@ class PipelineConfig:
     max_wait_ms: float = 5.0  # how long a partial batch may wait for more streams
     buffer_slack: int = 8  # extra ring-buffer frames beyond span + hop
     status_interval_s: float = 5.0
-    stall_timeout_s: float = 5.0  # a live source with no frame for this long is reported stalled, and reopened at 2x
+    # A live source without a steady run of frames for this long is reported stalled, and reopened at 2x.
+    stall_timeout_s: float = 5.0
+    # Frames missing for longer than this many frame intervals (an outage, a freeze, a timestamp jump)
+    # break the stream: open actions end, smoothing restarts and a whole window refills first.
+    max_gap_frames: int = 10
     assumed_fps: float = 30.0  # for sources that do not report their frame rate
 
 

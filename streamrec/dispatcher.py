@@ -87,6 +87,10 @@ class EngineDispatcher:
         """No call is running, queued or waiting to be handed back."""
         return not self._in_flight
 
+    def in_flight(self, stream_id: str) -> bool:
+        """A view of this stream is in a call not yet handed back."""
+        return any(view.stream_id == stream_id for call in self._in_flight for view in call.batch.views)
+
     def ended_calls(self, timeout: float) -> list[EngineCall]:
         """Keep the engine fed; return the calls that have ended, oldest first, as soon as the
         oldest has (waiting at most ``timeout`` seconds; [] if none did, or on `stop`)."""

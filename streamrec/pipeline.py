@@ -60,7 +60,7 @@ class StreamStats:
     hops_skipped: int  # hops that passed while the engine was busy
     latency_ms_p50: float | None  # capture of a clip's newest frame to its results, recent hops
     latency_ms_p99: float | None
-    error: str | None  # why the stream could not be opened at all
+    error: str | None  # why the stream failed: it could never be opened, or its capture stopped on an error
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,13 @@ class StreamRuntime:
     tracker: ActionTracker
     schedule: StreamSchedule | None = None  # once the source is open and its frame rate known
     state: StreamState = StreamState.CONNECTING  # as the capture last reported it
-    stalled_at_frame: int | None = None  # frames captured when it was found stalled; None: not stalled
-    open_error: str | None = None
+    stalled_since: float | None = None  # when it was found stalled (monotonic); None: not stalled
+    # The stream broke off (stalled or reopened): its open actions end at the clip time of its last
+    # frame before the break, once its views cut before the break have been published.
+    broke_at: float | None = None
+    broke: bool = False
+    open_error: str | None = None  # why it could never be opened
+    failure: str | None = None  # why its capture thread stopped on an internal error
     ending: bool = False  # the source ended; serve what is left in the buffer, then close
     end_detail: str = ""  # why it ended, published once its last views are served
     closed: bool = False
@@ -101,7 +106,7 @@ class StreamRuntime:
 
     @property
     def shown_state(self) -> StreamState:
-        return StreamState.STALLED if self.stalled_at_frame is not None else self.state
+        return StreamState.STALLED if self.stalled_since is not None else self.state
 
 
 class Pipeline:
@@ -147,14 +152,21 @@ class Pipeline:
     # ------------------------------------------------------------------ run
 
     def run(self) -> None:
-        """Serve every stream until all have ended or `stop` is called; closes open actions."""
+        """Serve every stream until all have ended or `stop` is called (even before this: then it
+        only reports each stream ended); closes open actions."""
         try:
-            self._warm_up()
+            if not self._stopping:
+                self._warm_up()
             for runtime in self.streams.values():
-                runtime.capture.start()
+                if not self._stopping:
+                    runtime.capture.start()
             self._serve()
         finally:
             self._shutdown()
+        failed = [f"stream {r.config.id}: {r.failure}" for r in self.streams.values() if r.failure]
+        if failed:
+            raise StreamrecError(f"{len(failed)} of {len(self.streams)} stream(s) stopped on an internal error "
+                                 f"({'; '.join(failed)}); the others were served to the end")
 
     def _warm_up(self) -> None:
         """One inference on blank clips before the cameras start: lazy initialisation (and a
@@ -167,6 +179,7 @@ class Pipeline:
         while not self._stopping:
             self._take_reports()
             self._watch_for_stalls()
+            self._end_actions_of_broken_streams()
             if time.monotonic() >= next_status:
                 for runtime in self.streams.values():
                     if not runtime.ending:
@@ -193,6 +206,10 @@ class Pipeline:
         for view, row in zip(views, logits):
             runtime = self.streams[view.stream_id]
             tracker = runtime.tracker
+            if view.follows_gap:  # nothing before the gap may carry over into what comes after it
+                at = view.follows_gap.last_frame_at
+                self._end_open_actions(runtime, runtime.last_clip_end if at is None else at, "stream_lost",
+                                       restart=True)
             changes = tracker.update(row, view.clip_end)
             runtime.last_clip_end = view.clip_end
             latency_ms = (time.monotonic() - view.newest_capture_time) * 1000.0
@@ -216,7 +233,17 @@ class Pipeline:
         if change.type == "action_end":
             fields["started_at"] = round(change.started_at, 3)
             fields["duration_s"] = round(common["clip_end"] - change.started_at, 3)
+            fields["reason"] = change.reason
         self.bus.emit(change.type, runtime.config.id, **fields)
+
+    def _end_open_actions(self, runtime: StreamRuntime, at: float, reason: str, restart: bool = False) -> None:
+        """End a stream's open actions at clip time ``at`` (and, with ``restart``, its smoothing)."""
+        tracker = runtime.tracker
+        changes = tracker.restart(reason) if restart else tracker.close(reason)
+        common = {"clip_start": round(at, 3), "clip_end": round(at, 3), "latency_ms": 0.0}
+        top_k = tracker.top_k()
+        for change in changes:
+            self._emit_action(runtime, change, common, top_k)
 
     # ------------------------------------------------------------------ stream state
 
@@ -231,9 +258,13 @@ class Pipeline:
             if isinstance(report, Opened):
                 self._schedule(runtime, report)
                 continue
-            runtime.state, runtime.stalled_at_frame = report.state, None
+            runtime.state, runtime.stalled_since = report.state, None
+            if report.state is StreamState.RECONNECTING:
+                self._note_break(runtime)
             if report.open_error:
                 runtime.open_error = report.open_error
+            if report.failure:
+                runtime.failure = report.failure
             if report.state is StreamState.ENDED:
                 runtime.ending, runtime.end_detail = True, report.detail  # published by _close_stream
             else:
@@ -248,19 +279,35 @@ class Pipeline:
         self.scheduler.add(runtime.schedule)
 
     def _watch_for_stalls(self) -> None:
-        """A live source that stops delivering without closing is reported stalled (its read
-        timeout then reopens it); the next frame it delivers makes it live again."""
+        """A live source without a steady run of frames for ``stall_timeout_s`` is reported stalled,
+        once, and its open actions end (its capture reopens it at twice that); a steady run of
+        frames makes it live again, a stray frame does not."""
         now, timeout = time.monotonic(), self.config.pipeline.stall_timeout_s
         for runtime in self.streams.values():
             capture = runtime.capture
-            if runtime.stalled_at_frame is not None:
-                if capture.frames_captured > runtime.stalled_at_frame:
-                    runtime.stalled_at_frame = None
+            if runtime.stalled_since is not None:
+                if capture.last_steady_time > runtime.stalled_since:
+                    runtime.stalled_since = None
                     self._emit_status(runtime, "frames flowing again")
             elif (runtime.state is StreamState.LIVE and capture.source.live
-                  and now - capture.last_frame_time > timeout):
-                runtime.stalled_at_frame = capture.frames_captured
-                self._emit_status(runtime, f"no frame for {now - capture.last_frame_time:.1f} s")
+                  and now - capture.last_steady_time > timeout):
+                runtime.stalled_since = now
+                self._emit_status(runtime, f"no steady frames for {now - capture.last_steady_time:.1f} s")
+                self._note_break(runtime)
+
+    def _note_break(self, runtime: StreamRuntime) -> None:
+        """The stream broke off: note the clip time of its last frame, for ending its actions."""
+        if not runtime.broke and runtime.schedule is not None:
+            runtime.broke, runtime.broke_at = True, runtime.schedule.clip_time_of_newest()
+
+    def _end_actions_of_broken_streams(self) -> None:
+        """End the open actions of streams that broke off, once their views cut before the break
+        have been published (so a result from before the break cannot reopen one after it)."""
+        for runtime in self.streams.values():
+            if runtime.broke and not self.dispatcher.in_flight(runtime.config.id):
+                at = runtime.last_clip_end if runtime.broke_at is None else runtime.broke_at
+                self._end_open_actions(runtime, at, "stream_lost", restart=True)
+                runtime.broke, runtime.broke_at = False, None
 
     def _raise_if_none_opened(self) -> None:
         """If no stream could be opened at all, the run failed: say why (one stream that cannot be
@@ -280,13 +327,8 @@ class Pipeline:
             log.error("%s; the other streams go on", runtime.open_error)
         if runtime.schedule:
             self.scheduler.remove(runtime.config.id)
-        common = {"clip_start": round(runtime.last_clip_end, 3), "clip_end": round(runtime.last_clip_end, 3),
-                  "latency_ms": 0.0}
-        changes = runtime.tracker.close()
-        top_k = runtime.tracker.top_k()
-        for change in changes:
-            self._emit_action(runtime, change, common, top_k)
-        runtime.state, runtime.stalled_at_frame = StreamState.ENDED, None
+        self._end_open_actions(runtime, runtime.last_clip_end, "stopped" if self._stopping else "stream_ended")
+        runtime.state, runtime.stalled_since = StreamState.ENDED, None
         self._emit_status(runtime, runtime.end_detail or "stopped")
 
     # ------------------------------------------------------------------ figures
@@ -305,7 +347,7 @@ class Pipeline:
             hops_skipped=schedule.hops_skipped if schedule else 0,
             latency_ms_p50=float(np.percentile(recent, 50)) if recent is not None else None,
             latency_ms_p99=float(np.percentile(recent, 99)) if recent is not None else None,
-            error=runtime.open_error,
+            error=runtime.open_error or runtime.failure,
         )
 
     def _emit_status(self, runtime: StreamRuntime, detail: str) -> None:

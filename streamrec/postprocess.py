@@ -48,6 +48,12 @@ class ActionChange:
     label: str
     score: float
     started_at: float  # source seconds; for an end, the start of the segment it closes
+    reason: str = ""  # for an end, why: see `END_REASONS`
+
+
+# Why an action ended: its score fell below exit; its stream broke off (stalled, reopened, or
+# frames missing); its stream ended; the run was stopped.
+END_REASONS = ("score_fell", "stream_lost", "stream_ended", "stopped")
 
 
 class ActionTracker:
@@ -81,7 +87,8 @@ class ActionTracker:
             action.peak_score = max(action.peak_score, float(self.scores[index]))
             if self.scores[index] < self.exit[index]:
                 del self.active[index]
-                changes.append(ActionChange("action_end", action.label, float(self.scores[index]), action.started_at))
+                changes.append(ActionChange("action_end", action.label, float(self.scores[index]), action.started_at,
+                                            "score_fell"))
         rising = np.flatnonzero(self.trackable & (self.scores >= self.enter))
         for index in rising[np.argsort(-self.scores[rising])]:
             if index not in self.active:
@@ -89,11 +96,20 @@ class ActionTracker:
                 changes.append(ActionChange("action_start", self.labels[index], float(self.scores[index]), time))
         return changes
 
-    def close(self) -> list[ActionChange]:
-        """End every open action (at shutdown or when the stream ends)."""
-        changes = [ActionChange("action_end", a.label, float(self.scores[i]), a.started_at)
+    def close(self, reason: str = "stream_ended") -> list[ActionChange]:
+        """End every open action (``reason``: one of `END_REASONS`)."""
+        changes = [ActionChange("action_end", a.label, float(self.scores[i]), a.started_at, reason)
                    for i, a in self.active.items()]
         self.active.clear()
+        return changes
+
+    def restart(self, reason: str) -> list[ActionChange]:
+        """End every open action and forget the smoothing history: the stream broke off, and what
+        comes after the break must not be averaged with what came before."""
+        changes = self.close(reason)
+        self.history.clear()
+        self.scores = np.zeros(len(self.labels))
+        self.probabilities = np.zeros(len(self.labels))
         return changes
 
     def active_since(self) -> dict[str, float]:

@@ -4,6 +4,9 @@ Frames are addressed by their absolute index in the stream. The writer fills the
 index ``head`` and only then advances ``head``, so readers can check afterwards, seqlock
 style, that no slot they copied was reused while they copied it: a frame being overwritten
 is never returned half-written. Memory per stream is fixed at construction.
+
+The writer also marks where an unbroken run of frames (a segment) starts: after a reopen, or
+after a gap in the source's clock. A reader never cuts a clip across a segment start.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class RingBuffer:
         self._pixels = np.zeros((capacity, height, width, 3), np.uint8)
         self._capture_times = np.zeros(capacity, np.float64)
         self._media_times = np.zeros(capacity, np.float64)
+        self._segment_starts = np.zeros(capacity, np.int64)  # per slot: the first frame of its segment
+        self._segment = 0  # the first frame of the segment being written
         self._head = 0  # index of the next frame to write; frames [head - capacity + 1, head) are readable
         self._released = 0  # frames below this index are no longer needed by any reader (offline mode)
         self._changed = threading.Condition()
@@ -55,13 +60,17 @@ class RingBuffer:
         # The slot of `head` may be mid-write, so the frame it held (head - capacity) is not readable.
         return max(0, self._head - self.capacity + 1)
 
-    def write(self, pixels: np.ndarray, capture_time: float, media_time: float) -> int:
-        """Store one frame; returns its index. Called by the single writer only."""
+    def write(self, pixels: np.ndarray, capture_time: float, media_time: float, new_segment: bool = False) -> int:
+        """Store one frame; returns its index. ``new_segment``: the source broke off before this frame
+        (a reopen, a gap), so no clip may join it to the frames before. Called by the single writer only."""
         index = self._head
         slot = index % self.capacity
+        if new_segment:
+            self._segment = index
         self._pixels[slot] = pixels
         self._capture_times[slot] = capture_time
         self._media_times[slot] = media_time
+        self._segment_starts[slot] = self._segment
         with self._changed:
             self._head = index + 1
             self._changed.notify_all()
@@ -94,6 +103,15 @@ class RingBuffer:
         if indices.size and indices.min() < self.oldest_readable():
             raise FramesGone(f"frame {indices.min()} was overwritten while being read")
         return times
+
+    def segment_start(self, index: int) -> int:
+        """The first frame of the unbroken run that frame ``index`` belongs to, or `FramesGone`."""
+        if not self.oldest_readable() <= index < self._head:
+            raise FramesGone(f"frame {index} not in buffer [{self.oldest_readable()}, {self._head})")
+        start = int(self._segment_starts[index % self.capacity])
+        if index < self.oldest_readable():
+            raise FramesGone(f"frame {index} was overwritten while being read")
+        return start
 
     # Offline mode: the writer may not overwrite frames a reader still needs.
 

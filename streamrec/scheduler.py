@@ -11,6 +11,11 @@ moment it is asked, with an injected clock. When to ask, and how long a partial 
 held for more views (`fill_deadline`), is decided by the one caller that waits, the engine
 dispatcher.
 
+A clip never spans a break in its stream: where the capture marked a new segment (a reopen,
+or frames missing for longer than ``pipeline.max_gap_frames``), the schedule starts again
+after it, refills a whole window before its next view, and marks that view as following a
+gap so that the pipeline can end what was open before it.
+
 Back-pressure is built in: views are cut only when the engine takes a batch, so a stream
 whose hops passed while the engine was busy gets one view of its newest frames, never a
 queue of stale ones; the hops skipped are counted. Offline files are the exception: every
@@ -38,6 +43,13 @@ from streamrec.sampling import clip_indices, clip_window, slow_positions, split_
 Clock = Callable[[], float]  # monotonic seconds, the clock capture times are stamped with
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A break in a stream (a reopen, or frames missing) that the view after it follows."""
+
+    last_frame_at: float | None  # clip time of the last frame before it; None if no longer readable
+
+
 @dataclass
 class View:
     """One clip of one stream, ready for the engine."""
@@ -49,6 +61,7 @@ class View:
     clip_end: float
     newest_capture_time: float  # monotonic time the newest frame was read
     hops_skipped: int  # hops that passed without a view since the previous one
+    follows_gap: Gap | None = None  # the stream broke off after the previous view and before this one
 
 
 class StreamSchedule:
@@ -65,25 +78,33 @@ class StreamSchedule:
         self.live_clock = live_clock  # sample by capture time (cameras) rather than source timestamps
         self.window = min(clip_window(clip, fps), ring.capacity - 1)  # source frames one view spans
         self.phase = 0  # frames the first view waits beyond a full window (see `Scheduler.add`)
-        self.next_end = self.window - 1  # the first view needs a full window
+        self.first_end = self.window - 1  # the first view (of this segment) needs a full window
+        self.next_end = self.first_end
         self.origin: float | None = None  # clock of the stream's first frame, for clip times
         self.views = 0
         self.hops_skipped = 0
+        self.gaps = 0  # breaks in the stream a clip would have spanned
+        self._hops_due_before = 0  # hops asked for in earlier segments
+        self._gap: Gap | None = None  # a break since the last view, for the next view to carry
 
     def stagger(self, phase: int) -> None:
         """Delay the first view by ``phase`` frames (before it is taken)."""
         self.next_end += phase - self.phase
+        self.first_end += phase - self.phase
         self.phase = phase
 
     def due(self) -> bool:
         return self.ring.head - 1 >= self.next_end
 
     def hops_due(self, frames: int) -> int:
-        """Views this stream asked for by its ``frames``-th frame: one when its first full window
-        (and stagger) arrived, then one every hop. Counted from frames, not from skips: a view cut
-        a few frames late shifts nothing on the grid, so skips alone understate what was missed."""
-        first = self.window + self.phase
-        return (frames - first) // self.hop + 1 if frames >= first else 0
+        """Views this stream asked for by its ``frames``-th frame: one when the first full window of
+        each segment (and the stagger) arrived, then one every hop. Counted from frames, not from
+        skips: a view cut a few frames late shifts nothing on the grid, so skips alone understate
+        what was missed."""
+        newest = frames - 1
+        if newest < self.first_end:
+            return self._hops_due_before
+        return self._hops_due_before + (newest - self.first_end) // self.hop + 1
 
     def expected_due_time(self) -> float:
         """When the next view should fall due (monotonic seconds), from the newest frame's capture
@@ -96,6 +117,19 @@ class StreamSchedule:
         except FramesGone:  # a whole buffer was written since `head` was read: the reader is far behind
             return -math.inf
         return float(capture_times[0]) + (self.next_end - newest) / self.fps
+
+    def clip_time(self, index: int) -> float | None:
+        """Frame ``index``'s time on this stream's clip clock (as views' ``clip_end``); None before
+        the first view, or if the frame is gone."""
+        if self.origin is None or index < 0:
+            return None
+        try:
+            return float(self._clock(np.array([index]))[0] - self.origin)
+        except FramesGone:
+            return None
+
+    def clip_time_of_newest(self) -> float | None:
+        return self.clip_time(self.ring.head - 1)
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         """Each engine input's shape for one view, ``[T, H, W, 3]``."""
@@ -111,6 +145,13 @@ class StreamSchedule:
         if newest < self.next_end:
             return None
         end = self.next_end if self.offline else newest
+        try:
+            segment = self.ring.segment_start(end)
+        except FramesGone:
+            segment = -1  # overwritten already: the cut below fails the same way, and counts it
+        if segment > end - self.window + 1:  # the clip would span a break in the stream
+            self._restart(segment)
+            return None
         late = (end - self.next_end) // self.hop  # whole hops passed since this view fell due
         skipped = late
         try:
@@ -127,6 +168,16 @@ class StreamSchedule:
             self.ring.release(self.next_end - self.window + 1)
         return view
 
+    def _restart(self, segment: int) -> None:
+        """The stream broke off before frame ``segment``: start again after it with a full window."""
+        self._hops_due_before = self.hops_due(segment)
+        self.first_end = self.next_end = segment + self.window - 1
+        self.gaps += 1
+        if self.origin is not None:  # a view was cut before the break
+            self._gap = Gap(self.clip_time(segment - 1))
+        if self.offline:
+            self.ring.release(segment)
+
     def _cut(self, end: int, skipped: int, out: dict[str, np.ndarray] | None) -> View:
         indices = clip_indices(self.clip, self.fps, end, end - self.window + 1, self._clock)
         out = out or {}
@@ -135,6 +186,7 @@ class StreamSchedule:
         if self.origin is None:
             self.origin = times[0] if self.live_clock else 0.0
         self.views += 1
+        gap, self._gap = self._gap, None
         return View(
             stream_id=self.stream_id,
             inputs=split_pathways(self.clip, frames.pixels, slow_out=out.get("slow")),
@@ -143,6 +195,7 @@ class StreamSchedule:
             clip_end=float(times[-1] - self.origin),
             newest_capture_time=float(frames.capture_times[-1]),
             hops_skipped=skipped,
+            follows_gap=gap,
         )
 
     def _clock(self, indices: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from streamrec.bench.faults import RtspServer, rtsp_server_available
 from streamrec.sources import SyntheticSource
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,46 +62,6 @@ def loopback_port() -> int:
     return free_port()
 
 
-class RtspServer:
-    """GStreamer's RTSP server in its own process, on loopback; can be killed and restarted."""
-
-    SCRIPT = REPO / "tests" / "rtsp" / "rtsp_server.py"
-
-    def __init__(self, port: int):
-        self.port = port
-        self.process: subprocess.Popen | None = None
-
-    def url(self, credentials: str = "") -> str:
-        return f"rtsp://{credentials}127.0.0.1:{self.port}/cam"
-
-    def start(self, size: str = "320x240") -> None:
-        self.process = subprocess.Popen(["/usr/bin/python3", str(self.SCRIPT), str(self.port), "/cam", size],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline().strip()
-        if line != "ready":
-            raise RuntimeError(f"RTSP server did not start: {line} {self.process.stderr.read()}")
-
-    def pause(self) -> None:
-        """Freeze the server without closing its connections: a stall, as a hung camera does."""
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-
-def rtsp_server_available() -> bool:
-    check = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    return Path("/usr/bin/python3").exists() and subprocess.run(["/usr/bin/python3", "-c", check],
-                                                                capture_output=True).returncode == 0
-
-
 @pytest.fixture
 def rtsp_server():
     if not rtsp_server_available():
@@ -113,3 +73,12 @@ def rtsp_server():
     server.start()
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault-injection report (tests/test_outages.py), when that test ran."""
+    report = getattr(sys.modules.get("test_outages"), "FAULT_REPORT", None)
+    if report:
+        terminalreporter.section("faults injected")
+        for line in report:
+            terminalreporter.write_line(line)

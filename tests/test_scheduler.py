@@ -259,3 +259,44 @@ def test_a_cap_below_the_batch_size_takes_its_share_round_robin():
     first = scheduler.cut(max_views=2)
     assert [v.stream_id for v in first.views] == ["a", "b"]
     assert [v.stream_id for v in scheduler.cut(max_views=2).views] == ["c"] and scheduler.due() == 0
+
+
+# --------------------------------------------------------------------------- breaks in a stream
+
+
+def test_no_clip_spans_a_break_and_the_window_refills_after_it():
+    """Frames 0..19, then the source broke off (a reopen, a gap) and frames 20.. follow: the view
+    due at frame 23 would reach back across the break, so none is cut; the next needs a whole
+    window after it (frame 35), and carries the clip time of the last frame before the break."""
+    ring = RingBuffer(64, 4, 4)
+    schedule = StreamSchedule("s", ring, CLIP, fps=30.0, hop_frames=4, offline=True, live_clock=False)
+    write_frames(ring, 0, 20)
+    assert [schedule.take().end_index for _ in range(2)] == [15, 19]
+    for i in range(20, 40):
+        ring.write(np.full((4, 4, 3), i, np.uint8), T0 + i / 30, 10.0 + i / 30, new_segment=(i == 20))
+    assert schedule.due() and schedule.take() is None  # frames 8..23 hold the break: no view
+    assert schedule.gaps == 1 and schedule.next_end == 35
+    views = []
+    while (view := schedule.take()) is not None:
+        views.append(view)
+    assert [v.end_index for v in views] == [35, 39]
+    assert frame_ids(views[0]) == [20, 22, 24, 26, 28, 30, 32, 35]  # all after the break
+    assert views[0].follows_gap is not None and views[0].follows_gap.last_frame_at == pytest.approx(19 / 30)
+    assert views[1].follows_gap is None
+    # Hops asked for: 2 before the break (15, 19), then from the refilled window: 35, 39.
+    assert schedule.hops_due(40) == 4
+
+
+def test_a_live_stream_after_a_reopen_waits_for_a_whole_window_of_new_frames():
+    ring = RingBuffer(64, 4, 4)
+    schedule = live("cam", ring)
+    write_frames(ring, 0, 16)
+    assert schedule.take().end_index == 15
+    ring.write(np.full((4, 4, 3), 16, np.uint8), T0 + 9.0, 9.0, new_segment=True)  # back after 8.5 s
+    write_frames(ring, 17, 10, capture_start=T0 + 9.0 - 16 / 30)
+    assert schedule.take() is None and schedule.next_end == 16 + 15
+    write_frames(ring, 27, 5, capture_start=T0 + 9.0 - 16 / 30)
+    view = schedule.take()
+    assert view.end_index == 31 and frame_ids(view)[0] == 16
+    assert view.follows_gap.last_frame_at == pytest.approx(15 / 30)
+    assert view.clip_end - view.clip_start == pytest.approx(15 / 30)

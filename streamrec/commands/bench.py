@@ -103,6 +103,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         sinks.add_argument(flag, metavar="FILE" if flag != "--label" else None, help=help_text)
     sinks.set_defaults(plot=None)
 
+    reliability = kinds.add_parser("reliability", help="network and camera faults injected into a live RTSP stream, "
+                                                       "and bad inputs, against the real command line")
+    reliability.add_argument("--skip-faults", action="store_true",
+                             help="only try the bad inputs (the faults need GStreamer's RTSP server)")
+    for flag, help_text in (("--json", "write every figure and the machine description here"),
+                            ("--markdown", "replace (or add) this run's section in a Markdown file, e.g. BENCHMARKS.md"),
+                            ("--label", "names this run's Markdown section, to keep several of one benchmark")):
+        reliability.add_argument(flag, metavar="FILE" if flag != "--label" else None, help=help_text)
+    reliability.set_defaults(plot=None)
+
 
 def _common_flags(parser: argparse.ArgumentParser, **engine_flags) -> None:
     add_config_flags(parser)
@@ -124,7 +134,7 @@ def _require_psutil() -> None:
 
 def main(args: argparse.Namespace) -> int:
     return {"engine": engine_main, "pipeline": pipeline_main, "compare": compare_main,
-            "sinks": sinks_main}[args.benchmark](args)
+            "sinks": sinks_main, "reliability": reliability_main}[args.benchmark](args)
 
 
 def publish(document: dict, args: argparse.Namespace, text: str, markdown_body: str, device: str, plot) -> None:
@@ -302,3 +312,26 @@ def sinks_main(args: argparse.Namespace) -> int:
     publish(document, args, bench.summary_text(document), bench.summary_text(document, markdown=True), "loopback",
             None)
     return 0
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+def reliability_main(args: argparse.Namespace) -> int:
+    from streamrec.bench import reliability as bench
+    from streamrec.bench.faults import rtsp_server_available
+    from streamrec.bench.machine import ResourceSampler
+    from streamrec.bench.report import finish_document, start_document
+
+    if not args.skip_faults and not rtsp_server_available():
+        raise StreamrecError("the faults need GStreamer's RTSP server: apt install gir1.2-gst-rtsp-server-1.0 "
+                             "python3-gi gstreamer1.0-plugins-ugly gstreamer1.0-plugins-good (or pass --skip-faults)")
+    document, sampler = start_document("reliability", "slowfast_tiny"), ResourceSampler().start()
+    faults = None if args.skip_faults else bench.run_faults(progress=log.info)
+    bad = bench.try_bad_inputs()
+    finish_document(document, sampler, **bench.as_document(faults, bad))
+    publish(document, args, bench.summary_text(document), bench.summary_text(document, markdown=True), "loopback",
+            None)
+    failed = (faults is not None and (faults.events_lost or not all(r.survived for r in faults.results))) \
+        or not all(b.ok for b in bad)
+    return 1 if failed else 0

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
+import time
 
-from streamrec import visualize
+from streamrec import interrupts, visualize
 from streamrec.commands.flags import (add_config_flag, add_config_flags, add_engine_flags, add_hop_flags,
                                      add_sink_flags, config_from_flags, positive_int)
 from streamrec.config import Config, StreamConfig, load_labels
@@ -121,24 +121,26 @@ def main(args: argparse.Namespace) -> int:
     check_sinks(config)
     visuals = visualize.Visuals(args, config)
     labels = load_labels(config)
+    if interrupts.requested():  # before the engine, the slow part: nothing was opened, nothing is owed
+        print("streamrec: stopped before any stream was opened", file=sys.stderr)
+        return 0
     engine = create_engine(config)
     bus, publisher = build_bus(config)
     try:
         if publisher:
             where = "to the broker at" if publisher.mode == "connect" else "on"
             log.info("publishing events %s %s%s", where, publisher.endpoint, " (CURVE)" if publisher.curve else "")
-            if args.wait_subscriber and not publisher.wait_for_subscriber(args.wait_subscriber):
+            if args.wait_subscriber and not wait_for_subscriber(publisher, args.wait_subscriber):
                 log.info("no subscriber after %.1f s; starting anyway", args.wait_subscriber)
         pipeline = Pipeline(config, engine, labels, bus, observers=visuals.observers, frame_taps=visuals.frame_taps)
         metrics_server = serve_metrics(pipeline, config.events.metrics) if config.events.metrics else None
-        previous = {sig: signal.signal(sig, lambda *_: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        stop_listening = interrupts.on_stop(pipeline.stop)  # at once if a stop came earlier: it then only closes
         visuals.start(pipeline)
         try:
             pipeline.run()
         finally:
+            stop_listening()
             visuals.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             if metrics_server:
                 metrics_server.shutdown()
     finally:

@@ -1,8 +1,10 @@
-"""A real RTSP server for tests: GStreamer's rtsp-server serving a live H.264 test pattern.
+"""A real RTSP camera for tests and ``bench reliability``: GStreamer's rtsp-server serving a
+live H.264 test pattern.
 
 Run with the system Python that has PyGObject (Debian: python3-gi, gir1.2-gst-rtsp-server-1.0,
-gstreamer1.0-plugins-ugly/good): ``/usr/bin/python3 tests/rtsp/rtsp_server.py PORT [MOUNT [WxH]]``.
-Prints ``ready`` once listening; stops on SIGTERM or SIGINT.
+gstreamer1.0-plugins-ugly/good): ``/usr/bin/python3 rtsp_server.py PORT [MOUNT [WxH]]``, as
+`streamrec.bench.faults.RtspServer` does. Prints ``ready`` once listening; stops on SIGTERM or
+SIGINT. Never imported: it is a script for another interpreter.
 """
 
 import signal
