@@ -151,12 +151,17 @@ def test_at_the_end_events_for_a_broker_still_down_are_counted_and_reported(capl
 # --------------------------------------------------------------------------- real brokers
 
 
-def start_broker(kind, tmp_path):
+def require_broker(kind):
+    """Skip without the broker's server or client library; in CI (STREAMREC_REQUIRE_BROKERS) fail."""
     missing = unavailable(kind)
     if missing:
         if os.environ.get("STREAMREC_REQUIRE_BROKERS"):
             pytest.fail(f"the {kind} broker is required (CI installs it: see .ci/run): {missing}")
         pytest.skip(missing)
+
+
+def start_broker(kind, tmp_path):
+    require_broker(kind)
     return BROKERS[kind](tmp_path / kind).start()
 
 
@@ -315,3 +320,20 @@ def test_run_with_a_redis_sink_puts_every_logged_event_in_the_stream(tmp_path, v
         (e["stream"], e["type"], e["event_id"]) for e in map(json.loads, logged)]
     assert f"sink redis://127.0.0.1:{server.port}/0?stream=***&maxlen=***: {len(logged)} events delivered" \
         in result.stderr
+
+
+def test_bench_sinks_measures_every_target_it_can_run(tmp_path):
+    for kind in ("mqtt", "redis", "nats"):
+        require_broker(kind)
+    result = run_cli("bench", "sinks", "--burst", "300", "--paced", "50", "--rate", "200", "--json",
+                     str(tmp_path / "sinks.json"), "--markdown", str(tmp_path / "BENCH.md"))
+    assert result.returncode == 0, result.stderr
+    document = json.loads((tmp_path / "sinks.json").read_text())
+    rows = {row["target"]: row for row in document["results"]}
+    assert list(rows) == ["zeromq", "mqtt", "redis", "nats"] and document["skipped"] == []
+    for row in rows.values():
+        assert (row["burst_received"], row["paced_received"], row["repeated"]) == (300, 50, 0)
+        assert row["events_per_s"] > 0 and 0 < row["latency_ms_p50"] <= row["latency_ms_p99"]
+    assert set(document["software"]) >= {"mosquitto", "redis-server", "nats-server", "pyzmq", "paho-mqtt"}
+    section = (tmp_path / "BENCH.md").read_text()
+    assert "## sinks: brokers on loopback" in section and "| nats |" in section

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -51,6 +52,7 @@ class LocalBroker:
 
     name: ClassVar[str]
     binary_name: ClassVar[str]
+    version_args: ClassVar[tuple[str, ...]] = ("--version",)
     # The signal that stops it without losing what it accepted (what a restart test needs).
     stop_signal: ClassVar[int] = signal.SIGTERM
 
@@ -74,6 +76,13 @@ class LocalBroker:
 
     def command(self) -> list[str]:
         raise NotImplementedError
+
+    @classmethod
+    def version(cls) -> str | None:
+        """The server's version, as it reports it (None if it does not say)."""
+        result = subprocess.run([cls.binary(), *cls.version_args], capture_output=True, text=True, timeout=10)
+        found = re.search(r"v?=?(\d+\.\d+\.\d+)", result.stdout + result.stderr)
+        return found.group(1) if found else None
 
     def start(self, timeout_s: float = 15.0) -> "LocalBroker":
         """Start it and wait until its port takes connections."""
@@ -119,6 +128,7 @@ class Mosquitto(LocalBroker):
     across a restart (its persistence file is written when it stops)."""
 
     name, binary_name = "mqtt", "mosquitto"
+    version_args = ("-h",)
 
     def command(self) -> list[str]:
         config = self.folder / "mosquitto.conf"
@@ -417,6 +427,24 @@ def run_target(target: str, plan: SinksPlan, folder: Path) -> dict:
         server.kill()
 
 
+CLIENTS = {"zeromq": "pyzmq", "mqtt": "paho-mqtt", "redis": "redis", "nats": "nats-py"}
+
+
+def software(targets: list[str]) -> dict[str, str]:
+    """The servers' and client libraries' versions the measured targets ran on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for target in targets:
+        if target in BROKERS:
+            found[BROKERS[target].binary_name] = BROKERS[target].version() or "unknown"
+        try:
+            found[CLIENTS[target]] = version(CLIENTS[target])
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 def unavailable(target: str) -> str | None:
     """Why ``target`` cannot run here, or None."""
     if target == "zeromq":
@@ -454,6 +482,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
              f"{plan['paced']} events paced at {plan['rate']:g}/s, one process, loopback. 'emit' is the time the bus "
              "call took (what the pipeline pays). ZeroMQ goes through the broker proxy; the others through their "
              "--sink into the broker's own server."]
+    if document.get("software"):
+        lines.append("Servers and clients: " + ", ".join(f"{k} {v}" for k, v in document["software"].items()) + ".")
     for skipped in document.get("skipped", []):
         lines.append(f"{'- ' if markdown else ''}not measured: {skipped['target']}: {skipped['reason']}")
     return "\n".join(lines)

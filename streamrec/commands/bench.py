@@ -296,7 +296,7 @@ def sinks_main(args: argparse.Namespace) -> int:
     plan = bench.SinksPlan(burst=args.burst, paced=args.paced, rate=args.rate)
     bench.check_plan(plan)
     targets = parse_names(args.targets, bench.TARGETS, "--targets")
-    document, sampler = start_document("sinks", "events"), ResourceSampler().start()
+    document, sampler = start_document("sinks", "brokers"), ResourceSampler().start()
     results, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="streamrec-sinks-") as scratch:
         for target in targets:
@@ -308,7 +308,8 @@ def sinks_main(args: argparse.Namespace) -> int:
                 skipped.append({"target": target, "reason": reason})
     if not results:
         raise StreamrecError("no target could run: " + "; ".join(f"{s['target']}: {s['reason']}" for s in skipped))
-    finish_document(document, sampler, plan=dataclasses.asdict(plan), results=results, skipped=skipped)
+    finish_document(document, sampler, plan=dataclasses.asdict(plan), results=results, skipped=skipped,
+                    software=bench.software([r["target"] for r in results]))
     publish(document, args, bench.summary_text(document), bench.summary_text(document, markdown=True), "loopback",
             None)
     return 0
