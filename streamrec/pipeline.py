@@ -90,10 +90,9 @@ class StreamRuntime:
     schedule: StreamSchedule | None = None  # once the source is open and its frame rate known
     state: StreamState = StreamState.CONNECTING  # as the capture last reported it
     stalled_since: float | None = None  # when it was found stalled (monotonic); None: not stalled
-    # The stream broke off (stalled or reopened): its open actions end at the clip time of its last
-    # frame before the break, once its views cut before the break have been published.
-    broke_at: float | None = None
-    broke: bool = False
+    # The stream broke off (stalled or reopened): its open actions end at this clip time (its last
+    # frame's before the break) once its views cut before the break have been published.
+    break_at: float | None = None
     open_error: str | None = None  # why it could never be opened
     failure: str | None = None  # why its capture thread stopped on an internal error
     ending: bool = False  # the source ended; serve what is left in the buffer, then close
@@ -297,17 +296,17 @@ class Pipeline:
 
     def _note_break(self, runtime: StreamRuntime) -> None:
         """The stream broke off: note the clip time of its last frame, for ending its actions."""
-        if not runtime.broke and runtime.schedule is not None:
-            runtime.broke, runtime.broke_at = True, runtime.schedule.clip_time_of_newest()
+        if runtime.break_at is None and runtime.schedule is not None:
+            newest = runtime.schedule.clip_time_of_newest()
+            runtime.break_at = runtime.last_clip_end if newest is None else newest
 
     def _end_actions_of_broken_streams(self) -> None:
         """End the open actions of streams that broke off, once their views cut before the break
         have been published (so a result from before the break cannot reopen one after it)."""
         for runtime in self.streams.values():
-            if runtime.broke and not self.dispatcher.in_flight(runtime.config.id):
-                at = runtime.last_clip_end if runtime.broke_at is None else runtime.broke_at
-                self._end_open_actions(runtime, at, "stream_lost", restart=True)
-                runtime.broke, runtime.broke_at = False, None
+            if runtime.break_at is not None and not self.dispatcher.in_flight(runtime.config.id):
+                self._end_open_actions(runtime, runtime.break_at, "stream_lost", restart=True)
+                runtime.break_at = None
 
     def _raise_if_none_opened(self) -> None:
         """If no stream could be opened at all, the run failed: say why (one stream that cannot be
