@@ -4,6 +4,10 @@ Each command module defines ``configure(parser)`` and ``main(args) -> int``; its
 stands in the table below.
 Modules are imported only when their command runs, so ``run --backend onnxruntime`` never
 imports torch.
+
+What reaches the terminal is streamrec's own: a mistake the user can fix is one line
+(`StreamrecError`), every log line and that line pass through `streamrec.redaction.redact`,
+and FFmpeg's and OpenCV's own log lines stay off it unless ``--verbose``.
 """
 
 from __future__ import annotations
@@ -11,14 +15,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
+from streamrec import interrupts
 from streamrec.errors import StreamrecError
+from streamrec.redaction import RedactingFormatter, redact
 
 COMMANDS = {  # name: (module, help)
     "run": ("streamrec.commands.run", "recognise actions on one or more streams and publish events"),
     "subscribe": ("streamrec.commands.subscribe", "print the events a running pipeline publishes"),
-from streamrec import interrupts
     "broker": ("streamrec.commands.broker", "one place to subscribe: a ZeroMQ proxy that many pipelines publish "
                                             "through"),
     "bench": ("streamrec.commands.bench", "benchmarks: engine alone, pipeline end to end, and against the usual way"),
@@ -30,6 +36,12 @@ from streamrec import interrupts
                      "build a TensorRT engine, or ONNX Runtime's int8 graph for the CPU, from an ONNX file"),
 }
 DEFAULT_COMMAND = "run"
+# The libraries' own log lines (a failed open's "[ WARN:...]", FFmpeg's "moov atom not found"),
+# which may print a source URL unmasked: off unless --verbose. A variable the user set wins.
+QUIET_LIBRARIES = {
+    "OPENCV_LOG_LEVEL": "FATAL",  # OpenCV's "[ WARN:...]" and "[ERROR:...]" lines
+    "OPENCV_FFMPEG_LOGLEVEL": "-8",  # FFmpeg's, as OpenCV sets it up at each open: AV_LOG_QUIET
+}
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
@@ -41,20 +53,49 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(command, help=help_text, description=help_text)
         if command == name:
             importlib.import_module(module_name).configure(sub)
+            for leaf in _leaves(sub):
+                leaf.add_argument("--verbose", action="store_true",
+                                  help="also show FFmpeg's and OpenCV's own log lines (which may print source URLs "
+                                       "unmasked)")
     return parser
 
 
+def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that take a command's options: ``parser`` itself, or its sub-commands' (``bench engine``)."""
+    subs = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for sub in subs for child in sub.choices.values() for leaf in _leaves(child)]
+
+
+def quiet_libraries() -> None:
+    """Keep FFmpeg's and OpenCV's own log lines off the terminal (`QUIET_LIBRARIES`)."""
+    for variable, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(variable, value)
+    cv2 = sys.modules.get("cv2")  # OpenCV reads its variable once, on import: set the level itself
+    if cv2 is not None and os.environ["OPENCV_LOG_LEVEL"] == QUIET_LIBRARIES["OPENCV_LOG_LEVEL"]:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+
+
+def log_to_stderr() -> None:
+    """streamrec's log lines on stderr, each through `redact`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
 def main(argv: list[str] | None = None) -> int:
+    interrupts.install()  # before the command's imports: a Ctrl-C from here on stops cleanly
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, DEFAULT_COMMAND)  # `run_stream.py --quiet` means `run_stream.py run --quiet`
     name = argv[0]
     try:
         args = build_parser(name).parse_args(argv)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                            stream=sys.stderr)
+        if not getattr(args, "verbose", False):
+            quiet_libraries()
+        log_to_stderr()
         return importlib.import_module(COMMANDS[name][0]).main(args)
     except StreamrecError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return 2
-    interrupts.install()  # before the command's imports: a Ctrl-C from here on stops cleanly

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -30,6 +31,8 @@ from typing import Any, Mapping
 import yaml
 
 from streamrec.errors import StreamrecError
+from streamrec.redaction import QUERY_KEY, redact
+from streamrec.sources import parse_source
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The folder holding the package: the checkout, or site-packages once installed. Paths in the
@@ -159,6 +162,9 @@ class EventsConfig:
     # Publishing to a broker (publish: connect:tcp://...) with CURVE: the broker's public key file.
     curve_server_key: str | None = None
     metrics: str | None = None  # serve Prometheus metrics at HOST:PORT (e.g. 127.0.0.1:9108)
+    # URLs are shown with their password and every query value masked (streamrec.redaction);
+    # the values of these query keys show as they are (e.g. [channel, subtype]).
+    show_query_keys: tuple[str, ...] = ()
     # Rotated parts of the event log kept (FILE.1 is the newest); null keeps every part, deleting none.
     event_log_keep: int | None = None
     # Message brokers that also receive every event, by URL: mqtt://, redis://, nats:// (streamrec.sinks).
@@ -243,7 +249,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 
 def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] | None = None,
-                values: Mapping[str, Any] | None = None) -> Config:
+                values: Mapping[str, Any] | None = None, flags: Mapping[str, str] | None = None) -> Config:
     """Load a config file, set ``values`` (typed, by dotted path) and apply ``key.path=value``
     overrides (values parsed as YAML); see `config_from_dict`."""
     path = resolve_config_path(name_or_path)
@@ -254,7 +260,7 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] 
     if not isinstance(data, dict):
         raise StreamrecError(f"config {path} must be a mapping of sections; see configs/slowfast_tiny.yaml")
     data.setdefault("name", path.stem)
-    return config_from_dict(data, source=str(path), overrides=overrides, values=values)
+    return config_from_dict(data, source=str(path), overrides=overrides, values=values, flags=flags)
 
 
 def set_value(data: dict[str, Any], path: str, value: Any) -> None:
@@ -284,93 +290,119 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config", overrides: list[str] | None = None,
-                     values: Mapping[str, Any] | None = None) -> Config:
+                     values: Mapping[str, Any] | None = None, flags: Mapping[str, str] | None = None) -> Config:
     """A checked config from plain data (a YAML file's, or a checkpoint's).
 
     ``values`` (typed, by dotted path: the command line's flags) are set first, then the
     ``overrides`` (``key.path=value`` strings, values parsed as YAML: ``--set``), so ``--set``
-    has the last word; the result is checked as a whole.
+    has the last word; the result is checked as a whole. ``flags`` names the flag that set
+    each of ``values`` (by dotted path), so that a bad value is reported against the flag the
+    user typed (``--hop``, ``--set``), and against ``source`` only when it came from there.
     """
     data = copy.deepcopy(data)
+    origins = Origins(source, dict(flags or {}))
     for path, value in (values or {}).items():
         set_value(data, path, value)
     for item in overrides or []:
         apply_override(data, item)
+        origins.flags[item.partition("=")[0].strip()] = "--set"
     model = data.get("model")
     if not isinstance(model, dict) or "arch" not in model or "num_classes" not in model:
-        raise StreamrecError(f"{source}: section 'model' needs at least 'arch' and 'num_classes'")
+        raise StreamrecError(f"{origins.of('model')}: section 'model' needs at least 'arch' and 'num_classes'")
     arch, num_classes = model.pop("arch"), model.pop("num_classes")
     data["model"] = {"arch": arch, "num_classes": num_classes, "kwargs": model}
     streams = data.get("streams") or []
     if not isinstance(streams, list):
-        raise StreamrecError(f"{source}: 'streams' must be a list of {{id, source}} entries")
-    data["streams"] = [parse_stream_entry(entry, i, source) for i, entry in enumerate(streams)]
+        raise StreamrecError(f"{origins.of('streams')}: 'streams' must be a list of {{id, source}} entries")
+    data["streams"] = [parse_stream_entry(entry, i, origins.of("streams")) for i, entry in enumerate(streams)]
     if data.get("checkpoint"):
         data["checkpoint"] = str(found_path(data["checkpoint"]))
-    config = _build(Config, data, source, "")
-    validate(config, source)
+    config = _build(Config, data, origins, "")
+    validate(config, source, origins)
     return config
 
 
+@dataclass
+class Origins:
+    """Where a config's values came from, for error messages: the flag that set a dotted path
+    (``--hop``, ``--set``), else ``source`` (the config file)."""
+
+    source: str
+    flags: dict[str, str] = field(default_factory=dict)  # dotted path: flag
+
+    def of(self, *paths: str) -> str:
+        """The flag that set the first of ``paths`` a flag set (or a section holding it), else the source."""
+        for path in paths:
+            setters = [given for given in self.flags if path == given or path.startswith(given + ".")]
+            if setters:
+                return self.flags[max(setters, key=len)]
+        return self.source
+
+
 def parse_stream_entry(entry: Any, index: int, source: str = "command line") -> dict[str, Any]:
-    """A stream is ``{id, source}``, a bare source string, or ``ID=SOURCE``."""
+    """A stream is ``{id, source}``, a bare source string, or ``ID=SOURCE``. An entry without an
+    id is ``cam<index>``, ``index`` being its position in the list (0-based), so that naming one
+    stream never renames another."""
     if isinstance(entry, dict):
         entry = dict(entry)
         entry.setdefault("id", f"cam{index}")
         return entry
     if isinstance(entry, (str, int)):
         text = str(entry)
-        match = re.match(r"^([A-Za-z_][\w.-]*)=(.+)$", text)
-        if match and "/" not in match.group(1) and ":" not in match.group(1):
+        # Anything before the first '=' without ':', '/' or a backslash is an id (checked in `validate`);
+        # a path or URL holding '=' keeps it ("./a=b.mp4", "rtsp://host/s?user=a").
+        match = re.match(r"^([^=:/\\]+)=(.+)$", text)
+        if match:
             return {"id": match.group(1), "source": match.group(2)}
         return {"id": f"cam{index}", "source": text}
-    raise StreamrecError(f"{source}: stream entry {entry!r} must be a source string or {{id, source}}")
+    raise StreamrecError(f"{source}: stream entry {redact(repr(entry))} must be a source string or {{id, source}}")
 
 
-def _build(cls: type, data: Any, source: str, where: str) -> Any:
+def _build(cls: type, data: Any, origins: Origins, where: str) -> Any:
     if not isinstance(data, dict):
-        raise StreamrecError(f"{source}: '{where or 'config'}' must be a mapping, got {data!r}")
+        raise StreamrecError(f"{origins.of(where)}: '{where or 'config'}' must be a mapping, got {redact(repr(data))}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
+        full = f"{where}.{key}" if where else key
         if key not in fields:
-            full = f"{where}.{key}" if where else key
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
-            raise StreamrecError(f"{source}: unknown config key '{full}'{hint}")
-        kwargs[key] = _coerce(hints[key], value, source, f"{where}.{key}" if where else key)
+            raise StreamrecError(f"{origins.of(full)}: unknown config key '{full}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, origins, full)
     missing = [
         name
         for name, f in fields.items()
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise StreamrecError(f"{source}: section '{where or 'config'}' is missing required key(s): {', '.join(missing)}")
+        raise StreamrecError(f"{origins.of(where)}: section '{where or 'config'}' is missing required key(s): "
+                             f"{', '.join(missing)}")
     return cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, source: str, where: str) -> Any:
+def _coerce(hint: Any, value: Any, origins: Origins, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, source, where)
+        return _coerce(inner[0], value, origins, where)
     if dataclasses.is_dataclass(hint):
         if hint is ClassThreshold and isinstance(value, (list, tuple)) and len(value) == 2:
             value = {"enter": value[0], "exit": value[1]}
-        return _build(hint, value, source, where)
+        return _build(hint, value, origins, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise StreamrecError(f"{source}: '{where}' must be a list, got {value!r}")
+            raise StreamrecError(f"{origins.of(where)}: '{where}' must be a list, got {redact(repr(value))}")
         item_type = args[0]
-        return tuple(_coerce(item_type, v, source, where) for v in value)
+        return tuple(_coerce(item_type, v, origins, where) for v in value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise StreamrecError(f"{source}: '{where}' must be a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, source, f"{where}.{k}") for k, v in value.items()}
+            raise StreamrecError(f"{origins.of(where)}: '{where}' must be a mapping, got {redact(repr(value))}")
+        return {str(k): _coerce(args[1], v, origins, f"{where}.{k}") for k, v in value.items()}
     if hint is Any:
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -378,46 +410,226 @@ def _coerce(hint: Any, value: Any, source: str, where: str) -> Any:
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # a camera index written as a number
     if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
-        raise StreamrecError(f"{source}: '{where}' must be {hint.__name__}, got {value!r}")
+        raise StreamrecError(f"{origins.of(where)}: '{where}' must be {hint.__name__}, got {redact(repr(value))}")
     return value
 
 
-def validate(config: Config, source: str) -> None:
-    clip, post, pipe = config.clip, config.postprocess, config.pipeline
-    checks = [
-        (clip.num_frames >= 1 and clip.sampling_rate >= 1, "clip.num_frames and clip.sampling_rate must be >= 1"),
-        (clip.alpha is None or (clip.alpha >= 1 and clip.num_frames % clip.alpha == 0),
-         "clip.num_frames must be a multiple of clip.alpha"),
-        (clip.crop_size <= clip.short_side, "clip.crop_size must not exceed clip.short_side"),
-        (len(clip.mean) == 3 and len(clip.std) == 3, "clip.mean and clip.std need 3 values (R, G, B)"),
-        (0.0 <= post.exit_threshold <= post.enter_threshold <= 1.0,
-         "postprocess needs 0 <= exit_threshold <= enter_threshold <= 1"),
-        (all(0 <= t.exit <= t.enter <= 1 for t in post.thresholds.values()),
-         "postprocess.thresholds entries need 0 <= exit <= enter <= 1"),
-        (post.smoothing_hops >= 1 and post.top_k >= 1, "postprocess.smoothing_hops and top_k must be >= 1"),
-        (pipe.hop_frames >= 1, "pipeline.hop_frames must be >= 1"),
-        (pipe.hop_seconds is None or pipe.hop_seconds > 0, "pipeline.hop_seconds must be > 0"),
-        (pipe.max_batch >= 1, "pipeline.max_batch must be >= 1"),
-        (config.events.event_log_keep is None or 1 <= config.events.event_log_keep <= 1_000_000,
-         f"events.event_log_keep must be from 1 to 1000000, got {config.events.event_log_keep}"),
-        (config.engine.threads >= 0 and config.engine.parallel_calls >= 1,
-         "engine.threads must be >= 0 (0: the default) and engine.parallel_calls >= 1"),
-        (len({s.id for s in config.streams}) == len(config.streams), "stream ids must be unique"),
-        (all(s.region is None or (len(s.region) == 4 and all(0 <= v <= 1 for v in s.region)
-                                  and s.region[2] > 0 and s.region[3] > 0
-                                  and s.region[0] + s.region[2] <= 1 and s.region[1] + s.region[3] <= 1)
-             for s in config.streams),
-         "a stream's region is [x, y, width, height] as fractions of the frame, inside [0, 1]"),
-        (all(0 <= t.exit <= t.enter <= 1 for s in config.streams for t in s.thresholds.values()),
-         "a stream's thresholds entries need 0 <= exit <= enter <= 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise StreamrecError(f"{source}: {message}")
+# Every numeric value's allowed range, both ends included: a value outside is refused before
+# anything starts, never found by a crashed thread or a flood of events.
+RANGES: dict[str, tuple[float, float]] = {
+    "model.num_classes": (1, 100_000),
+    "clip.num_frames": (1, 1024),
+    "clip.sampling_rate": (1, 100),
+    "clip.alpha": (1, 64),
+    "clip.short_side": (16, 4096),
+    "clip.crop_size": (16, 4096),
+    "clip.train_fps": (1, 1000),
+    "postprocess.smoothing_hops": (1, 1000),
+    "postprocess.top_k": (1, 1000),
+    "pipeline.hop_frames": (1, 100_000),
+    "pipeline.hop_seconds": (0.001, 3600),
+    "pipeline.max_batch": (1, math.inf),  # bounded by memory: see _memory_problems
+    "pipeline.max_wait_ms": (0, 10_000),
+    "pipeline.buffer_slack": (0, math.inf),  # bounded by memory: see _memory_problems
+    "pipeline.status_interval_s": (0.1, 86_400),
+    # A stall shorter than a second is a slow frame (a 1 fps camera, network jitter), not a stall.
+    "pipeline.stall_timeout_s": (1, 3600),
+    "pipeline.max_gap_frames": (2, 10_000),
+    "pipeline.max_gap_frames": (1, 100_000),
+    "pipeline.assumed_fps": (1, 1000),
+    "reconnect.initial_delay_s": (0.01, 3600),
+    "reconnect.max_delay_s": (0.01, 3600),
+    "reconnect.multiplier": (1, 10),
+    "reconnect.max_retries": (-1, 1_000_000),  # -1: forever
+    "reconnect.open_timeout_s": (0.1, 600),
+    "events.send_hwm": (1, 10_000_000),  # ZeroMQ reads 0 as no limit: unbounded memory
+    "events.event_log_max_mb": (0.001, 1_048_576),
+    "events.event_log_keep": (1, 1_000_000),  # null: every part
+    "engine.threads": (0, 1024),
+    "engine.parallel_calls": (1, 64),
+}
+# Host memory that one batch of clips, or one stream's ring buffer, may take.
+MEMORY_LIMIT_BYTES = 8 * 2**30
+STREAM_ID = re.compile(r"[\w-]+")  # letters, digits, '_', '-': an id starts each event's topic, ID.TYPE
+ZMQ_TRANSPORTS = ("tcp", "ipc", "inproc", "pgm", "epgm", "ws", "wss", "tipc", "vmci")
+
+
+def validate(config: Config, source: str, origins: Origins | None = None) -> None:
+    """Every value in its range (`RANGES`) and consistent with the others, or one line naming
+    the value, where it came from (a flag, ``--set`` or the config file) and what is allowed.
+    Reads the file system only for the CURVE folder of a publishing config."""
+    origins = origins or Origins(source)
+    for paths, message in _problems(config):
+        raise StreamrecError(f"{origins.of(*paths)}: {message}")
     from streamrec.backends import AUTO, backend_names, unknown_backend  # the registry reads this module
 
     if config.engine.backend not in (*backend_names(), AUTO):
-        raise StreamrecError(f"{source}: {unknown_backend(config.engine.backend)}")
+        raise StreamrecError(f"{origins.of('engine.backend')}: {unknown_backend(config.engine.backend)}")
+
+
+Problems = typing.Iterator[tuple[tuple[str, ...], str]]  # (the config paths involved, what is wrong)
+
+
+def _problems(config: Config) -> Problems:
+    clip, post, engine = config.clip, config.postprocess, config.engine
+    checks = [  # (paths, ok, message)
+        (("engine.threads", "engine.parallel_calls"), engine.threads >= 0 and engine.parallel_calls >= 1,
+         "engine.threads must be >= 0 (0: the default) and engine.parallel_calls >= 1"),
+        (("postprocess.exit_threshold", "postprocess.enter_threshold"),
+         0.0 <= post.exit_threshold <= post.enter_threshold <= 1.0,
+         "postprocess needs 0 <= exit_threshold <= enter_threshold <= 1"),
+        (("postprocess.thresholds",), all(0 <= t.exit <= t.enter <= 1 for t in post.thresholds.values()),
+         "postprocess.thresholds entries need 0 <= exit <= enter <= 1"),
+    ]
+    for paths, ok, message in checks:
+        if not ok:
+            yield paths, message
+    for path, (low, high) in RANGES.items():
+        value = _value(config, path)
+        if value is not None and not low <= value <= high:  # also refuses nan
+            allowed = f"at least {_number(low)}" if high == math.inf else f"from {_number(low)} to {_number(high)}"
+            yield (path,), f"{path} must be {allowed}, got {_number(value)}"
+    checks = [
+        (("clip.alpha", "clip.num_frames"), clip.alpha is None or clip.num_frames % clip.alpha == 0,
+         "clip.num_frames must be a multiple of clip.alpha"),
+        (("clip.crop_size", "clip.short_side"), clip.crop_size <= clip.short_side,
+         "clip.crop_size must not exceed clip.short_side"),
+        (("clip.mean", "clip.std"), len(clip.mean) == 3 and len(clip.std) == 3,
+         "clip.mean and clip.std need 3 values (R, G, B)"),
+        (("clip.mean",), all(0 <= m <= 1 for m in clip.mean), "clip.mean values must be from 0 to 1 (pixels scaled to 0..1)"),
+        (("clip.std",), all(0.001 <= s <= 1 for s in clip.std), "clip.std values must be from 0.001 to 1"),
+        (("reconnect.max_delay_s", "reconnect.initial_delay_s"),
+         config.reconnect.initial_delay_s <= config.reconnect.max_delay_s,
+         "reconnect.initial_delay_s must not exceed reconnect.max_delay_s"),
+    ]
+    for paths, ok, message in checks:
+        if not ok:
+            yield paths, message
+    yield from _memory_problems(config)
+    yield from _stream_problems(config)
+    yield from _events_problems(config)
+
+
+def _value(config: Config, path: str) -> Any:
+    node: Any = config
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _memory_problems(config: Config) -> Problems:
+    """A batch of clips and a stream's ring buffer are allocated whole: each must fit in
+    `MEMORY_LIMIT_BYTES`, whatever the clip size makes of ``max_batch`` and ``buffer_slack``."""
+    clip, pipe = config.clip, config.pipeline
+    frame_bytes = clip.crop_size * clip.crop_size * 3
+    view_bytes = (clip.num_frames + (clip.slow_frames if clip.alpha else 0)) * frame_bytes
+    limit = f"{MEMORY_LIMIT_BYTES / 2**30:g} GiB"
+    most = MEMORY_LIMIT_BYTES // view_bytes
+    if pipe.max_batch > most:
+        yield ("pipeline.max_batch",), (
+            f"pipeline.max_batch must be from 1 to {most}, got {pipe.max_batch}: a batch of {clip.crop_size}x"
+            f"{clip.crop_size} clips takes {view_bytes / 2**20:.2f} MiB a clip, and one batch may take {limit}")
+    # The ring buffer holds a clip's span, a hop and the slack, at the training frame rate
+    # (a faster source needs proportionally more).
+    hops = [pipe.hop_frames, *(s.hop_frames for s in config.streams if s.hop_frames)]
+    if pipe.hop_seconds:
+        hops.append(math.ceil(pipe.hop_seconds * max(pipe.assumed_fps, clip.train_fps)))
+    frames = clip.span + max(hops) + pipe.buffer_slack
+    if frames * frame_bytes > MEMORY_LIMIT_BYTES:
+        yield ("pipeline.buffer_slack", "pipeline.hop_frames", "pipeline.hop_seconds", "streams"), (
+            f"a stream's ring buffer would hold {frames} frames ({frames * frame_bytes / 2**30:.1f} GiB: the clip's "
+            f"span, the hop and pipeline.buffer_slack {pipe.buffer_slack}); at most {limit}: lower "
+            "pipeline.buffer_slack or the hop")
+
+
+def _stream_problems(config: Config) -> Problems:
+    seen: set[str] = set()
+    for stream in config.streams:
+        if not STREAM_ID.fullmatch(stream.id):
+            yield ("streams",), (
+                f"stream id {stream.id!r} may hold only letters, digits, '_' and '-': it starts each event's topic "
+                "(ID.TYPE), where '.' separates, and brokers read / # + * > as separators or wildcards; rename it "
+                "(a file whose name holds '=': pass it as ./NAME)")
+        if stream.id in seen:
+            yield ("streams",), (
+                f"stream id '{stream.id}' is used twice; an unnamed source is cam<N>, N its position among the "
+                "sources (0, 1, ...): name the streams with ID=SOURCE")
+        seen.add(stream.id)
+        try:
+            parse_source(stream.source)
+        except StreamrecError as err:
+            yield ("streams",), f"stream '{stream.id}': {err}"
+        if stream.hop_frames is not None and not 1 <= stream.hop_frames <= RANGES["pipeline.hop_frames"][1]:
+            yield ("streams",), (f"stream '{stream.id}': hop_frames must be from 1 to "
+                                 f"{RANGES['pipeline.hop_frames'][1]}, got {stream.hop_frames}")
+        region = stream.region
+        if region is not None and not (len(region) == 4 and all(0 <= v <= 1 for v in region)
+                                       and region[2] > 0 and region[3] > 0
+                                       and region[0] + region[2] <= 1 and region[1] + region[3] <= 1):
+            yield ("streams",), "a stream's region is [x, y, width, height] as fractions of the frame, inside [0, 1]"
+        if not all(0 <= t.exit <= t.enter <= 1 for t in stream.thresholds.values()):
+            yield ("streams",), "a stream's thresholds entries need 0 <= exit <= enter <= 1"
+
+
+def _events_problems(config: Config) -> Problems:
+    events = config.events
+    binds = events.publish is not None and not events.publish.startswith("connect:")  # connect: through a broker
+    if events.publish is not None:
+        endpoint = events.publish.removeprefix("connect:").removeprefix("bind:")
+        if problem := zmq_address_problem(endpoint, bind=binds):
+            yield ("events.publish",), f"events.publish {problem}"
+    if events.metrics is not None:
+        port = events.metrics.rpartition(":")[2]  # no host: 127.0.0.1
+        if not (port.isdigit() and 1 <= int(port) <= 65535):
+            yield ("events.metrics",), (f"events.metrics '{events.metrics}' must be HOST:PORT with a port from 1 to "
+                                        "65535, e.g. 127.0.0.1:9108")
+    for key in events.show_query_keys:
+        if not QUERY_KEY.fullmatch(key):
+            yield ("events.show_query_keys",), (f"events.show_query_keys holds {key!r}: a query key, without "
+                                                "'=', '&', '?', '#' or white space (e.g. channel)")
+    if binds:
+        yield from _curve_problems(events)
+
+
+def _curve_problems(events: EventsConfig) -> Problems:
+    """A bound publisher's CURVE is on with both files, off with neither: half of it would publish
+    in the clear."""
+    secret, allowed = events.curve_secret_key, events.curve_allowed_clients
+    if allowed and not secret:
+        yield ("events.curve_allowed_clients", "events.curve_secret_key"), (
+            "events.curve_allowed_clients is set but events.curve_secret_key is not, so events would go out "
+            "unencrypted to anyone; pass the publisher's .key_secret too (--curve-secret-key; make one with "
+            "`run_stream.py keys server`)")
+    elif secret and not allowed:
+        yield ("events.curve_secret_key", "events.curve_allowed_clients"), (
+            "CURVE needs events.curve_allowed_clients: a folder of the subscribers' public *.key files (make them "
+            "with `run_stream.py keys`)")
+    elif allowed and not Path(allowed).is_dir():
+        yield ("events.curve_allowed_clients",), (
+            f"events.curve_allowed_clients '{allowed}' is not a folder; make one holding the subscribers' public "
+            "*.key files (made by `run_stream.py keys`)")
+    elif allowed and not any(Path(allowed).glob("*.key")):
+        yield ("events.curve_allowed_clients",), (
+            f"events.curve_allowed_clients '{allowed}' holds no public key (*.key), so no subscriber could ever "
+            "connect; copy the subscribers' .key files (made by `run_stream.py keys NAME`) into it")
+
+
+def zmq_address_problem(address: str, bind: bool) -> str | None:
+    """Why ``address`` is not a ZeroMQ endpoint to bind (or connect) to, or None."""
+    transport, sep, rest = address.partition("://")
+    if not sep or transport not in ZMQ_TRANSPORTS or not rest:
+        return (f"'{redact(address)}' is not a ZeroMQ address; write it as tcp://HOST:PORT (e.g. "
+                "tcp://127.0.0.1:5555) or ipc://PATH")
+    if transport == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not (colon and host and (port.isdigit() and 1 <= int(port) <= 65535 or bind and port == "*")):
+            return (f"'{redact(address)}' needs a host and a port from 1 to 65535: tcp://HOST:PORT, e.g. "
+                    "tcp://127.0.0.1:5555")
+    return None
 
 
 # --------------------------------------------------------------------------- labels

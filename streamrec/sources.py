@@ -15,31 +15,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from streamrec.errors import StreamrecError
+from streamrec.redaction import redact
 
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-SECRET_QUERY_KEYS = {"password", "passwd", "pwd", "pass", "token", "key", "secret", "auth", "signature", "sig"}
-
-
-def redact(source: str) -> str:
-    """The source with any password or token replaced by ``***``, safe for logs and events."""
-    parts = urlsplit(source)
-    if parts.scheme.lower() not in NETWORK_SCHEMES:
-        return source
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
-    query = urlencode(
-        [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-        safe="*",
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+URL_START = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+# OpenCV's frame count comes from the container (exact) or from duration x frame rate (an
+# estimate): a file that ends more than this short of it ended early.
+FRAME_COUNT_TOLERANCE = 0.02
 
 
 class FrameSource(Protocol):
@@ -48,6 +35,11 @@ class FrameSource(Protocol):
 
     @property
     def fps(self) -> float | None: ...
+
+    @property
+    def ended_early(self) -> str | None:
+        """Once `read` has returned None: why the source stopped short of its end (a truncated
+        file), or None."""
 
     def open(self) -> None:
         """Open the source or raise `SourceUnavailable`."""
@@ -78,19 +70,50 @@ class SourceSpec:
 
 
 def parse_source(text: str) -> SourceSpec:
+    """What a ``--source`` names, checked as far as it can be without opening it: a bad URL or
+    synthetic option is one line here, before anything starts."""
     text = str(text).strip()
+    if not text:
+        raise StreamrecError("empty source; pass a camera index, /dev/videoN, a URL, a video file or 'synthetic'")
     if text.isdigit():
         return SourceSpec("camera", text, f"camera {text}")
     if text == "synthetic" or text.startswith("synthetic:"):
+        SyntheticSource.from_spec(text)  # its options are checked now, not on the capture thread
         return SourceSpec("synthetic", text, text)
     if text.startswith("/dev/video"):
         return SourceSpec("device", text, text)
-    scheme = urlsplit(text).scheme.lower()
-    if scheme in NETWORK_SCHEMES:
-        return SourceSpec("network", text, redact(text))
-    if scheme == "file":
-        text = urlsplit(text).path
-    return SourceSpec("file", text, text)
+    scheme = URL_START.match(text)
+    if not scheme:
+        return SourceSpec("file", text, text)
+    name = scheme.group(1).lower()
+    if name == "file":
+        path = _file_url_path(text)
+        return SourceSpec("file", path, path)
+    if name not in NETWORK_SCHEMES:
+        raise StreamrecError(f"source {redact(text)}: '{name}://' is not a source streamrec reads; use "
+                             f"{', '.join(NETWORK_SCHEMES)}, a video file, a camera index or 'synthetic'")
+    _check_url(text)
+    return SourceSpec("network", text, redact(text))
+
+
+def _check_url(url: str) -> None:
+    """A URL the network sources can open at all: it parses, has a host, and any port is a number."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number from 0 to 65535)
+    except ValueError as exc:
+        raise StreamrecError(f"source {redact(url)} is not a valid URL ({exc}); close the brackets around an IPv6 "
+                             "address, give the port as a number and percent-encode '@', ':', '/' and '#' in "
+                             "a user name or password") from None
+    if not parts.netloc:
+        raise StreamrecError(f"source {redact(url)} names no host; write it as SCHEME://HOST[:PORT]/PATH")
+
+
+def _file_url_path(url: str) -> str:
+    try:
+        return urlsplit(url).path
+    except ValueError as exc:
+        raise StreamrecError(f"source {redact(url)} is not a valid file:// URL ({exc}); pass the file's path") from None
 
 
 def create_source(spec: SourceSpec, open_timeout_s: float = 10.0, read_timeout_s: float = 5.0) -> FrameSource:
@@ -99,7 +122,7 @@ def create_source(spec: SourceSpec, open_timeout_s: float = 10.0, read_timeout_s
     if spec.kind == "file":
         path = Path(spec.target)
         if not path.is_file():
-            raise StreamrecError(f"video file '{spec.target}' not found; check the path passed to --source")
+            raise StreamrecError(f"video file '{spec.display}' not found; check the path passed to --source")
         return OpenCVSource(spec, live=False, reconnectable=False)
     return OpenCVSource(spec, live=True, reconnectable=True, open_timeout_s=open_timeout_s,
                         read_timeout_s=read_timeout_s)
@@ -117,10 +140,20 @@ class OpenCVSource:
         self._read_timeout_ms = int(read_timeout_s * 1000)
         self._capture = None
         self._fps: float | None = None
+        self._announced_frames: int | None = None  # a file's frame count, as its container gives it
+        self._frames_read = 0
+        self._ended_early: str | None = None
 
     @property
     def fps(self) -> float | None:
         return self._fps
+
+    @property
+    def ended_early(self) -> str | None:
+        """Why a file ended short of its end, once `read` has returned None: no frame decoded at
+        all, or fewer frames than its container announces (truncated or damaged). None while it
+        is read, for a file that ended where it should, and for live sources."""
+        return self._ended_early
 
     def open(self) -> None:
         import cv2
@@ -137,13 +170,29 @@ class OpenCVSource:
             os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
             capture = cv2.VideoCapture(self.spec.target, cv2.CAP_FFMPEG, timeouts)
         else:
+            self._check_file()
             capture = cv2.VideoCapture(self.spec.target, cv2.CAP_FFMPEG)
         if not capture.isOpened():
             capture.release()
             raise SourceUnavailable(self._unavailable_message())
         fps = capture.get(cv2.CAP_PROP_FPS)
         self._fps = fps if math.isfinite(fps) and 1.0 <= fps <= 1000.0 else None
+        if not self.live:
+            count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+            self._announced_frames = int(count) if math.isfinite(count) and count >= 1 else None
+        self._frames_read, self._ended_early = 0, None
         self._capture = capture
+
+    def _check_file(self) -> None:
+        """An empty file is refused by name: FFmpeg would only say "moov atom not found"."""
+        try:
+            empty = os.path.getsize(self.spec.target) == 0
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot read video file '{self.spec.display}' ({exc.strerror}); check the "
+                                    "path passed to --source", permanent=True) from None
+        if empty:
+            raise SourceUnavailable(f"video file '{self.spec.display}' is empty (0 bytes); check it was recorded "
+                                    "or copied completely", permanent=True)
 
     def _unavailable_message(self) -> str:
         if self.spec.kind == "camera":
@@ -153,17 +202,29 @@ class OpenCVSource:
             return f"cannot open {self.spec.target}; check it exists and you may read it (group 'video')"
         if self.spec.kind == "network":
             return f"cannot open {self.spec.display}; check the URL, credentials and that the server is reachable"
-        return f"cannot decode video file '{self.spec.target}'; check it is a video OpenCV/FFmpeg can read"
+        return f"cannot decode video file '{self.spec.display}'; check it is a video OpenCV/FFmpeg can read"
 
     def read(self) -> tuple[np.ndarray, float | None] | None:
         import cv2
 
         ok, frame = self._capture.read()
         if not ok or frame is None:
+            if not self.live:
+                self._ended_early = self._why_short()
             return None
+        self._frames_read += 1
         position_ms = self._capture.get(cv2.CAP_PROP_POS_MSEC)
         timestamp = position_ms / 1000.0 if math.isfinite(position_ms) and position_ms > 0 else None
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), timestamp
+
+    def _why_short(self) -> str | None:
+        read, announced = self._frames_read, self._announced_frames
+        if read == 0:
+            return f"no frame of '{self.spec.display}' could be decoded; the file is damaged or not a video"
+        if announced and read < announced * (1 - FRAME_COUNT_TOLERANCE) - 1:
+            return (f"ended after {read} of the {announced} frames its container announces; the file is "
+                    "truncated or damaged")
+        return None
 
     def close(self) -> None:
         if self._capture is not None:
@@ -180,6 +241,11 @@ class SyntheticSource:
     """
 
     KEYS = ("size", "fps", "frames", "seed")
+    SIDES = (16, 7680)  # pixels, each side ...
+    MAX_PIXELS = 7680 * 4320  # ... and at most an 8K frame in all
+    FPS = (0.1, 1000.0)
+    MAX_SEED = 2**32 - 1
+    USAGE = "use synthetic:size=WxH,fps=N,frames=N,seed=N, e.g. synthetic:size=640x480,fps=30"
 
     def __init__(self, width: int = 320, height: int = 240, fps: float = 30.0, frames: int | None = None,
                  seed: int = 0):
@@ -192,29 +258,55 @@ class SyntheticSource:
 
     @classmethod
     def from_spec(cls, text: str) -> "SyntheticSource":
+        """The source a ``synthetic[:OPTIONS]`` spec describes; a bad option is one line naming it."""
         _, _, options = text.partition(":")
         kwargs: dict = {}
         for item in filter(None, options.split(",")):
             key, sep, value = item.partition("=")
             if not sep or key not in cls.KEYS:
-                raise StreamrecError(f"bad synthetic source option '{item}'; use synthetic:size=WxH,fps=N,frames=N,seed=N")
+                raise StreamrecError(f"bad synthetic source option '{item}'; {cls.USAGE}")
             try:
-                if key == "size":
-                    match = re.fullmatch(r"(\d+)x(\d+)", value)
-                    if not match:
-                        raise ValueError(value)
-                    kwargs["width"], kwargs["height"] = int(match.group(1)), int(match.group(2))
-                elif key == "fps":
-                    kwargs["fps"] = float(value)
-                else:
-                    kwargs[key] = int(value)
-            except ValueError:
-                raise StreamrecError(f"bad value in synthetic source option '{item}'; e.g. size=640x480, fps=30") from None
+                kwargs.update(cls._option(key, value))
+            except ValueError as exc:
+                raise StreamrecError(f"synthetic source option '{item}': {exc}; {cls.USAGE}") from None
         return cls(**kwargs)
+
+    @classmethod
+    def _option(cls, key: str, value: str) -> dict:
+        """One option's keyword arguments, in range, or ValueError saying what is allowed."""
+        if key == "size":
+            match = re.fullmatch(r"(\d+)x(\d+)", value)
+            if not match:
+                raise ValueError("size is WIDTHxHEIGHT in pixels")
+            width, height = int(match.group(1)), int(match.group(2))
+            low, high = cls.SIDES
+            if not (low <= width <= high and low <= height <= high and width * height <= cls.MAX_PIXELS):
+                raise ValueError(f"each side must be from {low} to {high} pixels, and the frame at most 7680x4320")
+            return {"width": width, "height": height}
+        if key == "fps":
+            try:
+                fps = float(value)
+            except ValueError:
+                raise ValueError("fps is a number") from None
+            if not cls.FPS[0] <= fps <= cls.FPS[1]:  # also refuses nan
+                raise ValueError(f"fps must be from {cls.FPS[0]:g} to {cls.FPS[1]:g}")
+            return {"fps": fps}
+        if not value.isdigit():
+            raise ValueError(f"{key} is a whole number")
+        number = int(value)
+        if key == "frames" and number < 1:
+            raise ValueError("frames must be at least 1 (leave it out for a stream that runs until stopped)")
+        if key == "seed" and number > cls.MAX_SEED:
+            raise ValueError(f"seed must be from 0 to {cls.MAX_SEED}")
+        return {key: number}
 
     @property
     def fps(self) -> float:
         return self._fps
+
+    @property
+    def ended_early(self) -> None:
+        return None  # it ends after ``frames``, exactly
 
     def open(self) -> None:
         self._index = 0
@@ -222,8 +314,9 @@ class SyntheticSource:
         rng = np.random.default_rng(self.seed)
         self._colour = rng.integers(64, 255, 3).astype(np.uint8)
         self._velocity = rng.uniform(-4, 4, 2) + 1
-        y, x = np.mgrid[0:self.height, 0:self.width]
-        base = ((x * 255 // max(1, self.width - 1)) + (y * 255 // max(1, self.height - 1))) // 2
+        x = (np.arange(self.width) * 255 // max(1, self.width - 1)).astype(np.uint16)
+        y = (np.arange(self.height) * 255 // max(1, self.height - 1)).astype(np.uint16)
+        base = (y[:, None] + x[None, :]) // 2  # uint16 while summing: 2 bytes a pixel, not an int64 grid
         self._base = base.astype(np.uint8)  # uint8 sums wrap at 256: the drift below costs no modulo
         self._base_flipped = np.ascontiguousarray(self._base[::-1])
 

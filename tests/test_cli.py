@@ -175,3 +175,28 @@ def test_backend_choices_come_from_the_registry(monkeypatch):
         if path != ("bench", "engine"):
             assert "stub" in options(command_parser(*path))["--backend"].choices, path
     assert config_from_flags(parsed("run", "--backend", "stub")).engine.backend == "stub"
+
+
+# --------------------------------------------------------------------------- a bad flag value names the flag
+
+
+@pytest.mark.parametrize("argv, line", [
+    (("run", "--hop", "0"), "--hop: pipeline.hop_frames must be from 1 to 100000, got 0"),
+    (("run", "--hop-seconds", "0"), "--hop-seconds: pipeline.hop_seconds must be from 0.001 to 3600, got 0"),
+    (("run", "--parallel-calls", "65"), "--parallel-calls: engine.parallel_calls must be from 1 to 64, got 65"),
+    (("run", "--source", "lobby.door=0"), "--source: stream id 'lobby.door' may hold only letters"),
+    (("run", "--hop", "0", "--set", "pipeline.hop_frames=4", "--set", "pipeline.max_wait_ms=-1"),
+     "--set: pipeline.max_wait_ms must be from 0 to 10000, got -1"),
+    (("eval", "--threads", "2000"), "--threads: engine.threads must be from 0 to 1024, got 2000"),
+    (("bench", "pipeline", "--max-batch", "20000"), "--max-batch: pipeline.max_batch must be from 1 to 15534"),
+])
+def test_a_bad_value_from_a_flag_is_reported_against_the_flag(argv, line):
+    with pytest.raises(StreamrecError) as err:
+        config_from_flags(parsed(*argv))
+    assert str(err.value).startswith(line)
+
+
+def test_every_command_takes_verbose():
+    for path, parser in leaf_parsers().items():
+        assert "--verbose" in options(parser), path
+    assert parsed("run", "--verbose").verbose and not parsed("run").verbose

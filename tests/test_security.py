@@ -1,18 +1,29 @@
-"""Nobody let in: CURVE keeps unknown subscribers out; credentials never reach events, logs or metrics."""
+"""Nobody let in: CURVE keeps unknown subscribers out; credentials never reach events, logs, metrics,
+error lines or benchmark documents; key files are private and never committed."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import re
 import signal
+import stat
 import subprocess
+import threading
 import time
 import urllib.request
 
+import pytest
 import zmq
 import zmq.auth
 
-from conftest import REPO, cli, free_port, run_cli
+from conftest import REPO, cli, free_port, run_cli, write_video
 from test_rtsp import read_events, wait_for
+
+# Query keys that carry secrets in real URLs (cloud storage signatures, OAuth, JWT, sessions, passwords).
+SECRET_KEYS = ("api_key", "access_token", "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "token",
+               "sig", "signature", "password", "key", "secret", "auth", "jwt", "session", "client_secret")
 
 
 def make_keys(folder, *names):
@@ -164,3 +175,172 @@ def test_sink_urls_show_masked_wherever_a_sink_shows_them(caplog):
 
 
 # --------------------------------------------------------------------------- every channel masks (issue 16)
+
+
+def with_secrets(base: str) -> tuple[str, list[str]]:
+    """``base`` (SCHEME://HOST:PORT/PATH) with user-info and every secret key; the URL and its secret values."""
+    values = [f"{key.upper().replace('-', '')}VALUE{index}" for index, key in enumerate(SECRET_KEYS)]
+    scheme, rest = base.split("://")
+    query = "&".join(f"{key}={value}" for key, value in zip(SECRET_KEYS, values))
+    return f"{scheme}://viewer:USERINFOPW@{rest}?{query}", ["USERINFOPW", *values]
+
+
+def masked(url: str) -> str:
+    """What every channel must show instead: independent of the code under test."""
+    scheme, rest = url.split("://")
+    host_path = rest.split("@", 1)[1].split("?")[0]
+    keys = [item.split("=")[0] for item in rest.split("?")[1].split("&")]
+    return f"{scheme}://viewer:***@{host_path}?" + "&".join(f"{key}=***" for key in keys)
+
+
+def leaks(text: str, secrets: list[str]) -> list[str]:
+    return [secret for secret in secrets if secret in text]
+
+
+class VideoServer(http.server.ThreadingHTTPServer):
+    """A real HTTP server with one video at every path, byte ranges served (FFmpeg seeks in an MP4)."""
+
+    def __init__(self, video: bytes):
+        super().__init__(("127.0.0.1", 0), VideoRequest)
+        self.video = video
+        self.requests: list[str] = []
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/cams/door.mp4"
+
+
+class VideoRequest(http.server.BaseHTTPRequestHandler):
+    server: VideoServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        data, start = self.server.video, 0
+        end = len(data) - 1
+        self.server.requests.append(self.path)
+        wanted = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
+        if wanted and wanted.group(1):
+            start, end = int(wanted.group(1)), min(int(wanted.group(2) or end), end)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        try:
+            self.wfile.write(data[start:end + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # FFmpeg closes a connection once it has read what it needs
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def video_server(tmp_path):
+    server = VideoServer(write_video(tmp_path / "door.mp4", frames=60).read_bytes())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_secrets_in_a_source_url_reach_no_output_channel(tmp_path, video_server, loopback_port):
+    """A real video over real HTTP, its URL full of real-world secret names: the run gets as far as
+    playing it; the event log, stdout's events, stderr's log lines, the metrics endpoint and a
+    subscriber all show the URL masked, while the server got the secrets it needed."""
+    url, secrets = with_secrets(video_server.base)
+    log_path, metrics_port = tmp_path / "events.jsonl", free_port()
+    address = f"tcp://127.0.0.1:{loopback_port}"
+    subscriber = zmq.Context.instance().socket(zmq.SUB)
+    subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+    subscriber.connect(address)
+    stdout_path, stderr_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(stdout_path, "w") as stdout_file, open(stderr_path, "w") as stderr_file:  # never a full pipe
+        process = subprocess.Popen(
+            cli("run", "--source", f"door={url}", "--source", "yard=synthetic:size=160x120,fps=30", "--publish",
+                address, "--event-log", str(log_path), "--metrics", f"127.0.0.1:{metrics_port}", "--predictions",
+                "--set", "reconnect.max_retries=-1", "--set", "reconnect.initial_delay_s=0.2",
+                "--set", "pipeline.status_interval_s=1"),
+            cwd=REPO, stdout=stdout_file, stderr=stderr_file, text=True)
+    try:
+        wait_for(log_path, lambda ev: any(e["stream"] == "door" and e["type"] == "prediction" for e in ev)
+                 and any(e["stream"] == "door" and e.get("state") == "reconnecting" for e in ev)
+                 and any(e.get("detail") == "periodic" for e in ev), 120, "door's predictions, its reopening "
+                 "after the end of the file, and periodic status")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        published = []
+        while subscriber.poll(500):
+            published.append(subscriber.recv_multipart()[1].decode())
+    finally:
+        process.kill()
+        subscriber.close(0)
+    stdout, stderr = stdout_path.read_text(), stderr_path.read_text()
+    assert process.returncode == 0, stderr
+    channels = {"event log": log_path.read_text(), "stdout events": stdout, "stderr": stderr, "metrics": metrics,
+                "published": "\n".join(published)}
+    assert {name: leaks(text, secrets) for name, text in channels.items()} == {name: [] for name in channels}
+    door = [e for e in read_events(log_path) if e["stream"] == "door" and e["type"] == "status"]
+    assert {e["source"] for e in door} == {masked(url)}
+    assert any(masked(url) in e["detail"] for e in door if e["state"] == "live")  # the details show it too
+    assert f"stream door: {masked(url)} at 30.0 fps" in stderr  # the log line of the open
+    assert any(json.loads(line)["stream"] == "door" for line in stdout.splitlines())
+    assert 'streamrec_frames_captured_total{stream="door"}' in metrics
+    assert any(json.loads(event).get("source") == masked(url) for event in published)
+    assert any(request.endswith(url.split("/cams/door.mp4")[1]) for request in video_server.requests)
+
+
+def test_an_error_line_masks_the_url(tmp_path):
+    url, secrets = with_secrets(f"https://127.0.0.1:{free_port()}/v.mp4")
+    result = run_cli("run", "--source", f"door={url}", "--publish", "none", "--set", "reconnect.max_retries=0",
+                     timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (f"error: stream door: cannot open {masked(url)}; check the URL, "
+                                                       "credentials and that the server is reachable")
+    assert leaks(result.stdout + result.stderr, secrets) == []
+
+
+def test_a_benchmark_document_masks_the_url(tmp_path, video_server):
+    url, secrets = with_secrets(video_server.base)
+    json_path = tmp_path / "bench.json"
+    result = run_cli("bench", "pipeline", "--config", "slowfast_tiny", "--backend", "torch", "--source", url,
+                     "--streams", "1", "--duration", "2", "--engine-iters", "2", "--engine-seconds", "0",
+                     "--json", str(json_path), "--markdown", str(tmp_path / "BENCHMARKS.md"), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads(json_path.read_text())
+    outputs = {"json": json_path.read_text(), "markdown": (tmp_path / "BENCHMARKS.md").read_text(),
+               "stdout": result.stdout, "stderr": result.stderr}
+    assert {name: leaks(text, secrets) for name, text in outputs.items()} == {name: [] for name in outputs}
+    assert masked(url) in document["command"] and document["setup"]["sources"] == [masked(url)]
+    (trial,) = document["results"]
+    assert trial["per_stream"][0]["source"] == masked(url)
+
+
+# --------------------------------------------------------------------------- key files
+
+
+def test_keys_are_private_and_never_committed(tmp_path):
+    keys = make_keys(tmp_path / "keys", "server")
+    public, secret = keys["server"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(public.stat().st_mode) == 0o644 & ~umask
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "keys/server.key_secret", "keys/server.key",
+                              "allowed/viewer.key", "deploy/cam.key_secret"], cwd=REPO, capture_output=True, text=True)
+    assert ignored.stdout.split() == ["keys/server.key_secret", "keys/server.key", "allowed/viewer.key",
+                                      "deploy/cam.key_secret"]
+
+
+@pytest.mark.parametrize("name", ["../../etc/x", "/etc/x", "a/b", "", ".hidden", "x" * 65, "name with space"])
+def test_a_key_name_is_a_name_not_a_path(tmp_path, name):
+    result = run_cli("keys", name, "--dir", str(tmp_path / "d"), timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: key name {name!r} must be a plain name of letters, digits, "
+                                                  "'_', '-' and '.' (at most 64, e.g. 'server'); choose the folder "
+                                                  "with --dir"]
+    assert not (tmp_path / "d").exists()

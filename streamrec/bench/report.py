@@ -3,7 +3,8 @@
 A benchmark produces one plain-data document (`start_document`, then `finish_document`)
 holding the command that made it, the machine and its load, and the figures. Everything
 shown is rendered from that document, so the table, the plot and BENCHMARKS.md cannot
-disagree with the JSON, and nothing in BENCHMARKS.md is typed by hand.
+disagree with the JSON, and nothing in BENCHMARKS.md is typed by hand. Every string goes into
+it through `streamrec.redaction.redact`, so a source URL's secrets reach none of them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Callable
 
 from streamrec.bench.machine import ResourceSampler, describe_machine, library_versions, load_average
 from streamrec.errors import StreamrecError
+from streamrec.redaction import redact, redact_data
 
 BENCHMARKS_HEADER = """# Benchmarks
 
@@ -36,7 +38,7 @@ def start_document(benchmark: str, config_name: str, argv: list[str] | None = No
     return {
         "benchmark": benchmark,
         "config": config_name,
-        "command": "python run_stream.py " + shlex.join(argv),
+        "command": redact("python run_stream.py " + shlex.join(argv)),
         "started_at": _now(),
         "machine": describe_machine(),
     }
@@ -49,7 +51,7 @@ def finish_document(document: dict, sampler: ResourceSampler, **sections: Any) -
     direct measure of how much the timings were disturbed (PyTorch's OpenMP threads in
     particular slow down by far more than their share when a core is taken from them).
     """
-    document.update(sections)
+    document.update(redact_data(sections))
     sampler.stop()
     cores = document["machine"]["cpu_cores_logical"]
     own = (sampler.mean("process_cpu") or 0.0) / cores

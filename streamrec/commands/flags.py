@@ -17,8 +17,10 @@ import argparse
 from typing import Any, Mapping
 
 from streamrec.config import DEFAULT_CONFIG, Config, config_from_dict, load_config
+from streamrec.redaction import show_query_keys
 
 GIVEN = "config_values"  # the namespace attribute holding {config path: value} of the flags given
+GIVEN_BY = "config_flags"  # ... and {config path: the flag that gave it}, for error messages
 ENGINE_FLAGS = ("--backend", "--device", "--precision", "--threads", "--parallel-calls", "--engine")
 
 
@@ -42,6 +44,7 @@ class ConfigValue(argparse.Action):
             value = [*given.get(self.path, []), value]
         given[self.path] = value
         setattr(namespace, GIVEN, given)
+        setattr(namespace, GIVEN_BY, {**(getattr(namespace, GIVEN_BY, None) or {}), self.path: self.option_strings[0]})
         setattr(namespace, self.dest, True if self.nargs == 0 else value)
 
 
@@ -117,14 +120,22 @@ def add_sink_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_flags(args: argparse.Namespace, fixed: Mapping[str, Any] | None = None) -> Config:
     """The config ``--config`` names (or the one a streamrec ``--checkpoint`` carries), with the
-    flags' values set, then ``fixed`` (values the command decides, by dotted path), then ``--set``."""
+    flags' values set, then ``fixed`` (values the command decides, by dotted path), then ``--set``.
+
+    Its ``events.show_query_keys`` becomes the process's masking policy (`streamrec.redaction`),
+    so events, logs and error lines show a URL alike.
+    """
     values = {**(getattr(args, GIVEN, None) or {}), **(fixed or {})}
+    flags = {path: flag for path, flag in (getattr(args, GIVEN_BY, None) or {}).items() if path not in (fixed or {})}
     checkpoint = values.get("checkpoint")
     if checkpoint and not args.config:
         from streamrec.checkpoints import checkpoint_config
 
-        return config_from_dict(checkpoint_config(checkpoint).to_dict(), str(checkpoint), args.set, values)
-    return load_config(args.config or DEFAULT_CONFIG, args.set, values)
+        config = config_from_dict(checkpoint_config(checkpoint).to_dict(), str(checkpoint), args.set, values, flags)
+    else:
+        config = load_config(args.config or DEFAULT_CONFIG, args.set, values, flags)
+    show_query_keys(config.events.show_query_keys)
+    return config
 
 
 def positive_int(text: str) -> int:

@@ -1,0 +1,89 @@
+"""Secrets never shown: every URL that reaches a user passes through `redact`.
+
+A URL shown anywhere (events, logs, error lines, metrics, bench documents) keeps its scheme,
+host, port and path; its user-info password and every query value become ``***``. Every
+value, not those of a list of secret-looking names: ``X-Amz-Signature``, ``access_token``,
+``jwt`` and ``sig`` look like any other key, and a list is always one name short. The fragment
+(``#access_token=...`` in OAuth redirects) is masked whole.
+
+The user may let some keys' values show (``events.show_query_keys``, e.g. ``channel`` and
+``subtype`` of a camera's stream URL): `show_query_keys` sets that once for the process, so
+every channel shows a URL alike. Paths are never masked: a token in a path segment cannot be
+told from a folder name.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Iterable
+from urllib.parse import unquote
+
+MASK = "***"
+# A URL in free text: a scheme, "://", then anything up to white space or a quote, without the
+# punctuation that ends a sentence ("cannot open rtsp://host/x; check ...").
+URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*[^\s\"'<>.,;:!?)\]}]")
+# A query key the user may list: no separator, no white space.
+QUERY_KEY = re.compile(r"[^\s=&#?]+")
+
+_shown_query_keys: frozenset[str] = frozenset()
+
+
+def show_query_keys(keys: Iterable[str]) -> None:
+    """Let the values of these query keys show (case-insensitive); every other value stays masked."""
+    global _shown_query_keys
+    _shown_query_keys = frozenset(key.lower() for key in keys)
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL in it masked: a URL on its own, a command line, a log line, an
+    error message. Text without a URL comes back as it is; masking twice changes nothing."""
+    return URL.sub(lambda match: _mask_url(match.group(0)), str(text))
+
+
+def redact_data(value: Any) -> Any:
+    """Plain data (a JSON document; tuples become lists) with every string in it through `redact`."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_data(item) for item in value]
+    return value
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines through `redact`, tracebacks included: a URL in any log message shows masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def _mask_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    rest, hash_sign, fragment = rest.partition("#")
+    rest, question_mark, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        userinfo, host = authority.rsplit("@", 1)
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            authority = f"{user}:{MASK if password else ''}@{host}"
+        elif userinfo:
+            authority = f"{MASK}@{host}"  # a lone user-info is often a token
+    masked = f"{scheme}://{authority}{slash}{path}"
+    if question_mark:
+        masked += "?" + "&".join(_mask_item(item) for item in query.split("&"))
+    if hash_sign:
+        masked += "#" + (MASK if fragment else "")
+    return masked
+
+
+def _mask_item(item: str) -> str:
+    """One ``key=value`` of a query: the value masked unless its key is shown; a bare item is a value."""
+    key, equals, value = item.partition("=")
+    if not equals:
+        return MASK if item else item
+    if not value or unquote(key).lower() in _shown_query_keys:
+        return item
+    return f"{key}={MASK}"

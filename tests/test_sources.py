@@ -1,0 +1,122 @@
+"""Sources with real files: empty, undecodable, truncated and damaged videos are named by
+streamrec in one line of its own, and the libraries' own log lines stay off the terminal unless
+``--verbose``.
+
+Real, flawed footage nobody here made comes from Debian's ``opencv-doc`` (``.ci/run``
+installs it): ``Megamind_bugy.avi`` (a damaged AVI) and ``vtest.avi`` (surveillance footage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import pytest
+
+from conftest import run_cli
+from streamrec.sources import OpenCVSource, SourceUnavailable, create_source, parse_source
+
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+needs_opencv_doc = pytest.mark.skipif(not (OPENCV_DATA / "vtest.avi").is_file() and not os.environ.get("CI"),
+                                      reason="needs Debian's opencv-doc (apt-get install opencv-doc)")
+LIBRARY_LINES = ("[ WARN", "[ERROR", "[OPENCV", "moov atom", "Invalid data found")
+
+
+def library_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if any(mark in line for mark in LIBRARY_LINES)]
+
+
+def events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def read_all(path: Path) -> tuple[int, OpenCVSource]:
+    source = create_source(parse_source(str(path)))
+    source.open()
+    frames = 0
+    while source.read() is not None:
+        frames += 1
+    source.close()
+    return frames, source
+
+
+def mjpeg_avi(path: Path, frames: int) -> Path:
+    """An AVI whose header announces its frame count, as cameras' recorders write them."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    for index in range(frames):
+        image = (cv2.getGaussianKernel(120, 10 + index % 30) @ cv2.getGaussianKernel(160, 20).T)
+        writer.write(cv2.cvtColor((image / image.max() * 255).astype("uint8"), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
+
+
+def test_an_empty_file_is_refused_by_name_and_the_other_streams_go_on(tmp_path):
+    empty = tmp_path / "zero.mp4"
+    empty.write_bytes(b"")
+    log = tmp_path / "events.jsonl"
+    result = run_cli("run", "--source", "ok=synthetic:frames=60", "--source", f"bad={empty}", "--publish", "none",
+                     "--quiet", "--event-log", str(log))
+    assert result.returncode == 0, result.stderr
+    assert not library_lines(result.stderr) and "Traceback" not in result.stderr
+    bad = [e for e in events(log) if e["stream"] == "bad" and e["type"] == "status"]
+    assert bad[-1]["state"] == "ended"
+    assert bad[-1]["detail"] == (f"unavailable: video file '{empty}' is empty (0 bytes); check it was recorded or "
+                                 "copied completely")
+    ok = [e for e in events(log) if e["stream"] == "ok" and e["type"] == "status"]
+    assert ok[-1]["state"] == "ended" and ok[-1]["frames_captured"] == 60
+
+
+def test_library_log_lines_only_with_verbose(tmp_path):
+    """A file FFmpeg cannot read: FFmpeg and OpenCV say so in their own words only when asked."""
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("this is not a video\n" * 100)
+    quiet = run_cli("run", "--source", str(bogus), "--publish", "none", "--quiet", timeout=120)
+    verbose = run_cli("run", "--source", str(bogus), "--publish", "none", "--quiet", "--verbose", timeout=120)
+    for result in (quiet, verbose):
+        assert result.returncode == 2 and "cannot decode video file" in result.stderr.splitlines()[-1], result.stderr
+    assert not library_lines(quiet.stderr), quiet.stderr
+    assert library_lines(verbose.stderr), verbose.stderr
+
+
+def test_a_truncated_file_says_it_ended_early(tmp_path):
+    whole = mjpeg_avi(tmp_path / "whole.avi", 120)
+    frames, source = read_all(whole)
+    assert frames == 120 and source.ended_early is None
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    frames, source = read_all(cut)
+    assert 0 < frames < 100
+    assert source.ended_early == (f"ended after {frames} of the 120 frames its container announces; the file is "
+                                  "truncated or damaged")
+
+
+def test_an_empty_file_fails_to_open_for_good(tmp_path):
+    empty = tmp_path / "zero.mp4"
+    empty.write_bytes(b"")
+    source = create_source(parse_source(str(empty)))
+    with pytest.raises(SourceUnavailable, match=r"is empty \(0 bytes\)") as err:
+        source.open()
+    assert err.value.permanent
+
+
+@needs_opencv_doc
+def test_real_surveillance_footage_reads_to_its_end():
+    frames, source = read_all(OPENCV_DATA / "vtest.avi")
+    capture = cv2.VideoCapture(str(OPENCV_DATA / "vtest.avi"))
+    assert frames == int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) and source.ended_early is None
+
+
+@needs_opencv_doc
+def test_a_real_damaged_avi_runs_beside_good_footage(tmp_path):
+    log = tmp_path / "events.jsonl"
+    result = run_cli("run", "--source", f"damaged={OPENCV_DATA / 'Megamind_bugy.avi'}", "--source",
+                     f"street={OPENCV_DATA / 'vtest.avi'}", "--publish", "none", "--quiet", "--event-log", str(log),
+                     timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and not library_lines(result.stderr), result.stderr
+    for stream, frames in (("damaged", 270), ("street", 795)):  # every frame its container announces
+        statuses = [e for e in events(log) if e["stream"] == stream and e["type"] == "status"]
+        assert statuses[-1]["state"] == "ended" and statuses[-1]["detail"] == "end of stream"
+        assert statuses[-1]["frames_captured"] == frames
