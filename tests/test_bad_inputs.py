@@ -32,6 +32,8 @@ BAD_INPUTS = [  # (argv, what the error line says)
     (["run", "--source", "lobby.door=synthetic"], "--source: stream id 'lobby.door' may hold only letters"),
     (["run", "--publish", "garbage"], "--publish: events.publish 'garbage' is not a ZeroMQ address"),
     (["run", "--source", "bad={tmp}/zero.mp4"], "stream bad: video file '{tmp}/zero.mp4' is empty (0 bytes)"),
+    (["run", "--set", "streams=[door=rtsp://cam:pw@10.0.0.7/live?token=t0k3n"],  # shown as typed, but masked
+     "override 'streams=[door=rtsp://cam:***@10.0.0.7/live?token=***': the value is not valid YAML"),
 ]
 
 
@@ -49,5 +51,5 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, argv, message
     assert [line for line in lines if line.startswith("error: ")] == [lines[-1]]
     assert "Traceback" not in result.stderr
     assert not [line for line in lines if line.startswith(("[ WARN", "[ERROR", "[OPENCV"))], result.stderr
-    assert ":pw@" not in result.stderr
+    assert ":pw@" not in result.stderr and "t0k3n" not in result.stderr
     assert not (tmp_path / "d").exists()  # nothing written for a refused key name

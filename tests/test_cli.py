@@ -200,3 +200,13 @@ def test_every_command_takes_verbose():
     for path, parser in leaf_parsers().items():
         assert "--verbose" in options(parser), path
     assert parsed("run", "--verbose").verbose and not parsed("run").verbose
+
+
+def test_the_cli_logs_through_redact():
+    """A URL in any log line, from any module, shows masked on stderr."""
+    script = ("from streamrec.cli import log_to_stderr; import logging; log_to_stderr(); "
+              "logging.getLogger('streamrec.anywhere').warning('cannot open %s', 'rtsp://u:PW1@h/x?token=TOK1')")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.stderr.strip().endswith("WARNING streamrec.anywhere: cannot open rtsp://u:***@h/x?token=***"), \
+        result.stderr
