@@ -11,7 +11,7 @@ missing library is one line saying what to install.
 Every broker sink is a `BrokerSink` (`streamrec.sinks.buffered`): it holds events while its
 broker is unreachable (up to ``buffer`` of them, then it drops the oldest and counts them),
 reconnects on its own thread and never makes the pipeline wait. URLs are shown masked
-(`streamrec.sources.redact`) wherever they appear.
+(`streamrec.redaction.redact`) wherever they appear.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from streamrec.errors import StreamrecError
-from streamrec.sources import redact
+from streamrec.redaction import redact
 
 if TYPE_CHECKING:
     from streamrec.events import Sink
