@@ -74,6 +74,7 @@ def test_curve_lets_in_only_allowed_subscribers(tmp_path, video_file, loopback_p
             socket.close(0)
     assert len(alice_got) > 10 and [e["seq"] for e in alice_got] == list(range(len(alice_got)))
     assert mallory_got == [] and plain_got == []
+    assert f"publishing events on {address} (CURVE)" in result.stderr  # the log says CURVE is on
 
 
 def test_subscribe_command_speaks_curve(tmp_path, video_file, loopback_port):
