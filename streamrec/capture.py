@@ -28,6 +28,7 @@ from typing import Callable, Union
 import numpy as np
 
 from streamrec.config import ClipConfig, PipelineConfig, ReconnectConfig
+from streamrec.redaction import redact
 from streamrec.ringbuffer import RingBuffer
 from streamrec.sampling import frames_for_duration, hop_frames
 from streamrec.sources import FrameSource, SourceUnavailable
@@ -112,7 +113,7 @@ class Capture(threading.Thread):
                 return
             self._capture_loop(self._create_ring())
         except Exception as exc:  # a bug or an unexpected decoder failure must not kill the process
-            failure = f"{type(exc).__name__}: {exc}"
+            failure = redact(f"{type(exc).__name__}: {exc}")
             log.error("capture thread of stream %s failed: %s", self.stream_id, failure)
             log.debug("where it failed", exc_info=True)
             self._state = StreamState.ENDED
@@ -175,7 +176,10 @@ class Capture(threading.Thread):
             item = self.source.read()
             now = time.monotonic()
             if item is None and not self.source.reconnectable:
-                self._set_state(StreamState.ENDED, "end of stream")
+                early = self.source.ended_early
+                if early:
+                    log.warning("stream %s ended early: %s", self.stream_id, early)
+                self._set_state(StreamState.ENDED, f"end of stream: {early}" if early else "end of stream")
                 return
             if item is None or (self.source.reconnectable and now - self.last_steady_time > give_up_s):
                 why = "source dropped" if item is None else f"no steady frames for {now - self.last_steady_time:.1f} s"

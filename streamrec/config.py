@@ -435,7 +435,6 @@ RANGES: dict[str, tuple[float, float]] = {
     # A stall shorter than a second is a slow frame (a 1 fps camera, network jitter), not a stall.
     "pipeline.stall_timeout_s": (1, 3600),
     "pipeline.max_gap_frames": (2, 10_000),
-    "pipeline.max_gap_frames": (1, 100_000),
     "pipeline.assumed_fps": (1, 1000),
     "reconnect.initial_delay_s": (0.01, 3600),
     "reconnect.max_delay_s": (0.01, 3600),

@@ -322,7 +322,7 @@ class Pipeline:
 
     def _close_stream(self, runtime: StreamRuntime) -> None:
         runtime.closed = True
-        if runtime.open_error and any(r.schedule for r in self.streams.values()):
+        if runtime.open_error and not all(r.open_error for r in self.streams.values()):
             log.error("%s; the other streams go on", runtime.open_error)
         if runtime.schedule:
             self.scheduler.remove(runtime.config.id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -405,3 +406,16 @@ def test_bench_s_torch_compile_variant_compiles_the_torch_engine_s_model(monkeyp
     assert engine.module is module and not any(isinstance(m, nn.BatchNorm3d) for m in module.modules())
     batch = {"slow": np.zeros((2, 4, 96, 96, 3), np.uint8), "fast": np.zeros((2, 16, 96, 96, 3), np.uint8)}
     assert engine.infer(batch).shape == (2, 7)
+
+
+def test_cached_files_are_ordinary_files_readable_as_the_umask_allows(tmp_path):
+    """An exported model is not a secret: written atomically, but not private (mkstemp's 0600)."""
+    from streamrec.backends.engine_cache import write_atomically
+
+    previous = os.umask(0o022)
+    try:
+        path = write_atomically(tmp_path / "model.onnx", b"graph")
+    finally:
+        os.umask(previous)
+    assert path.read_bytes() == b"graph" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left behind

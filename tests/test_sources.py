@@ -60,6 +60,7 @@ def test_an_empty_file_is_refused_by_name_and_the_other_streams_go_on(tmp_path):
                      "--quiet", "--event-log", str(log))
     assert result.returncode == 0, result.stderr
     assert not library_lines(result.stderr) and "Traceback" not in result.stderr
+    assert f"stream bad: video file '{empty}' is empty (0 bytes)" in result.stderr
     bad = [e for e in events(log) if e["stream"] == "bad" and e["type"] == "status"]
     assert bad[-1]["state"] == "ended"
     assert bad[-1]["detail"] == (f"unavailable: video file '{empty}' is empty (0 bytes); check it was recorded or "
@@ -90,6 +91,13 @@ def test_a_truncated_file_says_it_ended_early(tmp_path):
     assert 0 < frames < 100
     assert source.ended_early == (f"ended after {frames} of the 120 frames its container announces; the file is "
                                   "truncated or damaged")
+    # A run says so too: in the stream's last status and in one warning line.
+    log = tmp_path / "events.jsonl"
+    result = run_cli("run", "--source", f"cut={cut}", "--publish", "none", "--quiet", "--event-log", str(log))
+    assert result.returncode == 0, result.stderr
+    last = [e for e in events(log) if e["type"] == "status"][-1]
+    assert last["state"] == "ended" and last["detail"] == f"end of stream: {source.ended_early}"
+    assert f"stream cut ended early: {source.ended_early}" in result.stderr
 
 
 def test_an_empty_file_fails_to_open_for_good(tmp_path):

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import re
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,9 @@ def cache_dir() -> Path:
 def write_atomically(path: Path, data: bytes) -> Path:
     """Write to a temporary file beside ``path``, then rename: readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # Not mkstemp: its files are private (0600); an exported model is an ordinary file (the umask applies).
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
