@@ -268,11 +268,18 @@ class Choreographer:
 
     # ---------------------------------------------------------------- actions
 
-    def walk(self, direction: float) -> None:
-        """Straight legs with planted feet: the stance leg pivots over its foot while the swing leg mirrors it."""
+    def walk(self, direction: float, distance: float | None = None) -> None:
+        """Straight legs with planted feet: the stance leg pivots over its foot while the swing leg mirrors it.
+
+        A few seconds as far as the stage allows, or exactly ``distance`` body units (walking
+        onto or off the stage), however long that takes.
+        """
         rng = self.rng
         speed, amplitude = rng.uniform(0.8, 1.6), rng.uniform(0.28, 0.42)
-        duration = min(rng.uniform(1.8, 3.2), self.room(direction) / speed)
+        if distance is None:
+            duration = min(rng.uniform(1.8, 3.2), self.room(direction) / speed)
+        else:
+            duration = distance / speed
         step = 2 * LEG * math.sin(amplitude)
         x0, swing = self.x, self.style.arm_swing
 
@@ -414,18 +421,18 @@ class Appearance:
     blur_sigma: float
 
 
-def _uniform_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+def uniform_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
     """Zero-mean uniform noise of standard deviation ``sigma``: a third of the cost of Gaussian noise."""
     raw = np.frombuffer(rng.bytes(math.prod(shape)), np.uint8).reshape(shape)
     return (raw.astype(np.float32) - 127.5) * np.float32(2 * math.sqrt(3) * sigma / 255)
 
 
-def _random_colour(rng: np.random.Generator) -> np.ndarray:
+def random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0, 255, 3)
 
 
-def _background(rng: np.random.Generator, width: int, height: int, horizon: int, wall: np.ndarray,
-                floor: np.ndarray, clutter: float) -> np.ndarray:
+def room_background(rng: np.random.Generator, width: int, height: int, horizon: int, wall: np.ndarray,
+                    floor: np.ndarray, clutter: float) -> np.ndarray:
     """A wall and a floor; with ``clutter``, lighting gradients, blotches, stripes or tiles, furniture-like boxes."""
     image = np.empty((height, width, 3), np.float32)
     image[:horizon] = wall
@@ -446,9 +453,28 @@ def _background(rng: np.random.Generator, width: int, height: int, horizon: int,
     for _ in range(int(rng.integers(0, 1 + round(3 * clutter)))):  # windows, cupboards, posters
         x0, y0 = int(rng.integers(0, width - 8)), int(rng.integers(0, height - 8))
         w, h = int(rng.integers(6, width // 3)), int(rng.integers(6, height // 2))
-        cv2.rectangle(image, (x0, y0), (x0 + w, y0 + h), _random_colour(rng).tolist(), -1)
-    image += _uniform_noise(rng, image.shape, clutter * rng.uniform(0, 10))  # static texture
+        cv2.rectangle(image, (x0, y0), (x0 + w, y0 + h), random_colour(rng).tolist(), -1)
+    image += uniform_noise(rng, image.shape, clutter * rng.uniform(0, 10))  # static texture
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def random_figure_colours(rng: np.random.Generator, wall: np.ndarray, floor: np.ndarray,
+                          difficulty: float) -> dict[str, tuple[int, int, int]]:
+    """Skin, shirt and trousers, each kept apart from the wall and the floor (less so as ``difficulty`` rises)."""
+    contrast = 120 + 200 * (1 - difficulty)  # L1 distance in RGB to both wall and floor
+    colours = {}
+    for part in ("skin", "shirt", "trousers"):
+        for _ in range(100):
+            colour = random_colour(rng)
+            if min(np.abs(colour - wall).sum(), np.abs(colour - floor).sum()) > contrast:
+                break
+        colours[part] = tuple(int(c) for c in colour)
+    return colours
+
+
+def random_line_widths(rng: np.random.Generator, scale: float) -> tuple[int, int]:
+    """Limb and torso line widths in pixels for a figure drawn at ``scale`` pixels per body unit."""
+    return max(2, round(scale * rng.uniform(0.16, 0.22))), max(3, round(scale * rng.uniform(0.28, 0.38)))
 
 
 def random_appearance(rng: np.random.Generator, size: tuple[int, int] = FRAME_SIZE,
@@ -465,23 +491,17 @@ def random_appearance(rng: np.random.Generator, size: tuple[int, int] = FRAME_SI
     ground = top + stage - rng.uniform(2, 10)
     scale = rng.uniform(*SCALE_RANGE)
     horizon = int(np.clip(ground - rng.uniform(4, 45), 1, height - 2))
-    wall, floor = _random_colour(rng), _random_colour(rng)
-    background = _background(rng, width, height, horizon, wall, floor, difficulty)
-    contrast = 120 + 200 * (1 - difficulty)  # L1 distance in RGB to both wall and floor
-    colours = {}
-    for part in ("skin", "shirt", "trousers"):
-        for _ in range(100):
-            colour = _random_colour(rng)
-            if min(np.abs(colour - wall).sum(), np.abs(colour - floor).sum()) > contrast:
-                break
-        colours[part] = tuple(int(c) for c in colour)
+    wall, floor = random_colour(rng), random_colour(rng)
+    background = room_background(rng, width, height, horizon, wall, floor, difficulty)
+    colours = random_figure_colours(rng, wall, floor, difficulty)
+    limb_px, torso_px = random_line_widths(rng, scale)
     appearance = Appearance(
         background=background,
         origin=(left, ground),
         scale=scale,
         colours=colours,
-        limb_px=max(2, round(scale * rng.uniform(0.16, 0.22))),
-        torso_px=max(3, round(scale * rng.uniform(0.28, 0.38))),
+        limb_px=limb_px,
+        torso_px=torso_px,
         noise_sigma=float(difficulty * rng.uniform(0, 7)),
         blur_sigma=float(difficulty * rng.uniform(0, 1.0)),
     )
@@ -489,22 +509,54 @@ def random_appearance(rng: np.random.Generator, size: tuple[int, int] = FRAME_SI
 
 
 SUBPIXEL_BITS = 4  # cv2 draws at 1/16 pixel, so slow motion moves smoothly
+EDGE_PX = 0.7  # cv2's antialiased lines and discs are half covered this far beyond their nominal outline
 
 
-def draw_figure(image: np.ndarray, pose: np.ndarray, look: Appearance) -> None:
+@dataclass(frozen=True)
+class Stroke:
+    """One line of a drawn figure, in cv2's fixed-point pixels (1/16 px, cv2's pixel centres at integers)."""
+
+    start: tuple[int, int]
+    end: tuple[int, int]
+    colour: tuple[int, int, int]
+    width: int
+
+
+@dataclass(frozen=True)
+class FigureDrawing:
+    """Everything `draw_figure` draws for one pose, in drawing order: strokes, then the head on top."""
+
+    strokes: tuple[Stroke, ...]
+    head_centre: tuple[int, int]  # 1/16 px
+    head_radius: int  # 1/16 px
+    head_colour: tuple[int, int, int]
+
+    def box(self) -> np.ndarray:
+        """Where the drawing's pixels are: float64 ``[x1, y1, x2, y2]`` with pixel ``j`` spanning
+        ``[j, j + 1)`` (the convention of `streamrec.detection.boxes`), from the joints and line widths."""
+        ends = [(point, stroke.width / 2) for stroke in self.strokes for point in (stroke.start, stroke.end)]
+        ends.append((self.head_centre, self.head_radius / 16))
+        points = np.array([point for point, _ in ends], np.float64) / 16 + 0.5
+        reach = np.array([r for _, r in ends], np.float64)[:, None] + EDGE_PX
+        return np.concatenate([(points - reach).min(axis=0), (points + reach).max(axis=0)])
+
+
+def figure_drawing(pose: np.ndarray, look: Appearance) -> FigureDrawing:
+    """The pose's joints placed in the frame: the one geometry behind both `draw_figure` and figure boxes."""
     ox, oy = look.origin
 
     def px(point: np.ndarray) -> tuple[int, int]:
         return (round((ox + point[0] * look.scale) * 16), round((oy - point[1] * look.scale) * 16))
-
-    def line(a: np.ndarray, b: np.ndarray, colour, thickness: int) -> None:
-        cv2.line(image, px(a), px(b), colour, thickness, cv2.LINE_AA, SUBPIXEL_BITS)
 
     hip = pose[[X, Y]]
     axis = pose[TILT] + pose[LEAN]
     neck = hip - TORSO * _down(axis)
     head = neck - (NECK + HEAD_RADIUS) * _down(axis)
     shade = {k: tuple(int(0.7 * c) for c in v) for k, v in look.colours.items()}  # far limbs are darker
+    strokes: list[Stroke] = []
+
+    def line(a: np.ndarray, b: np.ndarray, colour, width: int) -> None:
+        strokes.append(Stroke(px(a), px(b), colour, width))
 
     def arm(shoulder: int, colour) -> None:
         elbow = neck + UPPER_ARM * _down(axis + pose[shoulder])
@@ -523,9 +575,25 @@ def draw_figure(image: np.ndarray, pose: np.ndarray, look: Appearance) -> None:
     line(hip, neck, look.colours["shirt"], look.torso_px)
     leg(NEAR_HIP, look.colours["trousers"])
     arm(NEAR_SHOULDER, look.colours["shirt"])
-    centre = px(head)
-    cv2.circle(image, centre, round(HEAD_RADIUS * look.scale * 16), look.colours["skin"], -1, cv2.LINE_AA,
-               SUBPIXEL_BITS)
+    return FigureDrawing(tuple(strokes), px(head), round(HEAD_RADIUS * look.scale * 16), look.colours["skin"])
+
+
+def draw_figure(image: np.ndarray, pose: np.ndarray, look: Appearance,
+                drawing: FigureDrawing | None = None) -> None:
+    """Draw the figure in ``pose`` onto ``image`` (``drawing``: the pose's `figure_drawing`, if already made)."""
+    drawing = drawing or figure_drawing(pose, look)
+    for stroke in drawing.strokes:
+        cv2.line(image, stroke.start, stroke.end, stroke.colour, stroke.width, cv2.LINE_AA, SUBPIXEL_BITS)
+    cv2.circle(image, drawing.head_centre, drawing.head_radius, drawing.head_colour, -1, cv2.LINE_AA, SUBPIXEL_BITS)
+
+
+def camera(image: np.ndarray, look: Appearance, noise_rng: np.random.Generator) -> np.ndarray:
+    """The camera's blur and noise over a rendered frame, as ``look`` sets them."""
+    if look.blur_sigma > 0.3:
+        image = cv2.GaussianBlur(image, (0, 0), look.blur_sigma)
+    if look.noise_sigma > 0.5:
+        image = cv2.add(image, uniform_noise(noise_rng, image.shape, look.noise_sigma), dtype=cv2.CV_8U)
+    return image
 
 
 @dataclass(frozen=True)
@@ -556,12 +624,7 @@ class Scene:
         """Frame ``index`` (uint8 RGB), the same every time: camera noise is seeded by the index."""
         image = self.look.background.copy()
         draw_figure(image, self.script.pose(index / self.fps), self.look)
-        if self.look.blur_sigma > 0.3:
-            image = cv2.GaussianBlur(image, (0, 0), self.look.blur_sigma)
-        if self.look.noise_sigma > 0.5:
-            image = cv2.add(image, _uniform_noise(np.random.default_rng([self.seed, index]), image.shape,
-                                                  self.look.noise_sigma), dtype=cv2.CV_8U)
-        return image
+        return camera(image, self.look, np.random.default_rng([self.seed, index]))
 
     def frames(self) -> Iterator[np.ndarray]:
         return (self.frame(i) for i in range(self.num_frames))
