@@ -97,9 +97,16 @@ class Script:
         """Ground truth: the labelled pieces (background is implicit)."""
         return [Segment(p.start, p.end, p.label) for p in self.pieces if p.label != BACKGROUND]
 
-    def pose(self, t: float) -> np.ndarray:
+    def _index(self, t: float) -> int:
+        """The piece under way at ``t`` (the first before the script, the last after it)."""
         starts = [p.start for p in self.pieces]
-        index = max(0, min(int(np.searchsorted(starts, t, side="right")) - 1, len(self.pieces) - 1))
+        return max(0, min(int(np.searchsorted(starts, t, side="right")) - 1, len(self.pieces) - 1))
+
+    def label_at(self, t: float) -> str:
+        return self.pieces[self._index(t)].label
+
+    def pose(self, t: float) -> np.ndarray:
+        index = self._index(t)
         piece = self.pieces[index]
         local = min(max(t - piece.start, 0.0), piece.duration)
         pose = piece.pose(local)
@@ -187,6 +194,23 @@ class Choreographer:
 
     def room(self, direction: float) -> float:
         return self.x_max - self.x if direction > 0 else self.x - self.x_min
+
+    def act_randomly(self, until: float) -> None:
+        """Actions in random order (each as often as the others) after idle gaps, the last starting
+        before the script reaches ``until``; walks go the way there is room for."""
+        rng = self.rng
+        order: list[str] = []
+        while self.time < until:
+            if not order:
+                order = list(rng.permutation(ACTIONS))
+            label = order.pop()
+            self.stand_up_if_down()
+            self.idle(rng.uniform(1.5, 5.0))
+            if label.startswith("walking"):  # walk the way there is room for at least a second and a half
+                direction = -1.0 if label == "walking left" else 1.0
+                if self.room(direction) < min(MIN_WALK_ROOM, self.room(-direction)):
+                    label = "walking right" if label == "walking left" else "walking left"
+            self.perform(label)
 
     # ---------------------------------------------------------------- background pieces
 
@@ -540,6 +564,14 @@ class FigureDrawing:
         reach = np.array([r for _, r in ends], np.float64)[:, None] + EDGE_PX
         return np.concatenate([(points - reach).min(axis=0), (points + reach).max(axis=0)])
 
+    def draw(self, image: np.ndarray, colour: tuple[int, ...] | None = None) -> None:
+        """Onto ``image`` in the figure's colours, or all in ``colour`` (a mask of the figure)."""
+        for stroke in self.strokes:
+            cv2.line(image, stroke.start, stroke.end, colour or stroke.colour, stroke.width, cv2.LINE_AA,
+                     SUBPIXEL_BITS)
+        cv2.circle(image, self.head_centre, self.head_radius, colour or self.head_colour, -1, cv2.LINE_AA,
+                   SUBPIXEL_BITS)
+
 
 def figure_drawing(pose: np.ndarray, look: Appearance) -> FigureDrawing:
     """The pose's joints placed in the frame: the one geometry behind both `draw_figure` and figure boxes."""
@@ -578,21 +610,16 @@ def figure_drawing(pose: np.ndarray, look: Appearance) -> FigureDrawing:
     return FigureDrawing(tuple(strokes), px(head), round(HEAD_RADIUS * look.scale * 16), look.colours["skin"])
 
 
-def draw_figure(image: np.ndarray, pose: np.ndarray, look: Appearance,
-                drawing: FigureDrawing | None = None) -> None:
-    """Draw the figure in ``pose`` onto ``image`` (``drawing``: the pose's `figure_drawing`, if already made)."""
-    drawing = drawing or figure_drawing(pose, look)
-    for stroke in drawing.strokes:
-        cv2.line(image, stroke.start, stroke.end, stroke.colour, stroke.width, cv2.LINE_AA, SUBPIXEL_BITS)
-    cv2.circle(image, drawing.head_centre, drawing.head_radius, drawing.head_colour, -1, cv2.LINE_AA, SUBPIXEL_BITS)
+def draw_figure(image: np.ndarray, pose: np.ndarray, look: Appearance) -> None:
+    figure_drawing(pose, look).draw(image)
 
 
-def camera(image: np.ndarray, look: Appearance, noise_rng: np.random.Generator) -> np.ndarray:
-    """The camera's blur and noise over a rendered frame, as ``look`` sets them."""
-    if look.blur_sigma > 0.3:
-        image = cv2.GaussianBlur(image, (0, 0), look.blur_sigma)
-    if look.noise_sigma > 0.5:
-        image = cv2.add(image, uniform_noise(noise_rng, image.shape, look.noise_sigma), dtype=cv2.CV_8U)
+def camera(image: np.ndarray, blur_sigma: float, noise_sigma: float, noise_rng: np.random.Generator) -> np.ndarray:
+    """The camera's blur, then its noise (drawn from ``noise_rng``), over a rendered frame."""
+    if blur_sigma > 0.3:
+        image = cv2.GaussianBlur(image, (0, 0), blur_sigma)
+    if noise_sigma > 0.5:
+        image = cv2.add(image, uniform_noise(noise_rng, image.shape, noise_sigma), dtype=cv2.CV_8U)
     return image
 
 
@@ -624,7 +651,7 @@ class Scene:
         """Frame ``index`` (uint8 RGB), the same every time: camera noise is seeded by the index."""
         image = self.look.background.copy()
         draw_figure(image, self.script.pose(index / self.fps), self.look)
-        return camera(image, self.look, np.random.default_rng([self.seed, index]))
+        return camera(image, self.look.blur_sigma, self.look.noise_sigma, np.random.default_rng([self.seed, index]))
 
     def frames(self) -> Iterator[np.ndarray]:
         return (self.frame(i) for i in range(self.num_frames))
@@ -682,20 +709,8 @@ def surveillance_scene(seed: int, duration_s: float) -> Scene:
     """Minutes of actions in random order (each action as often as the others) with idle gaps."""
 
     def build(c: Choreographer) -> None:
-        rng = c.rng
-        order: list[str] = []
-        while c.time < duration_s - 6.0:
-            if not order:
-                order = list(rng.permutation(ACTIONS))
-            label = order.pop()
-            c.stand_up_if_down()
-            c.idle(rng.uniform(1.5, 5.0))
-            if label.startswith("walking"):  # walk the way there is room for at least a second and a half
-                direction = -1.0 if label == "walking left" else 1.0
-                if c.room(direction) < min(MIN_WALK_ROOM, c.room(-direction)):
-                    label = "walking right" if label == "walking left" else "walking left"
-            c.perform(label)
-        c.rest(rng.uniform(1.5, 3.0))
+        c.act_randomly(until=duration_s - 6.0)
+        c.rest(c.rng.uniform(1.5, 3.0))
 
     return _new_scene(seed, build)
 
