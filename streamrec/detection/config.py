@@ -17,6 +17,7 @@ detection:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -43,7 +44,7 @@ class MotionConfig:
 class HogConfig:
     """OpenCV's HOG people detector (Dalal-Triggs); see `streamrec.detection.hog`."""
 
-    scale_step: float = 1.05  # the image pyramid's step: 1.1 is about twice as fast and misses more
+    scale_step: float = 1.05  # the image pyramid's step: a larger one is faster and misses people between its scales
     stride: int = 8  # the detection window's stride in pixels, a multiple of 8
 
 
@@ -54,7 +55,7 @@ class OnnxConfig:
     layout: str = "auto"  # auto | yolov5 | yolov8: how the output is laid out
     input_size: int = 640  # the letterbox side, for graphs whose input size is dynamic
     person_class: int = 0  # COCO's person
-    device: str = "cpu"  # cpu | cuda | cuda:N
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (a GPU where this onnxruntime has one)
     threads: int = 0  # CPU threads per call; 0: ONNX Runtime's default
     max_batch: int = 16  # keyframes per call, for graphs with a dynamic batch axis
 
@@ -141,6 +142,8 @@ def problems(detection: DetectionConfig) -> Problems:
          f"detection.hog.stride must be a multiple of 8 (HOG's cell), got {detection.hog.stride}"),
         (("detection.onnx.layout",), detection.onnx.layout in ONNX_LAYOUTS,
          f"detection.onnx.layout must be one of {', '.join(ONNX_LAYOUTS)}, got {detection.onnx.layout!r}"),
+        (("detection.onnx.device",), re.fullmatch(r"cpu|auto|cuda(:\d+)?", detection.onnx.device) is not None,
+         f"detection.onnx.device must be cpu, cuda, cuda:N or auto, got {detection.onnx.device!r}"),
     ]
     for paths, ok, message in checks:
         if not ok:

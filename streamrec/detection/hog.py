@@ -1,9 +1,10 @@
 """``hog``: OpenCV's HOG people detector (Dalal and Triggs' linear SVM on a 64x128 window), no
 weights to ship.
 
-Its window holds a person 96 pixels tall, and it finds people from about 64 pixels tall in
-the frame it is given (none smaller in vtest.avi): feed it frames where people are that tall.
-Its cost grows with the frame's area (BENCHMARKS.md). OpenCV 4 has it; OpenCV 5 moved it to the contrib build
+Its window holds a person 96 pixels tall (at scale 1; the pyramid only shrinks the frame), and
+it finds few people much smaller than that in the frame it is given: feed it frames where
+people are that tall. Its cost grows with the frame's area (BENCHMARKS.md, "People on
+vtest.avi"). OpenCV 4 has it; OpenCV 5 moved it to the contrib build
 (``opencv-contrib-python-headless``), and without it this detector says so when it is made.
 
 The window holds a person with 16 pixels of margin on every side (the INRIA person data it was
@@ -30,7 +31,7 @@ PERSON_IN_WINDOW = (0.25, 0.125, 0.75, 0.875)  # x1, y1, x2, y2 of the person, a
 PADDING = (8, 8)  # pixels around the frame, so people at its edges fit a window
 
 
-@register_detector("hog", summary="OpenCV's HOG people detector; people from about 64 px tall; no weights")
+@register_detector("hog", summary="OpenCV's HOG people detector, for people from about 96 px tall; no weights")
 def create(config: DetectionConfig, argument: str | None) -> "HogDetector":
     return HogDetector(config)
 

@@ -1,12 +1,16 @@
 """``motion``: people as moving blobs against a fixed camera's background, with no weights.
 
 Each stream has its own background model, OpenCV's MOG2 (a mixture of Gaussians per pixel),
-run on the frame shrunk to ``motion.width`` pixels wide. The model's memory is set in seconds,
-not frames: each frame it sees is learnt at rate ``dt / background_s`` (``dt``: seconds since
-the frame before), so however often the pipeline feeds it, a person standing still fades into
-the background after about ``background_s``. It should see frames about ``feed_fps`` times a
-second (`PersonDetector.observe`, keyframes included): fed keyframes alone it still works, with
-blurrier blobs (BENCHMARKS.md has both). Until it has seen ``warmup_s`` of frames it finds no one.
+run on the frame shrunk to ``motion.width`` pixels wide. Its memory is set in seconds, not
+frames: each frame it sees is learnt at a rate in proportion to the seconds since the frame
+before, so that, however often it is fed, a person standing still fades into the background
+after ``fade_s`` (and a ghost left where someone stood fades as fast). Through its first
+``warmup_s`` it learns fast, as MOG2 starts, and finds no one.
+
+Keyframes alone keep it going; frames observed between them (`PersonDetector.observe`, about
+``feed_fps`` a second, keyframes included) keep it sharper when keyframes are far apart, and
+leave fewer stray low-score blobs (BENCHMARKS.md, "People on vtest.avi"). Both calls of one
+stream may come from different threads.
 
 A keyframe's foreground (shadows, which MOG2 marks apart, are not foreground) becomes boxes by
 these rules, all in the shrunk frame, kernels scaled with ``motion.width``:
@@ -68,17 +72,14 @@ class Background:
         if self.model is None or size != self.size:  # a new stream, or its resolution changed
             self.model = cv2.createBackgroundSubtractorMOG2(varThreshold=self.settings.var_threshold,
                                                             detectShadows=True)
-            # MOG2 counts a colour as background once its weight passes 1 - backgroundRatio; at rate r a
-            # frame, the old background's weight falls below backgroundRatio after ln(ratio) / ln(1 - r)
-            # frames: ~ -ln(ratio) / r. That many frames' worth of seconds is fade_s.
-            self.fade_per_s = -math.log(self.model.getBackgroundRatio()) / self.settings.fade_s
             self.size, self.frames, self.first_time, self.last_time = size, 0, time_s, time_s
         self.frames += 1
         elapsed = max(0.0, time_s - self.last_time)
         self.last_time = max(self.last_time, time_s)
-        # Through warmup_s the model learns fast (MOG2's own start: 1 / 2n), then at the rate that
-        # makes what stays put for fade_s seconds background, however often it is fed.
-        rate = elapsed * self.fade_per_s
+        # MOG2 takes a colour for background once the older colours' weight falls under its
+        # backgroundRatio: at rate r a frame that takes ln(ratio) / ln(1 - r) ~ -ln(ratio) / r frames,
+        # which this rate makes fade_s seconds. Through warmup_s it learns fast (MOG2's own 1 / 2n).
+        rate = elapsed * -math.log(self.model.getBackgroundRatio()) / self.settings.fade_s
         if not self.warm:
             rate = max(rate, 1.0 / (2 * self.frames))
         return self.model.apply(small, learningRate=min(rate, 1.0))

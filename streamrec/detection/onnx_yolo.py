@@ -98,6 +98,7 @@ class OnnxYoloDetector(PersonDetector):
         super().__init__(config)
         import onnxruntime as ort
 
+        from streamrec.backends.cuda_memory import first_line
         from streamrec.backends.onnxruntime_backend import check_providers, choose_providers, session_device
 
         settings = config.onnx
@@ -111,8 +112,7 @@ class OnnxYoloDetector(PersonDetector):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types, one per failure kind
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise StreamrecError(f"ONNX Runtime cannot load the detector {path}: {first_line}") from None
+            raise StreamrecError(f"ONNX Runtime cannot load the detector {path}: {first_line(err)}") from None
         check_providers(providers, self.session, settings.device, path)
         self.device = session_device(self.session)
         self.path = path
@@ -163,7 +163,8 @@ class OnnxYoloDetector(PersonDetector):
         """The layout of the graph's output [B, ., .], checked against the person class."""
         if output.ndim != 3:
             raise StreamrecError(f"the detector {self.path} outputs {list(output.shape)}; a YOLO export outputs "
-                                 "[batch, 4 + classes, candidates] (yolov8) or [batch, candidates, 5 + classes] (yolov5)")
+                                 "[batch, 4 + classes, candidates] (yolov8) or [batch, candidates, 5 + classes] "
+                                 "(yolov5)")
         layout = self.layout
         if layout == "auto":
             layout = "yolov8" if output.shape[1] < output.shape[2] else "yolov5"

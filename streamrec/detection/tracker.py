@@ -26,11 +26,11 @@ Each update reports the tracks started, updated (seen again) and ended on that h
 ended track's open actions at the time it was last seen. Ids count up from 1 per tracker and
 are never given twice, not even after `PersonTracker.close`.
 
-The assignments are solved by SciPy's ``linear_sum_assignment`` (Crouse's shortest augmenting
-path, in C++): BSD-licensed, maintained with NumPy's release cadence, wheels for every
-platform the project runs on (aarch64 included) and exact. ByteTrack's own choice, ``lap``,
-solves the same problem as fast at these sizes (tens of boxes) but has fewer maintainers and
-platforms; a hand-written solver would be one more thing to test.
+The assignments are solved by SciPy's ``linear_sum_assignment`` (an exact shortest augmenting
+path solver in C++). SciPy is BSD-licensed, widely used and maintained, and has wheels for every
+platform the project runs on, aarch64 (Jetson) included. ByteTrack itself uses ``lap``, a
+smaller package for the same problem; at these sizes (tens of boxes) speed does not tell them
+apart, and a hand-written solver would be one more thing to get right.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def to_cxcywh(box: np.ndarray) -> np.ndarray:
     return np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed as itself
 class _Track:
     """A track as the tracker keeps it; id 0 until it is confirmed."""
 
@@ -168,7 +168,7 @@ class PersonTracker:
 
     def tracks(self) -> list[Track]:
         """The confirmed tracks alive now, by id."""
-        return [t.snapshot() for t in self._tracks if t.confirmed]
+        return sorted((t.snapshot() for t in self._tracks if t.confirmed), key=lambda t: t.id)
 
     def update(self, detections: Detections, time_s: float) -> TrackUpdate:
         """Match one hop's boxes (at clip time ``time_s``) to the tracks; see the module docstring."""
@@ -182,38 +182,29 @@ class PersonTracker:
         low = np.flatnonzero(scores < config.high_score)
         confirmed = [t for t in self._tracks if t.confirmed]
         tentative = [t for t in self._tracks if not t.confirmed]
-        seen_before = {id(t) for t in confirmed if t.missed == 0}
+        seen_before = {t for t in confirmed if t.missed == 0}
 
-        matched: list[_Track] = []
         # 1. high-score boxes to every confirmed track
-        pairs, lonely_tracks, high = associate(confirmed, boxes, high, config.match_iou, config.buffer)
-        for track, index in pairs:
+        pairs, unmatched, high = associate(confirmed, boxes, high, config.match_iou, config.buffer)
+        # 2. low-score boxes to the confirmed tracks left that were seen on the hop before
+        recent = [t for t in unmatched if t in seen_before]
+        pairs += associate(recent, boxes, low, config.low_match_iou, 0.0)[0]
+        matched = {track for track, _ in pairs}
+        # 3. the high-score boxes left to tentative tracks; a tentative track left unmatched is dropped
+        tentative_pairs, dropped, high = associate(tentative, boxes, high, config.match_iou, config.buffer)
+        for track, index in pairs + tentative_pairs:
             track.match(boxes[index], float(scores[index]), time_s)
-            matched.append(track)
-        # 2. low-score boxes to the confirmed tracks that were seen on the hop before
-        recent = [t for t in lonely_tracks if id(t) in seen_before]
-        pairs, _, _ = associate(recent, boxes, low, config.low_match_iou, 0.0)
-        for track, index in pairs:
-            track.match(boxes[index], float(scores[index]), time_s)
-            matched.append(track)
-        # 3. the high-score boxes left to tentative tracks; a tentative track unmatched is dropped
-        pairs, dropped, high = associate(tentative, boxes, high, config.match_iou, config.buffer)
-        for track, index in pairs:
-            track.match(boxes[index], float(scores[index]), time_s)
-        dropped_ids = {id(t) for t in dropped}
-        self._tracks = [t for t in self._tracks if id(t) not in dropped_ids]
         # 4. new tentative tracks
-        for index in high:
-            if scores[index] >= config.new_track_score:
-                box = boxes[index]
-                self._tracks.append(_Track(KalmanBox.start(box), box, float(scores[index]), time_s, time_s))
+        fresh = [_Track(KalmanBox.start(boxes[i]), boxes[i], float(scores[i]), time_s, time_s)
+                 for i in high if scores[i] >= config.new_track_score]
+        dropped = set(dropped)
+        self._tracks = [t for t in self._tracks if t not in dropped] + fresh
 
         started, updated, ended, missing = [], [], [], []
         alive = []
-        matched_ids = {id(t) for t in matched}
         for track in self._tracks:
             if track.confirmed:
-                if id(track) in matched_ids:
+                if track in matched:
                     updated.append(track.snapshot())
                 else:
                     track.missed += 1
@@ -253,7 +244,7 @@ def associate(tracks: list[_Track], boxes: np.ndarray, candidates: np.ndarray, m
     cost = np.where(overlap >= min_iou, 1.0 - overlap, INFEASIBLE)
     rows, cols = linear_sum_assignment(cost)
     pairs = [(tracks[r], int(candidates[c])) for r, c in zip(rows, cols) if overlap[r, c] >= min_iou]
-    paired_tracks = {id(t) for t, _ in pairs}
-    paired_boxes = {i for _, i in pairs}
-    return (pairs, [t for t in tracks if id(t) not in paired_tracks],
+    paired_tracks = {track for track, _ in pairs}
+    paired_boxes = {index for _, index in pairs}
+    return (pairs, [t for t in tracks if t not in paired_tracks],
             np.array([i for i in candidates if i not in paired_boxes], np.int64))
