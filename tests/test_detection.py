@@ -22,7 +22,7 @@ import pytest
 
 from streamrec.detection import (Keyframe, available_detectors, create_detector, detector_problem,
                                  registered_detectors)
-from streamrec.detection.bench import bench_detectors
+from streamrec.detection.bench import VTEST, bench_detectors
 from streamrec.detection.boxes import Detections, iou_matrix, nms, scale_boxes, widen
 from streamrec.detection.config import (DetectionConfig, HogConfig, MotionConfig, OnnxConfig, TrackerConfig,
                                         check_detection)
@@ -31,7 +31,6 @@ from streamrec.detection.motion import merge_parts
 from streamrec.errors import StreamrecError
 
 REPO = Path(__file__).resolve().parent.parent
-VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 needs_vtest = pytest.mark.skipif(not VTEST.is_file() and not os.environ.get("CI"),
                                  reason="needs Debian's opencv-doc (apt-get install opencv-doc)")
 needs_hog = pytest.mark.skipif(not hog_available(), reason=f"OpenCV {cv2.__version__} has no HOGDescriptor "

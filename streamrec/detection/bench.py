@@ -22,7 +22,7 @@ from streamrec.detection import Keyframe, create_detector
 from streamrec.detection.config import DetectionConfig
 from streamrec.errors import StreamrecError
 
-VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # Debian's opencv-doc
 VIDEO_FPS = 10.0  # vtest.avi's; the synthetic frames are timed the same
 SIZES = ((320, 240), (768, 576))
 
