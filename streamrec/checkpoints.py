@@ -10,12 +10,17 @@ Formats, detected from the file itself:
 - ``pyslowfast``: PySlowFast's ``.pyth`` (``{"model_state": ...}``, zip or pre-1.6 legacy torch
   format), whose names our models share;
 - ``caffe2``: PySlowFast's Caffe2 model-zoo ``.pkl`` (``{"blobs": ...}``, ``res2_0_branch2a_bn_s``);
-- ``pytorchvideo``: PyTorchVideo state dicts (``blocks.0.multipathway_blocks.0.conv.weight``),
-  bare or under ``model_state``/``state_dict``, with or without a ``model.`` prefix.
+- ``pytorchvideo``: PyTorchVideo state dicts (``blocks.0.multipathway_blocks.0.conv.weight``; its
+  mobile X3D's ``s2.pathway0_res0.layers.conv_0.kernel.conv.weight``; its MViT's
+  ``cls_positional_encoding.cls_token``), bare or under ``model_state``/``state_dict``, with or
+  without a ``model.`` prefix;
+- ``torchvision``: torchvision's video models' state dicts (``stem.0.weight``, ``features.0.0.0.weight``,
+  ``conv_proj.weight``).
 
-A file is read in its own names; which model layer a Caffe2 blob or PyTorchVideo key is, is
-the arch's knowledge: `Checkpoint.state_dict_for` renames with the key map the arch registered
-(`streamrec.models.get_arch`).
+A file is read in its own names; which model layer a Caffe2 blob or a PyTorchVideo or torchvision
+key is, is the arch's knowledge: `Checkpoint.state_dict_for` renames with the key map (and tensor
+map) the arch registered (`streamrec.models.get_arch`). Tensors whose shapes differ from the model's
+only by unit dimensions (a classifier stored as a 1x1x1 convolution) take the model's shape.
 
 Loading never executes code from the file: torch files are read with ``weights_only=True``,
 bare pickles through `SafeUnpickler`, which admits only numpy arrays and plain containers. Loading
@@ -44,42 +49,57 @@ VERSION = 1
 
 # How each origin averages a larger-than-training test crop (see `streamrec.models.resnet3d.Head`),
 # unless the arch registered otherwise (`Arch.head_average_by_origin`).
-HEAD_AVERAGE_BY_ORIGIN = {"pyslowfast": "softmax", "caffe2": "softmax", "pytorchvideo": "logits"}
+HEAD_AVERAGE_BY_ORIGIN = {"pyslowfast": "softmax", "caffe2": "softmax", "pytorchvideo": "logits",
+                          "torchvision": "logits"}
 OWN_NAMES = ("streamrec", "pyslowfast")  # origins whose names are the models' own
+_MODEL_HINT = "use the config of the checkpoint's model (each config in configs/ names its reference)"
 FOREIGN_LAYOUTS = {  # the others: how an error names the format and its tensors
-    "caffe2": ("Caffe2", "blob(s)", "non-local and detection models are not supported"),
-    "pytorchvideo": ("PyTorchVideo", "tensor(s)", "use the config of the checkpoint's model "
-                     "(supported: SlowFast, Slow/I3D ResNets, X3D)"),
+    "caffe2": ("Caffe2", "blob(s)", "detection models are not supported"),
+    "pytorchvideo": ("PyTorchVideo", "tensor(s)", _MODEL_HINT),
+    "torchvision": ("torchvision", "tensor(s)", _MODEL_HINT),
 }
+# How a state dict's names tell its layout, tried in this order (PySlowFast's and PyTorchVideo's MViTs
+# share ``blocks.``; the mobile X3D of PyTorchVideo starts like PySlowFast, with ``s1.``).
+LAYOUT_SIGNS = (
+    ("torchvision", lambda key: key.startswith(("conv_proj.", "pos_encoding.", "stem.", "layer1.", "features."))),
+    ("pytorchvideo", lambda key: ".kernel.conv." in key),
+    ("pyslowfast", lambda key: key.startswith(("s1.", "head.projection.", "patch_embed.proj."))),
+    ("pytorchvideo", lambda key: key.startswith(("blocks.", "cls_positional_encoding.", "patch_embed.patch_model."))),
+)
 
 
 @dataclass
 class Checkpoint:
     """Weights in the file's own names, and where they came from."""
 
-    origin: str  # streamrec | pyslowfast | caffe2 | pytorchvideo
+    origin: str  # streamrec | pyslowfast | caffe2 | pytorchvideo | torchvision
     state_dict: dict[str, torch.Tensor]
     config: dict[str, Any] | None = None  # streamrec only: the plain-data config of the weights
     labels: list[str] | None = None  # streamrec only
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def state_dict_for(self, arch: str, source: str | Path) -> dict[str, torch.Tensor]:
-        """The weights under the names of an ``arch`` model, renamed by the arch's key map where
-        the file is in a foreign layout (Caffe2, PyTorchVideo)."""
+        """The weights under the names of an ``arch`` model: rewritten by the arch's tensor map where
+        it registered one for the file's layout, renamed by its key map where the layout is foreign
+        (Caffe2, PyTorchVideo, torchvision)."""
+        entry = get_arch(arch)
+        state = self.state_dict
+        if self.origin in entry.checkpoint_tensors:
+            state = entry.checkpoint_tensors[self.origin](state)
         if self.origin in OWN_NAMES:
-            return self.state_dict
+            return state
         layout, tensors, hint = FOREIGN_LAYOUTS[self.origin]
-        registered = get_arch(arch).checkpoint_keys
+        registered = entry.checkpoint_keys
         if self.origin not in registered:
             readable = ", ".join(FOREIGN_LAYOUTS[o][0] for o in registered) or "no foreign"
             raise StreamrecError(f"checkpoint {source} is a {layout} checkpoint, and arch '{arch}' reads {readable} "
                                  "checkpoints besides PySlowFast and streamrec ones; pass one of those")
-        names = registered[self.origin](list(self.state_dict))
+        names = registered[self.origin](list(state))
         unknown = [key for key, name in names.items() if name is None]
         if unknown:
             raise StreamrecError(f"{layout} checkpoint {source} has {len(unknown)} {tensors} no '{arch}' model uses "
                                  f"({_first(unknown)}); {hint}")
-        return {names[key]: value for key, value in self.state_dict.items()}
+        return {names[key]: value for key, value in state.items()}
 
 
 # --------------------------------------------------------------------------- the project's format
@@ -202,12 +222,12 @@ def _interpret(payload: Any, path: Path) -> Checkpoint:
         raise StreamrecError(f"checkpoint {path} holds no state dict (looked for model_state, state_dict, "
                              "or a dict of tensors); pass a PySlowFast, PyTorchVideo or streamrec checkpoint")
     state = _strip_prefixes(state)
-    if any(k.startswith("blocks.") for k in state):
-        return Checkpoint("pytorchvideo", state)
-    if any(k.startswith(("s1.", "head.")) for k in state):
-        return Checkpoint("pyslowfast", state)
-    raise StreamrecError(f"checkpoint {path}: keys like '{next(iter(state))}' are neither PySlowFast (s1.*, head.*) "
-                         "nor PyTorchVideo (blocks.*); pass a supported checkpoint")
+    for origin, sign in LAYOUT_SIGNS:
+        if any(sign(key) for key in state):
+            return Checkpoint(origin, state)
+    raise StreamrecError(f"checkpoint {path}: keys like '{next(iter(state))}' are neither PySlowFast (s1.*, "
+                         "head.projection.*), torchvision (stem.*, features.*, conv_proj.*) nor PyTorchVideo "
+                         "(blocks.*); pass a supported checkpoint")
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -244,10 +264,10 @@ def caffe2_tensors(blobs: dict[str, Any], path: Path) -> dict[str, torch.Tensor]
 
 def model_state_dict(checkpoint: Checkpoint, network: VideoNetwork, arch: str,
                      source: str | Path) -> dict[str, torch.Tensor]:
-    """The checkpoint as ``network``'s state dict: renamed for ``arch``, Caffe2 blobs in the model's shapes."""
+    """The checkpoint as ``network``'s state dict: renamed for ``arch``, foreign tensors in the model's shapes."""
     state = checkpoint.state_dict_for(arch, source)
-    if checkpoint.origin == "caffe2":
-        state = _expand_caffe2_shapes(state, network.state_dict())
+    if checkpoint.origin != "streamrec":
+        state = _fit_unit_dims(state, network.state_dict())
     return state
 
 
@@ -257,15 +277,17 @@ def classifier_classes(network: VideoNetwork, state_dict: dict[str, torch.Tensor
     return None if bias is None else int(bias.shape[0])
 
 
-def _expand_caffe2_shapes(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Give Caffe2 blobs the model's trailing unit dims (an FC blob for a 1x1x1 conv), as PySlowFast's converter does."""
-    expanded = dict(state)
+def _fit_unit_dims(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Give tensors the model's shape where the two differ only by dimensions of size 1: a Caffe2 FC blob
+    for a 1x1x1 conv (as PySlowFast's converter does), torchvision's 1x1x1-conv classifier for a linear
+    layer, its position embeddings without their leading 1."""
+    fitted = dict(state)
     for name, value in state.items():
         target = expected.get(name)
-        if target is not None and value.dim() < target.dim() and tuple(target.shape) == (
-                tuple(value.shape) + (1,) * (target.dim() - value.dim())):
-            expanded[name] = value.reshape(target.shape)
-    return expanded
+        if (target is not None and value.shape != target.shape
+                and [d for d in value.shape if d != 1] == [d for d in target.shape if d != 1]):
+            fitted[name] = value.reshape(target.shape)
+    return fitted
 
 
 def load_state_dict_strictly(network: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:

@@ -8,10 +8,11 @@ PySlowFast's convention) and returns logits ``[B, num_classes]``; it names its c
 can replace it (timm's ``get_classifier`` / ``reset_classifier``). `UInt8Clips` wraps a network
 in the engine contract: uint8 RGB ``[B, T, H, W, 3]`` in, normalisation inside.
 
-Models use PySlowFast's names, so PySlowFast and streamrec checkpoints load as they are. For
-each other layout an arch reads (``caffe2``, ``pytorchvideo``) it registers a `KeyMap` (timm's
-``checkpoint_filter_fn``), built from `streamrec.models.checkpoint_keys`; `streamrec.checkpoints`
-reads the files and asks `get_arch` for the map.
+Models use PySlowFast's names (or, for families PySlowFast lacks, names in its style), so PySlowFast
+and streamrec checkpoints load as they are. For each other layout an arch reads (``caffe2``,
+``pytorchvideo``, ``torchvision``) it registers a `KeyMap` (timm's ``checkpoint_filter_fn``), built
+from `streamrec.models.checkpoint_keys`, and, where a layout stores a layer in other tensors, a
+`TensorMap`; `streamrec.checkpoints` reads the files and asks `get_arch` for both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from streamrec.errors import StreamrecError
 
 KeyMap = Callable[[Sequence[str]], dict[str, "str | None"]]
 """A checkpoint file's tensor names -> the model's names (None: no layer of the arch has it)."""
+
+TensorMap = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+"""A checkpoint's tensors rewritten, still in the file's own names, where its layout splits or joins
+a layer differently (separate q, k, v projections for one fused qkv); applied before the key map."""
 
 
 class VideoNetwork(nn.Module):
@@ -53,6 +58,7 @@ class Arch:
     name: str
     builder: Callable[..., VideoNetwork]
     checkpoint_keys: Mapping[str, KeyMap] = field(default_factory=dict)  # layout (origin) -> its key map
+    checkpoint_tensors: Mapping[str, TensorMap] = field(default_factory=dict)  # layout (origin) -> its tensor map
     # How an origin's models of this arch average a larger test crop's positions, where that differs
     # from the origin's usual (see `streamrec.checkpoints.HEAD_AVERAGE_BY_ORIGIN`).
     head_average_by_origin: Mapping[str, str] = field(default_factory=dict)
@@ -62,12 +68,14 @@ _ARCHS: dict[str, Arch] = {}
 
 
 def register_model(name: str, *, checkpoint_keys: Mapping[str, KeyMap] | None = None,
+                   checkpoint_tensors: Mapping[str, TensorMap] | None = None,
                    head_average_by_origin: Mapping[str, str] | None = None,
                    ) -> Callable[[Callable[..., VideoNetwork]], Callable[..., VideoNetwork]]:
-    """Register a builder as ``model.arch: name``, with its key map per foreign checkpoint layout."""
+    """Register a builder as ``model.arch: name``, with its key map (and tensor map) per checkpoint layout."""
 
     def decorator(builder: Callable[..., VideoNetwork]) -> Callable[..., VideoNetwork]:
-        _ARCHS[name] = Arch(name, builder, dict(checkpoint_keys or {}), dict(head_average_by_origin or {}))
+        _ARCHS[name] = Arch(name, builder, dict(checkpoint_keys or {}), dict(checkpoint_tensors or {}),
+                            dict(head_average_by_origin or {}))
         return builder
 
     return decorator

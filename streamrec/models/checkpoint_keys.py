@@ -8,13 +8,15 @@ machinery each arch module builds its maps from, with its own name tables, and r
 - ``pytorchvideo``: a key's block, pathway, residual block and module are parsed
   (``blocks.1.multipathway_blocks.0.res_blocks.2.branch2.conv_a.weight``) and the arch's tables
   give the module's name in PySlowFast's layout.
+- any other layout (torchvision's, PyTorchVideo's mobile and transformer models): an ordered list
+  of `Rename` rules, each a whole-name pattern and its replacement.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, Union
 
 from streamrec.models import KeyMap
 
@@ -104,3 +106,51 @@ def _pytorchvideo_name(m: re.Match[str], stage_of: dict[int, str], names: PyTorc
     if block == 0:
         return f"s1.pathway{m['pathway'] or '0'}_stem.{outer}.{param}"
     return f"head.{outer}.{param}"
+
+
+# --------------------------------------------------------------------------- rename rules
+
+
+@dataclass(frozen=True)
+class Rename:
+    """Tensor names matching ``pattern`` (whole name) become ``replacement``: a template with
+    ``\\1``-style groups, or a function of the match where a group needs arithmetic."""
+
+    pattern: re.Pattern[str]
+    replacement: Union[str, Callable[[re.Match[str]], str]]
+
+    def apply(self, match: re.Match[str]) -> str:
+        return self.replacement(match) if callable(self.replacement) else match.expand(self.replacement)
+
+
+def rename(pattern: str, replacement: Union[str, Callable[[re.Match[str]], str]]) -> Rename:
+    return Rename(re.compile(pattern), replacement)
+
+
+def renamed_keys(rules: Sequence[Rename]) -> KeyMap:
+    """The key map of a layout whose names the first matching rule rewrites; names no rule matches
+    are no layer of the arch."""
+
+    def rename_all(keys: Sequence[str]) -> dict[str, str | None]:
+        names: dict[str, str | None] = {}
+        for key in keys:
+            names[key] = next((rule.apply(m) for rule in rules if (m := rule.pattern.fullmatch(key))), None)
+        return names
+
+    return rename_all
+
+
+def either(*maps: KeyMap) -> KeyMap:
+    """One layout's key map made of several, each tried in turn for the names the earlier ones leave
+    unnamed (a layout that covers two module families, e.g. PyTorchVideo's X3D and its mobile X3D)."""
+
+    def rename_all(keys: Sequence[str]) -> dict[str, str | None]:
+        names = dict.fromkeys(keys)
+        for key_map in maps:
+            left = [key for key, name in names.items() if name is None]
+            if not left:
+                break
+            names.update({key: name for key, name in key_map(left).items() if name is not None})
+        return names
+
+    return rename_all
