@@ -16,7 +16,7 @@ from torch import nn
 from streamrec.config import ClipConfig
 from streamrec.errors import StreamrecError
 from streamrec.models import VideoNetwork, register_model
-from streamrec.models.checkpoint_keys import PyTorchVideoNames, pytorchvideo_keys
+from streamrec.models.checkpoint_keys import PyTorchVideoNames, either, pytorchvideo_keys, rename, renamed_keys
 from streamrec.models.resnet3d import (
     RESNET_PYTORCHVIDEO_NAMES,
     PathwayStems,
@@ -129,6 +129,30 @@ X3D_PYTORCHVIDEO_NAMES = PyTorchVideoNames(
 )
 
 
+# PyTorchVideo's mobile-CPU X3D (``efficient_x3d_xs``/``_s``, accelerator/mobile_cpu/efficient_x3d.py):
+# the same network (its shortcuts always normalised: stride_shortcut_bn), its convolutions wrapped
+# in ``kernel.conv``/``kernel.bn`` and named by PySlowFast's stage and block.
+_MOBILE_BLOCK = r"(s\d\.pathway0_res\d+)"
+_MOBILE_UNITS = {"conv_0": "a", "conv_1": "b", "conv_2": "c"}
+X3D_MOBILE_RENAMES = (
+    rename(r"s1\.pathway0_stem_conv_xy\.kernel\.conv\.weight", "s1.pathway0_stem.conv_xy.weight"),
+    rename(r"s1\.pathway0_stem_conv\.kernel\.conv\.weight", "s1.pathway0_stem.conv.weight"),
+    rename(r"s1\.pathway0_stem_conv\.kernel\.bn\.(\w+)", r"s1.pathway0_stem.bn.\1"),
+    rename(rf"{_MOBILE_BLOCK}\._res_proj\.kernel\.conv\.weight", r"\1.branch1.weight"),
+    rename(rf"{_MOBILE_BLOCK}\._res_proj\.kernel\.bn\.(\w+)", r"\1.branch1_bn.\2"),
+    rename(rf"{_MOBILE_BLOCK}\.layers\.(conv_[012])\.kernel\.conv\.weight",
+           lambda m: f"{m[1]}.branch2.{_MOBILE_UNITS[m[2]]}.weight"),
+    rename(rf"{_MOBILE_BLOCK}\.layers\.(conv_[012])\.kernel\.bn\.(\w+)",
+           lambda m: f"{m[1]}.branch2.{_MOBILE_UNITS[m[2]]}_bn.{m[3]}"),
+    rename(rf"{_MOBILE_BLOCK}\.layers\.se\.se\.block\.([02])\.(weight|bias)",
+           lambda m: f"{m[1]}.branch2.se.fc{1 if m[2] == '0' else 2}.{m[3]}"),
+    rename(r"head\.conv_5\.kernel\.conv\.weight", "head.conv_5.weight"),
+    rename(r"head\.conv_5\.kernel\.bn\.(\w+)", r"head.conv_5_bn.\1"),
+    rename(r"head\.lin_5\.kernel\.conv\.weight", "head.lin_5.weight"),
+    rename(r"projection\.model\.(weight|bias)", r"head.projection.\1"),
+)
+
+
 class X3D(VideoNetwork):
     """Arguments as in the `x3d` builder, which holds the defaults."""
 
@@ -167,7 +191,8 @@ class X3D(VideoNetwork):
         return self.head(x)
 
 
-@register_model("x3d", checkpoint_keys={"pytorchvideo": pytorchvideo_keys(X3D_PYTORCHVIDEO_NAMES)},
+@register_model("x3d", checkpoint_keys={"pytorchvideo": either(pytorchvideo_keys(X3D_PYTORCHVIDEO_NAMES),
+                                                                renamed_keys(X3D_MOBILE_RENAMES))},
                 head_average_by_origin={"pytorchvideo": "softmax"})  # PyTorchVideo's X3D builders end in a softmax
 def x3d(
     *,
@@ -185,7 +210,8 @@ def x3d(
     head_average: str = "softmax",
     train_crop_size: int | None = None,
 ) -> X3D:
-    """X3D for a clip contract; the defaults are X3D-XS/S/M (X3D-L: ``depth_factor: 5.0``).
+    """X3D for a clip contract; the defaults are X3D-XS/S/M (X3D-L: ``depth_factor: 5.0``; PyTorchVideo's
+    mobile X3D-XS/S: ``stride_shortcut_bn``).
 
     - ``width_factor``, ``depth_factor``: X3D's expansions of the base widths and of the
       stage depths (1, 2, 5, 3); ``stem_width``: the base width (X3D's DIM_C1);
