@@ -132,4 +132,4 @@ class UInt8Clips(nn.Module):
 
 def _import_architectures() -> None:
     """Importing an architecture module registers its builders."""
-    from streamrec.models import r2plus1d, resnet3d, s3d, slowfast, x3d  # noqa: F401
+    from streamrec.models import mvit, r2plus1d, resnet3d, s3d, slowfast, x3d  # noqa: F401
