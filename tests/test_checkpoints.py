@@ -17,11 +17,12 @@ from streamrec.checkpoints import (
     checkpoint_config,
     load_checkpoint,
     load_model,
+    model_state_dict,
     save_checkpoint,
 )
 from streamrec.config import load_config
 from streamrec.errors import StreamrecError
-from streamrec.models import get_arch
+from streamrec.models import build_model, get_arch
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +234,79 @@ def test_checkpoint_without_config_cannot_stand_in_for_one(tmp_path, tiny):
     torch.save({"model_state": load_model(tiny).network.state_dict()}, path)
     with pytest.raises(StreamrecError, match="pyslowfast checkpoint and records no config"):
         checkpoint_config(path)
+
+
+@pytest.mark.parametrize("keys,origin", [
+    (["s1.pathway0_stem.conv.weight", "head.projection.weight"], "pyslowfast"),
+    (["patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "head.projection.weight"], "pyslowfast"),  # MViT
+    (["blocks.0.conv.weight", "blocks.5.proj.weight"], "pytorchvideo"),
+    (["patch_embed.patch_model.weight", "cls_positional_encoding.cls_token", "blocks.0.attn.q.weight"], "pytorchvideo"),
+    (["s1.pathway0_stem_conv_xy.kernel.conv.weight", "projection.model.weight"], "pytorchvideo"),  # the mobile X3D
+    (["stem.0.weight", "layer1.0.conv1.0.0.weight", "fc.weight"], "torchvision"),
+    (["features.0.0.0.weight", "classifier.1.weight"], "torchvision"),
+    (["conv_proj.weight", "pos_encoding.class_token", "blocks.0.attn.qkv.weight", "head.1.weight"], "torchvision"),
+])
+def test_a_state_dicts_names_tell_its_layout(tmp_path, keys, origin):
+    path = tmp_path / "weights.pth"
+    torch.save({key: torch.zeros(1) for key in keys}, path)
+    assert load_checkpoint(path).origin == origin
+
+
+@pytest.mark.parametrize("arch,key,name", [
+    ("r2plus1d", "stem.3.weight", "s1.pathway0_stem.conv.conv_t.weight"),
+    ("r2plus1d", "layer2.0.conv1.0.0.weight", "s3.pathway0_res0.branch2.a.conv_xy.weight"),
+    ("r2plus1d", "layer4.1.conv2.0.1.running_var", "s5.pathway0_res1.branch2.b.bn.running_var"),
+    ("r2plus1d", "layer3.0.conv2.1.bias", "s4.pathway0_res0.branch2.b_bn.bias"),
+    ("r2plus1d", "layer2.0.downsample.1.weight", "s3.pathway0_res0.branch1_bn.weight"),
+    ("r2plus1d", "fc.bias", "head.projection.bias"),
+    ("s3d", "features.0.1.1.running_mean", "conv1.temporal.bn.running_mean"),
+    ("s3d", "features.2.0.weight", "conv2.conv.weight"),
+    ("s3d", "features.8.branch1.1.1.0.weight", "mixed_4b.branch1.separable.temporal.conv.weight"),
+    ("s3d", "features.15.branch3.1.1.bias", "mixed_5c.branch3.project.bn.bias"),
+    ("s3d", "classifier.1.weight", "head.projection.weight"),
+    ("mvit", "pos_encoding.temporal_pos", "pos_embed_temporal"),
+    ("mvit", "blocks.3.attn.pool_k.norm_act.0.weight", "blocks.3.attn.norm_k.weight"),
+    ("mvit", "blocks.3.attn.pool_q.pool.weight", "blocks.3.attn.pool_q.weight"),
+    ("mvit", "blocks.1.mlp.3.bias", "blocks.1.mlp.fc2.bias"),
+    ("mvit", "blocks.1.project.weight", "blocks.1.proj.weight"),
+    ("mvit", "head.1.weight", "head.projection.weight"),
+    ("mvit", "features.0.weight", None),
+])
+def test_torchvision_names(arch, key, name):
+    """The torchvision key maps, as torchvision's video models (0.29) name their tensors."""
+    assert get_arch(arch).checkpoint_keys["torchvision"]([key]) == {key: name}
+
+
+@pytest.mark.parametrize("blob,name", [
+    ("nonlocal_conv3_1_theta_w", "s3.pathway0_nonlocal1.conv_theta.weight"),
+    ("nonlocal_conv4_5_out_b", "s4.pathway0_nonlocal5.conv_out.bias"),
+    ("nonlocal_conv4_3_bn_riv", "s4.pathway0_nonlocal3.bn.running_var"),
+    ("res4_5_branch2a_w", "s4.pathway0_res5.branch2.a.weight"),
+])
+def test_caffe2_non_local_names(blob, name):
+    """The single-pathway ResNet's Caffe2 key map reads I3D NLN's blobs, as PySlowFast's converter names them."""
+    assert get_arch("resnet3d").checkpoint_keys["caffe2"]([blob]) == {blob: name}
+
+
+def test_separate_q_k_v_projections_load_as_one_fused_qkv():
+    q, k, v = (torch.full((4, 4), float(i)) for i in range(3))
+    biases = [torch.full((4,), float(i)) for i in range(3)]
+    state = {"blocks.0.attn.q.weight": q, "blocks.0.attn.k.weight": k, "blocks.0.attn.v.weight": v,
+             "blocks.0.attn.q.bias": biases[0], "blocks.0.attn.k.bias": biases[1], "blocks.0.attn.v.bias": biases[2],
+             "blocks.0.attn.proj.weight": torch.zeros(4, 4)}
+    renamed = Checkpoint("pytorchvideo", state).state_dict_for("mvit", "mvit.pyth")
+    assert set(renamed) == {"blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.weight"}
+    assert torch.equal(renamed["blocks.0.attn.qkv.weight"], torch.cat([q, k, v]))
+    assert torch.equal(renamed["blocks.0.attn.qkv.bias"], torch.cat(biases))
+
+
+def test_foreign_tensors_take_the_models_shape_where_only_unit_dims_differ():
+    """torchvision's S3D classifies with a 1x1x1 convolution; the model's classifier is a linear layer."""
+    network = build_model(load_config("s3d", ["clip.crop_size=32", "clip.short_side=32", "clip.num_frames=16"]))
+    weight, bias = torch.randn(400, 1024, 1, 1, 1), torch.randn(400)
+    state = model_state_dict(Checkpoint("torchvision", {"classifier.1.weight": weight, "classifier.1.bias": bias}),
+                             network, "s3d", "s3d.pth")
+    assert torch.equal(state["head.projection.weight"], weight.reshape(400, 1024))
+    misshapen = model_state_dict(Checkpoint("torchvision", {"classifier.1.weight": torch.randn(400, 1023, 1, 1, 1)}),
+                                 network, "s3d", "s3d.pth")
+    assert misshapen["head.projection.weight"].shape == (400, 1023, 1, 1, 1)  # left for the strict load to report

@@ -33,7 +33,7 @@ def network_from(config) -> torch.nn.Module:
     return load_model(config).network
 
 
-@pytest.mark.parametrize("name", ["slowfast_r50_4x16", "i3d_r50_8x8"])
+@pytest.mark.parametrize("name", ["slowfast_r50_4x16", "i3d_r50_8x8", "i3d_nln_r50_8x8"])
 def test_pyslowfast_pyth_saved_by_pyslowfast(tmp_path, name):
     reference = ref.pyslowfast_model(name)
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
@@ -75,6 +75,9 @@ def caffe2_blobs(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
             branch = "branch1" if m[3].startswith("branch1") else f"branch2{m[4]}"
             is_bn = m[3] == "branch1_bn" or m[5]
             name = f"{t}res{m[1]}_{m[2]}_{branch}_" + (f"bn_{bn[param]}" if is_bn else "w")
+        elif m := re.fullmatch(r"s(\d)\.pathway0_nonlocal(\d+)\.(conv_theta|conv_phi|conv_g|conv_out|bn)", module):
+            base = f"nonlocal_conv{m[1]}_{m[2]}"
+            name = f"{base}_bn_{bn[param]}" if m[3] == "bn" else f"{base}_{m[3][len('conv_'):]}_{param[0]}"
         elif m := re.fullmatch(r"s(\d)_fuse\.(conv_f2s|bn)", module):
             base = "t_pool1_subsample" if m[1] == "1" else f"t_res{m[1]}_{last_fast_block[m[1]]}_branch2c_bn_subsample"
             name = f"{base}_w" if m[2] == "conv_f2s" else f"{base}_bn_{bn[param]}"
@@ -86,7 +89,7 @@ def caffe2_blobs(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return blobs
 
 
-@pytest.mark.parametrize("name", ["slowfast_r50_8x8", "slow_r50_8x8"])
+@pytest.mark.parametrize("name", ["slowfast_r50_8x8", "slow_r50_8x8", "i3d_nln_r50_8x8"])
 def test_caffe2_pkl(tmp_path, name):
     reference = ref.pyslowfast_model(name)
     blobs = caffe2_blobs(reference.state_dict())
@@ -118,19 +121,43 @@ LAYOUTS = {
 }
 
 
+SOFTMAX_HEADS = {"x3d_xs", "x3d_l", "r2plus1d_r50"}  # the hub's X3D and R(2+1)D end in softmax
+
+
 @pytest.mark.parametrize("name,layout", [("slowfast_r50_8x8", "hub"), ("slowfast_r50_8x8", "lightning"),
-                                         ("i3d_r50_8x8", "bare"), ("x3d_xs", "hub")])
+                                         ("i3d_r50_8x8", "bare"), ("x3d_xs", "hub"), ("x3d_l", "hub"),
+                                         ("c2d_r50", "hub"), ("csn_r101", "hub"), ("r2plus1d_r50", "hub"),
+                                         ("efficient_x3d_xs", "bare"), ("mvit_b_16x4", "hub")])
 def test_pytorchvideo_state_dicts(tmp_path, name, layout):
-    reference = ref.pytorchvideo_model(name)
+    """As PyTorchVideo's hub loads them (``model_state``; the mobile X3D's files are bare)."""
+    frames = ref.SHORT_CLIPS.get(name)
+    reference = ref.pytorchvideo_model(name, frames=frames)
     path = tmp_path / "model.pt"
     torch.save(LAYOUTS[layout](reference.state_dict()), path)
-    config = ref.project_config(name).replace(checkpoint=str(path))
+    config = ref.project_config(name, frames=frames).replace(checkpoint=str(path))
+    assert load_checkpoint(path).origin == "pytorchvideo"
     ours = network_from(config)
     inputs = ref.clip_inputs(config)
     with torch.no_grad():
         theirs = reference(ref.reference_input(inputs))
-        expected = theirs.log() if name.startswith("x3d") else theirs  # the hub's X3D ends in softmax
+        expected = theirs.log() if name in SOFTMAX_HEADS else theirs
         assert max_difference(ours(inputs), expected) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["r2plus1d_18", "mvit_b_16x4"])
+def test_torchvision_state_dicts(tmp_path, name):
+    """As torchvision publishes them: a bare state dict (``torch.save(model.state_dict())``)."""
+    frames = ref.SHORT_CLIPS.get(name)
+    reference = ref.torchvision_model(name, frames=frames)
+    path = tmp_path / "model.pth"
+    torch.save(reference.state_dict(), path)
+    extra = {"pool_norm_eps": 1e-6} if name.startswith("mvit") else {}  # torchvision's MViT (zoo entries set it too)
+    config = ref.project_config(name, frames=frames, **extra).replace(checkpoint=str(path))
+    assert load_checkpoint(path).origin == "torchvision"
+    ours = network_from(config)
+    inputs = ref.clip_inputs(config)
+    with torch.no_grad():
+        assert max_difference(ours(inputs), reference(ref.reference_input(inputs))) <= TOLERANCE
 
 
 def test_kinetics400_labels_match_torchvisions_copy():
