@@ -22,6 +22,9 @@ key is, is the arch's knowledge: `Checkpoint.state_dict_for` renames with the ke
 map) the arch registered (`streamrec.models.get_arch`). Tensors whose shapes differ from the model's
 only by unit dimensions (a classifier stored as a 1x1x1 convolution) take the model's shape.
 
+A checkpoint may also be named by URL or as ``zoo:NAME`` (`streamrec.zoo`): it is downloaded once
+into the cache and read from there like any file.
+
 Loading never executes code from the file: torch files are read with ``weights_only=True``,
 bare pickles through `SafeUnpickler`, which admits only numpy arrays and plain containers. Loading
 is strict: every tensor of the file is used and every tensor of the model is filled, with the
@@ -40,9 +43,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamrec.config import Config, config_from_dict, labels_path, load_labels
+from streamrec.config import Config, config_from_dict, labels_path, load_config, load_labels
 from streamrec.errors import StreamrecError
 from streamrec.models import UInt8Clips, VideoNetwork, build_model, get_arch
+from streamrec.zoo import ZOO_PREFIX, checkpoint_file, zoo_entry
 
 FORMAT = "streamrec"
 VERSION = 1
@@ -131,20 +135,23 @@ def save_checkpoint(path: str | Path, network: nn.Module, config: Config, labels
 
 
 def checkpoint_config(path: str | Path) -> Config:
-    """The config a streamrec checkpoint was saved with, pointing at that checkpoint."""
+    """The config a streamrec checkpoint was saved with, or the one a zoo entry names, pointing at that checkpoint."""
     checkpoint = load_checkpoint(path)
-    if checkpoint.config is None:
-        raise StreamrecError(f"checkpoint {path} is a {checkpoint.origin} checkpoint and records no config; "
-                             "pass the matching config (e.g. --config slowfast_r50_8x8)")
-    return config_from_dict(checkpoint.config, source=str(path)).replace(checkpoint=str(path))
+    if checkpoint.config is not None:
+        return config_from_dict(checkpoint.config, source=str(path)).replace(checkpoint=str(path))
+    if str(path).startswith(ZOO_PREFIX):
+        return with_zoo_layout(load_config(zoo_entry(str(path)).config).replace(checkpoint=str(path)))
+    raise StreamrecError(f"checkpoint {path} is a {checkpoint.origin} checkpoint and records no config; "
+                         "pass the matching config (e.g. --config slowfast_r50_8x8)")
 
 
 # --------------------------------------------------------------------------- reading any format
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint of any supported format, in its own names (see `Checkpoint.state_dict_for`)."""
-    path = Path(path)
+    """Read a checkpoint of any supported format, in its own names (see `Checkpoint.state_dict_for`);
+    a URL or zoo name is fetched into the cache first (`streamrec.zoo.checkpoint_file`)."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise StreamrecError(f"checkpoint {path} not found; check the path given to --checkpoint")
     if zipfile.is_zipfile(path):  # torch.save's format since torch 1.6
@@ -326,6 +333,7 @@ def load_model(config: Config) -> nn.Module:
     labels = load_labels(config)  # the label file must name every class
     if not config.checkpoint:
         return UInt8Clips(build_model(config), config.clip).eval()
+    config = with_zoo_layout(config)
     checkpoint = load_checkpoint(config.checkpoint)
     network = build_model(_with_origin_head_average(config, checkpoint))
     state = model_state_dict(checkpoint, network, config.model.arch, config.checkpoint)
@@ -345,6 +353,14 @@ def load_model(config: Config) -> nn.Module:
         )
     load_state_dict_strictly(network, state, config.checkpoint)
     return UInt8Clips(network, config.clip).eval()
+
+
+def with_zoo_layout(config: Config) -> Config:
+    """A config whose checkpoint is a zoo name, with the model values that file's layout needs (`ZooEntry.model`)."""
+    if not (config.checkpoint or "").startswith(ZOO_PREFIX):
+        return config
+    needed = zoo_entry(config.checkpoint).model
+    return config.replace(model=replace(config.model, kwargs={**config.model.kwargs, **needed})) if needed else config
 
 
 def _with_origin_head_average(config: Config, checkpoint: Checkpoint) -> Config:
