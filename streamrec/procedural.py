@@ -102,8 +102,8 @@ class Script:
         starts = [p.start for p in self.pieces]
         return max(0, min(int(np.searchsorted(starts, t, side="right")) - 1, len(self.pieces) - 1))
 
-    def label_at(self, t: float) -> str:
-        return self.pieces[self._index(t)].label
+    def piece_at(self, t: float) -> Piece:
+        return self.pieces[self._index(t)]
 
     def pose(self, t: float) -> np.ndarray:
         index = self._index(t)
@@ -578,7 +578,7 @@ def figure_drawing(pose: np.ndarray, look: Appearance) -> FigureDrawing:
     ox, oy = look.origin
 
     def px(point: np.ndarray) -> tuple[int, int]:
-        return (round((ox + point[0] * look.scale) * 16), round((oy - point[1] * look.scale) * 16))
+        return round(float(ox + point[0] * look.scale) * 16), round(float(oy - point[1] * look.scale) * 16)
 
     hip = pose[[X, Y]]
     axis = pose[TILT] + pose[LEAN]
