@@ -58,7 +58,7 @@ HEAD_AVERAGE_BY_ORIGIN = {"pyslowfast": "softmax", "caffe2": "softmax", "pytorch
 OWN_NAMES = ("streamrec", "pyslowfast")  # origins whose names are the models' own
 _MODEL_HINT = "use the config of the checkpoint's model (each config in configs/ names its reference)"
 FOREIGN_LAYOUTS = {  # the others: how an error names the format and its tensors
-    "caffe2": ("Caffe2", "blob(s)", "detection models are not supported"),
+    "caffe2": ("Caffe2", "blob(s)", _MODEL_HINT),
     "pytorchvideo": ("PyTorchVideo", "tensor(s)", _MODEL_HINT),
     "torchvision": ("torchvision", "tensor(s)", _MODEL_HINT),
 }
@@ -68,7 +68,8 @@ LAYOUT_SIGNS = (
     ("torchvision", lambda key: key.startswith(("conv_proj.", "pos_encoding.", "stem.", "layer1.", "features."))),
     ("pytorchvideo", lambda key: ".kernel.conv." in key),
     ("pyslowfast", lambda key: key.startswith(("s1.", "head.projection.", "patch_embed.proj."))),
-    ("pytorchvideo", lambda key: key.startswith(("blocks.", "cls_positional_encoding.", "patch_embed.patch_model."))),
+    ("pytorchvideo", lambda key: key.startswith(("blocks.", "cls_positional_encoding.", "patch_embed.patch_model.",
+                                                 "detection_head."))),  # its detection models: model.blocks.*
 )
 
 

@@ -39,6 +39,9 @@ class VideoNetwork(nn.Module):
     """A registered architecture's network; its classifier is the `nn.Linear` at ``classifier_name``."""
 
     classifier_name: ClassVar[str]
+    # True for the RoI models (`streamrec.models.roi_head`): ``forward(pathways, boxes)``, one row of
+    # logits per box [N, 5] = (clip index, x1, y1, x2, y2) in input pixels; without boxes, one per clip.
+    takes_boxes: ClassVar[bool] = False
 
     def get_classifier(self) -> nn.Linear:
         return self.get_submodule(self.classifier_name)
@@ -117,13 +120,15 @@ class UInt8Clips(nn.Module):
     def __init__(self, network: nn.Module, clip: ClipConfig):
         super().__init__()
         self.network = network
+        self.pathways = len(clip.input_names)
         self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(clip.std).view(1, 3, 1, 1, 1)), persistent=False)
         self.register_buffer("shift", (torch.tensor(clip.mean) / torch.tensor(clip.std)).view(1, 3, 1, 1, 1),
                              persistent=False)
 
-    def forward(self, *pathways: torch.Tensor) -> torch.Tensor:
-        normalised = [self._normalise(x) for x in pathways]
-        return self.network(normalised)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The pathways' clips, then, for a network that `takes_boxes`, its boxes (passed on as they are)."""
+        normalised = [self._normalise(x) for x in inputs[:self.pathways]]
+        return self.network(normalised, *inputs[self.pathways:])
 
     def _normalise(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames.to(self.scale.dtype).permute(0, 4, 1, 2, 3)  # B,T,H,W,3 -> B,3,T,H,W
@@ -132,4 +137,4 @@ class UInt8Clips(nn.Module):
 
 def _import_architectures() -> None:
     """Importing an architecture module registers its builders."""
-    from streamrec.models import mvit, r2plus1d, resnet3d, s3d, slowfast, x3d  # noqa: F401
+    from streamrec.models import mvit, r2plus1d, resnet3d, roi_head, s3d, slowfast, x3d  # noqa: F401
