@@ -2,11 +2,15 @@
 
 The graph takes uint8 RGB ``slow`` ``[B, T_slow, H, W, 3]`` and ``fast`` ``[B, T_fast, H, W, 3]``
 (``frames`` for single-pathway models), normalises inside (`UInt8Clips` casts to float before
-anything touches the time axis) and returns float32 ``logits`` ``[B, num_classes]``.
+anything touches the time axis) and returns float32 ``logits`` ``[B, num_classes]``. A model with
+an RoI head also takes float32 ``boxes`` ``[N, 5]`` and returns ``logits`` ``[N, num_classes]``,
+both axes dynamic (`streamrec.backends.inputs`); its RoIAlign is ONNX's ``RoiAlign`` (opset 16
+or later, for the ``aligned`` convention: `streamrec.models.roi_align`).
 
 fp16 exports are made from the float32 graph by `to_float16`: PyTorch's CPU kernels lack
 half-precision 3D pooling, so the model cannot be traced in half on a machine without a GPU.
-The inputs stay uint8 and the output stays float32, so every backend moves the same bytes.
+The inputs stay uint8 (boxes float32, cast to half inside) and the output stays float32, so every
+backend moves the same bytes.
 
 The legacy TorchScript exporter (``dynamo=False``) is used: it needs no extra packages, folds
 batch norms into the convolutions, and its graphs are the ones TensorRT's parser is tested on.
@@ -27,6 +31,7 @@ from streamrec.errors import StreamrecError
 
 if TYPE_CHECKING:
     import onnx
+    import torch
     from torch import nn
 
 OPSET = 17
@@ -65,7 +70,7 @@ def export_onnx(model: "nn.Module", clip: ClipConfig, output: str | Path, *, fp1
     import torch
 
     from streamrec.backends.engine_cache import write_atomically
-    from streamrec.backends.inputs import input_specs
+    from streamrec.backends.inputs import BoxesSpec, input_specs
 
     if batch is not None and batch < 1:
         raise StreamrecError(f"export batch must be >= 1 or 'dynamic', got {batch}")
@@ -74,6 +79,10 @@ def export_onnx(model: "nn.Module", clip: ClipConfig, output: str | Path, *, fp1
     examples = tuple(torch.zeros((example_batch, *s.clip_shape), dtype=torch.uint8) for s in specs)
     names = [s.name for s in specs]
     dynamic_axes = None if batch else {name: {0: "batch"} for name in [*names, "logits"]}
+    if getattr(getattr(model, "network", None), "takes_boxes", False):
+        examples += (example_boxes(example_batch, clip.crop_size),)
+        names.append(BoxesSpec.name)
+        dynamic_axes = {**(dynamic_axes or {}), BoxesSpec.name: {0: "boxes"}, "logits": {0: "boxes"}}
     graph_file = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
     graph_file.close()
     try:
@@ -93,12 +102,21 @@ def export_onnx(model: "nn.Module", clip: ClipConfig, output: str | Path, *, fp1
     return write_atomically(Path(output), graph.SerializeToString())
 
 
+def example_boxes(batch: int, size: int) -> "torch.Tensor":
+    """Boxes on a batch of ``batch`` clips, for tracing: one more than there are clips, so that
+    neither axis is specialised to the other."""
+    import torch
+
+    return torch.tensor([[i % batch, 0.0, 0.0, size / (i + 1), size] for i in range(batch + 1)], dtype=torch.float32)
+
+
 def to_float16(graph: "onnx.ModelProto") -> "onnx.ModelProto":
     """The same graph computing in float16: weights, constants and casts become half precision.
 
     Made for this project's exported graphs (uint8 inputs cast to float at the start, float
-    logits at the end): every float tensor the graph holds or casts to becomes float16, and a
-    final Cast keeps ``logits`` float32. The fp16 parity test checks the result numerically.
+    logits at the end): every float tensor the graph holds or casts to becomes float16, a float32
+    input (an RoI model's boxes) is cast to float16 where it enters, and a final Cast keeps
+    ``logits`` float32. The fp16 parity test checks the result numerically.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -118,6 +136,13 @@ def to_float16(graph: "onnx.ModelProto") -> "onnx.ModelProto":
                 attribute.i = TensorProto.FLOAT16
             elif attribute.type == onnx.AttributeProto.TENSOR:
                 attribute.t.CopyFrom(half(attribute.t))
+    for graph_input in body.input:
+        if graph_input.type.tensor_type.elem_type == TensorProto.FLOAT:
+            internal = f"{graph_input.name}_fp16"
+            for node in body.node:
+                node.input[:] = [internal if name == graph_input.name else name for name in node.input]
+            body.node.insert(0, helper.make_node("Cast", [graph_input.name], [internal], to=TensorProto.FLOAT16,
+                                                 name=f"{graph_input.name}_to_float16"))
     del body.value_info[:]  # stale float32 annotations; shape inference recomputes them
     for output in body.output:
         internal = f"{output.name}_fp16"

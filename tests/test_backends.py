@@ -419,3 +419,243 @@ def test_cached_files_are_ordinary_files_readable_as_the_umask_allows(tmp_path):
         os.umask(previous)
     assert path.read_bytes() == b"graph" and stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left behind
+
+
+# --------------------------------------------------------------------------- RoI engines: boxes in, a row per box out
+
+
+def test_boxes_are_checked_and_clipped_to_the_frame_before_they_reach_an_engine():
+    from streamrec.backends.inputs import BoxesSpec, checked_boxes
+
+    spec = BoxesSpec(frame_size=96, max_boxes=4)
+    good = np.array([[0, -5, 10, 50, 120], [1, 10.5, 20.25, 30, 40]], np.float32)
+    clipped = checked_boxes({"boxes": good}, spec, batch=2)
+    assert clipped.tolist() == [[0, 0, 10, 50, 96], [1, 10.5, 20.25, 30, 40]] and good[0, 1] == -5  # a copy
+    assert checked_boxes({"boxes": good[:0]}, spec, batch=2).shape == (0, 5)
+    wrong = [
+        ({}, "'boxes' is missing: this engine's model has an RoI head"),
+        ({"boxes": good.astype(np.float64)}, r"must be float32 \[N, 5\].*got float64 \[2, 5\]"),
+        ({"boxes": good[:, :4]}, r"got float32 \[2, 4\]"),
+        ({"boxes": np.repeat(good, 3, axis=0)}, "6 boxes in one call; this engine takes up to 4"),
+        ({"boxes": np.array([[0, 1, 2, np.nan, 4]], np.float32)}, "not a number .row 0."),
+        ({"boxes": np.array([[0, 1, 2, 3, 4], [2, 1, 2, 3, 4]], np.float32)}, "box 1 names clip 2 of a batch of 2"),
+        ({"boxes": np.array([[0.5, 1, 2, 3, 4]], np.float32)}, "box 0 names clip 0.5"),
+        ({"boxes": np.array([[0, 1, 2, 3, 4], [1, 100, 2, 130, 40]], np.float32)},
+         r"box 1 \[100.0, 2.0, 130.0, 40.0\] has no area inside the 96x96 frame"),
+        ({"boxes": np.array([[0, 10, 20, 10, 40]], np.float32)}, "box 0 .* has no area"),
+    ]
+    for inputs, message in wrong:
+        with pytest.raises(StreamrecError, match=message) as err:
+            checked_boxes(inputs, spec, batch=2)
+        assert "\n" not in str(err.value)
+    with pytest.raises(StreamrecError, match="classifies whole clips and takes no boxes"):
+        checked_boxes({"boxes": good}, None, batch=2)
+    assert checked_boxes({}, None, batch=2) is None
+
+
+@pytest.fixture(scope="module")
+def roi_engines(tmp_path_factory):
+    """The tiny RoI model with clip-dependent weights, in the torch engine and in ONNX Runtime."""
+    from streamrec.backends.inputs import MAX_BOXES_PER_CLIP
+
+    config = load_config("slowfast_tiny_roi")
+    clips = varied_clips(config.clip, 3)
+    model = random_model(config, clips)
+    path = export_onnx(model, config.clip, tmp_path_factory.mktemp("roi") / "roi.onnx")
+    specs = input_specs(config.clip)
+    engines = {"onnxruntime": OnnxRuntimeEngine(path, specs, 7, device="cpu", max_batch=3),
+               "torch": TorchEngine(model, specs, torch.device("cpu"), max_batch=3)}
+    assert all(e.takes_boxes and e.boxes.max_boxes == 3 * MAX_BOXES_PER_CLIP for e in engines.values())
+    return config, clips, model, path, engines
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_an_roi_engine_returns_a_row_per_box_of_its_clipped_box(roi_engines, backend):
+    config, clips, model, _, engines = roi_engines
+    engine = engines[backend]
+    boxes = np.array([[2, 10, 5, 60, 90], [0, -20, 30, 40, 130], [2, 50, 0, 96, 50]], np.float32)
+    logits = engine.infer({**clips, "boxes": boxes})
+    assert logits.shape == (3, 7) and logits.dtype == np.float32
+    inside = np.array([[2, 10, 5, 60, 90], [0, 0, 30, 40, 96], [2, 50, 0, 96, 50]], np.float32)
+    with torch.no_grad():
+        expected = model(*[torch.from_numpy(clips[n]) for n in config.clip.input_names], torch.from_numpy(inside))
+    assert np.abs(logits - expected.numpy()).max() <= FP32_TOLERANCE
+    assert np.abs(logits[0] - logits[2]).max() > 1e-3  # two people on one clip are told apart
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_an_roi_engine_with_no_boxes_runs_nothing_and_returns_no_rows(roi_engines, backend, monkeypatch):
+    _, clips, _, _, engines = roi_engines
+    engine = engines[backend]
+
+    class Refusing:
+        def run(self, *args):
+            raise AssertionError("the engine ran a call with no boxes")
+
+    if backend == "onnxruntime":
+        monkeypatch.setattr(engine, "_idle_sessions", type("Q", (), {"get": lambda s: Refusing(), "put": print})())
+    else:
+        monkeypatch.setattr(engine, "run", Refusing().run)
+    logits = engine.infer({**clips, "boxes": np.zeros((0, 5), np.float32)})
+    assert logits.shape == (0, 7) and logits.dtype == np.float32
+    with pytest.raises(StreamrecError, match="'boxes' is missing"):  # the clips alone are not a call
+        engine.infer(clips)
+
+
+def test_a_whole_clip_engine_refuses_boxes(tmp_path):
+    config = load_config("slowfast_tiny")
+    engine = OnnxRuntimeEngine(export_config(config, tmp_path / "tiny.onnx"), input_specs(config.clip), 7,
+                               device="cpu")
+    clips = {"slow": np.zeros((1, 4, 96, 96, 3), np.uint8), "fast": np.zeros((1, 16, 96, 96, 3), np.uint8)}
+    assert not engine.takes_boxes and engine.infer(clips).shape == (1, 7)
+    with pytest.raises(StreamrecError, match="takes no boxes"):
+        engine.infer({**clips, "boxes": np.zeros((1, 5), np.float32)})
+
+
+def test_a_fixed_batch_roi_export_pads_the_clips_not_the_boxes(roi_engines, tmp_path):
+    config, clips, model, _, engines = roi_engines
+    path = export_onnx(model, config.clip, tmp_path / "roi_b3.onnx", batch=3)
+    engine = OnnxRuntimeEngine(path, input_specs(config.clip), 7, device="cpu")
+    assert engine.max_batch == 3 and engine.takes_boxes
+    two = {name: array[:2] for name, array in clips.items()}
+    boxes = np.array([[1, 10, 5, 60, 90], [0, 0, 0, 96, 96]], np.float32)
+    assert np.abs(engine.infer({**two, "boxes": boxes}) - engines["torch"].infer({**two, "boxes": boxes})).max() \
+        <= FP32_TOLERANCE
+
+
+def test_the_onnxruntime_tensorrt_provider_gets_the_range_of_boxes_too():
+    from streamrec.backends.inputs import BoxesSpec
+
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    specs = input_specs(load_config("slowfast_tiny_roi").clip)
+    chosen = choose_providers(gpu, "cuda", specs, max_batch=4, boxes=BoxesSpec(96, 64))
+    trt = next(p[1] for p in chosen if not isinstance(p, str) and p[0] == "TensorrtExecutionProvider")
+    assert trt["trt_profile_min_shapes"] == "slow:1x4x96x96x3,fast:1x16x96x96x3,boxes:1x5"
+    assert trt["trt_profile_max_shapes"] == "slow:4x4x96x96x3,fast:4x16x96x96x3,boxes:64x5"
+
+
+def test_onnxruntime_roi_run_path_never_imports_torch(roi_engines):
+    _, _, _, onnx_file, _ = roi_engines
+    script = f"""
+import sys
+import numpy as np
+from streamrec.backends import create_engine
+from streamrec.config import load_config
+config = load_config("slowfast_tiny_roi", ["engine.backend=auto", "engine.engine_file={onnx_file}", "engine.device=cpu"])
+engine = create_engine(config)
+clips = {{"slow": np.zeros((2, 4, 96, 96, 3), np.uint8), "fast": np.zeros((2, 16, 96, 96, 3), np.uint8)}}
+boxes = np.array([[1, 0, 0, 50, 96], [0, 5, 5, 20, 30], [1, 9, 9, 99, 99]], np.float32)
+logits = engine.infer({{**clips, "boxes": boxes}})
+assert engine.name == "onnxruntime" and engine.takes_boxes and logits.shape == (3, 7), logits.shape
+assert engine.infer({{**clips, "boxes": np.zeros((0, 5), np.float32)}}).shape == (0, 7)
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# The TensorRT engine's boxes handling, through test_tensorrt's stand-ins of TensorRT and CUDA, with a
+# "network" whose row for a box is its clip's score (the stand-ins' `fake_network`) plus the box's
+# coordinates over 1000: any box given to the wrong clip, or rows out of order, shows.
+
+
+def fake_roi_plan(min_boxes: int = 1, max_boxes: int = 8, boxes_dtype: str = "FLOAT") -> bytes:
+    import json
+
+    from test_tensorrt import CLASSES, PLAN_MAGIC, SPECS
+
+    profiles = {s.name: [(1, *s.clip_shape), (4, *s.clip_shape), (4, *s.clip_shape)] for s in SPECS}
+    profiles["boxes"] = [(min_boxes, 5), (max_boxes, 5), (max_boxes, 5)]
+    dtypes = {**{s.name: "UINT8" for s in SPECS}, "boxes": boxes_dtype, "logits": "FLOAT"}
+    return json.dumps({"magic": PLAN_MAGIC, "version": "10.3.0", "profiles": profiles, "classes": CLASSES,
+                       "dtypes": dtypes}).encode()
+
+
+def fake_roi_engine(plan: bytes):
+    """A `TensorRTEngine` over the stand-ins, their engine computing per box (see above)."""
+    import test_tensorrt as fakes
+
+    from streamrec.backends.tensorrt_backend import TensorRTEngine
+
+    class RoIContext(fakes.FakeContext):
+        def get_tensor_shape(self, name):
+            if name in self.engine.profiles:
+                return super().get_tensor_shape(name)
+            return (self.shapes["boxes"][0] if "boxes" in self.shapes else -1, self.engine.classes)
+
+        def execute_async_v3(self, stream_handle) -> bool:
+            device = self.engine.device
+            stream = device.streams[stream_handle]
+            shapes, addresses = dict(self.shapes), dict(self.addresses)
+
+            def compute() -> None:
+                read = {}
+                for name, shape in shapes.items():
+                    dtype = np.float32 if name == "boxes" else np.uint8
+                    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                    read[name] = np.frombuffer(device.buffers[addresses[name]][:size], dtype).reshape(shape)
+                boxes = read.pop("boxes")
+                per_clip = fakes.fake_network(read, self.engine.classes)
+                logits = per_clip[boxes[:, 0].astype(int)] + boxes[:, 1:].sum(1, keepdims=True) / 1000
+                device.buffers[addresses["logits"]][: logits.nbytes] = logits.astype(np.float32).tobytes()
+
+            stream.enqueue(compute)
+            self.engine.runs += 1
+            return True
+
+    class RoIEngine(fakes.FakeEngine):
+        runs = 0
+
+        def create_execution_context(self):
+            self.contexts.append(RoIContext(self))
+            return self.contexts[-1]
+
+    class RoITensorRT(fakes.FakeTensorRT):
+        def deserialize(self, plan):
+            import json
+
+            super().deserialize(plan)
+            self.engines[-1] = RoIEngine(json.loads(plan), self)
+            return self.engines[-1]
+
+    device = fakes.FakeDevice()
+    api = RoITensorRT(device)
+    return TensorRTEngine(plan, api, device, fakes.SPECS, fakes.CLASSES), api
+
+
+def test_tensorrt_roi_engine_sends_boxes_and_returns_their_rows():
+    import test_tensorrt as fakes
+
+    engine, api = fake_roi_engine(fake_roi_plan())
+    assert engine.takes_boxes and engine.boxes.max_boxes == 8 and engine.max_batch == 4
+    clips = fakes.clips(3)
+    boxes = np.array([[2, 1, 2, 3, 4], [0, 0, 0, 8, 8], [2, -3, 1, 5, 9]], np.float32)  # the frames are 8x8
+    logits = engine.infer({**clips, "boxes": boxes})
+    clipped = np.array([[2, 1, 2, 3, 4], [0, 0, 0, 8, 8], [2, 0, 1, 5, 8]], np.float32)
+    expected = fakes.fake_network(clips)[[2, 0, 2]] + clipped[:, 1:].sum(1, keepdims=True) / 1000
+    assert logits.shape == (3, fakes.CLASSES) and np.allclose(logits, expected, atol=1e-6)
+
+
+def test_tensorrt_roi_engine_pads_boxes_below_the_profile_and_runs_nothing_without_any():
+    import test_tensorrt as fakes
+
+    engine, api = fake_roi_engine(fake_roi_plan(min_boxes=4))
+    clips = fakes.clips(2)
+    boxes = np.array([[1, 1, 1, 6, 7]], np.float32)
+    logits = engine.infer({**clips, "boxes": boxes})
+    assert logits.shape == (1, fakes.CLASSES)
+    assert np.allclose(logits, fakes.fake_network(clips)[[1]] + (1 + 1 + 6 + 7) / 1000, atol=1e-6)
+    assert engine.context.shapes["boxes"] == (4, 5)  # run at the profile's minimum, the extra rows dropped
+    runs = api.engines[-1].runs
+    empty = engine.infer({**clips, "boxes": np.zeros((0, 5), np.float32)})
+    assert empty.shape == (0, fakes.CLASSES) and empty.dtype == np.float32 and api.engines[-1].runs == runs
+    with pytest.raises(StreamrecError, match="9 boxes in one call; this engine takes up to 8"):
+        engine.infer({**clips, "boxes": np.repeat(boxes, 9, axis=0)})
+
+
+def test_tensorrt_engine_with_boxes_of_another_type_is_refused():
+    with pytest.raises(StreamrecError, match=r"input 'boxes' is float16 \[8, 5\]; an RoI model takes float32"):
+        fake_roi_engine(fake_roi_plan(boxes_dtype="HALF"))

@@ -179,3 +179,101 @@ def test_export_command_rejects_a_bad_batch(tmp_path, capsys):
     assert cli_main(["export", "--config", "slowfast_tiny", "--output", str(tmp_path / "x.onnx"),
                      "--batch", "many"]) == 2
     assert "--batch" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- RoI models: boxes in, a row per box out
+
+
+def person_boxes(size: int) -> np.ndarray:
+    """Boxes on three clips: two people on clip 0, none on clip 1, three on clip 2, one of them
+    reaching past the frame (the graph takes any box; engines clip them first), in input pixels."""
+    return np.array([[0, 4, 6, 40, 80], [0, 30.5, 10.25, 90, 60], [2, 0, 0, size, size], [2, 50, 50, 70, 95],
+                     [2, -12, 40, 30, size + 20]], np.float32)
+
+
+def roi_logits(model: nn.Module, clip: ClipConfig, clips: dict[str, np.ndarray], boxes: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(*[torch.from_numpy(clips[n]) for n in clip.input_names], torch.from_numpy(boxes)).numpy()
+
+
+def roi_model(aligned: bool = True) -> tuple[Config, dict[str, np.ndarray], nn.Module]:
+    config = load_config("slowfast_tiny_roi", [f"model.aligned={str(aligned).lower()}"])
+    clips = varied_clips(config.clip, 3)
+    return config, clips, random_model(config, clips)  # calibrated on whole-frame boxes
+
+
+@pytest.mark.parametrize("aligned, mode", [(True, b"half_pixel"), (False, b"output_half_pixel")])
+def test_roi_export_is_one_roi_align_in_the_references_convention_and_matches_pytorch(aligned, mode, tmp_path):
+    """ONNX RoiAlign's ``half_pixel`` shifts the scaled box by -0.5 as ``aligned=True`` does;
+    ``output_half_pixel`` is the unshifted one. Every attribute TensorRT's parser reads is written
+    out (it takes a missing sampling_ratio as 1, not ONNX's 0)."""
+    config, clips, model = roi_model(aligned)
+    path = export_onnx(model, config.clip, tmp_path / "roi.onnx")
+    graph = onnx.load(str(path))
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 16
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input}
+    assert inputs == {"slow": ["batch", 4, 96, 96, 3], "fast": ["batch", 16, 96, 96, 3], "boxes": ["boxes", 5]}
+    assert graph.graph.input[2].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_param or d.dim_value for d in graph.graph.output[0].type.tensor_type.shape.dim] == ["boxes", 7]
+    (roi,) = [n for n in graph.graph.node if n.op_type == "RoiAlign"]
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in roi.attribute}
+    assert attributes == {"coordinate_transformation_mode": mode, "mode": b"avg", "output_height": 7,
+                          "output_width": 7, "sampling_ratio": 0, "spatial_scale": pytest.approx(1 / 16)}
+
+    boxes = person_boxes(config.clip.crop_size)
+    reference = roi_logits(model, config.clip, clips, boxes)
+    assert reference.std() > 0.1 and len(set(reference.argmax(1))) >= 2
+    assert np.abs(onnx_logits(path, {**clips, "boxes": boxes}) - reference).max() <= FP32_TOLERANCE
+
+
+def test_roi_export_takes_any_batch_and_any_number_of_boxes(tmp_path):
+    """One graph, dynamic on both axes: 1 clip and 1 box, 3 clips and 5, 2 clips and 9, and no boxes."""
+    config, clips, model = roi_model()
+    path = export_onnx(model, config.clip, tmp_path / "roi.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    for batch, count in ((1, 1), (3, 5), (2, 9), (3, 0)):
+        some = {name: array[:batch] for name, array in clips.items()}
+        corners = rng.uniform(-10, 90, (count, 2))
+        boxes = np.concatenate([rng.integers(0, batch, (count, 1)), corners, corners + rng.uniform(1, 60, (count, 2))],
+                               1).astype(np.float32)
+        (logits,) = session.run(["logits"], {**some, "boxes": boxes})
+        assert logits.shape == (count, 7)
+        if count:
+            assert np.abs(logits - roi_logits(model, config.clip, some, boxes)).max() <= FP32_TOLERANCE
+
+
+def test_roi_fp16_export_casts_boxes_to_half_inside(tmp_path):
+    config, clips, model = roi_model()
+    path = export_onnx(model, config.clip, tmp_path / "roi16.onnx", fp16=True)
+    graph = onnx.load(str(path)).graph
+    assert {i.name: i.type.tensor_type.elem_type for i in graph.input}["boxes"] == onnx.TensorProto.FLOAT
+    assert any(n.op_type == "Cast" and n.input == ["boxes"] for n in graph.node)
+    boxes = person_boxes(config.clip.crop_size)
+    reference = roi_logits(model, config.clip, clips, boxes)
+    logits = onnx_logits(path, {**clips, "boxes": boxes})
+    tolerance = FP16_TOLERANCE * max(1.0, np.abs(reference).max())  # half precision is relative
+    assert logits.dtype == np.float32 and np.abs(logits - reference).max() <= tolerance
+    assert (logits.argmax(1) == reference.argmax(1)).all()
+
+
+def test_cpu_graph_rewrites_leave_roi_align_alone(tmp_path):
+    """The CPU provider's rewrites (backends/cpu_graph.py) change the trunk's convolutions, never
+    the RoiAlign node or what feeds it its boxes; the rewritten graph computes the same."""
+    from streamrec.backends.cpu_graph import rewrite_for_cpu
+
+    config, clips, model = roi_model()
+    path = export_onnx(model, config.clip, tmp_path / "roi.onnx")
+    original = onnx.load(str(path))
+    (roi,) = [n for n in original.graph.node if n.op_type == "RoiAlign"]
+    rewritten = onnx.load(str(path))
+    done = rewrite_for_cpu(rewritten)
+    assert done.stems and done.flattened and done.residuals
+    (after,) = [n for n in rewritten.graph.node if n.op_type == "RoiAlign"]
+    assert after == roi
+    producers = {o: n for n in rewritten.graph.node for o in n.output}
+    assert all(producers[name] == {o: n for n in original.graph.node for o in n.output}[name] for name in roi.input[1:])
+    boxes = np.clip(person_boxes(config.clip.crop_size), 0, [2, 96, 96, 96, 96]).astype(np.float32)
+    engine = OnnxRuntimeEngine(path, input_specs(config.clip), 7, device="cpu")  # rewrites for the CPU
+    assert np.abs(engine.infer({**clips, "boxes": boxes}) - roi_logits(model, config.clip, clips, boxes)).max() \
+        <= FP32_TOLERANCE

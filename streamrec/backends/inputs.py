@@ -2,12 +2,21 @@
 
 A wrong shape caught here is one clear line; caught inside ONNX Runtime or TensorRT it is a
 stack of C++ messages about tensor names the user never chose.
+
+Every engine takes the clips, uint8 RGB ``[B, frames, size, size, 3]`` per pathway (`InputSpec`).
+An engine whose model has an RoI head (per-person actions, `streamrec.models.roi_head`) also
+takes ``boxes`` (`BoxesSpec`): float32 ``[N, 5]``, each row (index of its clip in the batch, x1,
+y1, x2, y2) in the pixels of the clips' frames, and returns one row of logits per box,
+``[N, num_classes]``. `checked_boxes` clips every box to the frame first, as PySlowFast does
+before its model, so that no backend's own rule for samples outside the feature map matters; a
+box with no area left is refused (TensorRT's RoIAlign plugin averages its empty sample grid as
+0 / 0). With no boxes (N = 0) an engine runs nothing and returns ``[0, num_classes]``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 
@@ -55,3 +64,57 @@ def batch_size(inputs: Mapping[str, np.ndarray], specs: tuple[InputSpec, ...], m
     if not 1 <= size <= max_batch:
         raise StreamrecError(f"batch of {size} clips; this engine takes 1 to {max_batch} (pipeline.max_batch)")
     return size
+
+
+# The most person boxes one clip brings, where an engine must know a maximum in advance (the
+# shapes of TensorRT's optimization profile): a call takes up to this many per clip of its batch.
+MAX_BOXES_PER_CLIP = 16
+
+
+@dataclass(frozen=True)
+class BoxesSpec:
+    """The RoI engines' ``boxes`` input: float32 ``[N, 5]``, N from 0 to ``max_boxes``, in the
+    pixels of square frames of ``frame_size``."""
+
+    name: ClassVar[str] = "boxes"
+    columns: ClassVar[int] = 5  # clip index, x1, y1, x2, y2
+    frame_size: int
+    max_boxes: int
+
+
+def checked_boxes(inputs: Mapping[str, np.ndarray], spec: BoxesSpec | None, batch: int) -> np.ndarray | None:
+    """The boxes of a call (``spec``: the engine's; None for an engine without an RoI head, which
+    refuses them), checked against a batch of ``batch`` clips and clipped to the frame."""
+    if spec is None:
+        if BoxesSpec.name in inputs:
+            raise StreamrecError("engine input 'boxes' given, but this engine's model classifies whole clips and "
+                                 "takes no boxes; use a model with an RoI head (e.g. configs/slowfast_r50_detection)")
+        return None
+    if BoxesSpec.name not in inputs:
+        raise StreamrecError(f"engine input 'boxes' is missing: this engine's model has an RoI head and takes "
+                             f"float32 [N, 5] boxes (clip index, x1, y1, x2, y2 in pixels of the "
+                             f"{spec.frame_size}x{spec.frame_size} frames)")
+    boxes = inputs[BoxesSpec.name]
+    if boxes.dtype != np.float32 or boxes.ndim != 2 or boxes.shape[1] != BoxesSpec.columns:
+        raise StreamrecError(f"engine input 'boxes' must be float32 [N, 5] (clip index, x1, y1, x2, y2), "
+                             f"got {boxes.dtype} {list(boxes.shape)}")
+    if len(boxes) > spec.max_boxes:
+        raise StreamrecError(f"{len(boxes)} boxes in one call; this engine takes up to {spec.max_boxes} "
+                             f"({MAX_BOXES_PER_CLIP} a clip): keep the largest people of each clip")
+    if not np.isfinite(boxes).all():
+        raise StreamrecError(f"engine input 'boxes' has a coordinate that is not a number (row "
+                             f"{int(np.argwhere(~np.isfinite(boxes))[0][0])}); drop that box")
+    index = boxes[:, 0]
+    wrong = (index != np.floor(index)) | (index < 0) | (index >= batch)
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        raise StreamrecError(f"box {row} names clip {index[row]:g} of a batch of {batch}; the first column is "
+                             f"the index of the box's clip, 0 to {batch - 1}")
+    clipped = boxes.copy()
+    np.clip(clipped[:, 1:], 0.0, float(spec.frame_size), out=clipped[:, 1:])
+    empty = (clipped[:, 3] <= clipped[:, 1]) | (clipped[:, 4] <= clipped[:, 2])
+    if empty.any():
+        row = int(np.flatnonzero(empty)[0])
+        raise StreamrecError(f"box {row} {boxes[row, 1:].tolist()} has no area inside the "
+                             f"{spec.frame_size}x{spec.frame_size} frame (x2 > x1 and y2 > y1 are needed); drop it")
+    return clipped

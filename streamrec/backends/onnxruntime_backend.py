@@ -11,6 +11,9 @@ engine, minutes long, for each larger batch it meets. ONNX Runtime drops a GPU p
 cannot start (CUDA or cuDNN libraries missing) with a log line and runs on the CPU; the
 engine checks which providers the session really has: ``device=cuda`` then refuses in one
 line, ``auto`` says so and goes on on the CPU.
+
+A graph with a ``boxes`` input is an RoI model's (see `streamrec.backends.inputs`): the engine
+then takes boxes, returns one row of logits per box and tells the TensorRT provider their range.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from streamrec.backends import parallel_calls_need_cpu
 from streamrec.backends.cpu_graph import cpu_session_inputs
 from streamrec.backends.cuda_memory import parse_device_index
 from streamrec.backends.engine_cache import cache_dir
-from streamrec.backends.inputs import InputSpec, batch_size
+from streamrec.backends.inputs import MAX_BOXES_PER_CLIP, BoxesSpec, InputSpec, batch_size, checked_boxes
 from streamrec.errors import StreamrecError
 from streamrec.export import METADATA_KEY
 
@@ -37,25 +40,27 @@ log = logging.getLogger(__name__)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
-def tensorrt_profile(specs: tuple[InputSpec, ...], max_batch: int) -> dict[str, str]:
-    """The TensorRT provider's one optimization profile: every input from batch 1 to
-    ``max_batch``, tuned for ``max_batch`` (``name:DIMxDIM...`` joined by commas, as trtexec's
-    ``--minShapes``)."""
-    def shapes(batch: int) -> str:
-        return ",".join(f"{s.name}:{'x'.join(map(str, (batch, *s.clip_shape)))}" for s in specs)
+def tensorrt_profile(specs: tuple[InputSpec, ...], max_batch: int, boxes: BoxesSpec | None = None) -> dict[str, str]:
+    """The TensorRT provider's one optimization profile: every clip input from batch 1 to
+    ``max_batch``, tuned for ``max_batch``, and an RoI model's boxes from 1 to their maximum
+    (``name:DIMxDIM...`` joined by commas, as trtexec's ``--minShapes``)."""
+    def shapes(batch: int, box_count: int) -> str:
+        clips = [f"{s.name}:{'x'.join(map(str, (batch, *s.clip_shape)))}" for s in specs]
+        return ",".join([*clips, *([f"{boxes.name}:{box_count}x{boxes.columns}"] if boxes else [])])
 
-    return {"trt_profile_min_shapes": shapes(1), "trt_profile_opt_shapes": shapes(max_batch),
-            "trt_profile_max_shapes": shapes(max_batch)}
+    most = boxes.max_boxes if boxes else 0
+    return {"trt_profile_min_shapes": shapes(1, 1), "trt_profile_opt_shapes": shapes(max_batch, most),
+            "trt_profile_max_shapes": shapes(max_batch, most)}
 
 
 def choose_providers(available: list[str], device: str, specs: tuple[InputSpec, ...] = (),
-                     max_batch: int | None = None) -> list:
+                     max_batch: int | None = None, boxes: BoxesSpec | None = None) -> list:
     """Execution providers, fastest first: TensorRT, CUDA, then the CPU, which is always there.
 
     ``device=cpu`` keeps to the CPU; ``device=cuda`` requires a GPU provider; ``cuda:N`` picks
     the GPU. The TensorRT provider caches its engines and timings in ``engines/onnxruntime-trt/``
     and, given the inputs (``specs``) and a dynamic batch up to ``max_batch``, builds one
-    engine for every batch size.
+    engine for every batch size (and, with ``boxes``, every number of boxes).
     """
     if device == "cpu":
         return ["CPUExecutionProvider"]
@@ -69,7 +74,7 @@ def choose_providers(available: list[str], device: str, specs: tuple[InputSpec, 
             "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
         }
         if specs and max_batch:
-            options |= tensorrt_profile(specs, max_batch)
+            options |= tensorrt_profile(specs, max_batch, boxes)
         providers.append(("TensorrtExecutionProvider", options))
     if "CUDAExecutionProvider" in available:
         providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
@@ -106,18 +111,23 @@ def session_device(session) -> str:
     return f"cuda:{session.get_provider_options().get(provider, {}).get('device_id', 0)}"
 
 
-def fixed_batch_of(path: Path) -> int | None:
-    """The fixed batch size of the graph's first input, None for a dynamic one (or where the
-    ``onnx`` package is missing to read it; the TensorRT provider then gets no profile)."""
+def graph_inputs(path: Path) -> list | None:
+    """The graph's inputs (ONNX ``ValueInfoProto``), read before a session is made, for the TensorRT
+    provider's profile; None where the ``onnx`` package is missing to read them (the provider then
+    gets no profile) or the file does not parse (ONNX Runtime says why, in one line, when it loads it)."""
     try:
         import onnx
     except ImportError:
         return None
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # not a readable graph: ONNX Runtime says why, in one line, when it loads it
+        return list(onnx.load(str(path), load_external_data=False).graph.input)
+    except Exception:
         return None
-    dims = graph.input[0].type.tensor_type.shape.dim if graph.input else []
+
+
+def fixed_batch_of(inputs: list | None) -> int | None:
+    """The fixed batch size of a graph's first input, None for a dynamic one or unknown inputs."""
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
     return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
 
 
@@ -129,7 +139,10 @@ class OnnxRuntimeEngine:
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, specs: tuple[InputSpec, ...], num_classes: int, *, device: str = "auto",
-                 threads: int = 0, max_batch: int = 64, cpu_graph: bool = True, parallel_calls: int = 1):
+                 threads: int = 0, max_batch: int = 64, cpu_graph: bool = True, parallel_calls: int = 1,
+                 max_boxes: int | None = None):
+        """``max_boxes``: for an RoI model's graph, the most boxes a call takes (default:
+        `MAX_BOXES_PER_CLIP` for each clip of ``max_batch``)."""
         import onnxruntime as ort
 
         path = Path(path)
@@ -139,8 +152,12 @@ class OnnxRuntimeEngine:
         if threads > 0:
             options.intra_op_num_threads = threads
         available = ort.get_available_providers()
-        profiled = device != "cpu" and "TensorrtExecutionProvider" in available and fixed_batch_of(path) is None
-        providers = choose_providers(available, device, specs, max_batch if profiled else None)
+        inputs = graph_inputs(path) if device != "cpu" and "TensorrtExecutionProvider" in available else None
+        profiled = inputs is not None and fixed_batch_of(inputs) is None
+        self.max_boxes = max_boxes or max_batch * MAX_BOXES_PER_CLIP
+        takes_boxes = any(i.name == BoxesSpec.name for i in inputs or [])
+        boxes = BoxesSpec(specs[0].size, self.max_boxes) if takes_boxes else None
+        providers = choose_providers(available, device, specs, max_batch if profiled else None, boxes)
         on_cpu = providers == ["CPUExecutionProvider"]
         if parallel_calls > 1 and not on_cpu:
             raise parallel_calls_need_cpu("onnxruntime")
@@ -160,25 +177,37 @@ class OnnxRuntimeEngine:
             self._idle_sessions.put(session)
         self.specs = specs
         self.path = path
+        self.num_classes = num_classes
         self.metadata = self._metadata()
         fixed_batch = self._check_graph(num_classes)
         self.fixed_batch = fixed_batch  # None: the batch axis is dynamic
         self.max_batch = fixed_batch or max_batch
+        self.boxes = self._boxes_input()  # None: the model classifies whole clips
         log.info("onnxruntime engine %s on %s%s", path.name, ", ".join(self.session.get_providers()),
                  f", {parallel_calls} sessions" if parallel_calls > 1 else "")
 
+    @property
+    def takes_boxes(self) -> bool:
+        return self.boxes is not None
+
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         size = batch_size(inputs, self.specs, self.max_batch)
+        boxes = checked_boxes(inputs, self.boxes, size)
+        if boxes is not None and not len(boxes):
+            return np.zeros((0, self.num_classes), np.float32)  # no one to classify
         feeds = {s.name: np.ascontiguousarray(inputs[s.name]) for s in self.specs}
         if self.fixed_batch and size < self.fixed_batch:  # a fixed-batch export: pad, then drop the padding
             feeds = {name: np.concatenate([a, np.zeros((self.fixed_batch - size, *a.shape[1:]), a.dtype)])
                      for name, a in feeds.items()}
+        if boxes is not None:
+            feeds[BoxesSpec.name] = boxes  # they name real clips only: the padding gets no rows
         session = self._idle_sessions.get()  # more callers than sessions wait their turn here
         try:
             (logits,) = session.run(["logits"], feeds)
         finally:
             self._idle_sessions.put(session)
-        return logits[:size].astype(np.float32, copy=False)
+        rows = len(boxes) if boxes is not None else size
+        return logits[:rows].astype(np.float32, copy=False)
 
     def _metadata(self) -> dict | None:
         text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -186,7 +215,7 @@ class OnnxRuntimeEngine:
 
     def _check_graph(self, num_classes: int) -> int | None:
         """Check the graph against the config's contract; returns its fixed batch size, if it has one."""
-        graph_inputs = {i.name: i for i in self.session.get_inputs()}
+        graph_inputs = {i.name: i for i in self.session.get_inputs() if i.name != BoxesSpec.name}
         wanted = [s.name for s in self.specs]
         if sorted(graph_inputs) != sorted(wanted):
             raise StreamrecError(f"{self.path} takes inputs {sorted(graph_inputs)} but the config's model takes "
@@ -203,8 +232,18 @@ class OnnxRuntimeEngine:
         outputs = {o.name: o for o in self.session.get_outputs()}
         if "logits" not in outputs or outputs["logits"].shape[-1] != num_classes:
             found = {name: o.shape for name, o in outputs.items()}
-            raise StreamrecError(f"{self.path} must output logits [B, {num_classes}], has {found}; "
+            raise StreamrecError(f"{self.path} must output logits [B or N, {num_classes}], has {found}; "
                                  "export it from this config")
         if len(batches) != 1:
             raise StreamrecError(f"{self.path} has inputs with different batch sizes; re-export it")
         return batches.pop()
+
+    def _boxes_input(self) -> BoxesSpec | None:
+        """The graph's ``boxes`` input, checked to be the contract's float32 [N, 5], if it has one."""
+        found = next((i for i in self.session.get_inputs() if i.name == BoxesSpec.name), None)
+        if found is None:
+            return None
+        if found.type != "tensor(float)" or len(found.shape) != 2 or found.shape[1] != BoxesSpec.columns:
+            raise StreamrecError(f"{self.path} input 'boxes' is {found.type} {found.shape}; an RoI model takes "
+                                 "float32 [N, 5] boxes: export it with `run_stream.py export`")
+        return BoxesSpec(self.specs[0].size, self.max_boxes)

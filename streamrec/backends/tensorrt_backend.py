@@ -7,6 +7,13 @@ maximum batch, pinned on the host and on the device; the uint8 clips cross the b
 and are normalised inside the engine. Every call TensorRT answers with a bool is checked, and
 a refusal is one line carrying TensorRT's own reason (`trt_api.TensorRT.take_errors`).
 
+An engine built from an RoI model's graph also has a float32 ``boxes`` input ``[N, 5]`` and
+returns ``logits`` ``[N, num_classes]`` (`streamrec.backends.inputs`); its optimization profile
+bounds N as it bounds the batch, and a call with fewer boxes than the profile's minimum is
+padded with copies of its first box, whose rows are dropped. ONNX's ``RoiAlign`` reaches
+TensorRT as its ``ROIAlign_TRT`` plugin, through the ONNX parser, so the plugin library must be
+registered (``trt.init_libnvinfer_plugins``) before an engine holding it is built or loaded.
+
 TensorRT and CUDA are reached only through `trt_api.TensorRT` and `cuda_memory.DeviceMemory`,
 so the tests drive this module with stand-ins of both.
 """
@@ -23,7 +30,7 @@ import numpy as np
 
 from streamrec.backends.cuda_memory import DeviceMemory, Stream
 from streamrec.backends.engine_cache import EngineRecord, sha256_bytes
-from streamrec.backends.inputs import InputSpec, batch_size
+from streamrec.backends.inputs import BoxesSpec, InputSpec, batch_size, checked_boxes
 from streamrec.backends.trt_api import CudaEngine, TensorRT, TensorRTError
 from streamrec.errors import StreamrecError
 
@@ -111,12 +118,15 @@ class TensorRTEngine:
                         "another TensorRT version or for another GPU: rebuild it with `run_stream.py build-engine`"
                     ) from None
                 tensors = describe_tensors(self.engine, api, source)
-                self.inputs = [t for t in tensors if t.is_input]
+                self.inputs = [t for t in tensors if t.is_input and t.name != BoxesSpec.name]
+                self.boxes_tensor = next((t for t in tensors if t.is_input and t.name == BoxesSpec.name), None)
                 outputs = [t for t in tensors if not t.is_input]
                 self._check_contract(outputs, source)
                 self.output = outputs[0]
                 self.min_batch = max(t.min_shape[0] for t in self.inputs)
                 self.max_batch = min(t.max_shape[0] for t in self.inputs)
+                self.boxes = (BoxesSpec(specs[0].size, self.boxes_tensor.max_shape[0])  # the boxes the profile allows
+                              if self.boxes_tensor else None)  # None: the model classifies whole clips
                 self.context = self.engine.create_execution_context()
                 self.stream: Stream = memory.stream()
                 self.host_buffers, self.device_buffers = self._allocate(num_classes, source)
@@ -136,17 +146,25 @@ class TensorRTEngine:
                 raise StreamrecError(
                     f"{source} input '{spec.name}' is {tensor.dtype} {list(tensor.max_shape)}; the config needs uint8 "
                     f"[B, {', '.join(map(str, spec.clip_shape))}]: export with `run_stream.py export` and rebuild")
+        boxes = self.boxes_tensor
+        if boxes is not None and (boxes.dtype != np.float32 or boxes.max_shape[1:] != (BoxesSpec.columns,)):
+            raise StreamrecError(f"{source} input 'boxes' is {boxes.dtype} {list(boxes.max_shape)}; an RoI model "
+                                 "takes float32 [N, 5]: export with `run_stream.py export` and rebuild")
 
     def _allocate(self, num_classes: int, source: str) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """Pinned host and device buffers for every tensor at the profile's maximum batch."""
-        for tensor in self.inputs:
+        """Pinned host and device buffers for every tensor at the profile's maximum batch (and boxes)."""
+        inputs = [*self.inputs, *([self.boxes_tensor] if self.boxes_tensor else [])]
+        for tensor in inputs:
             self._set_input_shape(tensor, tensor.max_shape)
+        rows = self.boxes.max_boxes if self.boxes else self.max_batch
         output_shape = tuple(self.context.get_tensor_shape(self.output.name))
-        if output_shape != (self.max_batch, num_classes):
-            raise StreamrecError(f"{source} returns {list(output_shape)} at batch {self.max_batch}; the config's model "
+        if output_shape != (rows, num_classes):
+            counted = f"{rows} boxes" if self.boxes else f"batch {rows}"
+            raise StreamrecError(f"{source} returns {list(output_shape)} at {counted}; the config's model "
                                  f"has {num_classes} classes: build it from this config's export")
-        shapes = {t.name: t.max_shape for t in self.inputs} | {self.output.name: output_shape}
-        dtypes = {t.name: t.dtype for t in self.inputs} | {self.output.name: self.output.dtype}
+        self.num_classes = num_classes
+        shapes = {t.name: t.max_shape for t in inputs} | {self.output.name: output_shape}
+        dtypes = {t.name: t.dtype for t in inputs} | {self.output.name: self.output.dtype}
         host, device = {}, {}
         for name, shape in shapes.items():
             host[name] = self.memory.pinned(shape, dtypes[name])
@@ -167,9 +185,17 @@ class TensorRTEngine:
         reason = errors[-1] if errors else "it gave no reason"
         return StreamrecError(f"TensorRT refused {what} for {self.source}: {reason}")
 
+    @property
+    def takes_boxes(self) -> bool:
+        return self.boxes is not None
+
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         size = batch_size(inputs, self.specs, self.max_batch)
+        boxes = checked_boxes(inputs, self.boxes, size)
+        if boxes is not None and not len(boxes):
+            return np.zeros((0, self.num_classes), np.float32)  # no one to classify
         run = max(size, self.min_batch)  # below the profile's minimum, pad; the padding's rows are dropped
+        rows, out_rows = size, run
         out = self.output.name
         with self._lock, self.memory.activate():
             self.api.take_errors()  # earlier calls' errors were logged when they came
@@ -178,11 +204,19 @@ class TensorRTEngine:
                 staged[:size] = inputs[tensor.name]
                 self._set_input_shape(tensor, (run, *tensor.max_shape[1:]))
                 self.memory.to_device(self.device_buffers[tensor.name], staged, self.stream)
+            if boxes is not None:  # likewise below the profile's minimum count, with copies of the first box
+                rows = len(boxes)
+                out_rows = max(rows, self.boxes_tensor.min_shape[0])
+                staged = self.host_buffers[BoxesSpec.name][:out_rows]
+                staged[:rows], staged[rows:] = boxes, boxes[0]
+                self._set_input_shape(self.boxes_tensor, (out_rows, BoxesSpec.columns))
+                self.memory.to_device(self.device_buffers[BoxesSpec.name], staged, self.stream)
             if not self.context.execute_async_v3(self.stream.handle):
-                raise self._refused(f"to run a batch of {run}")
-            self.memory.to_host(self.host_buffers[out][:run], self.device_buffers[out], self.stream)
+                with_boxes = f" with {out_rows} boxes" if boxes is not None else ""
+                raise self._refused(f"to run a batch of {run}{with_boxes}")
+            self.memory.to_host(self.host_buffers[out][:out_rows], self.device_buffers[out], self.stream)
             self.stream.synchronize()
-            return self.host_buffers[out][:size].astype(np.float32)  # a copy: the pinned buffer is reused
+            return self.host_buffers[out][:rows].astype(np.float32)  # a copy: the pinned buffer is reused
 
     def close(self) -> None:
         self.memory.close()

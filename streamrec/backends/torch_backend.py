@@ -12,6 +12,10 @@ under `exact_float32`. Everything on CUDA runs under the engine's own device (``
 whichever thread calls it.
 
 ``tests/gpu/test_gpu_torch_cuda.py`` checks the CUDA paths against float32 on a GPU.
+
+A model with an RoI head (``takes_boxes``) also takes the call's boxes and returns a row per box
+(`streamrec.backends.inputs`); it runs without CUDA graphs, whose shapes are fixed when they are
+captured, since the number of boxes changes from call to call.
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from streamrec.backends import call_threads, parallel_calls_need_cpu
-from streamrec.backends.inputs import InputSpec, batch_size, input_specs
+from streamrec.backends.inputs import (
+    MAX_BOXES_PER_CLIP,
+    BoxesSpec,
+    InputSpec,
+    batch_size,
+    checked_boxes,
+    input_specs,
+)
 from streamrec.config import Config
 from streamrec.errors import StreamrecError
 
@@ -184,7 +195,9 @@ class TorchEngine:
 
     def __init__(self, module: nn.Module, specs: tuple[InputSpec, ...], device: torch.device,
                  precision: str = "fp32", max_batch: int = 64, cuda_graphs: bool = True, parallel_calls: int = 1,
-                 compile_module: bool = False):
+                 compile_module: bool = False, max_boxes: int | None = None):
+        """``module``: the engine contract's model (`UInt8Clips`); ``max_boxes``: for a model with an
+        RoI head, the most boxes a call takes (default: `MAX_BOXES_PER_CLIP` for each clip of ``max_batch``)."""
         if parallel_calls > 1 and device.type == "cuda":
             raise parallel_calls_need_cpu("torch")
         if precision not in DTYPES:
@@ -198,9 +211,16 @@ class TorchEngine:
         self.precision = precision
         self.max_batch = max_batch
         self.parallel_calls = parallel_calls  # one module: forward passes on the CPU may run side by side
+        network = getattr(module, "network", module)
+        self.boxes = (BoxesSpec(specs[0].size, max_boxes or max_batch * MAX_BOXES_PER_CLIP)
+                      if getattr(network, "takes_boxes", False) else None)  # None: it classifies whole clips
+        self.num_classes = network.get_classifier().out_features if self.boxes else None
         # Calls on a GPU take turns: the CUDA graphs' buffers, and the process-wide float32 switches, are shared.
         self._lock = threading.Lock() if device.type == "cuda" else contextlib.nullcontext()
         probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8, device=device) for s in specs]
+        if self.boxes:
+            size = float(specs[0].size)
+            probe.append(torch.tensor([[0.0, 0.0, 0.0, size, size]], device=device))  # one box, the whole frame
         with self._on_device():
             module = fold_batch_norms(module.eval().to(device), probe)
             if device.type == "cuda" and precision != "fp32":
@@ -208,7 +228,7 @@ class TorchEngine:
             if compile_module:
                 module = torch.compile(module)  # compiled on the first calls: the graphs' warm-up, or the first infer
             self.module = module
-            if device.type == "cuda" and cuda_graphs:
+            if device.type == "cuda" and cuda_graphs and not self.boxes:
                 with torch.inference_mode():
                     self.run = CudaGraphs(module, specs, device, max_batch)
             else:
@@ -236,10 +256,18 @@ class TorchEngine:
                                                      else contextlib.nullcontext()):
             yield
 
+    @property
+    def takes_boxes(self) -> bool:
+        return self.boxes is not None
+
     @torch.inference_mode()
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        batch_size(inputs, self.specs, self.max_batch)
+        size = batch_size(inputs, self.specs, self.max_batch)
+        boxes = checked_boxes(inputs, self.boxes, size)
+        if boxes is not None and not len(boxes):
+            return np.zeros((0, self.num_classes), np.float32)  # no one to classify
+        arrays = [inputs[s.name] for s in self.specs] + ([boxes] if boxes is not None else [])
         with self._lock, self._on_device():
-            tensors = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(self.torch_device, non_blocking=True)
-                       for s in self.specs]
+            tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.torch_device, non_blocking=True)
+                       for a in arrays]
             return self.run(tensors).float().cpu().numpy()
