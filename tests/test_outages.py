@@ -38,8 +38,9 @@ def test_every_fault_is_survived_and_no_event_is_lost(tmp_path):
         FAULT_REPORT.append(f"{result.name}: {'survived' if result.survived else 'NOT survived'}, back after "
                             f"{result.back_after_s} s, states {result.states}")
     FAULT_REPORT.append(f"faults injected {len(run.results)}, survived {sum(r.survived for r in run.results)}, "
-                        f"events {run.events}, lost {run.events_lost}, clips spanning an outage "
-                        f"{run.clips_spanning_an_outage}, action ends by reason {run.end_reasons}")
+                        f"events {run.events}, lost {run.events_lost} ({run.sequence_gaps} gaps in the log, "
+                        f"{run.not_received} not received {run.not_received_types}, {run.actions_never_ended} actions never ended), clips "
+                        f"spanning an outage {run.clips_spanning_an_outage}, action ends by reason {run.end_reasons}")
     assert [r.name for r in run.results if not r.survived] == []
     assert run.events_lost == 0 and run.sequence_gaps == 0 and run.not_received == 0
     assert run.clips_spanning_an_outage == 0

@@ -97,6 +97,7 @@ class FaultRun:
     events: int
     sequence_gaps: int  # seq numbers missing from the event log
     not_received: int  # logged events the loopback subscriber did not get
+    not_received_types: list[str]  # their types, in order
     actions_never_ended: int
     clips_spanning_an_outage: int
     end_reasons: dict[str, int]
@@ -131,6 +132,7 @@ class Subscriber(threading.Thread):
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         self.socket.connect(address)
         self.received: list[dict] = []
+        self.last_received = time.monotonic()
         self.stopping = False
 
     def run(self) -> None:
@@ -138,10 +140,12 @@ class Subscriber(threading.Thread):
             if self.socket.poll(100):
                 _, payload = self.socket.recv_multipart()
                 self.received.append(json.loads(payload))
+                self.last_received = time.monotonic()
 
-    def close(self) -> None:
-        deadline = time.monotonic() + 2.0  # what is still in flight arrives first
-        while time.monotonic() < deadline and self.socket.poll(0):
+    def close(self, quiet_s: float = 1.0, most_s: float = 10.0) -> None:
+        """Stop once nothing has arrived for ``quiet_s`` (what is still in flight arrives first)."""
+        deadline = time.monotonic() + most_s
+        while time.monotonic() < deadline and time.monotonic() - self.last_received < quiet_s:
             time.sleep(0.05)
         self.stopping = True
         self.join(5)
@@ -161,7 +165,8 @@ def run_faults(faults: tuple[Fault, ...] = FAULTS, workdir: Path | None = None,
     env = {**os.environ, "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [*CLI, "run", "--source", f"cam={server.url(port=proxy.port)}",
-         "--publish", publish, "--predictions", "--quiet", "--event-log", str(log_path), *RUN_SETTINGS],
+         "--publish", publish, "--wait-subscriber", "30",  # no event lost to ZeroMQ's slow joiner
+         "--predictions", "--quiet", "--event-log", str(log_path), *RUN_SETTINGS],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     results = []
     try:
@@ -244,7 +249,8 @@ def _summary(results: list[FaultResult], events: list[dict], received: list[dict
             reasons[event["reason"]] = reasons.get(event["reason"], 0) + 1
     clip_s = _clip_seconds()
     spanning = sum(1 for e in _predictions(events) if e["clip_end"] - e["clip_start"] > clip_s + 0.5)
-    return FaultRun(results, len(events), gaps, len(set(seqs) - got), sum(max(0, n) for n in open_actions.values()),
+    missed = [e["type"] for e in events if e["seq"] not in got]
+    return FaultRun(results, len(events), gaps, len(missed), missed, sum(max(0, n) for n in open_actions.values()),
                     spanning, reasons, returncode, "Traceback" in stderr)
 
 
