@@ -779,7 +779,13 @@ def fake_trt_module(gpu: str = "sm87", version: str = "10.3.0") -> types.SimpleN
     does where it matters here (see the module docstring). ``trt.sent_to_python`` counts the
     messages that entered Python through a Python ``ILogger``; ``trt.printed`` what TensorRT's
     own Logger printed; ``trt.builds`` each build's config as it was at the build."""
-    trt = types.SimpleNamespace(__version__=version, sent_to_python=0, printed=[], builds=[])
+    trt = types.SimpleNamespace(__version__=version, sent_to_python=0, printed=[], builds=[], plugins=False)
+
+    def init_libnvinfer_plugins(logger, namespace: str) -> bool:
+        trt.plugins = True  # NVIDIA's plugins (ROIAlign_TRT among them) are in the registry from now on
+        return True
+
+    trt.init_libnvinfer_plugins = init_libnvinfer_plugins
     trt.DataType = enum.Enum("DataType", "FLOAT HALF INT8 INT32 BOOL UINT8 FP8 BF16 INT64 INT4 FP4")
     trt.TensorIOMode = enum.Enum("TensorIOMode", "NONE INPUT OUTPUT")
     trt.BuilderFlag = enum.Enum("BuilderFlag", "TF32 SPARSE_WEIGHTS REFIT")
@@ -925,7 +931,9 @@ def fake_trt_module(gpu: str = "sm87", version: str = "10.3.0") -> types.SimpleN
             return self._description
 
     class OnnxParser:
-        """Reads a JSON stand-in of a graph: {"inputs": {name: shape}, "unsupported": [node], "fails": bool}."""
+        """Reads a JSON stand-in of a graph: {"inputs": {name: shape}, "unsupported": [node], "fails": bool,
+        "roi_align": bool}. RoiAlign imports as the ROIAlign_TRT plugin, found only once the plugin
+        library is registered, as onnx-tensorrt's importer does."""
 
         def __init__(self, network: Network, logger) -> None:
             self.network, self.errors = network, []
@@ -934,6 +942,10 @@ def fake_trt_module(gpu: str = "sm87", version: str = "10.3.0") -> types.SimpleN
             graph = json.loads(model)
             self.errors = [ParserError(node, "Unsupported", "No importer registered for op: Unsupported")
                            for node in graph.get("unsupported", [])]
+            if graph.get("roi_align") and not trt.plugins:
+                self.errors.append(ParserError("RoiAlign_0", "RoiAlign", "Plugin not found, are the plugin name, "
+                                               "version, and namespace correct?"))
+            self.network.uses_plugins = bool(graph.get("roi_align"))
             self.network.inputs = [Tensor(name, shape) for name, shape in graph["inputs"].items()]
             self.network.fails_to_build = graph.get("fails", False)
             return not self.errors
@@ -1002,7 +1014,8 @@ def fake_trt_module(gpu: str = "sm87", version: str = "10.3.0") -> types.SimpleN
                 return None
             if config.timing_cache is not None:
                 config.timing_cache.entries.append(f"build{len(trt.builds)}")
-            plan = {"magic": PLAN_MAGIC, "verbosity": config.profiling_verbosity.name, "layer_dtypes": ["Float"] * 3}
+            plan = {"magic": PLAN_MAGIC, "verbosity": config.profiling_verbosity.name, "layer_dtypes": ["Float"] * 3,
+                    "plugins": getattr(network, "uses_plugins", False)}
             return HostMemory(json.dumps(plan).encode())
 
     class Runtime:
@@ -1017,6 +1030,10 @@ def fake_trt_module(gpu: str = "sm87", version: str = "10.3.0") -> types.SimpleN
                 report(self, self.logger, ErrorCode.INVALID_ARGUMENT,
                        "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (magicTag failed)")
                 report(self, self.logger, ErrorCode.INVALID_STATE, "Error Code 4: engine plan file is corrupted")
+                return None
+            if header.get("plugins") and not trt.plugins:
+                report(self, self.logger, ErrorCode.INVALID_ARGUMENT,
+                       "getPluginCreator could not find plugin: ROIAlign_TRT version: 1")
                 return None
             return Engine(header)
 
@@ -1475,3 +1492,28 @@ def test_pycuda_that_cannot_start_is_one_line(with_pycuda):
     with_pycuda(devices=1)
     with pytest.raises(StreamrecError, match="no CUDA GPU 1: pycuda sees 1"):
         open_device(1)
+
+
+def test_the_plugin_library_is_registered_before_a_graph_with_roi_align_is_parsed_or_loaded():
+    """The per-person heads' RoiAlign becomes TensorRT's ROIAlign_TRT plugin: without
+    init_libnvinfer_plugins the parser cannot import it and a built engine holding it cannot load."""
+    api, trt = real_api()
+    assert trt.plugins  # registered as the API was made, before any parse or deserialize
+    result = api.build(json.dumps({"inputs": {"fast": [-1, 8, 8, 8, 3]}, "roi_align": True}).encode(),
+                       fixed_profile, None, None, None, tf32=False)
+    trt.plugins = False  # as in a fresh process that never registered them
+    with pytest.raises(TensorRTError, match="ROIAlign_TRT"):
+        api.deserialize(result.plan)
+    with pytest.raises(OnnxParseError, match="Plugin not found"):
+        api.build(json.dumps({"inputs": {"fast": [-1, 8, 8, 8, 3]}, "roi_align": True}).encode(),
+                  fixed_profile, None, None, None, tf32=False)
+
+
+def test_an_roi_engines_profile_gives_boxes_their_own_range():
+    """boxes [N, 5] ranges over person boxes, not clips: from one box to 16 a clip of the largest batch."""
+    from streamrec.backends.engine_cache import BatchProfile
+    from streamrec.backends.tensorrt_build import profile_shapes
+
+    shapes = profile_shapes(BatchProfile(1, 4, 8))
+    assert shapes("fast", (-1, 8, 96, 96, 3)) == ((1, 8, 96, 96, 3), (4, 8, 96, 96, 3), (8, 8, 96, 96, 3))
+    assert shapes("boxes", (-1, 5)) == ((1, 5), (16, 5), (128, 5))

@@ -47,6 +47,9 @@ class Engine(Protocol):
     max_batch: int  # largest batch one infer() call accepts
     parallel_calls: int  # infer() calls it runs at once, from as many threads (engine.parallel_calls)
     device: str  # where it computes: "cpu", "cuda:0", ...
+    # An RoI head (per-person actions): infer() also takes ``boxes`` [N, 5] and returns a row of
+    # logits per box, [N, num_classes] (see `streamrec.backends.inputs`).
+    takes_boxes: bool
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
@@ -74,6 +77,10 @@ class EngineWrapper:
     @property
     def device(self) -> str:
         return self.engine.device
+
+    @property
+    def takes_boxes(self) -> bool:
+        return self.engine.takes_boxes
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.engine.infer(inputs)

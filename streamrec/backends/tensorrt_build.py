@@ -29,6 +29,7 @@ from streamrec.backends.engine_cache import (
     timing_cache_path,
     write_atomically,
 )
+from streamrec.backends.inputs import MAX_BOXES_PER_CLIP, BoxesSpec
 from streamrec.backends.trt_api import OnnxParseError, Shape, TensorRT, TensorRTError
 from streamrec.errors import StreamrecError
 
@@ -68,11 +69,19 @@ def check_precision(onnx: bytes, precision: str, onnx_file: Path) -> None:
                              f"precision from the graph: {how}")
 
 
+TYPICAL_BOXES_PER_CLIP = 4  # what an RoI engine's profile is tuned for: a few people a clip
+
+
 def profile_shapes(batch: BatchProfile) -> Callable[[str, Shape], tuple[Shape, Shape, Shape]]:
-    """The (min, opt, max) shapes of each input: the ONNX shape with the batch axis from ``batch``."""
+    """The (min, opt, max) shapes of each input: the ONNX shape with the batch axis from ``batch``;
+    for an RoI head's ``boxes``, from one box to `MAX_BOXES_PER_CLIP` for every clip of the batch
+    (tuned for a few people a clip)."""
 
     def shapes(name: str, onnx_shape: Shape) -> tuple[Shape, Shape, Shape]:
         first, *rest = onnx_shape
+        if name == BoxesSpec.name and first < 0:
+            most = batch.max * MAX_BOXES_PER_CLIP
+            return ((1, *rest), (min(most, batch.opt * TYPICAL_BOXES_PER_CLIP), *rest), (most, *rest))
         if any(d < 0 for d in rest):
             raise StreamrecError(f"ONNX input '{name}' {list(onnx_shape)} is dynamic beyond the batch axis; "
                                  "export it with `run_stream.py export` (only the batch may vary)")

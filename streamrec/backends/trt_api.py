@@ -154,6 +154,9 @@ class RealTensorRT:
         self.trt = trt
         self.version = trt.__version__
         self.logger = trt.Logger(trt.Logger.WARNING)  # filters in C++: INFO and VERBOSE never reach Python
+        # NVIDIA's plugin library: the ONNX parser imports RoiAlign (the per-person heads) as its
+        # ROIAlign_TRT plugin, and an engine holding one deserializes only once it is registered.
+        trt.init_libnvinfer_plugins(self.logger, "")
         self.errors = _error_recorder(trt)
         self.runtime = trt.Runtime(self.logger)
         self.runtime.error_recorder = self.errors  # engines and their contexts inherit it
