@@ -32,7 +32,7 @@ from streamrec.redaction import redact
 from streamrec.ringbuffer import RingBuffer
 from streamrec.sampling import frames_for_duration, hop_frames
 from streamrec.sources import FrameSource, SourceUnavailable
-from streamrec.transforms import crop_region, fit_frame
+from streamrec.transforms import crop_region, fit_clip_frame
 
 log = logging.getLogger(__name__)
 STEADY_RUN = 3  # frames in a row, each within stall_timeout_s of the one before: the source is flowing
@@ -202,7 +202,7 @@ class Capture(threading.Thread):
             self.source_size = size
             seen = crop_region(frame, self.region) if self.region else frame
             new_segment = self._follows_a_break(now, now if self.source.live else timestamp)
-            index = ring.write(fit_frame(seen, self.clip.short_side, self.clip.crop_size), now, timestamp, new_segment)
+            index = ring.write(fit_clip_frame(seen, self.clip), now, timestamp, new_segment)
             for tap in self.frame_taps:
                 tap(self.stream_id, index, timestamp, frame)
             self.frames_captured += 1

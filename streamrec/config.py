@@ -75,6 +75,9 @@ class ClipConfig:
     alpha: int | None = None  # Fast/Slow frame-rate ratio; None for single-pathway models
     short_side: int = 256  # resize the short side to this ...
     crop_size: int = 224  # ... then take this centre crop
+    # "crop": as above (whole-frame classification); "pad": the whole frame, its long side scaled to
+    # crop_size and centred on the mean colour, so nobody at the edges is cut off (per-person mode)
+    fit: str = "crop"
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     train_fps: float = 30.0
@@ -493,6 +496,7 @@ def _problems(config: Config) -> Problems:
          "clip.num_frames must be a multiple of clip.alpha"),
         (("clip.crop_size", "clip.short_side"), clip.crop_size <= clip.short_side,
          "clip.crop_size must not exceed clip.short_side"),
+        (("clip.fit",), clip.fit in ("crop", "pad"), f"clip.fit must be crop or pad, got {clip.fit!r}"),
         (("clip.mean", "clip.std"), len(clip.mean) == 3 and len(clip.std) == 3,
          "clip.mean and clip.std need 3 values (R, G, B)"),
         (("clip.mean",), all(0 <= m <= 1 for m in clip.mean), "clip.mean values must be from 0 to 1 (pixels scaled to 0..1)"),

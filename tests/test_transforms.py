@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamrec.transforms import crop_region, fit_frame
+from streamrec.transforms import crop_region, fit_frame, frame_fit
 
 
 @pytest.mark.parametrize("height, width", [(120, 160), (240, 320), (480, 640), (720, 1280), (1080, 1920),
@@ -51,3 +51,26 @@ def test_crop_region_takes_the_fractional_box():
     frame = np.arange(100 * 200 * 3, dtype=np.int64).reshape(100, 200, 3)
     out = crop_region(frame, (0.25, 0.5, 0.5, 0.25))
     assert out.shape == (25, 100, 3) and out[0, 0, 0] == frame[50, 50, 0]
+
+
+@pytest.mark.parametrize("size", [(320, 240), (240, 320), (1280, 720), (100, 100)])
+def test_pad_keeps_the_whole_frame_and_boxes_map_both_ways(size):
+    """Per-person mode letterboxes: the whole frame, long side to the input size, centred on the
+    padding colour; a white block drawn in the source is found where frame_fit maps its box."""
+    width, height = size
+    frame = np.zeros((height, width, 3), np.uint8)
+    x1, y1, x2, y2 = width // 4, height // 3, width // 2, 2 * height // 3
+    frame[y1:y2, x1:x2] = 255
+    out = fit_frame(frame, 128, 128, "pad", (115, 115, 115))
+    assert out.shape == (128, 128, 3)
+    ys, xs = np.nonzero(out[..., 0] > 200)
+    found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+    mapped = frame_fit(width, height, 128, 128, "pad").to_input([[x1, y1, x2, y2]])[0]
+    assert np.abs(found - mapped).max() <= 1.0  # within the resize's pixel
+    back = frame_fit(width, height, 128, 128, "pad").to_source([mapped])[0]
+    assert np.allclose(back, [x1, y1, x2, y2], atol=1e-3)
+    # The padding is the given colour, on the short side only.
+    if width > height:
+        assert (out[0] == 115).all() and (out[:, 0] != 115).any()
+    elif height > width:
+        assert (out[:, 0] == 115).all()
