@@ -30,6 +30,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from streamrec.detection.config import DetectionConfig
+from streamrec.detection.config import problems as detection_problems
 from streamrec.errors import StreamrecError
 from streamrec.redaction import QUERY_KEY, redact
 from streamrec.sources import parse_source
@@ -213,6 +215,9 @@ class Config:
     events: EventsConfig = EventsConfig()
     engine: EngineConfig = EngineConfig()
     streams: tuple[StreamConfig, ...] = ()
+    # Per-person mode (an RoI-head model): find people on each clip's keyframe, track them, and
+    # recognise what each one does (streamrec.persons); absent: one label set for the whole frame.
+    detection: DetectionConfig | None = None
     name: str = ""  # the config's file stem, for engine cache names
 
     def replace(self, **changes: Any) -> "Config":
@@ -511,6 +516,8 @@ def _problems(config: Config) -> Problems:
     yield from _memory_problems(config)
     yield from _stream_problems(config)
     yield from _events_problems(config)
+    if config.detection is not None:
+        yield from detection_problems(config.detection)
 
 
 def _value(config: Config, path: str) -> Any:

@@ -26,8 +26,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Any, Callable
 
 from streamrec.backends import Engine
 from streamrec.scheduler import Batch, Scheduler
@@ -35,19 +34,21 @@ from streamrec.scheduler import Batch, Scheduler
 
 @dataclass
 class EngineCall:
-    """A batch handed to the engine, and its logits to come."""
+    """A batch handed to the engine, and what the call makes of it, to come (the logits; in
+    per-person mode, each clip's scored boxes: `streamrec.persons.PersonStage`)."""
 
     batch: Batch
-    logits: Future
+    output: Future
 
     def done(self) -> bool:
-        return self.logits.done()
+        return self.output.done()
 
 
 class EngineDispatcher:
-    def __init__(self, engine: Engine, scheduler: Scheduler):
+    def __init__(self, engine: Engine, scheduler: Scheduler, work: Callable[[Batch], Any] | None = None):
         self.engine = engine
         self.scheduler = scheduler
+        self.work = work or (lambda batch: engine.infer(batch.inputs))  # one engine call's job
         self.slots = engine.parallel_calls
         self._workers = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="engine")
         self._in_flight: deque[EngineCall] = deque()  # oldest first: running, queued, and ended but not handed back
@@ -110,7 +111,7 @@ class EngineDispatcher:
         calls = list(self._in_flight)
         self._in_flight.clear()
         for call in calls:
-            call.logits.exception()  # waits for the call; its error, if any, stays for the caller
+            call.output.exception()  # waits for the call; its error, if any, stays for the caller
             self.scheduler.release(call.batch)
         self._workers.shutdown()
         return calls
@@ -152,14 +153,14 @@ class EngineDispatcher:
         it is under way), else it queues behind the calls in the engine."""
         started = threading.Event()
 
-        def call() -> np.ndarray:
+        def call() -> Any:
             started.set()
-            return self.engine.infer(batch.inputs)
+            return self.work(batch)
 
         slot_free = self._unfinished() < self.slots
-        logits = self._workers.submit(call)
-        logits.add_done_callback(self._call_ended)
-        self._in_flight.append(EngineCall(batch, logits))
+        output = self._workers.submit(call)
+        output.add_done_callback(self._call_ended)
+        self._in_flight.append(EngineCall(batch, output))
         if slot_free:
             # Hold back until the worker is in the engine: otherwise this thread's Python work (it
             # holds the GIL) would run first and delay the call instead of overlapping it.

@@ -32,6 +32,10 @@ from streamrec.config import Config, StreamConfig
 from streamrec.dispatcher import EngineCall, EngineDispatcher
 from streamrec.errors import StreamrecError
 from streamrec.events import EventBus
+from streamrec.backends.inputs import MAX_BOXES_PER_CLIP
+from streamrec.detection import PersonDetector, create_detector
+from streamrec.detection.tracker import Track
+from streamrec.persons import PersonChange, PersonRows, PersonStage, SourceGeometry, StreamPeople
 from streamrec.postprocess import ActionChange, ActionThresholds, ActionTracker
 from streamrec.sampling import hop_frames, split_pathways
 from streamrec.scheduler import Scheduler, StreamSchedule, View
@@ -74,6 +78,17 @@ class HopResult:
     top_k: list[list]  # [[label, score], ...] of the smoothed scores, best first
     active: dict[str, float]  # open actions after this hop: label -> start (source seconds)
     thresholds: ActionThresholds
+    people: tuple[PersonView, ...] | None = None  # per-person mode: everyone seen at this hop
+
+
+@dataclass(frozen=True)
+class PersonView:
+    """One person seen at a hop, for hop observers."""
+
+    track_id: int
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the source frame's pixels
+    top_k: list[list]  # their smoothed top labels
+    active: dict[str, float]  # their open actions: label -> start (source seconds)
 
 
 HopObserver = Callable[[HopResult], None]
@@ -86,7 +101,8 @@ class StreamRuntime:
     config: StreamConfig
     capture: Capture
     display: str
-    tracker: ActionTracker
+    tracker: ActionTracker  # the whole frame's action state (whole-frame mode)
+    people: StreamPeople | None = None  # per-person mode: the tracks and each one's action state
     schedule: StreamSchedule | None = None  # once the source is open and its frame rate known
     state: StreamState = StreamState.CONNECTING  # as the capture last reported it
     stalled_since: float | None = None  # when it was found stalled (monotonic); None: not stalled
@@ -120,7 +136,10 @@ class Pipeline:
         self.observers = observers
         pipe = config.pipeline
         self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
-        self.dispatcher = EngineDispatcher(engine, self.scheduler)
+        self.activation = config.model.kwargs.get("head_activation", "softmax")  # the model head's
+        self.detector = self._person_mode(config, engine)
+        work = PersonStage(self.detector, engine, config.clip, MAX_BOXES_PER_CLIP) if self.detector else None
+        self.dispatcher = EngineDispatcher(engine, self.scheduler, work)
         self._reports: queue.SimpleQueue[CaptureReport] = queue.SimpleQueue()
         self._stopping = False
         self._stats_lock = threading.Lock()  # latencies are read by `stats` from other threads
@@ -137,7 +156,26 @@ class Pipeline:
             postprocess = config.postprocess
             if stream.thresholds:
                 postprocess = dataclasses.replace(postprocess, thresholds={**postprocess.thresholds, **stream.thresholds})
-            self.streams[stream.id] = StreamRuntime(stream, capture, spec.display, ActionTracker(labels, postprocess))
+            people = (StreamPeople(labels, postprocess, config.detection.tracker, self.activation)
+                      if self.detector else None)
+            self.streams[stream.id] = StreamRuntime(stream, capture, spec.display,
+                                                    ActionTracker(labels, postprocess, self.activation), people)
+
+    @staticmethod
+    def _person_mode(config: Config, engine: Engine) -> PersonDetector | None:
+        """The person detector of per-person mode (None: whole-frame mode), once the config and the
+        engine agree on the mode."""
+        if config.detection is None:
+            if engine.takes_boxes:
+                raise StreamrecError(f"model {config.model.arch} scores person boxes (an RoI head) but the config has "
+                                     "no detection: section to find them; add `detection: {}` (motion detection) "
+                                     "or use a whole-frame config")
+            return None
+        if not engine.takes_boxes:
+            raise StreamrecError(f"the config's detection: section needs a model with an RoI head, and "
+                                 f"{config.model.arch} classifies whole frames; use a per-person config such as "
+                                 "slowfast_tiny_roi, or drop the detection: section")
+        return create_detector(config.detection)
 
     def stop(self) -> None:
         """Ask a running pipeline to finish (safe from signal handlers and other threads)."""
@@ -171,7 +209,10 @@ class Pipeline:
         """One inference on blank clips before the cameras start: lazy initialisation (and a
         broken engine) shows up here, not as a latency spike on the first real hop."""
         clip = self.config.clip
-        self.engine.infer(split_pathways(clip, np.zeros((1, clip.num_frames, clip.crop_size, clip.crop_size, 3), np.uint8)))
+        inputs = split_pathways(clip, np.zeros((1, clip.num_frames, clip.crop_size, clip.crop_size, 3), np.uint8))
+        if self.engine.takes_boxes:  # one box over the whole frame
+            inputs["boxes"] = np.array([[0, 0, 0, clip.crop_size, clip.crop_size]], np.float32)
+        self.engine.infer(inputs)
 
     def _serve(self) -> None:
         next_status = time.monotonic() + self.config.pipeline.status_interval_s
@@ -197,38 +238,86 @@ class Pipeline:
     def _publish(self, call: EngineCall) -> None:
         views = call.batch.views
         try:
-            logits = call.logits.result()
+            outputs = call.output.result()
         except Exception:
             ids = ", ".join(v.stream_id for v in views)
             log.exception("engine failed on a batch of %d views (streams %s); batch dropped", len(views), ids)
             return
-        for view, row in zip(views, logits):
+        for view, output in zip(views, outputs):
             runtime = self.streams[view.stream_id]
-            tracker = runtime.tracker
             if view.follows_gap:  # nothing before the gap may carry over into what comes after it
                 at = view.follows_gap.last_frame_at
                 self._end_open_actions(runtime, runtime.last_clip_end if at is None else at, "stream_lost",
                                        restart=True)
-            changes = tracker.update(row, view.clip_end)
-            runtime.last_clip_end = view.clip_end
             latency_ms = (time.monotonic() - view.newest_capture_time) * 1000.0
             with self._stats_lock:
                 runtime.latencies_ms.append(latency_ms)
             common = {"clip_start": round(view.clip_start, 3), "clip_end": round(view.clip_end, 3),
                       "latency_ms": round(latency_ms, 1)}
-            top_k = tracker.top_k()
-            for change in changes:
-                self._emit_action(runtime, change, common, top_k)
-            if self.config.events.predictions:
-                self.bus.emit("prediction", view.stream_id, topk=top_k, **common)
-            if self.observers:
-                hop = HopResult(view, tracker.probabilities, tracker.scores, tuple(changes), top_k,
-                                tracker.active_since(), tracker.thresholds)
-                for observer in self.observers:
-                    observer(hop)
+            if runtime.people is None:
+                hop = self._publish_frame(runtime, view, output, common)
+            else:
+                hop = self._publish_people(runtime, view, output, common)
+            runtime.last_clip_end = view.clip_end
+            for observer in self.observers:
+                observer(hop)
 
-    def _emit_action(self, runtime: StreamRuntime, change: ActionChange, common: dict, top_k: list[list]) -> None:
-        fields = {"label": change.label, "score": round(change.score, 4), "topk": top_k, **common}
+    def _publish_frame(self, runtime: StreamRuntime, view: View, logits: np.ndarray, common: dict) -> HopResult:
+        """Whole-frame mode: one label set for the stream."""
+        tracker = runtime.tracker
+        changes = tracker.update(logits, view.clip_end)
+        top_k = tracker.top_k()
+        for change in changes:
+            self._emit_action(runtime, change, common, top_k)
+        if self.config.events.predictions:
+            self.bus.emit("prediction", view.stream_id, topk=top_k, **common)
+        return HopResult(view, tracker.probabilities, tracker.scores, tuple(changes), top_k, tracker.active_since(),
+                         tracker.thresholds)
+
+    def _publish_people(self, runtime: StreamRuntime, view: View, rows: PersonRows, common: dict) -> HopResult:
+        """Per-person mode: the hop's boxes join tracks; each track's actions start and end."""
+        hop = runtime.people.hop(rows, view.clip_end)
+        to_source = self._to_source(runtime)
+        ended = {track.id for track in hop.tracks.ended}
+        self._emit_person_changes(runtime, [c for c in hop.changes if c.track.id in ended], hop.top_k, common,
+                                  to_source)
+        for track in hop.tracks.ended:
+            self._emit_track_end(runtime, track, "person_left", to_source)
+        for track in hop.tracks.started:
+            self.bus.emit("track_start", runtime.config.id, track_id=track.id, box=_box(to_source(track.box)),
+                          **common)
+        self._emit_person_changes(runtime, [c for c in hop.changes if c.track.id not in ended], hop.top_k, common,
+                                  to_source)
+        people = tuple(PersonView(t.id, _box(to_source(t.box)), hop.top_k[t.id], hop.active.get(t.id, {}))
+                       for t in hop.tracks.seen)
+        if self.config.events.predictions:
+            self.bus.emit("prediction", view.stream_id, persons=[
+                {"track_id": p.track_id, "box": list(p.box), "topk": p.top_k} for p in people], **common)
+        tracker = runtime.tracker
+        return HopResult(view, tracker.probabilities, tracker.scores, tuple(c.change for c in hop.changes), [],
+                         {}, tracker.thresholds, people)
+
+    def _emit_person_changes(self, runtime: StreamRuntime, changes: list[PersonChange], top_k: dict[int, list],
+                             common: dict, to_source) -> None:
+        for person in changes:
+            self._emit_action(runtime, person.change, common, top_k.get(person.track.id, []),
+                              track_id=person.track.id, box=_box(to_source(person.track.box)))
+
+    def _emit_track_end(self, runtime: StreamRuntime, track: Track, reason: str, to_source) -> None:
+        self.bus.emit("track_end", runtime.config.id, track_id=track.id, box=_box(to_source(track.box)),
+                      first_seen=round(track.first_seen, 3), last_seen=round(track.last_seen, 3), reason=reason)
+
+    def _to_source(self, runtime: StreamRuntime):
+        """A function mapping a box in the model input's pixels to the stream's source frame."""
+        size = runtime.capture.source_size
+        if size is None:
+            return lambda box: np.asarray(box, np.float32)
+        geometry = SourceGeometry(size[0], size[1], runtime.config.region, self.config.clip)
+        return lambda box: geometry.to_source(np.asarray(box, np.float32).reshape(1, 4))[0]
+
+    def _emit_action(self, runtime: StreamRuntime, change: ActionChange, common: dict, top_k: list[list],
+                     **person: object) -> None:
+        fields = {"label": change.label, "score": round(change.score, 4), "topk": top_k, **person, **common}
         if change.type == "action_end":
             fields["started_at"] = round(change.started_at, 3)
             fields["duration_s"] = round(common["clip_end"] - change.started_at, 3)
@@ -236,10 +325,19 @@ class Pipeline:
         self.bus.emit(change.type, runtime.config.id, **fields)
 
     def _end_open_actions(self, runtime: StreamRuntime, at: float, reason: str, restart: bool = False) -> None:
-        """End a stream's open actions at clip time ``at`` (and, with ``restart``, its smoothing)."""
+        """End a stream's open actions at clip time ``at`` (and, with ``restart``, its smoothing); in
+        per-person mode, end every track and what it was doing."""
+        common = {"clip_start": round(at, 3), "clip_end": round(at, 3), "latency_ms": 0.0}
+        if runtime.people is not None:
+            update, changes = runtime.people.close(reason)
+            to_source = self._to_source(runtime)
+            self._emit_person_changes(runtime, changes, {}, common, to_source)
+            for track in update.ended:
+                self._emit_track_end(runtime, track, reason, to_source)
+            self.detector.forget(runtime.config.id)
+            return
         tracker = runtime.tracker
         changes = tracker.restart(reason) if restart else tracker.close(reason)
-        common = {"clip_start": round(at, 3), "clip_end": round(at, 3), "latency_ms": 0.0}
         top_k = tracker.top_k()
         for change in changes:
             self._emit_action(runtime, change, common, top_k)
@@ -377,3 +475,8 @@ class Pipeline:
         for runtime in self.streams.values():
             if not runtime.closed:
                 self._close_stream(runtime)
+
+
+def _box(box: np.ndarray) -> tuple[float, float, float, float]:
+    """A box for events: source pixels to a tenth."""
+    return tuple(round(float(v), 1) for v in box)

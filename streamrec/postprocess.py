@@ -23,6 +23,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))  # tanh form: no overflow for large negative logits
+
+
+# A model head's activation: softmax over exclusive classes (Kinetics), sigmoid over independent
+# ones (AVA: a person may sit and talk at once). Named by the model config's head_activation.
+ACTIVATIONS = {"softmax": softmax, "sigmoid": sigmoid}
+
+
 @dataclass(frozen=True)
 class ActionThresholds:
     """One stream's per-class thresholds, as its tracker applies them (read-only)."""
@@ -59,9 +68,10 @@ END_REASONS = ("score_fell", "stream_lost", "stream_ended", "stopped")
 class ActionTracker:
     """The action state of one stream."""
 
-    def __init__(self, labels: list[str], config: PostprocessConfig):
+    def __init__(self, labels: list[str], config: PostprocessConfig, activation: str = "softmax"):
         self.labels = labels
         self.config = config
+        self.activation = ACTIVATIONS[activation]
         self.enter = np.full(len(labels), config.enter_threshold)
         self.exit = np.full(len(labels), config.exit_threshold)
         for name, threshold in config.thresholds.items():
@@ -78,7 +88,7 @@ class ActionTracker:
 
     def update(self, logits: np.ndarray, time: float) -> list[ActionChange]:
         """Feed one hop's logits (its clip ending at ``time`` source seconds); returns starts and ends."""
-        self.probabilities = softmax(logits.astype(np.float64))
+        self.probabilities = self.activation(logits.astype(np.float64))
         self.history.append(self.probabilities)
         self.scores = np.mean(self.history, axis=0)
         changes = []

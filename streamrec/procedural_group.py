@@ -35,6 +35,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from streamrec.config import runtime_dir
 from streamrec.errors import StreamrecError
 from streamrec.evaluation import ground_truth_path
 from streamrec.evaluation_persons import PersonBox, PersonSegment, PersonTruth, read_person_truth, write_person_truth
@@ -287,6 +288,23 @@ def write_group_videos(out_dir: str | Path, count: int, seed: int, duration_s: f
     seeds = np.random.SeedSequence([seed, 4]).generate_state(count)
     return [write_group_video(group_scene(int(s), duration_s), Path(out_dir) / f"group_{seed}_{i}.mp4")
             for i, s in enumerate(seeds)]
+
+
+GROUP_DEMO_SEED = 20241130
+GROUP_DEMO_SECONDS = 45.0
+
+
+def group_demo_video(cache_dir: str | Path | None = None) -> Path:
+    """The per-person demo video (45 s of 2-4 people), generated on first use into ``cache_dir``,
+    by default the checkout's ``.cache/`` or the user cache folder (`streamrec.config.runtime_dir`)."""
+    cache = Path(cache_dir) if cache_dir else runtime_dir("videos")
+    path = cache / f"group_demo_{GROUP_DEMO_SEED}_v{GENERATOR_VERSION}.mp4"
+    if not (path.is_file() and ground_truth_path(path).is_file()):
+        temporary = path.with_name(f"partial_{path.name}")  # never leave a half-written demo behind
+        write_group_video(group_scene(GROUP_DEMO_SEED, GROUP_DEMO_SECONDS), temporary)
+        ground_truth_path(temporary).replace(ground_truth_path(path))
+        temporary.replace(path)
+    return path
 
 
 def statistics(truth: PersonTruth, occluded_at_least: float = 0.1) -> dict[str, float]:

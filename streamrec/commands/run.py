@@ -17,6 +17,7 @@ from streamrec.commands.flags import (add_config_flag, add_config_flags, add_eng
 from streamrec.config import Config, StreamConfig, load_labels
 from streamrec.events import EventBus, JsonlLog, Sink, StdoutSink, ZmqPublisher
 
+PERSONS_CONFIG = "slowfast_tiny_roi"  # the demo's per-person model
 log = logging.getLogger("streamrec")
 
 
@@ -27,6 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          "synthetic[:size=WxH,fps=N,frames=N]; repeat for several streams")
     add_engine_flags(parser)
     add_hop_flags(parser)
+    parser.add_argument("--persons", action="store_true",
+                        help=f"who is doing what: find, track and classify each person (default config "
+                             f"{PERSONS_CONFIG}; the config's detection: section, motion detection if it has none)")
     add_config_flag(parser, "--realtime", path="pipeline.realtime", const=True,
                     help="play files at their frame rate, dropping frames like a live camera "
                          "(default: every frame, deterministic)")
@@ -60,10 +64,18 @@ def publish_address(text: str) -> str | None:
 
 
 def run_config(args: argparse.Namespace) -> Config:
-    """The config with the command line's flags applied; with no stream anywhere, the demo video."""
+    """The config with the command line's flags applied; with no stream anywhere, the demo video
+    (in per-person mode, the one with several people)."""
+    if args.persons and not args.config:
+        args.config = PERSONS_CONFIG
     config = config_from_flags(args)
+    if args.persons and config.detection is None:
+        config = config_from_flags(args, fixed={"detection": {}})
     if not config.streams:
-        from streamrec.procedural import demo_video
+        if config.detection is not None:
+            from streamrec.procedural_group import group_demo_video as demo_video
+        else:
+            from streamrec.procedural import demo_video
 
         config = config.replace(streams=(StreamConfig(id="demo", source=str(demo_video())),))
     return config
