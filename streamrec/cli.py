@@ -27,6 +27,7 @@ COMMANDS = {  # name: (module, help)
     "subscribe": ("streamrec.commands.subscribe", "print the events a running pipeline publishes"),
     "broker": ("streamrec.commands.broker", "one place to subscribe: a ZeroMQ proxy that many pipelines publish "
                                             "through"),
+    "cluster": ("streamrec.commands.cluster", "shard streams over a Ray cluster, with failover and one event record"),
     "bench": ("streamrec.commands.bench", "benchmarks: engine alone, pipeline end to end, and against the usual way"),
     "train": ("streamrec.commands.train", "train a model on procedural clips or a folder of your own clips"),
     "eval": ("streamrec.commands.eval", "score action events against ground-truth segments on long videos"),

@@ -111,6 +111,13 @@ def add_hop_flags(parser: argparse.ArgumentParser, *, seconds: bool = True) -> N
                         help="predict every S seconds (takes precedence over --hop)")
 
 
+def add_source_flag(parser: argparse.ArgumentParser) -> None:
+    """``--source [ID=]SOURCE``, repeatable: the streams to read, in place of the config's ``streams:``."""
+    add_config_flag(parser, "--source", path="streams", repeat=True, metavar="[ID=]SOURCE",
+                    help="camera index, /dev/videoN, rtsp:// or http(s):// URL, video file, or "
+                         "synthetic[:size=WxH,fps=N,frames=N]; repeat for several streams")
+
+
 def add_sink_flags(parser: argparse.ArgumentParser) -> None:
     """``--sink URL``, repeatable: message brokers that also receive every event (`streamrec.sinks`)."""
     add_config_flag(parser, "--sink", path="events.sinks", repeat=True, metavar="URL",
