@@ -64,6 +64,9 @@ class Overlay:
     active: list[tuple[str, float]]  # (label, seconds it has been active at this hop)
     fps: float | None  # source frames processed per wall-clock second over the last hops; None at the first
     latency_ms: float  # capture of the clip's newest frame → result, as the events report it
+    # Per-person mode: each person seen at this hop, (track id, box in source pixels, top label and
+    # score, active labels); their boxes are drawn where they were, labelled with who and what.
+    people: tuple[tuple[int, tuple[float, float, float, float], tuple[str, float] | None, list[str]], ...] = ()
 
 
 # --------------------------------------------------------------------------- drawing
@@ -79,10 +82,32 @@ def draw_overlay(frame_rgb: np.ndarray, stream_id: str, overlay: Overlay | None)
         return image
     rows = [(f"{score:.2f} {label}", TEXT, score) for label, score in overlay.top_k]
     rows += [(f"ACTIVE {label} {seconds:.1f} s", ACTIVE, None) for label, seconds in overlay.active]
-    _draw_panel(image, rows, at_top=True)
+    for track_id, box, top, active in overlay.people:
+        _draw_person(image, track_id, box, top, active)
+    if rows:
+        _draw_panel(image, rows, at_top=True)
     fps = "--" if overlay.fps is None else f"{overlay.fps:.0f}"
     _draw_panel(image, [(f"{stream_id}  {fps} fps  latency {overlay.latency_ms:.0f} ms", TEXT, None)], at_top=False)
     return image
+
+
+def _draw_person(image: np.ndarray, track_id: int, box: tuple[float, float, float, float],
+                 top: tuple[str, float] | None, active: list[str]) -> None:
+    """A person's box, their track id and what they are doing (active actions, else the top label)."""
+    height = image.shape[0]
+    font_scale = max(0.3, 0.45 * height / 480)
+    thickness = max(1, round(height / 480))
+    x1, y1, x2, y2 = (round(v) for v in box)
+    colour = ACTIVE if active else TEXT
+    cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+    label = ", ".join(active) if active else (f"{top[0]} {top[1]:.2f}" if top else "")
+    text = f"#{track_id} {label}".strip()
+    (width, text_height), _ = cv2.getTextSize(text, FONT, font_scale, thickness)
+    top_edge = max(0, y1 - text_height - 4)
+    backing = image[top_edge:top_edge + text_height + 4, max(0, x1):max(0, x1) + width + 4]
+    backing[:] = (backing * 0.4).astype(np.uint8)
+    cv2.putText(image, text, (max(0, x1) + 2, top_edge + text_height + 1), FONT, font_scale, colour, thickness,
+                cv2.LINE_AA)
 
 
 def _draw_panel(image: np.ndarray, lines: list[tuple[str, tuple, float | None]], at_top: bool) -> None:
@@ -171,8 +196,10 @@ class StreamAnnotator(threading.Thread):
         (first_time, first_index), (last_time, last_index) = self.progress[0], self.progress[-1]
         fps = (last_index - first_index) / (last_time - first_time) if last_time > first_time else None
         active = [(label, view.clip_end - started_at) for label, started_at in hop.active.items()]
-        self.overlays.add(Overlay(view.end_index, hop.top_k, active, fps,
-                                  (now - view.newest_capture_time) * 1000.0))
+        people = tuple((p.track_id, p.box, tuple(p.top_k[0]) if p.top_k else None, sorted(p.active))
+                       for p in hop.people or ())
+        self.overlays.add(Overlay(view.end_index, hop.top_k, active, fps, (now - view.newest_capture_time) * 1000.0,
+                                  people))
 
     def finish(self) -> None:
         """Draw what is queued with the last overlays, then stop (call after the pipeline has stopped)."""
