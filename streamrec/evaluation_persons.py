@@ -363,3 +363,59 @@ def score_person_events(truth: Sequence[PersonSegment], truth_tracks: Mapping[in
         delays = tuple(pred.detected_at - true.start for true, pred in pairs if pred.detected_at is not None)
         scores[label] = ClassScore(len(pairs), len(p) - len(pairs), len(t) - len(pairs), delays)
     return scores
+
+
+# --------------------------------------------------------------------------- from the pipeline's events
+
+
+@dataclass(frozen=True)
+class PersonPredictions:
+    """What a per-person run published for one video, in the scorers' terms."""
+
+    segments: tuple[PersonSegment, ...]  # each track's actions
+    tracks: dict[int, Trajectory]  # each track's boxes, at its hops' keyframes
+    keyframes: tuple[tuple[float, tuple[BoxDetection, ...]], ...]  # (keyframe time, every box's labels and scores)
+
+
+def predictions_from_events(events: Iterable[Mapping[str, Any]]) -> PersonPredictions:
+    """One stream's ``action_start``/``action_end`` and ``prediction`` events (a per-person run with
+    ``events.predictions``) as scorer input.
+
+    An action runs from the start of the clip that raised it to the start of the clip that ended
+    it, as whole-frame segments do (`streamrec.evaluation.segments_from_events`). A hop's boxes
+    were found on its clip's keyframe, the middle of the clip; each box is a detection of every
+    label in its ``topk``, scored by that label's smoothed score.
+    """
+    open_actions: dict[tuple[int, str], Mapping[str, Any]] = {}
+    segments, samples, keyframes = [], {}, []
+    for event in events:
+        kind = event["type"]
+        if kind == "action_start":
+            open_actions[(event["track_id"], event["label"])] = event
+        elif kind == "action_end" and (event["track_id"], event["label"]) in open_actions:
+            start = open_actions.pop((event["track_id"], event["label"]))
+            segments.append(PersonSegment(start["clip_start"], max(event["clip_start"], start["clip_start"]),
+                                          event["label"], event["track_id"], detected_at=start["clip_end"]))
+        elif kind == "prediction" and "persons" in event:
+            moment = (event["clip_start"] + event["clip_end"]) / 2
+            found = []
+            for person in event["persons"]:
+                samples.setdefault(person["track_id"], []).append((moment, person["box"]))
+                found += [BoxDetection(tuple(person["box"]), label, score) for label, score in person["topk"]]
+            keyframes.append((moment, tuple(found)))
+    tracks = {track: Trajectory.of(points) for track, points in samples.items()}
+    return PersonPredictions(tuple(segments), tracks, tuple(keyframes))
+
+
+def detections_at_keyframes(truth: PersonTruth, predictions: PersonPredictions,
+                            start_s: float = 0.0) -> tuple[dict[Hashable, tuple[PersonBox, ...]],
+                                                           dict[Hashable, tuple[BoxDetection, ...]]]:
+    """Ground truth and detections on the truth's keyframes (from ``start_s``), each keyframe's
+    detections from the hop whose keyframe is nearest it: input for `frame_average_precision`."""
+    truth_at = truth.keyframe_truth(start_s=start_s)
+    moments = np.array([moment for moment, _ in predictions.keyframes])
+    detections = {}
+    for index in truth_at:
+        if len(moments):
+            detections[index] = predictions.keyframes[int(np.argmin(np.abs(moments - index / truth.fps)))][1]
+    return truth_at, detections

@@ -43,6 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="also replay the run's scores under a grid of postprocess smoothing and thresholds "
                              "(tune on a validation seed, never on the test seed)")
+    parser.add_argument("--persons", action="store_true",
+                        help="per-person mode (default config slowfast_tiny_roi): generated videos of 2-4 people, "
+                             "scored by per-person event F1 and AVA's frame AP with the detected boxes")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
 
 
@@ -52,6 +55,8 @@ def main(args: argparse.Namespace) -> int:
 
     if not 0 < args.iou <= 1:
         raise StreamrecError("--iou must be in (0, 1]")
+    if args.persons:
+        return persons_main(args)
     # every hop served, events only to the scorer
     config = config_from_flags(args, {"pipeline.realtime": False, "events.publish": None, "events.stdout": False})
     labels = load_labels(config)
@@ -102,6 +107,78 @@ def main(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report(scores, info), indent=1) + "\n")
     return 0
+
+
+def persons_main(args: argparse.Namespace) -> int:
+    """Per-person mode: every hop's boxes and labels published, scored per person and per keyframe."""
+    from streamrec.commands.run import PERSONS_CONFIG
+    from streamrec.evaluation import combine, format_table, ground_truth_path, report, run_pipeline
+    from streamrec.evaluation_persons import (detections_at_keyframes, frame_average_precision, mean_ap,
+                                              predictions_from_events, read_person_truth, score_person_events)
+    from streamrec.sampling import clip_duration
+
+    if args.zero_fast or args.sweep:
+        raise StreamrecError("--zero-fast and --sweep are for whole-frame runs; drop them with --persons")
+    args.config = args.config or PERSONS_CONFIG
+    fixed = {"pipeline.realtime": False, "events.publish": None, "events.stdout": False, "events.predictions": True}
+    config = config_from_flags(args, fixed)
+    if config.detection is None:
+        config = config_from_flags(args, {**fixed, "detection": {}})
+    labels = load_labels(config)
+    # Every label's score on every box, for AP.
+    config = config.replace(postprocess=dataclasses.replace(config.postprocess, top_k=len(labels)))
+    scored = [name for name in labels if name not in config.postprocess.background_labels]
+    with tempfile.TemporaryDirectory(prefix="streamrec-eval-") as scratch:
+        videos = list(args.videos) or _generate_groups(args, Path(scratch))
+        for video in videos:
+            if not video.is_file():
+                raise StreamrecError(f"video {video} not found")
+        truth = {video: read_person_truth(ground_truth_path(video)) for video in videos}
+        started = time.monotonic()
+        records = run_pipeline(config, videos)
+        seconds = time.monotonic() - started
+    predictions = {v: predictions_from_events(records[v].events) for v in videos}
+    scores = combine([score_person_events(truth[v].segments, truth[v].trajectories(), predictions[v].segments,
+                                          predictions[v].tracks, scored, args.iou) for v in videos])
+    keyframe_truth, keyframe_detections = {}, {}
+    for v in videos:  # keyframes from one clip in: before, no clip is whole
+        at, found = detections_at_keyframes(truth[v], predictions[v], start_s=clip_duration(config.clip))
+        keyframe_truth.update({(str(v), k): people for k, people in at.items()})
+        keyframe_detections.update({(str(v), k): boxes for k, boxes in found.items()})
+    ap = frame_average_precision(keyframe_truth, keyframe_detections, labels=scored)
+    source = ", ".join(str(v) for v in args.videos) if args.videos else (
+        f"{args.count} generated videos of 2-4 people, {args.minutes:g} min each, seed {args.seed}")
+    print(f"{config.name} ({config.checkpoint or 'random weights'}), backend {config.engine.backend}, "
+          f"detector {config.detection.detector}, hop {config.pipeline.hop_frames} frames")
+    print(f"{source}; a detected action counts when its label matches, temporal IoU >= {args.iou} and its track's "
+          f"boxes overlap the person's (mean IoU >= 0.5); delay = true start -> action_start (source seconds)")
+    print(format_table(scores))
+    print(f"\nframe AP at IoU 0.5 with the detected boxes (AVA's rule, keyframes at 2 Hz): "
+          f"mAP {mean_ap(ap):.3f}" if ap else "\nframe AP: no labelled keyframe")
+    for label, value in ap.items():
+        print(f"  {label:>14} {value:.3f}")
+    print(f"pipeline time {seconds:.1f} s", file=sys.stderr)
+    if args.json:
+        info = {"mode": "persons", "iou_threshold": args.iou, "config": config.name, "checkpoint": config.checkpoint,
+                "backend": config.engine.backend, "detector": config.detection.detector,
+                "postprocess": dataclasses.asdict(config.postprocess), "videos": [str(v) for v in args.videos] or None,
+                "generated": None if args.videos else {"seed": args.seed, "count": args.count, "minutes": args.minutes},
+                "segments": sum(len(t.segments) for t in truth.values()), "pipeline_seconds": round(seconds, 1),
+                "frame_ap_detected_boxes": ap, "frame_map_detected_boxes": mean_ap(ap), "command": recorded_command()}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report(scores, info), indent=1) + "\n")
+    return 0
+
+
+def _generate_groups(args: argparse.Namespace, scratch: Path) -> list[Path]:
+    from streamrec.procedural_group import write_group_videos
+
+    if args.count < 1 or args.minutes <= 0:
+        raise StreamrecError("--count must be at least 1 and --minutes positive")
+    out = args.keep_videos or scratch
+    print(f"generating {args.count} video(s) of 2-4 people, {args.minutes:g} min, from seed {args.seed} in {out}",
+          file=sys.stderr)
+    return write_group_videos(out, args.count, args.seed, args.minutes * 60)
 
 
 def _generate(args: argparse.Namespace, scratch: Path) -> list[Path]:
