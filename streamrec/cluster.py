@@ -681,8 +681,9 @@ class Driver:
         self.resources, capacity, kind = worker_resources(ray, self.config, options)
         count = min(options.workers or capacity, len(self.streams))
         if count < 1:
-            raise StreamrecError(f"the Ray cluster has room for no worker of {kind} ({ray.cluster_resources()}); "
-                                 "lower --worker-cpus or add nodes")
+            total = ray.cluster_resources()
+            raise StreamrecError(f"the Ray cluster ({int(total.get('CPU', 0))} CPU(s), {int(total.get('GPU', 0))} "
+                                 f"GPU(s)) has no room for a worker of {kind}; lower --worker-cpus or add nodes")
         names = [f"worker-{i}" for i in range(count)]
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -190,7 +190,8 @@ def test_bad_cluster_input_is_one_line(argv, line):
 
 # --------------------------------------------------------------------------- a real cluster of three nodes
 
-# Ray's defaults take about 30 s to call a node dead; a test cluster's head checks every 0.5 s.
+# Ray's defaults call a node dead after 5 failed health checks 3 s apart; the test cluster's head checks
+# every 0.5 s, 3 failures.
 FAST_NODE_DEATH = {"health_check_period_ms": 500, "health_check_timeout_ms": 500,
                    "health_check_failure_threshold": 3, "health_check_initial_delay_ms": 0}
 
