@@ -168,7 +168,7 @@ class Placement:
             incarnation = self.incarnations[publisher] = Incarnation(publisher, worker, node, host, now, now)
         incarnation.last_seen, incarnation.emitted = now, emitted
         incarnation.ready, incarnation.done, incarnation.error = ready, done, error
-        self.workers[worker].publisher = publisher
+        self.workers.setdefault(worker, Worker(worker, now)).publisher = publisher  # known after a restart too
         self.ended |= set(ended)
         for stream, lease in list(self.leases.items()):
             if lease.holder != publisher:
@@ -187,7 +187,7 @@ class Placement:
                 continue
             lease = self.leases.get(stream)
             if lease is not None and lease.holder != publisher:
-                if now < lease.renewed_at + self.lease_s + self.grace_s:
+                if self._held(lease, now):
                     continue  # its holder may still be serving it
                 log.info("stream %s: lease of worker %s (publisher %s) lapsed", stream, lease.worker, lease.holder)
                 lease = None
@@ -195,6 +195,10 @@ class Placement:
                 lease = self._lease(stream, worker, publisher, node, now)
             grants[stream] = Grant(lease.epoch, lease.moved_from)
         return Orders(grants, self.lease_s)
+
+    def _held(self, lease: Lease, now: float) -> bool:
+        """Its holder may still be serving the stream (or stopping its pipeline)."""
+        return now < lease.renewed_at + self.lease_s + self.grace_s
 
     def _servable(self, stream: str) -> bool:
         return stream not in self.ended and not self.stopping
@@ -263,7 +267,8 @@ class Placement:
     def finished(self) -> bool:
         """Every stream ended (a file played to its end, a source given up) and no worker still
         serves one (its last views and events)."""
-        return self.ended >= set(self.assigned) and not self.leases
+        now = self.clock()
+        return self.ended >= set(self.assigned) and not any(self._held(lease, now) for lease in self.leases.values())
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for the driver: assignments, leases, worker processes, moves."""
@@ -511,8 +516,16 @@ class EventRecord:
         while not self._stop.is_set():
             if not self.socket.poll(200):
                 continue
-            topic, payload = self.socket.recv_multipart()
-            self._take(Event(topic.decode(), payload.decode(), json.loads(payload), time.monotonic()))
+            parts = self.socket.recv_multipart()
+            try:
+                fields = json.loads(parts[-1])
+                topic, payload = parts[0].decode(), parts[-1].decode()
+                if not (isinstance(fields, dict) and isinstance(fields.get("stream"), str) and "type" in fields):
+                    raise ValueError("not an event")
+            except (ValueError, UnicodeDecodeError):
+                log.warning("event record: skipped a message that is not a streamrec event")
+                continue
+            self._take(Event(topic, payload, fields, time.monotonic()))
 
     def _take(self, event: Event) -> None:
         fields = event.fields

@@ -155,9 +155,24 @@ def test_a_lost_workers_streams_go_to_the_live_workers_and_a_new_worker_gets_a_s
 def test_a_restarted_coordinator_grants_nothing_until_every_earlier_lease_could_have_lapsed():
     p, clock = placement(quiet=True)
     assert beat(p, "w0", "p0", epochs={"a": 4}) == set()
+    assert beat(p, "w9", "p9") == set()  # a worker added after it was first created: known again, given nothing
     clock.now += LEASE_S + STOP_GRACE_S
     assert beat(p, "w0", "p0") == {"a", "c"}
     assert p.leases["a"].epoch == 5  # counted on from what the worker reported
+    assert p.rebalance() == [("c", "w0", "w9")]
+
+
+def test_the_run_is_finished_once_every_stream_ended_and_no_process_may_still_serve_one():
+    p, clock = placement(streams=("a", "b"))
+    beat(p, "w0", "p0")
+    beat(p, "w1", "p1")
+    beat(p, "w0", "p0", running={"a"}, ended={"a"})  # a file played to its end; its last views still going
+    beat(p, "w1", "p1", running={"b"}, ended={"b"})
+    assert not p.finished()
+    beat(p, "w0", "p0", running=set(), ended={"a"})  # p0's pipeline closed; p1 died before saying so
+    assert not p.finished()
+    clock.now += LEASE_S + STOP_GRACE_S
+    assert p.finished()
 
 
 # --------------------------------------------------------------------------- bad input: one line each
