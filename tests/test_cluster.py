@@ -339,6 +339,7 @@ def test_a_node_failure_moves_its_streams_to_the_surviving_nodes_with_the_record
     """Two workers on three nodes: Ray restarts the dead node's worker on the spare one."""
     run = ClusterRun(ray_cluster, tmp_path, "--workers", "2")
     placed = run.placed()
+    # The driver and its coordinator are on the head node (Ray joins a driver to the head among nodes on one host).
     victim = next(n for n in ray_cluster.worker_nodes if n.node_id in {e["node"] for e in placed.values()})
     moved = sorted(s for s, e in placed.items() if e["node"] == victim.node_id)
     dead = placed[moved[0]]["publisher"]
