@@ -21,7 +21,7 @@ from streamrec.commands.flags import ENGINE_FLAGS, ConfigValue, config_from_flag
 from streamrec.config import REPO_ROOT, load_config
 from streamrec.errors import StreamrecError
 
-ENGINE_COMMANDS = [("run",), ("eval",), ("bench", "engine"), ("bench", "pipeline"), ("bench", "compare")]
+ENGINE_COMMANDS = [("run",), ("eval",), ("cluster",), ("bench", "engine"), ("bench", "pipeline"), ("bench", "compare")]
 CONFIG_FLAGS = ("--config", "--checkpoint", "--set")
 BENCH_LISTS = ("--backend", "--precision", "--parallel-calls")  # bench engine times a list of each
 
