@@ -92,7 +92,11 @@ def test_the_shipped_model_configs_are_all_there():
 
 
 def test_every_registered_arch_has_an_example_the_tests_run():
-    assert set(ARCH_EXAMPLES) == set(available_models())
+    """Every arch of the clip contract (uint8 clips in, logits out); networks that also take person
+    boxes have an engine contract of their own and tests of their own."""
+    clip_archs = {arch for arch in available_models()
+                  if not getattr(typing.get_type_hints(get_arch(arch).builder)["return"], "takes_boxes", False)}
+    assert set(ARCH_EXAMPLES) == clip_archs
     assert all(load_config(name).model.arch == arch for arch, name in ARCH_EXAMPLES.items())
 
 
