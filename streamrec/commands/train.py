@@ -3,10 +3,14 @@
     run_stream.py train                                  # the tiny SlowFast on procedural data
     run_stream.py train --data data/ --out runs/mine     # data/<class>/*.mp4, one folder per class
     run_stream.py train --config slowfast_r50_8x8 --checkpoint kinetics.pt --new-head --data data/
+    run_stream.py train --config slowfast_tiny_roi       # a person model (RoI head) on procedural group scenes
+
+A config whose network classifies person boxes trains on procedural rooms with several people
+and the ground-truth boxes of each clip's keyframe, and is judged by frame mAP.
 
 The output folder gets ``model.pt`` (weights with their config and label names),
 ``config.yaml`` (run it with ``run_stream.py --config OUT/config.yaml``), ``labels.txt`` for
-folder data, and ``TRAINING.md`` (the command, seed, timings and accuracies of the run).
+folder data, and ``TRAINING.md`` (the command, seed, timings and held-out figures of the run).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from streamrec.errors import StreamrecError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from streamrec.training.records import GROUP_VAL_SCENES, VAL_SCENES
+
     defaults = _settings_defaults()
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="model config to train (default %(default)s)")
     parser.add_argument("--data", help="folder with one subfolder of videos per class (default: procedural clips)")
@@ -32,7 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="fixes data, split, augmentation and init")
     parser.add_argument("--train-scenes", type=int, default=defaults.train_scenes, help="procedural training scenes")
     parser.add_argument("--val-scenes", type=int, default=defaults.val_scenes,
-                        help="procedural validation scenes (and as many test scenes)")
+                        help="procedural validation scenes (and as many test scenes); default "
+                             f"{VAL_SCENES}, or {GROUP_VAL_SCENES} group scenes for a person model")
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                         help="share of each class folder's videos held out for validation")
     parser.add_argument("--workers", type=int, default=defaults.workers,
@@ -49,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings_defaults():
-    from streamrec.training import TrainSettings
+    from streamrec.training.records import TrainSettings
 
     return TrainSettings(data=None, out=Path("."))
 
@@ -61,8 +68,10 @@ def main(args: argparse.Namespace) -> int:
 
     if args.new_head and not args.checkpoint:
         raise StreamrecError("--new-head replaces the classifier of --checkpoint; pass --checkpoint too")
-    if args.epochs < 1 or args.clips_per_epoch < 1 or args.batch_size < 1:
-        raise StreamrecError("--epochs, --clips-per-epoch and --batch-size must be at least 1")
+    if args.epochs < 1 or args.clips_per_epoch < 1 or args.batch_size < 1 or args.train_scenes < 1:
+        raise StreamrecError("--epochs, --clips-per-epoch, --batch-size and --train-scenes must be at least 1")
+    if args.val_scenes is not None and args.val_scenes < 1:
+        raise StreamrecError("--val-scenes must be at least 1")
     torch.set_num_threads(max(1, args.threads))
     config = load_config(args.config, args.set)
     settings = TrainSettings(
@@ -72,8 +81,9 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers, init_checkpoint=args.checkpoint, new_head=args.new_head, command=recorded_command(),
     )
     result = train(config, settings, resume=args.resume)
-    test = f", test accuracy {result.test.overall:.4f}" if result.test else ""
-    print(f"wrote {result.checkpoint} in {result.seconds / 60:.1f} min: validation accuracy "
+    measure = result.val.measure
+    test = f", test {measure} {result.test.overall:.4f}" if result.test else ""
+    print(f"wrote {result.checkpoint} in {result.seconds / 60:.1f} min: validation {measure} "
           f"{result.val.overall:.4f}{test}", file=sys.stderr)
     return 0
 

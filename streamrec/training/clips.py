@@ -2,7 +2,7 @@
 optionally augmented.
 
 Frames are picked by `sampling.clip_indices` and fitted with the capture thread's own
-`fit_frame`, so a model trains on what it will see.
+`fit_clip_frame` (cropped or letterboxed, as ``clip.fit`` says), so a model trains on what it will see.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from streamrec.config import ClipConfig
 from streamrec.sampling import clip_indices
 from streamrec.training.windows import Video
-from streamrec.transforms import fit_frame
+from streamrec.transforms import fit_clip_frame, fit_frame, frame_fit
 
 
 @dataclass(frozen=True)
@@ -40,27 +40,48 @@ class Augmentation:
 
 
 def fit_clip(frames: list[np.ndarray], clip: ClipConfig, augment: Augmentation | None = None) -> np.ndarray:
-    """Source frames → uint8 ``[T, crop, crop, 3]``: exactly `fit_frame` without augmentation.
+    """Source frames → uint8 ``[T, crop, crop, 3]``: exactly `fit_clip_frame` without augmentation.
 
-    Left-right flips are deliberately absent: they would turn walking left into walking right.
+    With ``clip.fit: crop`` augmentation zooms and shifts the crop; with ``pad`` the frame stays
+    where capture letterboxes it (person boxes map into it with `frame_fit`) and only the
+    picture's colours change, never the padding's. Left-right flips are deliberately absent: they
+    would turn walking left into walking right.
     """
     if augment is None:
-        return np.stack([fit_frame(f, clip.short_side, clip.crop_size) for f in frames])
+        return np.stack([fit_clip_frame(f, clip) for f in frames])
+    if clip.fit == "pad":
+        return _letterboxed(frames, clip, augment)
     field = max(clip.crop_size, round(clip.crop_size * augment.zoom))
     short = max(field, round(clip.short_side * augment.zoom))
-    out = []
-    for frame in frames:
-        if augment.jpeg_quality:
-            _, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, augment.jpeg_quality])
-            frame = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        out.append(fit_frame(frame, short, field))
-    stacked = np.stack(out)
+    stacked = np.stack([fit_frame(_compressed(frame, augment), short, field) for frame in frames])
     top = int(augment.shift[0] * (field - clip.crop_size))
     left = int(augment.shift[1] * (field - clip.crop_size))
-    stacked = stacked[:, top:top + clip.crop_size, left:left + clip.crop_size].astype(np.float32)
-    mean = stacked.mean()
-    stacked = (stacked - mean) * augment.gain + mean + augment.offset
-    return np.clip(stacked, 0, 255).astype(np.uint8)
+    return _recoloured(stacked[:, top:top + clip.crop_size, left:left + clip.crop_size], augment)
+
+
+def _letterboxed(frames: list[np.ndarray], clip: ClipConfig, augment: Augmentation) -> np.ndarray:
+    out = np.stack([fit_clip_frame(_compressed(f, augment), clip) for f in frames])
+    height, width = frames[0].shape[:2]
+    geometry = frame_fit(width, height, clip.short_side, clip.crop_size, "pad")
+    top, left = int(geometry.offset_y), int(geometry.offset_x)
+    bottom, right = top + round(height * geometry.scale), left + round(width * geometry.scale)
+    out[:, top:bottom, left:right] = _recoloured(out[:, top:bottom, left:right], augment)
+    return out
+
+
+def _compressed(frame: np.ndarray, augment: Augmentation) -> np.ndarray:
+    """The frame after a camera encoder's JPEG round trip, when the augmentation has one."""
+    if not augment.jpeg_quality:
+        return frame
+    _, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, augment.jpeg_quality])
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+
+def _recoloured(pixels: np.ndarray, augment: Augmentation) -> np.ndarray:
+    """Contrast (per channel, about the pixels' mean) and brightness, alike on every frame."""
+    pixels = pixels.astype(np.float32)
+    mean = pixels.mean()
+    return np.clip((pixels - mean) * augment.gain + mean + augment.offset, 0, 255).astype(np.uint8)
 
 
 def cut_clip(video: Video, end: int, clip: ClipConfig, augment: Augmentation | None = None) -> np.ndarray:

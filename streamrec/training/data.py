@@ -4,7 +4,9 @@ into memory.
 - procedural (`ProceduralVideos`): scenes of `streamrec.procedural`, each a few seconds around
   one action; training, validation and test scenes come from different seed streams;
 - a folder (`FolderVideos`): ``DIR/<class>/*.mp4``, one class per subfolder, each video
-  entirely that class, split into training and validation files per class.
+  entirely that class, split into training and validation files per class;
+- group scenes (`GroupScenes`), for models that classify each person (an RoI head): rooms of
+  `streamrec.procedural_group` with 2-4 people acting on their own, split like procedural scenes.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from streamrec.config import ClipConfig
 from streamrec.errors import StreamrecError
 from streamrec.evaluation import Segment
 from streamrec.procedural import BACKGROUND, LABELS, Scene, action_scene
+from streamrec.procedural_group import GroupScene, group_scene
 from streamrec.training.windows import Video
 
 # Training scenes cycle through the classes with background twice: streams get up after every
 # fall and sit, and getting up is what the actions are most easily confused with.
 TRAINING_SCENE_CYCLE = (*LABELS, BACKGROUND)
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+GROUP_SCENE_SECONDS = 20.0  # long enough for each person to walk in, act a few times and maybe leave
 
 
 class VideoSet(Protocol):
@@ -83,6 +87,26 @@ class ProceduralVideos:
 
 
 @dataclass
+class GroupScenes:
+    """Rooms with several people, of one split, seeded by (seed, split, index); see `streamrec.procedural_group`."""
+
+    labels: list[str]
+    count: int
+    seed: int
+    split: int  # 0 train, 1 validation, 2 test
+    difficulty: float = 1.0  # clutter, noise and blur of the room (see `group_scene`)
+    duration_s: float = GROUP_SCENE_SECONDS
+    background: str = BACKGROUND
+
+    def __len__(self) -> int:
+        return self.count
+
+    def scene(self, index: int) -> GroupScene:
+        seed = int(np.random.SeedSequence([self.seed, self.split, index]).generate_state(1)[0])
+        return group_scene(seed, self.duration_s, self.difficulty)
+
+
+@dataclass
 class FolderVideos:
     labels: list[str]
     videos: list[DecodedVideo]
@@ -96,12 +120,23 @@ class FolderVideos:
 
 
 def procedural_splits(labels: list[str], seed: int, train_scenes: int, val_scenes: int) -> tuple[ProceduralVideos, ...]:
+    _check_procedural_labels(labels)
+    return (ProceduralVideos(labels, train_scenes, seed, 0, cycle=TRAINING_SCENE_CYCLE),
+            ProceduralVideos(labels, val_scenes, seed, 1), ProceduralVideos(labels, val_scenes, seed, 2))
+
+
+def group_splits(labels: list[str], seed: int, train_scenes: int, val_scenes: int) -> tuple[GroupScenes, ...]:
+    """Training, validation and test rooms; the test split has as many scenes as validation."""
+    _check_procedural_labels(labels)
+    return tuple(GroupScenes(labels, count, seed, split)
+                 for split, count in enumerate((train_scenes, val_scenes, val_scenes)))
+
+
+def _check_procedural_labels(labels: list[str]) -> None:
     missing = [name for name in LABELS if name not in labels]
     if missing:
         raise StreamrecError(f"the config's label file lacks the procedural classes {', '.join(missing)}; "
                              "train procedural data with labels: actions")
-    return (ProceduralVideos(labels, train_scenes, seed, 0, cycle=TRAINING_SCENE_CYCLE),
-            ProceduralVideos(labels, val_scenes, seed, 1), ProceduralVideos(labels, val_scenes, seed, 2))
 
 
 def folder_splits(root: Path, clip: ClipConfig, val_fraction: float, seed: int,

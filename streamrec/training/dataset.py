@@ -14,7 +14,7 @@ import torch
 
 from streamrec.config import ClipConfig
 from streamrec.training.clips import Augmentation, cut_clip
-from streamrec.training.data import ProceduralVideos, VideoSet
+from streamrec.training.data import GroupScenes, ProceduralVideos, VideoSet
 from streamrec.training.windows import centre_window, choose_window
 
 CURRICULUM_SHARE = 0.5  # procedural clutter and noise ramp from none to full over this share of the epochs
@@ -40,13 +40,14 @@ class TrainingClips(torch.utils.data.Dataset):
         return frames, self.videos.labels.index(label)
 
 
-def curriculum(videos: VideoSet, epoch: int, epochs: int) -> VideoSet:
-    """Procedural scenes start clean and reach full clutter and noise after `CURRICULUM_SHARE` of the epochs.
+def curriculum(videos: VideoSet | GroupScenes, epoch: int, epochs: int) -> VideoSet | GroupScenes:
+    """Procedural scenes (single or group) start clean and reach full clutter and noise after
+    `CURRICULUM_SHARE` of the epochs.
 
     A small network from scratch finds the figure's motion in a few hundred steps on plain
     backgrounds, and hardly at all when the first clips are fully cluttered.
     """
-    if not isinstance(videos, ProceduralVideos):
+    if not isinstance(videos, (ProceduralVideos, GroupScenes)):
         return videos
     return replace(videos, difficulty=min(1.0, epoch / max(1.0, CURRICULUM_SHARE * epochs)))
 

@@ -7,16 +7,28 @@ import numpy as np
 import torch
 
 from streamrec.checkpoints import classifier_classes, load_checkpoint, load_state_dict_strictly, model_state_dict
-from streamrec.config import ClipConfig
+from streamrec.config import ClipConfig, Config
 from streamrec.errors import StreamrecError
-from streamrec.models import UInt8Clips, VideoNetwork
+from streamrec.models import UInt8Clips, VideoNetwork, build_model
 from streamrec.sampling import split_pathways
 
 
-def forward(model: UInt8Clips, clip: ClipConfig, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Logits for a batch of Fast-rate clips ``uint8 [B, T, H, W, 3]``, split into pathways like the engine does."""
+def takes_boxes(config: Config) -> bool:
+    """Whether the config's network classifies person boxes (an RoI head) rather than whole clips.
+
+    Asked of a network built on the meta device: no memory, no time, no random numbers drawn.
+    """
+    with torch.device("meta"):
+        return build_model(config).takes_boxes
+
+
+def forward(model: UInt8Clips, clip: ClipConfig, frames: torch.Tensor | np.ndarray,
+            boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits for a batch of Fast-rate clips ``uint8 [B, T, H, W, 3]``, split into pathways like the engine
+    does; for an RoI model, ``boxes [N, 5]`` too and a row of logits per box."""
     pathways = split_pathways(clip, np.asarray(frames))
-    return model(*(torch.from_numpy(np.ascontiguousarray(pathways[name])) for name in clip.input_names))
+    inputs = [torch.from_numpy(np.ascontiguousarray(pathways[name])) for name in clip.input_names]
+    return model(*inputs) if boxes is None else model(*inputs, boxes)
 
 
 @torch.inference_mode()
@@ -24,6 +36,22 @@ def predict(model: UInt8Clips, clip: ClipConfig, clips: np.ndarray, batch_size: 
     model.eval()
     return np.concatenate([forward(model, clip, clips[i:i + batch_size]).numpy()
                            for i in range(0, len(clips), batch_size)])
+
+
+@torch.inference_mode()
+def predict_boxes(model: UInt8Clips, clip: ClipConfig, clips: np.ndarray, boxes: list[np.ndarray],
+                  batch_size: int = 16) -> np.ndarray:
+    """Logits ``[sum K_i, C]`` for each clip's boxes ``[K_i, 4]`` (input pixels), clip after clip."""
+    model.eval()
+    return np.concatenate([forward(model, clip, clips[i:i + batch_size], engine_boxes(boxes[i:i + batch_size])).numpy()
+                           for i in range(0, len(clips), batch_size)])
+
+
+def engine_boxes(per_clip: list[np.ndarray]) -> torch.Tensor:
+    """Each clip's boxes ``[K_i, 4]`` as the engine takes them: ``[N, 5]`` rows of (clip index, x1, y1, x2, y2)."""
+    rows = [np.hstack([np.full((len(b), 1), k, np.float32), np.asarray(b, np.float32).reshape(-1, 4)])
+            for k, b in enumerate(per_clip)]
+    return torch.from_numpy(np.concatenate(rows))
 
 
 def initial_weights(network: VideoNetwork, path: str, *, arch: str, new_head: bool, labels: list[str]) -> None:
