@@ -12,6 +12,12 @@ half-precision 3D pooling, so the model cannot be traced in half on a machine wi
 The inputs stay uint8 (boxes float32, cast to half inside) and the output stays float32, so every
 backend moves the same bytes.
 
+A streaming model's graph (`export_streaming`) takes each call's new frames and its carried
+state and returns the new state beside the logits: uint8 ``slow``/``fast`` (or ``frames``) of
+``frames_per_call`` frames, float32 ``state`` ``[B, state_size]`` in, ``logits`` and
+``new_state`` out, every batch axis dynamic together (`streamrec.backends.inputs.StateSpec`).
+Its metadata's ``streaming`` entry says how to drive it (`streaming_metadata`).
+
 The legacy TorchScript exporter (``dynamo=False``) is used: it needs no extra packages, folds
 batch norms into the convolutions, and its graphs are the ones TensorRT's parser is tested on.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,10 +73,8 @@ def export_onnx(model: "nn.Module", clip: ClipConfig, output: str | Path, *, fp1
     The file is written atomically, so an interrupted export never leaves a half-written
     model where the engine cache would pick it up.
     """
-    import onnx
     import torch
 
-    from streamrec.backends.engine_cache import write_atomically
     from streamrec.backends.inputs import BoxesSpec, input_specs
 
     if batch is not None and batch < 1:
@@ -83,16 +88,35 @@ def export_onnx(model: "nn.Module", clip: ClipConfig, output: str | Path, *, fp1
         examples += (example_boxes(example_batch, clip.crop_size),)
         names.append(BoxesSpec.name)
         dynamic_axes = {**(dynamic_axes or {}), BoxesSpec.name: {0: "boxes"}, "logits": {0: "boxes"}}
+    return _write_graph(model, examples, names, ["logits"], dynamic_axes, output, fp16=fp16, metadata=metadata)
+
+
+def _write_graph(model: "nn.Module", examples: tuple, names: list[str], output_names: list[str],
+                 dynamic_axes: dict | None, output: str | Path, *, fp16: bool, metadata: dict | None,
+                 output_dims: dict[str, dict[int, int]] | None = None) -> Path:
+    """Trace ``model`` on ``examples`` into an ONNX graph (then half precision, metadata), checked
+    and written atomically to ``output``. ``output_dims`` states output sizes the trace leaves
+    symbolic (name -> {axis: size})."""
+    import onnx
+    import torch
+
+    from streamrec.backends.engine_cache import write_atomically
+
     graph_file = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
     graph_file.close()
     try:
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # shapes read while tracing become constants, as they should: every shape but the batch is fixed
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(model.eval().float(), examples, graph_file.name, input_names=names,
-                              output_names=["logits"], dynamic_axes=dynamic_axes, opset_version=OPSET,
+                              output_names=output_names, dynamic_axes=dynamic_axes, opset_version=OPSET,
                               dynamo=False, do_constant_folding=True)
         graph = onnx.load(graph_file.name)
     finally:
         os.unlink(graph_file.name)
+    for graph_output in graph.graph.output:
+        for axis, size in (output_dims or {}).get(graph_output.name, {}).items():
+            graph_output.type.tensor_type.shape.dim[axis].dim_value = size
     if fp16:
         graph = to_float16(graph)
     if metadata is not None:
@@ -100,6 +124,61 @@ def export_onnx(model: "nn.Module", clip: ClipConfig, output: str | Path, *, fp1
         entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=True)
     onnx.checker.check_model(graph)
     return write_atomically(Path(output), graph.SerializeToString())
+
+
+def export_streaming(config: Config, output: str | Path, *, form: str = "delayed_exact", hop_frames: int | None = None,
+                     fp16: bool = False, batch: int | None = None) -> Path:
+    """Export the streaming form of the model a config describes (with its checkpoint), for a
+    hop of ``hop_frames`` source frames at the training rate (default: ``pipeline.hop_frames``)."""
+    from streamrec.checkpoints import load_model
+    from streamrec.models.streaming import streaming_network, units_for_hop
+
+    model = load_model(config)
+    probe = streaming_network(model, config.clip, form=form)
+    units = units_for_hop(probe, hop_frames or config.pipeline.hop_frames)
+    network = probe if units == 1 else streaming_network(model, config.clip, form=form, units=units)
+    metadata = {**export_metadata(config, fp16), "streaming": streaming_metadata(network)}
+    return export_streaming_onnx(network, output, fp16=fp16, batch=batch, metadata=metadata)
+
+
+def streaming_metadata(network) -> dict:
+    """How to drive a streaming graph: its form, frames per call, delay, warm-up and state layout.
+
+    ``units`` per call of ``unit_frames`` source frames each (at the training rate); a step's
+    feature reaches the head ``delay_units`` units after its frames; logits are valid from the
+    call at which ``warmup_units`` units have arrived since the state was zeroed.
+    """
+    return {
+        "form": network.form,
+        "units": network.units,
+        "unit_frames": network.unit_frames,
+        "frames_per_call": network.frames_per_call(),
+        "delay_units": network.delay_units,
+        "clip_units": network.clip_units,
+        "warmup_units": network.warmup_units,
+        "state_size": network.layout.size,
+        "state_layout": network.layout.describe(),
+    }
+
+
+def export_streaming_onnx(network, output: str | Path, *, fp16: bool = False, batch: int | None = None,
+                          metadata: dict | None = None) -> Path:
+    """Export a `streamrec.models.streaming.StreamingNetwork`; ``batch=None`` makes the batch axis dynamic."""
+    import torch
+
+    from streamrec.backends.inputs import StateSpec, step_input_specs
+
+    if batch is not None and batch < 1:
+        raise StreamrecError(f"export batch must be >= 1 or 'dynamic', got {batch}")
+    specs = step_input_specs(network.clip, network.frames_per_call())
+    example_batch = batch or 2  # not 1: a dynamic axis traced at 1 can be specialised away
+    examples = (*(torch.zeros((example_batch, *s.clip_shape), dtype=torch.uint8) for s in specs),
+                network.zero_state(example_batch))
+    names = [*(s.name for s in specs), StateSpec.name]
+    outputs = ["logits", StateSpec.output]
+    dynamic_axes = None if batch else {name: {0: "batch"} for name in [*names, *outputs]}
+    return _write_graph(network, examples, names, outputs, dynamic_axes, output, fp16=fp16, metadata=metadata,
+                        output_dims={StateSpec.output: {1: network.layout.size}})
 
 
 def example_boxes(batch: int, size: int) -> "torch.Tensor":

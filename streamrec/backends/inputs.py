@@ -11,6 +11,14 @@ y1, x2, y2) in the pixels of the clips' frames, and returns one row of logits pe
 before its model, so that no backend's own rule for samples outside the feature map matters; a
 box with no area left is refused (TensorRT's RoIAlign plugin averages its empty sample grid as
 0 / 0). With no boxes (N = 0) an engine runs nothing and returns ``[0, num_classes]``.
+
+A streaming engine (`streamrec.models.streaming`) takes only each call's new frames, uint8 RGB
+``[B, frames_per_call, size, size, 3]`` per pathway (`step_input_specs`), and its carried state
+(`StateSpec`): float32 ``state`` ``[B, size]`` in, ``new_state`` ``[B, size]`` out beside the
+logits, one row per stream. Its ``step(inputs)`` returns ``(logits, new_state)``; ``infer``
+refuses, so no caller can drop a new state by accident. A row of zeros is a stream that starts,
+or starts again after an outage; `checked_state` refuses any other engine's state or a row
+that is not finite.
 """
 
 from __future__ import annotations
@@ -42,6 +50,11 @@ def input_specs(clip: ClipConfig) -> tuple[InputSpec, ...]:
     """The inputs a clip contract gives an engine, in the order the model takes them."""
     frames = {"slow": clip.slow_frames, "fast": clip.num_frames, "frames": clip.num_frames}
     return tuple(InputSpec(name, frames[name], clip.crop_size) for name in clip.input_names)
+
+
+def step_input_specs(clip: ClipConfig, frames_per_call: Mapping[str, int]) -> tuple[InputSpec, ...]:
+    """The frame inputs of a streaming engine: each pathway's new frames in one call."""
+    return tuple(InputSpec(name, frames_per_call[name], clip.crop_size) for name in clip.input_names)
 
 
 def batch_size(inputs: Mapping[str, np.ndarray], specs: tuple[InputSpec, ...], max_batch: int) -> int:
@@ -118,3 +131,41 @@ def checked_boxes(inputs: Mapping[str, np.ndarray], spec: BoxesSpec | None, batc
         raise StreamrecError(f"box {row} {boxes[row, 1:].tolist()} has no area inside the "
                              f"{spec.frame_size}x{spec.frame_size} frame (x2 > x1 and y2 > y1 are needed); drop it")
     return clipped
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """A streaming engine's carried state: float32 ``[B, size]`` in as ``state``, out as
+    ``new_state``; row ``i`` belongs to the stream of clip ``i`` (its layout is in the graph's
+    metadata, ``streaming.state_layout``)."""
+
+    name: ClassVar[str] = "state"
+    output: ClassVar[str] = "new_state"
+    size: int
+
+    def zeros(self, batch: int = 1) -> np.ndarray:
+        """The state of ``batch`` streams that start now."""
+        return np.zeros((batch, self.size), np.float32)
+
+
+def checked_state(inputs: Mapping[str, np.ndarray], spec: StateSpec | None, batch: int) -> np.ndarray | None:
+    """The state of a call (``spec``: the engine's; None for an engine without carried state,
+    which refuses one), checked against a batch of ``batch`` clips."""
+    if spec is None:
+        if StateSpec.name in inputs:
+            raise StreamrecError("engine input 'state' given, but this engine's model classifies whole clips and "
+                                 "carries no state; export the streaming form for a streaming engine")
+        return None
+    if StateSpec.name not in inputs:
+        raise StreamrecError(f"engine input 'state' is missing: this engine runs a streaming model and takes "
+                             f"float32 [B, {spec.size}] state, one row per stream (zeros for a stream that starts)")
+    state = inputs[StateSpec.name]
+    if state.dtype != np.float32 or state.shape != (batch, spec.size):
+        raise StreamrecError(f"engine input 'state' must be float32 [{batch}, {spec.size}] (a row per clip), "
+                             f"got {state.dtype} {list(state.shape)}")
+    finite = np.isfinite(state).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise StreamrecError(f"state row {row} holds a value that is not a number; start that stream again "
+                             "from a row of zeros")
+    return np.ascontiguousarray(state)

@@ -14,6 +14,8 @@ line, ``auto`` says so and goes on on the CPU.
 
 A graph with a ``boxes`` input is an RoI model's (see `streamrec.backends.inputs`): the engine
 then takes boxes, returns one row of logits per box and tells the TensorRT provider their range.
+A graph with a ``state`` input is a streaming model's: the engine runs it with ``step``, which
+takes each stream's state row and returns its new one beside the logits.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from streamrec.backends import parallel_calls_need_cpu
 from streamrec.backends.cpu_graph import cpu_session_inputs
 from streamrec.backends.cuda_memory import parse_device_index
 from streamrec.backends.engine_cache import cache_dir
-from streamrec.backends.inputs import MAX_BOXES_PER_CLIP, BoxesSpec, InputSpec, batch_size, checked_boxes
+from streamrec.backends.inputs import (
+    MAX_BOXES_PER_CLIP,
+    BoxesSpec,
+    InputSpec,
+    StateSpec,
+    batch_size,
+    checked_boxes,
+    checked_state,
+)
 from streamrec.errors import StreamrecError
 from streamrec.export import METADATA_KEY
 
@@ -40,13 +50,15 @@ log = logging.getLogger(__name__)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
-def tensorrt_profile(specs: tuple[InputSpec, ...], max_batch: int, boxes: BoxesSpec | None = None) -> dict[str, str]:
-    """The TensorRT provider's one optimization profile: every clip input from batch 1 to
-    ``max_batch``, tuned for ``max_batch``, and an RoI model's boxes from 1 to their maximum
-    (``name:DIMxDIM...`` joined by commas, as trtexec's ``--minShapes``)."""
+def tensorrt_profile(specs: tuple[InputSpec, ...], max_batch: int, boxes: BoxesSpec | None = None,
+                     state: StateSpec | None = None) -> dict[str, str]:
+    """The TensorRT provider's one optimization profile: every clip input (and a streaming model's
+    state) from batch 1 to ``max_batch``, tuned for ``max_batch``, and an RoI model's boxes from 1
+    to their maximum (``name:DIMxDIM...`` joined by commas, as trtexec's ``--minShapes``)."""
     def shapes(batch: int, box_count: int) -> str:
         clips = [f"{s.name}:{'x'.join(map(str, (batch, *s.clip_shape)))}" for s in specs]
-        return ",".join([*clips, *([f"{boxes.name}:{box_count}x{boxes.columns}"] if boxes else [])])
+        return ",".join([*clips, *([f"{boxes.name}:{box_count}x{boxes.columns}"] if boxes else []),
+                         *([f"{state.name}:{batch}x{state.size}"] if state else [])])
 
     most = boxes.max_boxes if boxes else 0
     return {"trt_profile_min_shapes": shapes(1, 1), "trt_profile_opt_shapes": shapes(max_batch, most),
@@ -54,7 +66,8 @@ def tensorrt_profile(specs: tuple[InputSpec, ...], max_batch: int, boxes: BoxesS
 
 
 def choose_providers(available: list[str], device: str, specs: tuple[InputSpec, ...] = (),
-                     max_batch: int | None = None, boxes: BoxesSpec | None = None) -> list:
+                     max_batch: int | None = None, boxes: BoxesSpec | None = None,
+                     state: StateSpec | None = None) -> list:
     """Execution providers, fastest first: TensorRT, CUDA, then the CPU, which is always there.
 
     ``device=cpu`` keeps to the CPU; ``device=cuda`` requires a GPU provider; ``cuda:N`` picks
@@ -74,7 +87,7 @@ def choose_providers(available: list[str], device: str, specs: tuple[InputSpec, 
             "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
         }
         if specs and max_batch:
-            options |= tensorrt_profile(specs, max_batch, boxes)
+            options |= tensorrt_profile(specs, max_batch, boxes, state)
         providers.append(("TensorrtExecutionProvider", options))
     if "CUDAExecutionProvider" in available:
         providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
@@ -125,6 +138,13 @@ def graph_inputs(path: Path) -> list | None:
         return None
 
 
+def state_of(inputs: list) -> StateSpec | None:
+    """A streaming graph's state input, read from its ``ValueInfoProto`` inputs (for the profile)."""
+    found = next((i for i in inputs if i.name == StateSpec.name), None)
+    dims = found.type.tensor_type.shape.dim if found is not None else []
+    return StateSpec(dims[1].dim_value) if len(dims) == 2 and dims[1].HasField("dim_value") else None
+
+
 def fixed_batch_of(inputs: list | None) -> int | None:
     """The fixed batch size of a graph's first input, None for a dynamic one or unknown inputs."""
     dims = inputs[0].type.tensor_type.shape.dim if inputs else []
@@ -157,7 +177,8 @@ class OnnxRuntimeEngine:
         self.max_boxes = max_boxes or max_batch * MAX_BOXES_PER_CLIP
         takes_boxes = any(i.name == BoxesSpec.name for i in inputs or [])
         boxes = BoxesSpec(specs[0].size, self.max_boxes) if takes_boxes else None
-        providers = choose_providers(available, device, specs, max_batch if profiled else None, boxes)
+        providers = choose_providers(available, device, specs, max_batch if profiled else None, boxes,
+                                     state_of(inputs or []))
         on_cpu = providers == ["CPUExecutionProvider"]
         if parallel_calls > 1 and not on_cpu:
             raise parallel_calls_need_cpu("onnxruntime")
@@ -179,6 +200,7 @@ class OnnxRuntimeEngine:
         self.path = path
         self.num_classes = num_classes
         self.metadata = self._metadata()
+        self.state = self._state_input()  # None: the model classifies whole clips
         fixed_batch = self._check_graph(num_classes)
         self.fixed_batch = fixed_batch  # None: the batch axis is dynamic
         self.max_batch = fixed_batch or max_batch
@@ -191,23 +213,50 @@ class OnnxRuntimeEngine:
         return self.boxes is not None
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        if self.state is not None:
+            raise StreamrecError(f"{self.path.name} is a streaming model's graph, which carries state from call to "
+                                 "call: run it with step(inputs), which also returns the new state")
         size = batch_size(inputs, self.specs, self.max_batch)
+        checked_state(inputs, None, size)
         boxes = checked_boxes(inputs, self.boxes, size)
         if boxes is not None and not len(boxes):
             return np.zeros((0, self.num_classes), np.float32)  # no one to classify
-        feeds = {s.name: np.ascontiguousarray(inputs[s.name]) for s in self.specs}
-        if self.fixed_batch and size < self.fixed_batch:  # a fixed-batch export: pad, then drop the padding
-            feeds = {name: np.concatenate([a, np.zeros((self.fixed_batch - size, *a.shape[1:]), a.dtype)])
-                     for name, a in feeds.items()}
+        feeds = self._clip_feeds(inputs, size)
         if boxes is not None:
             feeds[BoxesSpec.name] = boxes  # they name real clips only: the padding gets no rows
-        session = self._idle_sessions.get()  # more callers than sessions wait their turn here
-        try:
-            (logits,) = session.run(["logits"], feeds)
-        finally:
-            self._idle_sessions.put(session)
+        (logits,) = self._run(["logits"], feeds)
         rows = len(boxes) if boxes is not None else size
         return logits[:rows].astype(np.float32, copy=False)
+
+    def step(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One call of a streaming graph: each clip's new frames and its stream's ``state`` row in,
+        ``(logits [B, num_classes], new_state [B, state size])`` out."""
+        if self.state is None:
+            raise StreamrecError(f"{self.path.name} classifies whole clips and carries no state: run it with "
+                                 "infer(inputs)")
+        size = batch_size(inputs, self.specs, self.max_batch)
+        state = checked_state(inputs, self.state, size)
+        checked_boxes(inputs, None, size)
+        feeds = self._clip_feeds({**inputs, StateSpec.name: state}, size, with_state=True)
+        logits, new_state = self._run(["logits", StateSpec.output], feeds)
+        return logits[:size].astype(np.float32, copy=False), new_state[:size].astype(np.float32, copy=False)
+
+    def _clip_feeds(self, inputs: Mapping[str, np.ndarray], size: int, with_state: bool = False) -> dict:
+        """The clips (and state) as ONNX Runtime takes them; a fixed-batch export's are padded
+        with zeros, whose rows are dropped from what comes back."""
+        names = [s.name for s in self.specs] + ([StateSpec.name] if with_state else [])
+        feeds = {name: np.ascontiguousarray(inputs[name]) for name in names}
+        if self.fixed_batch and size < self.fixed_batch:
+            feeds = {name: np.concatenate([a, np.zeros((self.fixed_batch - size, *a.shape[1:]), a.dtype)])
+                     for name, a in feeds.items()}
+        return feeds
+
+    def _run(self, outputs: list[str], feeds: dict) -> list[np.ndarray]:
+        session = self._idle_sessions.get()  # more callers than sessions wait their turn here
+        try:
+            return session.run(outputs, feeds)
+        finally:
+            self._idle_sessions.put(session)
 
     def _metadata(self) -> dict | None:
         text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -215,7 +264,7 @@ class OnnxRuntimeEngine:
 
     def _check_graph(self, num_classes: int) -> int | None:
         """Check the graph against the config's contract; returns its fixed batch size, if it has one."""
-        graph_inputs = {i.name: i for i in self.session.get_inputs() if i.name != BoxesSpec.name}
+        graph_inputs = {i.name: i for i in self.session.get_inputs() if i.name not in (BoxesSpec.name, StateSpec.name)}
         wanted = [s.name for s in self.specs]
         if sorted(graph_inputs) != sorted(wanted):
             raise StreamrecError(f"{self.path} takes inputs {sorted(graph_inputs)} but the config's model takes "
@@ -237,6 +286,21 @@ class OnnxRuntimeEngine:
         if len(batches) != 1:
             raise StreamrecError(f"{self.path} has inputs with different batch sizes; re-export it")
         return batches.pop()
+
+    def _state_input(self) -> StateSpec | None:
+        """The graph's ``state`` input, checked to be float32 [B, size] with a ``new_state`` output
+        of the same shape, if it has one."""
+        found = next((i for i in self.session.get_inputs() if i.name == StateSpec.name), None)
+        if found is None:
+            return None
+        output = next((o for o in self.session.get_outputs() if o.name == StateSpec.output), None)
+        size = found.shape[1] if len(found.shape) == 2 else None
+        if found.type != "tensor(float)" or not isinstance(size, int) or output is None or \
+                output.type != "tensor(float)" or list(output.shape[1:]) != [size]:
+            raise StreamrecError(f"{self.path} has a 'state' input {found.type} {found.shape} but not the streaming "
+                                 "contract (float32 [B, size] in, 'new_state' of that shape out): export it with "
+                                 "streamrec.export.export_streaming")
+        return StateSpec(size)
 
     def _boxes_input(self) -> BoxesSpec | None:
         """The graph's ``boxes`` input, checked to be the contract's float32 [N, 5], if it has one."""
