@@ -14,6 +14,11 @@ padded with copies of its first box, whose rows are dropped. ONNX's ``RoiAlign``
 TensorRT as its ``ROIAlign_TRT`` plugin, through the ONNX parser, so the plugin library must be
 registered (``trt.init_libnvinfer_plugins``) before an engine holding it is built or loaded.
 
+An engine built from a streaming model's graph also has a float32 ``state`` input ``[B, size]``
+and a ``new_state`` output of that shape (`streamrec.backends.inputs.StateSpec`): it runs through
+``step``, which stages each stream's state row beside its frames and copies the new rows back
+with the logits; ``infer`` refuses it. Rows below the profile's minimum batch are zeros.
+
 TensorRT and CUDA are reached only through `trt_api.TensorRT` and `cuda_memory.DeviceMemory`,
 so the tests drive this module with stand-ins of both.
 """
@@ -30,7 +35,7 @@ import numpy as np
 
 from streamrec.backends.cuda_memory import DeviceMemory, Stream
 from streamrec.backends.engine_cache import EngineRecord, sha256_bytes
-from streamrec.backends.inputs import BoxesSpec, InputSpec, batch_size, checked_boxes
+from streamrec.backends.inputs import BoxesSpec, InputSpec, StateSpec, batch_size, checked_boxes, checked_state
 from streamrec.backends.trt_api import CudaEngine, TensorRT, TensorRTError
 from streamrec.errors import StreamrecError
 
@@ -118,11 +123,15 @@ class TensorRTEngine:
                         "another TensorRT version or for another GPU: rebuild it with `run_stream.py build-engine`"
                     ) from None
                 tensors = describe_tensors(self.engine, api, source)
-                self.inputs = [t for t in tensors if t.is_input and t.name != BoxesSpec.name]
+                extra = (BoxesSpec.name, StateSpec.name)
+                self.inputs = [t for t in tensors if t.is_input and t.name not in extra]
                 self.boxes_tensor = next((t for t in tensors if t.is_input and t.name == BoxesSpec.name), None)
+                self.state_tensor = next((t for t in tensors if t.is_input and t.name == StateSpec.name), None)
                 outputs = [t for t in tensors if not t.is_input]
                 self._check_contract(outputs, source)
-                self.output = outputs[0]
+                self.output = next(t for t in outputs if t.name != StateSpec.output)
+                self.state_output = next((t for t in outputs if t.name == StateSpec.output), None)
+                self.state = StateSpec(self.state_tensor.max_shape[1]) if self.state_tensor else None
                 self.min_batch = max(t.min_shape[0] for t in self.inputs)
                 self.max_batch = min(t.max_shape[0] for t in self.inputs)
                 self.boxes = (BoxesSpec(specs[0].size, self.boxes_tensor.max_shape[0])  # the boxes the profile allows
@@ -137,9 +146,11 @@ class TensorRTEngine:
     def _check_contract(self, outputs: list[TensorInfo], source: str) -> None:
         by_name = {t.name: t for t in self.inputs}
         wanted = [s.name for s in self.specs]
-        if sorted(by_name) != sorted(wanted) or len(outputs) != 1:
-            raise StreamrecError(f"{source} has inputs {sorted(by_name)} and {len(outputs)} output(s); the config's "
-                                 f"model takes {wanted} and returns logits: build it from this config's export")
+        wanted_outputs = ["logits", StateSpec.output] if self.state_tensor else ["logits"]
+        if sorted(by_name) != sorted(wanted) or sorted(t.name for t in outputs) != sorted(wanted_outputs):
+            raise StreamrecError(f"{source} has inputs {sorted(by_name)} and outputs {sorted(t.name for t in outputs)}; "
+                                 f"the config's model takes {wanted} and returns {' and '.join(wanted_outputs)}: "
+                                 "build it from this config's export")
         for spec in self.specs:
             tensor = by_name[spec.name]
             if tensor.dtype != np.uint8 or tensor.max_shape[1:] != spec.clip_shape:
@@ -150,10 +161,17 @@ class TensorRTEngine:
         if boxes is not None and (boxes.dtype != np.float32 or boxes.max_shape[1:] != (BoxesSpec.columns,)):
             raise StreamrecError(f"{source} input 'boxes' is {boxes.dtype} {list(boxes.max_shape)}; an RoI model "
                                  "takes float32 [N, 5]: export with `run_stream.py export` and rebuild")
+        state, new_state = self.state_tensor, next((t for t in outputs if t.name == StateSpec.output), None)
+        if state is not None and (state.dtype != np.float32 or len(state.max_shape) != 2
+                                  or new_state.dtype != np.float32):
+            raise StreamrecError(f"{source} input 'state' is {state.dtype} {list(state.max_shape)}; a streaming model "
+                                 "carries float32 [B, size] state in and out: export it with export_streaming and "
+                                 "rebuild")
 
     def _allocate(self, num_classes: int, source: str) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         """Pinned host and device buffers for every tensor at the profile's maximum batch (and boxes)."""
-        inputs = [*self.inputs, *([self.boxes_tensor] if self.boxes_tensor else [])]
+        inputs = [*self.inputs, *([self.boxes_tensor] if self.boxes_tensor else []),
+                  *([self.state_tensor] if self.state_tensor else [])]
         for tensor in inputs:
             self._set_input_shape(tensor, tensor.max_shape)
         rows = self.boxes.max_boxes if self.boxes else self.max_batch
@@ -163,8 +181,15 @@ class TensorRTEngine:
             raise StreamrecError(f"{source} returns {list(output_shape)} at {counted}; the config's model "
                                  f"has {num_classes} classes: build it from this config's export")
         self.num_classes = num_classes
-        shapes = {t.name: t.max_shape for t in inputs} | {self.output.name: output_shape}
-        dtypes = {t.name: t.dtype for t in inputs} | {self.output.name: self.output.dtype}
+        outputs = {self.output.name: (output_shape, self.output.dtype)}
+        if self.state_output is not None:
+            state_shape = tuple(self.context.get_tensor_shape(self.state_output.name))
+            if state_shape != self.state_tensor.max_shape:
+                raise StreamrecError(f"{source} returns new_state {list(state_shape)} for state "
+                                     f"{list(self.state_tensor.max_shape)}; re-export it with export_streaming")
+            outputs[self.state_output.name] = (state_shape, self.state_output.dtype)
+        shapes = {t.name: t.max_shape for t in inputs} | {name: shape for name, (shape, _) in outputs.items()}
+        dtypes = {t.name: t.dtype for t in inputs} | {name: dtype for name, (_, dtype) in outputs.items()}
         host, device = {}, {}
         for name, shape in shapes.items():
             host[name] = self.memory.pinned(shape, dtypes[name])
@@ -190,18 +215,39 @@ class TensorRTEngine:
         return self.boxes is not None
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        if self.state is not None:
+            raise StreamrecError(f"{self.source} runs a streaming model, which carries state from call to call: run "
+                                 "it with step(inputs), which also returns the new state")
         size = batch_size(inputs, self.specs, self.max_batch)
+        checked_state(inputs, None, size)
         boxes = checked_boxes(inputs, self.boxes, size)
         if boxes is not None and not len(boxes):
             return np.zeros((0, self.num_classes), np.float32)  # no one to classify
+        return self._execute(inputs, size, boxes)[0]
+
+    def step(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One call of a streaming engine: each clip's new frames and its stream's ``state`` row in,
+        ``(logits [B, num_classes], new_state [B, state size])`` out."""
+        if self.state is None:
+            raise StreamrecError(f"{self.source} classifies whole clips and carries no state: run it with "
+                                 "infer(inputs)")
+        size = batch_size(inputs, self.specs, self.max_batch)
+        state = checked_state(inputs, self.state, size)
+        checked_boxes(inputs, None, size)
+        return self._execute({**inputs, StateSpec.name: state}, size, None)
+
+    def _execute(self, inputs: Mapping[str, np.ndarray], size: int,
+                 boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stage the inputs, run, and copy back the logits (and a streaming engine's new state)."""
         run = max(size, self.min_batch)  # below the profile's minimum, pad; the padding's rows are dropped
         rows, out_rows = size, run
         out = self.output.name
         with self._lock, self.memory.activate():
             self.api.take_errors()  # earlier calls' errors were logged when they came
-            for tensor in self.inputs:
+            for tensor in [*self.inputs, *([self.state_tensor] if self.state_tensor else [])]:
                 staged = self.host_buffers[tensor.name][:run]
                 staged[:size] = inputs[tensor.name]
+                staged[size:] = 0  # rows below the profile's minimum: a state row of zeros is a fresh stream
                 self._set_input_shape(tensor, (run, *tensor.max_shape[1:]))
                 self.memory.to_device(self.device_buffers[tensor.name], staged, self.stream)
             if boxes is not None:  # likewise below the profile's minimum count, with copies of the first box
@@ -215,8 +261,14 @@ class TensorRTEngine:
                 with_boxes = f" with {out_rows} boxes" if boxes is not None else ""
                 raise self._refused(f"to run a batch of {run}{with_boxes}")
             self.memory.to_host(self.host_buffers[out][:out_rows], self.device_buffers[out], self.stream)
+            if self.state_output is not None:
+                name = self.state_output.name
+                self.memory.to_host(self.host_buffers[name][:run], self.device_buffers[name], self.stream)
             self.stream.synchronize()
-            return self.host_buffers[out][:rows].astype(np.float32)  # a copy: the pinned buffer is reused
+            logits = self.host_buffers[out][:rows].astype(np.float32)  # copies: the pinned buffers are reused
+            if self.state_output is None:
+                return logits, None
+            return logits, self.host_buffers[self.state_output.name][:size].astype(np.float32)
 
     def close(self) -> None:
         self.memory.close()
