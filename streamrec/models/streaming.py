@@ -140,10 +140,16 @@ class StreamContext:
         if (entry.name, entry.shape) != (name, tuple(int(d) for d in shape)):
             raise StreamrecError(f"streaming state entry {self._next} is {entry.name} {list(entry.shape)} but the "
                                  f"network asks for {name} {list(shape)}; input frames of the wrong size?")
-        return self.state[:, entry.offset:entry.offset + entry.size].reshape(-1, *shape)
+        # the layout's own shape, a constant: an exported graph then knows every shape but the batch
+        return self.state[:, entry.offset:entry.offset + entry.size].reshape(-1, *entry.shape)
 
     def put(self, buffer: torch.Tensor) -> None:
         self.outputs.append(buffer.flatten(1))
+
+    def steps(self, timing: Timing) -> int:
+        """New steps this call of a stream at ``timing``: a number fixed by the network, never read
+        from a tensor's shape (which an exported graph would compute at run time)."""
+        return timing.rate * self.units
 
     def mask(self, timing: Timing, steps: int, like: torch.Tensor) -> torch.Tensor:
         """1 for the new steps of a stream at ``timing`` that come after the reset, 0 before it
@@ -192,16 +198,17 @@ class Window:
         self.masked = kernel > 1  # a window of one step never mixes a pre-reset step into a later one
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
-        return self.apply(self.joined(x, ctx), x.shape[2])
+        return self.apply(self.joined(x, ctx), ctx.steps(self.timing_in))
 
     def joined(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
         """The carried inputs and the new ones ``x``, in order (the buffer for the next call is put)."""
+        steps = ctx.steps(self.timing_in)
         if self.masked:
-            x = x * ctx.mask(self.timing_in, x.shape[2], x)
+            x = x * ctx.mask(self.timing_in, steps, x)
         if self.keep <= 0:
             return x[:, :, -self.keep:]
         joined = torch.cat([ctx.take(self.name, x, self.keep), x], dim=2)
-        ctx.put(joined[:, :, x.shape[2]:])
+        ctx.put(joined[:, :, steps:])
         return joined
 
     def apply(self, joined: torch.Tensor, new_steps: int) -> torch.Tensor:
@@ -210,17 +217,18 @@ class Window:
 
 
 class Delay:
-    """Steps held back ``steps`` steps, so that two paths joined together are at the same step."""
+    """A stream at ``timing`` held back ``steps`` steps, so that two paths joined together are at the same step."""
 
-    def __init__(self, name: str, steps: int):
-        self.name, self.steps = name, steps
+    def __init__(self, name: str, steps: int, timing: Timing):
+        self.name, self.steps, self.timing = name, steps, timing
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
         if self.steps == 0:
             return x
+        new = ctx.steps(self.timing)
         joined = torch.cat([ctx.take(self.name, x, self.steps), x], dim=2)
-        ctx.put(joined[:, :, x.shape[2]:])
-        return joined[:, :, :x.shape[2]]
+        ctx.put(joined[:, :, new:])
+        return joined[:, :, :new]
 
 
 def aligned(name: str, timings: Sequence[Timing]) -> tuple[list[Delay], Timing]:
@@ -228,7 +236,7 @@ def aligned(name: str, timings: Sequence[Timing]) -> tuple[list[Delay], Timing]:
     if len({t.rate for t in timings}) != 1:
         raise StreamrecError(f"{name} joins streams of different rates {[t.rate for t in timings]}")
     lag = max(t.lag for t in timings)
-    return [Delay(f"{name}.delay{i}", lag - t.lag) for i, t in enumerate(timings)], Timing(timings[0].rate, lag)
+    return [Delay(f"{name}.delay{i}", lag - t.lag, t) for i, t in enumerate(timings)], Timing(timings[0].rate, lag)
 
 
 def conv_window(name: str, conv: nn.Conv3d, timing: Timing, form: str) -> Window | None:
@@ -327,9 +335,10 @@ class StreamBlock:
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
         block, branch = self.block, self.branch
         if self.shortcut_from_a:
+            steps = ctx.steps(self.a.timing_in)
             joined = self.a.joined(x, ctx)
-            shortcut = joined[:, :, self.shortcut_start:self.shortcut_start + x.shape[2]]
-            y = self.a.apply(joined, x.shape[2])
+            shortcut = joined[:, :, self.shortcut_start:self.shortcut_start + steps]
+            y = self.a.apply(joined, steps)
         else:
             shortcut = x
             y = run_conv(self.a, branch.a, x, ctx)
@@ -398,7 +407,7 @@ class RunningMean:
         self.name, self.steps, self.timing = name, steps, timing
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
-        x = x * ctx.mask(self.timing, x.shape[2], x)
+        x = x * ctx.mask(self.timing, ctx.steps(self.timing), x)
         if self.steps > 1:
             x = torch.cat([ctx.take(self.name, x, self.steps - 1), x], dim=2)
             ctx.put(x[:, :, -(self.steps - 1):])
@@ -420,7 +429,7 @@ class StreamHead:
                                  "per unit, which are not the same whole number of units")
         self.clip_units = int(clip_units.pop())
         self.delay_units = max(-(-t.lag // t.rate) for t in timings)  # the slowest pathway, in whole units
-        self.delays = [Delay(f"head.pathway{p}_delay", t.rate * self.delay_units - t.lag)
+        self.delays = [Delay(f"head.pathway{p}_delay", t.rate * self.delay_units - t.lag, t)
                        for p, t in enumerate(timings)]
         self.means = [RunningMean(f"head.pathway{p}_window", lengths[p], Timing(t.rate, t.rate * self.delay_units))
                       for p, t in enumerate(timings)]
