@@ -33,6 +33,7 @@ import yaml
 from streamrec.detection.config import DetectionConfig
 from streamrec.detection.config import problems as detection_problems
 from streamrec.errors import StreamrecError
+from streamrec.zoo import is_remote
 from streamrec.redaction import QUERY_KEY, redact
 from streamrec.sources import parse_source
 
@@ -323,7 +324,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config", overrides: li
     if not isinstance(streams, list):
         raise StreamrecError(f"{origins.of('streams')}: 'streams' must be a list of {{id, source}} entries")
     data["streams"] = [parse_stream_entry(entry, i, origins.of("streams")) for i, entry in enumerate(streams)]
-    if data.get("checkpoint"):
+    if data.get("checkpoint") and not is_remote(data["checkpoint"]):  # a zoo name or URL is fetched when loaded
         data["checkpoint"] = str(found_path(data["checkpoint"]))
     config = _build(Config, data, origins, "")
     validate(config, source, origins)

@@ -6,6 +6,7 @@ import typing
 
 import pytest
 
+from streamrec.detection.config import RANGES as DETECTION_RANGES
 from streamrec.config import (RANGES, Config, apply_override, config_from_dict, load_config, load_labels,
                               parse_stream_entry, set_value)
 from streamrec.errors import StreamrecError
@@ -92,7 +93,9 @@ def value_outside(bound, below: bool):
     """A value just past ``bound`` (an int range steps by one, a float range by half or double)."""
     if isinstance(bound, int):
         return bound - 1 if below else bound + 1
-    return bound / 2 if below else bound * 2
+    if below:
+        return bound / 2 if bound > 0 else bound - 0.5
+    return bound * 2
 
 
 # Values that another check ties to the one tested, set beside it so that its ends are allowed.
@@ -103,6 +106,11 @@ COMPANIONS = {
     "clip.crop_size": {"clip.short_side": 4096},
     "reconnect.initial_delay_s": {"reconnect.max_delay_s": 3600},
     "reconnect.max_delay_s": {"reconnect.initial_delay_s": 0.01},
+    "detection.motion.max_aspect": {"detection.motion.min_aspect": 0.1},
+    "detection.motion.min_aspect": {"detection.motion.max_aspect": 20},
+    "detection.score_threshold": {"detection.tracker.high_score": 1.0, "detection.tracker.new_track_score": 1.0},
+    "detection.tracker.high_score": {"detection.score_threshold": 0.0, "detection.tracker.new_track_score": 1.0},
+    "detection.tracker.new_track_score": {"detection.score_threshold": 0.0, "detection.tracker.high_score": 0.0},
 }
 
 
@@ -122,13 +130,16 @@ def numeric_paths(cls, prefix="") -> set[str]:
     return paths
 
 
+ALL_RANGES = {**RANGES, **DETECTION_RANGES}  # the detection: section keeps its own, beside its detectors
+
+
 def test_every_numeric_value_has_a_named_range():
-    assert numeric_paths(Config) - CHECKED_ELSEWHERE == set(RANGES)
+    assert numeric_paths(Config) - CHECKED_ELSEWHERE == set(ALL_RANGES)
 
 
-@pytest.mark.parametrize("path", sorted(RANGES))
+@pytest.mark.parametrize("path", sorted(ALL_RANGES))
 def test_every_numeric_value_is_refused_outside_its_named_range(path):
-    low, high = RANGES[path]
+    low, high = ALL_RANGES[path]
     companions = COMPANIONS.get(path, {})
     ends = [low] + ([high] if high != math.inf else [])
     for value in ends:  # both ends are allowed

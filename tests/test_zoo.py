@@ -239,3 +239,16 @@ def test_every_zoo_entry_fits_a_shipped_config_and_keeps_its_published_hash(name
     named = zoo.HASH_IN_NAME.search(entry.url.rsplit("/", 1)[1])
     if named:
         assert entry.sha256 == named[1], "a hash the file name publishes must be the entry's, so it is checked"
+
+
+def test_a_url_checkpoint_runs_on_the_onnx_runtime_engine_too(server, tiny, tmp_path, engine_dir):
+    """A config's checkpoint may be a URL (or zoo name): kept as given, not read as a path, and
+    fetched when the engine cache hashes it for the export."""
+    from streamrec.backends import create_engine
+
+    httpd, base = server
+    path, data = served_torch_file(tmp_path, {"model_state": tiny_state(tiny)}, "/zoo/tiny.pyth")
+    config = load_config("slowfast_tiny", values={"checkpoint": base + path, "engine.backend": "onnxruntime"})
+    assert config.checkpoint == base + path
+    engine = create_engine(config)
+    assert engine.name == "onnxruntime" and [p for p, _ in Files.requests if p == path]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from streamrec.config import Config, runtime_dir
 from streamrec.errors import StreamrecError
+from streamrec.zoo import checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def export_key(config: Config, precision: str) -> dict:
     """Everything an ONNX export of ``config`` depends on."""
     from streamrec.export import EXPORT_FORMAT  # the module imports torch only inside its functions
 
-    checkpoint = config.checkpoint
+    checkpoint = checkpoint_file(config.checkpoint) if config.checkpoint else None  # a zoo name or URL: fetched once
     if checkpoint and not Path(checkpoint).is_file():
         raise StreamrecError(f"checkpoint '{checkpoint}' not found; fix the config's checkpoint path")
     data = config.to_dict()

@@ -60,8 +60,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """``--config``, ``--checkpoint`` and ``--set``: which config, which weights, and any value."""
     parser.add_argument("--config", help=f"config name in configs/ or a YAML path (default {DEFAULT_CONFIG}, or the "
                                          "config a streamrec --checkpoint was saved with)")
-    add_config_flag(parser, "--checkpoint", path="checkpoint", metavar="FILE",
-                    help="weights to load: PySlowFast .pyth/.pkl, PyTorchVideo or streamrec (default: the config's)")
+    add_config_flag(parser, "--checkpoint", path="checkpoint", metavar="FILE|zoo:NAME|URL",
+                    help="weights to load: PySlowFast .pyth/.pkl, PyTorchVideo, torchvision or streamrec files, a "
+                         "model-zoo name (zoo:NAME) or an http(s) URL, downloaded once into $STREAMREC_CACHE "
+                         "(default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config value, VALUE read as YAML, e.g. postprocess.enter_threshold=0.7; "
                              "repeatable, and applied after every other flag")
