@@ -1,0 +1,369 @@
+"""What a hop costs, clip model against its streaming form, and what the streaming form changes
+(issue 21)::
+
+    python -m streamrec.bench.streaming --markdown BENCHMARKS.md --json streaming.json
+
+**Cost**, per config and hop: GFLOPs of one hop (counted as `streamrec.bench.flops` counts: the
+clip model runs a whole clip every hop; the streaming form one call over the hop's new frames)
+and the ONNX Runtime CPU engine's median time per hop at batch 1, the two engines' calls
+alternating so both see the same load; hops/s is its inverse. A hop that is not a whole number
+of the streaming form's units has no streaming row, and the table says why.
+
+**Accuracy**, for a config with a checkpoint: generated surveillance videos (the seeds ``eval
+--seed`` derives, rendered straight from the generator at the training rate instead of through
+an MP4), every hop of the clip model (the pipeline's sampling, `sampling.clip_indices`) and of the
+delayed-exact form. Edges: the streaming logits against the clip model's on the same window
+(uniformly sampled, so only the window's edges differ, which the clip model pads with zeros
+and the streaming form sees as real frames), and against the clip model with the pipeline's
+sampling on that window. Events: the pipeline's own tracker and scorer (`evaluation.replay`,
+`score_segments`) over both models' hops; a streaming hop is stamped with the window its logits
+describe (its start) and the time they came out (its end), so its detection delay includes the
+form's delay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streamrec.config import Config, load_config, load_labels
+from streamrec.errors import StreamrecError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIGS = ("slowfast_tiny", "slowfast_r50_8x8")
+DEFAULT_HOPS = (4, 8, 16)
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def count_gflops(module, inputs: tuple) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return counter.get_total_flops() / 1e9
+
+
+def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: int, folder: Path) -> list[dict]:
+    """One row per hop: the clip model and, where the hop allows, the streaming form, timed alternately."""
+    import torch
+
+    from streamrec.backends.inputs import input_specs, step_input_specs
+    from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
+    from streamrec.checkpoints import load_model
+    from streamrec.export import export_onnx, export_streaming_onnx, streaming_metadata
+    from streamrec.models.streaming import streaming_network, units_for_hop
+
+    clip = config.clip
+    model = load_model(config)
+    rng = np.random.default_rng(0)
+    clip_specs = input_specs(clip)
+    clip_inputs = {s.name: rng.integers(0, 256, (1, *s.clip_shape), dtype=np.uint8) for s in clip_specs}
+    clip_gflops = count_gflops(model, tuple(torch.from_numpy(clip_inputs[s.name]) for s in clip_specs))
+    log.info("%s: exporting the clip model", config.name)
+    clip_engine = OnnxRuntimeEngine(export_onnx(model, clip, folder / f"{config.name}_clip.onnx"), clip_specs,
+                                    config.model.num_classes, device="cpu", threads=threads, max_batch=1)
+    probe = streaming_network(model, clip)
+    rows = []
+    for hop in hops:
+        row = {"hop": hop, "clip_gflops": round(clip_gflops, 3)}
+        try:
+            units = units_for_hop(probe, hop)
+        except StreamrecError as err:
+            rows.append({**row, **_time_alternately(clip_engine, clip_inputs, None, None, iterations),
+                         "note": str(err)})
+            continue
+        network = probe if units == 1 else streaming_network(model, clip, units=units)
+        specs = step_input_specs(clip, network.frames_per_call())
+        frames = {s.name: rng.integers(0, 256, (1, *s.clip_shape), dtype=np.uint8) for s in specs}
+        state = network.zero_state(1)
+        stream_gflops = count_gflops(network, (*(torch.from_numpy(frames[s.name]) for s in specs), state))
+        log.info("%s: exporting the streaming form for hop %d", config.name, hop)
+        path = export_streaming_onnx(network, folder / f"{config.name}_stream_hop{hop}.onnx",
+                                     metadata={"streaming": streaming_metadata(network)})
+        stream_engine = OnnxRuntimeEngine(path, specs, config.model.num_classes, device="cpu", threads=threads,
+                                          max_batch=1)
+        timed = _time_alternately(clip_engine, clip_inputs, stream_engine, frames, iterations)
+        rows.append({**row, **timed, "units": units, "stream_gflops": round(stream_gflops, 3),
+                     "gflops_ratio": round(stream_gflops / clip_gflops, 4),
+                     "speedup": round(timed["clip_ms"] / timed["stream_ms"], 2),
+                     "state_mib": round(network.layout.size * 4 / 2**20, 2),
+                     "delay_units": network.delay_units, "delay_s": round(network.delay_units * network.unit_frames
+                                                                          / clip.train_fps, 3)})
+    return rows
+
+
+def _time_alternately(clip_engine, clip_inputs, stream_engine, frames, iterations: int) -> dict:
+    """Median ms per hop of each engine, one call of each in turn after one untimed call each."""
+    state = stream_engine.state.zeros(1) if stream_engine is not None else None
+    clip_s, stream_s = [], []
+    for i in range(iterations + 1):
+        start = time.perf_counter()
+        clip_engine.infer(clip_inputs)
+        clip_s.append(time.perf_counter() - start)
+        if stream_engine is not None:
+            start = time.perf_counter()
+            _, state = stream_engine.step({**frames, "state": state})
+            stream_s.append(time.perf_counter() - start)
+    timed = {"clip_ms": round(1000 * statistics.median(clip_s[1:]), 2)}
+    timed["clip_hops_per_s"] = round(1000 / timed["clip_ms"], 2)
+    if stream_s:
+        timed["stream_ms"] = round(1000 * statistics.median(stream_s[1:]), 2)
+        timed["stream_hops_per_s"] = round(1000 / timed["stream_ms"], 2)
+    return timed
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def surveillance_frames(seed: int, minutes: float, config: Config) -> tuple[np.ndarray, list]:
+    """A generated surveillance video's frames at the training rate (each the latest frame at or
+    before its time), fitted to the model's input, and its ground-truth segments."""
+    from streamrec.procedural import surveillance_scene
+    from streamrec.sampling import TIME_TOLERANCE_S
+    from streamrec.transforms import fit_clip_frame
+
+    scene = surveillance_scene(seed, minutes * 60)
+    times = np.arange(int(scene.duration * config.clip.train_fps)) / config.clip.train_fps
+    indices = np.searchsorted(scene.times, times + TIME_TOLERANCE_S, side="right") - 1
+    rendered = {i: fit_clip_frame(scene.frame(i), config.clip) for i in np.unique(indices)}
+    return np.stack([rendered[i] for i in indices]), scene.segments
+
+
+def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, threads: int, folder: Path) -> dict:
+    """Edges and events of the delayed-exact form against the clip model on generated videos."""
+    from streamrec.backends.inputs import input_specs, step_input_specs
+    from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
+    from streamrec.checkpoints import load_model
+    from streamrec.evaluation import Hop, combine, overall, replay, score_segments, segments_from_events
+    from streamrec.export import export_onnx, export_streaming_onnx, streaming_metadata
+    from streamrec.models.streaming import streaming_network, units_for_hop
+    from streamrec.postprocess import softmax
+    from streamrec.sampling import clip_indices, split_pathways
+
+    def uniformly(batch: np.ndarray) -> dict[str, np.ndarray]:  # Slow: every alpha-th Fast frame, as streamed
+        return {"slow": np.ascontiguousarray(batch[:, ::clip.alpha]), "fast": batch} if clip.alpha else \
+            {"frames": batch}
+
+    def as_pipeline(batch: np.ndarray) -> dict[str, np.ndarray]:
+        return split_pathways(clip, batch)
+
+    clip = config.clip
+    model = load_model(config)
+    probe = streaming_network(model, clip)
+    units = units_for_hop(probe, hop)
+    network = probe if units == 1 else streaming_network(model, clip, units=units)
+    specs = step_input_specs(clip, network.frames_per_call())
+    clip_engine = OnnxRuntimeEngine(export_onnx(model, clip, folder / f"{config.name}_clip_acc.onnx"),
+                                    input_specs(clip), config.model.num_classes, device="cpu", threads=threads,
+                                    max_batch=8)
+    stream_engine = OnnxRuntimeEngine(export_streaming_onnx(network, folder / f"{config.name}_stream_acc.onnx",
+                                                            metadata={"streaming": streaming_metadata(network)}),
+                                      specs, config.model.num_classes, device="cpu", threads=threads, max_batch=1)
+    labels = load_labels(config)
+    scored = [name for name in labels if name not in config.postprocess.background_labels]
+    fps, unit, delay = clip.train_fps, network.unit_frames, network.delay_units
+    seeds = np.random.SeedSequence([seed, 2]).generate_state(count)  # as `eval --seed` derives them
+    per_video = {"clip": [], "streaming": []}
+    agree_uniform, agree_sampled, gap_uniform, gap_sampled = [], [], [], []
+    for video_seed in seeds:
+        frames, truth = surveillance_frames(int(video_seed), minutes, config)
+        calls = len(frames) // hop
+        stream_hops, stream_probs, window_ends = [], [], []
+        state = stream_engine.state.zeros(1)
+        for call in range(calls):
+            new = frames[call * hop:(call + 1) * hop]
+            fast = new[::clip.sampling_rate][None]
+            inputs = {"slow": np.ascontiguousarray(fast[:, ::clip.alpha]), "fast": fast} if clip.alpha else \
+                {"frames": fast}
+            logits, state = stream_engine.step({**inputs, "state": state})
+            arrived = (call + 1) * units  # units since the stream started
+            if arrived < network.warmup_units:
+                continue
+            end = (arrived - delay) * unit  # the window the logits describe ends before this source frame
+            probabilities = softmax(logits)[0]
+            stream_hops.append(Hop((end - clip.span) / fps, ((call + 1) * hop - 1) / fps, probabilities))
+            stream_probs.append(probabilities)
+            window_ends.append(end)
+        # the clip model at every hop end (its own hops), and on each streaming window two ways
+        clip_ends = list(range(clip.span - 1, len(frames), hop))
+        sampled = [clip_indices(clip, fps, end, 0, lambda i: i / fps) for end in clip_ends]
+        uniform = [np.arange(end - clip.span, end, clip.sampling_rate) for end in window_ends]
+        by_end = dict(zip(clip_ends, _clip_probabilities(clip_engine, frames, sampled, as_pipeline)))
+        uniform_probs = _clip_probabilities(clip_engine, frames, uniform, uniformly)
+        clip_hops = [Hop((end - clip.span + 1) / fps, end / fps, by_end[end]) for end in clip_ends]
+        for probabilities, same_window, end in zip(stream_probs, uniform_probs, window_ends):
+            agree_uniform.append(probabilities.argmax() == same_window.argmax())
+            gap_uniform.append(np.abs(probabilities - same_window).max())
+            if end - 1 in by_end:
+                agree_sampled.append(probabilities.argmax() == by_end[end - 1].argmax())
+                gap_sampled.append(np.abs(probabilities - by_end[end - 1]).max())
+        for name, hops in (("clip", clip_hops), ("streaming", stream_hops)):
+            events = replay(hops, labels, config.postprocess)
+            per_video[name].append(score_segments(truth, segments_from_events(events), scored))
+    events = {name: overall(combine(scores)).to_dict() for name, scores in per_video.items()}
+    return {
+        "seed": seed, "count": count, "minutes": minutes, "hop": hop, "videos_seconds": count * minutes * 60,
+        "delay_units": delay, "delay_s": round(delay * unit / fps, 3),
+        "edges": {
+            "hops": len(agree_uniform),
+            "top1_agreement_same_window": round(float(np.mean(agree_uniform)), 4),
+            "max_probability_gap_same_window_median": round(float(np.median(gap_uniform)), 4),
+            "max_probability_gap_same_window_p90": round(float(np.percentile(gap_uniform, 90)), 4),
+            "top1_agreement_pipeline_sampling": round(float(np.mean(agree_sampled)), 4),
+            "max_probability_gap_pipeline_sampling_median": round(float(np.median(gap_sampled)), 4),
+        },
+        "events": events,
+    }
+
+
+def _clip_probabilities(engine, frames: np.ndarray, windows: list[np.ndarray], pathways) -> list[np.ndarray]:
+    """The clip model's class probabilities on each window of frame indices (``pathways`` makes the inputs)."""
+    from streamrec.postprocess import softmax
+
+    out = []
+    for first in range(0, len(windows), engine.max_batch):
+        batch = np.stack([frames[w] for w in windows[first:first + engine.max_batch]])
+        out.extend(softmax(engine.infer(pathways(batch))))
+    return out
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from streamrec.bench.flops import COUNTING
+    from streamrec.bench.machine import ResourceSampler
+    from streamrec.bench.report import finish_document, start_document
+    from streamrec.redaction import redact
+
+    torch.set_num_threads(args.threads)
+    document = start_document("streaming", ",".join(args.config), args.argv)
+    document["command"] = redact("python -m streamrec.bench.streaming " + shlex.join(args.argv))
+    sampler = ResourceSampler().start()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="streamrec-streaming-") as scratch:
+        for name in args.config:
+            config = load_config(name)
+            entry = {"checkpoint": config.checkpoint or "random weights",
+                     "cost": cost_rows(config, args.hops, args.iters, args.threads, Path(scratch))}
+            if config.checkpoint and args.videos:
+                entry["accuracy"] = accuracy(config, args.seed, args.videos, args.minutes, 8, args.threads,
+                                             Path(scratch))
+            results[name] = entry
+            _print_config(name, entry)
+    return finish_document(document, sampler, results=results, threads=args.threads, iterations=args.iters,
+                           counting=COUNTING, engine="onnxruntime (CPU graph), batch 1")
+
+
+def _cost_columns():
+    from streamrec.bench.report import Column
+
+    return [Column("hop", "hop"), Column("units", "units"), Column("clip GFLOPs", "clip_gflops", 2),
+            Column("stream GFLOPs", "stream_gflops", 3), Column("ratio", "gflops_ratio", 3),
+            Column("clip ms", "clip_ms", 1), Column("stream ms", "stream_ms", 1),
+            Column("clip hops/s", "clip_hops_per_s", 1), Column("stream hops/s", "stream_hops_per_s", 1),
+            Column("speed-up", "speedup", 2), Column("state MiB", "state_mib", 2), Column("delay s", "delay_s", 2)]
+
+
+def _print_config(name: str, entry: dict) -> None:
+    from streamrec.bench.report import table
+
+    print(f"\n{name} ({entry['checkpoint']})")
+    print(table(entry["cost"], _cost_columns()))
+    for row in entry["cost"]:
+        if "note" in row:
+            print(f"hop {row['hop']}: {row['note']}")
+    if "accuracy" in entry:
+        print(_accuracy_text(entry["accuracy"]))
+
+
+def _accuracy_text(acc: dict) -> str:
+    edges, events = acc["edges"], acc["events"]
+    lines = [f"{acc['count']} surveillance video(s) of {acc['minutes']:g} min, seed {acc['seed']}, hop {acc['hop']}; "
+             f"delayed-exact delay {acc['delay_units']} units = {acc['delay_s']} s",
+             f"- same window, edges only: top-1 agrees on {100 * edges['top1_agreement_same_window']:.1f}% of "
+             f"{edges['hops']} hops; largest class-probability gap median {edges['max_probability_gap_same_window_median']:.3f}, "
+             f"p90 {edges['max_probability_gap_same_window_p90']:.3f}",
+             f"- against the clip model with the pipeline's sampling on that window: top-1 agrees on "
+             f"{100 * edges['top1_agreement_pipeline_sampling']:.1f}%; gap median "
+             f"{edges['max_probability_gap_pipeline_sampling_median']:.3f}",
+             "", "| model | precision | recall | event F1 | median delay s | p90 delay s |", "|---|---|---|---|---|---|"]
+    for name, e in events.items():
+        lines.append(f"| {name} | {e['precision']:.3f} | {e['recall']:.3f} | {e['f1']:.3f} | "
+                     f"{e['delay_s_median']} | {e['delay_s_p90']} |")
+    return "\n".join(lines)
+
+
+def markdown_body(document: dict) -> str:
+    from streamrec.bench.report import table
+
+    parts = [f"Engine: {document['engine']}, {document['threads']} thread(s); per hop the median of "
+             f"{document['iterations']} calls, clip and streaming calls alternating. {document['counting']}. "
+             "A clip model runs a whole clip every hop, so its cost per hop is the same at every hop. "
+             "Written by `python -m streamrec.bench.streaming --markdown BENCHMARKS.md`."]
+    for name, entry in document["results"].items():
+        parts += ["", f"### {name} ({entry['checkpoint']})", "", table(entry["cost"], _cost_columns(), markdown=True)]
+        parts += [f"\nHop {row['hop']}: {row['note']}" for row in entry["cost"] if "note" in row]
+        if "accuracy" in entry:
+            parts += ["", _accuracy_text(entry["accuracy"])]
+    return "\n".join(parts)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    from streamrec.bench.engine import parse_counts
+
+    parser = argparse.ArgumentParser(prog="python -m streamrec.bench.streaming", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", action="append", help=f"config(s) to measure (default {', '.join(DEFAULT_CONFIGS)})")
+    parser.add_argument("--hops", default=",".join(map(str, DEFAULT_HOPS)), help="hops in source frames (default %(default)s)")
+    parser.add_argument("--iters", type=int, default=5, help="timed calls of each engine per hop (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per engine call (default %(default)s)")
+    parser.add_argument("--videos", type=int, default=3, help="generated surveillance videos for accuracy; 0: none "
+                                                              "(default %(default)s)")
+    parser.add_argument("--minutes", type=float, default=3.0, help="length of each (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=12345, help="their seed, as eval --seed (default %(default)s)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--markdown", type=Path, help="replace this benchmark's section of this file (BENCHMARKS.md)")
+    args = parser.parse_args(argv)
+    args.config = args.config or list(DEFAULT_CONFIGS)
+    args.hops = parse_counts(args.hops, "--hops")
+    if args.iters < 1 or args.threads < 1 or args.videos < 0 or args.minutes <= 0:
+        raise StreamrecError("--iters and --threads must be >= 1, --videos >= 0 and --minutes > 0")
+    args.argv = argv
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from streamrec.bench.report import markdown_section, section_key, update_markdown, write_json
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        document = run(args)
+        if args.json:
+            write_json(document, args.json)
+        if args.markdown:
+            title = "streaming: per-hop cost and accuracy, clip model vs delayed-exact streaming form (issue 21)"
+            update_markdown(args.markdown, section_key(document, "cpu"),
+                            markdown_section(document, title, markdown_body(document)))
+    except StreamrecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
