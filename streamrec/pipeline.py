@@ -126,7 +126,10 @@ class StreamRuntime:
 
 class Pipeline:
     def __init__(self, config: Config, engine: Engine, labels: list[str], bus: EventBus,
-                 observers: list[HopObserver] = (), frame_taps: list[FrameTap] = ()):
+                 observers: list[HopObserver] = (), frame_taps: list[FrameTap] = (),
+                 detector: PersonDetector | None = None):
+        """``detector``: per-person mode's, when not the one the config's ``detection:`` names (a
+        benchmark's metered one)."""
         if not config.streams:
             raise StreamrecError("no stream to read; pass --source (a file, camera index, URL or 'synthetic')")
         self.config = config
@@ -137,7 +140,7 @@ class Pipeline:
         pipe = config.pipeline
         self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
         self.activation = config.model.kwargs.get("head_activation", "softmax")  # the model head's
-        self.detector = self._person_mode(config, engine)
+        self.detector = self._person_mode(config, engine, detector)
         work = PersonStage(self.detector, engine, config.clip, MAX_BOXES_PER_CLIP) if self.detector else None
         self.dispatcher = EngineDispatcher(engine, self.scheduler, work)
         self._reports: queue.SimpleQueue[CaptureReport] = queue.SimpleQueue()
@@ -162,7 +165,7 @@ class Pipeline:
                                                     ActionTracker(labels, postprocess, self.activation), people)
 
     @staticmethod
-    def _person_mode(config: Config, engine: Engine) -> PersonDetector | None:
+    def _person_mode(config: Config, engine: Engine, detector: PersonDetector | None) -> PersonDetector | None:
         """The person detector of per-person mode (None: whole-frame mode), once the config and the
         engine agree on the mode."""
         if config.detection is None:
@@ -175,7 +178,7 @@ class Pipeline:
             raise StreamrecError(f"the config's detection: section needs a model with an RoI head, and "
                                  f"{config.model.arch} classifies whole frames; use a per-person config such as "
                                  "slowfast_tiny_roi, or drop the detection: section")
-        return create_detector(config.detection)
+        return detector or create_detector(config.detection)
 
     def stop(self) -> None:
         """Ask a running pipeline to finish (safe from signal handlers and other threads)."""

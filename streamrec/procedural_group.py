@@ -229,18 +229,22 @@ def _actor_script(rng: np.random.Generator, stage_width: float, duration_s: floa
     return c.script()
 
 
-def group_scene(seed: int, duration_s: float, difficulty: float = 1.0) -> GroupScene:
+def group_scene(seed: int, duration_s: float, difficulty: float = 1.0, people: int | None = None,
+                fps: int | None = None) -> GroupScene:
     """A room with 2-4 people acting on their own for ``duration_s`` seconds.
 
     ``difficulty`` (0..1) scales clutter, camera noise and blur and lowers the figures'
-    contrast against the room, as in `streamrec.procedural.random_appearance`.
+    contrast against the room, as in `streamrec.procedural.random_appearance`. ``people`` and
+    ``fps`` fix what the seed would draw (benchmarks want a known load); everything else stays
+    as the seed makes it.
     """
     if not duration_s >= 1.0:
         raise StreamrecError(f"a group scene of {duration_s} s is too short; give at least 1 second")
     rng = np.random.default_rng(seed)
     width, height = FRAME_SIZE
-    fps = int(rng.integers(FPS_RANGE[0], FPS_RANGE[1] + 1))
-    count = int(rng.integers(PEOPLE_RANGE[0], PEOPLE_RANGE[1] + 1))
+    drawn_fps = int(rng.integers(FPS_RANGE[0], FPS_RANGE[1] + 1))  # drawn either way: the seed's other draws stay
+    drawn_count = int(rng.integers(PEOPLE_RANGE[0], PEOPLE_RANGE[1] + 1))
+    fps, count = fps or drawn_fps, people or drawn_count
     horizon = int(height * rng.uniform(*HORIZON_RANGE))
     wall, floor = random_colour(rng), random_colour(rng)
     background = room_background(rng, width, height, horizon, wall, floor, difficulty)

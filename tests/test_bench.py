@@ -276,3 +276,15 @@ def test_parallel_calls_are_timed_side_by_side_over_wall_clock():
     assert two.clips_per_s(4) > 1.3 * one.clips_per_s(4)
     with pytest.raises(RuntimeError, match="engine broke"):  # raised here, not a hang
         time_calls(SleepingEngine(2, fail=True), {}, 1, 6)
+
+
+def test_bench_pipeline_times_the_per_person_stages(tmp_path):
+    """--persons: streams of generated people, the detector and the person boxes counted too."""
+    report = tmp_path / "persons.json"
+    done = run_cli("bench", "pipeline", "--persons", "2", "--streams", "1", "--duration", "3", "--engine-iters", "2",
+                   "--engine-seconds", "0", "--set", "clip.short_side=128", "--set", "clip.crop_size=128",
+                   "--set", "clip.fit=pad", "--set", "checkpoint=null", "--json", str(report), timeout=300)
+    assert done.returncode == 0, done.stderr
+    (trial,) = json.loads(report.read_text())["results"]
+    assert trial["hops_served"] > 0 and trial["persons_per_s"] > 0 and trial["detector_ms_per_keyframe_p50"] > 0
+    assert "persons/s" in done.stdout

@@ -84,12 +84,23 @@ def parse_counts(text: str, flag: str) -> tuple[int, ...]:
     return tuple(counts)
 
 
+BENCH_PEOPLE_PER_CLIP = 3  # RoI engines are timed with this many person boxes a clip
+
+
 def random_inputs(config: Config, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Engine inputs for ``batch`` clips of random pixels (the timing does not depend on content)."""
+    """Engine inputs for ``batch`` clips of random pixels (the timing does not depend on content);
+    for a per-person model (a ``detection:`` section), `BENCH_PEOPLE_PER_CLIP` boxes a clip."""
     clip = config.clip
-    frames = np.random.default_rng(seed).integers(0, 256, (batch, clip.num_frames, clip.crop_size, clip.crop_size, 3),
-                                                  dtype=np.uint8)
-    return split_pathways(clip, frames)
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (batch, clip.num_frames, clip.crop_size, clip.crop_size, 3), dtype=np.uint8)
+    inputs = split_pathways(clip, frames)
+    if config.detection is not None:
+        people = batch * BENCH_PEOPLE_PER_CLIP
+        top_left = rng.uniform(0, clip.crop_size * 0.75, (people, 2))
+        size = rng.uniform(clip.crop_size * 0.1, clip.crop_size * 0.25, (people, 2))
+        index = np.repeat(np.arange(batch), BENCH_PEOPLE_PER_CLIP)[:, None]
+        inputs["boxes"] = np.hstack([index, top_left, top_left + size]).astype(np.float32)
+    return inputs
 
 
 def open_engine(config: Config, backend: str, precision: str, max_batch: int, parallel_calls: int = 1) -> Engine:

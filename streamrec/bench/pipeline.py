@@ -26,6 +26,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
@@ -36,6 +37,7 @@ from streamrec.bench.machine import ResourceSampler
 from streamrec.bench.report import Column, new_figure, save_figure, table
 from streamrec.bench.timing import latency_summary, time_calls
 from streamrec.config import Config, EventsConfig, StreamConfig
+from streamrec.detection import create_detector
 from streamrec.errors import StreamrecError
 from streamrec.events import EventBus, MemorySink
 
@@ -68,17 +70,38 @@ class PipelinePlan:
 
 
 class MeteredEngine(EngineWrapper):
-    """An engine that records every call's start, duration and batch size."""
+    """An engine that records every call's start, duration and batch size (clips, and for a
+    per-person engine, the person boxes it scored)."""
 
     def __init__(self, engine: Engine):
         super().__init__(engine)
-        self.calls: list[tuple[float, float, int]] = []  # (monotonic start, seconds, batch)
+        self.calls: list[tuple[float, float, int]] = []  # (monotonic start, seconds, clips)
+        self.boxes: list[int] = []  # per call
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         start = time.monotonic()
         logits = self.engine.infer(inputs)
-        self.calls.append((start, time.monotonic() - start, len(logits)))
+        clips = len(next(array for name, array in inputs.items() if name != "boxes"))
+        self.calls.append((start, time.monotonic() - start, clips))
+        self.boxes.append(len(inputs["boxes"]) if "boxes" in inputs else 0)
         return logits
+
+
+class MeteredDetector:
+    """A person detector that records every call's duration and keyframe count (per-person mode)."""
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.calls: list[tuple[float, int]] = []  # (seconds, keyframes)
+
+    def detect(self, keyframes):
+        start = time.monotonic()
+        found = self.detector.detect(keyframes)
+        self.calls.append((time.monotonic() - start, len(keyframes)))
+        return found
+
+    def __getattr__(self, name):  # observe, forget, ...: as the detector does
+        return getattr(self.detector, name)
 
 
 def prediction_latencies(predictions: MemorySink) -> dict[str, list[float]]:
@@ -125,8 +148,9 @@ def run_trial(config: Config, engine: Engine, labels: list[str], plan: PipelineP
 
     sources = plan.stream_sources(streams)
     metered, predictions, clock = MeteredEngine(engine), MemorySink({"prediction"}), CaptureClock()
+    detector = MeteredDetector(create_detector(config.detection)) if config.detection is not None else None
     bus = EventBus([predictions])
-    pipeline = Pipeline(trial_config(config, sources), metered, labels, bus, frame_taps=[clock])
+    pipeline = Pipeline(trial_config(config, sources), metered, labels, bus, frame_taps=[clock], detector=detector)
     log.info("pipeline trial: %d stream(s) for %.0f s", streams, plan.duration_s)
     stopped: list[float] = []
 
@@ -151,8 +175,35 @@ def run_trial(config: Config, engine: Engine, labels: list[str], plan: PipelineP
     per_stream = [_stream_figures(stats, clock, end, latencies.get(stats.stream, []))
                   for stats in pipeline.stats().values()]
     published = [(e.emitted_at, e.fields["latency_ms"]) for e in predictions.received]
-    return _trial_figures(streams, per_stream, metered.calls[1:], engine.parallel_calls, latencies, published, sampler,
-                          plan, start, end)
+    figures = _trial_figures(streams, per_stream, metered.calls[1:], engine.parallel_calls, latencies, published,
+                             sampler, plan, start, end)
+    if detector is not None:
+        figures.update(person_figures(detector.calls, metered, figures["window_s"]))
+    return figures
+
+
+def person_figures(detector_calls: list[tuple[float, int]], engine: MeteredEngine, window_s: float) -> dict:
+    """Per-person mode: the detector's time per keyframe and the person boxes scored per second."""
+    per_keyframe = [seconds / max(1, keyframes) for seconds, keyframes in detector_calls]
+    boxes = sum(engine.boxes[1:])  # after the warm-up call
+    roi_ms = [seconds * 1000.0 for _, seconds, _ in engine.calls[1:]]
+    return {
+        "persons_per_s": round(boxes / window_s, 2) if window_s > 0 else None,
+        "persons_per_clip": round(boxes / max(1, sum(clips for _, _, clips in engine.calls[1:])), 2),
+        "detector_ms_per_keyframe_p50": round(float(np.percentile(per_keyframe, 50)) * 1000.0, 2) if per_keyframe else None,
+        "detector_ms_per_keyframe_p99": round(float(np.percentile(per_keyframe, 99)) * 1000.0, 2) if per_keyframe else None,
+        "roi_call_ms_p50": round(float(np.percentile(roi_ms, 50)), 2) if roi_ms else None,
+    }
+
+
+def person_videos(folder: Path, people: int, fps: float, duration_s: float, count: int = 4) -> list[str]:
+    """``count`` generated videos of ``people`` people each at ``fps``, long enough for a trial of
+    ``duration_s`` with room to spare: per-person trials cycle their streams over them."""
+    from streamrec.procedural_group import group_scene, write_group_video
+
+    length = duration_s + 15.0  # the engine-only reference and the start-up come first
+    return [str(write_group_video(group_scene(seed, length, people=people, fps=round(fps)), folder / f"people{seed}.mp4"))
+            for seed in range(count)]
 
 
 def measured_trial(config: Config, engine: Engine, labels: list[str], plan: PipelinePlan, streams: int,
@@ -397,6 +448,11 @@ COLUMNS = [
     Column("CPU %", "process_cpu_percent_mean", 0),
     Column("RSS MiB", "host_rss_peak_mib", 0), Column("real time", lambda r: "yes" if r["realtime"] else "no"),
 ]
+PERSON_COLUMNS = [
+    Column("streams", "streams"), Column("persons/s", "persons_per_s", 1), Column("persons a clip", "persons_per_clip", 2),
+    Column("detector ms a keyframe p50", "detector_ms_per_keyframe_p50", 2),
+    Column("detector p99", "detector_ms_per_keyframe_p99", 2), Column("RoI call ms p50", "roi_call_ms_p50", 1),
+]
 BREAKDOWN_COLUMNS = [
     Column("streams", "streams"), Column("p50 ms", "latency_ms_p50", 1), Column("p99 ms", "latency_ms_p99", 1),
     Column("before engine p50", "before_engine_ms_p50", 1), Column("before engine p99", "before_engine_ms_p99", 1),
@@ -432,6 +488,11 @@ def summary_text(document: dict, markdown: bool = False) -> str:
         lines.append(f"\nLargest number of streams served in real time (no missed hop, capture at frame rate"
                      f"{f', p99 under {bound:g} ms' if bound is not None else ''}): "
                      f"**{document['max_realtime_streams']}**.")
+    if setup.get("persons"):
+        lines += ["", table(trials, PERSON_COLUMNS, markdown),
+                  f"Per-person mode: each stream a generated video of {setup['persons']} people at {setup['fps']:g} fps "
+                  f"played like a camera, detector {setup['detector']}; persons/s: person boxes the RoI head scored "
+                  f"per second; the detector's time is per keyframe (one a clip), on the engine's worker thread."]
     lines.append("")
     lines.append(table(trials, BREAKDOWN_COLUMNS, markdown))
     lines.append("Where the latency goes, per hop: before its engine call (waiting for the batch in flight, for the "

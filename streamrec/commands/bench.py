@@ -54,6 +54,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           help="'synthetic' (default; a camera-paced synthetic stream per stream), a video file "
                                "(played at its frame rate, dropping frames like a camera) or an rtsp:// URL; repeat "
                                "to cycle streams over several")
+    pipeline.add_argument("--persons", type=positive_int, metavar="N",
+                          help="per-person mode (default config slowfast_tiny_roi): each stream a generated video "
+                               "of N people at --fps (played like a camera), timing the detector and the person "
+                               "boxes scored a second too")
     count = pipeline.add_mutually_exclusive_group()
     count.add_argument("--streams", type=positive_int, help="number of streams (default 4)")
     count.add_argument("--load", type=float, metavar="FRACTION",
@@ -199,8 +203,17 @@ def pipeline_main(args: argparse.Namespace) -> int:
     from streamrec.bench.report import finish_document, start_document
     from streamrec.config import load_labels
 
+    scratch = tempfile.TemporaryDirectory(prefix="streamrec-bench-persons-") if args.persons else None
+    sources = args.source or ["synthetic"]
+    if args.persons:
+        from streamrec.commands.run import PERSONS_CONFIG
+
+        args.config = args.config or PERSONS_CONFIG
+        sources = args.source or bench.person_videos(Path(scratch.name), args.persons, args.fps, args.duration)
     config = config_from_flags(args)
-    plan = bench.PipelinePlan(sources=tuple(args.source or ["synthetic"]), fps=args.fps, size=args.size,
+    if args.persons and config.detection is None:
+        config = config_from_flags(args, {"detection": {}})
+    plan = bench.PipelinePlan(sources=tuple(sources), fps=args.fps, size=args.size,
                               duration_s=args.duration, p99_bound_ms=args.p99_bound,
                               engine_iterations=args.engine_iters, engine_seconds=args.engine_seconds)
     bench.check_plan(plan)
@@ -237,11 +250,14 @@ def pipeline_main(args: argparse.Namespace) -> int:
              "max_batch": max_batch, "hop_frames": config.pipeline.hop_frames, "fps": args.fps,
              "sources": list(plan.stream_sources(1)) + (["..."] if len(plan.sources) > 1 else []),
              "duration_s": plan.duration_s, "p99_bound_ms": plan.p99_bound_ms, "load": args.load,
-             "load_reference": first}
+             "load_reference": first, "persons": args.persons,
+             "detector": config.detection.detector if config.detection is not None else None}
     finish_document(document, sampler, setup=setup, results=trials, median=bench.median_ratios(trials),
                     max_realtime_streams=best)
     text = bench.summary_text(document)
     publish(document, args, text, bench.summary_text(document, markdown=True), device, bench.plot)
+    if scratch is not None:
+        scratch.cleanup()
     return 0
 
 
