@@ -38,6 +38,10 @@ class StreamRecording:
     scores: list[np.ndarray] = field(default_factory=list)  # smoothed scores of each hop
     ended: list[Segment] = field(default_factory=list)
     open: dict[str, float] = field(default_factory=dict)  # label → start of the actions active now
+    # Per-person mode: each track's hops and its actions (label -> start while open; ended segments).
+    tracks: dict[int, list[float]] = field(default_factory=dict)  # track id -> clip ends of the hops it was seen on
+    track_open: dict[int, dict[str, float]] = field(default_factory=dict)
+    track_ended: dict[int, list[Segment]] = field(default_factory=dict)
 
     def segments(self) -> list[Segment]:
         """Every emitted action, from its ``action_start``'s clip end to its ``action_end``'s; actions
@@ -61,11 +65,26 @@ class TimelineRecorder:
                 list(thresholds.labels), thresholds.enter.copy(), thresholds.exit.copy(), thresholds.trackable.copy())
         recording.times.append(view.clip_end)
         recording.scores.append(np.array(hop.scores, dtype=np.float64))
+        if hop.people is not None:
+            self._record_people(recording, hop)
         active = dict(hop.active)
         for label, start in recording.open.items():
             if active.get(label) != start:  # ended at this hop
                 recording.ended.append(Segment(start, view.clip_end, label))
         recording.open = active
+
+    @staticmethod
+    def _record_people(recording: StreamRecording, hop: HopResult) -> None:
+        now = hop.view.clip_end
+        seen = {person.track_id: person for person in hop.people}
+        for track_id in set(recording.track_open) | set(seen):
+            active = dict(seen[track_id].active) if track_id in seen else {}
+            for label, start in recording.track_open.get(track_id, {}).items():
+                if active.get(label) != start:  # ended at this hop (or the person is gone)
+                    recording.track_ended.setdefault(track_id, []).append(Segment(start, now, label))
+            recording.track_open[track_id] = active
+        for track_id in seen:
+            recording.tracks.setdefault(track_id, []).append(now)
 
     def write(self, path: str | Path, ground_truth: dict[str, Sequence[Segment]] | None = None) -> None:
         """The figure, to ``path`` (any format matplotlib writes: .png, .svg, .pdf); ``ground_truth``
@@ -105,7 +124,31 @@ def write_timeline(path: str | Path, streams: dict[str, StreamRecording],
         raise StreamrecError(f"cannot write --timeline {path}: {exc.strerror or exc}") from None
 
 
+def _draw_people(ax, name: str, recording: StreamRecording) -> None:
+    """Per-person mode: a lane per track, grey while the person is seen, coloured where they act."""
+    ax.set_title(f"{name} (per person: {len(recording.tracks)} tracks)", loc="left", fontsize=10)
+    colours = {label: _colour(k) for k, label in enumerate(recording.labels)}
+    last = recording.times[-1] if recording.times else 0.0
+    for lane, (track_id, seen) in enumerate(sorted(recording.tracks.items())):
+        ax.plot(seen, [lane] * len(seen), "|", color="grey", markersize=6)
+        segments = recording.track_ended.get(track_id, []) + [
+            Segment(start, last, label) for label, start in recording.track_open.get(track_id, {}).items()]
+        for segment in segments:
+            ax.fill_between([segment.start, segment.end], lane - 0.3, lane + 0.3, color=colours[segment.label],
+                            label=segment.label)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_yticks(range(len(recording.tracks)), [f"#{t}" for t in sorted(recording.tracks)])
+    ax.set_ylabel("person (track)")
+    ax.set_xlim(0, max(last, 1e-3))
+    ax.grid(alpha=0.3, axis="x")
+
+
 def _draw_stream(ax, name: str, recording: StreamRecording, truth: list[Segment]) -> None:
+    if recording.tracks:
+        _draw_people(ax, name, recording)
+        return
     times, scores = np.array(recording.times), np.stack(recording.scores)
     detected = recording.segments()
     shown = _classes_to_show(recording, scores, detected, truth)

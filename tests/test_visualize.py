@@ -230,3 +230,27 @@ def test_window_that_cannot_open_says_so_and_closes_cleanly(caplog):
     window.close()
     assert "--show: cannot open a window" in caplog.text and "continuing without it" in caplog.text
     assert not window.is_alive()
+
+
+def test_the_timeline_draws_a_lane_per_person_in_per_person_mode(tmp_path):
+    """Per-person hops: each track's hops and its actions recorded as segments, per track."""
+    from types import SimpleNamespace
+
+    from streamrec.pipeline import PersonView
+    from streamrec.timeline import TimelineRecorder
+
+    recorder = TimelineRecorder()
+    thresholds = SimpleNamespace(labels=("idle", "waving"), enter=np.array([0.6, 0.6]), exit=np.array([0.4, 0.4]),
+                                 trackable=np.array([False, True]))
+    people_at = {1.0: [PersonView(1, (0, 0, 5, 5), [], {})], 2.0: [PersonView(1, (0, 0, 5, 5), [], {"waving": 2.0}),
+                                                                  PersonView(2, (9, 9, 20, 20), [], {})],
+                 3.0: [PersonView(2, (9, 9, 20, 20), [], {})]}
+    for time, people in people_at.items():
+        view = SimpleNamespace(stream_id="room", clip_end=time)
+        recorder.observe(SimpleNamespace(view=view, scores=np.zeros(2), active={}, thresholds=thresholds,
+                                         people=tuple(people)))
+    recording = recorder.streams["room"]
+    assert recording.tracks == {1: [1.0, 2.0], 2: [2.0, 3.0]}
+    assert [(s.start, s.end, s.label) for s in recording.track_ended[1]] == [(2.0, 3.0, "waving")]  # gone at 3.0
+    recorder.write(tmp_path / "people.png")
+    assert (tmp_path / "people.png").stat().st_size > 1000
