@@ -263,3 +263,19 @@ def test_the_streaming_form_shares_the_clip_model_s_parameters():
         model.network.head.projection.bias += 1.0
     after, _, _ = stream(network, inputs)
     assert np.allclose((after[-1] - before[-1]).numpy(), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["delayed_exact", CAUSAL])
+def test_a_sequence_in_one_call_gives_the_logits_of_every_call_of_a_stream(form):
+    config = load_config("slowfast_tiny")
+    model = load_model(config)
+    units = 12
+    inputs = long_clip(config, units, seed=5)
+    calls, _, _ = stream(streaming_network(model, config.clip, form=form), inputs)
+    sequence = streaming_network(model, config.clip, form=form, units=units)
+    with torch.no_grad():
+        logits = sequence.sequence_logits(*inputs)
+    assert logits.shape == (1, units - sequence.warmup_units + 1, 7)
+    expected = torch.stack(calls[sequence.warmup_units - 1:], dim=1)
+    assert relative(logits, expected) <= 1e-5
+    assert expected.std(dim=1).max() > 0.05  # the windows' logits differ

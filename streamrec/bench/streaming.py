@@ -141,91 +141,122 @@ def surveillance_frames(seed: int, minutes: float, config: Config) -> tuple[np.n
     return np.stack([rendered[i] for i in indices]), scene.segments
 
 
-def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, threads: int, folder: Path) -> dict:
-    """Edges and events of the delayed-exact form against the clip model on generated videos."""
-    from streamrec.backends.inputs import input_specs, step_input_specs
+def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, threads: int, folder: Path,
+             causal_checkpoint: str | None = None) -> dict:
+    """Edges and events of the streaming forms against the clip model on generated videos: the
+    delayed-exact form, the causal form from the clip weights (not distilled) and, given one, a
+    distilled causal checkpoint."""
+    from streamrec.backends.inputs import input_specs
     from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
     from streamrec.checkpoints import load_model
     from streamrec.evaluation import Hop, combine, overall, replay, score_segments, segments_from_events
-    from streamrec.export import export_onnx, export_streaming_onnx, streaming_metadata
-    from streamrec.models.streaming import streaming_network, units_for_hop
-    from streamrec.postprocess import softmax
+    from streamrec.export import export_onnx
+    from streamrec.models.streaming import CAUSAL, DELAYED_EXACT
     from streamrec.sampling import clip_indices, split_pathways
+
+    clip = config.clip
 
     def uniformly(batch: np.ndarray) -> dict[str, np.ndarray]:  # Slow: every alpha-th Fast frame, as streamed
         return {"slow": np.ascontiguousarray(batch[:, ::clip.alpha]), "fast": batch} if clip.alpha else \
             {"frames": batch}
 
-    def as_pipeline(batch: np.ndarray) -> dict[str, np.ndarray]:
-        return split_pathways(clip, batch)
-
-    clip = config.clip
     model = load_model(config)
-    probe = streaming_network(model, clip)
-    units = units_for_hop(probe, hop)
-    network = probe if units == 1 else streaming_network(model, clip, units=units)
-    specs = step_input_specs(clip, network.frames_per_call())
+    variants = {"delayed-exact": StreamingVariant(model, config, DELAYED_EXACT, hop, threads, folder),
+                "causal, not distilled": StreamingVariant(model, config, CAUSAL, hop, threads, folder)}
+    if causal_checkpoint:
+        distilled = load_model(config.replace(checkpoint=causal_checkpoint))
+        variants["causal, distilled"] = StreamingVariant(distilled, config, CAUSAL, hop, threads, folder, "distilled")
     clip_engine = OnnxRuntimeEngine(export_onnx(model, clip, folder / f"{config.name}_clip_acc.onnx"),
                                     input_specs(clip), config.model.num_classes, device="cpu", threads=threads,
                                     max_batch=8)
-    stream_engine = OnnxRuntimeEngine(export_streaming_onnx(network, folder / f"{config.name}_stream_acc.onnx",
-                                                            metadata={"streaming": streaming_metadata(network)}),
-                                      specs, config.model.num_classes, device="cpu", threads=threads, max_batch=1)
     labels = load_labels(config)
     scored = [name for name in labels if name not in config.postprocess.background_labels]
-    fps, unit, delay = clip.train_fps, network.unit_frames, network.delay_units
+    fps = clip.train_fps
     seeds = np.random.SeedSequence([seed, 2]).generate_state(count)  # as `eval --seed` derives them
-    per_video = {"clip": [], "streaming": []}
-    agree_uniform, agree_sampled, gap_uniform, gap_sampled = [], [], [], []
+    per_video: dict[str, list] = {"clip": [], **{name: [] for name in variants}}
+    compared: dict[str, dict[str, list]] = {name: {"same": [], "same_gap": [], "sampled": [], "sampled_gap": []}
+                                            for name in variants}
     for video_seed in seeds:
         frames, truth = surveillance_frames(int(video_seed), minutes, config)
-        calls = len(frames) // hop
-        stream_hops, stream_probs, window_ends = [], [], []
-        state = stream_engine.state.zeros(1)
-        for call in range(calls):
-            new = frames[call * hop:(call + 1) * hop]
-            fast = new[::clip.sampling_rate][None]
+        clip_ends = list(range(clip.span - 1, len(frames), hop))  # the clip model at its own hops
+        sampled = [clip_indices(clip, fps, end, 0, lambda i: i / fps) for end in clip_ends]
+        by_end = dict(zip(clip_ends, _clip_probabilities(clip_engine, frames, sampled,
+                                                        lambda batch: split_pathways(clip, batch))))
+        clip_hops = [Hop((end - clip.span + 1) / fps, end / fps, by_end[end]) for end in clip_ends]
+        per_video["clip"].append(score_segments(truth, segments_from_events(replay(clip_hops, labels,
+                                                                                   config.postprocess)), scored))
+        for name, variant in variants.items():
+            hops, window_ends = variant.run(frames)
+            same = _clip_probabilities(clip_engine, frames,
+                                       [np.arange(end - clip.span, end, clip.sampling_rate) for end in window_ends],
+                                       uniformly)
+            figures = compared[name]
+            for streamed, end, same_window in zip(hops, window_ends, same):
+                figures["same"].append(streamed.probabilities.argmax() == same_window.argmax())
+                figures["same_gap"].append(np.abs(streamed.probabilities - same_window).max())
+                if end - 1 in by_end:
+                    figures["sampled"].append(streamed.probabilities.argmax() == by_end[end - 1].argmax())
+                    figures["sampled_gap"].append(np.abs(streamed.probabilities - by_end[end - 1]).max())
+            per_video[name].append(score_segments(truth, segments_from_events(replay(hops, labels,
+                                                                                     config.postprocess)), scored))
+    models = {"clip": {"form": "clip model, the pipeline's sampling", "delay_s": 0.0,
+                       "events": overall(combine(per_video["clip"])).to_dict()}}
+    for name, variant in variants.items():
+        figures = compared[name]
+        models[name] = {
+            "form": variant.form, "checkpoint": variant.checkpoint, "delay_s": variant.delay_s,
+            "events": overall(combine(per_video[name])).to_dict(),
+            "hops": len(figures["same"]),
+            "top1_agreement_same_window": round(float(np.mean(figures["same"])), 4),
+            "max_probability_gap_same_window_median": round(float(np.median(figures["same_gap"])), 4),
+            "max_probability_gap_same_window_p90": round(float(np.percentile(figures["same_gap"], 90)), 4),
+            "top1_agreement_pipeline_sampling": round(float(np.mean(figures["sampled"])), 4),
+            "max_probability_gap_pipeline_sampling_median": round(float(np.median(figures["sampled_gap"])), 4),
+        }
+    return {"seed": seed, "count": count, "minutes": minutes, "hop": hop, "models": models}
+
+
+class StreamingVariant:
+    """One streaming form of a model as an ONNX Runtime engine, run over a video's frames at one hop."""
+
+    def __init__(self, model, config: Config, form: str, hop: int, threads: int, folder: Path,
+                 checkpoint: str = "the clip model's"):
+        from streamrec.backends.inputs import step_input_specs
+        from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
+        from streamrec.export import export_streaming_onnx, streaming_metadata
+        from streamrec.models.streaming import streaming_network, units_for_hop
+
+        self.clip, self.hop, self.form, self.checkpoint = config.clip, hop, form, checkpoint
+        self.units = units_for_hop(streaming_network(model, config.clip, form=form), hop)
+        self.network = streaming_network(model, config.clip, form=form, units=self.units)
+        path = export_streaming_onnx(self.network, folder / f"{config.name}_{form}_{checkpoint.split()[0]}.onnx",
+                                     metadata={"streaming": streaming_metadata(self.network)})
+        self.engine = OnnxRuntimeEngine(path, step_input_specs(config.clip, self.network.frames_per_call()),
+                                        config.model.num_classes, device="cpu", threads=threads, max_batch=1)
+        self.delay_s = round(self.network.delay_units * self.network.unit_frames / config.clip.train_fps, 3)
+
+    def run(self, frames: np.ndarray) -> tuple[list, list[int]]:
+        """Every valid hop (stamped with the window its logits describe and the time they came out)
+        and the source frame each window ends before."""
+        from streamrec.evaluation import Hop
+        from streamrec.postprocess import softmax
+
+        clip, network = self.clip, self.network
+        fps, unit = clip.train_fps, network.unit_frames
+        hops, window_ends = [], []
+        state = self.engine.state.zeros(1)
+        for call in range(len(frames) // self.hop):
+            fast = frames[call * self.hop:(call + 1) * self.hop:clip.sampling_rate][None]
             inputs = {"slow": np.ascontiguousarray(fast[:, ::clip.alpha]), "fast": fast} if clip.alpha else \
                 {"frames": fast}
-            logits, state = stream_engine.step({**inputs, "state": state})
-            arrived = (call + 1) * units  # units since the stream started
+            logits, state = self.engine.step({**inputs, "state": state})
+            arrived = (call + 1) * self.units  # units since the stream started
             if arrived < network.warmup_units:
                 continue
-            end = (arrived - delay) * unit  # the window the logits describe ends before this source frame
-            probabilities = softmax(logits)[0]
-            stream_hops.append(Hop((end - clip.span) / fps, ((call + 1) * hop - 1) / fps, probabilities))
-            stream_probs.append(probabilities)
+            end = (arrived - network.delay_units) * unit  # the window the logits describe ends before this frame
+            hops.append(Hop((end - clip.span) / fps, ((call + 1) * self.hop - 1) / fps, softmax(logits)[0]))
             window_ends.append(end)
-        # the clip model at every hop end (its own hops), and on each streaming window two ways
-        clip_ends = list(range(clip.span - 1, len(frames), hop))
-        sampled = [clip_indices(clip, fps, end, 0, lambda i: i / fps) for end in clip_ends]
-        uniform = [np.arange(end - clip.span, end, clip.sampling_rate) for end in window_ends]
-        by_end = dict(zip(clip_ends, _clip_probabilities(clip_engine, frames, sampled, as_pipeline)))
-        uniform_probs = _clip_probabilities(clip_engine, frames, uniform, uniformly)
-        clip_hops = [Hop((end - clip.span + 1) / fps, end / fps, by_end[end]) for end in clip_ends]
-        for probabilities, same_window, end in zip(stream_probs, uniform_probs, window_ends):
-            agree_uniform.append(probabilities.argmax() == same_window.argmax())
-            gap_uniform.append(np.abs(probabilities - same_window).max())
-            if end - 1 in by_end:
-                agree_sampled.append(probabilities.argmax() == by_end[end - 1].argmax())
-                gap_sampled.append(np.abs(probabilities - by_end[end - 1]).max())
-        for name, hops in (("clip", clip_hops), ("streaming", stream_hops)):
-            events = replay(hops, labels, config.postprocess)
-            per_video[name].append(score_segments(truth, segments_from_events(events), scored))
-    events = {name: overall(combine(scores)).to_dict() for name, scores in per_video.items()}
-    return {
-        "seed": seed, "count": count, "minutes": minutes, "hop": hop, "videos_seconds": count * minutes * 60,
-        "delay_units": delay, "delay_s": round(delay * unit / fps, 3),
-        "edges": {
-            "hops": len(agree_uniform),
-            "top1_agreement_same_window": round(float(np.mean(agree_uniform)), 4),
-            "max_probability_gap_same_window_median": round(float(np.median(gap_uniform)), 4),
-            "max_probability_gap_same_window_p90": round(float(np.percentile(gap_uniform, 90)), 4),
-            "top1_agreement_pipeline_sampling": round(float(np.mean(agree_sampled)), 4),
-            "max_probability_gap_pipeline_sampling_median": round(float(np.median(gap_sampled)), 4),
-        },
-        "events": events,
-    }
+        return hops, window_ends
 
 
 def _clip_probabilities(engine, frames: np.ndarray, windows: list[np.ndarray], pathways) -> list[np.ndarray]:
@@ -262,7 +293,7 @@ def run(args: argparse.Namespace) -> dict:
                      "cost": cost_rows(config, args.hops, args.iters, args.threads, Path(scratch))}
             if config.checkpoint and args.videos:
                 entry["accuracy"] = accuracy(config, args.seed, args.videos, args.minutes, 8, args.threads,
-                                             Path(scratch))
+                                             Path(scratch), args.causal.get(name))
             results[name] = entry
             _print_config(name, entry)
     return finish_document(document, sampler, results=results, threads=args.threads, iterations=args.iters,
@@ -292,19 +323,21 @@ def _print_config(name: str, entry: dict) -> None:
 
 
 def _accuracy_text(acc: dict) -> str:
-    edges, events = acc["edges"], acc["events"]
-    lines = [f"{acc['count']} surveillance video(s) of {acc['minutes']:g} min, seed {acc['seed']}, hop {acc['hop']}; "
-             f"delayed-exact delay {acc['delay_units']} units = {acc['delay_s']} s",
-             f"- same window, edges only: top-1 agrees on {100 * edges['top1_agreement_same_window']:.1f}% of "
-             f"{edges['hops']} hops; largest class-probability gap median {edges['max_probability_gap_same_window_median']:.3f}, "
-             f"p90 {edges['max_probability_gap_same_window_p90']:.3f}",
-             f"- against the clip model with the pipeline's sampling on that window: top-1 agrees on "
-             f"{100 * edges['top1_agreement_pipeline_sampling']:.1f}%; gap median "
-             f"{edges['max_probability_gap_pipeline_sampling_median']:.3f}",
-             "", "| model | precision | recall | event F1 | median delay s | p90 delay s |", "|---|---|---|---|---|---|"]
-    for name, e in events.items():
-        lines.append(f"| {name} | {e['precision']:.3f} | {e['recall']:.3f} | {e['f1']:.3f} | "
-                     f"{e['delay_s_median']} | {e['delay_s_p90']} |")
+    lines = [f"{acc['count']} generated surveillance video(s) of {acc['minutes']:g} min (seed {acc['seed']}, as "
+             f"`eval --seed`), hop {acc['hop']}. 'same window': the clip model on exactly the window the streaming "
+             "logits describe, Slow = every alpha-th Fast frame (only the window's edges differ); 'pipeline "
+             "sampling': the clip model's own hop ending there.", "",
+             "| model | delay s | top-1 = clip, same window | prob. gap median / p90 | top-1 = clip, pipeline "
+             "sampling | precision | recall | event F1 | median / p90 detection delay s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in acc["models"].items():
+        e = m["events"]
+        same = (f"{100 * m['top1_agreement_same_window']:.1f}% of {m['hops']}" if "hops" in m else "-")
+        gap = (f"{m['max_probability_gap_same_window_median']:.3f} / {m['max_probability_gap_same_window_p90']:.3f}"
+               if "hops" in m else "-")
+        sampled = f"{100 * m['top1_agreement_pipeline_sampling']:.1f}%" if "hops" in m else "-"
+        lines.append(f"| {name} | {m['delay_s']} | {same} | {gap} | {sampled} | {e['precision']:.3f} | "
+                     f"{e['recall']:.3f} | {e['f1']:.3f} | {e['delay_s_median']} / {e['delay_s_p90']} |")
     return "\n".join(lines)
 
 
@@ -335,11 +368,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                               "(default %(default)s)")
     parser.add_argument("--minutes", type=float, default=3.0, help="length of each (default %(default)s)")
     parser.add_argument("--seed", type=int, default=12345, help="their seed, as eval --seed (default %(default)s)")
+    parser.add_argument("--causal", action="append", default=[], metavar="CONFIG=CHECKPOINT",
+                        help="a distilled causal checkpoint of a config, evaluated beside the other forms")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--markdown", type=Path, help="replace this benchmark's section of this file (BENCHMARKS.md)")
     args = parser.parse_args(argv)
     args.config = args.config or list(DEFAULT_CONFIGS)
     args.hops = parse_counts(args.hops, "--hops")
+    if any("=" not in item for item in args.causal):
+        raise StreamrecError("--causal takes CONFIG=CHECKPOINT, e.g. slowfast_tiny=runs/causal_tiny/model.pt")
+    args.causal = dict(item.split("=", 1) for item in args.causal)
     if args.iters < 1 or args.threads < 1 or args.videos < 0 or args.minutes <= 0:
         raise StreamrecError("--iters and --threads must be >= 1, --videos >= 0 and --minutes > 0")
     args.argv = argv

@@ -116,14 +116,15 @@ class StateLayout:
 
 class StreamContext:
     """One call's view of the state: buffers are taken in layout order and their successors put in
-    the same order. With no layout yet it records one (every buffer starts as zeros)."""
+    the same order. Without a state every buffer starts as zeros and their shapes are recorded
+    (how a network finds its layout, and how a sequence is trained in one call)."""
 
     def __init__(self, state: torch.Tensor | None, layout: StateLayout | None, units: int, batch: int,
-                 trace: dict | None = None):
+                 trace: dict | None = None, device: torch.device | str = "cpu"):
         self.state = state
-        self.layout = layout
+        self.layout = layout if state is not None else None
         self.units = units
-        self.counter = state[:, :1] if state is not None else torch.zeros(batch, 1)
+        self.counter = state[:, :1] if state is not None else torch.zeros(batch, 1, device=device)
         self.found: list[tuple[str, tuple[int, ...]]] = []
         self.outputs: list[torch.Tensor] = []
         self.trace = trace  # name -> per-step features this call, for tests (None: not recorded)
@@ -443,6 +444,21 @@ class StreamHead:
         x = torch.cat(pooled, dim=1).permute(0, 2, 3, 4, 1)  # B, 1, h, w, C: classify every position
         return average_positions(self.head.projection(self.head.dropout(x)), self.head.average)
 
+    def every_unit(self, xs: list[torch.Tensor], ctx: StreamContext) -> torch.Tensor:
+        """Logits ``[B, windows, K]`` of every clip-length window of this call's steps that ends on
+        a unit boundary (for training on a sequence in one call: nothing is carried)."""
+        pooled = []
+        for p, x in enumerate(xs):
+            x = F.avg_pool3d(x, (1, *self.spatial[p]), stride=1)
+            x = self.delays[p](x, ctx)
+            mean = self.means[p]
+            x = x * ctx.mask(mean.timing, ctx.steps(mean.timing), x)
+            pooled.append(x.unfold(2, mean.steps, mean.timing.rate).mean(dim=-1))  # B, C, windows, h, w
+        x = torch.cat(pooled, dim=1).permute(0, 2, 3, 4, 1)  # B, windows, h, w, C
+        batch, windows = x.shape[:2]
+        logits = self.head.projection(self.head.dropout(x)).flatten(0, 1).unsqueeze(1)  # B * windows, 1, h, w, K
+        return average_positions(logits, self.head.average).view(batch, windows, -1)
+
 
 # --------------------------------------------------------------------------- the networks
 
@@ -531,7 +547,7 @@ class StreamingNetwork(nn.Module):
         """Each input's frames in one call."""
         return {name: rate * self.units for name, rate in zip(self.clip.input_names, self.rates)}
 
-    def _run(self, pathways: list[torch.Tensor], ctx: StreamContext) -> torch.Tensor:
+    def _run(self, pathways: list[torch.Tensor], ctx: StreamContext, every_unit: bool = False) -> torch.Tensor:
         xs = pathways
         for name, step in self.stages:
             if isinstance(step, list):  # the stems
@@ -542,7 +558,7 @@ class StreamingNetwork(nn.Module):
                 xs = step(xs, ctx)
             if ctx.trace is not None:
                 ctx.record(name, xs, self._timings_after(name))
-        return self.head(xs, ctx)
+        return self.head.every_unit(xs, ctx) if every_unit else self.head(xs, ctx)
 
     def _timings_after(self, name: str) -> list[Timing]:
         step = dict(self.stages)[name]
@@ -566,6 +582,14 @@ class StreamingNetwork(nn.Module):
         ctx = StreamContext(state, self.layout, self.units, state.shape[0], trace)
         logits = self._run(self._pathways(frames), ctx)
         return logits, ctx.new_state(self.layout.counter_cap), trace
+
+    def sequence_logits(self, *frames: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, units - warmup_units + 1, K]`` at the end of every unit from the first
+        valid one on, for streams that start with these frames: a whole training sequence in one
+        call (``units`` of the network), differentiable, with nothing carried in or out."""
+        ctx = StreamContext(None, None, self.units, frames[0].shape[0], device=frames[0].device)
+        logits = self._run(self._pathways(frames), ctx, every_unit=True)
+        return logits[:, self.delay_units:]  # windows that still hold steps from before the start
 
     def _pathways(self, frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         wanted = self.frames_per_call()

@@ -1,0 +1,288 @@
+"""A causal streaming model distilled from its clip model on unlabelled video (issue 21).
+
+The student is the clip model's causal streaming form (`streamrec.models.streaming`, form
+``causal``: every temporal kernel moved to the past side, so nothing waits for future frames),
+started from the clip model's own weights; the teacher is the clip model. A training sequence is
+``units`` units of one stream's frames on the streaming grid. At the end of every unit from the
+first whole clip on, the student's logits (all of them in one call: `sequence_logits`) are pulled
+towards the teacher's probabilities on the clip-length window they describe (for the causal form
+the one that ends there; ``--form delayed_exact`` fits that form to windows whose edges see real
+frames, ``delay_units`` earlier), averaged over the
+last ``postprocess.smoothing_hops`` windows (the smoothing the pipeline applies to the clip
+model's hops), by KL divergence. No label is read. Batch norms keep the clip model's statistics
+(the network stays in eval mode; its parameters all train).
+
+Footage: a folder of videos (every file OpenCV opens; frames taken by time at the training rate
+and fitted as the capture fits them), or ``procedural``, the surveillance generator::
+
+    python -m streamrec.training.distill --stream-from slowfast_tiny --data procedural --out runs/causal_tiny
+
+The result is a streamrec checkpoint of the network (its metadata says ``streaming.form:
+causal``) with ``distill.json`` beside it: the losses, and before/after figures on held-out
+sequences (KL to the teacher and top-1 agreement with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from streamrec.config import ClipConfig, Config, load_config
+from streamrec.errors import StreamrecError
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+class Footage(Protocol):
+    def sequence(self, rng: np.random.Generator, frames: int) -> np.ndarray:
+        """``frames`` consecutive frames at the training rate, fitted: uint8 [frames, size, size, 3]."""
+        ...
+
+
+def frames_by_time(times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Index of the latest frame at or before each wanted time (as the scheduler picks by time)."""
+    from streamrec.sampling import TIME_TOLERANCE_S
+
+    return (np.searchsorted(times, wanted + TIME_TOLERANCE_S, side="right") - 1).clip(0, len(times) - 1)
+
+
+@dataclass
+class ProceduralFootage:
+    """Surveillance scenes of the procedural generator, a new one for every sequence."""
+
+    clip: ClipConfig
+    scene_seconds: float = 40.0
+
+    def sequence(self, rng: np.random.Generator, frames: int) -> np.ndarray:
+        from streamrec.procedural import surveillance_scene
+        from streamrec.transforms import fit_clip_frame
+
+        scene = surveillance_scene(int(rng.integers(2**31)), self.scene_seconds)
+        span = frames / self.clip.train_fps
+        start = rng.uniform(0.0, max(0.0, scene.duration - span))
+        indices = frames_by_time(scene.times, start + np.arange(frames) / self.clip.train_fps)
+        rendered = {i: fit_clip_frame(scene.frame(int(i)), self.clip) for i in np.unique(indices)}
+        return np.stack([rendered[i] for i in indices])
+
+
+class FolderFootage:
+    """The videos of a folder (searched recursively), a random stretch of one for every sequence."""
+
+    def __init__(self, root: Path, clip: ClipConfig):
+        import cv2
+
+        self.clip = clip
+        if not root.is_dir():
+            raise StreamrecError(f"--data {root} is not a folder; give a folder of videos or 'procedural'")
+        self.videos = []
+        for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES):
+            capture = cv2.VideoCapture(str(path))
+            fps, count = capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            capture.release()
+            if fps > 0 and count > 0:
+                self.videos.append((path, fps, count))
+        if not self.videos:
+            raise StreamrecError(f"no readable video ({', '.join(VIDEO_SUFFIXES)}) in {root}")
+
+    def sequence(self, rng: np.random.Generator, frames: int) -> np.ndarray:
+        import cv2
+
+        from streamrec.transforms import fit_clip_frame
+
+        path, fps, count = self.videos[int(rng.integers(len(self.videos)))]
+        times = np.arange(count) / fps
+        span = frames / self.clip.train_fps
+        start = rng.uniform(0.0, max(0.0, times[-1] - span))
+        indices = frames_by_time(times, start + np.arange(frames) / self.clip.train_fps)
+        capture = cv2.VideoCapture(str(path))
+        capture.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
+        decoded, position, frame = {}, int(indices[0]), None
+        for wanted in np.unique(indices):
+            while position <= wanted:
+                ok, image = capture.read()
+                if ok:
+                    frame = image
+                position += 1
+            if frame is None:
+                raise StreamrecError(f"cannot decode {path} at frame {wanted}")
+            decoded[wanted] = fit_clip_frame(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.clip)
+        capture.release()
+        return np.stack([decoded[i] for i in indices])
+
+
+def footage(data: str, clip: ClipConfig) -> Footage:
+    return ProceduralFootage(clip) if data == "procedural" else FolderFootage(Path(data), clip)
+
+
+# --------------------------------------------------------------------------- teacher and student
+
+
+def stream_inputs(fast: "torch.Tensor", alpha: int | None) -> list["torch.Tensor"]:
+    """The pathways of a stream's Fast frames: Slow is every ``alpha``-th, the first of each unit."""
+    return [fast[:, ::alpha], fast] if alpha else [fast]
+
+
+def teacher_targets(teacher, clip: ClipConfig, fast: "torch.Tensor", clip_units: int, rate: int,
+                    smoothing: int) -> "torch.Tensor":
+    """The teacher's probabilities ``[B, windows, K]`` on every clip-length window of ``fast``
+    (uint8 ``[B, units * rate, H, W, 3]``) that ends on a unit boundary, each averaged with the
+    ``smoothing - 1`` windows before it (fewer at the start)."""
+    import torch
+
+    units = fast.shape[1] // rate
+    windows = torch.stack([fast[:, (u - clip_units) * rate:u * rate] for u in range(clip_units, units + 1)], dim=1)
+    flat = windows.flatten(0, 1)  # B * windows, T, H, W, 3
+    with torch.no_grad():
+        probabilities = teacher(*stream_inputs(flat, clip.alpha)).softmax(-1).view(*windows.shape[:2], -1)
+    return torch.stack([probabilities[:, max(0, w - smoothing + 1):w + 1].mean(1)
+                        for w in range(probabilities.shape[1])], dim=1)
+
+
+def kl_to(targets: "torch.Tensor", logits: "torch.Tensor") -> "torch.Tensor":
+    """Mean KL(targets || softmax(logits)) over every window of every sequence."""
+    import torch
+
+    log_p = logits.log_softmax(-1)
+    return (targets * (targets.clamp_min(1e-8).log() - log_p)).sum(-1).mean()
+
+
+@dataclass
+class Held:
+    """Held-out sequences: the student's KL to the teacher and its top-1 agreement with it."""
+
+    kl: float
+    agreement: float
+
+
+def evaluate(student, targets: list["torch.Tensor"], sequences: list["torch.Tensor"], alpha: int | None) -> Held:
+    import torch
+
+    kls, agree = [], []
+    with torch.no_grad():
+        for fast, target in zip(sequences, targets):
+            logits = student.sequence_logits(*stream_inputs(fast, alpha))
+            kls.append(float(kl_to(target, logits)))
+            agree.append((logits.argmax(-1) == target.argmax(-1)).float().mean().item())
+    return Held(round(float(np.mean(kls)), 4), round(float(np.mean(agree)), 4))
+
+
+def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, units: int, lr: float, seed: int,
+            form: str = "causal", held_out: int = 8, log_every: int = 10) -> dict:
+    """Distil a streaming form (``causal``, or ``delayed_exact`` to fit its head to windows that see
+    real frames at their edges) of ``config``'s model; returns what ``distill.json`` records."""
+    import torch
+
+    from streamrec.checkpoints import load_model, save_checkpoint
+    from streamrec.models.streaming import streaming_network
+
+    clip = config.clip
+    teacher = load_model(config).eval()
+    student_model = load_model(config).eval()  # its own copy of the weights: the teacher stays as it is
+    student = streaming_network(student_model, clip, form=form, units=units)
+    if units < student.warmup_units + 1:
+        raise StreamrecError(f"--units {units} leaves no room to learn from: use at least "
+                             f"{student.warmup_units + 1} (a clip is {student.clip_units} units)")
+    rate = max(student.rates)
+    frames = units * student.unit_frames
+    source = footage(data, clip)
+    smoothing = config.postprocess.smoothing_hops
+
+    def draw(rng: np.random.Generator, count: int) -> torch.Tensor:
+        fast = [source.sequence(rng, frames)[::clip.sampling_rate] for _ in range(count)]
+        return torch.from_numpy(np.stack(fast))
+
+    held_rng = np.random.default_rng([seed, 1])
+    held = [draw(held_rng, 1) for _ in range(held_out)]
+    windows = units - student.warmup_units + 1  # the student's logits describe the first windows of the sequence
+
+    def targets_of(fast: torch.Tensor) -> torch.Tensor:
+        return teacher_targets(teacher, clip, fast, student.clip_units, rate, smoothing)[:, :windows]
+
+    held_targets = [targets_of(fast) for fast in held]
+    before = evaluate(student, held_targets, held, clip.alpha)
+    log.info("held-out before: KL %.4f, top-1 agreement with the teacher %.3f", before.kl, before.agreement)
+
+    for parameter in student_model.parameters():
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(student_model.parameters(), lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng([seed, 0])
+    losses, started = [], time.monotonic()
+    for step in range(1, steps + 1):
+        fast = draw(rng, batch)
+        targets = targets_of(fast)
+        loss = kl_to(targets, student.sequence_logits(*stream_inputs(fast, clip.alpha)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(round(float(loss.detach()), 5))
+        if step % log_every == 0 or step == steps:
+            log.info("step %d/%d: KL %.4f (mean of the last %d), %.1f s", step, steps,
+                     float(np.mean(losses[-log_every:])), log_every, time.monotonic() - started)
+    after = evaluate(student, held_targets, held, clip.alpha)
+    log.info("held-out after: KL %.4f, top-1 agreement with the teacher %.3f", after.kl, after.agreement)
+
+    record = {
+        "stream_from": config.name, "checkpoint": config.checkpoint, "form": form, "data": data,
+        "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "smoothing_hops": smoothing,
+        "seconds": round(time.monotonic() - started, 1), "losses": losses,
+        "held_out": {"sequences": held_out, "before": before.__dict__, "after": after.__dict__},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "model.pt", student_model, config, metadata={"streaming": {
+        k: record[k] for k in ("form", "stream_from", "checkpoint", "data", "steps")}})
+    (out / "distill.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def stream_from(value: str) -> Config:
+    """``--stream-from``: a config (name or YAML), or a streamrec checkpoint that records its config."""
+    if Path(value).suffix in (".pt", ".pth", ".pyth"):
+        from streamrec.checkpoints import checkpoint_config
+
+        return checkpoint_config(value)
+    return load_config(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    parser = argparse.ArgumentParser(prog="python -m streamrec.training.distill", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stream-from", required=True, metavar="CONFIG|CHECKPOINT",
+                        help="the clip model to distil from: a config (with its checkpoint) or a streamrec checkpoint")
+    parser.add_argument("--data", required=True, help="a folder of videos, or 'procedural'")
+    parser.add_argument("--out", required=True, type=Path, help="folder for model.pt and distill.json")
+    parser.add_argument("--form", default="causal", choices=("causal", "delayed_exact"),
+                        help="the streaming form to distil (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=500, help="optimizer steps (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=4, help="sequences per step (default %(default)s)")
+    parser.add_argument("--units", type=int, default=10, help="units per sequence (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default %(default)s)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    try:
+        if min(args.steps, args.batch, args.threads) < 1 or args.lr <= 0:
+            raise StreamrecError("--steps, --batch and --threads must be >= 1 and --lr > 0")
+        record = distill(stream_from(args.stream_from), args.data, args.out, steps=args.steps, batch=args.batch,
+                         units=args.units, lr=args.lr, seed=args.seed, form=args.form)
+    except StreamrecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(record["held_out"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
