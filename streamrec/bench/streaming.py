@@ -11,20 +11,22 @@ of the streaming form's units has no streaming row, and the table says why.
 
 **Accuracy**, for a config with a checkpoint: generated surveillance videos (the seeds ``eval
 --seed`` derives, rendered straight from the generator at the training rate instead of through
-an MP4), every hop of the clip model (the pipeline's sampling, `sampling.clip_indices`) and of the
-delayed-exact form. Edges: the streaming logits against the clip model's on the same window
-(uniformly sampled, so only the window's edges differ, which the clip model pads with zeros
-and the streaming form sees as real frames), and against the clip model with the pipeline's
-sampling on that window. Events: the pipeline's own tracker and scorer (`evaluation.replay`,
-`score_segments`) over both models' hops; a streaming hop is stamped with the window its logits
-describe (its start) and the time they came out (its end), so its detection delay includes the
-form's delay.
+an MP4), every hop of the clip model (the pipeline's sampling, `sampling.clip_indices`) and of
+each streaming form: delayed-exact and causal from the clip model's weights, and any checkpoint
+`streamrec.training.distill` made (``--distilled``). Against the clip model on exactly the window
+a streaming hop's logits describe (Slow every alpha-th Fast frame, as streamed: only the window's
+edges differ, where the clip model pads with zeros and the stream has real frames), and against
+the clip model's own hop ending there. Events: the pipeline's own tracker and scorer
+(`evaluation.replay`, `score_segments`) over each model's hops, with the config's postprocess; a
+streaming hop is stamped with the window its logits describe (its start) and the time they came
+out (its end), so its detection delay includes the form's delay.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import statistics
 import sys
@@ -142,13 +144,13 @@ def surveillance_frames(seed: int, minutes: float, config: Config) -> tuple[np.n
 
 
 def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, threads: int, folder: Path,
-             causal_checkpoint: str | None = None) -> dict:
+             distilled: list[str] = ()) -> dict:
     """Edges and events of the streaming forms against the clip model on generated videos: the
-    delayed-exact form, the causal form from the clip weights (not distilled) and, given one, a
-    distilled causal checkpoint."""
+    delayed-exact form and the causal form from the clip weights (not distilled), and each
+    ``distilled`` checkpoint (`streamrec.training.distill`) in the form its metadata names."""
     from streamrec.backends.inputs import input_specs
     from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
-    from streamrec.checkpoints import load_model
+    from streamrec.checkpoints import load_checkpoint, load_model
     from streamrec.evaluation import Hop, combine, overall, replay, score_segments, segments_from_events
     from streamrec.export import export_onnx
     from streamrec.models.streaming import CAUSAL, DELAYED_EXACT
@@ -163,9 +165,13 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
     model = load_model(config)
     variants = {"delayed-exact": StreamingVariant(model, config, DELAYED_EXACT, hop, threads, folder),
                 "causal, not distilled": StreamingVariant(model, config, CAUSAL, hop, threads, folder)}
-    if causal_checkpoint:
-        distilled = load_model(config.replace(checkpoint=causal_checkpoint))
-        variants["causal, distilled"] = StreamingVariant(distilled, config, CAUSAL, hop, threads, folder, "distilled")
+    for index, checkpoint in enumerate(distilled):
+        form = load_checkpoint(checkpoint).metadata.get("streaming", {}).get("form")
+        if form not in (CAUSAL, DELAYED_EXACT):
+            raise StreamrecError(f"{checkpoint} records no streaming form; make it with python -m "
+                                 "streamrec.training.distill")
+        variants[f"{form.replace('_', '-')}, distilled"] = StreamingVariant(
+            load_model(config.replace(checkpoint=checkpoint)), config, form, hop, threads, folder, checkpoint)
     clip_engine = OnnxRuntimeEngine(export_onnx(model, clip, folder / f"{config.name}_clip_acc.onnx"),
                                     input_specs(clip), config.model.num_classes, device="cpu", threads=threads,
                                     max_batch=8)
@@ -229,7 +235,8 @@ class StreamingVariant:
         self.clip, self.hop, self.form, self.checkpoint = config.clip, hop, form, checkpoint
         self.units = units_for_hop(streaming_network(model, config.clip, form=form), hop)
         self.network = streaming_network(model, config.clip, form=form, units=self.units)
-        path = export_streaming_onnx(self.network, folder / f"{config.name}_{form}_{checkpoint.split()[0]}.onnx",
+        tag = re.sub(r"[^A-Za-z0-9]+", "_", checkpoint)[-48:]
+        path = export_streaming_onnx(self.network, folder / f"{config.name}_{form}_{tag}.onnx",
                                      metadata={"streaming": streaming_metadata(self.network)})
         self.engine = OnnxRuntimeEngine(path, step_input_specs(config.clip, self.network.frames_per_call()),
                                         config.model.num_classes, device="cpu", threads=threads, max_batch=1)
@@ -293,7 +300,7 @@ def run(args: argparse.Namespace) -> dict:
                      "cost": cost_rows(config, args.hops, args.iters, args.threads, Path(scratch))}
             if config.checkpoint and args.videos:
                 entry["accuracy"] = accuracy(config, args.seed, args.videos, args.minutes, 8, args.threads,
-                                             Path(scratch), args.causal.get(name))
+                                             Path(scratch), args.distilled.get(name, []))
             results[name] = entry
             _print_config(name, entry)
     return finish_document(document, sampler, results=results, threads=args.threads, iterations=args.iters,
@@ -368,16 +375,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                               "(default %(default)s)")
     parser.add_argument("--minutes", type=float, default=3.0, help="length of each (default %(default)s)")
     parser.add_argument("--seed", type=int, default=12345, help="their seed, as eval --seed (default %(default)s)")
-    parser.add_argument("--causal", action="append", default=[], metavar="CONFIG=CHECKPOINT",
-                        help="a distilled causal checkpoint of a config, evaluated beside the other forms")
+    parser.add_argument("--distilled", action="append", default=[], metavar="CONFIG=CHECKPOINT",
+                        help="a checkpoint of a config distilled by streamrec.training.distill, evaluated in its "
+                             "form beside the others (repeatable)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--markdown", type=Path, help="replace this benchmark's section of this file (BENCHMARKS.md)")
     args = parser.parse_args(argv)
     args.config = args.config or list(DEFAULT_CONFIGS)
     args.hops = parse_counts(args.hops, "--hops")
-    if any("=" not in item for item in args.causal):
-        raise StreamrecError("--causal takes CONFIG=CHECKPOINT, e.g. slowfast_tiny=runs/causal_tiny/model.pt")
-    args.causal = dict(item.split("=", 1) for item in args.causal)
+    if any("=" not in item for item in args.distilled):
+        raise StreamrecError("--distilled takes CONFIG=CHECKPOINT, e.g. slowfast_tiny=runs/causal_tiny/model.pt")
+    distilled: dict[str, list[str]] = {}
+    for item in args.distilled:
+        name, checkpoint = item.split("=", 1)
+        distilled.setdefault(name, []).append(checkpoint)
+    args.distilled = distilled
     if args.iters < 1 or args.threads < 1 or args.videos < 0 or args.minutes <= 0:
         raise StreamrecError("--iters and --threads must be >= 1, --videos >= 0 and --minutes > 0")
     args.argv = argv

@@ -1,0 +1,38 @@
+"""``python -m streamrec.bench.streaming``: the table, the JSON and the BENCHMARKS.md section, on a
+short run of the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from streamrec.bench.streaming import main
+
+
+def test_a_short_run_writes_its_figures_and_its_section(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    markdown = tmp_path / "BENCHMARKS.md"
+    markdown.write_text("# Benchmarks\n\nsomeone else's section\n")
+    try:
+        code = main(["--config", "slowfast_tiny", "--hops", "8,12", "--iters", "1", "--videos", "1",
+                     "--minutes", "0.25", "--json", str(tmp_path / "s.json"), "--markdown", str(markdown)])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    document = json.loads((tmp_path / "s.json").read_text())
+    entry = document["results"]["slowfast_tiny"]
+    eight, twelve = entry["cost"]
+    assert eight["units"] == 1 and abs(eight["gflops_ratio"] - eight["stream_gflops"] / eight["clip_gflops"]) < 0.01
+    assert 0.24 < eight["gflops_ratio"] < 0.26  # one Slow step of a four-step clip, and the same head
+    assert eight["delay_units"] == 4 and eight["stream_ms"] > 0 and eight["clip_ms"] > 0
+    assert "multiple of 8" in twelve["note"] and "stream_ms" not in twelve
+    models = entry["accuracy"]["models"]
+    assert list(models) == ["clip", "delayed-exact", "causal, not distilled"]
+    assert models["delayed-exact"]["delay_s"] == 1.067 and models["causal, not distilled"]["delay_s"] == 0.0
+    assert 0.0 <= models["delayed-exact"]["top1_agreement_same_window"] <= 1.0
+    text = markdown.read_text()
+    assert "someone else's section" in text and "## streaming: per-hop cost" in text
+    assert "| 8 | 1 |" in text and "python -m streamrec.bench.streaming --config slowfast_tiny" in text
+    printed = capsys.readouterr().out
+    assert "stream GFLOPs" in printed and "hop 12: a streaming SlowFast advances 8 source frames" in printed
