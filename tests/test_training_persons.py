@@ -18,7 +18,7 @@ from streamrec.procedural import BACKGROUND
 from streamrec.ringbuffer import RingBuffer
 from streamrec.scheduler import StreamSchedule
 from streamrec.training import GroupScenes, PersonClips, TrainSettings, collate_person_clips, person_clip, train
-from streamrec.training.persons import BOX_JITTER, choose_keyframe, fast_indices, keyframe
+from streamrec.training.persons import BOX_JITTER, choose_clip_end, fast_indices, keyframe
 from streamrec.transforms import fit_clip_frame
 
 # An RoI SlowFast small enough to train for a few epochs in seconds.
@@ -134,7 +134,7 @@ def test_training_keyframes_favour_short_actions_and_always_show_someone():
     for index in range(len(scenes)):
         scene = scenes.scene(index)
         for _ in range(30):
-            people = scene.people(keyframe(clip, fast_indices(scene, clip, choose_keyframe(scene, clip, BACKGROUND, rng))))
+            people = scene.people(keyframe(clip, fast_indices(scene, clip, choose_clip_end(scene, clip, BACKGROUND, rng))))
             assert people
             drawn.append(any(p.label in short for p in people))
         even += [any(p.label in short for p in people)

@@ -8,7 +8,7 @@ are the clip's boxes, mapped into the model input's pixels with `frame_fit`, eac
 at that moment as a multi-hot target (AVA's labels; one per person here). Training jitters the
 boxes (detectors never draw ground truth's boxes) and favours keyframes where someone acts:
 three in four are drawn on an action piece of a class chosen uniformly among those the scene has,
-so short, rare actions (falls, sitting down) are trained on as often as walks.
+so short, rare actions (falls, sitting down) are trained on about as often as walks.
 
 Which keyframe, boxes and augmentation depend only on (seed, epoch, position), as for whole-clip
 training, so a resumed run draws the same samples.
@@ -96,7 +96,7 @@ def jittered(boxes: np.ndarray, rng: np.random.Generator, picture: np.ndarray) -
     return np.clip(moved, np.tile(picture[:2], 2), np.tile(picture[2:], 2)).astype(np.float32)
 
 
-def choose_keyframe(scene: GroupScene, clip: ClipConfig, background: str, rng: np.random.Generator) -> int:
+def choose_clip_end(scene: GroupScene, clip: ClipConfig, background: str, rng: np.random.Generator) -> int:
     """A clip end whose keyframe has someone on it: mostly someone acting (see the module docstring)."""
     first = keyframe(clip, fast_indices(scene, clip, first_full_end(scene, clip)))
     last = keyframe(clip, fast_indices(scene, clip, scene.num_frames - 1))
@@ -112,7 +112,7 @@ def choose_keyframe(scene: GroupScene, clip: ClipConfig, background: str, rng: n
             frame = int(np.clip(np.floor(rng.uniform(start, stop)), first, last))
             if any(p.person == person and p.label == label for p in scene.people(frame)):
                 return end_for_keyframe(scene, clip, frame)  # type: ignore[return-value]
-    while True:  # a scene starts and ends with people in it, so this ends
+    while True:  # people are in view for most of every scene, so this ends
         frame = int(rng.integers(first, last + 1))
         if scene.people(frame):
             return end_for_keyframe(scene, clip, frame)  # type: ignore[return-value]
@@ -135,7 +135,7 @@ class PersonClips(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, 6, self.epoch, i])
         scene = self.scenes.scene(int(self.order[i]))
-        end = choose_keyframe(scene, self.clip, self.scenes.background, rng)
+        end = choose_clip_end(scene, self.clip, self.scenes.background, rng)
         sample = person_clip(scene, end, self.clip, self.scenes.labels, Augmentation.draw(rng), rng)
         return sample.frames, sample.boxes, sample.targets
 
