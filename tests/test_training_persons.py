@@ -17,7 +17,7 @@ from streamrec.evaluation_persons import PersonBox
 from streamrec.procedural import BACKGROUND
 from streamrec.ringbuffer import RingBuffer
 from streamrec.scheduler import StreamSchedule
-from streamrec.training import GroupScenes, PersonClips, TrainSettings, collate_person_clips, person_clip, train
+from streamrec.training import GroupScenes, TrainSettings, collate_person_clips, person_clip, train
 from streamrec.training.persons import BOX_JITTER, choose_clip_end, fast_indices, keyframe
 from streamrec.transforms import fit_clip_frame
 
@@ -134,7 +134,8 @@ def test_training_keyframes_favour_short_actions_and_always_show_someone():
     for index in range(len(scenes)):
         scene = scenes.scene(index)
         for _ in range(30):
-            people = scene.people(keyframe(clip, fast_indices(scene, clip, choose_clip_end(scene, clip, BACKGROUND, rng))))
+            end = choose_clip_end(scene, clip, BACKGROUND, rng)
+            people = scene.people(keyframe(clip, fast_indices(scene, clip, end)))
             assert people
             drawn.append(any(p.label in short for p in people))
         even += [any(p.label in short for p in people)
@@ -149,7 +150,8 @@ def test_a_short_run_lowers_the_loss_and_records_frame_map(tmp_path):
     assert losses[-1] < losses[0] - 0.1
     checkpoint = load_checkpoint(tmp_path / "model.pt")
     assert checkpoint.labels == LABELS
-    assert checkpoint.metadata["val_map"] == result.val.overall and checkpoint.metadata["test_map"] == result.test.overall
+    assert checkpoint.metadata["val_map"] == result.val.overall
+    assert checkpoint.metadata["test_map"] == result.test.overall
     assert set(checkpoint.metadata["test_ap_per_class"]) <= set(LABELS)
     report = (tmp_path / "TRAINING.md").read_text()
     assert f"mAP **{result.test.overall:.4f}**" in report and "| val mAP |" in report
