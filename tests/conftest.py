@@ -12,6 +12,7 @@ import cv2
 import pytest
 
 from streamrec.bench.faults import RtspServer, rtsp_server_available
+from streamrec.cli import QUIET_LIBRARIES
 from streamrec.sources import SyntheticSource
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,8 +54,11 @@ def cli(*args: str) -> list[str]:
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    # An in-process `cli.main` of an earlier test quiets the libraries through os.environ; each
+    # command run here decides that for itself, as it would from a shell.
+    env = {key: value for key, value in os.environ.items() if key not in QUIET_LIBRARIES}
     return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          env={**env, "PYTHONUNBUFFERED": "1"})
 
 
 @pytest.fixture
