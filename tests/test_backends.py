@@ -453,12 +453,15 @@ def test_boxes_are_checked_and_clipped_to_the_frame_before_they_reach_an_engine(
     assert checked_boxes({}, None, batch=2) is None
 
 
+ROI_AT_96 = ["clip.short_side=96", "clip.crop_size=96"]  # the RoI tests' clips: 96 px, whatever the shipped model's
+
+
 @pytest.fixture(scope="module")
 def roi_engines(tmp_path_factory):
     """The tiny RoI model with clip-dependent weights, in the torch engine and in ONNX Runtime."""
     from streamrec.backends.inputs import MAX_BOXES_PER_CLIP
 
-    config = load_config("slowfast_tiny_roi")
+    config = load_config("slowfast_tiny_roi", ROI_AT_96)
     clips = varied_clips(config.clip, 3)
     model = random_model(config, clips)
     path = export_onnx(model, config.clip, tmp_path_factory.mktemp("roi") / "roi.onnx")
@@ -527,7 +530,7 @@ def test_the_onnxruntime_tensorrt_provider_gets_the_range_of_boxes_too():
     from streamrec.backends.inputs import BoxesSpec
 
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    specs = input_specs(load_config("slowfast_tiny_roi").clip)
+    specs = input_specs(load_config("slowfast_tiny_roi", ROI_AT_96).clip)
     chosen = choose_providers(gpu, "cuda", specs, max_batch=4, boxes=BoxesSpec(96, 64))
     trt = next(p[1] for p in chosen if not isinstance(p, str) and p[0] == "TensorrtExecutionProvider")
     assert trt["trt_profile_min_shapes"] == "slow:1x4x96x96x3,fast:1x16x96x96x3,boxes:1x5"
@@ -541,7 +544,8 @@ import sys
 import numpy as np
 from streamrec.backends import create_engine
 from streamrec.config import load_config
-config = load_config("slowfast_tiny_roi", ["engine.backend=auto", "engine.engine_file={onnx_file}", "engine.device=cpu"])
+config = load_config("slowfast_tiny_roi", ["engine.backend=auto", "engine.engine_file={onnx_file}", "engine.device=cpu",
+                                          "clip.short_side=96", "clip.crop_size=96"])
 engine = create_engine(config)
 clips = {{"slow": np.zeros((2, 4, 96, 96, 3), np.uint8), "fast": np.zeros((2, 16, 96, 96, 3), np.uint8)}}
 boxes = np.array([[1, 0, 0, 50, 96], [0, 5, 5, 20, 30], [1, 9, 9, 99, 99]], np.float32)

@@ -197,7 +197,8 @@ def roi_logits(model: nn.Module, clip: ClipConfig, clips: dict[str, np.ndarray],
 
 
 def roi_model(aligned: bool = True) -> tuple[Config, dict[str, np.ndarray], nn.Module]:
-    config = load_config("slowfast_tiny_roi", [f"model.aligned={str(aligned).lower()}"])
+    config = load_config("slowfast_tiny_roi", [f"model.aligned={str(aligned).lower()}", "clip.short_side=96",
+                                               "clip.crop_size=96"])
     clips = varied_clips(config.clip, 3)
     return config, clips, random_model(config, clips)  # calibrated on whole-frame boxes
 
