@@ -28,6 +28,7 @@ from streamrec.detection import Detections, Keyframe, PersonDetector
 from streamrec.detection.config import TrackerConfig
 from streamrec.detection.tracker import PersonTracker, Track, TrackUpdate
 from streamrec.postprocess import ActionChange, ActionTracker
+from streamrec.sampling import keyframe_position
 from streamrec.scheduler import Batch
 from streamrec.transforms import frame_fit
 
@@ -50,12 +51,17 @@ class PersonStage:
         self.clip = clip
         self.max_boxes = max_boxes  # per clip: the engine's own limit, best scores kept
         self.frames_input = "fast" if clip.alpha else "frames"
+        self._seen_until: dict[str, float] = {}  # per stream: the clip time of the last frame shown to the detector
 
     def __call__(self, batch: Batch) -> list[PersonRows]:
         frames = batch.inputs[self.frames_input]  # [B, T, H, W, 3]
-        middle = self.clip.num_frames // 2
-        keyframes = [Keyframe(view.stream_id, frames[row, middle], (view.clip_start + view.clip_end) / 2)
-                     for row, view in enumerate(batch.views)]
+        middle = keyframe_position(self.clip)
+        keyframes = []
+        for row, view in enumerate(batch.views):
+            times = np.linspace(view.clip_start, view.clip_end, self.clip.num_frames)
+            self._show_background(view.stream_id, frames[row, :middle], times[:middle])
+            keyframes.append(Keyframe(view.stream_id, frames[row, middle], float(times[middle])))
+            self._seen_until[view.stream_id] = float(times[middle])
         found = [d if len(d) <= self.max_boxes else Detections(d.boxes[:self.max_boxes], d.scores[:self.max_boxes])
                  for d in self.detector.detect(keyframes)]
         rows = np.concatenate([np.column_stack([np.full(len(d), row, np.float32), d.boxes])
@@ -66,6 +72,21 @@ class PersonStage:
             people.append(PersonRows(detections.boxes, detections.scores, logits[start:start + len(detections)]))
             start += len(detections)
         return people
+
+    def forget(self, stream_id: str) -> None:
+        """The stream broke off: its background starts afresh."""
+        self._seen_until.pop(stream_id, None)
+        self.detector.forget(stream_id)
+
+    def _show_background(self, stream_id: str, frames: np.ndarray, times: np.ndarray) -> None:
+        """A detector that models the background (motion) sees the clip's frames since the last
+        keyframe it saw, not just one keyframe a hop: with a sparse feed its model lags the scene."""
+        if self.detector.background_fps is None:
+            return
+        after = self._seen_until.get(stream_id, -np.inf)
+        for frame, time in zip(frames, times):
+            if time > after:
+                self.detector.observe(stream_id, frame, float(time))
 
 
 @dataclass(frozen=True)

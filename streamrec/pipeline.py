@@ -141,8 +141,8 @@ class Pipeline:
         self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
         self.activation = config.model.kwargs.get("head_activation", "softmax")  # the model head's
         self.detector = self._person_mode(config, engine, detector)
-        work = PersonStage(self.detector, engine, config.clip, MAX_BOXES_PER_CLIP) if self.detector else None
-        self.dispatcher = EngineDispatcher(engine, self.scheduler, work)
+        self.person_stage = PersonStage(self.detector, engine, config.clip, MAX_BOXES_PER_CLIP) if self.detector else None
+        self.dispatcher = EngineDispatcher(engine, self.scheduler, self.person_stage)
         self._reports: queue.SimpleQueue[CaptureReport] = queue.SimpleQueue()
         self._stopping = False
         self._stats_lock = threading.Lock()  # latencies are read by `stats` from other threads
@@ -337,7 +337,7 @@ class Pipeline:
             self._emit_person_changes(runtime, changes, {}, common, to_source)
             for track in update.ended:
                 self._emit_track_end(runtime, track, reason, to_source)
-            self.detector.forget(runtime.config.id)
+            self.person_stage.forget(runtime.config.id)
             return
         tracker = runtime.tracker
         changes = tracker.restart(reason) if restart else tracker.close(reason)

@@ -10,7 +10,7 @@ noise are shared. Everything is a pure function of a seed, and any frame (and it
 
 The frame is 320x240 (QVGA): twice the single-person scenes' width and height at the same 4:3,
 room for four people side by side with space to walk in and out, each a quarter to two fifths
-of the height (55-105 px), so that even at the demo RoI model's short side of 96 px a person is
+of the height (55-105 px), so that in the demo RoI model's 128 px letterboxed input a person is
 still 22-42 px tall (the single-person model sees its one figure at 35-46 px).
 
 Ground truth, per frame: every visible person's box, from the drawn joints and line widths

@@ -34,6 +34,12 @@ def slow_positions(clip: ClipConfig) -> np.ndarray:
     return np.floor(np.linspace(0, clip.num_frames - 1, clip.num_frames // clip.alpha)).astype(np.int64)
 
 
+def keyframe_position(clip: ClipConfig) -> int:
+    """The keyframe's position among a clip's Fast (or only) frames: the middle one, where AVA
+    labels people and per-person mode finds them."""
+    return clip.num_frames // 2
+
+
 def clip_duration(clip: ClipConfig) -> float:
     """Seconds from the first to the last frame of a clip at the training frame rate."""
     return (clip.span - 1) / clip.train_fps

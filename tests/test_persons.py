@@ -8,7 +8,7 @@ import pytest
 
 from streamrec.backends import create_engine
 from streamrec.config import StreamConfig, load_config, load_labels
-from streamrec.detection import Detections
+from streamrec.detection import Detections, PersonDetector
 from streamrec.detection.config import TrackerConfig
 from streamrec.errors import StreamrecError
 from streamrec.evaluation import ground_truth_path
@@ -73,11 +73,11 @@ def test_people_are_found_tracked_and_their_actions_published_in_source_pixels(g
     assert {e["reason"] for e in events if e["type"] == "track_end"} <= {"person_left", "stream_ended"}
 
 
-class FixedDetector:
+class FixedDetector(PersonDetector):
     """Hands back the boxes a test chose, per stream; records the keyframes it was given."""
 
     def __init__(self, boxes: dict[str, list]):
-        self.boxes, self.keyframes = boxes, []
+        self.boxes, self.keyframes = boxes, []  # no DetectionConfig: nothing is filtered
 
     def detect(self, keyframes):
         self.keyframes += keyframes
@@ -95,7 +95,7 @@ def test_one_engine_call_scores_every_box_of_every_clip():
     stage = PersonStage(detector, engine, clip, max_boxes=16)
     rows = stage(Batch(views, {"slow": frames[:, ::clip.alpha], "fast": frames}, {}))
     assert [len(r.boxes) for r in rows] == [2, 0] and rows[1].logits.shape == (0, 7)
-    assert [k.stream_id for k in detector.keyframes] == ["a", "b"] and detector.keyframes[0].time_s == 1.5
+    assert [k.stream_id for k in detector.keyframes] == ["a", "b"] and detector.keyframes[0].time_s == pytest.approx(1 + 8 / 15)  # frame 8 of 16
     assert (detector.keyframes[1].frame == frames[1, clip.num_frames // 2]).all()  # the middle Fast frame
     # Each row is what the engine gives that box alone.
     alone = engine.infer({"slow": frames[:1, ::clip.alpha], "fast": frames[:1],
@@ -132,7 +132,7 @@ def test_a_config_and_a_model_that_disagree_on_the_mode_are_one_line(video_file)
     with pytest.raises(StreamrecError, match="needs a model with an RoI head"):
         Pipeline(whole_frame.replace(streams=(StreamConfig(id="a", source=str(video_file)),)),
                  create_engine(whole_frame), load_labels(whole_frame), EventBus([]))
-    per_person = load_config("slowfast_tiny_roi", PERSONS)
+    per_person = load_config("slowfast_tiny_roi", PERSONS, values={"detection": None})
     with pytest.raises(StreamrecError, match=r"no detection: section"):
         Pipeline(per_person.replace(streams=(StreamConfig(id="a", source=str(video_file)),)),
                  create_engine(per_person), load_labels(per_person), EventBus([]))

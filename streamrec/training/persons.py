@@ -24,7 +24,7 @@ import torch
 from streamrec.config import ClipConfig
 from streamrec.evaluation_persons import PersonBox
 from streamrec.procedural_group import GroupScene
-from streamrec.sampling import clip_duration, clip_indices, fast_offsets
+from streamrec.sampling import clip_duration, clip_indices, fast_offsets, keyframe_position
 from streamrec.training.clips import Augmentation, cut_clip
 from streamrec.training.data import GroupScenes
 from streamrec.training.model import engine_boxes
@@ -37,7 +37,7 @@ KEYFRAME_TRIES = 8  # draws of an action keyframe before settling for any keyfra
 
 def keyframe(clip: ClipConfig, indices: np.ndarray) -> int:
     """The keyframe of a clip whose Fast frames are ``indices``: the middle one."""
-    return int(indices[clip.num_frames // 2])
+    return int(indices[keyframe_position(clip)])
 
 
 def fast_indices(scene: GroupScene, clip: ClipConfig, end: int) -> np.ndarray:
@@ -53,7 +53,7 @@ def first_full_end(scene: GroupScene, clip: ClipConfig) -> int:
 def end_for_keyframe(scene: GroupScene, clip: ClipConfig, frame: int) -> int | None:
     """The first clip end (with full history) whose keyframe is ``frame`` or later; None past the scene."""
     first = first_full_end(scene, clip)
-    lag_s = (clip.span - 1 - fast_offsets(clip)[clip.num_frames // 2]) / clip.train_fps
+    lag_s = (clip.span - 1 - fast_offsets(clip)[keyframe_position(clip)]) / clip.train_fps
     for end in range(max(first, frame), min(scene.num_frames, frame + int(np.ceil(lag_s * scene.fps)) + 2)):
         if keyframe(clip, fast_indices(scene, clip, end)) >= frame:
             return end
