@@ -25,6 +25,7 @@ out (its end), so its detection delay includes the form's delay.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import shlex
@@ -211,6 +212,7 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
         figures = compared[name]
         models[name] = {
             "form": variant.form, "checkpoint": variant.checkpoint, "delay_s": variant.delay_s,
+            **({"distilled": variant.distilled} if variant.distilled else {}),
             "events": overall(combine(per_video[name])).to_dict(),
             "hops": len(figures["same"]),
             "top1_agreement_same_window": round(float(np.mean(figures["same"])), 4),
@@ -241,6 +243,12 @@ class StreamingVariant:
         self.engine = OnnxRuntimeEngine(path, step_input_specs(config.clip, self.network.frames_per_call()),
                                         config.model.num_classes, device="cpu", threads=threads, max_batch=1)
         self.delay_s = round(self.network.delay_units * self.network.unit_frames / config.clip.train_fps, 3)
+        record = Path(checkpoint).parent / "distill.json"  # what streamrec.training.distill wrote beside it
+        self.distilled = None
+        if Path(checkpoint).is_file() and record.is_file():
+            made = json.loads(record.read_text())
+            self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "steps", "batch", "units", "lr",
+                                                       "seed", "seconds", "held_out")}
 
     def run(self, frames: np.ndarray) -> tuple[list, list[int]]:
         """Every valid hop (stamped with the window its logits describe and the time they came out)
@@ -345,6 +353,16 @@ def _accuracy_text(acc: dict) -> str:
         sampled = f"{100 * m['top1_agreement_pipeline_sampling']:.1f}%" if "hops" in m else "-"
         lines.append(f"| {name} | {m['delay_s']} | {same} | {gap} | {sampled} | {e['precision']:.3f} | "
                      f"{e['recall']:.3f} | {e['f1']:.3f} | {e['delay_s_median']} / {e['delay_s_p90']} |")
+    for name, m in acc["models"].items():
+        made = m.get("distilled")
+        if made:
+            held = made["held_out"]
+            lines.append(f"\n{name}: `python -m streamrec.training.distill --stream-from {made['stream_from']} --data "
+                         f"{made['data']} --form {made['form']} --steps {made['steps']} --batch {made['batch']} --units "
+                         f"{made['units']} --lr {made['lr']} --seed {made['seed']}` ({made['seconds']:.0f} s; on "
+                         f"{held['sequences']} held-out sequences, KL to the teacher {held['before']['kl']} -> "
+                         f"{held['after']['kl']}, top-1 agreement {held['before']['agreement']} -> "
+                         f"{held['after']['agreement']})")
     return "\n".join(lines)
 
 

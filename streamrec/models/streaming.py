@@ -499,8 +499,7 @@ class StreamingNetwork(nn.Module):
         """The streamed blocks in the clip network's order (named as its modules); each one's
         output timings feed the next."""
         slowfast = isinstance(network, SlowFast)
-        stems = network.s1
-        assert isinstance(stems, PathwayStems)
+        stems: PathwayStems = network.s1
         stem_ops = [StreamStem(f"s1.pathway{p}_stem", getattr(stems, f"pathway{p}_stem"), t, form)
                     for p, t in enumerate(timings)]
         steps: list[tuple[str, object]] = [("s1", stem_ops)]
