@@ -8,6 +8,8 @@ A config has these sections (see ``configs/*.yaml``):
   training fps);
 - ``labels``: a packaged label set name (``kinetics400``) or a path to a text file, one name a line;
 - ``postprocess``, ``pipeline``, ``reconnect``, ``events``, ``engine``: runtime behaviour;
+- ``streaming`` (optional): run the model's streaming form, each hop's new frames and a carried
+  state per call instead of the whole clip (docs/streaming.md); absent: whole clips;
 - ``streams``: the sources to read, each with an id.
 
 Unknown keys are errors with a "did you mean" hint, never silently ignored: a mistyped
@@ -193,6 +195,19 @@ class EngineConfig:
     cpu_graph: bool = True
 
 
+STREAMING_FORMS = ("delayed_exact", "causal")  # streamrec.models.streaming.FORMS, without importing torch
+STREAMING_ARCHS = ("slowfast", "resnet3d")  # the archs whose networks have a streaming form
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    """Run the model's streaming form (`streamrec.models.streaming`): one engine call a hop takes
+    the hop's new frames and each stream's carried state, not the whole clip. The hop is then in
+    source frames at ``clip.train_fps`` (`streaming_hop_frames`), a whole number of units."""
+
+    form: str = "delayed_exact"  # delayed_exact (symmetric kernels, answers later) | causal (distilled)
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     id: str
@@ -219,6 +234,7 @@ class Config:
     # Per-person mode (an RoI-head model): find people on each clip's keyframe, track them, and
     # recognise what each one does (streamrec.persons); absent: one label set for the whole frame.
     detection: DetectionConfig | None = None
+    streaming: StreamingConfig | None = None  # None: whole clips every hop
     name: str = ""  # the config's file stem, for engine cache names
 
     def replace(self, **changes: Any) -> "Config":
@@ -519,6 +535,8 @@ def _problems(config: Config) -> Problems:
     yield from _events_problems(config)
     if config.detection is not None:
         yield from detection_problems(config.detection)
+    if config.streaming is not None:
+        yield from _streaming_problems(config)
 
 
 def _value(config: Config, path: str) -> Any:
@@ -584,6 +602,47 @@ def _stream_problems(config: Config) -> Problems:
             yield ("streams",), "a stream's region is [x, y, width, height] as fractions of the frame, inside [0, 1]"
         if not all(0 <= t.exit <= t.enter <= 1 for t in stream.thresholds.values()):
             yield ("streams",), "a stream's thresholds entries need 0 <= exit <= enter <= 1"
+
+
+def streaming_hop_frames(config: Config) -> int:
+    """A streaming config's hop in source frames at ``clip.train_fps`` (its unit grid's frames):
+    ``pipeline.hop_seconds`` at that rate, else ``pipeline.hop_frames``."""
+    pipe = config.pipeline
+    return max(1, round(pipe.hop_seconds * config.clip.train_fps)) if pipe.hop_seconds else pipe.hop_frames
+
+
+def _streaming_problems(config: Config) -> Problems:
+    """The streaming form runs SlowFast and the bottleneck ResNet, whole-frame, at one hop of
+    whole units (a SlowFast unit is one Slow frame: ``sampling_rate * alpha`` frames; a
+    single-pathway ResNet's unit depends on its temporal strides and is checked when its engine
+    is made)."""
+    form, arch = config.streaming.form, config.model.arch
+    if form not in STREAMING_FORMS:
+        close = difflib.get_close_matches(form, STREAMING_FORMS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        yield ("streaming.form",), f"streaming.form must be {' or '.join(STREAMING_FORMS)}, got {form!r}{hint}"
+    if arch not in STREAMING_ARCHS or config.model.kwargs.get("nonlocal_blocks"):
+        yield ("model.arch", "streaming"), (
+            f"model {arch} has no streaming form (only SlowFast and the bottleneck ResNet without non-local blocks "
+            "run over carried state: docs/streaming.md); drop the streaming: section to run whole clips")
+    if config.detection is not None:
+        yield ("detection", "streaming"), ("per-person mode (detection:) classifies boxes on whole clips and has no "
+                                           "streaming form; drop the streaming: section or the detection: section")
+    hop = streaming_hop_frames(config)
+    others = sorted({s.hop_frames for s in config.streams if s.hop_frames and s.hop_frames != hop})
+    if others:
+        yield ("streams",), (f"a streaming config runs one hop for every stream ({hop} frames), but streams ask for "
+                             f"{', '.join(map(str, others))}; drop the streams' hop_frames or set pipeline.hop_frames")
+    clip = config.clip
+    if clip.alpha and arch == "slowfast":
+        unit = clip.sampling_rate * clip.alpha
+        if hop < unit or hop % unit:
+            given = (f"pipeline.hop_seconds {config.pipeline.hop_seconds:g} ({hop} frames at clip.train_fps "
+                     f"{clip.train_fps:g})" if config.pipeline.hop_seconds else f"pipeline.hop_frames {hop}")
+            yield ("pipeline.hop_frames", "pipeline.hop_seconds"), (
+                f"{given} is not a whole number of units: a streaming SlowFast advances one Slow frame, "
+                f"{unit} frames (clip.sampling_rate {clip.sampling_rate} x clip.alpha {clip.alpha}), at a time; "
+                f"use a hop of {unit}, {2 * unit}, {3 * unit}, ... frames")
 
 
 def _events_problems(config: Config) -> Problems:

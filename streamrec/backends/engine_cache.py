@@ -4,7 +4,8 @@ A cached file is reused only when everything that shaped it is unchanged, so eac
 carries a digest of its key (see ``engines/README.md`` for the naming rules):
 
 - an ONNX export: the model and clip sections of the config, the checkpoint's bytes, the
-  precision and `streamrec.export.EXPORT_FORMAT`;
+  precision and `streamrec.export.EXPORT_FORMAT`; for a streaming config also its form and
+  hop (which fix the units a call takes: `streamrec.config.streaming_hop_frames`);
 - a TensorRT engine: the ONNX bytes, the TensorRT version, the GPU name and compute
   capability, the precision and the batch profile. A JSON record beside each engine keeps the
   full key and the plan's checksum, so a mismatch or a damaged file is explained in one line
@@ -25,7 +26,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamrec.config import Config, runtime_dir
+from streamrec.config import Config, runtime_dir, streaming_hop_frames
 from streamrec.errors import StreamrecError
 from streamrec.zoo import checkpoint_file
 
@@ -90,17 +91,21 @@ def export_key(config: Config, precision: str) -> dict:
     if checkpoint and not Path(checkpoint).is_file():
         raise StreamrecError(f"checkpoint '{checkpoint}' not found; fix the config's checkpoint path")
     data = config.to_dict()
-    return {
+    key = {
         "model": data["model"],
         "clip": data["clip"],
         "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
         "precision": precision,
         "export_format": EXPORT_FORMAT,
     }
+    if config.streaming is not None:  # a clip config's key stays as it was: its cached exports stay valid
+        key["streaming"] = {"form": config.streaming.form, "hop_frames": streaming_hop_frames(config)}
+    return key
 
 
 def export_path(config: Config, precision: str) -> Path:
-    """Where the dynamic-batch ONNX export of ``config`` at ``precision`` is cached."""
+    """Where the dynamic-batch ONNX export of ``config`` at ``precision`` is cached (a streaming
+    config's: its streaming form's)."""
     name = config.name or config.model.arch
     return cache_dir() / f"{slug(name)}.{precision}.{digest_of(export_key(config, precision))[:12]}.onnx"
 
@@ -115,8 +120,11 @@ def cached_export(config: Config, precision: str) -> Path:
         log.info("reusing ONNX export %s", path)
         return path
     log.info("exporting %s (%s) to %s; later runs reuse it", config.name or config.model.arch, precision, path)
-    from streamrec.export import export_config
+    from streamrec.export import export_config, export_streaming
 
+    if config.streaming is not None:
+        return export_streaming(config, path, form=config.streaming.form, hop_frames=streaming_hop_frames(config),
+                                fp16=precision == "fp16")
     return export_config(config, path, fp16=precision == "fp16")
 
 

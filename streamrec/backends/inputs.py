@@ -57,6 +57,14 @@ def step_input_specs(clip: ClipConfig, frames_per_call: Mapping[str, int]) -> tu
     return tuple(InputSpec(name, frames_per_call[name], clip.crop_size) for name in clip.input_names)
 
 
+def hop_input_specs(clip: ClipConfig, hop_frames: int) -> tuple[InputSpec, ...]:
+    """The frame inputs of a streaming engine whose call takes a hop of ``hop_frames`` source frames
+    at the training rate: every ``sampling_rate``-th of them for Fast (or the only pathway), every
+    ``alpha``-th Fast frame for Slow (`streamrec.sampling.hop_offsets`)."""
+    fast = hop_frames // clip.sampling_rate
+    return step_input_specs(clip, {"slow": fast // (clip.alpha or 1), "fast": fast, "frames": fast})
+
+
 def batch_size(inputs: Mapping[str, np.ndarray], specs: tuple[InputSpec, ...], max_batch: int) -> int:
     """The batch size of ``inputs``, after checking names, dtype and shapes against ``specs``."""
     missing = [s.name for s in specs if s.name not in inputs]
@@ -146,6 +154,30 @@ class StateSpec:
     def zeros(self, batch: int = 1) -> np.ndarray:
         """The state of ``batch`` streams that start now."""
         return np.zeros((batch, self.size), np.float32)
+
+
+@dataclass(frozen=True)
+class StreamingSpec:
+    """How a streaming engine's calls line up with a stream's frames (an exported graph's metadata
+    entry ``streaming``: `streamrec.export.streaming_metadata`). A call takes ``units`` units of
+    ``unit_frames`` source frames (at the training rate); its logits describe the ``clip_units``
+    units that end ``delay_units`` units before the call's last frame, and are valid once
+    ``warmup_units`` units have arrived since the stream's state was zeroed."""
+
+    form: str
+    units: int
+    unit_frames: int
+    delay_units: int
+    clip_units: int
+    warmup_units: int
+
+    @property
+    def hop_frames(self) -> int:
+        return self.units * self.unit_frames
+
+    @classmethod
+    def from_metadata(cls, entry: Mapping) -> "StreamingSpec":
+        return cls(**{name: entry[name] for name in cls.__dataclass_fields__})
 
 
 def checked_state(inputs: Mapping[str, np.ndarray], spec: StateSpec | None, batch: int) -> np.ndarray | None:

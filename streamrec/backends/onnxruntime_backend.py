@@ -37,6 +37,7 @@ from streamrec.backends.inputs import (
     BoxesSpec,
     InputSpec,
     StateSpec,
+    StreamingSpec,
     batch_size,
     checked_boxes,
     checked_state,
@@ -201,6 +202,8 @@ class OnnxRuntimeEngine:
         self.num_classes = num_classes
         self.metadata = self._metadata()
         self.state = self._state_input()  # None: the model classifies whole clips
+        entry = (self.metadata or {}).get("streaming") if self.state is not None else None
+        self.streaming = StreamingSpec.from_metadata(entry) if entry else None  # how calls line up with frames
         fixed_batch = self._check_graph(num_classes)
         self.fixed_batch = fixed_batch  # None: the batch axis is dynamic
         self.max_batch = fixed_batch or max_batch

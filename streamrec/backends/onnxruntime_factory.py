@@ -2,7 +2,9 @@
 
 It runs ``engine.engine_file`` when that is an ``.onnx`` file, else the config's export from
 the cache in ``engines/`` (for int8, the graph `build-engine --backend onnxruntime` quantized
-from it). ``auto`` picks it where TensorRT cannot run and onnxruntime is installed.
+from it). ``auto`` picks it where TensorRT cannot run and onnxruntime is installed. A streaming
+config's engine runs its streaming form's graph (`streamrec.export.export_streaming`), checked
+to be of the config's form and hop.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ if TYPE_CHECKING:
 def create(config: Config) -> Engine:
     from streamrec.backends.cpu_int8 import cached_cpu_int8
     from streamrec.backends.engine_cache import cached_export
-    from streamrec.backends.inputs import input_specs
+    from streamrec.backends.inputs import hop_input_specs, input_specs
     from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
+    from streamrec.config import streaming_hop_frames
     from streamrec.export import check_metadata
 
     file = config.engine.engine_file
@@ -36,12 +39,34 @@ def create(config: Config) -> Engine:
     if file:
         path = Path(file)
     elif config.engine.precision == "int8":
+        if config.streaming is not None:
+            raise StreamrecError("engine.precision=int8 has no streaming form on ONNX Runtime; use fp32 (or drop "
+                                 "the streaming: section)")
         path = cached_cpu_int8(config)
     else:
         path = cached_export(config, config.engine.precision)
-    engine = OnnxRuntimeEngine(path, input_specs(config.clip), config.model.num_classes,
+    hop = streaming_hop_frames(config) if config.streaming is not None else None
+    specs = hop_input_specs(config.clip, hop) if hop else input_specs(config.clip)
+    engine = OnnxRuntimeEngine(path, specs, config.model.num_classes,
                                device=config.engine.device, threads=call_threads(config.engine),
                                parallel_calls=config.engine.parallel_calls,
                                max_batch=config.pipeline.max_batch, cpu_graph=config.engine.cpu_graph)
     check_metadata(engine.metadata, config, path)
+    check_streaming(engine, config, path, hop)
     return engine
+
+
+def check_streaming(engine, config: Config, path: Path, hop: int | None) -> None:
+    """A streaming config needs a streaming graph of its form and hop, and a clip config a clip graph."""
+    spec = engine.streaming
+    if hop is None:
+        if engine.state is not None:
+            raise StreamrecError(f"{path} is a streaming model's graph; add a streaming: section to the config "
+                                 "(e.g. configs/slowfast_tiny_streaming.yaml) or export the clip model")
+        return
+    if spec is None:
+        raise StreamrecError(f"{path} is not a streaming graph with streamrec's metadata; the config's streaming: "
+                             "section needs one made by streamrec.export.export_streaming (or no engine_file)")
+    if (spec.form, spec.hop_frames) != (config.streaming.form, hop):
+        raise StreamrecError(f"{path} streams {spec.form} at a hop of {spec.hop_frames} frames, the config asks for "
+                             f"{config.streaming.form} at {hop}; export it from this config (or drop engine_file)")

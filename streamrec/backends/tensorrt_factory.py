@@ -48,6 +48,9 @@ def create(config: Config) -> Engine:
     from streamrec.backends.trt_api import load_tensorrt
 
     engine = config.engine
+    if config.streaming is not None:
+        raise StreamrecError("a streaming config (streaming:) runs on the onnxruntime and torch backends; use "
+                             "--backend onnxruntime or --backend torch")
     if engine.device == "cpu":
         raise StreamrecError("the tensorrt backend runs on a CUDA GPU; engine.device=cpu needs --backend "
                              "onnxruntime or torch")

@@ -16,6 +16,11 @@ whichever thread calls it.
 A model with an RoI head (``takes_boxes``) also takes the call's boxes and returns a row per box
 (`streamrec.backends.inputs`); it runs without CUDA graphs, whose shapes are fixed when they are
 captured, since the number of boxes changes from call to call.
+
+A streaming config's engine (`TorchStreamingEngine`) runs the model's streaming form
+(`streamrec.models.streaming`) in float32 under the same ``step`` contract as the ONNX Runtime
+and TensorRT engines: each clip's new frames and its stream's state row in, logits and the new
+state out.
 """
 
 from __future__ import annotations
@@ -37,11 +42,15 @@ from streamrec.backends.inputs import (
     MAX_BOXES_PER_CLIP,
     BoxesSpec,
     InputSpec,
+    StateSpec,
+    StreamingSpec,
     batch_size,
     checked_boxes,
+    checked_state,
     input_specs,
+    step_input_specs,
 )
-from streamrec.config import Config
+from streamrec.config import ClipConfig, Config, streaming_hop_frames
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
@@ -271,3 +280,60 @@ class TorchEngine:
             tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.torch_device, non_blocking=True)
                        for a in arrays]
             return self.run(tensors).float().cpu().numpy()
+
+
+class TorchStreamingEngine:
+    """A clip model's streaming form in PyTorch: ``step(inputs) -> (logits, new_state)``, as
+    `streamrec.backends.inputs` describes. Batch norms are folded into the clip model first
+    (its forward pass shows which convolution feeds which norm), then the streaming form is built
+    over the folded modules, so both forms share the same arithmetic."""
+
+    name = "torch"
+    takes_boxes = False
+
+    def __init__(self, model: nn.Module, clip: ClipConfig, device: torch.device, *, form: str, hop_frames: int,
+                 max_batch: int = 64, parallel_calls: int = 1):
+        from streamrec.export import streaming_metadata
+        from streamrec.models.streaming import streaming_network, units_for_hop
+
+        if parallel_calls > 1 and device.type == "cuda":
+            raise parallel_calls_need_cpu("torch")
+        self.torch_device = device
+        self.device = device_name(device)
+        self.max_batch = max_batch
+        self.parallel_calls = parallel_calls
+        units = units_for_hop(streaming_network(model, clip, form=form), hop_frames)
+        probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8, device=device) for s in input_specs(clip)]
+        folded = fold_batch_norms(model.eval().to(device), probe)
+        self.network = streaming_network(folded, clip, form=form, units=units).to(device)
+        self.specs = step_input_specs(clip, self.network.frames_per_call())
+        self.state = StateSpec(self.network.layout.size)
+        self.streaming = StreamingSpec.from_metadata(streaming_metadata(self.network))
+
+    @classmethod
+    def from_config(cls, config: Config) -> "TorchStreamingEngine":
+        from streamrec.checkpoints import load_model
+
+        if config.engine.precision != "fp32":
+            raise StreamrecError(f"a streaming config runs fp32 on the torch backend, not {config.engine.precision}; "
+                                 "set engine.precision=fp32")
+        threads = call_threads(config.engine)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        return cls(load_model(config), config.clip, pick_device(config.engine.device), form=config.streaming.form,
+                   hop_frames=streaming_hop_frames(config), max_batch=config.pipeline.max_batch,
+                   parallel_calls=config.engine.parallel_calls)
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        raise StreamrecError("this torch engine runs a streaming form, which carries state from call to call: run it "
+                             "with step(inputs), which also returns the new state")
+
+    @torch.inference_mode()
+    def step(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Each clip's new frames and its stream's ``state`` row in, ``(logits, new_state)`` out."""
+        size = batch_size(inputs, self.specs, self.max_batch)
+        state = checked_state(inputs, self.state, size)
+        checked_boxes(inputs, None, size)
+        tensors = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(self.torch_device) for s in self.specs]
+        logits, new_state = self.network(*tensors, torch.from_numpy(state).to(self.torch_device))
+        return logits.float().cpu().numpy(), new_state.float().cpu().numpy()
