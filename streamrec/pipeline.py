@@ -11,6 +11,15 @@ state and the event bus, so every event is emitted, and numbered, in one place.
 
 What a running pipeline has done is read from `Pipeline.stats`: status events, the Prometheus
 collector and the benchmarks all render those figures.
+
+With a streaming config (``streaming:``, docs/streaming.md) the engine runs the model's
+streaming form: each view is one hop's new frames (`streamrec.scheduler.StepSchedule`), and
+each stream's carried state is a row in its `StreamRuntime`, gathered into the engine call's
+``state`` and scattered back from its ``new_state`` by the call itself (`Pipeline._step`). A
+stream's state starts from zeros at its first view and at every view that does not follow on
+from the previous one; its views publish nothing until the state holds ``warmup_units`` units,
+and their events' ``clip_start``/``clip_end`` are the window the logits describe, which ends
+``delay_units`` units before the hop's last frame.
 """
 
 from __future__ import annotations
@@ -28,17 +37,17 @@ import numpy as np
 
 from streamrec.backends import Engine
 from streamrec.capture import Capture, CaptureReport, FrameTap, Opened, StreamState
-from streamrec.config import Config, StreamConfig
+from streamrec.config import Config, StreamConfig, streaming_hop_frames
 from streamrec.dispatcher import EngineCall, EngineDispatcher
 from streamrec.errors import StreamrecError
 from streamrec.events import EventBus
-from streamrec.backends.inputs import MAX_BOXES_PER_CLIP
+from streamrec.backends.inputs import MAX_BOXES_PER_CLIP, StreamingSpec, hop_input_specs
 from streamrec.detection import PersonDetector, create_detector
 from streamrec.detection.tracker import Track
 from streamrec.persons import PersonChange, PersonRows, PersonStage, SourceGeometry, StreamPeople
 from streamrec.postprocess import ActionChange, ActionThresholds, ActionTracker
 from streamrec.sampling import hop_frames, split_pathways
-from streamrec.scheduler import Scheduler, StreamSchedule, View
+from streamrec.scheduler import Batch, Scheduler, StepSchedule, StreamSchedule, View
 from streamrec.sources import create_source, parse_source
 
 log = logging.getLogger(__name__)
@@ -115,6 +124,10 @@ class StreamRuntime:
     end_detail: str = ""  # why it ended, published once its last views are served
     closed: bool = False
     last_clip_end: float = 0.0
+    # Streaming configs: the model's state for this stream (None: zeros) and the units it holds
+    # since it was zeroed; written by the engine call of the stream's one view in flight.
+    carried: np.ndarray | None = None
+    units_carried: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     status_frames: int = 0  # frames captured at the previous status event, for fps_in
     status_time: float = field(default_factory=time.monotonic)
@@ -142,7 +155,9 @@ class Pipeline:
         self.activation = config.model.kwargs.get("head_activation", "softmax")  # the model head's
         self.detector = self._person_mode(config, engine, detector)
         self.person_stage = PersonStage(self.detector, engine, config.clip, MAX_BOXES_PER_CLIP) if self.detector else None
-        self.dispatcher = EngineDispatcher(engine, self.scheduler, self.person_stage)
+        self.streaming = self._streaming_spec(config, engine)  # None: whole clips
+        self.dispatcher = EngineDispatcher(engine, self.scheduler, self.person_stage or (self._step if self.streaming
+                                                                                         else None))
         self._reports: queue.SimpleQueue[CaptureReport] = queue.SimpleQueue()
         self._stopping = False
         self._stats_lock = threading.Lock()  # latencies are read by `stats` from other threads
@@ -180,6 +195,24 @@ class Pipeline:
                                  "slowfast_tiny_roi, or drop the detection: section")
         return detector or create_detector(config.detection)
 
+    @staticmethod
+    def _streaming_spec(config: Config, engine: Engine) -> StreamingSpec | None:
+        """How the streaming engine's calls line up with frames (None: a clip config's engine),
+        once the config and the engine agree on the mode and the hop."""
+        spec = getattr(engine, "streaming", None)
+        if config.streaming is None:
+            if getattr(engine, "state", None) is not None:
+                raise StreamrecError(f"the {engine.name} engine runs a streaming model, which needs a config with a "
+                                     "streaming: section (e.g. slowfast_tiny_streaming)")
+            return None
+        if spec is None:
+            raise StreamrecError(f"the config's streaming: section needs an engine that runs the streaming form, "
+                                 f"and this {engine.name} engine runs whole clips; use --backend onnxruntime or torch")
+        if spec.hop_frames != streaming_hop_frames(config):
+            raise StreamrecError(f"the {engine.name} engine streams {spec.hop_frames} frames a call, the config's hop "
+                                 f"is {streaming_hop_frames(config)}; make the engine from this config")
+        return spec
+
     def stop(self) -> None:
         """Ask a running pipeline to finish (safe from signal handlers and other threads)."""
         self._stopping = True
@@ -212,6 +245,11 @@ class Pipeline:
         """One inference on blank clips before the cameras start: lazy initialisation (and a
         broken engine) shows up here, not as a latency spike on the first real hop."""
         clip = self.config.clip
+        if self.streaming:
+            blank = {s.name: np.zeros((1, *s.clip_shape), np.uint8)
+                     for s in hop_input_specs(clip, self.streaming.hop_frames)}
+            self.engine.step({**blank, "state": self.engine.state.zeros(1)})
+            return
         inputs = split_pathways(clip, np.zeros((1, clip.num_frames, clip.crop_size, clip.crop_size, 3), np.uint8))
         if self.engine.takes_boxes:  # one box over the whole frame
             inputs["boxes"] = np.array([[0, 0, 0, clip.crop_size, clip.crop_size]], np.float32)
@@ -236,6 +274,42 @@ class Pipeline:
                     self._raise_if_none_opened()
                     return
 
+    # ------------------------------------------------------------------ streaming calls
+
+    def _step(self, batch: Batch) -> list[np.ndarray | None]:
+        """One streaming engine call, on an engine worker: each view's stream's state gathered into
+        its row (zeros where the view restarts the stream), the new state scattered back. Returns
+        each view's logits, or None while its stream's state holds fewer than ``warmup_units``
+        units. Each stream has one view in flight (`StepSchedule`), so no two calls share a row."""
+        runtimes = [self.streams[view.stream_id] for view in batch.views]
+        state = self.engine.state.zeros(len(runtimes))
+        for row, (view, runtime) in enumerate(zip(batch.views, runtimes)):
+            if view.restarts:
+                runtime.carried, runtime.units_carried = None, 0
+            if runtime.carried is not None:
+                state[row] = runtime.carried
+        try:
+            logits, new_state = self.engine.step({**batch.inputs, "state": state})
+        except BaseException:
+            for runtime in runtimes:  # the state these views carried is lost: their streams start again
+                runtime.carried, runtime.units_carried = None, 0
+            raise
+        warm = []
+        for row, runtime in enumerate(runtimes):
+            runtime.carried = new_state[row]
+            runtime.units_carried = min(runtime.units_carried + self.streaming.units, self.streaming.warmup_units)
+            warm.append(logits[row] if runtime.units_carried >= self.streaming.warmup_units else None)
+        return warm
+
+    def _described(self, view: View) -> View:
+        """A streaming view stamped with the window its logits describe: ``clip_units`` long,
+        ending ``delay_units`` units before the hop's last frame (on the stream's clock, at the
+        training rate; never before the stream's first frame, which a warm state comes after)."""
+        spec, clip = self.streaming, self.config.clip
+        end = view.clip_end - spec.delay_units * spec.unit_frames / clip.train_fps
+        start = end - (spec.clip_units * spec.unit_frames - clip.sampling_rate) / clip.train_fps
+        return dataclasses.replace(view, clip_start=max(start, 0.0), clip_end=end)
+
     # ------------------------------------------------------------------ results
 
     def _publish(self, call: EngineCall) -> None:
@@ -252,6 +326,10 @@ class Pipeline:
                 at = view.follows_gap.last_frame_at
                 self._end_open_actions(runtime, runtime.last_clip_end if at is None else at, "stream_lost",
                                        restart=True)
+            if self.streaming:
+                if output is None:  # the call only fed the stream's state: it holds less than a window yet
+                    continue
+                view = self._described(view)
             latency_ms = (time.monotonic() - view.newest_capture_time) * 1000.0
             with self._stats_lock:
                 runtime.latencies_ms.append(latency_ms)
@@ -373,9 +451,14 @@ class Pipeline:
     def _schedule(self, runtime: StreamRuntime, opened: Opened) -> None:
         """Schedule a stream once its source is open: only then are its frame rate and buffer known."""
         capture = runtime.capture
-        hop = hop_frames(self.config.pipeline, opened.fps, runtime.config.hop_frames)
-        runtime.schedule = StreamSchedule(runtime.config.id, opened.ring, self.config.clip, opened.fps, hop,
-                                          offline=capture.offline, live_clock=capture.source.live)
+        if self.streaming:
+            runtime.schedule = StepSchedule(runtime.config.id, opened.ring, self.config.clip, opened.fps,
+                                            self.streaming.hop_frames, offline=capture.offline,
+                                            live_clock=capture.source.live)
+        else:
+            hop = hop_frames(self.config.pipeline, opened.fps, runtime.config.hop_frames)
+            runtime.schedule = StreamSchedule(runtime.config.id, opened.ring, self.config.clip, opened.fps, hop,
+                                              offline=capture.offline, live_clock=capture.source.live)
         self.scheduler.add(runtime.schedule)
 
     def _watch_for_stalls(self) -> None:

@@ -3,7 +3,8 @@ by index and by timestamp, and the hop.
 
 Training and streaming must pick frames the same way, or a model sees at run time clips
 unlike those it learned from. The scheduler, the training data, evaluation and int8
-calibration all call `clip_indices` and `hop_frames`; nothing else decides either.
+calibration all call `clip_indices` and `hop_frames`; nothing else decides either. A streaming
+model's views are each hop's new frames on its unit grid instead (`hop_indices`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,31 @@ def clip_indices(clip: ClipConfig, fps: float, end: int, first: int,
     return candidates[indices_by_time(clip, times, times[-1])]
 
 
+def hop_offsets(clip: ClipConfig, hop: int) -> np.ndarray:
+    """Offsets of a streaming hop's Fast (or only) frames among its ``hop`` source frames at the
+    training rate: every ``sampling_rate``-th from the first, the unit grid of docs/streaming.md.
+    Slow takes every ``alpha``-th of them (`split_hop_pathways`): the first of each unit."""
+    return np.arange(0, hop, clip.sampling_rate)
+
+
+def hop_indices(clip: ClipConfig, fps: float, hop: int, start: int, start_time: float, first: int, end: int,
+                times_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Absolute indices of the Fast (or only) frames of a streaming hop of ``hop`` frames at the
+    training rate whose first frame is ``start`` (its time ``start_time``).
+
+    By index at the training rate: ``start + hop_offsets``. Otherwise by timestamp, as
+    `indices_by_time` picks a clip's: each wanted time ``start_time + offset / train_fps`` takes
+    the latest frame at or before it among frames ``first..end``, whose times ``times_of`` gives.
+    """
+    offsets = hop_offsets(clip, hop)
+    if by_index(clip, fps):
+        return start + offsets
+    candidates = np.arange(first, end + 1)
+    wanted = start_time + offsets / clip.train_fps
+    positions = np.searchsorted(times_of(candidates), wanted + TIME_TOLERANCE_S, side="right") - 1
+    return candidates[positions.clip(0, len(candidates) - 1)]
+
+
 def hop_frames(pipeline: PipelineConfig, fps: float, stream_hop_frames: int | None = None) -> int:
     """Source frames between two views of a stream: the stream's own ``hop_frames``, else
     ``pipeline.hop_seconds`` at the stream's frame rate, else ``pipeline.hop_frames``."""
@@ -98,6 +124,15 @@ def indices_by_time(clip: ClipConfig, times: np.ndarray, end_time: float) -> np.
     """
     wanted = end_time - (clip.span - 1 - fast_offsets(clip)) / clip.train_fps
     return (np.searchsorted(times, wanted + TIME_TOLERANCE_S, side="right") - 1).clip(0, len(times) - 1)
+
+
+def split_hop_pathways(clip: ClipConfig, fast: np.ndarray, slow_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A streaming engine's inputs from a hop's Fast frames ``[..., T_fast, H, W, 3]``: Slow is
+    every ``alpha``-th of them, the first of each unit (copied into ``slow_out`` if given)."""
+    if not clip.alpha:
+        return {"frames": fast}
+    slow = np.arange(0, fast.shape[-4], clip.alpha)
+    return {"slow": np.take(fast, slow, axis=-4, out=slow_out, mode="clip"), "fast": fast}
 
 
 def split_pathways(clip: ClipConfig, fast: np.ndarray, slow_out: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -21,6 +21,11 @@ whose hops passed while the engine was busy gets one view of its newest frames, 
 queue of stale ones; the hops skipped are counted. Offline files are the exception: every
 hop is served, and the capture thread waits for the frames to be released.
 
+A streaming model's stream (`StepSchedule`) is cut differently: each view is only one hop's
+new frames on the model's unit grid, restarted at every break; the state the model carries
+from one view to the next lives in the pipeline, so such a stream has one view in flight at a
+time, and a view that does not follow on from the previous one says so (`View.restarts`).
+
 Live streams with the same hop are staggered: each one's first view is delayed by a few
 frames so that cameras started together do not all fall due on the same frame. Without it,
 N streams opened by one command ask for N clips at once every hop, and the last of them
@@ -38,7 +43,16 @@ import numpy as np
 
 from streamrec.config import ClipConfig
 from streamrec.ringbuffer import FramesGone, RingBuffer
-from streamrec.sampling import clip_indices, clip_window, slow_positions, split_pathways
+from streamrec.sampling import (
+    by_index,
+    clip_indices,
+    clip_window,
+    hop_indices,
+    hop_offsets,
+    slow_positions,
+    split_hop_pathways,
+    split_pathways,
+)
 
 Clock = Callable[[], float]  # monotonic seconds, the clock capture times are stamped with
 
@@ -62,6 +76,9 @@ class View:
     newest_capture_time: float  # monotonic time the newest frame was read
     hops_skipped: int  # hops that passed without a view since the previous one
     follows_gap: Gap | None = None  # the stream broke off after the previous view and before this one
+    # A streaming view whose frames do not follow on from the previous view's (the stream's first,
+    # the first after a break or after skipped hops): the model's carried state starts from zeros.
+    restarts: bool = False
 
 
 class StreamSchedule:
@@ -86,6 +103,7 @@ class StreamSchedule:
         self.gaps = 0  # breaks in the stream a clip would have spanned
         self._hops_due_before = 0  # hops asked for in earlier segments
         self._gap: Gap | None = None  # a break since the last view, for the next view to carry
+        self.awaiting_result = False  # `StepSchedule`: its view in flight returns the state the next one needs
 
     def stagger(self, phase: int) -> None:
         """Delay the first view by ``phase`` frames (before it is taken)."""
@@ -203,6 +221,123 @@ class StreamSchedule:
         return capture_times if self.live_clock else media_times
 
 
+class StepSchedule(StreamSchedule):
+    """A streaming model's stream (docs/streaming.md): each view is one hop's new frames on the
+    model's unit grid, not a whole clip. ``step_hop`` is the hop in source frames at the training
+    rate (a whole number of units); its Fast frames are every ``sampling_rate``-th of them, Slow
+    the first of each unit (`sampling.hop_indices`: by index at the training rate, else the
+    latest frame at or before each wanted time). The grid starts at the stream's first frame (and
+    the stagger) and again after every break. Live views are cut on the grid too: a stream that
+    fell behind gets the newest whole hop, marked `View.restarts` since the hops between were
+    never fed to the model."""
+
+    def __init__(self, stream_id: str, ring: RingBuffer, clip: ClipConfig, fps: float, step_hop: int,
+                 offline: bool, live_clock: bool):
+        exact = by_index(clip, fps)
+        source_hop = step_hop if exact else max(1, round(step_hop * fps / clip.train_fps))
+        super().__init__(stream_id, ring, clip, fps, source_hop, offline, live_clock)
+        self.step_hop = step_hop
+        self.exact = exact
+        # by timestamp a hop's first wanted time may fall on the frame before its own frames
+        self.window = min(source_hop + (0 if exact else 1 + math.ceil(fps / clip.train_fps)), ring.capacity - 1)
+        self.grid = 0  # the grid's first frame: the segment's first (and the stagger)
+        self.grid_time: float | None = None  # its time on the stream's clock, once read
+        self.grid_hops = 0  # hops of this grid cut or passed
+        self.first_end = self.next_end = self._end_of(0)
+        self._restarts = True  # the next view starts the model's state from zeros
+
+    def _end_of(self, hop: int) -> int:
+        """The last source frame of the grid's ``hop``-th hop (0-based)."""
+        if self.exact:
+            return self.grid + (hop + 1) * self.step_hop - 1
+        return self.grid + math.ceil((hop + 1) * self.step_hop * self.fps / self.clip.train_fps) - 1
+
+    def stagger(self, phase: int) -> None:
+        self.grid += phase - self.phase
+        super().stagger(phase)
+
+    def due(self) -> bool:
+        return not self.awaiting_result and super().due()
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        fast = len(hop_offsets(self.clip, self.step_hop))
+        if not self.clip.alpha:
+            return {"frames": (fast, *self.ring.frame_shape)}
+        return {"slow": (fast // self.clip.alpha, *self.ring.frame_shape), "fast": (fast, *self.ring.frame_shape)}
+
+    def take(self, out: dict[str, np.ndarray] | None = None) -> View | None:
+        """Cut the hop that is due (offline: the next one; live: the newest whole one) into ``out``."""
+        newest = self.ring.head - 1
+        if newest < self.next_end:
+            return None
+        late = 0 if self.offline else (newest - self.next_end) // self.hop
+        while late and self._end_of(self.grid_hops + late) > newest:  # by timestamp hops differ by a frame
+            late -= 1
+        hop = self.grid_hops + late
+        end = self._end_of(hop)
+        try:
+            segment = self.ring.segment_start(end)
+        except FramesGone:
+            segment = -1  # overwritten already: the cut below fails the same way, and counts it
+        if segment > self.grid:  # the stream broke off since this grid began
+            self._restart(segment)
+            return None
+        skipped = late
+        try:
+            view = self._cut_hop(hop, end, skipped, out)
+        except FramesGone:
+            view = None
+            skipped += 1
+        if view is None:
+            self._restarts = True  # the model never sees this hop: the next view cannot follow on from it
+        else:
+            self.awaiting_result = True
+        self.grid_hops = hop + 1
+        self.next_end = self._end_of(self.grid_hops)
+        self.hops_skipped += skipped
+        if self.offline:
+            self.ring.release(self.next_end - self.window + 1)
+        return view
+
+    def _restart(self, segment: int) -> None:
+        self._hops_due_before = self.hops_due(segment)
+        self.grid, self.grid_time, self.grid_hops = segment, None, 0
+        self.first_end = self.next_end = self._end_of(0)
+        self.gaps += 1
+        self._restarts = True
+        if self.origin is not None:
+            self._gap = Gap(self.clip_time(segment - 1))
+        if self.offline:
+            self.ring.release(segment)
+
+    def _cut_hop(self, hop: int, end: int, skipped: int, out: dict[str, np.ndarray] | None) -> View:
+        if self.grid_time is None:
+            self.grid_time = float(self._clock(np.array([self.grid]))[0])
+        start_time = self.grid_time + hop * self.step_hop / self.clip.train_fps
+        indices = hop_indices(self.clip, self.fps, self.step_hop, self.grid + hop * self.step_hop, start_time,
+                              max(self.grid, end - self.window + 1), end, self._clock)
+        out = out or {}
+        frames = self.ring.read(indices, out=out.get("fast" if self.clip.alpha else "frames"))
+        newest_capture, _ = self.ring.read_times(np.array([end]))  # the frame that made the hop due
+        times = frames.capture_times if self.live_clock else frames.media_times
+        if self.origin is None:
+            self.origin = times[0] if self.live_clock else 0.0
+        self.views += 1
+        gap, self._gap = self._gap, None
+        restarts, self._restarts = self._restarts or skipped > 0, False
+        return View(
+            stream_id=self.stream_id,
+            inputs=split_hop_pathways(self.clip, frames.pixels, slow_out=out.get("slow")),
+            end_index=end,
+            clip_start=float(times[0] - self.origin),
+            clip_end=float(times[-1] - self.origin),
+            newest_capture_time=float(newest_capture[0]),
+            hops_skipped=skipped,
+            follows_gap=gap,
+            restarts=restarts,
+        )
+
+
 @dataclass
 class Batch:
     """Views of several streams, cut into rows of pooled arrays: the engine's inputs as they are.
@@ -292,8 +427,13 @@ class Scheduler:
         return Batch(views, {name: array[:len(views)] for name, array in arrays.items()}, arrays)
 
     def release(self, batch: Batch) -> None:
-        """The engine is done with ``batch``: its arrays take the next batches' views."""
+        """The engine is done with ``batch``: its arrays take the next batches' views, and its
+        streams' next views may go (a streaming stream's needs the state this call returned)."""
         self._spare.append(batch.arrays)
+        streams = {view.stream_id for view in batch.views}
+        for schedule in self.schedules:
+            if schedule.stream_id in streams:
+                schedule.awaiting_result = False
 
     def _coming(self, deadline: float, now: float) -> bool:
         """Some stream without a view due now should fall due by ``deadline``."""

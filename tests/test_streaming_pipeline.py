@@ -1,0 +1,231 @@
+"""A streaming config end to end (issue 21): each hop's new frames on the unit grid, the state
+carried per stream in the pipeline, reset at breaks, predictions from the warm-up on, stamped
+with the window they describe; the same logits as the streaming network run offline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli, write_video
+from streamrec.backends import create_engine
+from streamrec.checkpoints import load_model
+from streamrec.config import ClipConfig, StreamConfig, load_config, load_labels
+from streamrec.errors import StreamrecError
+from streamrec.events import EventBus, MemorySink
+from streamrec.models.streaming import streaming_network
+from streamrec.pipeline import Pipeline
+from streamrec.postprocess import softmax
+from streamrec.ringbuffer import RingBuffer
+from streamrec.scheduler import Scheduler, StepSchedule
+from streamrec.sources import create_source as real_create_source
+from streamrec.transforms import fit_clip_frame
+
+CONFIG = "slowfast_tiny_streaming"
+FPS = 30.0
+HOP, UNIT, WARMUP, DELAY, CLIP_UNITS = 8, 8, 8, 4, 4  # slowfast_tiny's streaming form (docs/streaming.md)
+EAGER = ["postprocess.enter_threshold=0.1", "postprocess.exit_threshold=0.1", "postprocess.background_labels=[]"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engines(tmp_path_factory):
+    """One engine cache for the module: each backend's engine is made once."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path_factory.mktemp("engines")))
+        torch.set_num_threads(1)
+        yield
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    """Eight seconds at 30 fps: 30 hops of 8 frames."""
+    return write_video(tmp_path_factory.mktemp("video") / "long.mp4", frames=240, seed=3)
+
+
+class GapAt:
+    """A file source whose timestamps jump by ``jump_s`` from frame ``index`` on: the capture
+    sees an outage there (frames missing for far longer than pipeline.max_gap_frames)."""
+
+    def __init__(self, source, index: int, jump_s: float):
+        self.source, self.index, self.jump_s, self.read_count = source, index, jump_s, 0
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def read(self):
+        item = self.source.read()
+        if item is None:
+            return None
+        frame, _ = item
+        timestamp = self.read_count / FPS + (self.jump_s if self.read_count >= self.index else 0.0)
+        self.read_count += 1
+        return frame, timestamp
+
+
+def run(video, backend: str, monkeypatch=None, gap_at: int | None = None):
+    """The streaming pipeline over ``video``: its hop results, events and the model's input frames."""
+    config = load_config(CONFIG, ["events.predictions=true", f"engine.backend={backend}", "engine.device=cpu",
+                                  *EAGER])
+    config = config.replace(streams=(StreamConfig(id="file", source=str(video)),))
+    if gap_at is not None:
+        monkeypatch.setattr("streamrec.pipeline.create_source",
+                            lambda spec, **kw: GapAt(real_create_source(spec, **kw), gap_at, 5.0))
+    frames = {}
+    hops, sink = [], MemorySink()
+    tap = lambda stream, index, timestamp, frame: frames.__setitem__(index, fit_clip_frame(frame, config.clip))
+    Pipeline(config, create_engine(config), load_labels(config), EventBus([sink]), observers=[hops.append],
+             frame_taps=[tap]).run()
+    return config, hops, sink.events(), np.stack([frames[i] for i in range(len(frames))])
+
+
+def offline_probabilities(config, frames: np.ndarray, starts: list[int]) -> list[np.ndarray]:
+    """The streaming network itself (PyTorch, no pipeline) over the frames, from a zero state at
+    each of ``starts``: per hop, the softmax of its logits (None during warm-up)."""
+    network = streaming_network(load_model(config), config.clip)
+    out = []
+    for first, last in zip(starts, [*starts[1:], len(frames)]):
+        state = network.zero_state(1)
+        for hop, begin in enumerate(range(first, last - HOP + 1, HOP)):
+            fast = torch.from_numpy(frames[begin:begin + HOP:config.clip.sampling_rate][None])
+            with torch.no_grad():
+                logits, state = network(fast[:, ::config.clip.alpha], fast, state)
+            out.append(softmax(logits.numpy())[0] if hop + 1 >= WARMUP else None)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_the_pipeline_streams_the_same_logits_as_the_network_offline(backend, long_video):
+    config, hops, events, frames = run(long_video, backend)
+    expected = [p for p in offline_probabilities(config, frames, [0]) if p is not None]
+    assert len(frames) == 240 and len(hops) == len(expected) == 30 - WARMUP + 1
+    for hop, probabilities in zip(hops, expected):
+        assert np.abs(hop.probabilities - probabilities).max() <= 1e-5
+    # warm-up: the first prediction comes once 8 units (64 frames) have arrived
+    assert hops[0].view.end_index == WARMUP * UNIT - 1
+    assert not any(h.view.restarts for h in hops)  # only the stream's first view (hop 0) restarted the state
+    # each result is stamped with the window its logits describe: 4 units long, 4 units before the hop's end
+    for k, hop in enumerate(hops):
+        last_fast = (WARMUP + k) * UNIT - 2  # the hop's last Fast frame
+        assert hop.view.clip_end == pytest.approx((last_fast - DELAY * UNIT) / FPS, abs=1e-6)
+        assert hop.view.clip_start == pytest.approx((last_fast - DELAY * UNIT - (CLIP_UNITS * UNIT - 2)) / FPS,
+                                                    abs=1e-6)
+    predictions = [e for e in events if e["type"] == "prediction"]
+    assert [(p["clip_start"], p["clip_end"]) for p in predictions] == [
+        (round(h.view.clip_start, 3), round(h.view.clip_end, 3)) for h in hops]
+    assert any(e["type"] == "action_start" for e in events)
+    ended = [e for e in events if e["type"] == "status" and e["state"] == "ended"]
+    assert ended[-1]["hops_served"] == 30 and ended[-1]["hops_skipped"] == 0
+
+
+def test_the_state_starts_again_after_a_gap(long_video, monkeypatch):
+    config, hops, events, frames = run(long_video, "onnxruntime", monkeypatch, gap_at=120)
+    expected = offline_probabilities(config, frames, [0, 120])
+    warm = [p for p in expected if p is not None]
+    assert len(hops) == len(warm) == 2 * (15 - WARMUP + 1)
+    for hop, probabilities in zip(hops, warm):
+        assert np.abs(hop.probabilities - probabilities).max() <= 1e-5
+    # carrying the state over the gap would give other logits after it
+    carried = offline_probabilities(config, frames, [0])[15 + WARMUP - 1:]
+    assert np.abs(hops[15 - WARMUP + 1].probabilities - carried[0]).max() > 1e-3
+    after = hops[15 - WARMUP + 1]  # the first result after the gap: a whole warm-up after it
+    assert after.view.end_index == 120 + WARMUP * UNIT - 1
+    assert after.view.clip_start >= 120 / FPS + 5.0 - 1e-6  # its window lies wholly after the gap
+    lost = [e for e in events if e["type"] == "action_end" and e["reason"] == "stream_lost"]
+    assert lost and all(e["clip_end"] <= 119 / FPS + 1e-3 for e in lost)
+
+
+def test_views_are_the_hops_new_frames_on_the_unit_grid_at_any_frame_rate():
+    """At 20 fps a hop of 8 frames at 30 fps wants Fast frames at (8h + 2k) / 30 s: each takes the
+    latest frame at or before it, frame floor((16h + 4k) / 3); Slow the first of each unit."""
+    clip = ClipConfig(num_frames=16, sampling_rate=2, alpha=4, short_side=4, crop_size=4)
+    ring = RingBuffer(64, 4, 4)
+    schedule = StepSchedule("s", ring, clip, fps=20.0, step_hop=8, offline=True, live_clock=False)
+    views = []
+    for i in range(40):
+        ring.write(np.full((4, 4, 3), i, np.uint8), 1000.0 + i / 20, i / 20, new_segment=(i == 0))
+        while (view := schedule.take()) is not None:
+            views.append(view)
+            schedule.awaiting_result = False  # the engine returned this view's state
+    assert [v.end_index for v in views] == [5, 10, 15, 21, 26, 31, 37]  # a hop is 16/3 source frames at 20 fps
+    for h, view in enumerate(views):
+        assert list(view.inputs["fast"][:, 0, 0, 0]) == [(16 * h + 4 * k) // 3 for k in range(4)]
+        assert list(view.inputs["slow"][:, 0, 0, 0]) == [(16 * h) // 3]
+    assert views[0].restarts and not any(v.restarts for v in views[1:])
+
+
+def test_a_streaming_stream_has_one_view_in_flight_and_restarts_after_skipped_hops():
+    clip = ClipConfig(num_frames=16, sampling_rate=2, alpha=4, short_side=4, crop_size=4)
+    ring = RingBuffer(64, 4, 4)
+    scheduler = Scheduler(max_batch=4, max_wait_s=0.0)
+    schedule = StepSchedule("cam", ring, clip, fps=30.0, step_hop=8, offline=False, live_clock=True)
+    scheduler.add(schedule)
+    write = lambda frames: [ring.write(np.full((4, 4, 3), i, np.uint8), 1000.0 + i / 30, i / 30,
+                                       new_segment=(i == 0)) for i in frames]
+    write(range(8))
+    first = scheduler.cut()
+    assert [v.end_index for v in first.views] == [7] and first.views[0].restarts
+    write(range(8, 16))
+    assert scheduler.due() == 0  # hop 8..15 has arrived, but the state it needs is still in the engine
+    scheduler.release(first)
+    second = scheduler.cut()
+    assert [v.end_index for v in second.views] == [15] and not second.views[0].restarts
+    scheduler.release(second)
+    write(range(16, 40))  # three hops arrive while nobody asks: the newest whole one is cut
+    view = scheduler.cut().views[0]
+    assert view.end_index == 39 and view.hops_skipped == 2 and view.restarts
+    assert list(view.inputs["fast"][:, 0, 0, 0]) == [32, 34, 36, 38]
+
+
+def test_the_torch_engine_steps_as_the_onnxruntime_engine():
+    rng = np.random.default_rng(0)
+    engines = [create_engine(load_config(CONFIG, [f"engine.backend={b}", "engine.device=cpu"]))
+               for b in ("onnxruntime", "torch")]
+    assert engines[0].streaming == engines[1].streaming and engines[0].state == engines[1].state
+    states = [e.state.zeros(3) for e in engines]
+    for _ in range(WARMUP + 1):
+        frames = {"slow": rng.integers(0, 256, (3, 1, 96, 96, 3), np.uint8),
+                  "fast": rng.integers(0, 256, (3, 4, 96, 96, 3), np.uint8)}
+        (onnx_logits, states[0]), (torch_logits, states[1]) = [e.step({**frames, "state": s})
+                                                               for e, s in zip(engines, states)]
+        assert np.abs(onnx_logits - torch_logits).max() <= 1e-4
+    assert np.abs(states[0] - states[1]).max() <= 1e-3
+    with pytest.raises(StreamrecError, match="step"):
+        engines[1].infer(frames)
+
+
+def test_the_cache_key_holds_the_form_and_the_hop():
+    from streamrec.backends.engine_cache import export_path
+
+    paths = {export_path(load_config(CONFIG, overrides), "fp32") for overrides in
+             ([], ["streaming.form=causal"], ["pipeline.hop_frames=16"])}
+    assert len(paths) == 3
+    assert export_path(load_config(CONFIG, ["pipeline.hop_seconds=0.26667"]), "fp32") == \
+        export_path(load_config(CONFIG), "fp32")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", CONFIG, "--hop", "4"], "--hop: pipeline.hop_frames 4 is not a whole number of units"),
+    (["--config", CONFIG, "--set", "streaming.form=casual"], "did you mean 'causal'"),
+    (["--config", "x3d_xs", "--set", "streaming.form=causal"], "model x3d has no streaming form"),
+    (["--config", CONFIG, "--backend", "tensorrt"], "runs on the onnxruntime and torch backends"),
+])
+def test_bad_streaming_input_is_one_clear_line(args, message, video_file):
+    result = run_cli("run", "--source", str(video_file), "--publish", "none", "--quiet", *args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_streams_a_video_from_the_command_line(video_file, tmp_path):
+    log = tmp_path / "events.jsonl"
+    result = run_cli("run", "--config", CONFIG, "--source", f"door={video_file}", "--publish", "none", "--quiet",
+                     "--predictions", "--event-log", str(log), "--backend", "onnxruntime",
+                     timeout=120)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    predictions = [e for e in events if e["type"] == "prediction"]
+    assert len(predictions) == 120 // HOP - WARMUP + 1
+    assert predictions[0]["clip_start"] == 0.0 and predictions[0]["clip_end"] == pytest.approx(30 / FPS, abs=1e-3)
