@@ -5,17 +5,21 @@ with the window they describe; the same logits as the streaming network run offl
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, write_video
+from conftest import REPO, run_cli, write_video
 from streamrec.backends import create_engine
 from streamrec.checkpoints import load_model
 from streamrec.config import ClipConfig, StreamConfig, load_config, load_labels
 from streamrec.errors import StreamrecError
 from streamrec.events import EventBus, MemorySink
+from streamrec.export import export_streaming
 from streamrec.models.streaming import streaming_network
 from streamrec.pipeline import Pipeline
 from streamrec.postprocess import softmax
@@ -229,3 +233,27 @@ def test_run_streams_a_video_from_the_command_line(video_file, tmp_path):
     predictions = [e for e in events if e["type"] == "prediction"]
     assert len(predictions) == 120 // HOP - WARMUP + 1
     assert predictions[0]["clip_start"] == 0.0 and predictions[0]["clip_end"] == pytest.approx(30 / FPS, abs=1e-3)
+
+
+def test_the_onnxruntime_streaming_run_path_never_imports_torch(video_file, tmp_path):
+    graph = export_streaming(load_config(CONFIG), tmp_path / "stream.onnx", hop_frames=HOP)
+    script = f"""
+import sys
+from streamrec.backends import create_engine
+from streamrec.config import StreamConfig, load_config, load_labels
+from streamrec.events import EventBus, MemorySink
+from streamrec.export import export_streaming
+from streamrec.pipeline import Pipeline
+config = load_config("{CONFIG}", ["engine.backend=auto", "engine.engine_file={graph}", "engine.device=cpu",
+                                  "events.predictions=true"])
+config = config.replace(streams=(StreamConfig(id="file", source="{video_file}"),))
+sink = MemorySink()
+Pipeline(config, create_engine(config), load_labels(config), EventBus([sink])).run()
+assert len([e for e in sink.events() if e["type"] == "prediction"]) == {120 // HOP - WARMUP + 1}
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
