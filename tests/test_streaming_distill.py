@@ -13,7 +13,8 @@ from streamrec.checkpoints import load_checkpoint, load_model
 from streamrec.config import load_config
 from streamrec.errors import StreamrecError
 from streamrec.models.streaming import CAUSAL, streaming_network
-from streamrec.training.distill import FolderFootage, ProceduralFootage, distill, main, stream_inputs, teacher_targets
+from streamrec.cli import main
+from streamrec.training.distill import FolderFootage, ProceduralFootage, distill, stream_inputs, teacher_targets
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,8 +73,28 @@ def test_a_short_run_moves_the_student_towards_the_teacher_and_writes_a_loadable
         streaming_network(original, config.clip, form=CAUSAL).layout
 
 
-def test_bad_arguments_are_one_line(tmp_path, capsys):
-    assert main(["--stream-from", "slowfast_tiny", "--data", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
-    assert "is not a folder" in capsys.readouterr().err
-    assert main(["--stream-from", "slowfast_tiny", "--data", "procedural", "--out", str(tmp_path), "--units", "4"]) == 2
-    assert "--units 4 leaves no room" in capsys.readouterr().err
+def test_train_stream_from_distils_without_labels(tmp_path, capsys):
+    out = tmp_path / "causal"
+    assert main(["train", "--stream-from", "slowfast_tiny", "--out", str(out), "--steps", "2", "--batch-size", "1",
+                 "--units", "6", "--threads", "1"]) == 0
+    record = json.loads((out / "distill.json").read_text())
+    assert (record["form"], record["data"], record["steps"], record["batch"], record["units"]) == \
+        (CAUSAL, "procedural", 2, 1, 6)
+    assert load_checkpoint(out / "model.pt").metadata["streaming"]["form"] == CAUSAL
+    assert f"wrote {out / 'model.pt'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stream-from", "slowfast_tiny", "--data", "{tmp}/none"], "is not a folder"),
+    (["--stream-from", "slowfast_tiny", "--units", "4"], "--units 4 leaves no room"),
+    (["--stream-from", "slowfast_tiny", "--steps", "0"], "--steps, --batch-size, --units and --threads must be"),
+    (["--stream-from", "slowfast_tiny", "--epochs", "3", "--resume"],
+     "--epochs, --resume do not apply to --stream-from"),
+    (["--form", "causal"], "--form set how a streaming model is distilled; add --stream-from"),
+    (["--stream-from", "no_such_config"], "no_such_config"),
+])
+def test_bad_arguments_are_one_line(tmp_path, capsys, argv, message):
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    assert main(["train", *argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("error: "), err

@@ -357,9 +357,9 @@ def _accuracy_text(acc: dict) -> str:
         made = m.get("distilled")
         if made:
             held = made["held_out"]
-            lines.append(f"\n{name}: `python -m streamrec.training.distill --stream-from {made['stream_from']} --data "
-                         f"{made['data']} --form {made['form']} --steps {made['steps']} --batch {made['batch']} --units "
-                         f"{made['units']} --lr {made['lr']} --seed {made['seed']}` ({made['seconds']:.0f} s; on "
+            lines.append(f"\n{name}: `python run_stream.py train --stream-from {made['stream_from']} --data "
+                         f"{made['data']} --form {made['form']} --steps {made['steps']} --batch-size {made['batch']} "
+                         f"--units {made['units']} --lr {made['lr']} --seed {made['seed']}` ({made['seconds']:.0f} s; on "
                          f"{held['sequences']} held-out sequences, KL to the teacher {held['before']['kl']} -> "
                          f"{held['after']['kl']}, top-1 agreement {held['before']['agreement']} -> "
                          f"{held['after']['agreement']})")

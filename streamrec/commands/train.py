@@ -4,6 +4,7 @@
     run_stream.py train --data data/ --out runs/mine     # data/<class>/*.mp4, one folder per class
     run_stream.py train --config slowfast_r50_8x8 --checkpoint kinetics.pt --new-head --data data/
     run_stream.py train --config slowfast_tiny_roi       # a person model (RoI head) on procedural group scenes
+    run_stream.py train --stream-from slowfast_tiny --data videos/ --out runs/causal   # no labels
 
 A config whose network classifies person boxes trains on procedural rooms with several people
 and the ground-truth boxes of each clip's keyframe, and is judged by frame mAP.
@@ -11,6 +12,11 @@ and the ground-truth boxes of each clip's keyframe, and is judged by frame mAP.
 The output folder gets ``model.pt`` (weights with their config and label names),
 ``config.yaml`` (run it with ``run_stream.py --config OUT/config.yaml``), ``labels.txt`` for
 folder data, and ``TRAINING.md`` (the command, seed, timings and held-out figures of the run).
+
+``--stream-from CONFIG|CHECKPOINT`` distils the clip model's streaming form (``--form``) from the
+clip model itself on unlabelled footage (``--data``: a folder of videos, any layout, or the
+procedural generator) and writes ``model.pt`` and ``distill.json``; see
+`streamrec.training.distill` and docs/streaming.md.
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ from streamrec.config import DEFAULT_CONFIG, load_config
 from streamrec.errors import StreamrecError
 
 
+DISTILL_LR = 3e-4
+DISTILL_DEFAULTS = {"form": "causal", "steps": 500, "units": 10}  # unset in argparse: typed only with --stream-from
+# Options of clip training that distillation does not read: refused with --stream-from, not ignored.
+NOT_WITH_STREAM_FROM = ("config", "epochs", "clips_per_epoch", "train_scenes", "val_scenes", "val_fraction", "workers",
+                        "checkpoint", "new_head", "resume", "set")
+NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     from streamrec.training.records import GROUP_VAL_SCENES, VAL_SCENES
 
@@ -34,7 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--clips-per-epoch", type=int, default=defaults.clips_per_epoch)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate (one-cycle schedule)")
+    parser.add_argument("--lr", type=float, help=f"peak learning rate of the one-cycle schedule (default {defaults.lr}; "
+                                                 f"with --stream-from, AdamW's rate, default {DISTILL_LR})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="fixes data, split, augmentation and init")
     parser.add_argument("--train-scenes", type=int, default=defaults.train_scenes, help="procedural training scenes")
     parser.add_argument("--val-scenes", type=int, default=defaults.val_scenes,
@@ -53,6 +68,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. model.dropout=0.2; repeatable")
+    streaming = parser.add_argument_group("distilling a streaming model (no labels)")
+    streaming.add_argument("--stream-from", metavar="CONFIG|CHECKPOINT",
+                           help="the clip model (a config with its checkpoint, or a streamrec checkpoint) whose "
+                                "streaming form to distil from it on --data (default: procedural footage)")
+    streaming.add_argument("--form", choices=("causal", "delayed_exact"),
+                           help=f"the streaming form to distil (default {DISTILL_DEFAULTS['form']})")
+    streaming.add_argument("--steps", type=int, help=f"optimizer steps (default {DISTILL_DEFAULTS['steps']})")
+    streaming.add_argument("--units", type=int,
+                           help=f"units (Slow frames) per training sequence (default {DISTILL_DEFAULTS['units']})")
 
 
 def _settings_defaults():
@@ -66,6 +90,12 @@ def main(args: argparse.Namespace) -> int:
 
     from streamrec.training import TrainSettings, train
 
+    if args.stream_from:
+        return distill_command(args)
+    streaming = _set_apart_from_default(args, NOT_WITHOUT_STREAM_FROM)
+    if streaming:
+        raise StreamrecError(f"{', '.join(streaming)} set how a streaming model is distilled; add --stream-from "
+                             "CONFIG|CHECKPOINT")
     if args.new_head and not args.checkpoint:
         raise StreamrecError("--new-head replaces the classifier of --checkpoint; pass --checkpoint too")
     if args.epochs < 1 or args.clips_per_epoch < 1 or args.batch_size < 1 or args.train_scenes < 1:
@@ -76,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     settings = TrainSettings(
         data=args.data, out=args.out or Path("runs") / config.name, epochs=args.epochs,
-        clips_per_epoch=args.clips_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        clips_per_epoch=args.clips_per_epoch, batch_size=args.batch_size, lr=settings_lr() if args.lr is None else args.lr, seed=args.seed,
         train_scenes=args.train_scenes, val_scenes=args.val_scenes, val_fraction=args.val_fraction,
         workers=args.workers, init_checkpoint=args.checkpoint, new_head=args.new_head, command=recorded_command(),
     )
@@ -86,6 +116,45 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {result.checkpoint} in {result.seconds / 60:.1f} min: validation {measure} "
           f"{result.val.overall:.4f}{test}", file=sys.stderr)
     return 0
+
+
+def settings_lr() -> float:
+    return _settings_defaults().lr
+
+
+def distill_command(args: argparse.Namespace) -> int:
+    """``train --stream-from``: `streamrec.training.distill` on the command line's values."""
+    import torch
+
+    from streamrec.training.distill import distill, stream_from
+
+    refused = _set_apart_from_default(args, NOT_WITH_STREAM_FROM)
+    if refused:
+        raise StreamrecError(f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
+                             "--stream-from (the clip model it names is the teacher and the start); drop "
+                             f"{'it' if len(refused) == 1 else 'them'}")
+    lr = DISTILL_LR if args.lr is None else args.lr
+    form, steps, units = (DISTILL_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
+                          for name in ("form", "steps", "units"))
+    if min(steps, args.batch_size, units, args.threads) < 1 or lr <= 0:
+        raise StreamrecError("--steps, --batch-size, --units and --threads must be at least 1 and --lr above 0")
+    torch.set_num_threads(args.threads)
+    config = stream_from(args.stream_from)
+    out = args.out or Path("runs") / f"{config.name}_{form}"
+    record = distill(config, args.data or "procedural", out, steps=steps, batch=args.batch_size, units=units, lr=lr,
+                     seed=args.seed, form=form)
+    held = record["held_out"]
+    print(f"wrote {out / 'model.pt'} in {record['seconds'] / 60:.1f} min: on {held['sequences']} held-out "
+          f"sequences, KL to the clip model {held['before']['kl']} -> {held['after']['kl']}, top-1 agreement "
+          f"{held['before']['agreement']} -> {held['after']['agreement']}", file=sys.stderr)
+    return 0
+
+
+def _set_apart_from_default(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The flags among ``names`` (argparse dests) whose value is not their default, as typed (``--epochs``)."""
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != parser.get_default(name)]
 
 
 def recorded_command() -> str:

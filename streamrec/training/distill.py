@@ -15,7 +15,8 @@ model's hops), by KL divergence. No label is read. Batch norms keep the clip mod
 Footage: a folder of videos (every file OpenCV opens; frames taken by time at the training rate
 and fitted as the capture fits them), or ``procedural``, the surveillance generator::
 
-    python -m streamrec.training.distill --stream-from slowfast_tiny --data procedural --out runs/causal_tiny
+    python run_stream.py train --stream-from slowfast_tiny --out runs/causal_tiny      # procedural footage
+    python run_stream.py train --stream-from slowfast_tiny --data videos/ --out runs/mine
 
 The result is a streamrec checkpoint of the network (its metadata says ``streaming.form:
 causal``) with ``distill.json`` beside it: the losses, and before/after figures on held-out
@@ -24,10 +25,8 @@ sequences (KL to the teacher and top-1 agreement with it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,38 +250,3 @@ def stream_from(value: str) -> Config:
 
         return checkpoint_config(value)
     return load_config(value)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import torch
-
-    parser = argparse.ArgumentParser(prog="python -m streamrec.training.distill", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stream-from", required=True, metavar="CONFIG|CHECKPOINT",
-                        help="the clip model to distil from: a config (with its checkpoint) or a streamrec checkpoint")
-    parser.add_argument("--data", required=True, help="a folder of videos, or 'procedural'")
-    parser.add_argument("--out", required=True, type=Path, help="folder for model.pt and distill.json")
-    parser.add_argument("--form", default="causal", choices=("causal", "delayed_exact"),
-                        help="the streaming form to distil (default %(default)s)")
-    parser.add_argument("--steps", type=int, default=500, help="optimizer steps (default %(default)s)")
-    parser.add_argument("--batch", type=int, default=4, help="sequences per step (default %(default)s)")
-    parser.add_argument("--units", type=int, default=10, help="units per sequence (default %(default)s)")
-    parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default %(default)s)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
-    try:
-        if min(args.steps, args.batch, args.threads) < 1 or args.lr <= 0:
-            raise StreamrecError("--steps, --batch and --threads must be >= 1 and --lr > 0")
-        record = distill(stream_from(args.stream_from), args.data, args.out, steps=args.steps, batch=args.batch,
-                         units=args.units, lr=args.lr, seed=args.seed, form=args.form)
-    except StreamrecError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(record["held_out"]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
