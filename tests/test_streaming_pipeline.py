@@ -257,3 +257,15 @@ print("ok")
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_bench_pipeline_runs_a_streaming_config(tmp_path):
+    """The streaming engine's calls are metered and its engine-only reference is stepped."""
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "pipeline", "--config", CONFIG, "--backend", "onnxruntime", "--streams", "2",
+                     "--duration", "4", "--engine-iters", "2", "--engine-seconds", "0", "--json", str(out), timeout=120)
+    assert result.returncode == 0, result.stderr
+    (trial,) = json.loads(out.read_text())["results"]
+    assert trial["hops_served"] > 0 and trial["clips_per_s"] > 0  # clips: streaming calls' rows, metered
+    reference = next(r for r in trial["engine_only"] if r["batch"] == 4)
+    assert reference["clips_per_s"] > 0 and len(reference["durations_ms"]) == 4

@@ -82,8 +82,21 @@ class EngineWrapper:
     def takes_boxes(self) -> bool:
         return self.engine.takes_boxes
 
+    @property
+    def state(self):
+        """A streaming engine's `streamrec.backends.inputs.StateSpec` (None: it runs whole clips)."""
+        return getattr(self.engine, "state", None)
+
+    @property
+    def streaming(self):
+        """A streaming engine's `streamrec.backends.inputs.StreamingSpec` (None: it runs whole clips)."""
+        return getattr(self.engine, "streaming", None)
+
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.engine.infer(inputs)
+
+    def step(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return self.engine.step(inputs)
 
 
 # --------------------------------------------------------------------------- the registry

@@ -35,7 +35,7 @@ from streamrec.bench.flops import flops_per_clip, measure_peak_gflops
 from streamrec.bench.machine import PeakRss, current_rss_mib, device_memory_mib
 from streamrec.bench.report import Column, new_figure, save_figure, table
 from streamrec.bench.timing import latency_summary, time_calls
-from streamrec.config import Config
+from streamrec.config import Config, streaming_hop_frames
 from streamrec.errors import StreamrecError
 from streamrec.sampling import split_pathways
 
@@ -92,6 +92,11 @@ def random_inputs(config: Config, batch: int, seed: int = 0) -> dict[str, np.nda
     for a per-person model (a ``detection:`` section), `BENCH_PEOPLE_PER_CLIP` boxes a clip."""
     clip = config.clip
     rng = np.random.default_rng(seed)
+    if config.streaming is not None:  # one hop's new frames (the engine's state is added by the caller: its size)
+        from streamrec.backends.inputs import hop_input_specs
+
+        return {s.name: rng.integers(0, 256, (batch, *s.clip_shape), dtype=np.uint8)
+                for s in hop_input_specs(clip, streaming_hop_frames(config))}
     frames = rng.integers(0, 256, (batch, clip.num_frames, clip.crop_size, clip.crop_size, 3), dtype=np.uint8)
     inputs = split_pathways(clip, frames)
     if config.detection is not None:

@@ -47,27 +47,35 @@ class CallTimes:
 
 
 def time_calls(engine: Engine, inputs: Mapping[str, np.ndarray], warmup: int, iterations: int) -> CallTimes:
-    """``iterations`` timed ``engine.infer(inputs)`` calls after ``warmup`` untimed ones; with
+    """``iterations`` timed calls (`engine_call`) after ``warmup`` untimed ones; with
     ``engine.parallel_calls`` > 1, from that many threads at once, as the pipeline calls it."""
     if engine.parallel_calls > 1:
         return _time_side_by_side(engine, inputs, warmup, iterations)
+    call = engine_call(engine, inputs)
     for _ in range(warmup):
-        engine.infer(inputs)
+        call(inputs)
     synchronize = device_synchronizer()  # after warm-up: the first call may be what initialises CUDA
     durations = []
     for _ in range(iterations):
         synchronize()
         start = time.perf_counter()
-        engine.infer(inputs)
+        call(inputs)
         synchronize()
         durations.append(time.perf_counter() - start)
     return CallTimes(durations, sum(durations))
+
+
+def engine_call(engine: Engine, inputs: Mapping[str, np.ndarray]):
+    """What one call of ``engine`` on ``inputs`` is: ``step`` when they carry a streaming engine's
+    ``state``, else ``infer``."""
+    return engine.step if "state" in inputs else engine.infer
 
 
 def _time_side_by_side(engine: Engine, inputs: Mapping[str, np.ndarray], warmup: int, iterations: int) -> CallTimes:
     """Each of ``engine.parallel_calls`` threads warms up, then all make their share of the timed
     calls at once (parallel calls are CPU-only: there is no device to synchronise)."""
     threads = engine.parallel_calls
+    call = engine_call(engine, inputs)
     shares = [iterations // threads + (i < iterations % threads) for i in range(threads)]
     durations: list[float] = []
     errors: list[Exception] = []
@@ -76,11 +84,11 @@ def _time_side_by_side(engine: Engine, inputs: Mapping[str, np.ndarray], warmup:
     def caller(share: int) -> None:
         try:
             for _ in range(warmup):
-                engine.infer(inputs)
+                call(inputs)
             ready.wait()
             for _ in range(share):
                 start = time.perf_counter()
-                engine.infer(inputs)
+                call(inputs)
                 durations.append(time.perf_counter() - start)
         except threading.BrokenBarrierError:  # another caller failed in its warm-up
             pass
