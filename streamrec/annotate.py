@@ -83,7 +83,7 @@ def draw_overlay(frame_rgb: np.ndarray, stream_id: str, overlay: Overlay | None)
     rows = [(f"{score:.2f} {label}", TEXT, score) for label, score in overlay.top_k]
     rows += [(f"ACTIVE {label} {seconds:.1f} s", ACTIVE, None) for label, seconds in overlay.active]
     for track_id, box, top, active in overlay.people:
-        _draw_person(image, track_id, box, top, active)
+        draw_person(image, track_id, box, top, active)
     if rows:
         _draw_panel(image, rows, at_top=True)
     fps = "--" if overlay.fps is None else f"{overlay.fps:.0f}"
@@ -91,7 +91,7 @@ def draw_overlay(frame_rgb: np.ndarray, stream_id: str, overlay: Overlay | None)
     return image
 
 
-def _draw_person(image: np.ndarray, track_id: int, box: tuple[float, float, float, float],
+def draw_person(image: np.ndarray, track_id: int, box: tuple[float, float, float, float],
                  top: tuple[str, float] | None, active: list[str]) -> None:
     """A person's box, their track id and what they are doing (active actions, else the top label)."""
     height = image.shape[0]

@@ -22,7 +22,7 @@ import pytest
 
 from streamrec.detection import (Keyframe, available_detectors, create_detector, detector_problem,
                                  registered_detectors)
-from streamrec.detection.bench import VTEST, bench_detectors
+from streamrec.detection.bench import VTEST, bench_detectors, tracked_picture
 from streamrec.detection.boxes import Detections, iou_matrix, nms, scale_boxes, widen
 from streamrec.detection.config import (DetectionConfig, HogConfig, MotionConfig, OnnxConfig, TrackerConfig,
                                         check_detection)
@@ -447,3 +447,16 @@ def test_bench_detectors_times_each_detector_at_each_size():
     assert [(t.detector, t.width, t.height, t.keyframes) for t in timings] == [("motion", 160, 120, 3),
                                                                               ("motion", 320, 240, 3)]
     assert all(t.ms_per_keyframe > 0 and t.ms_per_observed_frame > 0 for t in timings)
+
+
+@needs_vtest
+def test_the_readme_picture_boxes_the_tracked_people_and_draws_no_label():
+    image, people, frames_from = tracked_picture(30.0)
+    raw = cv2.VideoCapture(str(VTEST))
+    raw.set(cv2.CAP_PROP_POS_FRAMES, 300)
+    ok, frame = raw.read()
+    raw.release()
+    assert ok and frames_from == VTEST.name and image.shape == frame.shape
+    assert people >= 3  # 5 people walk in view at 30 s; two pairs may share a box
+    changed = np.any(np.abs(image.astype(int) - frame.astype(int)) > 40, axis=2)
+    assert 0.001 < changed.mean() < 0.05  # boxes and id tags drawn, the scene itself left as it was

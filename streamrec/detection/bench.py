@@ -5,6 +5,10 @@ detector has real blobs to box) where it is installed, else from the synthetic s
 are resized to each size measured. The motion detector first sees ``warmup_s`` of frames, then
 every third frame is a keyframe and the two between are observed (as a 30 fps stream at hop
 8 fed about 10 frames a second), each call timed. The figures belong in BENCHMARKS.md.
+
+``--picture FILE.png`` also draws what the motion detector and the tracker hold at ``--at``
+seconds of the footage: each tracked person's box and track id, nothing else (vtest.avi has no
+action labels, so none is drawn).
 """
 
 from __future__ import annotations
@@ -84,11 +88,40 @@ def bench_detectors(detectors: Iterable[str] = ("motion", "hog"), sizes: Iterabl
     return timings
 
 
+def tracked_picture(seconds: float) -> tuple[np.ndarray, int, str]:
+    """The frame at ``seconds`` (BGR) with the boxes and ids of the confirmed tracks seen on it, as
+    per-person mode finds them (motion detector, keyframes every third frame, the frames between
+    observed); and how many tracks that is."""
+    from streamrec.annotate import draw_person
+    from streamrec.detection.config import TrackerConfig
+    from streamrec.detection.tracker import PersonTracker
+
+    frames, frames_from = video_frames(int(seconds * VIDEO_FPS) + 1)
+    detector, tracker = create_detector(DetectionConfig()), PersonTracker(TrackerConfig())
+    last_keyframe = len(frames) - 1
+    for index, frame in enumerate(frames):
+        if (last_keyframe - index) % 3 == 0:
+            tracker.update(detector.detect([Keyframe("vtest", frame, index / VIDEO_FPS)])[0], index / VIDEO_FPS)
+        else:
+            detector.observe("vtest", frame, index / VIDEO_FPS)
+    image = cv2.cvtColor(frames[-1], cv2.COLOR_RGB2BGR)
+    seen = [track for track in tracker.tracks() if track.missed == 0]
+    for track in seen:
+        draw_person(image, track.id, tuple(track.box), None, [])
+    return image, len(seen), frames_from
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detector", action="append", help="motion, hog or onnx:FILE (default: motion and hog)")
     parser.add_argument("--keyframes", type=int, default=20)
+    parser.add_argument("--picture", type=Path, help="also write a PNG of the tracked people at --at seconds")
+    parser.add_argument("--at", type=float, default=30.0, help="seconds into the footage for --picture (default 30)")
     args = parser.parse_args(argv)
+    if args.picture:
+        image, people, frames_from = tracked_picture(args.at)
+        cv2.imwrite(str(args.picture), image)
+        print(f"wrote {args.picture}: {people} tracked people at {args.at:g} s of {frames_from}")
     _, frames_from = video_frames(1)
     print(f"frames: {frames_from}; OpenCV {cv2.__version__} with {cv2.getNumThreads()} threads")
     print("| detector | frame | ms per keyframe | ms per observed frame |\n|---|---|---|---|")
