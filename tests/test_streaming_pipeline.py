@@ -269,3 +269,16 @@ def test_bench_pipeline_runs_a_streaming_config(tmp_path):
     assert trial["hops_served"] > 0 and trial["clips_per_s"] > 0  # clips: streaming calls' rows, metered
     reference = next(r for r in trial["engine_only"] if r["batch"] == 4)
     assert reference["clips_per_s"] > 0 and len(reference["durations_ms"]) == 4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["pipeline.hop_seconds=0.3"], "pipeline.hop_seconds 0.3 (9 frames at clip.train_fps 30) is not a whole number"),
+    (["streams=[{id: a, source: x.mp4, hop_frames: 16}]"], "one hop for every stream (8 frames), but streams ask for 16"),
+    (["detection={}"], "per-person mode (detection:)"),
+    (["model.nonlocal_blocks=[[], [1], [], []]"], "no streaming form"),
+])
+def test_streaming_config_mistakes_are_one_line(overrides, message):
+    with pytest.raises(StreamrecError) as err:
+        load_config(CONFIG, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert load_config(CONFIG, ["pipeline.hop_seconds=0.5334"]).pipeline.hop_seconds == 0.5334  # 16 frames
