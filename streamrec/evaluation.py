@@ -212,8 +212,14 @@ class StreamRecord:
     hops: list[Hop]  # every hop's scores, to replay the postprocess with other settings
 
 
-def run_pipeline(config, videos: list[Path], zero_fast: bool = False) -> dict[Path, StreamRecord]:
-    """Run the real pipeline over the videos (one stream each, batched together); each video's events and hops."""
+def stream_ids(videos: list[Path]) -> list[str]:
+    """The stream id `run_pipeline` gives each video."""
+    return [f"video{i}" for i in range(len(videos))]
+
+
+def run_pipeline(config, videos: list[Path], zero_fast: bool = False, detector=None) -> dict[Path, StreamRecord]:
+    """Run the real pipeline over the videos (one stream each, batched together); each video's
+    events and hops. ``detector``: per-person mode's, instead of the config's."""
     from streamrec.backends import create_engine
     from streamrec.config import StreamConfig, load_labels
     from streamrec.events import EventBus, MemorySink
@@ -221,7 +227,7 @@ def run_pipeline(config, videos: list[Path], zero_fast: bool = False) -> dict[Pa
 
     if zero_fast and "fast" not in config.clip.input_names:
         raise StreamrecError(f"--zero-fast needs a two-pathway model; {config.model.arch} has one pathway")
-    streams = tuple(StreamConfig(id=f"video{i}", source=str(v)) for i, v in enumerate(videos))
+    streams = tuple(StreamConfig(id=name, source=str(v)) for name, v in zip(stream_ids(videos), videos))
     config = config.replace(streams=streams)
     engine = create_engine(config)
     if zero_fast:
@@ -235,7 +241,7 @@ def run_pipeline(config, videos: list[Path], zero_fast: bool = False) -> dict[Pa
 
     collector = MemorySink()
     bus = EventBus([collector])
-    Pipeline(config, engine, load_labels(config), bus, observers=[record_hop]).run()
+    Pipeline(config, engine, load_labels(config), bus, observers=[record_hop], detector=detector).run()
     bus.close()
     for event in collector.events():
         if event["stream"] in by_stream:

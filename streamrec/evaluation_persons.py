@@ -52,7 +52,9 @@ from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from streamrec.detection.boxes import iou_matrix
+from streamrec.config import ClipConfig
+from streamrec.detection import Detections, Keyframe, PersonDetector
+from streamrec.detection.boxes import clip_to_frame, iou_matrix
 from streamrec.errors import StreamrecError
 from streamrec.evaluation import IOU_THRESHOLD, ClassScore, temporal_iou
 
@@ -375,6 +377,30 @@ class PersonPredictions:
     segments: tuple[PersonSegment, ...]  # each track's actions
     tracks: dict[int, Trajectory]  # each track's boxes, at its hops' keyframes
     keyframes: tuple[tuple[float, tuple[BoxDetection, ...]], ...]  # (keyframe time, every box's labels and scores)
+
+
+class TruthDetector(PersonDetector):
+    """The ground truth's boxes as a detector's (score 1): per-person mode with perfect boxes, to
+    tell what the classifier and tracker lose from what the detector does (AVA papers report
+    both). ``truth``: each stream's ground truth, by stream id."""
+
+    name = "ground truth"
+
+    def __init__(self, truth: Mapping[str, PersonTruth], clip: ClipConfig):
+        self.truth, self.clip = dict(truth), clip
+
+    def detect_one(self, keyframe: Keyframe) -> Detections:
+        from streamrec.transforms import frame_fit
+
+        truth = self.truth[keyframe.stream_id]
+        index = min(len(truth.frames) - 1, max(0, math.floor(keyframe.time_s * truth.fps + 0.5)))
+        people = truth.frames[index]
+        if not people:
+            return Detections.empty()
+        fit = frame_fit(truth.width, truth.height, self.clip.short_side, self.clip.crop_size, self.clip.fit)
+        height, width = keyframe.frame.shape[:2]
+        boxes = clip_to_frame(fit.to_input(np.array([p.box for p in people], np.float32)), width, height)
+        return Detections.of(boxes, np.ones(len(people), np.float32))
 
 
 def predictions_from_events(events: Iterable[Mapping[str, Any]]) -> PersonPredictions:

@@ -167,9 +167,30 @@ def test_eval_scores_a_per_person_run(tmp_path):
     done = run_cli("eval", "--persons", "--count", "1", "--minutes", "0.3", "--seed", "3", "--json", str(report),
                    *[arg for value in PERSONS[:4] for arg in ("--set", value)], timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "frame AP at IoU 0.5 with the detected boxes" in done.stdout
+    detected, perfect = done.stdout.split("with the detected boxes (motion)")[1].split("with the ground-truth boxes")
+    assert "frame AP at IoU 0.5" in detected and "frame AP at IoU 0.5" in perfect
     import json
 
     data = json.loads(report.read_text())
     assert data["mode"] == "persons" and data["detector"] == "motion" and data["segments"] > 0
     assert 0.0 <= data["frame_map_detected_boxes"] <= 1.0
+    truth = data["ground_truth_boxes"]  # the same videos with perfect boxes: as many true actions to find
+    assert truth["true_positives"] + truth["false_negatives"] == data["true_positives"] + data["false_negatives"]
+    assert 0.0 <= truth["frame_map"] <= 1.0
+    assert f"{truth['true_positives']:4d} {truth['false_positives']:4d} {truth['false_negatives']:4d}" in perfect
+
+
+def test_the_ground_truth_detector_hands_the_keyframes_people_in_input_pixels():
+    from streamrec.detection import Keyframe
+    from streamrec.evaluation_persons import PersonBox, PersonTruth, TruthDetector
+
+    clip = load_config("slowfast_tiny_roi").clip  # the 320x240 room letterboxed into 128 px: scale 0.4, 16 px pad
+    people = (PersonBox(1, (100, 50, 140, 150), "waving"), PersonBox(2, (300, 200, 330, 250), "jumping"))
+    truth = PersonTruth(fps=10.0, width=320, height=240, frames=((), people, ()), segments=(),
+                        background_label="standing still")
+    detector = TruthDetector({"room": truth}, clip)
+    frame = np.zeros((128, 128, 3), np.uint8)
+    found = detector.detect([Keyframe("room", frame, 0.12), Keyframe("room", frame, 0.21)])
+    assert np.allclose(found[0].boxes, [[40, 36, 56, 76], [120, 96, 128, 116]])  # the second cut at the edge
+    assert list(found[0].scores) == [1, 1]
+    assert len(found[1]) == 0  # frame 2: nobody

@@ -45,7 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(tune on a validation seed, never on the test seed)")
     parser.add_argument("--persons", action="store_true",
                         help="per-person mode (default config slowfast_tiny_roi): generated videos of 2-4 people, "
-                             "scored by per-person event F1 and AVA's frame AP with the detected boxes")
+                             "scored by per-person event F1 and AVA's frame AP, with the detected boxes and with the "
+                             "ground-truth boxes")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
 
 
@@ -110,12 +111,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def persons_main(args: argparse.Namespace) -> int:
-    """Per-person mode: every hop's boxes and labels published, scored per person and per keyframe."""
+    """Per-person mode: every hop's boxes and labels published, scored per person and per keyframe,
+    once with the config's detector and once with the ground truth's boxes."""
     from streamrec.commands.run import PERSONS_CONFIG
-    from streamrec.evaluation import combine, format_table, ground_truth_path, report, run_pipeline
-    from streamrec.evaluation_persons import (detections_at_keyframes, frame_average_precision, mean_ap,
-                                              predictions_from_events, read_person_truth, score_person_events)
-    from streamrec.sampling import clip_duration
+    from streamrec.evaluation import ground_truth_path, report, stream_ids
+    from streamrec.evaluation_persons import TruthDetector, read_person_truth
 
     if args.zero_fast or args.sweep:
         raise StreamrecError("--zero-fast and --sweep are for whole-frame runs; drop them with --persons")
@@ -127,47 +127,83 @@ def persons_main(args: argparse.Namespace) -> int:
     labels = load_labels(config)
     # Every label's score on every box, for AP.
     config = config.replace(postprocess=dataclasses.replace(config.postprocess, top_k=len(labels)))
-    scored = [name for name in labels if name not in config.postprocess.background_labels]
     with tempfile.TemporaryDirectory(prefix="streamrec-eval-") as scratch:
         videos = list(args.videos) or _generate_groups(args, Path(scratch))
         for video in videos:
             if not video.is_file():
                 raise StreamrecError(f"video {video} not found")
         truth = {video: read_person_truth(ground_truth_path(video)) for video in videos}
-        started = time.monotonic()
-        records = run_pipeline(config, videos)
-        seconds = time.monotonic() - started
-    predictions = {v: predictions_from_events(records[v].events) for v in videos}
-    scores = combine([score_person_events(truth[v].segments, truth[v].trajectories(), predictions[v].segments,
-                                          predictions[v].tracks, scored, args.iou) for v in videos])
-    keyframe_truth, keyframe_detections = {}, {}
-    for v in videos:  # keyframes from one clip in: before, no clip is whole
-        at, found = detections_at_keyframes(truth[v], predictions[v], start_s=clip_duration(config.clip))
-        keyframe_truth.update({(str(v), k): people for k, people in at.items()})
-        keyframe_detections.update({(str(v), k): boxes for k, boxes in found.items()})
-    ap = frame_average_precision(keyframe_truth, keyframe_detections, labels=scored)
+        detected = _score_persons(config, labels, videos, truth, args.iou)
+        perfect = _score_persons(config, labels, videos, truth, args.iou, TruthDetector(
+            dict(zip(stream_ids(videos), truth.values())), config.clip))
     source = ", ".join(str(v) for v in args.videos) if args.videos else (
         f"{args.count} generated videos of 2-4 people, {args.minutes:g} min each, seed {args.seed}")
     print(f"{config.name} ({config.checkpoint or 'random weights'}), backend {config.engine.backend}, "
           f"detector {config.detection.detector}, hop {config.pipeline.hop_frames} frames")
     print(f"{source}; a detected action counts when its label matches, temporal IoU >= {args.iou} and its track's "
           f"boxes overlap the person's (mean IoU >= 0.5); delay = true start -> action_start (source seconds)")
-    print(format_table(scores))
-    print(f"\nframe AP at IoU 0.5 with the detected boxes (AVA's rule, keyframes at 2 Hz): "
-          f"mAP {mean_ap(ap):.3f}" if ap else "\nframe AP: no labelled keyframe")
-    for label, value in ap.items():
-        print(f"  {label:>14} {value:.3f}")
-    print(f"pipeline time {seconds:.1f} s", file=sys.stderr)
+    for title, run in ((f"with the detected boxes ({config.detection.detector})", detected),
+                       ("with the ground-truth boxes (the classifier and tracker alone)", perfect)):
+        print(f"\n{title}\n{run.table()}")
+    print(f"pipeline time {detected.seconds:.1f} s (detected boxes), {perfect.seconds:.1f} s (ground-truth boxes)",
+          file=sys.stderr)
     if args.json:
         info = {"mode": "persons", "iou_threshold": args.iou, "config": config.name, "checkpoint": config.checkpoint,
                 "backend": config.engine.backend, "detector": config.detection.detector,
                 "postprocess": dataclasses.asdict(config.postprocess), "videos": [str(v) for v in args.videos] or None,
                 "generated": None if args.videos else {"seed": args.seed, "count": args.count, "minutes": args.minutes},
-                "segments": sum(len(t.segments) for t in truth.values()), "pipeline_seconds": round(seconds, 1),
-                "frame_ap_detected_boxes": ap, "frame_map_detected_boxes": mean_ap(ap), "command": recorded_command()}
+                "segments": sum(len(t.segments) for t in truth.values()), "pipeline_seconds": round(detected.seconds, 1),
+                "frame_ap_detected_boxes": detected.ap, "frame_map_detected_boxes": detected.map,
+                "ground_truth_boxes": report(perfect.scores, {"frame_ap": perfect.ap, "frame_map": perfect.map,
+                                                              "pipeline_seconds": round(perfect.seconds, 1)}),
+                "command": recorded_command()}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report(scores, info), indent=1) + "\n")
+        args.json.write_text(json.dumps(report(detected.scores, info), indent=1) + "\n")
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonRun:
+    """One per-person run over the videos, scored: event counts per class and frame AP."""
+
+    scores: dict
+    ap: dict[str, float]
+    seconds: float
+
+    @property
+    def map(self) -> float | None:
+        from streamrec.evaluation_persons import mean_ap
+
+        return mean_ap(self.ap)
+
+    def table(self) -> str:
+        from streamrec.evaluation import format_table
+
+        lines = [format_table(self.scores), f"frame AP at IoU 0.5 (AVA's rule, keyframes at 2 Hz): "
+                 f"mAP {self.map:.3f}" if self.ap else "frame AP: no labelled keyframe"]
+        return "\n".join(lines + [f"  {label:>14} {value:.3f}" for label, value in self.ap.items()])
+
+
+def _score_persons(config, labels: list[str], videos: list[Path], truth: dict, iou: float,
+                   detector=None) -> PersonRun:
+    from streamrec.evaluation import combine, run_pipeline
+    from streamrec.evaluation_persons import (detections_at_keyframes, frame_average_precision,
+                                              predictions_from_events, score_person_events)
+    from streamrec.sampling import clip_duration
+
+    scored = [name for name in labels if name not in config.postprocess.background_labels]
+    started = time.monotonic()
+    records = run_pipeline(config, videos, detector=detector)
+    seconds = time.monotonic() - started
+    predictions = {v: predictions_from_events(records[v].events) for v in videos}
+    scores = combine([score_person_events(truth[v].segments, truth[v].trajectories(), predictions[v].segments,
+                                          predictions[v].tracks, scored, iou) for v in videos])
+    keyframe_truth, keyframe_detections = {}, {}
+    for v in videos:  # keyframes from one clip in: before, no clip is whole
+        at, found = detections_at_keyframes(truth[v], predictions[v], start_s=clip_duration(config.clip))
+        keyframe_truth.update({(str(v), k): people for k, people in at.items()})
+        keyframe_detections.update({(str(v), k): boxes for k, boxes in found.items()})
+    return PersonRun(scores, frame_average_precision(keyframe_truth, keyframe_detections, labels=scored), seconds)
 
 
 def _generate_groups(args: argparse.Namespace, scratch: Path) -> list[Path]:
