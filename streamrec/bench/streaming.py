@@ -394,7 +394,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=3.0, help="length of each (default %(default)s)")
     parser.add_argument("--seed", type=int, default=12345, help="their seed, as eval --seed (default %(default)s)")
     parser.add_argument("--distilled", action="append", default=[], metavar="CONFIG=CHECKPOINT",
-                        help="a checkpoint of a config distilled by streamrec.training.distill, evaluated in its "
+                        help="a checkpoint of a config distilled by train --stream-from, evaluated in its "
                              "form beside the others (repeatable)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--markdown", type=Path, help="replace this benchmark's section of this file (BENCHMARKS.md)")
