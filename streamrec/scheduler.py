@@ -24,7 +24,8 @@ hop is served, and the capture thread waits for the frames to be released.
 A streaming model's stream (`StepSchedule`) is cut differently: each view is only one hop's
 new frames on the model's unit grid, restarted at every break; the state the model carries
 from one view to the next lives in the pipeline, so such a stream has one view in flight at a
-time, and a view that does not follow on from the previous one says so (`View.restarts`).
+time, a late stream is fed the hops it missed while their frames last, and a view that does not
+follow on from the previous one says so (`View.restarts`).
 
 Live streams with the same hop are staggered: each one's first view is delayed by a few
 frames so that cameras started together do not all fall due on the same frame. Without it,
@@ -227,9 +228,10 @@ class StepSchedule(StreamSchedule):
     rate (a whole number of units); its Fast frames are every ``sampling_rate``-th of them, Slow
     the first of each unit (`sampling.hop_indices`: by index at the training rate, else the
     latest frame at or before each wanted time). The grid starts at the stream's first frame (and
-    the stagger) and again after every break. Live views are cut on the grid too: a stream that
-    fell behind gets the newest whole hop, marked `View.restarts` since the hops between were
-    never fed to the model."""
+    the stagger) and again after every break. A stream that fell behind is not handed its newest
+    frames, as a clip stream is: its next hop follows on from the last one while that hop's
+    frames are still in the ring buffer (missing a hop costs the model a whole warm-up); only
+    once they are overwritten does it go on from the newest whole hop, marked `View.restarts`."""
 
     def __init__(self, stream_id: str, ring: RingBuffer, clip: ClipConfig, fps: float, step_hop: int,
                  offline: bool, live_clock: bool):
@@ -266,13 +268,15 @@ class StepSchedule(StreamSchedule):
         return {"slow": (fast // self.clip.alpha, *self.ring.frame_shape), "fast": (fast, *self.ring.frame_shape)}
 
     def take(self, out: dict[str, np.ndarray] | None = None) -> View | None:
-        """Cut the hop that is due (offline: the next one; live: the newest whole one) into ``out``."""
+        """Cut the next hop on the grid into ``out`` (live, if its frames are gone: the newest whole hop)."""
         newest = self.ring.head - 1
         if newest < self.next_end:
             return None
-        late = 0 if self.offline else (newest - self.next_end) // self.hop
-        while late and self._end_of(self.grid_hops + late) > newest:  # by timestamp hops differ by a frame
-            late -= 1
+        late = 0
+        if not self.offline and max(self.grid, self.next_end - self.window + 1) < self.ring.oldest_readable():
+            late = max(1, (newest - self.next_end) // self.hop)
+            while late > 1 and self._end_of(self.grid_hops + late) > newest:  # by timestamp hops differ by a frame
+                late -= 1
         hop = self.grid_hops + late
         end = self._end_of(hop)
         try:

@@ -160,27 +160,36 @@ def test_views_are_the_hops_new_frames_on_the_unit_grid_at_any_frame_rate():
     assert views[0].restarts and not any(v.restarts for v in views[1:])
 
 
-def test_a_streaming_stream_has_one_view_in_flight_and_restarts_after_skipped_hops():
+def test_a_late_streaming_stream_is_fed_the_hops_it_missed_while_their_frames_last():
     clip = ClipConfig(num_frames=16, sampling_rate=2, alpha=4, short_side=4, crop_size=4)
-    ring = RingBuffer(64, 4, 4)
+    ring = RingBuffer(24, 4, 4)
     scheduler = Scheduler(max_batch=4, max_wait_s=0.0)
     schedule = StepSchedule("cam", ring, clip, fps=30.0, step_hop=8, offline=False, live_clock=True)
     scheduler.add(schedule)
     write = lambda frames: [ring.write(np.full((4, 4, 3), i, np.uint8), 1000.0 + i / 30, i / 30,
                                        new_segment=(i == 0)) for i in frames]
+
+    def cut_one():
+        batch = scheduler.cut()
+        scheduler.release(batch)  # the engine returned its state
+        (view,) = batch.views
+        return view
+
     write(range(8))
     first = scheduler.cut()
     assert [v.end_index for v in first.views] == [7] and first.views[0].restarts
     write(range(8, 16))
     assert scheduler.due() == 0  # hop 8..15 has arrived, but the state it needs is still in the engine
     scheduler.release(first)
-    second = scheduler.cut()
-    assert [v.end_index for v in second.views] == [15] and not second.views[0].restarts
-    scheduler.release(second)
-    write(range(16, 40))  # three hops arrive while nobody asks: the newest whole one is cut
-    view = scheduler.cut().views[0]
-    assert view.end_index == 39 and view.hops_skipped == 2 and view.restarts
-    assert list(view.inputs["fast"][:, 0, 0, 0]) == [32, 34, 36, 38]
+    assert cut_one().end_index == 15
+    write(range(16, 32))  # two hops arrive while nobody asks: both are fed, in order
+    caught_up = [cut_one() for _ in range(2)]
+    assert [v.end_index for v in caught_up] == [23, 31] and not any(v.restarts or v.hops_skipped for v in caught_up)
+    write(range(32, 64))  # four hops arrive, and the first three are overwritten before anyone asks
+    view = cut_one()
+    assert view.end_index == 63 and view.hops_skipped == 3 and view.restarts
+    assert list(view.inputs["fast"][:, 0, 0, 0]) == [56, 58, 60, 62]
+    assert schedule.hops_skipped == 3
 
 
 def test_the_torch_engine_steps_as_the_onnxruntime_engine():
