@@ -296,14 +296,14 @@ class Pipeline:
             raise
         warm = []
         for row, runtime in enumerate(runtimes):
-            runtime.carried = new_state[row]
+            runtime.carried = new_state[row].copy()  # a view would keep the whole batch's state alive
             runtime.units_carried = min(runtime.units_carried + self.streaming.units, self.streaming.warmup_units)
             warm.append(logits[row] if runtime.units_carried >= self.streaming.warmup_units else None)
         return warm
 
     def _described(self, view: View) -> View:
         """A streaming view stamped with the window its logits describe: ``clip_units`` long,
-        ending ``delay_units`` units before the hop's last frame (on the stream's clock, at the
+        ending ``delay_units`` units before the hop's last Fast frame (on the stream's clock, at the
         training rate; never before the stream's first frame, which a warm state comes after)."""
         spec, clip = self.streaming, self.config.clip
         end = view.clip_end - spec.delay_units * spec.unit_frames / clip.train_fps
