@@ -169,8 +169,8 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
     for index, checkpoint in enumerate(distilled):
         form = load_checkpoint(checkpoint).metadata.get("streaming", {}).get("form")
         if form not in (CAUSAL, DELAYED_EXACT):
-            raise StreamrecError(f"{checkpoint} records no streaming form; make it with python -m "
-                                 "streamrec.training.distill")
+            raise StreamrecError(f"{checkpoint} records no streaming form; make it with run_stream.py train "
+                                 "--stream-from")
         variants[f"{form.replace('_', '-')}, distilled"] = StreamingVariant(
             load_model(config.replace(checkpoint=checkpoint)), config, form, hop, threads, folder, checkpoint)
     clip_engine = OnnxRuntimeEngine(export_onnx(model, clip, folder / f"{config.name}_clip_acc.onnx"),
