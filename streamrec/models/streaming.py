@@ -155,7 +155,7 @@ class StreamContext:
     def mask(self, timing: Timing, steps: int, like: torch.Tensor) -> torch.Tensor:
         """1 for the new steps of a stream at ``timing`` that come after the reset, 0 before it
         (they stand for the clip model's zero padding); shaped [B, 1, steps, 1, 1]."""
-        index = self.counter * timing.rate - timing.lag + torch.arange(steps, dtype=like.dtype)
+        index = self.counter * timing.rate - timing.lag + torch.arange(steps, dtype=like.dtype, device=like.device)
         return (index >= 0).to(like.dtype).view(-1, 1, steps, 1, 1)
 
     def record(self, name: str, tensors: Sequence[torch.Tensor], timings: Sequence[Timing]) -> None:
