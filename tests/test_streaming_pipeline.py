@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_cli, write_video
-from streamrec.backends import create_engine
+from streamrec.backends import EngineWrapper, create_engine
 from streamrec.checkpoints import load_model
 from streamrec.config import ClipConfig, StreamConfig, load_config, load_labels
 from streamrec.errors import StreamrecError
@@ -248,7 +248,7 @@ def test_the_onnxruntime_streaming_run_path_never_imports_torch(video_file, tmp_
     graph = export_streaming(load_config(CONFIG), tmp_path / "stream.onnx", hop_frames=HOP)
     script = f"""
 import sys
-from streamrec.backends import create_engine
+from streamrec.backends import EngineWrapper, create_engine
 from streamrec.config import StreamConfig, load_config, load_labels
 from streamrec.events import EventBus, MemorySink
 from streamrec.export import export_streaming
@@ -291,3 +291,35 @@ def test_streaming_config_mistakes_are_one_line(overrides, message):
         load_config(CONFIG, overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert load_config(CONFIG, ["pipeline.hop_seconds=0.5334"]).pipeline.hop_seconds == 0.5334  # 16 frames
+
+
+class FailsOnce(EngineWrapper):
+    """Raises on one step call (0: the pipeline's warm-up call)."""
+
+    def __init__(self, engine, call: int):
+        super().__init__(engine)
+        self.calls, self.failing = 0, call
+
+    def step(self, inputs):
+        self.calls += 1
+        if self.calls - 1 == self.failing:
+            raise RuntimeError("engine fault")
+        return self.engine.step(inputs)
+
+
+def test_a_failed_call_starts_its_streams_again(long_video):
+    """The call of hop 10 fails: its state is lost, so hop 11 starts from zeros and the stream is
+    warm again at hop 18; nothing is published for hops 10 to 17."""
+    config = load_config(CONFIG, ["engine.backend=onnxruntime", "engine.device=cpu"])
+    config = config.replace(streams=(StreamConfig(id="file", source=str(long_video)),))
+    frames, hops = {}, []
+    tap = lambda stream, index, timestamp, frame: frames.__setitem__(index, fit_clip_frame(frame, config.clip))
+    Pipeline(config, FailsOnce(create_engine(config), 1 + 10), load_labels(config), EventBus([MemorySink()]),
+             observers=[hops.append], frame_taps=[tap]).run()
+    frames = np.stack([frames[i] for i in range(len(frames))])
+    before, after = offline_probabilities(config, frames, [0, 11 * HOP])[:10], \
+        offline_probabilities(config, frames[11 * HOP:], [0])
+    expected = [p for p in before + after if p is not None]
+    assert [h.view.end_index // HOP for h in hops] == [7, 8, 9, *range(18, 30)]
+    for hop, probabilities in zip(hops, expected, strict=True):
+        assert np.abs(hop.probabilities - probabilities).max() <= 1e-5
