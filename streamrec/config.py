@@ -195,7 +195,7 @@ class EngineConfig:
     cpu_graph: bool = True
 
 
-STREAMING_FORMS = ("delayed_exact", "causal")  # streamrec.models.streaming.FORMS, without importing torch
+STREAMING_FORMS = ("delayed_exact", "causal")  # streamrec.models.streaming's forms (it imports torch)
 STREAMING_ARCHS = ("slowfast", "resnet3d")  # the archs whose networks have a streaming form
 
 

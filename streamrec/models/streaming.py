@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamrec.config import ClipConfig
+from streamrec.config import STREAMING_FORMS, ClipConfig
 from streamrec.errors import StreamrecError
 from streamrec.models import UInt8Clips, VideoNetwork
 from streamrec.models.resnet3d import (
@@ -67,9 +67,8 @@ from streamrec.models.resnet3d import (
 )
 from streamrec.models.slowfast import SlowFast
 
-DELAYED_EXACT = "delayed_exact"
-CAUSAL = "causal"
-FORMS = (DELAYED_EXACT, CAUSAL)
+FORMS = STREAMING_FORMS  # named where configs check them, without importing torch
+DELAYED_EXACT, CAUSAL = FORMS
 STATE_INPUT, STATE_OUTPUT = "state", "new_state"  # the engine contract's names (`streamrec.backends.inputs`)
 
 
