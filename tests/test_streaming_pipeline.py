@@ -323,3 +323,10 @@ def test_a_failed_call_starts_its_streams_again(long_video):
     assert [h.view.end_index // HOP for h in hops] == [7, 8, 9, *range(18, 30)]
     for hop, probabilities in zip(hops, expected, strict=True):
         assert np.abs(hop.probabilities - probabilities).max() <= 1e-5
+
+
+def test_bench_engine_points_a_streaming_config_elsewhere_in_one_line():
+    result = run_cli("bench", "engine", "--config", CONFIG, "--backend", "onnxruntime", "--batch", "1", timeout=60)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: bench engine times whole-clip engines") and "streamrec.bench.streaming" in last

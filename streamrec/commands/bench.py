@@ -169,6 +169,10 @@ def engine_main(args: argparse.Namespace) -> int:
     from streamrec.bench.report import finish_document, start_document
 
     config = config_from_flags(args)
+    if config.streaming is not None:
+        raise StreamrecError("bench engine times whole-clip engines; a streaming config's cost per hop, against its "
+                             "clip model's, is `python -m streamrec.bench.streaming`, and its streams served is "
+                             "`bench pipeline`")
     plan = bench.EngineBenchPlan(
         backends=bench.parse_names(args.backend, bench.BACKENDS, "--backend"),
         precisions=bench.parse_names(args.precision or config.engine.precision, bench.PRECISIONS, "--precision"),
