@@ -53,6 +53,7 @@ from streamrec.models.slowfast import (
     SLOWFAST_PYTORCHVIDEO_NAMES,
     SLOWFAST_TEMPORAL_KERNELS,
     SlowFast,
+    slowfast_alpha,
 )
 
 HEAD_ACTIVATIONS = ("sigmoid", "softmax")
@@ -222,12 +223,6 @@ NO_HEAD_AVERAGE = {"pyslowfast": None, "caffe2": None, "pytorchvideo": None}
 # --------------------------------------------------------------------------- builders
 
 
-def _slowfast_alpha(clip: ClipConfig, arch: str) -> int:
-    if not clip.alpha:
-        raise StreamrecError(f"arch '{arch}' needs clip.alpha (the Fast/Slow frame-rate ratio), e.g. clip.alpha=4")
-    return clip.alpha
-
-
 @register_model("slowfast_roi", head_average_by_origin=NO_HEAD_AVERAGE,  # type: ignore[arg-type]
                 checkpoint_keys={"caffe2": caffe2_keys(SLOWFAST_CAFFE2_RULES + RESNET3D_CAFFE2_RULES),
                                  "pytorchvideo": pytorchvideo_detection_keys(SLOWFAST_PYTORCHVIDEO_NAMES)})
@@ -265,7 +260,7 @@ def slowfast_roi(
     - ``roi_resolution``: RoIAlign's output size per side, max-pooled afterwards; ``aligned``: see the
       module docstring; ``head_activation``: how the logits are read, ``sigmoid`` or ``softmax``.
     """
-    return SlowFastRoI(num_classes=num_classes, alpha=_slowfast_alpha(clip, "slowfast_roi"), depth=depth, width=width,
+    return SlowFastRoI(num_classes=num_classes, alpha=slowfast_alpha(clip, "slowfast_roi"), depth=depth, width=width,
                        beta_inv=beta_inv, fusion_channel_ratio=fusion_channel_ratio, fusion_kernel=fusion_kernel,
                        stem_temporal_kernels=stem_temporal_kernels, stem_spatial_kernel=stem_spatial_kernel,
                        temporal_kernels=temporal_kernels, temporal_blocks=temporal_blocks, groups=groups,

@@ -100,6 +100,13 @@ class SlowFast(VideoNetwork):
         return self.head(self.s5(x))
 
 
+def slowfast_alpha(clip: ClipConfig, arch: str) -> int:
+    """The clip's Fast/Slow frame-rate ratio, which every SlowFast builder needs."""
+    if not clip.alpha:
+        raise StreamrecError(f"arch '{arch}' needs clip.alpha (the Fast/Slow frame-rate ratio), e.g. clip.alpha=4")
+    return clip.alpha
+
+
 @register_model("slowfast", checkpoint_keys={"caffe2": caffe2_keys(SLOWFAST_CAFFE2_RULES),
                                               "pytorchvideo": pytorchvideo_keys(SLOWFAST_PYTORCHVIDEO_NAMES)})
 def slowfast(
@@ -131,9 +138,7 @@ def slowfast(
     - ``head_average``: ``logits`` (PyTorchVideo) or ``softmax`` (PySlowFast), which matters only when the test
       crop exceeds ``train_crop_size`` (default ``clip.crop_size``), the crop that fixes the head pooling.
     """
-    if not clip.alpha:
-        raise StreamrecError("arch 'slowfast' needs clip.alpha (the Fast/Slow frame-rate ratio), e.g. clip.alpha=4")
-    return SlowFast(num_classes=num_classes, alpha=clip.alpha, slow_frames=clip.slow_frames,
+    return SlowFast(num_classes=num_classes, alpha=slowfast_alpha(clip, "slowfast"), slow_frames=clip.slow_frames,
                     train_crop_size=training_crop(clip, train_crop_size), depth=depth, width=width, beta_inv=beta_inv,
                     fusion_channel_ratio=fusion_channel_ratio, fusion_kernel=fusion_kernel,
                     stem_temporal_kernels=stem_temporal_kernels, stem_spatial_kernel=stem_spatial_kernel,
