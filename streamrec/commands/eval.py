@@ -209,20 +209,19 @@ def _score_persons(config, labels: list[str], videos: list[Path], truth: dict, i
 def _generate_groups(args: argparse.Namespace, scratch: Path) -> list[Path]:
     from streamrec.procedural_group import write_group_videos
 
-    if args.count < 1 or args.minutes <= 0:
-        raise StreamrecError("--count must be at least 1 and --minutes positive")
-    out = args.keep_videos or scratch
-    print(f"generating {args.count} video(s) of 2-4 people, {args.minutes:g} min, from seed {args.seed} in {out}",
-          file=sys.stderr)
-    return write_group_videos(out, args.count, args.seed, args.minutes * 60)
+    return _generated(args, scratch, f"video(s) of 2-4 people, {args.minutes:g} min,", write_group_videos)
 
 
 def _generate(args: argparse.Namespace, scratch: Path) -> list[Path]:
     from streamrec.procedural import write_surveillance_videos
 
+    return _generated(args, scratch, f"surveillance video(s) of {args.minutes:g} min", write_surveillance_videos)
+
+
+def _generated(args: argparse.Namespace, scratch: Path, what: str, write) -> list[Path]:
+    """``--count`` videos of ``--minutes`` from ``--seed``, written by ``write`` into ``--keep-videos`` or ``scratch``."""
     if args.count < 1 or args.minutes <= 0:
         raise StreamrecError("--count must be at least 1 and --minutes positive")
     out = args.keep_videos or scratch
-    print(f"generating {args.count} surveillance video(s) of {args.minutes:g} min from seed {args.seed} in {out}",
-          file=sys.stderr)
-    return write_surveillance_videos(out, args.count, args.seed, args.minutes * 60)
+    print(f"generating {args.count} {what} from seed {args.seed} in {out}", file=sys.stderr)
+    return write(out, args.count, args.seed, args.minutes * 60)

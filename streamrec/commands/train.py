@@ -106,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     settings = TrainSettings(
         data=args.data, out=args.out or Path("runs") / config.name, epochs=args.epochs,
-        clips_per_epoch=args.clips_per_epoch, batch_size=args.batch_size, lr=settings_lr() if args.lr is None else args.lr, seed=args.seed,
+        clips_per_epoch=args.clips_per_epoch, batch_size=args.batch_size, lr=_settings_defaults().lr if args.lr is None else args.lr, seed=args.seed,
         train_scenes=args.train_scenes, val_scenes=args.val_scenes, val_fraction=args.val_fraction,
         workers=args.workers, init_checkpoint=args.checkpoint, new_head=args.new_head, command=recorded_command(),
     )
@@ -116,10 +116,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {result.checkpoint} in {result.seconds / 60:.1f} min: validation {measure} "
           f"{result.val.overall:.4f}{test}", file=sys.stderr)
     return 0
-
-
-def settings_lr() -> float:
-    return _settings_defaults().lr
 
 
 def distill_command(args: argparse.Namespace) -> int:
