@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--picture", type=Path, help="also write a PNG of the tracked people at --at seconds")
     parser.add_argument("--at", type=float, default=30.0, help="seconds into the footage for --picture (default 30)")
     args = parser.parse_args(argv)
+    if args.at <= 0:
+        parser.error(f"--at {args.at:g}: give a time into the footage in seconds, above 0 (e.g. --at 30)")
     if args.picture:
         image, people, frames_from = tracked_picture(args.at)
         cv2.imwrite(str(args.picture), image)
