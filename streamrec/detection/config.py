@@ -72,6 +72,11 @@ class TrackerConfig:
     # before their IoU is taken, so that someone who moved more than their width between hops still
     # overlaps their track (C-BIoU's buffer); low-score boxes are matched unwidened.
     buffer: float = 0.3
+    # The confirmed tracks seen on the hop before and still unmatched then try the high-score boxes
+    # left with this wider buffer (C-BIoU's second, larger buffer): a person who falls or sits down
+    # turns from a tall box into a wide one within a hop or two, and would otherwise restart as a
+    # new track in the middle of the action.
+    wide_buffer: float = 1.0
     min_hits: int = 3  # a new track is confirmed (started) once matched on this many hops in a row
     max_missed_hops: int = 8  # a track ends after this many hops unseen ...
     max_missed_s: float | None = None  # ... or, when set, this many seconds unseen
@@ -113,6 +118,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "detection.tracker.match_iou": (0.01, 1.0),
     "detection.tracker.low_match_iou": (0.01, 1.0),
     "detection.tracker.buffer": (0.0, 2.0),
+    "detection.tracker.wide_buffer": (0.0, 4.0),
     "detection.tracker.min_hits": (1, 1000),
     "detection.tracker.max_missed_hops": (0, 100_000),
     "detection.tracker.max_missed_s": (0.01, 86_400),

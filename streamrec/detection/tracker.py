@@ -9,7 +9,10 @@ Every hop (`PersonTracker.update`):
 2. boxes scoring ``high_score`` or more are matched to the confirmed tracks, seen or missing,
    by IoU with the predicted box (at least ``match_iou``), both boxes widened by ``buffer`` of
    their size on every side first (C-BIoU, Yang et al., 2023): at a few hops a second a walker
-   moves more than their own width, and unwidened boxes would not overlap;
+   moves more than their own width, and unwidened boxes would not overlap; the confirmed tracks
+   seen on the hop before and left unmatched then try the boxes left widened by ``wide_buffer``
+   (C-BIoU's cascade of a small and a large buffer): someone who falls turns from a tall box into
+   a wide one within a hop or two, and would otherwise start a new track halfway through the fall;
 3. the lower-scoring boxes (a half-hidden person, a faint blob) are matched to the confirmed
    tracks seen on the hop before that are still unmatched (IoU at least ``low_match_iou``): they
    keep a track alive but never start one;
@@ -186,6 +189,11 @@ class PersonTracker:
 
         # 1. high-score boxes to every confirmed track
         pairs, unmatched, high = associate(confirmed, boxes, high, config.match_iou, config.buffer)
+        # ... then, widened further, to the tracks left that were seen on the hop before
+        wide, _, high = associate([t for t in unmatched if t in seen_before], boxes, high, config.match_iou,
+                                  config.wide_buffer)
+        pairs += wide
+        unmatched = [t for t in unmatched if t not in {track for track, _ in wide}]
         # 2. low-score boxes to the confirmed tracks left that were seen on the hop before
         recent = [t for t in unmatched if t in seen_before]
         pairs += associate(recent, boxes, low, config.low_match_iou, 0.0)[0]
