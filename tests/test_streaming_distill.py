@@ -14,7 +14,8 @@ from streamrec.config import load_config
 from streamrec.errors import StreamrecError
 from streamrec.models.streaming import CAUSAL, streaming_network
 from streamrec.cli import main
-from streamrec.training.distill import FolderFootage, ProceduralFootage, distill, stream_inputs, teacher_targets
+from streamrec.training.distill import (FolderFootage, ProceduralFootage, distill, kl_to, label_targets, stream_inputs,
+                                       teacher_targets)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -29,7 +30,7 @@ def test_targets_are_the_clip_model_on_each_window_smoothed_over_the_ones_before
     config = load_config("slowfast_tiny")
     teacher = load_model(config)
     fast = torch.randint(0, 256, (1, 4 * 7, 96, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    targets = teacher_targets(teacher, config.clip, fast, clip_units=4, rate=4, smoothing=2)
+    targets = teacher_targets(teacher, config.clip, fast, clip_units=4, rate=4, target_hops=2)
     assert targets.shape == (1, 4, 7)
     with torch.no_grad():
         each = [teacher(*stream_inputs(fast[:, 4 * (u - 4):4 * u], 4)).softmax(-1)[0] for u in range(4, 8)]
@@ -37,6 +38,29 @@ def test_targets_are_the_clip_model_on_each_window_smoothed_over_the_ones_before
     for w in range(1, 4):
         assert torch.allclose(targets[0, w], (each[w - 1] + each[w]) / 2, atol=1e-6)
     assert (each[0] - each[3]).abs().max() > 1e-3  # windows differ, so the smoothing is seen
+
+
+def test_label_targets_label_each_window_as_clip_training_does():
+    from streamrec.evaluation import Segment
+    from streamrec.training.windows import window_label
+
+    labels = ["standing still", "jumping", "falling down"]
+    segments = [Segment(3.0, 4.0, "jumping"), Segment(7.0, 7.8, "falling down")]  # background between
+    targets = label_targets(segments, 1.0, 24, 0.25, 8, labels, "standing still")  # windows of 2 s every 0.25 s
+    assert targets.shape == (24, 3) and set(targets.sum(-1).tolist()) <= {0.0, 1.0}
+    for w in range(24):
+        end = 1.0 + (8 + w) * 0.25
+        label = window_label(segments, end - 2.0, end, "standing still")
+        assert targets[w].tolist() == ([0.0] * 3 if label is None else [float(n == label) for n in labels])
+    assert targets[:, 1].sum() > 0 and targets[:, 2].sum() > 0 and targets[:, 0].sum() > 0
+    assert (targets.sum(-1) == 0).any()  # an ambiguous window is left out, as clip training leaves it
+
+
+def test_the_loss_leaves_out_windows_without_a_target():
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 5.0]]])
+    one_hot = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    assert torch.allclose(kl_to(one_hot, logits), -logits[0, 0].log_softmax(-1)[0])  # the cross-entropy of row 0
+    assert kl_to(torch.zeros(1, 2, 2), logits).item() == 0.0
 
 
 def test_footage_comes_in_fitted_frames_at_the_training_rate(tmp_path):
@@ -84,10 +108,23 @@ def test_train_stream_from_distils_without_labels(tmp_path, capsys):
     assert f"wrote {out / 'model.pt'}" in capsys.readouterr().err
 
 
+def test_train_stream_from_labels_records_its_targets(tmp_path):
+    out = tmp_path / "labels"
+    assert main(["train", "--stream-from", "slowfast_tiny", "--targets", "labels", "--out", str(out), "--steps", "2",
+                 "--batch-size", "1", "--units", "6", "--threads", "1"]) == 0
+    record = json.loads((out / "distill.json").read_text())
+    assert (record["targets"], record["target_hops"], len(record["losses"])) == ("labels", 1, 2)
+    assert load_checkpoint(out / "model.pt").metadata["streaming"]["targets"] == "labels"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--stream-from", "slowfast_tiny", "--data", "{tmp}/none"], "is not a folder"),
     (["--stream-from", "slowfast_tiny", "--units", "4"], "--units 4 leaves no room"),
-    (["--stream-from", "slowfast_tiny", "--steps", "0"], "--steps, --batch-size, --units and --threads must be"),
+    (["--stream-from", "slowfast_tiny", "--steps", "0"], "--steps, --batch-size, --units, --target-hops and --threads must be"),
+    (["--stream-from", "slowfast_tiny", "--target-hops", "0"], "--target-hops and --threads must be at least 1"),
+    (["--stream-from", "slowfast_tiny", "--targets", "labels", "--data", "{tmp}"],
+     "--targets labels reads the procedural generator's labels"),
+    (["--targets", "labels"], "--targets set how a streaming model is distilled; add --stream-from"),
     (["--stream-from", "slowfast_tiny", "--epochs", "3", "--resume"],
      "--epochs, --resume do not apply to --stream-from"),
     (["--form", "causal"], "--form set how a streaming model is distilled; add --stream-from"),

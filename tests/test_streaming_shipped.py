@@ -51,7 +51,7 @@ def test_on_fresh_footage_it_follows_its_teacher_as_its_record_says():
     frames = record["units"] * student.unit_frames
     sequences = [torch.from_numpy(footage.sequence(rng, frames)[None, ::clip.sampling_rate]) for _ in range(4)]
     windows = record["units"] - student.warmup_units + 1
-    targets = [teacher_targets(teacher, clip, fast, student.clip_units, rate, record["smoothing_hops"])[:, :windows]
+    targets = [teacher_targets(teacher, clip, fast, student.clip_units, rate, record.get("target_hops", record.get("smoothing_hops")))[:, :windows]
                for fast in sequences]
     fresh = evaluate(student, targets, sequences, clip.alpha)
     before = evaluate(undistilled, targets, sequences, clip.alpha)

@@ -171,8 +171,11 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
         if form not in (CAUSAL, DELAYED_EXACT):
             raise StreamrecError(f"{checkpoint} records no streaming form; make it with run_stream.py train "
                                  "--stream-from")
-        variants[f"{form.replace('_', '-')}, distilled"] = StreamingVariant(
-            load_model(config.replace(checkpoint=checkpoint)), config, form, hop, threads, folder, checkpoint)
+        variant = StreamingVariant(load_model(config.replace(checkpoint=checkpoint)), config, form, hop, threads,
+                                   folder, checkpoint)
+        how = "trained from labels" if (variant.distilled or {}).get("targets") == "labels" else "distilled"
+        name = f"{form.replace('_', '-')}, {how}"
+        variants[name if name not in variants else f"{name} ({checkpoint})"] = variant
     clip_engine = OnnxRuntimeEngine(export_onnx(model, clip, folder / f"{config.name}_clip_acc.onnx"),
                                     input_specs(clip), config.model.num_classes, device="cpu", threads=threads,
                                     max_batch=8)
@@ -247,8 +250,10 @@ class StreamingVariant:
         self.distilled = None
         if Path(checkpoint).is_file() and record.is_file():
             made = json.loads(record.read_text())
-            self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "steps", "batch", "units", "lr",
-                                                       "seed", "seconds", "held_out")}
+            self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "targets", "steps", "batch",
+                                                       "units", "lr", "seed", "seconds", "held_out")}
+            # records written before --target-hops named the same number smoothing_hops
+            self.distilled["target_hops"] = made.get("target_hops", made.get("smoothing_hops"))
 
     def run(self, frames: np.ndarray) -> tuple[list, list[int]]:
         """Every valid hop (stamped with the window its logits describe and the time they came out)
@@ -358,12 +363,18 @@ def _accuracy_text(acc: dict) -> str:
         if made:
             held = made["held_out"]
             lines.append(f"\n{name}: `python run_stream.py train --stream-from {made['stream_from']} --data "
-                         f"{made['data']} --form {made['form']} --steps {made['steps']} --batch-size {made['batch']} "
+                         f"{made['data']} --form {made['form']}{_targets_flags(made)} --steps {made['steps']} --batch-size {made['batch']} "
                          f"--units {made['units']} --lr {made['lr']} --seed {made['seed']}` ({made['seconds']:.0f} s; on "
                          f"{held['sequences']} held-out sequences, KL to the teacher {held['before']['kl']} -> "
                          f"{held['after']['kl']}, top-1 agreement {held['before']['agreement']} -> "
                          f"{held['after']['agreement']})")
     return "\n".join(lines)
+
+
+def _targets_flags(made: dict) -> str:
+    """The flags of ``train --stream-from`` that chose the targets, as typed (none at their defaults)."""
+    flags = " --targets labels" if made.get("targets") == "labels" else ""
+    return flags + (f" --target-hops {made['target_hops']}" if (made.get("target_hops") or 1) != 1 else "")
 
 
 def markdown_body(document: dict) -> str:

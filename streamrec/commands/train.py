@@ -31,11 +31,11 @@ from streamrec.errors import StreamrecError
 
 
 DISTILL_LR = 3e-4
-DISTILL_DEFAULTS = {"form": "causal", "steps": 500, "units": 10}  # unset in argparse: typed only with --stream-from
+DISTILL_DEFAULTS = {"form": "causal", "steps": 500, "units": 10, "target_hops": 1, "targets": "teacher"}  # unset in argparse: typed only with --stream-from
 # Options of clip training that distillation does not read: refused with --stream-from, not ignored.
 NOT_WITH_STREAM_FROM = ("config", "epochs", "clips_per_epoch", "train_scenes", "val_scenes", "val_fraction", "workers",
                         "checkpoint", "new_head", "resume", "set")
-NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units")
+NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +77,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     streaming.add_argument("--steps", type=int, help=f"optimizer steps (default {DISTILL_DEFAULTS['steps']})")
     streaming.add_argument("--units", type=int,
                            help=f"units (Slow frames) per training sequence (default {DISTILL_DEFAULTS['units']})")
+    streaming.add_argument("--targets", choices=("teacher", "labels"),
+                           help="teacher: the clip model's predictions, no labels (default); labels: the procedural "
+                                "generator's labels instead, to compare what labelling would buy")
+    streaming.add_argument("--target-hops", type=int,
+                           help="teacher windows averaged into each target, the newest and those before it "
+                                f"(default {DISTILL_DEFAULTS['target_hops']}: the pipeline smooths the student's "
+                                "output as it smooths the clip model's, so a trailing average here counts that "
+                                "lag twice)")
 
 
 def _settings_defaults():
@@ -130,15 +138,17 @@ def distill_command(args: argparse.Namespace) -> int:
                              "--stream-from (the clip model it names is the teacher and the start); drop "
                              f"{'it' if len(refused) == 1 else 'them'}")
     lr = DISTILL_LR if args.lr is None else args.lr
-    form, steps, units = (DISTILL_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
-                          for name in ("form", "steps", "units"))
-    if min(steps, args.batch_size, units, args.threads) < 1 or lr <= 0:
-        raise StreamrecError("--steps, --batch-size, --units and --threads must be at least 1 and --lr above 0")
+    form, steps, units, target_hops, targets = (
+        DISTILL_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
+        for name in ("form", "steps", "units", "target_hops", "targets"))
+    if min(steps, args.batch_size, units, args.threads, target_hops) < 1 or lr <= 0:
+        raise StreamrecError("--steps, --batch-size, --units, --target-hops and --threads must be at least 1 and "
+                             "--lr above 0")
     torch.set_num_threads(args.threads)
     config = stream_from(args.stream_from)
-    out = args.out or Path("runs") / f"{config.name}_{form}"
+    out = args.out or Path("runs") / f"{config.name}_{form}{'_labels' if targets == 'labels' else ''}"
     record = distill(config, args.data or "procedural", out, steps=steps, batch=args.batch_size, units=units, lr=lr,
-                     seed=args.seed, form=form)
+                     seed=args.seed, form=form, target_hops=target_hops, targets=targets)
     held = record["held_out"]
     print(f"wrote {out / 'model.pt'} in {record['seconds'] / 60:.1f} min: on {held['sequences']} held-out "
           f"sequences, KL to the clip model {held['before']['kl']} -> {held['after']['kl']}, top-1 agreement "

@@ -7,9 +7,10 @@ started from the clip model's own weights; the teacher is the clip model. A trai
 first whole clip on, the student's logits (all of them in one call: `sequence_logits`) are pulled
 towards the teacher's probabilities on the clip-length window they describe (for the causal form
 the one that ends there; ``--form delayed_exact`` fits that form to windows whose edges see real
-frames, ``delay_units`` earlier), averaged over the
-last ``postprocess.smoothing_hops`` windows (the smoothing the pipeline applies to the clip
-model's hops), by KL divergence. No label is read. Batch norms keep the clip model's statistics
+frames, ``delay_units`` earlier), by KL divergence. A target is the teacher's own window
+(``--target-hops 1``), not the pipeline's smoothed output: the pipeline smooths the student as it
+smooths the teacher, so a trailing average in the targets would be a lag learned and then paid
+again. No label is read. Batch norms keep the clip model's statistics
 (the network stays in eval mode; its parameters all train).
 
 Footage: a folder of videos (every file OpenCV opens; frames taken by time at the training rate
@@ -17,6 +18,10 @@ and fitted as the capture fits them), or ``procedural``, the surveillance genera
 
     python run_stream.py train --stream-from slowfast_tiny --out runs/causal_tiny      # procedural footage
     python run_stream.py train --stream-from slowfast_tiny --data videos/ --out runs/mine
+
+For comparison, ``--targets labels`` trains the same form from the same start on the procedural
+generator's labels instead (windows labelled as clip training labels them): what labelling the
+footage would have bought.
 
 The result is a streamrec checkpoint of the network (its metadata says ``streaming.form:
 causal``) with ``distill.json`` beside it: the losses, and before/after figures on held-out
@@ -34,7 +39,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamrec.config import ClipConfig, Config, load_config
+from streamrec.config import ClipConfig, Config, load_config, load_labels
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,11 @@ class ProceduralFootage:
     scene_seconds: float = 40.0
 
     def sequence(self, rng: np.random.Generator, frames: int) -> np.ndarray:
+        return self.labelled_sequence(rng, frames)[0]
+
+    def labelled_sequence(self, rng: np.random.Generator, frames: int) -> tuple[np.ndarray, float, list]:
+        """`sequence`, with the second of the scene it starts at and the scene's labelled segments
+        (what ``--targets labels`` trains on; the same draws, so the same frames)."""
         from streamrec.procedural import surveillance_scene
         from streamrec.transforms import fit_clip_frame
 
@@ -71,7 +81,7 @@ class ProceduralFootage:
         start = rng.uniform(0.0, max(0.0, scene.duration - span))
         indices = frames_by_time(scene.times, start + np.arange(frames) / self.clip.train_fps)
         rendered = {i: fit_clip_frame(scene.frame(int(i)), self.clip) for i in np.unique(indices)}
-        return np.stack([rendered[i] for i in indices])
+        return np.stack([rendered[i] for i in indices]), float(start), scene.segments
 
 
 class FolderFootage:
@@ -132,10 +142,10 @@ def stream_inputs(fast: "torch.Tensor", alpha: int | None) -> list["torch.Tensor
 
 
 def teacher_targets(teacher, clip: ClipConfig, fast: "torch.Tensor", clip_units: int, rate: int,
-                    smoothing: int) -> "torch.Tensor":
+                    target_hops: int) -> "torch.Tensor":
     """The teacher's probabilities ``[B, windows, K]`` on every clip-length window of ``fast``
     (uint8 ``[B, units * rate, H, W, 3]``) that ends on a unit boundary, each averaged with the
-    ``smoothing - 1`` windows before it (fewer at the start)."""
+    ``target_hops - 1`` windows before it (fewer at the start)."""
     import torch
 
     units = fast.shape[1] // rate
@@ -143,16 +153,35 @@ def teacher_targets(teacher, clip: ClipConfig, fast: "torch.Tensor", clip_units:
     flat = windows.flatten(0, 1)  # B * windows, T, H, W, 3
     with torch.no_grad():
         probabilities = teacher(*stream_inputs(flat, clip.alpha)).softmax(-1).view(*windows.shape[:2], -1)
-    return torch.stack([probabilities[:, max(0, w - smoothing + 1):w + 1].mean(1)
+    return torch.stack([probabilities[:, max(0, w - target_hops + 1):w + 1].mean(1)
                         for w in range(probabilities.shape[1])], dim=1)
 
 
-def kl_to(targets: "torch.Tensor", logits: "torch.Tensor") -> "torch.Tensor":
-    """Mean KL(targets || softmax(logits)) over every window of every sequence."""
+def label_targets(segments: list, start_s: float, ends: int, unit_s: float, clip_units: int, labels: list[str],
+                  background: str | None) -> "torch.Tensor":
+    """One-hot targets ``[ends, K]`` from the generator's labels for the clip-length windows that end
+    ``clip_units``, ``clip_units + 1``, ... units into a sequence starting at ``start_s``, labelled
+    as clip training labels its windows (`window_label`); an ambiguous window's row is all zero."""
     import torch
 
+    from streamrec.training.windows import window_label
+
+    targets = torch.zeros(ends, len(labels))
+    for w in range(ends):
+        end = start_s + (clip_units + w) * unit_s
+        label = window_label(segments, end - clip_units * unit_s, end, background)
+        if label is not None:
+            targets[w, labels.index(label)] = 1.0
+    return targets
+
+
+def kl_to(targets: "torch.Tensor", logits: "torch.Tensor") -> "torch.Tensor":
+    """Mean KL(targets || softmax(logits)) over every window of every sequence that has a target
+    (a one-hot target makes it the cross-entropy; an all-zero row is a window left out)."""
     log_p = logits.log_softmax(-1)
-    return (targets * (targets.clamp_min(1e-8).log() - log_p)).sum(-1).mean()
+    per_window = (targets * (targets.clamp_min(1e-8).log() - log_p)).sum(-1)
+    has_target = targets.sum(-1) > 0
+    return per_window[has_target].mean() if bool(has_target.any()) else per_window.sum() * 0.0
 
 
 @dataclass
@@ -176,9 +205,14 @@ def evaluate(student, targets: list["torch.Tensor"], sequences: list["torch.Tens
 
 
 def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, units: int, lr: float, seed: int,
-            form: str = "causal", held_out: int = 8, log_every: int = 10) -> dict:
+            form: str = "causal", target_hops: int = 1, targets: str = "teacher", held_out: int = 8,
+            log_every: int = 10) -> dict:
     """Distil a streaming form (``causal``, or ``delayed_exact`` to fit its head to windows that see
-    real frames at their edges) of ``config``'s model; returns what ``distill.json`` records."""
+    real frames at their edges) of ``config``'s model; returns what ``distill.json`` records.
+
+    ``targets="labels"`` trains the same form from the same start on the procedural generator's
+    labels instead of the clip model's predictions: the comparison that says what distilling
+    without labels gives up. Held-out figures are against the clip model either way."""
     import torch
 
     from streamrec.checkpoints import load_model, save_checkpoint
@@ -193,21 +227,36 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
                              f"{student.warmup_units + 1} (a clip is {student.clip_units} units)")
     rate = max(student.rates)
     frames = units * student.unit_frames
+    if targets not in ("teacher", "labels"):
+        raise StreamrecError(f"targets {targets!r}: use teacher (no labels) or labels")
+    if targets == "labels" and data != "procedural":
+        raise StreamrecError("--targets labels reads the procedural generator's labels; a folder of videos has "
+                             "none: drop --data, or drop --targets to distil from the clip model")
     source = footage(data, clip)
-    smoothing = config.postprocess.smoothing_hops
+    windows = units - student.warmup_units + 1  # the student's logits describe the first windows of the sequence
+    labels = load_labels(config)
+    background = config.postprocess.background_labels[0] if config.postprocess.background_labels else None
 
-    def draw(rng: np.random.Generator, count: int) -> torch.Tensor:
-        fast = [source.sequence(rng, frames)[::clip.sampling_rate] for _ in range(count)]
-        return torch.from_numpy(np.stack(fast))
+    def draw(rng: np.random.Generator, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` sequences' Fast frames, and their label targets (zeros when not training on labels)."""
+        fast, truth = [], []
+        for _ in range(count):
+            if targets == "labels":
+                sequence, start, segments = source.labelled_sequence(rng, frames)
+                truth.append(label_targets(segments, start, windows, student.unit_frames / clip.train_fps,
+                                           student.clip_units, labels, background))
+            else:
+                sequence = source.sequence(rng, frames)
+                truth.append(torch.zeros(windows, len(labels)))
+            fast.append(sequence[::clip.sampling_rate])
+        return torch.from_numpy(np.stack(fast)), torch.stack(truth)
+
+    def teacher_of(fast: torch.Tensor) -> torch.Tensor:
+        return teacher_targets(teacher, clip, fast, student.clip_units, rate, target_hops)[:, :windows]
 
     held_rng = np.random.default_rng([seed, 1])
-    held = [draw(held_rng, 1) for _ in range(held_out)]
-    windows = units - student.warmup_units + 1  # the student's logits describe the first windows of the sequence
-
-    def targets_of(fast: torch.Tensor) -> torch.Tensor:
-        return teacher_targets(teacher, clip, fast, student.clip_units, rate, smoothing)[:, :windows]
-
-    held_targets = [targets_of(fast) for fast in held]
+    held = [draw(held_rng, 1)[0] for _ in range(held_out)]
+    held_targets = [teacher_of(fast) for fast in held]
     before = evaluate(student, held_targets, held, clip.alpha)
     log.info("held-out before: KL %.4f, top-1 agreement with the teacher %.3f", before.kl, before.agreement)
 
@@ -217,28 +266,28 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     rng = np.random.default_rng([seed, 0])
     losses, started = [], time.monotonic()
     for step in range(1, steps + 1):
-        fast = draw(rng, batch)
-        targets = targets_of(fast)
-        loss = kl_to(targets, student.sequence_logits(*stream_inputs(fast, clip.alpha)))
+        fast, truth = draw(rng, batch)
+        loss = kl_to(truth if targets == "labels" else teacher_of(fast),
+                     student.sequence_logits(*stream_inputs(fast, clip.alpha)))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(round(float(loss.detach()), 5))
         if step % log_every == 0 or step == steps:
-            log.info("step %d/%d: KL %.4f (mean of the last %d), %.1f s", step, steps,
+            log.info("step %d/%d: loss %.4f (mean of the last %d), %.1f s", step, steps,
                      float(np.mean(losses[-log_every:])), log_every, time.monotonic() - started)
     after = evaluate(student, held_targets, held, clip.alpha)
     log.info("held-out after: KL %.4f, top-1 agreement with the teacher %.3f", after.kl, after.agreement)
 
     record = {
         "stream_from": config.name, "checkpoint": config.checkpoint, "form": form, "data": data,
-        "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "smoothing_hops": smoothing,
+        "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "targets": targets, "target_hops": target_hops,
         "seconds": round(time.monotonic() - started, 1), "losses": losses,
         "held_out": {"sequences": held_out, "before": before.__dict__, "after": after.__dict__},
     }
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "model.pt", student_model, config, metadata={"streaming": {
-        k: record[k] for k in ("form", "stream_from", "checkpoint", "data", "steps")}})
+        k: record[k] for k in ("form", "targets", "stream_from", "checkpoint", "data", "steps")}})
     (out / "distill.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
