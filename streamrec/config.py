@@ -206,6 +206,9 @@ class StreamingConfig:
     source frames at ``clip.train_fps`` (`streaming_hop_frames`), a whole number of units."""
 
     form: str = "delayed_exact"  # delayed_exact (symmetric kernels, answers later) | causal (distilled)
+    # causal only: the head averages the last this many units of per-step features instead of a
+    # clip's length; fewer answer sooner (a checkpoint distilled so records it: train --average-units)
+    average_units: int | None = None
 
 
 @dataclass(frozen=True)
@@ -450,6 +453,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "clip.crop_size": (16, 4096),
     "clip.train_fps": (1, 1000),
     "postprocess.smoothing_hops": (1, 1000),
+    "streaming.average_units": (1, 1000),  # and at most the clip's units, checked when the network is built
     "postprocess.top_k": (1, 1000),
     "pipeline.hop_frames": (1, 100_000),
     "pipeline.hop_seconds": (0.001, 3600),
@@ -540,8 +544,11 @@ def _problems(config: Config) -> Problems:
 
 
 def _value(config: Config, path: str) -> Any:
+    """The value at ``path``, or None inside an optional section the config does not have."""
     node: Any = config
     for part in path.split("."):
+        if node is None:
+            return None
         node = getattr(node, part)
     return node
 
@@ -625,6 +632,10 @@ def _streaming_problems(config: Config) -> Problems:
         yield ("model.arch", "streaming"), (
             f"model {arch} has no streaming form (only SlowFast and the bottleneck ResNet without non-local blocks "
             "run over carried state: docs/streaming.md); drop the streaming: section to run whole clips")
+    if config.streaming.average_units is not None and form != "causal":
+        yield ("streaming.average_units",), (
+            "streaming.average_units shortens the causal form's running average; the delayed-exact form averages a "
+            "whole clip, as the clip model does: set streaming.form=causal or drop average_units")
     if config.detection is not None:
         yield ("detection", "streaming"), ("per-person mode (detection:) classifies boxes on whole clips and has no "
                                            "streaming form; drop the streaming: section or the detection: section")

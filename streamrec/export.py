@@ -127,16 +127,17 @@ def _write_graph(model: "nn.Module", examples: tuple, names: list[str], output_n
 
 
 def export_streaming(config: Config, output: str | Path, *, form: str = "delayed_exact", hop_frames: int | None = None,
-                     fp16: bool = False, batch: int | None = None) -> Path:
+                     average_units: int | None = None, fp16: bool = False, batch: int | None = None) -> Path:
     """Export the streaming form of the model a config describes (with its checkpoint), for a
     hop of ``hop_frames`` source frames at the training rate (default: ``pipeline.hop_frames``)."""
     from streamrec.checkpoints import load_model
     from streamrec.models.streaming import streaming_network, units_for_hop
 
     model = load_model(config)
-    probe = streaming_network(model, config.clip, form=form)
+    probe = streaming_network(model, config.clip, form=form, average_units=average_units)
     units = units_for_hop(probe, hop_frames or config.pipeline.hop_frames)
-    network = probe if units == 1 else streaming_network(model, config.clip, form=form, units=units)
+    network = probe if units == 1 else streaming_network(model, config.clip, form=form, units=units,
+                                                         average_units=average_units)
     metadata = {**export_metadata(config, fp16), "streaming": streaming_metadata(network)}
     return export_streaming_onnx(network, output, fp16=fp16, batch=batch, metadata=metadata)
 
@@ -155,6 +156,7 @@ def streaming_metadata(network) -> dict:
         "frames_per_call": network.frames_per_call(),
         "delay_units": network.delay_units,
         "clip_units": network.clip_units,
+        "average_units": network.average_units,
         "warmup_units": network.warmup_units,
         "state_size": network.layout.size,
         "state_layout": network.layout.describe(),

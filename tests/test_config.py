@@ -100,6 +100,7 @@ def value_outside(bound, below: bool):
 
 # Values that another check ties to the one tested, set beside it so that its ends are allowed.
 COMPANIONS = {
+    "streaming.average_units": {"streaming.form": "causal"},
     "clip.num_frames": {"clip.alpha": 1},
     "clip.alpha": {"clip.num_frames": 64},
     "clip.short_side": {"clip.crop_size": 16},

@@ -265,17 +265,50 @@ def test_the_streaming_form_shares_the_clip_model_s_parameters():
     assert np.allclose((after[-1] - before[-1]).numpy(), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("form", ["delayed_exact", CAUSAL])
-def test_a_sequence_in_one_call_gives_the_logits_of_every_call_of_a_stream(form):
+@pytest.mark.parametrize("form, average_units", [("delayed_exact", None), (CAUSAL, None), (CAUSAL, 2), (CAUSAL, 1)])
+def test_a_sequence_in_one_call_gives_the_logits_of_every_call_of_a_stream(form, average_units):
     config = load_config("slowfast_tiny")
     model = load_model(config)
     units = 12
     inputs = long_clip(config, units, seed=5)
-    calls, _, _ = stream(streaming_network(model, config.clip, form=form), inputs)
-    sequence = streaming_network(model, config.clip, form=form, units=units)
+    calls, _, _ = stream(streaming_network(model, config.clip, form=form, average_units=average_units), inputs)
+    sequence = streaming_network(model, config.clip, form=form, units=units, average_units=average_units)
     with torch.no_grad():
         logits = sequence.sequence_logits(*inputs)
     assert logits.shape == (1, units - sequence.warmup_units + 1, 7)
     expected = torch.stack(calls[sequence.warmup_units - 1:], dim=1)
     assert relative(logits, expected) <= 1e-5
     assert expected.std(dim=1).max() > 0.05  # the windows' logits differ
+
+
+def test_a_shorter_running_average_carries_less_and_weighs_the_newest_units_more():
+    """The causal head averaging 2 of the clip's 4 units: state shrinks by the dropped steps of
+    each pathway's per-step features, warm-up stays a clip, and its logits are the head's
+    projection of the mean of just the last 2 units' features."""
+    config = load_config("slowfast_tiny")
+    model = load_model(config)
+    whole = streaming_network(model, config.clip, form=CAUSAL)
+    half = streaming_network(model, config.clip, form=CAUSAL, average_units=2)
+    assert (half.average_units, half.clip_units, half.warmup_units) == (2, 4, whole.warmup_units)
+    shapes = [{e.name: e.shape for e in n.layout.entries} for n in (whole, half)]
+    assert shapes[0].keys() == shapes[1].keys()
+    for name, shape in shapes[0].items():
+        if name.endswith("_window"):  # the running mean's carried steps: all but the newest unit's
+            rate = whole.rates[int(name.split("pathway")[1][0])]
+            assert (shape[1], shapes[1][name][1]) == (4 * rate - 1, 2 * rate - 1)
+        else:
+            assert shapes[1][name] == shape
+    assert half.layout.size < whole.layout.size
+    inputs = long_clip(config, 9, seed=3)
+    logits_whole, _, _ = stream(whole, inputs)
+    logits_half, _, _ = stream(half, inputs)
+    assert relative(logits_half[-1], logits_whole[-1]) > 1e-3  # a different average, different logits
+
+
+def test_only_the_causal_form_averages_less_than_a_clip():
+    config = load_config("slowfast_tiny")
+    model = load_model(config)
+    with pytest.raises(StreamrecError, match="the delayed-exact form averages a whole clip"):
+        streaming_network(model, config.clip, average_units=2)
+    with pytest.raises(StreamrecError, match="the head can average 1 to 4 units"):
+        streaming_network(model, config.clip, form=CAUSAL, average_units=5)

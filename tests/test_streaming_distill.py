@@ -108,13 +108,15 @@ def test_train_stream_from_distils_without_labels(tmp_path, capsys):
     assert f"wrote {out / 'model.pt'}" in capsys.readouterr().err
 
 
-def test_train_stream_from_labels_records_its_targets(tmp_path):
+def test_train_stream_from_labels_records_its_targets_and_average(tmp_path):
     out = tmp_path / "labels"
-    assert main(["train", "--stream-from", "slowfast_tiny", "--targets", "labels", "--out", str(out), "--steps", "2",
-                 "--batch-size", "1", "--units", "6", "--threads", "1"]) == 0
+    assert main(["train", "--stream-from", "slowfast_tiny", "--targets", "labels", "--average-units", "2", "--out",
+                 str(out), "--steps", "2", "--batch-size", "1", "--units", "6", "--threads", "1"]) == 0
     record = json.loads((out / "distill.json").read_text())
-    assert (record["targets"], record["target_hops"], len(record["losses"])) == ("labels", 1, 2)
-    assert load_checkpoint(out / "model.pt").metadata["streaming"]["targets"] == "labels"
+    assert (record["targets"], record["target_hops"], record["average_units"], len(record["losses"])) == \
+        ("labels", 1, 2, 2)
+    made = load_checkpoint(out / "model.pt").metadata["streaming"]
+    assert (made["targets"], made["average_units"]) == ("labels", 2)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -125,6 +127,8 @@ def test_train_stream_from_labels_records_its_targets(tmp_path):
     (["--stream-from", "slowfast_tiny", "--targets", "labels", "--data", "{tmp}"],
      "--targets labels reads the procedural generator's labels"),
     (["--targets", "labels"], "--targets set how a streaming model is distilled; add --stream-from"),
+    (["--stream-from", "slowfast_tiny", "--form", "delayed_exact", "--average-units", "2"],
+     "the delayed-exact form averages a whole clip"),
     (["--stream-from", "slowfast_tiny", "--epochs", "3", "--resume"],
      "--epochs, --resume do not apply to --stream-from"),
     (["--form", "causal"], "--form set how a streaming model is distilled; add --stream-from"),

@@ -192,9 +192,11 @@ def test_a_late_streaming_stream_is_fed_the_hops_it_missed_while_their_frames_la
     assert schedule.hops_skipped == 3
 
 
-def test_the_torch_engine_steps_as_the_onnxruntime_engine():
+@pytest.mark.parametrize("overrides", [[], ["streaming.form=causal", "streaming.average_units=2"]],
+                         ids=["delayed-exact", "causal averaging 2 units"])
+def test_the_torch_engine_steps_as_the_onnxruntime_engine(overrides):
     rng = np.random.default_rng(0)
-    engines = [create_engine(load_config(CONFIG, [f"engine.backend={b}", "engine.device=cpu"]))
+    engines = [create_engine(load_config(CONFIG, [f"engine.backend={b}", "engine.device=cpu", *overrides]))
                for b in ("onnxruntime", "torch")]
     assert engines[0].streaming == engines[1].streaming and engines[0].state == engines[1].state
     states = [e.state.zeros(3) for e in engines]
@@ -209,12 +211,13 @@ def test_the_torch_engine_steps_as_the_onnxruntime_engine():
         engines[1].infer(frames)
 
 
-def test_the_cache_key_holds_the_form_and_the_hop():
+def test_the_cache_key_holds_the_form_the_hop_and_the_average():
     from streamrec.backends.engine_cache import export_path
 
     paths = {export_path(load_config(CONFIG, overrides), "fp32") for overrides in
-             ([], ["streaming.form=causal"], ["pipeline.hop_frames=16"])}
-    assert len(paths) == 3
+             ([], ["streaming.form=causal"], ["pipeline.hop_frames=16"],
+              ["streaming.form=causal", "streaming.average_units=2"])}
+    assert len(paths) == 4
     assert export_path(load_config(CONFIG, ["pipeline.hop_seconds=0.26667"]), "fp32") == \
         export_path(load_config(CONFIG), "fp32")
 
@@ -285,6 +288,8 @@ def test_bench_pipeline_runs_a_streaming_config(tmp_path):
     (["streams=[{id: a, source: x.mp4, hop_frames: 16}]"], "one hop for every stream (8 frames), but streams ask for 16"),
     (["detection={}"], "per-person mode (detection:)"),
     (["model.nonlocal_blocks=[[], [1], [], []]"], "no streaming form"),
+    (["streaming.average_units=2"], "streaming.average_units shortens the causal form's running average"),
+    (["streaming.form=causal", "streaming.average_units=0"], "streaming.average_units must be from 1 to 1000"),
 ])
 def test_streaming_config_mistakes_are_one_line(overrides, message):
     with pytest.raises(StreamrecError) as err:

@@ -100,6 +100,8 @@ def export_key(config: Config, precision: str) -> dict:
     }
     if config.streaming is not None:  # a clip config's key stays as it was: its cached exports stay valid
         key["streaming"] = {"form": config.streaming.form, "hop_frames": streaming_hop_frames(config)}
+        if config.streaming.average_units is not None:  # keys made before the option stay as they were
+            key["streaming"]["average_units"] = config.streaming.average_units
     return key
 
 
@@ -124,6 +126,7 @@ def cached_export(config: Config, precision: str) -> Path:
 
     if config.streaming is not None:
         return export_streaming(config, path, form=config.streaming.form, hop_frames=streaming_hop_frames(config),
+                                average_units=config.streaming.average_units,
                                 fp16=precision == "fp16")
     return export_config(config, path, fp16=precision == "fp16")
 

@@ -292,7 +292,7 @@ class TorchStreamingEngine:
     takes_boxes = False
 
     def __init__(self, model: nn.Module, clip: ClipConfig, device: torch.device, *, form: str, hop_frames: int,
-                 max_batch: int = 64, parallel_calls: int = 1):
+                 average_units: int | None = None, max_batch: int = 64, parallel_calls: int = 1):
         from streamrec.export import streaming_metadata
         from streamrec.models.streaming import streaming_network, units_for_hop
 
@@ -302,10 +302,10 @@ class TorchStreamingEngine:
         self.device = device_name(device)
         self.max_batch = max_batch
         self.parallel_calls = parallel_calls
-        units = units_for_hop(streaming_network(model, clip, form=form), hop_frames)
+        units = units_for_hop(streaming_network(model, clip, form=form, average_units=average_units), hop_frames)
         probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8, device=device) for s in input_specs(clip)]
         folded = fold_batch_norms(model.eval().to(device), probe)
-        self.network = streaming_network(folded, clip, form=form, units=units).to(device)
+        self.network = streaming_network(folded, clip, form=form, units=units, average_units=average_units).to(device)
         self.specs = step_input_specs(clip, self.network.frames_per_call())
         self.state = StateSpec(self.network.layout.size)
         self.streaming = StreamingSpec.from_metadata(streaming_metadata(self.network))
@@ -321,7 +321,8 @@ class TorchStreamingEngine:
         if threads > 0:
             torch.set_num_threads(threads)
         return cls(load_model(config), config.clip, pick_device(config.engine.device), form=config.streaming.form,
-                   hop_frames=streaming_hop_frames(config), max_batch=config.pipeline.max_batch,
+                   hop_frames=streaming_hop_frames(config), average_units=config.streaming.average_units,
+                   max_batch=config.pipeline.max_batch,
                    parallel_calls=config.engine.parallel_calls)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:

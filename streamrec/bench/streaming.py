@@ -167,13 +167,16 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
     variants = {"delayed-exact": StreamingVariant(model, config, DELAYED_EXACT, hop, threads, folder),
                 "causal, not distilled": StreamingVariant(model, config, CAUSAL, hop, threads, folder)}
     for index, checkpoint in enumerate(distilled):
-        form = load_checkpoint(checkpoint).metadata.get("streaming", {}).get("form")
+        made = load_checkpoint(checkpoint).metadata.get("streaming", {})
+        form = made.get("form")
         if form not in (CAUSAL, DELAYED_EXACT):
             raise StreamrecError(f"{checkpoint} records no streaming form; make it with run_stream.py train "
                                  "--stream-from")
         variant = StreamingVariant(load_model(config.replace(checkpoint=checkpoint)), config, form, hop, threads,
-                                   folder, checkpoint)
+                                   folder, checkpoint, average_units=made.get("average_units"))
         how = "trained from labels" if (variant.distilled or {}).get("targets") == "labels" else "distilled"
+        if made.get("average_units"):
+            how += f", averaging {made['average_units']} units"
         name = f"{form.replace('_', '-')}, {how}"
         variants[name if name not in variants else f"{name} ({checkpoint})"] = variant
     clip_engine = OnnxRuntimeEngine(export_onnx(model, clip, folder / f"{config.name}_clip_acc.onnx"),
@@ -231,15 +234,15 @@ class StreamingVariant:
     """One streaming form of a model as an ONNX Runtime engine, run over a video's frames at one hop."""
 
     def __init__(self, model, config: Config, form: str, hop: int, threads: int, folder: Path,
-                 checkpoint: str = "the clip model's"):
+                 checkpoint: str = "the clip model's", average_units: int | None = None):
         from streamrec.backends.inputs import step_input_specs
         from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
         from streamrec.export import export_streaming_onnx, streaming_metadata
         from streamrec.models.streaming import streaming_network, units_for_hop
 
         self.clip, self.hop, self.form, self.checkpoint = config.clip, hop, form, checkpoint
-        self.units = units_for_hop(streaming_network(model, config.clip, form=form), hop)
-        self.network = streaming_network(model, config.clip, form=form, units=self.units)
+        self.units = units_for_hop(streaming_network(model, config.clip, form=form, average_units=average_units), hop)
+        self.network = streaming_network(model, config.clip, form=form, units=self.units, average_units=average_units)
         tag = re.sub(r"[^A-Za-z0-9]+", "_", checkpoint)[-48:]
         path = export_streaming_onnx(self.network, folder / f"{config.name}_{form}_{tag}.onnx",
                                      metadata={"streaming": streaming_metadata(self.network)})
@@ -250,8 +253,8 @@ class StreamingVariant:
         self.distilled = None
         if Path(checkpoint).is_file() and record.is_file():
             made = json.loads(record.read_text())
-            self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "targets", "steps", "batch",
-                                                       "units", "lr", "seed", "seconds", "held_out")}
+            self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "targets", "average_units", "steps",
+                                                       "batch", "units", "lr", "seed", "seconds", "held_out")}
             # records written before --target-hops named the same number smoothing_hops
             self.distilled["target_hops"] = made.get("target_hops", made.get("smoothing_hops"))
 
@@ -372,8 +375,10 @@ def _accuracy_text(acc: dict) -> str:
 
 
 def _targets_flags(made: dict) -> str:
-    """The flags of ``train --stream-from`` that chose the targets, as typed (none at their defaults)."""
-    flags = " --targets labels" if made.get("targets") == "labels" else ""
+    """The flags of ``train --stream-from`` that chose the head's average and the targets, as typed
+    (none at their defaults)."""
+    flags = f" --average-units {made['average_units']}" if made.get("average_units") else ""
+    flags += " --targets labels" if made.get("targets") == "labels" else ""
     return flags + (f" --target-hops {made['target_hops']}" if (made.get("target_hops") or 1) != 1 else "")
 
 

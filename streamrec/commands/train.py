@@ -31,11 +31,12 @@ from streamrec.errors import StreamrecError
 
 
 DISTILL_LR = 3e-4
-DISTILL_DEFAULTS = {"form": "causal", "steps": 500, "units": 10, "target_hops": 1, "targets": "teacher"}  # unset in argparse: typed only with --stream-from
+DISTILL_DEFAULTS = {"form": "causal", "steps": 500, "units": 10, "target_hops": 1, "targets": "teacher",
+                    "average_units": None}  # unset in argparse: typed only with --stream-from
 # Options of clip training that distillation does not read: refused with --stream-from, not ignored.
 NOT_WITH_STREAM_FROM = ("config", "epochs", "clips_per_epoch", "train_scenes", "val_scenes", "val_fraction", "workers",
                         "checkpoint", "new_head", "resume", "set")
-NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets")
+NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets", "average_units")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +78,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     streaming.add_argument("--steps", type=int, help=f"optimizer steps (default {DISTILL_DEFAULTS['steps']})")
     streaming.add_argument("--units", type=int,
                            help=f"units (Slow frames) per training sequence (default {DISTILL_DEFAULTS['units']})")
+    streaming.add_argument("--average-units", type=int,
+                           help="causal form: the head averages the last N units of per-step features instead of a "
+                                "clip's (answers sooner); run the result with streaming.average_units N")
     streaming.add_argument("--targets", choices=("teacher", "labels"),
                            help="teacher: the clip model's predictions, no labels (default); labels: the procedural "
                                 "generator's labels instead, to compare what labelling would buy")
@@ -148,7 +152,8 @@ def distill_command(args: argparse.Namespace) -> int:
     config = stream_from(args.stream_from)
     out = args.out or Path("runs") / f"{config.name}_{form}{'_labels' if targets == 'labels' else ''}"
     record = distill(config, args.data or "procedural", out, steps=steps, batch=args.batch_size, units=units, lr=lr,
-                     seed=args.seed, form=form, target_hops=target_hops, targets=targets)
+                     seed=args.seed, form=form, target_hops=target_hops, targets=targets,
+                     average_units=args.average_units)
     held = record["held_out"]
     print(f"wrote {out / 'model.pt'} in {record['seconds'] / 60:.1f} min: on {held['sequences']} held-out "
           f"sequences, KL to the clip model {held['before']['kl']} -> {held['after']['kl']}, top-1 agreement "

@@ -418,7 +418,7 @@ class StreamHead:
     """`Head`: each pathway pooled over space per step, the pathways brought to the same source
     time, the last clip length of steps averaged, then the clip head's projection and averaging."""
 
-    def __init__(self, head: Head, timings: Sequence[Timing]):
+    def __init__(self, head: Head, timings: Sequence[Timing], average_units: int | None = None):
         self.head = head
         pools = [getattr(head, f"pathway{p}_avgpool") for p in range(len(timings))]
         self.spatial = [tuple(pool.kernel_size[1:]) for pool in pools]
@@ -428,11 +428,14 @@ class StreamHead:
             raise StreamrecError(f"the head pools {lengths} steps of pathways at {[t.rate for t in timings]} steps "
                                  "per unit, which are not the same whole number of units")
         self.clip_units = int(clip_units.pop())
+        self.average_units = self.clip_units if average_units is None else average_units
+        if not 1 <= self.average_units <= self.clip_units:
+            raise StreamrecError(f"the head can average 1 to {self.clip_units} units (a clip), not {average_units}")
         self.delay_units = max(-(-t.lag // t.rate) for t in timings)  # the slowest pathway, in whole units
         self.delays = [Delay(f"head.pathway{p}_delay", t.rate * self.delay_units - t.lag, t)
                        for p, t in enumerate(timings)]
-        self.means = [RunningMean(f"head.pathway{p}_window", lengths[p], Timing(t.rate, t.rate * self.delay_units))
-                      for p, t in enumerate(timings)]
+        self.means = [RunningMean(f"head.pathway{p}_window", t.rate * self.average_units,
+                                  Timing(t.rate, t.rate * self.delay_units)) for p, t in enumerate(timings)]
 
     def __call__(self, xs: list[torch.Tensor], ctx: StreamContext) -> torch.Tensor:
         pooled = []
@@ -444,8 +447,9 @@ class StreamHead:
         return average_positions(self.head.projection(self.head.dropout(x)), self.head.average)
 
     def every_unit(self, xs: list[torch.Tensor], ctx: StreamContext) -> torch.Tensor:
-        """Logits ``[B, windows, K]`` of every clip-length window of this call's steps that ends on
-        a unit boundary (for training on a sequence in one call: nothing is carried)."""
+        """Logits ``[B, windows, K]`` at every unit boundary of this call's steps from a whole clip
+        on, each of the running average that ends there (for training on a sequence in one call:
+        nothing is carried)."""
         pooled = []
         for p, x in enumerate(xs):
             x = F.avg_pool3d(x, (1, *self.spatial[p]), stride=1)
@@ -453,8 +457,10 @@ class StreamHead:
             mean = self.means[p]
             x = x * ctx.mask(mean.timing, ctx.steps(mean.timing), x)
             pooled.append(x.unfold(2, mean.steps, mean.timing.rate).mean(dim=-1))  # B, C, windows, h, w
-        x = torch.cat(pooled, dim=1).permute(0, 2, 3, 4, 1)  # B, windows, h, w, C
-        batch, windows = x.shape[:2]
+        # a shorter average has windows that end before a whole clip has arrived: the stream's
+        # calls answer only from a clip on (warmup_units), so these do not either
+        x = torch.cat(pooled, dim=1)[:, :, self.clip_units - self.average_units:].permute(0, 2, 3, 4, 1)
+        batch, windows = x.shape[:2]  # B, windows, h, w, C
         logits = self.head.projection(self.head.dropout(x)).flatten(0, 1).unsqueeze(1)  # B * windows, 1, h, w, K
         return average_positions(logits, self.head.average).view(batch, windows, -1)
 
@@ -472,10 +478,14 @@ class StreamingNetwork(nn.Module):
     graphs for several hops share their streams' states.
     """
 
-    def __init__(self, model: UInt8Clips, clip: ClipConfig, *, form: str = DELAYED_EXACT, units: int = 1):
+    def __init__(self, model: UInt8Clips, clip: ClipConfig, *, form: str = DELAYED_EXACT, units: int = 1,
+                 average_units: int | None = None):
         super().__init__()
         if form not in FORMS:
             raise StreamrecError(f"streaming form '{form}' is not one of: {', '.join(FORMS)}")
+        if average_units is not None and form != CAUSAL:
+            raise StreamrecError("average_units shortens the causal form's running average; the delayed-exact form "
+                                 "averages a whole clip, as the clip model does")
         if units < 1:
             raise StreamrecError(f"a streaming call takes at least one unit, got {units}")
         self.clips = model  # holds the clip network (`model.network`) and its normalisation
@@ -491,10 +501,11 @@ class StreamingNetwork(nn.Module):
         else:
             raise no_streaming_form(network)
         self.rates = rates
-        self.stages = self._build(network, [Timing(r) for r in rates], form)
+        self.stages = self._build(network, [Timing(r) for r in rates], form, average_units)
         self.layout = self._discover_layout()
 
-    def _build(self, network: VideoNetwork, timings: list[Timing], form: str) -> list[tuple[str, object]]:
+    def _build(self, network: VideoNetwork, timings: list[Timing], form: str,
+               average_units: int | None) -> list[tuple[str, object]]:
         """The streamed blocks in the clip network's order (named as its modules); each one's
         output timings feed the next."""
         slowfast = isinstance(network, SlowFast)
@@ -519,7 +530,7 @@ class StreamingNetwork(nn.Module):
                 if pool is not None:
                     steps.append(("pathway0_pool", pool))
                     timings = [pool.timing]
-        self.head = StreamHead(network.head, timings)
+        self.head = StreamHead(network.head, timings, average_units)
         return steps
 
     @property
@@ -530,6 +541,11 @@ class StreamingNetwork(nn.Module):
     @property
     def clip_units(self) -> int:
         return self.head.clip_units
+
+    @property
+    def average_units(self) -> int:
+        """Units of per-step features the head averages: a clip's, unless set shorter (causal form)."""
+        return self.head.average_units
 
     @property
     def warmup_units(self) -> int:
@@ -627,10 +643,10 @@ def no_streaming_form(network: nn.Module) -> StreamrecError:
     return StreamrecError(f"model '{kind}' has no streaming form: {why}")
 
 
-def streaming_network(model: UInt8Clips, clip: ClipConfig, *, form: str = DELAYED_EXACT,
-                      units: int = 1) -> StreamingNetwork:
+def streaming_network(model: UInt8Clips, clip: ClipConfig, *, form: str = DELAYED_EXACT, units: int = 1,
+                      average_units: int | None = None) -> StreamingNetwork:
     """The streaming form of a loaded clip model (`streamrec.checkpoints.load_model`), sharing its parameters."""
-    return StreamingNetwork(model, clip, form=form, units=units).eval()
+    return StreamingNetwork(model, clip, form=form, units=units, average_units=average_units).eval()
 
 
 def units_for_hop(network: StreamingNetwork, hop_frames: int) -> int:

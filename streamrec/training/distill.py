@@ -205,8 +205,8 @@ def evaluate(student, targets: list["torch.Tensor"], sequences: list["torch.Tens
 
 
 def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, units: int, lr: float, seed: int,
-            form: str = "causal", target_hops: int = 1, targets: str = "teacher", held_out: int = 8,
-            log_every: int = 10) -> dict:
+            form: str = "causal", target_hops: int = 1, targets: str = "teacher", average_units: int | None = None,
+            held_out: int = 8, log_every: int = 10) -> dict:
     """Distil a streaming form (``causal``, or ``delayed_exact`` to fit its head to windows that see
     real frames at their edges) of ``config``'s model; returns what ``distill.json`` records.
 
@@ -221,7 +221,7 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     clip = config.clip
     teacher = load_model(config).eval()
     student_model = load_model(config).eval()  # its own copy of the weights: the teacher stays as it is
-    student = streaming_network(student_model, clip, form=form, units=units)
+    student = streaming_network(student_model, clip, form=form, units=units, average_units=average_units)
     if units < student.warmup_units + 1:
         raise StreamrecError(f"--units {units} leaves no room to learn from: use at least "
                              f"{student.warmup_units + 1} (a clip is {student.clip_units} units)")
@@ -281,13 +281,13 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
 
     record = {
         "stream_from": config.name, "checkpoint": config.checkpoint, "form": form, "data": data,
-        "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "targets": targets, "target_hops": target_hops,
+        "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "targets": targets, "target_hops": target_hops, "average_units": average_units,
         "seconds": round(time.monotonic() - started, 1), "losses": losses,
         "held_out": {"sequences": held_out, "before": before.__dict__, "after": after.__dict__},
     }
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "model.pt", student_model, config, metadata={"streaming": {
-        k: record[k] for k in ("form", "targets", "stream_from", "checkpoint", "data", "steps")}})
+        k: record[k] for k in ("form", "average_units", "targets", "stream_from", "checkpoint", "data", "steps")}})
     (out / "distill.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
