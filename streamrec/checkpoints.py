@@ -336,6 +336,7 @@ def load_model(config: Config) -> nn.Module:
         return UInt8Clips(build_model(config), config.clip).eval()
     config = with_zoo_layout(config)
     checkpoint = load_checkpoint(config.checkpoint)
+    _check_streaming_weights(config, checkpoint)
     network = build_model(_with_origin_head_average(config, checkpoint))
     state = model_state_dict(checkpoint, network, config.model.arch, config.checkpoint)
     classes = classifier_classes(network, state)
@@ -354,6 +355,23 @@ def load_model(config: Config) -> nn.Module:
         )
     load_state_dict_strictly(network, state, config.checkpoint)
     return UInt8Clips(network, config.clip).eval()
+
+
+def _check_streaming_weights(config: Config, checkpoint: Checkpoint) -> None:
+    """Weights distilled for a streaming form (``train --stream-from`` records it) run only in that
+    form: the causal form's kernels sit on the past side, and a shorter average is trained for."""
+    made = checkpoint.metadata.get("streaming") if checkpoint.metadata else None
+    if not made:
+        return
+    wanted = (made.get("form"), made.get("average_units"))
+    have = None if config.streaming is None else (config.streaming.form, config.streaming.average_units)
+    if have == wanted:
+        return
+    settings = f"streaming.form={wanted[0]}" + (f" and streaming.average_units={wanted[1]}" if wanted[1] else "")
+    now = ("as a clip model" if have is None else
+           f"with streaming.form={have[0]}" + (f" and streaming.average_units={have[1]}" if have[1] else ""))
+    raise StreamrecError(f"checkpoint {config.checkpoint} was distilled for the {wanted[0]} streaming form"
+                         f"{f' averaging {wanted[1]} units' if wanted[1] else ''}, not to run {now}; set {settings}")
 
 
 def with_zoo_layout(config: Config) -> Config:

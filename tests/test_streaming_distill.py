@@ -10,7 +10,7 @@ import torch
 
 from conftest import write_video
 from streamrec.checkpoints import load_checkpoint, load_model
-from streamrec.config import load_config
+from streamrec.config import StreamingConfig, load_config
 from streamrec.errors import StreamrecError
 from streamrec.models.streaming import CAUSAL, streaming_network
 from streamrec.cli import main
@@ -88,7 +88,10 @@ def test_a_short_run_moves_the_student_towards_the_teacher_and_writes_a_loadable
     assert json.loads((tmp_path / "run" / "distill.json").read_text())["held_out"] == held
     checkpoint = load_checkpoint(tmp_path / "run" / "model.pt")
     assert checkpoint.metadata["streaming"]["form"] == CAUSAL
-    distilled = load_model(config.replace(checkpoint=str(tmp_path / "run" / "model.pt")))
+    run = str(tmp_path / "run" / "model.pt")
+    with pytest.raises(StreamrecError, match="was distilled for the causal streaming form, not to run as a clip model"):
+        load_model(config.replace(checkpoint=run))
+    distilled = load_model(config.replace(checkpoint=run, streaming=StreamingConfig(CAUSAL)))
     original = load_model(config)
     changed = [name for name, p in distilled.network.named_parameters()
                if not torch.equal(p, original.network.get_parameter(name))]
@@ -139,3 +142,15 @@ def test_bad_arguments_are_one_line(tmp_path, capsys, argv, message):
     assert main(["train", *argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("error: "), err
+
+
+def test_a_distilled_checkpoint_runs_only_in_the_form_it_was_distilled_for(tmp_path):
+    out = tmp_path / "half"
+    assert main(["train", "--stream-from", "slowfast_tiny", "--average-units", "2", "--out", str(out), "--steps", "1",
+                 "--batch-size", "1", "--units", "6", "--threads", "1"]) == 0
+    config = load_config("slowfast_tiny_causal").replace(checkpoint=str(out / "model.pt"))
+    with pytest.raises(StreamrecError) as err:
+        load_model(config.replace(streaming=StreamingConfig(CAUSAL)))  # averaging a whole clip
+    assert str(err.value).endswith("not to run with streaming.form=causal; set streaming.form=causal and "
+                                   "streaming.average_units=2"), err.value
+    assert load_model(config.replace(streaming=StreamingConfig(CAUSAL, 2))) is not None

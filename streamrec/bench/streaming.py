@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrec.config import Config, load_config, load_labels
+from streamrec.config import Config, StreamingConfig, load_config, load_labels
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,9 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
         if form not in (CAUSAL, DELAYED_EXACT):
             raise StreamrecError(f"{checkpoint} records no streaming form; make it with run_stream.py train "
                                  "--stream-from")
-        variant = StreamingVariant(load_model(config.replace(checkpoint=checkpoint)), config, form, hop, threads,
-                                   folder, checkpoint, average_units=made.get("average_units"))
+        as_made = config.replace(checkpoint=checkpoint, streaming=StreamingConfig(form, made.get("average_units")))
+        variant = StreamingVariant(load_model(as_made), config, form, hop, threads, folder, checkpoint,
+                                   average_units=made.get("average_units"))
         how = "trained from labels" if (variant.distilled or {}).get("targets") == "labels" else "distilled"
         if made.get("average_units"):
             how += f", averaging {made['average_units']} units"

@@ -19,6 +19,10 @@ and fitted as the capture fits them), or ``procedural``, the surveillance genera
     python run_stream.py train --stream-from slowfast_tiny --out runs/causal_tiny      # procedural footage
     python run_stream.py train --stream-from slowfast_tiny --data videos/ --out runs/mine
 
+``--average-units N`` distils a causal form whose head averages only the last N units of per-step
+features (the newest frames then weigh more, and it answers sooner); the checkpoint records it,
+and runs only with ``streaming.average_units: N``.
+
 For comparison, ``--targets labels`` trains the same form from the same start on the procedural
 generator's labels instead (windows labelled as clip training labels them): what labelling the
 footage would have bought.
