@@ -38,9 +38,10 @@ def test_a_short_run_writes_its_figures_and_its_section(tmp_path, capsys):
     assert "stream GFLOPs" in printed and "hop 12: a streaming SlowFast advances 8 source frames" in printed
 
 
-def test_a_distilled_rows_command_repeats_the_flags_that_chose_its_targets():
-    from streamrec.bench.streaming import _targets_flags
+def test_a_distilled_rows_command_repeats_the_flags_that_made_it():
+    from streamrec.bench.streaming import _distill_flags
 
-    assert _targets_flags({"targets": "teacher", "target_hops": 1}) == ""
-    assert _targets_flags({"targets": "labels", "target_hops": 1}) == " --targets labels"
-    assert _targets_flags({"target_hops": 2}) == " --target-hops 2"  # a record from before --targets
+    assert _distill_flags({"targets": "teacher", "target_hops": 1}) == ""
+    assert _distill_flags({"targets": "labels", "target_hops": 1}) == " --targets labels"
+    assert _distill_flags({"target_hops": 2}) == " --target-hops 2"  # a record from before --targets
+    assert _distill_flags({"targets": "teacher", "target_hops": 1, "average_units": 2}) == " --average-units 2"

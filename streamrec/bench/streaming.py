@@ -367,7 +367,7 @@ def _accuracy_text(acc: dict) -> str:
         if made:
             held = made["held_out"]
             lines.append(f"\n{name}: `python run_stream.py train --stream-from {made['stream_from']} --data "
-                         f"{made['data']} --form {made['form']}{_targets_flags(made)} --steps {made['steps']} --batch-size {made['batch']} "
+                         f"{made['data']} --form {made['form']}{_distill_flags(made)} --steps {made['steps']} --batch-size {made['batch']} "
                          f"--units {made['units']} --lr {made['lr']} --seed {made['seed']}` ({made['seconds']:.0f} s; on "
                          f"{held['sequences']} held-out sequences, KL to the teacher {held['before']['kl']} -> "
                          f"{held['after']['kl']}, top-1 agreement {held['before']['agreement']} -> "
@@ -375,7 +375,7 @@ def _accuracy_text(acc: dict) -> str:
     return "\n".join(lines)
 
 
-def _targets_flags(made: dict) -> str:
+def _distill_flags(made: dict) -> str:
     """The flags of ``train --stream-from`` that chose the head's average and the targets, as typed
     (none at their defaults)."""
     flags = f" --average-units {made['average_units']}" if made.get("average_units") else ""
