@@ -360,7 +360,7 @@ def load_model(config: Config) -> nn.Module:
 def _check_streaming_weights(config: Config, checkpoint: Checkpoint) -> None:
     """Weights distilled for a streaming form (``train --stream-from`` records it) run only in that
     form: the causal form's kernels sit on the past side, and a shorter average is trained for."""
-    made = checkpoint.metadata.get("streaming") if checkpoint.metadata else None
+    made = checkpoint.metadata.get("streaming")
     if not made:
         return
     wanted = (made.get("form"), made.get("average_units"))

@@ -193,7 +193,8 @@ class PersonTracker:
         wide, _, high = associate([t for t in unmatched if t in seen_before], boxes, high, config.match_iou,
                                   config.wide_buffer)
         pairs += wide
-        unmatched = [t for t in unmatched if t not in {track for track, _ in wide}]
+        widened = {track for track, _ in wide}
+        unmatched = [t for t in unmatched if t not in widened]
         # 2. low-score boxes to the confirmed tracks left that were seen on the hop before
         recent = [t for t in unmatched if t in seen_before]
         pairs += associate(recent, boxes, low, config.low_match_iou, 0.0)[0]

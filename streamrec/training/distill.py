@@ -241,8 +241,8 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     labels = load_labels(config)
     background = config.postprocess.background_labels[0] if config.postprocess.background_labels else None
 
-    def draw(rng: np.random.Generator, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``count`` sequences' Fast frames, and their label targets (zeros when not training on labels)."""
+    def draw(rng: np.random.Generator, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``count`` sequences' Fast frames, and with ``targets="labels"`` their label targets."""
         fast, truth = [], []
         for _ in range(count):
             if targets == "labels":
@@ -251,9 +251,8 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
                                            student.clip_units, labels, background))
             else:
                 sequence = source.sequence(rng, frames)
-                truth.append(torch.zeros(windows, len(labels)))
             fast.append(sequence[::clip.sampling_rate])
-        return torch.from_numpy(np.stack(fast)), torch.stack(truth)
+        return torch.from_numpy(np.stack(fast)), torch.stack(truth) if truth else None
 
     def teacher_of(fast: torch.Tensor) -> torch.Tensor:
         return teacher_targets(teacher, clip, fast, student.clip_units, rate, target_hops)[:, :windows]
@@ -271,7 +270,7 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     losses, started = [], time.monotonic()
     for step in range(1, steps + 1):
         fast, truth = draw(rng, batch)
-        loss = kl_to(truth if targets == "labels" else teacher_of(fast),
+        loss = kl_to(teacher_of(fast) if truth is None else truth,
                      student.sequence_logits(*stream_inputs(fast, clip.alpha)))
         optimizer.zero_grad()
         loss.backward()
@@ -285,7 +284,8 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
 
     record = {
         "stream_from": config.name, "checkpoint": config.checkpoint, "form": form, "data": data,
-        "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "targets": targets, "target_hops": target_hops, "average_units": average_units,
+        "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "targets": targets,
+        "target_hops": target_hops, "average_units": average_units,
         "seconds": round(time.monotonic() - started, 1), "losses": losses,
         "held_out": {"sequences": held_out, "before": before.__dict__, "after": after.__dict__},
     }
