@@ -5,6 +5,7 @@
     run_stream.py train --config slowfast_r50_8x8 --checkpoint kinetics.pt --new-head --data data/
     run_stream.py train --config slowfast_tiny_roi       # a person model (RoI head) on procedural group scenes
     run_stream.py train --stream-from slowfast_tiny --data videos/ --out runs/causal   # no labels
+    run_stream.py train --person-detector --out runs/detector   # the procedural rooms' person detector
 
 A config whose network classifies person boxes trains on procedural rooms with several people
 and the ground-truth boxes of each clip's keyframe, and is judged by frame mAP.
@@ -17,6 +18,10 @@ folder data, and ``TRAINING.md`` (the command, seed, timings and held-out figure
 clip model itself on unlabelled footage (``--data``: a folder of videos, any layout, or the
 procedural generator) and writes ``model.pt`` and ``distill.json``; see
 `streamrec.training.distill` and docs/streaming.md.
+
+``--person-detector`` trains the tiny person detector of the procedural rooms
+(`streamrec.training.detector`) and writes ``model.onnx`` (run it with ``detection.detector:
+onnx:OUT/model.onnx``) and ``detector.json``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ DISTILL_DEFAULTS = {"form": "causal", "steps": 500, "units": 10, "target_hops": 
 NOT_WITH_STREAM_FROM = ("config", "epochs", "clips_per_epoch", "train_scenes", "val_scenes", "val_fraction", "workers",
                         "checkpoint", "new_head", "resume", "set")
 NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets", "average_units")
+DETECTOR_DEFAULTS = {"steps": 3000, "batch_size": 32, "lr": 3e-3}
+# What the person detector's training reads; every other option is refused with --person-detector.
+WITH_PERSON_DETECTOR = ("person_detector", "out", "steps", "batch_size", "lr", "seed", "threads", "workers")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +97,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                 f"(default {DISTILL_DEFAULTS['target_hops']}: the pipeline smooths the student's "
                                 "output as it smooths the clip model's, so a trailing average here counts that "
                                 "lag twice)")
+    detector = parser.add_argument_group("training the procedural rooms' person detector")
+    detector.add_argument("--person-detector", action="store_true",
+                          help="train the tiny person detector on procedural rooms (with --steps, --batch-size, "
+                               f"--lr, default {DETECTOR_DEFAULTS['steps']}, {DETECTOR_DEFAULTS['batch_size']}, "
+                               f"{DETECTOR_DEFAULTS['lr']}) and export it to OUT/model.onnx")
 
 
 def _settings_defaults():
@@ -102,6 +115,8 @@ def main(args: argparse.Namespace) -> int:
 
     from streamrec.training import TrainSettings, train
 
+    if args.person_detector:
+        return detector_command(args)
     if args.stream_from:
         return distill_command(args)
     streaming = _set_apart_from_default(args, NOT_WITHOUT_STREAM_FROM)
@@ -158,6 +173,36 @@ def distill_command(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'model.pt'} in {record['seconds'] / 60:.1f} min: on {held['sequences']} held-out "
           f"sequences, KL to the clip model {held['before']['kl']} -> {held['after']['kl']}, top-1 agreement "
           f"{held['before']['agreement']} -> {held['after']['agreement']}", file=sys.stderr)
+    return 0
+
+
+def detector_command(args: argparse.Namespace) -> int:
+    """``train --person-detector``: `streamrec.training.detector` on the command line's values."""
+    import torch
+
+    from streamrec.training.detector import train_detector
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    options = vars(parser.parse_args([]))
+    refused = _set_apart_from_default(args, tuple(name for name in options if name not in WITH_PERSON_DETECTOR))
+    if refused:
+        raise StreamrecError(f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
+                             "--person-detector (it trains on procedural rooms with its own network); drop "
+                             f"{'it' if len(refused) == 1 else 'them'}")
+    steps = DETECTOR_DEFAULTS["steps"] if args.steps is None else args.steps
+    batch = args.batch_size if _set_apart_from_default(args, ("batch_size",)) else DETECTOR_DEFAULTS["batch_size"]
+    lr = DETECTOR_DEFAULTS["lr"] if args.lr is None else args.lr
+    if min(steps, batch, args.threads) < 1 or args.workers < 0 or lr <= 0:
+        raise StreamrecError("--steps, --batch-size and --threads must be at least 1, --workers at least 0 and --lr "
+                             "above 0")
+    torch.set_num_threads(args.threads)
+    out = args.out or Path("runs") / "person_detector"
+    record = train_detector(out, steps=steps, batch=batch, lr=lr, seed=args.seed, workers=args.workers,
+                            command=recorded_command(), log=lambda line: print(line, file=sys.stderr))
+    held = record["held_out"]
+    print(f"wrote {out / 'model.onnx'} in {record['seconds'] / 60:.1f} min: on {held['frames']} held-out frames, "
+          f"AP50 {held['ap50']}, recall {held['recall']}, precision {held['precision']}", file=sys.stderr)
     return 0
 
 

@@ -48,7 +48,9 @@ MAX_CANDIDATES = 1000  # best-scoring candidates per image that go on to NMS
 @register_detector("onnx", argument="FILE",
                    summary="a YOLOv5 / YOLOv8 / YOLO11 detector exported to ONNX, run by ONNX Runtime")
 def create(config: DetectionConfig, argument: str | None) -> "OnnxYoloDetector":
-    return OnnxYoloDetector(Path(argument or ""), config)
+    from streamrec.config import found_path  # a config's own paths resolve from the checkout, as checkpoints do
+
+    return OnnxYoloDetector(found_path(argument or ""), config)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,11 @@ class OnnxYoloDetector(PersonDetector):
 
     def __init__(self, path: Path, config: DetectionConfig):
         super().__init__(config)
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise StreamrecError(f"detection.detector onnx:{path} runs on ONNX Runtime, which is not installed; "
+                                 "pip install 'streamrec[onnxruntime]', or set detection.detector=motion") from None
 
         from streamrec.backends.cuda_memory import first_line
         from streamrec.backends.onnxruntime_backend import check_providers, choose_providers, session_device
