@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from streamrec.config import ClipConfig
 from streamrec.detection import Detections, Keyframe, PersonDetector
@@ -365,6 +366,52 @@ def score_person_events(truth: Sequence[PersonSegment], truth_tracks: Mapping[in
         delays = tuple(pred.detected_at - true.start for true, pred in pairs if pred.detected_at is not None)
         scores[label] = ClassScore(len(pairs), len(p) - len(pairs), len(t) - len(pairs), delays)
     return scores
+
+
+@dataclass(frozen=True)
+class Identity:
+    """How well tracks kept to people, as MOT's CLEAR figures count it, on the hops' keyframes:
+    at each, people and tracks are paired one to one by IoU (at least 0.5, highest total first)."""
+
+    person_hops: int  # (person, hop) pairs where the person is on screen
+    covered: int  # ... of them with a track's box on the person
+    switches: int  # times a person's track differed from the one that covered them before (MOT's IDSW)
+    tracks: int  # track ids given
+
+    @property
+    def coverage(self) -> float:
+        return self.covered / self.person_hops if self.person_hops else 0.0
+
+    def __add__(self, other: "Identity") -> "Identity":
+        return Identity(self.person_hops + other.person_hops, self.covered + other.covered,
+                        self.switches + other.switches, self.tracks + other.tracks)
+
+
+def identity(truth_tracks: Mapping[int, Trajectory], predicted_tracks: Mapping[int, Trajectory]) -> Identity:
+    """`Identity` of one video's tracks (``predicted_tracks``: each track's boxes at its hops'
+    keyframes) against its people (`PersonTruth.trajectories`)."""
+    moments = sorted({float(t) for track in predicted_tracks.values() for t in track.times})
+    track_ids = list(predicted_tracks)
+    last: dict[int, int] = {}
+    person_hops = covered = switches = 0
+    for moment in moments:
+        people = [(person, box) for person, trajectory in truth_tracks.items()
+                  if (box := trajectory.box_at(moment)) is not None]
+        person_hops += len(people)
+        present = [(track, predicted_tracks[track].boxes[k[0]]) for track in track_ids
+                   if len(k := np.flatnonzero(predicted_tracks[track].times == moment))]
+        if not people or not present:
+            continue
+        overlap = iou_matrix(np.array([b for _, b in people]), np.array([b for _, b in present]))
+        rows, cols = linear_sum_assignment(-overlap)
+        for r, c in zip(rows, cols):
+            if overlap[r, c] < BOX_IOU_THRESHOLD:
+                continue
+            person, track = people[r][0], present[c][0]
+            covered += 1
+            switches += int(person in last and last[person] != track)
+            last[person] = track
+    return Identity(person_hops, covered, switches, len(track_ids))
 
 
 # --------------------------------------------------------------------------- from the pipeline's events

@@ -24,7 +24,7 @@ import numpy as np
 
 from streamrec.backends import Engine
 from streamrec.config import ClipConfig, PostprocessConfig
-from streamrec.detection import Detections, Keyframe, PersonDetector
+from streamrec.detection import Detections, Keyframe, PersonDetector, appearance
 from streamrec.detection.config import TrackerConfig
 from streamrec.detection.tracker import PersonTracker, Track, TrackUpdate
 from streamrec.postprocess import ActionChange, ActionTracker
@@ -40,6 +40,7 @@ class PersonRows:
     boxes: np.ndarray  # float32 [K, 4]: x1, y1, x2, y2 in the model input's pixels
     scores: np.ndarray  # float32 [K]: the detector's
     logits: np.ndarray  # float32 [K, num_classes]: the head's, before its activation
+    signatures: np.ndarray | None = None  # float32 [K, appearance.SIZE]: each box's colours, for the tracker
 
 
 class PersonStage:
@@ -68,8 +69,9 @@ class PersonStage:
                                for row, d in enumerate(found)] or [np.zeros((0, 5), np.float32)])
         logits = self.engine.infer({**batch.inputs, "boxes": rows.astype(np.float32)})
         people, start = [], 0
-        for detections in found:
-            people.append(PersonRows(detections.boxes, detections.scores, logits[start:start + len(detections)]))
+        for keyframe, detections in zip(keyframes, found):
+            people.append(PersonRows(detections.boxes, detections.scores, logits[start:start + len(detections)],
+                                     appearance.signatures(keyframe.frame, detections.boxes)))
             start += len(detections)
         return people
 
@@ -139,7 +141,7 @@ class StreamPeople:
 
     def hop(self, rows: PersonRows, time: float) -> PeopleHop:
         """Feed one hop's scored boxes (its clip ending at ``time`` source seconds)."""
-        update = self.tracker.update(Detections.of(rows.boxes, rows.scores), time)
+        update = self.tracker.update(Detections(rows.boxes, rows.scores), time, rows.signatures)
         changes = self._end(update.ended, "person_left")
         top_k = {}
         for track in update.seen:

@@ -19,6 +19,7 @@ from streamrec.evaluation_persons import (
     average_precision,
     box_overlap,
     frame_average_precision,
+    identity,
     mean_ap,
     read_person_truth,
     score_person_events,
@@ -141,6 +142,22 @@ PEOPLE = {0: per_frame(A, 0.0, 4.0), 1: per_frame(B, 0.0, 4.0)}
 def counts(scores) -> tuple[int, int, int]:
     total = overall(scores)
     return total.true_positives, total.false_positives, total.false_negatives
+
+
+def test_identity_counts_covered_person_hops_and_switches():
+    """Two people, one track each until the tracks swap people for one hop and swap back; a third
+    hop where a track's box is only half on its person (IoU 1/3) covers nobody."""
+    left, right = Trajectory.of([(t, A) for t in range(5)]), Trajectory.of([(t, B) for t in range(5)])
+    away = (5.0, 0.0, 15.0, 10.0)  # IoU 1/3 with A
+    one = Trajectory.of([(0, A), (1, A), (2, B), (3, A), (4, away)])
+    two = Trajectory.of([(0, B), (1, B), (2, A), (3, B), (4, B)])
+    ids = identity({0: left, 1: right}, {1: one, 2: two})
+    assert (ids.person_hops, ids.covered, ids.tracks) == (10, 9, 2)
+    assert ids.switches == 4  # each person: to the other track at 2, back at 3
+    assert ids.coverage == pytest.approx(0.9)
+    steady = identity({0: left, 1: right}, {1: Trajectory.of([(t, A) for t in range(5)]),
+                                            2: Trajectory.of([(t, B) for t in range(5)])})
+    assert (steady.covered, steady.switches) == (10, 0)
 
 
 def test_temporal_iou_of_exactly_half_matches_and_just_under_does_not():

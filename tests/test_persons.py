@@ -175,6 +175,9 @@ def test_eval_scores_a_per_person_run(tmp_path):
     data = json.loads(report.read_text())
     assert data["mode"] == "persons" and data["detector"] == detector and data["segments"] > 0
     assert 0.0 <= data["frame_map_detected_boxes"] <= 1.0
+    assert 0.0 <= data["coverage_detected_boxes"] <= 1.0 and data["person_hops_detected_boxes"] > 0
+    assert data["id_switches_detected_boxes"] >= 0 and data["track_ids_detected_boxes"] >= 1
+    assert f"{data['id_switches_detected_boxes']} id switches" in detected
     truth = data["ground_truth_boxes"]  # the same videos with perfect boxes: as many true actions to find
     assert truth["true_positives"] + truth["false_negatives"] == data["true_positives"] + data["false_negatives"]
     assert 0.0 <= truth["frame_map"] <= 1.0

@@ -13,7 +13,7 @@ import pytest
 from streamrec.detection.boxes import Detections, iou_matrix
 from streamrec.detection.config import TrackerConfig
 from streamrec.detection.tracker import PersonTracker, TrackUpdate
-from test_detection import KEYFRAME_STRIDE, VTEST_FPS, motion_on_vtest, needs_vtest
+from test_detection import KEYFRAME_STRIDE, VTEST_FPS, motion_on_vtest, needs_vtest, read_vtest
 
 HOP_S = 0.25  # seconds between hops in the synthetic scenes
 WIDTH, HEIGHT = 20, 60  # a synthetic person's box
@@ -98,6 +98,40 @@ def test_people_crossing_keep_their_own_ids():
     hidden = [u.missing for u in updates[10:13]]
     assert all([t.id for t in m] == [going_right] for m in hidden)
     assert not any(u.ended for u in updates)
+
+
+def coloured_people(xs: list[float], colours: list[tuple[int, int, int]]) -> tuple[np.ndarray, Detections]:
+    """A grey wall with a plain-coloured person at each x (people later in the list in front)."""
+    frame = np.full((200, 400, 3), 128, np.uint8)
+    for x, colour in zip(xs, colours):
+        x1, y1, x2, y2 = (int(round(v)) for v in person(x))
+        frame[y1:y2, x1:x2] = colour
+    return frame, boxes(*(person(x) for x in xs))
+
+
+def test_two_people_who_meet_and_turn_back_keep_their_ids_by_their_colours():
+    """They walk up to each other, one stands hidden behind the other for three hops, and both
+    walk back the way they came. The hidden one's track coasts on towards the other's path, so by
+    boxes alone the tracks end up on the wrong people or the hidden one returns under a new id;
+    their colours give each their own track back."""
+    from streamrec.detection import appearance
+
+    red, blue = (200, 30, 30), (30, 30, 200)
+    reds = [100 + 12 * min(hop, 7) - 12 * max(0, hop - 10) for hop in range(20)]  # in to 184, still, back
+
+    def who_is_where(**config) -> tuple[set, int]:
+        tracker = PersonTracker(TrackerConfig(**config))
+        names = {}
+        for hop, a in enumerate(reds):
+            b = 380 - a  # blue: the mirror image, 12 px apart at the closest, in front
+            frame, found = coloured_people([b], [blue]) if 8 <= hop <= 10 else coloured_people([a, b], [red, blue])
+            update = tracker.update(found, hop * HOP_S, appearance.signatures(frame, found.boxes))
+            if hop == 5:
+                names = {t.id: ("red" if t.box[0] < 190 else "blue") for t in update.seen}
+        return {(names.get(t.id, "new"), "red" if t.box[0] < 190 else "blue") for t in update.seen}, tracker.ids_created
+
+    assert who_is_where() == ({("red", "red"), ("blue", "blue")}, 2)
+    assert who_is_where(appearance_weight=0.0, reid_distance=0.0) != ({("red", "red"), ("blue", "blue")}, 2)
 
 
 def test_a_track_lives_through_short_misses_and_ends_after_max_missed_hops():
@@ -229,34 +263,70 @@ WALKS = {
 
 
 @needs_vtest
-def test_tracks_follow_the_people_walking_across_vtest():
-    """Motion boxes every 0.3 s through the tracker's defaults: ids given over the 79.5 s (3 to 8
-    people in view at a time), how long tracks live, and on the eight walks checked by eye, how
+def vtest_walks(config: TrackerConfig, with_colours: bool) -> tuple[int, list[float], list[float], int]:
+    """Motion boxes every 0.3 s through a tracker (with each box's colour signature on the frame,
+    or boxes alone): ids given, track lifetimes (s), and on the eight walks checked by eye, how
     much of each walk one id holds (a walk's first moment is its entry, before its track is
-    confirmed) and how often ids switch. The bounds sit a little under what was measured
-    (BENCHMARKS.md, "People on vtest.avi")."""
+    confirmed) and how many times its id switches."""
+    from streamrec.detection import appearance
+
     detections = motion_on_vtest()
-    tracker = PersonTracker(TrackerConfig())
+    frames = dict(read_vtest(set(range(0, 795, KEYFRAME_STRIDE)))) if with_colours else {}
+    tracker = PersonTracker(config)
     seen, lifetimes = {}, []
     for index in range(0, 795, KEYFRAME_STRIDE):
-        update = tracker.update(detections[index], index / VTEST_FPS)
+        found = detections[index]
+        looks = appearance.signatures(frames[index], found.boxes) if with_colours else None
+        update = tracker.update(found, index / VTEST_FPS, looks)
         seen[index] = update.seen
         lifetimes += [t.last_seen - t.first_seen for t in update.ended]
     lifetimes += [t.last_seen - t.first_seen for t in tracker.close().ended]
-    assert tracker.ids_created <= 45, f"{tracker.ids_created} ids"
-    assert np.median(lifetimes) >= 6.0 and sum(np.array(lifetimes) >= 5.0) >= 18, sorted(lifetimes)
-
     held, switches = [], 0
-    frames = np.array(sorted(seen))
-    for name, walk in WALKS.items():
+    frames_seen = np.array(sorted(seen))
+    for walk in WALKS.values():
         ids = []
         for frame, *box in walk:
-            tracks = seen[frames[np.argmin(np.abs(frames - frame))]]  # the nearest keyframe, 0.1 s off at most
+            tracks = seen[frames_seen[np.argmin(np.abs(frames_seen - frame))]]  # the nearest keyframe, 0.1 s off at most
             overlap = iou_matrix(np.array([box], np.float32), np.stack([t.box for t in tracks]))[0] if tracks else [0]
             ids.append(tracks[int(np.argmax(overlap))].id if max(overlap) >= 0.25 else None)
         counts = collections.Counter(i for i in ids if i is not None)
         held.append(counts.most_common(1)[0][1] / len(ids) if counts else 0.0)
         switches += max(0, len(counts) - 1)
-    assert np.mean(held) >= 0.6, dict(zip(WALKS, held))
-    assert switches <= 4
-    assert sum(h >= 0.8 for h in held) >= 4, dict(zip(WALKS, held))
+    return tracker.ids_created, lifetimes, held, switches
+
+
+def test_tracks_follow_the_people_walking_across_vtest():
+    """The tracker's defaults on vtest.avi's real pedestrians (3 to 8 in view at a time over 79.5 s),
+    with their colours as the pipeline hands them over, then with boxes alone. The bounds sit a
+    little under what was measured (BENCHMARKS.md, "People on vtest.avi"); colours must do better."""
+    ids, lifetimes, held, switches = vtest_walks(TrackerConfig(), with_colours=True)
+    assert ids <= 25, f"{ids} ids"
+    assert np.median(lifetimes) >= 12.0 and sum(np.array(lifetimes) >= 5.0) >= 15, sorted(lifetimes)
+    assert np.mean(held) >= 0.78, dict(zip(WALKS, held))
+    assert switches <= 1
+    assert sum(h >= 0.8 for h in held) >= 6, dict(zip(WALKS, held))
+
+    plain = TrackerConfig(appearance_weight=0.0, reid_distance=0.0)
+    boxes_ids, boxes_lifetimes, boxes_held, boxes_switches = vtest_walks(plain, with_colours=False)
+    assert boxes_ids <= 45, f"{boxes_ids} ids"
+    assert np.median(boxes_lifetimes) >= 6.0 and sum(np.array(boxes_lifetimes) >= 5.0) >= 18, sorted(boxes_lifetimes)
+    assert np.mean(boxes_held) >= 0.6 and boxes_switches <= 4, dict(zip(WALKS, boxes_held))
+    assert ids < boxes_ids and np.mean(held) > np.mean(boxes_held) and switches < boxes_switches
+
+
+def test_a_colour_signature_is_the_persons_colours_not_the_wall_behind_them():
+    """The same red person on two different walls looks alike; a blue one on the same wall does not."""
+    from streamrec.detection import appearance
+
+    def signature(wall, colour):
+        frame = np.full((200, 400, 3), wall, np.uint8)
+        frame[100:160, 100:120] = colour
+        frame[100:160, 104:116] = wall  # a thin figure: most of its box is the wall
+        return appearance.signatures(frame, np.array([person(100)], np.float32))
+
+    red_on_green, red_on_grey = signature((40, 160, 40), (200, 30, 30)), signature((128, 128, 128), (200, 30, 30))
+    blue_on_green = signature((40, 160, 40), (30, 30, 200))
+    assert appearance.distance(red_on_green, red_on_grey)[0, 0] < 0.1
+    assert appearance.distance(red_on_green, blue_on_green)[0, 0] > 0.9
+    assert appearance.distance(red_on_green, np.zeros_like(red_on_green))[0, 0] == 1.0  # nothing to compare
+    assert np.sum(red_on_green ** 2) == pytest.approx(1.0)  # a square-rooted histogram

@@ -153,8 +153,8 @@ def persons_main(args: argparse.Namespace) -> int:
                 "postprocess": dataclasses.asdict(config.postprocess), "videos": [str(v) for v in args.videos] or None,
                 "generated": None if args.videos else {"seed": args.seed, "count": args.count, "minutes": args.minutes},
                 "segments": sum(len(t.segments) for t in truth.values()), "pipeline_seconds": round(detected.seconds, 1),
-                "frame_ap_detected_boxes": detected.ap, "frame_map_detected_boxes": detected.map,
-                "ground_truth_boxes": report(perfect.scores, {"frame_ap": perfect.ap, "frame_map": perfect.map,
+                **{f"{key}_detected_boxes": value for key, value in detected.figures().items()},
+                "ground_truth_boxes": report(perfect.scores, {**perfect.figures(),
                                                               "pipeline_seconds": round(perfect.seconds, 1)}),
                 "command": recorded_command()}
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +168,7 @@ class PersonRun:
 
     scores: dict
     ap: dict[str, float]
+    identity: "Identity"
     seconds: float
 
     @property
@@ -181,13 +182,22 @@ class PersonRun:
 
         lines = [format_table(self.scores), f"frame AP at IoU 0.5 (AVA's rule, keyframes at 2 Hz): "
                  f"mAP {self.map:.3f}" if self.ap else "frame AP: no labelled keyframe"]
-        return "\n".join(lines + [f"  {label:>14} {value:.3f}" for label, value in self.ap.items()])
+        ids = self.identity
+        lines += [f"  {label:>14} {value:.3f}" for label, value in self.ap.items()]
+        lines.append(f"tracks (on keyframes, IoU >= 0.5): people covered {ids.coverage:.3f} of {ids.person_hops} "
+                     f"person-hops, {ids.switches} id switches, {ids.tracks} track ids")
+        return "\n".join(lines)
+
+    def figures(self) -> dict:
+        ids = self.identity
+        return {"frame_ap": self.ap, "frame_map": self.map, "coverage": round(ids.coverage, 4),
+                "person_hops": ids.person_hops, "id_switches": ids.switches, "track_ids": ids.tracks}
 
 
 def _score_persons(config, labels: list[str], videos: list[Path], truth: dict, iou: float,
                    detector=None) -> PersonRun:
     from streamrec.evaluation import combine, run_pipeline
-    from streamrec.evaluation_persons import (detections_at_keyframes, frame_average_precision,
+    from streamrec.evaluation_persons import (Identity, detections_at_keyframes, frame_average_precision, identity,
                                               predictions_from_events, score_person_events)
     from streamrec.sampling import clip_duration
 
@@ -203,7 +213,9 @@ def _score_persons(config, labels: list[str], videos: list[Path], truth: dict, i
         at, found = detections_at_keyframes(truth[v], predictions[v], start_s=clip_duration(config.clip))
         keyframe_truth.update({(str(v), k): people for k, people in at.items()})
         keyframe_detections.update({(str(v), k): boxes for k, boxes in found.items()})
-    return PersonRun(scores, frame_average_precision(keyframe_truth, keyframe_detections, labels=scored), seconds)
+    ids = sum((identity(truth[v].trajectories(), predictions[v].tracks) for v in videos), Identity(0, 0, 0, 0))
+    return PersonRun(scores, frame_average_precision(keyframe_truth, keyframe_detections, labels=scored), ids,
+                     seconds)
 
 
 def _generate_groups(args: argparse.Namespace, scratch: Path) -> list[Path]:

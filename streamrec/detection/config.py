@@ -77,6 +77,15 @@ class TrackerConfig:
     # turns from a tall box into a wide one within a hop or two, and would otherwise restart as a
     # new track in the middle of the action.
     wide_buffer: float = 1.0
+    # Weight of the colour distance between a box and a track (0 to 1, `streamrec.detection.appearance`)
+    # in their matching cost, beside 1 - IoU: two people whose boxes crossed take back their own
+    # tracks. 0: boxes alone.
+    appearance_weight: float = 1.0
+    # A track gone missing (hidden behind someone, missed by the detector) takes back a box left
+    # unmatched whose colours are within this distance of its own (0 to 1; 0: never), when the box
+    # is near where the track was last seen: after a few hops out of sight its predicted box has
+    # drifted, and the person would otherwise start a new track.
+    reid_distance: float = 0.5
     min_hits: int = 3  # a new track is confirmed (started) once matched on this many hops in a row
     max_missed_hops: int = 8  # a track ends after this many hops unseen ...
     max_missed_s: float | None = None  # ... or, when set, this many seconds unseen
@@ -119,6 +128,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "detection.tracker.low_match_iou": (0.01, 1.0),
     "detection.tracker.buffer": (0.0, 2.0),
     "detection.tracker.wide_buffer": (0.0, 4.0),
+    "detection.tracker.appearance_weight": (0.0, 10.0),
+    "detection.tracker.reid_distance": (0.0, 1.0),
     "detection.tracker.min_hits": (1, 1000),
     "detection.tracker.max_missed_hops": (0, 100_000),
     "detection.tracker.max_missed_s": (0.01, 86_400),

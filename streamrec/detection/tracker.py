@@ -16,6 +16,17 @@ Every hop (`PersonTracker.update`):
 3. the lower-scoring boxes (a half-hidden person, a faint blob) are matched to the confirmed
    tracks seen on the hop before that are still unmatched (IoU at least ``low_match_iou``): they
    keep a track alive but never start one;
+   In steps 1 and 2, when the boxes come with colour signatures (`streamrec.detection.appearance`)
+   and ``appearance_weight`` is above 0, a pair's cost is ``1 - IoU`` plus that weight times the
+   distance between the box's colours and the track's: among the pairs that overlap enough, two
+   people whose boxes just crossed each take back their own track (DeepSORT's and BoT-SORT's use
+   of appearance, with a colour histogram for their re-identification network). A track's
+   signature follows its boxes slowly, and only boxes that overlap no other box of the hop
+   teach it (a shared box holds someone else's colours too). The high-score boxes still left
+   then go to the confirmed tracks that were already missing before this hop, by colours alone
+   (at most ``reid_distance``) and only near where the track was last seen: someone who comes
+   out from behind another person is where their coasting prediction is not, and would
+   otherwise return under a new id (DeepSORT's re-identification of lost tracks);
 4. tracks not yet confirmed take what high-score boxes are left (``match_iou``, widened); one
    left unmatched is dropped;
 5. a high-score box still unmatched, scoring ``new_track_score`` or more, starts a tentative
@@ -43,6 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from streamrec.detection import appearance
 from streamrec.detection.boxes import Detections, iou_matrix, widen
 from streamrec.detection.config import TrackerConfig
 
@@ -51,6 +63,9 @@ POSITION_NOISE = 0.27  # process noise of the box, per second (variance grows wi
 VELOCITY_NOISE = 1.0  # process noise of its velocity, per second
 MEASUREMENT_NOISE = 0.05  # a detected box's error
 INITIAL_VELOCITY = 2.0  # uncertainty of a new track's velocity (box heights a second)
+SIGNATURE_KEEP = 0.9  # a track's colour signature keeps this much of itself per box that teaches it (BoT-SORT's)
+ALONE_BELOW = 0.05  # a box overlapping no other box of its hop by this IoU or more teaches its track's signature
+REID_REACH = 1.0  # a missing track's reach when taken back by colours: its height, and as much again per second
 INFEASIBLE = 1e6  # assignment cost of a pair below the IoU bar: never chosen over a feasible one
 
 
@@ -137,6 +152,7 @@ class _Track:
     score: float
     first_seen: float
     last_seen: float
+    signature: np.ndarray | None = None  # colour signature, when boxes come with them
     id: int = 0
     hits: int = 1
     missed: int = 0
@@ -148,9 +164,12 @@ class _Track:
     def snapshot(self) -> Track:
         return Track(self.id, self.box.copy(), self.score, self.first_seen, self.last_seen, self.hits, self.missed)
 
-    def match(self, box: np.ndarray, score: float, time_s: float) -> None:
+    def match(self, box: np.ndarray, score: float, time_s: float, signature: np.ndarray | None) -> None:
         self.filter.correct(box)
         self.box, self.score, self.last_seen = box, score, time_s
+        if signature is not None:
+            self.signature = signature if self.signature is None else appearance.blend(
+                self.signature, signature, SIGNATURE_KEEP)
         self.hits += 1
         self.missed = 0
 
@@ -173,14 +192,16 @@ class PersonTracker:
         """The confirmed tracks alive now, by id."""
         return sorted((t.snapshot() for t in self._tracks if t.confirmed), key=lambda t: t.id)
 
-    def update(self, detections: Detections, time_s: float) -> TrackUpdate:
-        """Match one hop's boxes (at clip time ``time_s``) to the tracks; see the module docstring."""
+    def update(self, detections: Detections, time_s: float, signatures: np.ndarray | None = None) -> TrackUpdate:
+        """Match one hop's boxes (at clip time ``time_s``) to the tracks; see the module docstring.
+        ``signatures``: the boxes' colour signatures, row for row, if any."""
         config = self.config
         dt = 0.0 if self._time is None else max(0.0, time_s - self._time)
         self._time = time_s if self._time is None else max(self._time, time_s)
         for track in self._tracks:
             track.filter.predict(dt)
         boxes, scores = detections.boxes, detections.scores
+        looks = Looks.of(boxes, signatures, config.appearance_weight)
         high = np.flatnonzero(scores >= config.high_score)
         low = np.flatnonzero(scores < config.high_score)
         confirmed = [t for t in self._tracks if t.confirmed]
@@ -188,23 +209,27 @@ class PersonTracker:
         seen_before = {t for t in confirmed if t.missed == 0}
 
         # 1. high-score boxes to every confirmed track
-        pairs, unmatched, high = associate(confirmed, boxes, high, config.match_iou, config.buffer)
+        pairs, unmatched, high = associate(confirmed, boxes, high, config.match_iou, config.buffer, looks)
         # ... then, widened further, to the tracks left that were seen on the hop before
         wide, _, high = associate([t for t in unmatched if t in seen_before], boxes, high, config.match_iou,
-                                  config.wide_buffer)
+                                  config.wide_buffer, looks)
         pairs += wide
         widened = {track for track, _ in wide}
         unmatched = [t for t in unmatched if t not in widened]
         # 2. low-score boxes to the confirmed tracks left that were seen on the hop before
         recent = [t for t in unmatched if t in seen_before]
-        pairs += associate(recent, boxes, low, config.low_match_iou, 0.0)[0]
+        pairs += associate(recent, boxes, low, config.low_match_iou, 0.0, looks)[0]
+        # ... and the high-score boxes left to the confirmed tracks that went missing before this hop, by colours
+        lost = [t for t in unmatched if t not in seen_before and t not in {track for track, _ in pairs}]
+        found_again, high = reidentify(lost, boxes, high, looks, config.reid_distance, time_s)
+        pairs += found_again
         matched = {track for track, _ in pairs}
         # 3. the high-score boxes left to tentative tracks; a tentative track left unmatched is dropped
-        tentative_pairs, dropped, high = associate(tentative, boxes, high, config.match_iou, config.buffer)
+        tentative_pairs, dropped, high = associate(tentative, boxes, high, config.match_iou, config.buffer, looks)
         for track, index in pairs + tentative_pairs:
-            track.match(boxes[index], float(scores[index]), time_s)
+            track.match(boxes[index], float(scores[index]), time_s, looks.teaching(index))
         # 4. new tentative tracks
-        fresh = [_Track(KalmanBox.start(boxes[i]), boxes[i], float(scores[i]), time_s, time_s)
+        fresh = [_Track(KalmanBox.start(boxes[i]), boxes[i], float(scores[i]), time_s, time_s, looks.teaching(i))
                  for i in high if scores[i] >= config.new_track_score]
         dropped = set(dropped)
         self._tracks = [t for t in self._tracks if t not in dropped] + fresh
@@ -240,17 +265,72 @@ class PersonTracker:
         return track.missed > self.config.max_missed_hops
 
 
-def associate(tracks: list[_Track], boxes: np.ndarray, candidates: np.ndarray, min_iou: float, buffer: float
-              ) -> tuple[list[tuple[_Track, int]], list[_Track], np.ndarray]:
+@dataclass(frozen=True)
+class Looks:
+    """One hop's colour signatures, as association uses them (none: association by boxes alone)."""
+
+    signatures: np.ndarray | None  # float32 [K, appearance.SIZE], row for row with the hop's boxes
+    weight: float  # of the colour distance in a pair's cost
+    alone: np.ndarray | None  # bool [K]: boxes that overlap no other box of the hop
+
+    @staticmethod
+    def of(boxes: np.ndarray, signatures: np.ndarray | None, weight: float) -> "Looks":
+        if signatures is None:
+            return Looks(None, 0.0, None)
+        overlap = iou_matrix(boxes, boxes)
+        np.fill_diagonal(overlap, 0.0)
+        return Looks(np.asarray(signatures, np.float32), weight, (overlap < ALONE_BELOW).all(axis=1))
+
+    def teaching(self, index: int) -> np.ndarray | None:
+        """Box ``index``'s signature if it may teach its track (it overlaps no other box)."""
+        return None if self.signatures is None or not self.alone[index] else self.signatures[index]
+
+    def cost(self, tracks: list[_Track], candidates: np.ndarray) -> np.ndarray | float:
+        """The colour term of each (track, candidate box) pair's cost; 0 where a track has no signature yet."""
+        if self.signatures is None or self.weight <= 0:
+            return 0.0
+        known = np.array([t.signature is not None for t in tracks])
+        if not known.any():
+            return 0.0
+        own = np.stack([t.signature if t.signature is not None else np.zeros(appearance.SIZE, np.float32)
+                        for t in tracks])
+        return np.where(known[:, None], appearance.distance(own, self.signatures[candidates]), 0.0) * self.weight
+
+
+def reidentify(tracks: list[_Track], boxes: np.ndarray, candidates: np.ndarray, looks: Looks, max_distance: float,
+               time_s: float) -> tuple[list[tuple[_Track, int]], np.ndarray]:
+    """Match tracks gone missing to the boxes at ``candidates`` by colours alone: a pair's colour
+    distance at most ``max_distance``, and the box's centre within reach of where the track was
+    last seen (REID_REACH of its height, plus as much again per second since). Lowest total
+    distance first. Returns the pairs and the candidate indices left over."""
+    if looks.signatures is None or max_distance <= 0 or not len(candidates):
+        return [], candidates
+    tracks = [t for t in tracks if t.signature is not None]
+    if not tracks:
+        return [], candidates
+    colour = appearance.distance(np.stack([t.signature for t in tracks]), looks.signatures[candidates])
+    last = np.stack([to_cxcywh(t.box) for t in tracks])
+    centres = np.stack([to_cxcywh(b)[:2] for b in boxes[candidates]])
+    reach = last[:, 3] * REID_REACH * (1.0 + np.array([time_s - t.last_seen for t in tracks]))
+    near = np.linalg.norm(last[:, None, :2] - centres[None], axis=2) <= reach[:, None]
+    feasible = near & (colour <= max_distance)
+    rows, cols = linear_sum_assignment(np.where(feasible, colour, INFEASIBLE))
+    pairs = [(tracks[r], int(candidates[c])) for r, c in zip(rows, cols) if feasible[r, c]]
+    taken = {index for _, index in pairs}
+    return pairs, np.array([i for i in candidates if i not in taken], np.int64)
+
+
+def associate(tracks: list[_Track], boxes: np.ndarray, candidates: np.ndarray, min_iou: float, buffer: float,
+              looks: Looks) -> tuple[list[tuple[_Track, int]], list[_Track], np.ndarray]:
     """Match ``tracks`` to the boxes at indices ``candidates`` by the IoU of each track's predicted
     box with each box, both widened by ``buffer``: as many pairs of at least ``min_iou`` as there
-    can be, then the best total IoU. Returns the pairs (track, box index), the tracks left over
-    and the candidate indices left over."""
+    can be, then the lowest total cost (``1 - IoU``, plus the colour term of ``looks``). Returns the
+    pairs (track, box index), the tracks left over and the candidate indices left over."""
     if not tracks or not len(candidates):
         return [], list(tracks), candidates
     predicted = np.stack([t.filter.box for t in tracks])
     overlap = iou_matrix(widen(predicted, buffer), widen(boxes[candidates], buffer))
-    cost = np.where(overlap >= min_iou, 1.0 - overlap, INFEASIBLE)
+    cost = np.where(overlap >= min_iou, 1.0 - overlap + looks.cost(tracks, candidates), INFEASIBLE)
     rows, cols = linear_sum_assignment(cost)
     pairs = [(tracks[r], int(candidates[c])) for r, c in zip(rows, cols) if overlap[r, c] >= min_iou]
     paired_tracks = {track for track, _ in pairs}
