@@ -56,6 +56,7 @@ def test_train_person_detector_writes_a_graph_the_onnx_detector_runs(tmp_path, c
                  "--workers", "0"]) == 0
     record = json.loads((out / "detector.json").read_text())
     assert (record["steps"], record["batch"], record["input"]) == (2, 2, list(INPUT_SIZE))
+    assert record["frames"] == "fitted to a 128 px clip input (pad)"  # the per-person demo's, as capture fits it
     assert set(record["held_out"]) >= {"ap50", "recall", "precision", "people", "frames"}
     assert f"wrote {out / 'model.onnx'}" in capsys.readouterr().err
     config = DetectionConfig(detector=f"onnx:{out / 'model.onnx'}", score_threshold=0.0)
@@ -69,7 +70,7 @@ def test_train_person_detector_writes_a_graph_the_onnx_detector_runs(tmp_path, c
 
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "2"], "--epochs does not apply to --person-detector"),
-    (["--config", "slowfast_tiny_roi", "--stream-from", "slowfast_tiny"], "--config, --stream-from do not apply"),
+    (["--data", "videos", "--stream-from", "slowfast_tiny"], "--data, --stream-from do not apply"),
     (["--steps", "0"], "--steps, --batch-size and --threads must be at least 1"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, capsys, argv, message):
@@ -82,11 +83,14 @@ SHIPPED = "streamrec/weights/person_detector/model.onnx"
 
 
 def test_the_shipped_detector_finds_the_people_of_rooms_it_never_saw(monkeypatch, tmp_path):
-    """Rooms from seeds no split of training draws, every 15th frame: ONNX Runtime runs the shipped
-    graph, found from another folder as a config's own paths are."""
+    """Rooms from seeds no split of training draws, every 15th frame fitted to the demo's clip input
+    as per-person mode hands it over: ONNX Runtime runs the shipped graph, found from another
+    folder as a config's own paths are."""
     from streamrec.detection.boxes import iou_matrix
     from streamrec.procedural_group import group_scene
+    from streamrec.transforms import fit_clip_frame, frame_fit
 
+    clip = load_config("slowfast_tiny_roi").clip
     monkeypatch.chdir(tmp_path)
     detector = create_detector(DetectionConfig(detector=f"onnx:{SHIPPED}"))
     best, spurious, frames = [], 0, 0
@@ -95,9 +99,11 @@ def test_the_shipped_detector_finds_the_people_of_rooms_it_never_saw(monkeypatch
         for index in range(0, scene.num_frames, 15):
             drawings = scene.drawings(index)
             people = [p for p in scene.people(index, drawings) if p.occluded < 0.01]
-            found = detector.detect_one(Keyframe("room", scene.frame(index, drawings), 0.0))
+            frame = scene.frame(index, drawings)
+            fit = frame_fit(frame.shape[1], frame.shape[0], clip.short_side, clip.crop_size, clip.fit)
+            found = detector.detect_one(Keyframe("room", fit_clip_frame(frame, clip), 0.0))
             sure = found.boxes[found.scores >= 0.5]  # the tracker's high_score
-            overlaps = iou_matrix(np.array([p.box for p in people], np.float32).reshape(-1, 4), sure)
+            overlaps = iou_matrix(fit.to_input(np.array([p.box for p in people], np.float32).reshape(-1, 4)), sure)
             best += list(overlaps.max(1)) if sure.size else [0.0] * len(people)
             spurious += int((overlaps.max(0) < 0.5).sum()) if people else len(sure)
             frames += 1

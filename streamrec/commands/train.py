@@ -20,8 +20,9 @@ procedural generator) and writes ``model.pt`` and ``distill.json``; see
 `streamrec.training.distill` and docs/streaming.md.
 
 ``--person-detector`` trains the tiny person detector of the procedural rooms
-(`streamrec.training.detector`) and writes ``model.onnx`` (run it with ``detection.detector:
-onnx:OUT/model.onnx``) and ``detector.json``.
+(`streamrec.training.detector`) on frames fitted to a config's clip input, as per-person mode
+hands them to the detector (``--config``, default the per-person demo's), and writes
+``model.onnx`` (run it with ``detection.detector: onnx:OUT/model.onnx``) and ``detector.json``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ NOT_WITH_STREAM_FROM = ("config", "epochs", "clips_per_epoch", "train_scenes", "
 NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets", "average_units")
 DETECTOR_DEFAULTS = {"steps": 3000, "batch_size": 32, "lr": 3e-3}
 # What the person detector's training reads; every other option is refused with --person-detector.
-WITH_PERSON_DETECTOR = ("person_detector", "out", "steps", "batch_size", "lr", "seed", "threads", "workers")
+WITH_PERSON_DETECTOR = ("person_detector", "config", "out", "steps", "batch_size", "lr", "seed", "threads", "workers")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +102,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     detector.add_argument("--person-detector", action="store_true",
                           help="train the tiny person detector on procedural rooms (with --steps, --batch-size, "
                                f"--lr, default {DETECTOR_DEFAULTS['steps']}, {DETECTOR_DEFAULTS['batch_size']}, "
-                               f"{DETECTOR_DEFAULTS['lr']}) and export it to OUT/model.onnx")
+                               f"{DETECTOR_DEFAULTS['lr']}) on frames fitted to --config's clip input (default "
+                               "the per-person demo's) and export it to OUT/model.onnx")
 
 
 def _settings_defaults():
@@ -198,8 +200,13 @@ def detector_command(args: argparse.Namespace) -> int:
                              "above 0")
     torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / "person_detector"
+    # Frames as per-person mode hands them to the detector: the config's clip input (the demo's by default).
+    from streamrec.commands.run import PERSONS_CONFIG
+
+    config = load_config(args.config if _set_apart_from_default(args, ("config",)) else PERSONS_CONFIG)
     record = train_detector(out, steps=steps, batch=batch, lr=lr, seed=args.seed, workers=args.workers,
-                            command=recorded_command(), log=lambda line: print(line, file=sys.stderr))
+                            clip=config.clip, command=recorded_command(),
+                            log=lambda line: print(line, file=sys.stderr))
     held = record["held_out"]
     print(f"wrote {out / 'model.onnx'} in {record['seconds'] / 60:.1f} min: on {held['frames']} held-out frames, "
           f"AP50 {held['ap50']}, recall {held['recall']}, precision {held['precision']}", file=sys.stderr)

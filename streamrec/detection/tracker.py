@@ -16,7 +16,7 @@ Every hop (`PersonTracker.update`):
 3. the lower-scoring boxes (a half-hidden person, a faint blob) are matched to the confirmed
    tracks seen on the hop before that are still unmatched (IoU at least ``low_match_iou``): they
    keep a track alive but never start one;
-   In steps 1 and 2, when the boxes come with colour signatures (`streamrec.detection.appearance`)
+   In steps 2 and 3, when the boxes come with colour signatures (`streamrec.detection.appearance`)
    and ``appearance_weight`` is above 0, a pair's cost is ``1 - IoU`` plus that weight times the
    distance between the box's colours and the track's: among the pairs that overlap enough, two
    people whose boxes just crossed each take back their own track (DeepSORT's and BoT-SORT's use

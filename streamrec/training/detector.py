@@ -35,9 +35,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from streamrec.config import ClipConfig
 from streamrec.detection.boxes import iou_matrix, nms
 from streamrec.detection.onnx_yolo import PAD_VALUE, letterbox
 from streamrec.training.data import GroupScenes
+from streamrec.transforms import fit_clip_frame, frame_fit
 
 INPUT_SIZE = (320, 256)  # width, height: a 320x240 room letterboxed with 8 px above and below, not resized
 STRIDE = 8  # pixels per output cell
@@ -108,9 +110,12 @@ class DetectorSample:
     hidden: np.ndarray  # bool [K]: mostly hidden by nearer people (left out of the loss)
 
 
-def render_samples(scenes: GroupScenes, rng: np.random.Generator, count: int, augment: bool) -> list[DetectorSample]:
+def render_samples(scenes: GroupScenes, rng: np.random.Generator, count: int, augment: bool,
+                   clip: ClipConfig | None = None) -> list[DetectorSample]:
     """``count`` frames of one random room at random moments, letterboxed, with their people's boxes
-    (one room serves several frames: building a room costs more than drawing a frame)."""
+    (one room serves several frames: building a room costs more than drawing a frame). With a
+    ``clip``, each frame is first fitted to that clip's input as capture fits it: per-person mode
+    hands the detector the model's input frame, not the camera's."""
     scene = scenes.scene(int(rng.integers(len(scenes))))
     samples = []
     while len(samples) < count:
@@ -128,6 +133,9 @@ def render_samples(scenes: GroupScenes, rng: np.random.Generator, count: int, au
                 frame = np.ascontiguousarray(frame[:, ::-1])
                 boxes = np.stack([frame.shape[1] - boxes[:, 2], boxes[:, 1], frame.shape[1] - boxes[:, 0],
                                   boxes[:, 3]], 1)
+        if clip is not None:
+            boxes = frame_fit(frame.shape[1], frame.shape[0], clip.short_side, clip.crop_size, clip.fit).to_input(boxes)
+            frame = fit_clip_frame(frame, clip)
         width, height = INPUT_SIZE
         image = np.empty((height, width, 3), np.uint8)
         placed = letterbox(frame, width, height, image)
@@ -139,8 +147,10 @@ def render_samples(scenes: GroupScenes, rng: np.random.Generator, count: int, au
 class TrainingBatches(torch.utils.data.IterableDataset):
     """Endless augmented training batches (``batch_tensors``), rendered in a loader process while the model trains."""
 
-    def __init__(self, scenes: GroupScenes, batch: int, seed: int, frames_per_room: int = 4):
+    def __init__(self, scenes: GroupScenes, batch: int, seed: int, frames_per_room: int = 4,
+                 clip: ClipConfig | None = None):
         self.scenes, self.batch, self.seed, self.frames_per_room = scenes, batch, seed, frames_per_room
+        self.clip = clip
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, 10])
@@ -150,7 +160,7 @@ class TrainingBatches(torch.utils.data.IterableDataset):
             samples: list[DetectorSample] = []
             while len(samples) < self.batch:
                 samples += render_samples(self.scenes, rng, min(self.frames_per_room, self.batch - len(samples)),
-                                          augment=True)
+                                          augment=True, clip=self.clip)
             yield batch_tensors(samples, centres)
 
 
@@ -275,9 +285,11 @@ def held_out_figures(model: DecodedDetector, samples: list[DetectorSample]) -> d
 # --------------------------------------------------------------------------- training
 
 def train_detector(out: Path, *, steps: int, batch: int, lr: float, seed: int, train_scenes: int = 2000,
-                   val_frames: int = 300, width: int = 16, workers: int = 1, command: str = "", log=print) -> dict:
+                   val_frames: int = 300, width: int = 16, workers: int = 1, clip: ClipConfig | None = None,
+                   command: str = "", log=print) -> dict:
     """Train `TinyPersonDetector` and write ``model.onnx`` (the graph `onnx_yolo` runs, its weights
-    in it) and ``detector.json`` (command, settings, timing, held-out figures) into ``out``."""
+    in it) and ``detector.json`` (command, settings, timing, held-out figures) into ``out``.
+    ``clip``: train and score on frames fitted to that clip's input (`render_samples`)."""
     from streamrec.export import _write_graph
 
     out.mkdir(parents=True, exist_ok=True)
@@ -285,13 +297,13 @@ def train_detector(out: Path, *, steps: int, batch: int, lr: float, seed: int, t
     train_rooms = GroupScenes([], train_scenes, seed, 0)
     val_rooms = GroupScenes([], max(1, val_frames // 10), seed, 1)
     val_rng = np.random.default_rng([seed, 11])
-    held_out = [sample for _ in range(val_frames // 10) for sample in render_samples(val_rooms, val_rng, 10, False)]
+    held_out = [sample for _ in range(val_frames // 10) for sample in render_samples(val_rooms, val_rng, 10, False, clip)]
     net = TinyPersonDetector(width)
     model = DecodedDetector(net)
     width_px, height_px = INPUT_SIZE
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
-    loader = torch.utils.data.DataLoader(TrainingBatches(train_rooms, batch, seed), batch_size=None,
+    loader = torch.utils.data.DataLoader(TrainingBatches(train_rooms, batch, seed, clip=clip), batch_size=None,
                                          num_workers=workers)
     start = time.monotonic()
     losses = []
@@ -313,6 +325,7 @@ def train_detector(out: Path, *, steps: int, batch: int, lr: float, seed: int, t
                  out / "model.onnx", fp16=False, metadata=None)
     record = {"command": command, "steps": steps, "batch": batch, "lr": lr, "seed": seed, "width": width,
               "train_scenes": train_scenes, "input": list(INPUT_SIZE), "stride": STRIDE,
+              "frames": f"fitted to a {clip.crop_size} px clip input ({clip.fit})" if clip else "as drawn",
               "parameters": sum(p.numel() for p in net.parameters()),
               "seconds": round(time.monotonic() - start, 1), "final_loss": round(float(np.mean(losses[-50:])), 4),
               "held_out": figures}
