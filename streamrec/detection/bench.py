@@ -94,6 +94,7 @@ def tracked_picture(seconds: float) -> tuple[np.ndarray, int, str]:
     observed); and how many tracks that is."""
     from streamrec.annotate import draw_person
     from streamrec.detection.config import TrackerConfig
+    from streamrec.detection import appearance
     from streamrec.detection.tracker import PersonTracker
 
     frames, frames_from = video_frames(int(seconds * VIDEO_FPS) + 1)
@@ -101,7 +102,8 @@ def tracked_picture(seconds: float) -> tuple[np.ndarray, int, str]:
     last_keyframe = len(frames) - 1
     for index, frame in enumerate(frames):
         if (last_keyframe - index) % 3 == 0:
-            tracker.update(detector.detect([Keyframe("vtest", frame, index / VIDEO_FPS)])[0], index / VIDEO_FPS)
+            found = detector.detect([Keyframe("vtest", frame, index / VIDEO_FPS)])[0]
+            tracker.update(found, index / VIDEO_FPS, appearance.signatures(frame, found.boxes))
         else:
             detector.observe("vtest", frame, index / VIDEO_FPS)
     image = cv2.cvtColor(frames[-1], cv2.COLOR_RGB2BGR)

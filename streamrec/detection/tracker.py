@@ -220,7 +220,8 @@ class PersonTracker:
         recent = [t for t in unmatched if t in seen_before]
         pairs += associate(recent, boxes, low, config.low_match_iou, 0.0, looks)[0]
         # ... and the high-score boxes left to the confirmed tracks that went missing before this hop, by colours
-        lost = [t for t in unmatched if t not in seen_before and t not in {track for track, _ in pairs}]
+        paired = {track for track, _ in pairs}
+        lost = [t for t in unmatched if t not in seen_before and t not in paired]
         found_again, high = reidentify(lost, boxes, high, looks, config.reid_distance, time_s)
         pairs += found_again
         matched = {track for track, _ in pairs}
