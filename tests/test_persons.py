@@ -101,6 +101,12 @@ def test_one_engine_call_scores_every_box_of_every_clip():
     alone = engine.infer({"slow": frames[:1, ::clip.alpha], "fast": frames[:1],
                           "boxes": np.array([[0, 60, 20, 90, 100]], np.float32)})
     assert np.allclose(rows[0].logits[1], alone[0], atol=1e-4)
+    # ... and each box comes with its colours on that keyframe, for the tracker.
+    from streamrec.detection import appearance
+
+    keyframe = frames[0, clip.num_frames // 2]
+    assert np.array_equal(rows[0].signatures, appearance.signatures(keyframe, rows[0].boxes))
+    assert rows[1].signatures.shape == (0, appearance.SIZE)
 
 
 def test_a_person_who_leaves_ends_what_they_were_doing():
