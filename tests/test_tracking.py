@@ -263,20 +263,20 @@ WALKS = {
 
 
 @needs_vtest
-def vtest_walks(config: TrackerConfig, with_colours: bool) -> tuple[int, list[float], list[float], int]:
-    """Motion boxes every 0.3 s through a tracker (with each box's colour signature on the frame,
-    or boxes alone): ids given, track lifetimes (s), and on the eight walks checked by eye, how
-    much of each walk one id holds (a walk's first moment is its entry, before its track is
-    confirmed) and how many times its id switches."""
+def vtest_walks(config: TrackerConfig, detections: dict[int, Detections], frames: dict[int, np.ndarray] | None
+                ) -> tuple[int, list[float], list[float], int]:
+    """Motion boxes every 0.3 s (``detections``, `motion_on_vtest`) through a tracker, with each
+    box's colour signature on its keyframe from ``frames`` (None: boxes alone): ids given, track
+    lifetimes (s), and on the eight walks checked by eye, how much of each walk one id holds (a
+    walk's first moment is its entry, before its track is confirmed) and how many times its id
+    switches."""
     from streamrec.detection import appearance
 
-    detections = motion_on_vtest()
-    frames = dict(read_vtest(set(range(0, 795, KEYFRAME_STRIDE)))) if with_colours else {}
     tracker = PersonTracker(config)
     seen, lifetimes = {}, []
     for index in range(0, 795, KEYFRAME_STRIDE):
         found = detections[index]
-        looks = appearance.signatures(frames[index], found.boxes) if with_colours else None
+        looks = None if frames is None else appearance.signatures(frames[index], found.boxes)
         update = tracker.update(found, index / VTEST_FPS, looks)
         seen[index] = update.seen
         lifetimes += [t.last_seen - t.first_seen for t in update.ended]
@@ -299,7 +299,9 @@ def test_tracks_follow_the_people_walking_across_vtest():
     """The tracker's defaults on vtest.avi's real pedestrians (3 to 8 in view at a time over 79.5 s),
     with their colours as the pipeline hands them over, then with boxes alone. The bounds sit a
     little under what was measured (BENCHMARKS.md, "People on vtest.avi"); colours must do better."""
-    ids, lifetimes, held, switches = vtest_walks(TrackerConfig(), with_colours=True)
+    detections = motion_on_vtest()
+    frames = dict(read_vtest(set(range(0, 795, KEYFRAME_STRIDE))))
+    ids, lifetimes, held, switches = vtest_walks(TrackerConfig(), detections, frames)
     assert ids <= 25, f"{ids} ids"
     assert np.median(lifetimes) >= 12.0 and sum(np.array(lifetimes) >= 5.0) >= 15, sorted(lifetimes)
     assert np.mean(held) >= 0.78, dict(zip(WALKS, held))
@@ -307,7 +309,7 @@ def test_tracks_follow_the_people_walking_across_vtest():
     assert sum(h >= 0.8 for h in held) >= 6, dict(zip(WALKS, held))
 
     plain = TrackerConfig(appearance_weight=0.0, reid_distance=0.0)
-    boxes_ids, boxes_lifetimes, boxes_held, boxes_switches = vtest_walks(plain, with_colours=False)
+    boxes_ids, boxes_lifetimes, boxes_held, boxes_switches = vtest_walks(plain, detections, None)
     assert boxes_ids <= 45, f"{boxes_ids} ids"
     assert np.median(boxes_lifetimes) >= 6.0 and sum(np.array(boxes_lifetimes) >= 5.0) >= 18, sorted(boxes_lifetimes)
     assert np.mean(boxes_held) >= 0.6 and boxes_switches <= 4, dict(zip(WALKS, boxes_held))

@@ -77,9 +77,9 @@ class TrackerConfig:
     # turns from a tall box into a wide one within a hop or two, and would otherwise restart as a
     # new track in the middle of the action.
     wide_buffer: float = 1.0
-    # Weight of the colour distance between a box and a track (0 to 1, `streamrec.detection.appearance`)
-    # in their matching cost, beside 1 - IoU: two people whose boxes crossed take back their own
-    # tracks. 0: boxes alone.
+    # Weight of the colour distance between a box and a track (a distance from 0 to 1,
+    # `streamrec.detection.appearance`) in their matching cost, beside 1 - IoU: two people whose
+    # boxes crossed take back their own tracks. 0: boxes alone.
     appearance_weight: float = 1.0
     # A track gone missing (hidden behind someone, missed by the detector) takes back a box left
     # unmatched whose colours are within this distance of its own (0 to 1; 0: never), when the box

@@ -297,7 +297,8 @@ def train_detector(out: Path, *, steps: int, batch: int, lr: float, seed: int, t
     train_rooms = GroupScenes([], train_scenes, seed, 0)
     val_rooms = GroupScenes([], max(1, val_frames // 10), seed, 1)
     val_rng = np.random.default_rng([seed, 11])
-    held_out = [sample for _ in range(val_frames // 10) for sample in render_samples(val_rooms, val_rng, 10, False, clip)]
+    held_out = [sample for _ in range(val_frames // 10)
+                for sample in render_samples(val_rooms, val_rng, 10, False, clip)]
     net = TinyPersonDetector(width)
     model = DecodedDetector(net)
     width_px, height_px = INPUT_SIZE
