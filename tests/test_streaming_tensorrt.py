@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 from test_tensorrt import CLASSES, PLAN_MAGIC, SPECS, FakeContext, FakeDevice, FakeEngine, FakeTensorRT, fake_network
 
+from streamrec.backends import create_engine
+from streamrec.backends.engine_cache import EngineRecord
 from streamrec.backends.inputs import StateSpec
 from streamrec.backends.tensorrt_backend import TensorRTEngine
+from streamrec.config import load_config
 from streamrec.errors import StreamrecError
 
 STATE = 10
@@ -137,3 +140,126 @@ def test_a_state_input_without_a_new_state_output_is_refused(api, device):
     with pytest.raises(StreamrecError, match="returns logits and new_state") as err:
         TensorRTEngine(plan(api, new_state=False), api, device, SPECS, CLASSES)
     assert "\n" not in str(err.value) and device.closed
+
+
+# --------------------------------------------------------------------------- through create_engine and the pipeline
+
+
+class OnnxRuntimeContext(FakeContext):
+    """An execution context whose engine is the ONNX graph it was built from, run by ONNX Runtime:
+    everything around TensorRT's own call (export, build, record, buffers, state rows, padding)
+    is this project's code, checked numerically."""
+
+    def get_tensor_shape(self, name):
+        if name in self.engine.profiles:
+            return super().get_tensor_shape(name)
+        batch = self.shapes.get(StateSpec.name, (-1,))[0]
+        return (batch, self.engine.state_size) if name == StateSpec.output else (batch, self.engine.classes)
+
+    def execute_async_v3(self, stream_handle) -> bool:
+        device = self.engine.device
+        device.require_context("enqueueV3")
+        stream = device.streams[stream_handle]
+        shapes, addresses = dict(self.shapes), dict(self.addresses)
+
+        def compute() -> None:
+            feeds = {}
+            for name, shape in shapes.items():
+                dtype = np.float32 if name == StateSpec.name else np.uint8
+                count = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                feeds[name] = np.frombuffer(device.buffers[addresses[name]][:count], dtype).reshape(shape)
+            for name, array in zip(["logits", StateSpec.output], self.engine.session.run(None, feeds)):
+                device.buffers[addresses[name]][:array.nbytes] = np.ascontiguousarray(array, np.float32).tobytes()
+
+        stream.enqueue(compute)
+        return True
+
+
+class OnnxRuntimeEngine(FakeEngine):
+    def __init__(self, header: dict, api, graph: bytes):
+        import onnxruntime
+
+        super().__init__(header, api)
+        self.names.append(StateSpec.output)
+        self.state_size = header["profiles"][StateSpec.name][0][1]
+        self.session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+
+    def create_execution_context(self):
+        self.contexts.append(OnnxRuntimeContext(self))
+        return self.contexts[-1]
+
+
+class OnnxRuntimeTensorRT(FakeTensorRT):
+    """Builds keep the graph; engines run it (`OnnxRuntimeEngine`)."""
+
+    def __init__(self, device):
+        super().__init__(device)
+        self.graphs: dict[str, bytes] = {}
+
+    def build(self, onnx_bytes, profile, workspace_bytes, timing_cache, progress, *, tf32):
+        result = super().build(onnx_bytes, profile, workspace_bytes, timing_cache, progress, tf32=tf32)
+        header = json.loads(result.plan)
+        header["dtypes"][StateSpec.name] = header["dtypes"][StateSpec.output] = "FLOAT"
+        header["graph"] = str(len(self.graphs))
+        self.graphs[header["graph"]] = onnx_bytes
+        return type(result)(json.dumps(header).encode(), result.timing_cache)
+
+    def deserialize(self, plan: bytes):
+        super().deserialize(plan)
+        header = json.loads(plan)
+        self.engines[-1] = OnnxRuntimeEngine(header, self, self.graphs[header["graph"]])
+        return self.engines[-1]
+
+
+@pytest.fixture
+def onnx_tensorrt(monkeypatch, device, engine_dir) -> OnnxRuntimeTensorRT:
+    """TensorRT and the GPU stood in for, through create_engine's own imports."""
+    api = OnnxRuntimeTensorRT(device)
+    monkeypatch.setattr("streamrec.backends.trt_api.load_tensorrt", lambda: api)
+    monkeypatch.setattr("streamrec.backends.cuda_memory.open_device", lambda index: device)
+    return api
+
+
+STREAMING = "slowfast_tiny_streaming"  # hop 8: a call takes 1 Slow and 4 Fast frames of 96 px
+
+
+def test_a_streaming_config_builds_an_engine_that_steps_as_onnx_runtime_does(onnx_tensorrt, engine_dir):
+    """No engine file: the streaming form is exported, built once, recorded with its graph's
+    metadata, and steps a batch of streams through a sequence of hops as the ONNX Runtime engine
+    of the same config does."""
+    config = load_config(STREAMING, ["engine.backend=tensorrt", "engine.device=cuda", "pipeline.max_batch=4"])
+    engine = create_engine(config)
+    reference = create_engine(load_config(STREAMING, ["engine.backend=onnxruntime", "engine.device=cpu"]))
+    assert engine.streaming == reference.streaming and engine.state == reference.state
+    (built,) = engine_dir.glob("*.engine")
+    assert EngineRecord.load(built).metadata["streaming"]["form"] == "delayed_exact"
+    rng = np.random.default_rng(0)
+    states = [engine.state.zeros(3), reference.state.zeros(3)]
+    for _ in range(engine.streaming.warmup_units + 2):  # a sequence of hops, each fed the last one's state
+        frames = {"slow": rng.integers(0, 256, (3, 1, 96, 96, 3), np.uint8),
+                  "fast": rng.integers(0, 256, (3, 4, 96, 96, 3), np.uint8)}
+        (logits, states[0]), (expected, states[1]) = [e.step({**frames, StateSpec.name: s})
+                                                      for e, s in zip((engine, reference), states)]
+        np.testing.assert_allclose(logits, expected, atol=1e-5)
+    np.testing.assert_allclose(states[0], states[1], atol=1e-4)
+    assert create_engine(config).streaming == engine.streaming and onnx_tensorrt.builds == 1  # reused
+
+
+def test_a_streaming_engine_for_another_hop_or_without_its_record_is_one_line(onnx_tensorrt, engine_dir):
+    create_engine(load_config(STREAMING, ["engine.backend=tensorrt", "engine.device=cuda"]))
+    (built,) = engine_dir.glob("*.engine")
+    given = ["engine.backend=tensorrt", f"engine.engine_file={built}"]
+    with pytest.raises(StreamrecError, match="streams delayed_exact at a hop of 8 frames, the config asks for "
+                                             "causal at 8") as err:
+        create_engine(load_config(STREAMING, [*given, "streaming.form=causal"]))
+    assert "\n" not in str(err.value)
+    with pytest.raises(StreamrecError, match=r"input 'slow' is uint8 \[4, 1, 96, 96, 3\]; the config needs uint8 "
+                                             r"\[B, 2, 96, 96, 3\]"):  # hop 16: two Slow frames a call
+        create_engine(load_config(STREAMING, [*given, "pipeline.hop_frames=16"]))
+    with pytest.raises(StreamrecError, match="input 'slow' is uint8"):  # a clip config: its clip's frames
+        create_engine(load_config("slowfast_tiny", given))
+    EngineRecord.path_for(built).unlink()  # built elsewhere: nothing says how its calls line up with frames
+    with pytest.raises(StreamrecError, match="not a streaming model with streamrec's metadata"):
+        create_engine(load_config(STREAMING, given))
+    with pytest.raises(StreamrecError, match="int8 has no streaming form"):
+        create_engine(load_config(STREAMING, ["engine.backend=tensorrt", "engine.precision=int8"]))

@@ -197,6 +197,25 @@ def resolve_backend(config: Config) -> str:
     raise StreamrecError(f"no backend can run here; install one of {', '.join(b.name for b in ranked)}")
 
 
+def check_streaming(engine, config: Config, path: Path, hop: int | None) -> None:
+    """A streaming config (``hop``: its `streamrec.config.streaming_hop_frames`) needs an engine
+    that streams its form at its hop, and a clip config one that runs whole clips; ``path`` is
+    the graph or engine file the engine came from, for the message."""
+    spec = getattr(engine, "streaming", None)
+    if hop is None:
+        if getattr(engine, "state", None) is not None:
+            raise StreamrecError(f"{path} is a streaming model's graph; add a streaming: section to the config "
+                                 "(e.g. configs/slowfast_tiny_streaming.yaml) or export the clip model")
+        return
+    if spec is None:
+        raise StreamrecError(f"{path} is not a streaming model with streamrec's metadata; the config's streaming: "
+                             "section needs a graph made by streamrec.export.export_streaming (or an engine "
+                             "build-engine made from one), or no engine_file")
+    if (spec.form, spec.hop_frames) != (config.streaming.form, hop):
+        raise StreamrecError(f"{path} streams {spec.form} at a hop of {spec.hop_frames} frames, the config asks for "
+                             f"{config.streaming.form} at {hop}; export it from this config (or drop engine_file)")
+
+
 def create_engine(config: Config) -> Engine:
     """The engine a config asks for, from ``engine.engine_file`` or the cache in ``engines/``."""
     backend = get_backend(resolve_backend(config))

@@ -190,12 +190,16 @@ class EngineKey:
 
 @dataclass(frozen=True)
 class EngineRecord:
-    """The JSON file beside an engine: its key, where it came from, and the plan's checksum."""
+    """The JSON file beside an engine: its key, where it came from, the plan's checksum, and
+    the streamrec metadata of the graph it was built from (`streamrec.export.METADATA_KEY`;
+    None for a graph without it), which a plan does not keep: an engine is checked against a
+    config by it, and a streaming engine's calls are lined up with frames by it."""
 
     key: EngineKey
     onnx_file: str
     plan_sha256: str
     build_seconds: float
+    metadata: dict | None = None
 
     @staticmethod
     def path_for(engine: Path) -> Path:

@@ -13,7 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamrec.backends import call_threads, register_backend
+from streamrec.backends import call_threads, check_streaming, register_backend
 from streamrec.errors import StreamrecError
 
 if TYPE_CHECKING:
@@ -55,18 +55,3 @@ def create(config: Config) -> Engine:
     check_streaming(engine, config, path, hop)
     return engine
 
-
-def check_streaming(engine, config: Config, path: Path, hop: int | None) -> None:
-    """A streaming config needs a streaming graph of its form and hop, and a clip config a clip graph."""
-    spec = engine.streaming
-    if hop is None:
-        if engine.state is not None:
-            raise StreamrecError(f"{path} is a streaming model's graph; add a streaming: section to the config "
-                                 "(e.g. configs/slowfast_tiny_streaming.yaml) or export the clip model")
-        return
-    if spec is None:
-        raise StreamrecError(f"{path} is not a streaming graph with streamrec's metadata; the config's streaming: "
-                             "section needs one made by streamrec.export.export_streaming (or no engine_file)")
-    if (spec.form, spec.hop_frames) != (config.streaming.form, hop):
-        raise StreamrecError(f"{path} streams {spec.form} at a hop of {spec.hop_frames} frames, the config asks for "
-                             f"{config.streaming.form} at {hop}; export it from this config (or drop engine_file)")

@@ -17,7 +17,9 @@ registered (``trt.init_libnvinfer_plugins``) before an engine holding it is buil
 An engine built from a streaming model's graph also has a float32 ``state`` input ``[B, size]``
 and a ``new_state`` output of that shape (`streamrec.backends.inputs.StateSpec`): it runs through
 ``step``, which stages each stream's state row beside its frames and copies the new rows back
-with the logits; ``infer`` refuses it. Rows below the profile's minimum batch are zeros.
+with the logits; ``infer`` refuses it. Rows below the profile's minimum batch are zeros. How its
+calls line up with a stream's frames (``streaming``, a `StreamingSpec`) comes from the metadata of
+the graph it was built from, which the engine's record keeps (`engine_cache.EngineRecord`).
 
 TensorRT and CUDA are reached only through `trt_api.TensorRT` and `cuda_memory.DeviceMemory`,
 so the tests drive this module with stand-ins of both.
@@ -35,7 +37,15 @@ import numpy as np
 
 from streamrec.backends.cuda_memory import DeviceMemory, Stream
 from streamrec.backends.engine_cache import EngineRecord, sha256_bytes
-from streamrec.backends.inputs import BoxesSpec, InputSpec, StateSpec, batch_size, checked_boxes, checked_state
+from streamrec.backends.inputs import (
+    BoxesSpec,
+    InputSpec,
+    StateSpec,
+    StreamingSpec,
+    batch_size,
+    checked_boxes,
+    checked_state,
+)
 from streamrec.backends.trt_api import CudaEngine, TensorRT, TensorRTError
 from streamrec.errors import StreamrecError
 
@@ -106,8 +116,9 @@ class TensorRTEngine:
     parallel_calls = 1  # one execution context: calls from several threads take turns (the lock below)
 
     def __init__(self, plan: bytes, api: TensorRT, memory: DeviceMemory, specs: tuple[InputSpec, ...],
-                 num_classes: int, source: str = "engine", device: str = "cuda:0"):
+                 num_classes: int, source: str = "engine", device: str = "cuda:0", metadata: Mapping | None = None):
         self.specs = specs
+        self.metadata = metadata  # the streamrec metadata of the graph it was built from (None: unknown)
         self.api = api
         self.memory = memory
         self.source = source
@@ -132,6 +143,8 @@ class TensorRTEngine:
                 self.output = next(t for t in outputs if t.name != StateSpec.output)
                 self.state_output = next((t for t in outputs if t.name == StateSpec.output), None)
                 self.state = StateSpec(self.state_tensor.max_shape[1]) if self.state_tensor else None
+                entry = (metadata or {}).get("streaming") if self.state else None
+                self.streaming = StreamingSpec.from_metadata(entry) if entry else None  # how calls line up with frames
                 self.min_batch = max(t.min_shape[0] for t in self.inputs)
                 self.max_batch = min(t.max_shape[0] for t in self.inputs)
                 self.boxes = (BoxesSpec(specs[0].size, self.boxes_tensor.max_shape[0])  # the boxes the profile allows

@@ -13,6 +13,7 @@ key, the profile shapes, reuse, error messages) is here and tested with a stand-
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -53,6 +54,18 @@ def graph_precision(onnx: bytes) -> str:
     halves = sum(t.data_type == TensorProto.FLOAT16 for t in graph.initializer)
     floats = sum(t.data_type == TensorProto.FLOAT for t in graph.initializer)
     return "fp16" if halves > floats else "fp32"
+
+
+def graph_metadata(onnx: bytes) -> dict | None:
+    """The streamrec metadata an exported graph records about itself (None: exported elsewhere)."""
+    import onnx as onnx_lib
+
+    from streamrec.export import METADATA_KEY
+
+    for entry in onnx_lib.load_from_string(onnx).metadata_props:
+        if entry.key == METADATA_KEY:
+            return json.loads(entry.value)
+    return None
 
 
 def check_precision(onnx: bytes, precision: str, onnx_file: Path) -> None:
@@ -132,7 +145,7 @@ def build_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: Tens
         raise StreamrecError(f"TensorRT could not build {onnx_file.name}: {err}") from None
     seconds = time.monotonic() - started
     write_atomically(path, result.plan)
-    EngineRecord(key, str(onnx_file), sha256_bytes(result.plan), round(seconds, 1)).save(path)
+    EngineRecord(key, str(onnx_file), sha256_bytes(result.plan), round(seconds, 1), graph_metadata(onnx)).save(path)
     if result.timing_cache is not None:
         write_atomically(timing_path, result.timing_cache)
     progress(f"built {path} in {seconds:.1f} s")

@@ -2,7 +2,10 @@
 
 It runs ``engine.engine_file`` when that is a built engine (any file but ``.onnx``), else builds
 one from that ``.onnx`` file or from the config's export, into the cache in ``engines/``.
-``auto`` picks it first, where TensorRT is installed and a GPU answers.
+``auto`` picks it first, where TensorRT is installed and a GPU answers. A streaming config's
+engine is built from its streaming form's graph (`streamrec.export.export_streaming`); as for
+ONNX Runtime, the engine is checked against the config by its graph's metadata, kept in the
+engine's record.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamrec.backends import parallel_calls_need_cpu, register_backend
+from streamrec.backends import check_streaming, parallel_calls_need_cpu, register_backend
 from streamrec.errors import StreamrecError
 
 if TYPE_CHECKING:
@@ -41,16 +44,16 @@ def runs_here(engine: EngineConfig) -> bool:
                   reads_file=lambda path: path.suffix != ".onnx")
 def create(config: Config) -> Engine:
     from streamrec.backends.cuda_memory import open_device, parse_device_index
-    from streamrec.backends.engine_cache import BatchProfile, cached_export
-    from streamrec.backends.inputs import input_specs
+    from streamrec.backends.engine_cache import BatchProfile, EngineRecord, cached_export
+    from streamrec.backends.inputs import hop_input_specs, input_specs
     from streamrec.backends.tensorrt_backend import TensorRTEngine, read_plan
     from streamrec.backends.tensorrt_build import cached_engine
     from streamrec.backends.trt_api import load_tensorrt
+    from streamrec.config import streaming_hop_frames
+    from streamrec.export import check_metadata
 
     engine = config.engine
-    if config.streaming is not None:
-        raise StreamrecError("a streaming config (streaming:) runs on the onnxruntime and torch backends; use "
-                             "--backend onnxruntime or --backend torch")
+    hop = streaming_hop_frames(config) if config.streaming is not None else None
     if engine.device == "cpu":
         raise StreamrecError("the tensorrt backend runs on a CUDA GPU; engine.device=cpu needs --backend "
                              "onnxruntime or torch")
@@ -63,6 +66,9 @@ def create(config: Config) -> Engine:
     if file is not None and file.suffix != ".onnx":
         path = file
     else:
+        if file is None and engine.precision == "int8" and hop is not None:
+            raise StreamrecError("engine.precision=int8 has no streaming form (its calibration runs whole clips); "
+                                 "use fp32 or fp16 (or drop the streaming: section)")
         if file is None and engine.precision == "int8":
             raise StreamrecError("engine.precision=int8 needs a quantized graph made from calibration clips: run "
                                  "`run_stream.py build-engine --onnx FILE --precision int8 --calibration DIR` and "
@@ -70,5 +76,15 @@ def create(config: Config) -> Engine:
         onnx = file or cached_export(config, engine.precision)
         batch = BatchProfile(1, config.pipeline.max_batch, config.pipeline.max_batch)
         path = cached_engine(onnx, engine.precision, batch, api, memory, progress=log.info, phases=False)
-    return TensorRTEngine(read_plan(path, api, memory), api, memory, input_specs(config.clip),
-                          config.model.num_classes, source=f"engine {path}", device=f"cuda:{index}")
+    record = EngineRecord.load(path)
+    metadata = record.metadata if record else None
+    specs = hop_input_specs(config.clip, hop) if hop else input_specs(config.clip)
+    check_metadata(metadata, config, path)
+    made = TensorRTEngine(read_plan(path, api, memory), api, memory, specs, config.model.num_classes,
+                          source=f"engine {path}", device=f"cuda:{index}", metadata=metadata)
+    try:
+        check_streaming(made, config, path, hop)
+    except StreamrecError:
+        made.close()
+        raise
+    return made

@@ -179,3 +179,22 @@ def test_cuda_n_engines(trt_api, tmp_path):
         path = build_engine(onnx_file, "fp32", BatchProfile(1, 4, 4), trt_api, memory)
         results.append(run_engine(path, trt_api, memory, config).infer({k: v[:4] for k, v in clips.items()}))
     np.testing.assert_allclose(results[1], results[0], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_streaming_engine_steps_as_onnxruntime_does_across_hops(trt_api, precision):
+    """A streaming config's engine (state in, new state out) built by create_engine follows the
+    ONNX Runtime engine of the same config over a sequence of hops, rows of different states."""
+    config = load_config("slowfast_tiny_streaming", ["engine.backend=tensorrt", "engine.device=cuda",
+                                                     f"engine.precision={precision}", "pipeline.max_batch=4"])
+    engine = create_engine(config)
+    reference = create_engine(load_config("slowfast_tiny_streaming", ["engine.backend=onnxruntime",
+                                                                      "engine.device=cpu"]))
+    assert engine.streaming == reference.streaming
+    rng = np.random.default_rng(0)
+    states = [engine.state.zeros(3), reference.state.zeros(3)]
+    for _ in range(engine.streaming.warmup_units + 2):
+        frames = {s.name: rng.integers(0, 256, (3, *s.clip_shape), np.uint8) for s in engine.specs}
+        (logits, states[0]), (expected, states[1]) = [e.step({**frames, "state": s})
+                                                      for e, s in zip((engine, reference), states)]
+        assert np.abs(logits - expected).max() <= 10 * BOUNDS[precision]  # errors carried through the state add up
