@@ -46,8 +46,10 @@ class PersonRows:
 class PersonStage:
     """Detect people on each clip's keyframe, then classify every box in one engine call."""
 
-    def __init__(self, detector: PersonDetector, engine: Engine, clip: ClipConfig, max_boxes: int):
+    def __init__(self, detector: PersonDetector, engine: Engine, clip: ClipConfig, max_boxes: int, *,
+                 colours: bool = True):
         self.detector = detector
+        self.colours = colours  # compute each box's colour signature: the tracker reads them
         self.engine = engine
         self.clip = clip
         self.max_boxes = max_boxes  # per clip: the engine's own limit, best scores kept
@@ -70,8 +72,9 @@ class PersonStage:
         logits = self.engine.infer({**batch.inputs, "boxes": rows.astype(np.float32)})
         people, start = [], 0
         for keyframe, detections in zip(keyframes, found):
+            signatures = appearance.signatures(keyframe.frame, detections.boxes) if self.colours else None
             people.append(PersonRows(detections.boxes, detections.scores, logits[start:start + len(detections)],
-                                     appearance.signatures(keyframe.frame, detections.boxes)))
+                                     signatures))
             start += len(detections)
         return people
 

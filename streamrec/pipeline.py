@@ -154,7 +154,8 @@ class Pipeline:
         self.scheduler = Scheduler(min(pipe.max_batch, engine.max_batch), pipe.max_wait_ms / 1000.0)
         self.activation = config.model.kwargs.get("head_activation", "softmax")  # the model head's
         self.detector = self._person_mode(config, engine, detector)
-        self.person_stage = PersonStage(self.detector, engine, config.clip, MAX_BOXES_PER_CLIP) if self.detector else None
+        self.person_stage = (PersonStage(self.detector, engine, config.clip, MAX_BOXES_PER_CLIP,
+                                         colours=config.detection.tracker.uses_colours) if self.detector else None)
         self.streaming = self._streaming_spec(config, engine)  # None: whole clips
         self.dispatcher = EngineDispatcher(engine, self.scheduler, self.person_stage or (self._step if self.streaming
                                                                                          else None))

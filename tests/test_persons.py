@@ -107,6 +107,10 @@ def test_one_engine_call_scores_every_box_of_every_clip():
     keyframe = frames[0, clip.num_frames // 2]
     assert np.array_equal(rows[0].signatures, appearance.signatures(keyframe, rows[0].boxes))
     assert rows[1].signatures.shape == (0, appearance.SIZE)
+    # A tracker that reads no colours (appearance_weight and reid_distance 0) is handed none.
+    blind = PersonStage(detector, engine, clip, max_boxes=16, colours=False)
+    assert blind(Batch(views, {"slow": frames[:, ::clip.alpha], "fast": frames}, {}))[0].signatures is None
+    assert not TrackerConfig(appearance_weight=0, reid_distance=0).uses_colours and TrackerConfig().uses_colours
 
 
 def test_a_person_who_leaves_ends_what_they_were_doing():

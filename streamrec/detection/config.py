@@ -90,6 +90,11 @@ class TrackerConfig:
     max_missed_hops: int = 8  # a track ends after this many hops unseen ...
     max_missed_s: float | None = None  # ... or, when set, this many seconds unseen
 
+    @property
+    def uses_colours(self) -> bool:
+        """Whether the tracker reads boxes' colour signatures at all (else they need not be computed)."""
+        return self.appearance_weight > 0 or self.reid_distance > 0
+
 
 @dataclass(frozen=True)
 class DetectionConfig:
