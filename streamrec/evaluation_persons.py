@@ -387,10 +387,14 @@ class Identity:
                         self.switches + other.switches, self.tracks + other.tracks)
 
 
-def identity(truth_tracks: Mapping[int, Trajectory], predicted_tracks: Mapping[int, Trajectory]) -> Identity:
+def identity(truth_tracks: Mapping[int, Trajectory], predicted_tracks: Mapping[int, Trajectory],
+             moments: Iterable[float] = ()) -> Identity:
     """`Identity` of one video's tracks (``predicted_tracks``: each track's boxes at its hops'
-    keyframes) against its people (`PersonTruth.trajectories`)."""
-    moments = sorted({float(t) for track in predicted_tracks.values() for t in track.times})
+    keyframes) against its people (`PersonTruth.trajectories`). ``moments``: every hop's keyframe
+    time (`PersonPredictions.keyframes`), so that people on a keyframe where no track was published
+    count as uncovered; the tracks' own times alone would leave those hops out."""
+    tracked = {float(t) for track in predicted_tracks.values() for t in track.times}
+    moments = sorted(tracked | {float(t) for t in moments})
     track_ids = list(predicted_tracks)
     last: dict[int, int] = {}
     person_hops = covered = switches = 0
@@ -423,7 +427,8 @@ class PersonPredictions:
 
     segments: tuple[PersonSegment, ...]  # each track's actions
     tracks: dict[int, Trajectory]  # each track's boxes, at its hops' keyframes
-    keyframes: tuple[tuple[float, tuple[BoxDetection, ...]], ...]  # (keyframe time, every box's labels and scores)
+    # Every hop's (keyframe time, every box's labels and scores), hops without a box included.
+    keyframes: tuple[tuple[float, tuple[BoxDetection, ...]], ...]
 
 
 class TruthDetector(PersonDetector):

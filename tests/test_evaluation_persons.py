@@ -160,6 +160,19 @@ def test_identity_counts_covered_person_hops_and_switches():
     assert (steady.covered, steady.switches) == (10, 0)
 
 
+def test_a_person_on_a_keyframe_where_no_track_was_published_is_an_uncovered_person_hop():
+    """Keyframes 0-4, one person throughout; the track has no box at 2 (nothing published that hop).
+    Counted only where some track has a box, the person would be covered 4 of 4 hops."""
+    person = Trajectory.of([(t, A) for t in range(5)])
+    track = Trajectory.of([(t, A) for t in (0, 1, 3, 4)])
+    ids = identity({0: person}, {1: track}, moments=range(5))
+    assert (ids.person_hops, ids.covered, ids.switches, ids.tracks) == (5, 4, 0, 1)
+    assert ids.coverage == pytest.approx(0.8)
+    # With no track at all, every person-hop is uncovered.
+    nobody = identity({0: person}, {}, moments=range(5))
+    assert (nobody.person_hops, nobody.covered, nobody.coverage) == (5, 0, 0.0)
+
+
 def test_temporal_iou_of_exactly_half_matches_and_just_under_does_not():
     tracks = {7: Trajectory.of([(t, A) for t in np.arange(0, 4, 0.25)])}
     half = [PersonSegment(0.0, 1.0, "waving", 7)]  # IoU 1/2

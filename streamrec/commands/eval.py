@@ -213,7 +213,8 @@ def _score_persons(config, labels: list[str], videos: list[Path], truth: dict, i
         at, found = detections_at_keyframes(truth[v], predictions[v], start_s=clip_duration(config.clip))
         keyframe_truth.update({(str(v), k): people for k, people in at.items()})
         keyframe_detections.update({(str(v), k): boxes for k, boxes in found.items()})
-    ids = sum((identity(truth[v].trajectories(), predictions[v].tracks) for v in videos), Identity(0, 0, 0, 0))
+    ids = sum((identity(truth[v].trajectories(), predictions[v].tracks, [t for t, _ in predictions[v].keyframes])
+               for v in videos), Identity(0, 0, 0, 0))
     return PersonRun(scores, frame_average_precision(keyframe_truth, keyframe_detections, labels=scored), ids,
                      seconds)
 
