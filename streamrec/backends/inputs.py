@@ -179,6 +179,13 @@ class StreamingSpec:
     def from_metadata(cls, entry: Mapping) -> "StreamingSpec":
         return cls(**{name: entry[name] for name in cls.__dataclass_fields__})
 
+    @classmethod
+    def of_graph(cls, metadata: Mapping | None, state: "StateSpec | None") -> "StreamingSpec | None":
+        """The spec an engine's graph metadata records, for an engine that carries state (None for
+        a clip engine, or a graph exported without streamrec's metadata)."""
+        entry = (metadata or {}).get("streaming") if state is not None else None
+        return cls.from_metadata(entry) if entry else None
+
 
 def checked_state(inputs: Mapping[str, np.ndarray], spec: StateSpec | None, batch: int) -> np.ndarray | None:
     """The state of a call (``spec``: the engine's; None for an engine without carried state,

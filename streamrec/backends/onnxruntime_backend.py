@@ -202,8 +202,7 @@ class OnnxRuntimeEngine:
         self.num_classes = num_classes
         self.metadata = self._metadata()
         self.state = self._state_input()  # None: the model classifies whole clips
-        entry = (self.metadata or {}).get("streaming") if self.state is not None else None
-        self.streaming = StreamingSpec.from_metadata(entry) if entry else None  # how calls line up with frames
+        self.streaming = StreamingSpec.of_graph(self.metadata, self.state)  # how calls line up with frames
         fixed_batch = self._check_graph(num_classes)
         self.fixed_batch = fixed_batch  # None: the batch axis is dynamic
         self.max_batch = fixed_batch or max_batch

@@ -143,8 +143,7 @@ class TensorRTEngine:
                 self.output = next(t for t in outputs if t.name != StateSpec.output)
                 self.state_output = next((t for t in outputs if t.name == StateSpec.output), None)
                 self.state = StateSpec(self.state_tensor.max_shape[1]) if self.state_tensor else None
-                entry = (metadata or {}).get("streaming") if self.state else None
-                self.streaming = StreamingSpec.from_metadata(entry) if entry else None  # how calls line up with frames
+                self.streaming = StreamingSpec.of_graph(metadata, self.state)  # how calls line up with frames
                 self.min_batch = max(t.min_shape[0] for t in self.inputs)
                 self.max_batch = min(t.max_shape[0] for t in self.inputs)
                 self.boxes = (BoxesSpec(specs[0].size, self.boxes_tensor.max_shape[0])  # the boxes the profile allows

@@ -66,10 +66,10 @@ def create(config: Config) -> Engine:
     if file is not None and file.suffix != ".onnx":
         path = file
     else:
-        if file is None and engine.precision == "int8" and hop is not None:
-            raise StreamrecError("engine.precision=int8 has no streaming form (its calibration runs whole clips); "
-                                 "use fp32 or fp16 (or drop the streaming: section)")
         if file is None and engine.precision == "int8":
+            if hop is not None:
+                raise StreamrecError("engine.precision=int8 has no streaming form (its calibration runs whole "
+                                     "clips); use fp32 or fp16 (or drop the streaming: section)")
             raise StreamrecError("engine.precision=int8 needs a quantized graph made from calibration clips: run "
                                  "`run_stream.py build-engine --onnx FILE --precision int8 --calibration DIR` and "
                                  "pass the engine it prints with --engine")
