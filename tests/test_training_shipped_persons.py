@@ -9,7 +9,7 @@ from streamrec.checkpoints import load_checkpoint, load_model
 from streamrec.config import REPO_ROOT, load_config, load_labels
 from streamrec.training import GroupScenes, PersonScore, keyframe_set, predict_boxes
 
-FRESH_SEED = 31337  # never used by its training (seeds 0, 1 and 2: its training, validation and test scenes)
+FRESH_SEED = 31337  # never used by its training (seeds 0 to 5: its training, validation and test scenes)
 TOLERANCE = 0.1  # three fresh scenes (about 110 keyframes) against the recorded 16
 
 
