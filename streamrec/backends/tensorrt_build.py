@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from streamrec.backends.cuda_memory import DeviceMemory
 from streamrec.backends.engine_cache import (
@@ -34,6 +34,9 @@ from streamrec.backends.inputs import MAX_BOXES_PER_CLIP, BoxesSpec
 from streamrec.backends.trt_api import OnnxParseError, Shape, TensorRT, TensorRTError
 from streamrec.errors import StreamrecError
 
+if TYPE_CHECKING:
+    import onnx
+
 log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -43,12 +46,18 @@ def engine_key(onnx: bytes, precision: str, batch: BatchProfile, api: TensorRT, 
                      str(batch))
 
 
-def graph_precision(onnx: bytes) -> str:
-    """What an ONNX graph computes in: int8 if it has Q/DQ nodes, else the type of most float weights."""
+def parse_graph(onnx: bytes) -> "onnx.ModelProto":
+    """An ONNX file's bytes parsed once, for `graph_precision` and `graph_metadata` to read."""
     import onnx as onnx_lib
+
+    return onnx_lib.load_from_string(onnx)
+
+
+def graph_precision(model: "onnx.ModelProto") -> str:
+    """What an ONNX graph computes in: int8 if it has Q/DQ nodes, else the type of most float weights."""
     from onnx import TensorProto
 
-    graph = onnx_lib.load_from_string(onnx).graph
+    graph = model.graph
     if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node):
         return "int8"
     halves = sum(t.data_type == TensorProto.FLOAT16 for t in graph.initializer)
@@ -56,22 +65,20 @@ def graph_precision(onnx: bytes) -> str:
     return "fp16" if halves > floats else "fp32"
 
 
-def graph_metadata(onnx: bytes) -> dict | None:
+def graph_metadata(model: "onnx.ModelProto") -> dict | None:
     """The streamrec metadata an exported graph records about itself (None: exported elsewhere)."""
-    import onnx as onnx_lib
-
     from streamrec.export import METADATA_KEY
 
-    for entry in onnx_lib.load_from_string(onnx).metadata_props:
+    for entry in model.metadata_props:
         if entry.key == METADATA_KEY:
             return json.loads(entry.value)
     return None
 
 
-def check_precision(onnx: bytes, precision: str, onnx_file: Path) -> None:
+def check_precision(model: "onnx.ModelProto", precision: str, onnx_file: Path) -> None:
     if precision not in PRECISIONS:
         raise StreamrecError(f"TensorRT precision must be one of {', '.join(PRECISIONS)}, not {precision}")
-    found = graph_precision(onnx)
+    found = graph_precision(model)
     if found != precision:
         how = {
             "fp32": "export it without --fp16",
@@ -127,7 +134,8 @@ def build_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: Tens
     if not onnx_file.is_file():
         raise StreamrecError(f"ONNX file {onnx_file} not found; make one with `run_stream.py export`")
     onnx = onnx_file.read_bytes()
-    check_precision(onnx, precision, onnx_file)
+    graph = parse_graph(onnx)
+    check_precision(graph, precision, onnx_file)
     key = engine_key(onnx, precision, batch, api, memory)
     path = engine_path(onnx_file, key)
     timing_path = timing_cache_path(key)
@@ -145,7 +153,7 @@ def build_engine(onnx_file: Path, precision: str, batch: BatchProfile, api: Tens
         raise StreamrecError(f"TensorRT could not build {onnx_file.name}: {err}") from None
     seconds = time.monotonic() - started
     write_atomically(path, result.plan)
-    EngineRecord(key, str(onnx_file), sha256_bytes(result.plan), round(seconds, 1), graph_metadata(onnx)).save(path)
+    EngineRecord(key, str(onnx_file), sha256_bytes(result.plan), round(seconds, 1), graph_metadata(graph)).save(path)
     if result.timing_cache is not None:
         write_atomically(timing_path, result.timing_cache)
     progress(f"built {path} in {seconds:.1f} s")

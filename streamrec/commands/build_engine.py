@@ -47,14 +47,14 @@ def main(args: argparse.Namespace) -> int:
 
 def tensorrt_main(args: argparse.Namespace) -> int:
     from streamrec.backends.cuda_memory import open_device, parse_device_index
-    from streamrec.backends.tensorrt_build import cached_engine, graph_precision
+    from streamrec.backends.tensorrt_build import cached_engine, graph_precision, parse_graph
     from streamrec.backends.trt_api import load_tensorrt
 
     batch = BatchProfile.parse(args.batch)
     api = load_tensorrt()
     memory = open_device(parse_device_index(args.device))
     onnx = args.onnx
-    if args.precision == "int8" and graph_precision(onnx.read_bytes()) != "int8":
+    if args.precision == "int8" and graph_precision(parse_graph(onnx.read_bytes())) != "int8":
         onnx = quantized_copy(args)
     path = cached_engine(onnx, args.precision, batch, api, memory, workspace_mb=args.workspace, rebuild=args.rebuild)
     print(f"run it with: python run_stream.py run --backend tensorrt --engine {path}")
