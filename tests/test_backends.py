@@ -515,6 +515,26 @@ def test_a_whole_clip_engine_refuses_boxes(tmp_path):
         engine.infer({**clips, "boxes": np.zeros((1, 5), np.float32)})
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_each_engine_takes_only_the_call_its_model_makes(backend, engine_dir):
+    """A clip engine refuses a state (a caller would think it streams); a streaming engine refuses
+    infer (a caller would drop the new state): one line each, the same on every backend."""
+    clip_engine = create_engine(load_config("slowfast_tiny", [f"engine.backend={backend}", "engine.threads=1"]))
+    clips = {"slow": np.zeros((1, 4, 96, 96, 3), np.uint8), "fast": np.zeros((1, 16, 96, 96, 3), np.uint8)}
+    assert clip_engine.infer(clips).shape == (1, 7)
+    with pytest.raises(StreamrecError, match="carries no state; export the streaming form") as err:
+        clip_engine.infer({**clips, "state": np.zeros((1, 4), np.float32)})
+    assert "\n" not in str(err.value)
+    streaming = create_engine(load_config("slowfast_tiny_streaming", [f"engine.backend={backend}",
+                                                                      "engine.threads=1"]))
+    new_frames = {s.name: np.zeros((1, *s.clip_shape), np.uint8) for s in streaming.specs}
+    with pytest.raises(StreamrecError, match="carries state from call to call: run it with step") as err:
+        streaming.infer(new_frames)
+    assert "\n" not in str(err.value)
+    logits, state = streaming.step({**new_frames, "state": streaming.state.zeros(1)})
+    assert logits.shape == (1, 7) and state.shape == (1, streaming.state.size)
+
+
 def test_a_fixed_batch_roi_export_pads_the_clips_not_the_boxes(roi_engines, tmp_path):
     config, clips, model, _, engines = roi_engines
     path = export_onnx(model, config.clip, tmp_path / "roi_b3.onnx", batch=3)

@@ -19,6 +19,8 @@ logits, one row per stream. Its ``step(inputs)`` returns ``(logits, new_state)``
 refuses, so no caller can drop a new state by accident. A row of zeros is a stream that starts,
 or starts again after an outage; `checked_state` refuses any other engine's state or a row
 that is not finite.
+
+`checked_infer` and `checked_step` are the whole check of one call, for every backend.
 """
 
 from __future__ import annotations
@@ -208,3 +210,32 @@ def checked_state(inputs: Mapping[str, np.ndarray], spec: StateSpec | None, batc
         raise StreamrecError(f"state row {row} holds a value that is not a number; start that stream again "
                              "from a row of zeros")
     return np.ascontiguousarray(state)
+
+
+def infer_refused(source: str) -> StreamrecError:
+    """What a streaming engine (``source``) says to an ``infer`` call."""
+    return StreamrecError(f"{source} runs a streaming model, which carries state from call to call: run it with "
+                          "step(inputs), which also returns the new state")
+
+
+def checked_infer(inputs: Mapping[str, np.ndarray], specs: tuple[InputSpec, ...], max_batch: int, *,
+                  boxes: BoxesSpec | None, state: StateSpec | None, source: str) -> tuple[int, np.ndarray | None]:
+    """An ``infer`` call of the engine ``source`` names: its batch size and checked boxes. An
+    engine that carries state (``state`` not None) refuses it, so no new state is dropped."""
+    if state is not None:
+        raise infer_refused(source)
+    size = batch_size(inputs, specs, max_batch)
+    checked_state(inputs, None, size)
+    return size, checked_boxes(inputs, boxes, size)
+
+
+def checked_step(inputs: Mapping[str, np.ndarray], specs: tuple[InputSpec, ...], max_batch: int, *,
+                 state: StateSpec | None, source: str) -> tuple[int, np.ndarray]:
+    """A ``step`` call of the engine ``source`` names: its batch size and checked state rows. An
+    engine that runs whole clips (``state`` None) refuses it."""
+    if state is None:
+        raise StreamrecError(f"{source} classifies whole clips and carries no state: run it with infer(inputs)")
+    size = batch_size(inputs, specs, max_batch)
+    rows = checked_state(inputs, state, size)
+    checked_boxes(inputs, None, size)
+    return size, rows

@@ -38,9 +38,8 @@ from streamrec.backends.inputs import (
     InputSpec,
     StateSpec,
     StreamingSpec,
-    batch_size,
-    checked_boxes,
-    checked_state,
+    checked_infer,
+    checked_step,
 )
 from streamrec.errors import StreamrecError
 from streamrec.export import METADATA_KEY
@@ -215,12 +214,8 @@ class OnnxRuntimeEngine:
         return self.boxes is not None
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        if self.state is not None:
-            raise StreamrecError(f"{self.path.name} is a streaming model's graph, which carries state from call to "
-                                 "call: run it with step(inputs), which also returns the new state")
-        size = batch_size(inputs, self.specs, self.max_batch)
-        checked_state(inputs, None, size)
-        boxes = checked_boxes(inputs, self.boxes, size)
+        size, boxes = checked_infer(inputs, self.specs, self.max_batch, boxes=self.boxes, state=self.state,
+                                    source=f"graph {self.path.name}")
         if boxes is not None and not len(boxes):
             return np.zeros((0, self.num_classes), np.float32)  # no one to classify
         feeds = self._clip_feeds(inputs, size)
@@ -233,12 +228,8 @@ class OnnxRuntimeEngine:
     def step(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One call of a streaming graph: each clip's new frames and its stream's ``state`` row in,
         ``(logits [B, num_classes], new_state [B, state size])`` out."""
-        if self.state is None:
-            raise StreamrecError(f"{self.path.name} classifies whole clips and carries no state: run it with "
-                                 "infer(inputs)")
-        size = batch_size(inputs, self.specs, self.max_batch)
-        state = checked_state(inputs, self.state, size)
-        checked_boxes(inputs, None, size)
+        size, state = checked_step(inputs, self.specs, self.max_batch, state=self.state,
+                                   source=f"graph {self.path.name}")
         feeds = self._clip_feeds({**inputs, StateSpec.name: state}, size, with_state=True)
         logits, new_state = self._run(["logits", StateSpec.output], feeds)
         return logits[:size].astype(np.float32, copy=False), new_state[:size].astype(np.float32, copy=False)

@@ -42,9 +42,8 @@ from streamrec.backends.inputs import (
     InputSpec,
     StateSpec,
     StreamingSpec,
-    batch_size,
-    checked_boxes,
-    checked_state,
+    checked_infer,
+    checked_step,
 )
 from streamrec.backends.trt_api import CudaEngine, TensorRT, TensorRTError
 from streamrec.errors import StreamrecError
@@ -227,12 +226,8 @@ class TensorRTEngine:
         return self.boxes is not None
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        if self.state is not None:
-            raise StreamrecError(f"{self.source} runs a streaming model, which carries state from call to call: run "
-                                 "it with step(inputs), which also returns the new state")
-        size = batch_size(inputs, self.specs, self.max_batch)
-        checked_state(inputs, None, size)
-        boxes = checked_boxes(inputs, self.boxes, size)
+        size, boxes = checked_infer(inputs, self.specs, self.max_batch, boxes=self.boxes, state=self.state,
+                                    source=self.source)
         if boxes is not None and not len(boxes):
             return np.zeros((0, self.num_classes), np.float32)  # no one to classify
         return self._execute(inputs, size, boxes)[0]
@@ -240,12 +235,7 @@ class TensorRTEngine:
     def step(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One call of a streaming engine: each clip's new frames and its stream's ``state`` row in,
         ``(logits [B, num_classes], new_state [B, state size])`` out."""
-        if self.state is None:
-            raise StreamrecError(f"{self.source} classifies whole clips and carries no state: run it with "
-                                 "infer(inputs)")
-        size = batch_size(inputs, self.specs, self.max_batch)
-        state = checked_state(inputs, self.state, size)
-        checked_boxes(inputs, None, size)
+        size, state = checked_step(inputs, self.specs, self.max_batch, state=self.state, source=self.source)
         return self._execute({**inputs, StateSpec.name: state}, size, None)
 
     def _execute(self, inputs: Mapping[str, np.ndarray], size: int,

@@ -44,9 +44,9 @@ from streamrec.backends.inputs import (
     InputSpec,
     StateSpec,
     StreamingSpec,
-    batch_size,
-    checked_boxes,
-    checked_state,
+    checked_infer,
+    checked_step,
+    infer_refused,
     input_specs,
     step_input_specs,
 )
@@ -271,8 +271,8 @@ class TorchEngine:
 
     @torch.inference_mode()
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        size = batch_size(inputs, self.specs, self.max_batch)
-        boxes = checked_boxes(inputs, self.boxes, size)
+        size, boxes = checked_infer(inputs, self.specs, self.max_batch, boxes=self.boxes, state=None,
+                                    source="this torch engine")
         if boxes is not None and not len(boxes):
             return np.zeros((0, self.num_classes), np.float32)  # no one to classify
         arrays = [inputs[s.name] for s in self.specs] + ([boxes] if boxes is not None else [])
@@ -326,15 +326,12 @@ class TorchStreamingEngine:
                    parallel_calls=config.engine.parallel_calls)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        raise StreamrecError("this torch engine runs a streaming form, which carries state from call to call: run it "
-                             "with step(inputs), which also returns the new state")
+        raise infer_refused("this torch engine")
 
     @torch.inference_mode()
     def step(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Each clip's new frames and its stream's ``state`` row in, ``(logits, new_state)`` out."""
-        size = batch_size(inputs, self.specs, self.max_batch)
-        state = checked_state(inputs, self.state, size)
-        checked_boxes(inputs, None, size)
+        _, state = checked_step(inputs, self.specs, self.max_batch, state=self.state, source="this torch engine")
         tensors = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(self.torch_device) for s in self.specs]
         logits, new_state = self.network(*tensors, torch.from_numpy(state).to(self.torch_device))
         return logits.float().cpu().numpy(), new_state.float().cpu().numpy()
