@@ -208,7 +208,8 @@ class Pipeline:
             return None
         if spec is None:
             raise StreamrecError(f"the config's streaming: section needs an engine that runs the streaming form, "
-                                 f"and this {engine.name} engine does not; make the engine from this config (no engine_file)")
+                                 f"and this {engine.name} engine does not; make the engine from this config "
+                                 "(no engine_file)")
         if spec.hop_frames != streaming_hop_frames(config):
             raise StreamrecError(f"the {engine.name} engine streams {spec.hop_frames} frames a call, the config's hop "
                                  f"is {streaming_hop_frames(config)}; make the engine from this config")
