@@ -73,12 +73,12 @@ def read_ground_truth(path: str | Path) -> list[Segment]:
 def segments_from_events(events: Iterable[dict[str, Any]]) -> list[Segment]:
     """Predicted segments from one stream's ``action_start``/``action_end`` events.
 
-    A segment runs from the start of the clip that raised the action to the start of the clip
-    that ended it. Hysteresis raises an action only once its score is clearly high, when the
-    clip is mostly the action, and ends it only once the score is clearly low, when the clip
-    is mostly past it: the action began, and ended, about where those clips begin. (Clip
-    centres, the estimate for a score that flips at 0.5, came out about half a second late
-    on validation videos.)
+    A segment runs from the action's ``onset`` (the mean start of the clips its smoothed score
+    averaged) to the start of the clip that ended it. Hysteresis raises an action only once its
+    score is clearly high, when the clips are mostly the action, and ends it only once the score
+    is clearly low, when the clip is mostly past it: the action began, and ended, about where
+    those clips begin. (Clip centres, the estimate for a score that flips at 0.5, came out about
+    half a second late on validation videos.)
     """
     open_actions: dict[str, dict[str, Any]] = {}
     segments = []
@@ -88,7 +88,7 @@ def segments_from_events(events: Iterable[dict[str, Any]]) -> list[Segment]:
             open_actions[label] = event
         elif event["type"] == "action_end" and label in open_actions:
             start = open_actions.pop(label)
-            segments.append(Segment(start["clip_start"], max(event["clip_start"], start["clip_start"]), label,
+            segments.append(Segment(start["onset"], max(event["clip_start"], start["onset"]), label,
                                     detected_at=start["clip_end"]))
     return segments
 
@@ -260,12 +260,12 @@ def replay(hops: list[Hop], labels: list[str], postprocess) -> list[dict[str, An
     tracker = ActionTracker(labels, postprocess)
     events = []
     for hop in hops:
-        for change in tracker.update(np.log(np.maximum(hop.probabilities, 1e-30)), hop.clip_end):
+        for change in tracker.update(np.log(np.maximum(hop.probabilities, 1e-30)), hop.clip_end, hop.clip_start):
             events.append({"type": change.type, "label": change.label, "clip_start": hop.clip_start,
-                           "clip_end": hop.clip_end})
+                           "clip_end": hop.clip_end, "onset": change.onset})
     end = hops[-1].clip_end if hops else 0.0
-    events += [{"type": change.type, "label": change.label, "clip_start": end, "clip_end": end}
-               for change in tracker.close()]
+    events += [{"type": change.type, "label": change.label, "clip_start": end, "clip_end": end,
+                "onset": change.onset} for change in tracker.close()]
     return events
 
 

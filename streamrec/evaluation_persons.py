@@ -459,8 +459,8 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]]) -> PersonPredic
     """One stream's ``action_start``/``action_end`` and ``prediction`` events (a per-person run with
     ``events.predictions``) as scorer input.
 
-    An action runs from the start of the clip that raised it to the start of the clip that ended
-    it, as whole-frame segments do (`streamrec.evaluation.segments_from_events`). A hop's boxes
+    An action runs from its ``onset`` to the start of the clip that ended it, as whole-frame
+    segments do (`streamrec.evaluation.segments_from_events`). A hop's boxes
     were found on its clip's keyframe, the middle of the clip; each box is a detection of every
     label in its ``topk``, scored by that label's smoothed score.
     """
@@ -472,7 +472,7 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]]) -> PersonPredic
             open_actions[(event["track_id"], event["label"])] = event
         elif kind == "action_end" and (event["track_id"], event["label"]) in open_actions:
             start = open_actions.pop((event["track_id"], event["label"]))
-            segments.append(PersonSegment(start["clip_start"], max(event["clip_start"], start["clip_start"]),
+            segments.append(PersonSegment(start["onset"], max(event["clip_start"], start["onset"]),
                                           event["label"], event["track_id"], detected_at=start["clip_end"]))
         elif kind == "prediction" and "persons" in event:
             moment = (event["clip_start"] + event["clip_end"]) / 2

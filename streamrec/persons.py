@@ -142,8 +142,9 @@ class StreamPeople:
         self.tracker = PersonTracker(tracker)
         self.actions: dict[int, ActionTracker] = {}  # per live track id
 
-    def hop(self, rows: PersonRows, time: float) -> PeopleHop:
-        """Feed one hop's scored boxes (its clip ending at ``time`` source seconds)."""
+    def hop(self, rows: PersonRows, time: float, clip_start: float | None = None) -> PeopleHop:
+        """Feed one hop's scored boxes (its clip ending at ``time`` and starting at ``clip_start``
+        source seconds, default ``time``)."""
         update = self.tracker.update(Detections(rows.boxes, rows.scores), time, rows.signatures)
         changes = self._end(update.ended, "person_left")
         top_k = {}
@@ -152,7 +153,7 @@ class StreamPeople:
             actions = self.actions.get(track.id)
             if actions is None:
                 actions = self.actions[track.id] = ActionTracker(self.labels, self.postprocess, self.activation)
-            changes += [PersonChange(track, c) for c in actions.update(rows.logits[row], time)]
+            changes += [PersonChange(track, c) for c in actions.update(rows.logits[row], time, clip_start)]
             top_k[track.id] = actions.top_k()
         return PeopleHop(update, tuple(changes), top_k, self.active())
 

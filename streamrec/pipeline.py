@@ -348,7 +348,7 @@ class Pipeline:
     def _publish_frame(self, runtime: StreamRuntime, view: View, logits: np.ndarray, common: dict) -> HopResult:
         """Whole-frame mode: one label set for the stream."""
         tracker = runtime.tracker
-        changes = tracker.update(logits, view.clip_end)
+        changes = tracker.update(logits, view.clip_end, view.clip_start)
         top_k = tracker.top_k()
         for change in changes:
             self._emit_action(runtime, change, common, top_k)
@@ -359,7 +359,7 @@ class Pipeline:
 
     def _publish_people(self, runtime: StreamRuntime, view: View, rows: PersonRows, common: dict) -> HopResult:
         """Per-person mode: the hop's boxes join tracks; each track's actions start and end."""
-        hop = runtime.people.hop(rows, view.clip_end)
+        hop = runtime.people.hop(rows, view.clip_end, view.clip_start)
         to_source = self._to_source(runtime)
         ended = {track.id for track in hop.tracks.ended}
         self._emit_person_changes(runtime, [c for c in hop.changes if c.track.id in ended], hop.top_k, common,
@@ -400,7 +400,8 @@ class Pipeline:
 
     def _emit_action(self, runtime: StreamRuntime, change: ActionChange, common: dict, top_k: list[list],
                      **person: object) -> None:
-        fields = {"label": change.label, "score": round(change.score, 4), "topk": top_k, **person, **common}
+        fields = {"label": change.label, "score": round(change.score, 4), "topk": top_k, **person, **common,
+                  "onset": round(change.onset, 3)}
         if change.type == "action_end":
             fields["started_at"] = round(change.started_at, 3)
             fields["duration_s"] = round(common["clip_end"] - change.started_at, 3)

@@ -47,6 +47,7 @@ class ActiveAction:
     label: str
     started_at: float  # source seconds (clip end of the hop that started it)
     peak_score: float
+    onset: float  # source seconds: where the action most likely began (see `ActionTracker.update`)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class ActionChange:
     label: str
     score: float
     started_at: float  # source seconds; for an end, the start of the segment it closes
+    onset: float  # source seconds: where the action most likely began
     reason: str = ""  # for an end, why: see `END_REASONS`
 
 
@@ -82,14 +84,22 @@ class ActionTracker:
         self.trackable = np.array([name not in config.background_labels for name in labels])
         self.thresholds = ActionThresholds(tuple(labels), self.enter, self.exit, self.trackable)
         self.history: deque[np.ndarray] = deque(maxlen=config.smoothing_hops)
+        self.clip_starts: deque[float] = deque(maxlen=config.smoothing_hops)  # of the hops in ``history``
         self.active: dict[int, ActiveAction] = {}
         self.scores = np.zeros(len(labels))  # the latest smoothed scores
         self.probabilities = np.zeros(len(labels))  # the latest hop's own scores, before smoothing
 
-    def update(self, logits: np.ndarray, time: float) -> list[ActionChange]:
-        """Feed one hop's logits (its clip ending at ``time`` source seconds); returns starts and ends."""
+    def update(self, logits: np.ndarray, time: float, clip_start: float | None = None) -> list[ActionChange]:
+        """Feed one hop's logits (its clip ending at ``time`` and starting at ``clip_start`` source
+        seconds, default ``time``); returns starts and ends.
+
+        The smoothed score is the mean over the window's clips, so an action's ``onset`` (where it
+        most likely began) is the mean of their starts: about (smoothing_hops - 1) / 2 hops before
+        the start of the clip that raised it, the lag the smoothing adds.
+        """
         self.probabilities = self.activation(logits.astype(np.float64))
         self.history.append(self.probabilities)
+        self.clip_starts.append(time if clip_start is None else clip_start)
         self.scores = np.mean(self.history, axis=0)
         changes = []
         for index in list(self.active):
@@ -98,17 +108,19 @@ class ActionTracker:
             if self.scores[index] < self.exit[index]:
                 del self.active[index]
                 changes.append(ActionChange("action_end", action.label, float(self.scores[index]), action.started_at,
-                                            "score_fell"))
+                                            action.onset, "score_fell"))
         rising = np.flatnonzero(self.trackable & (self.scores >= self.enter))
+        onset = float(np.mean(self.clip_starts))
         for index in rising[np.argsort(-self.scores[rising])]:
             if index not in self.active:
-                self.active[index] = ActiveAction(self.labels[index], time, float(self.scores[index]))
-                changes.append(ActionChange("action_start", self.labels[index], float(self.scores[index]), time))
+                self.active[index] = ActiveAction(self.labels[index], time, float(self.scores[index]), onset)
+                changes.append(ActionChange("action_start", self.labels[index], float(self.scores[index]), time,
+                                            onset))
         return changes
 
     def close(self, reason: str = "stream_ended") -> list[ActionChange]:
         """End every open action (``reason``: one of `END_REASONS`)."""
-        changes = [ActionChange("action_end", a.label, float(self.scores[i]), a.started_at, reason)
+        changes = [ActionChange("action_end", a.label, float(self.scores[i]), a.started_at, a.onset, reason)
                    for i, a in self.active.items()]
         self.active.clear()
         return changes
@@ -118,6 +130,7 @@ class ActionTracker:
         comes after the break must not be averaged with what came before."""
         changes = self.close(reason)
         self.history.clear()
+        self.clip_starts.clear()
         self.scores = np.zeros(len(self.labels))
         self.probabilities = np.zeros(len(self.labels))
         return changes

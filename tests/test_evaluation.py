@@ -96,15 +96,15 @@ def test_combine_sums_counts_over_videos():
     assert (total.true_positives, total.false_negatives, total.delays_s) == (1, 1, (0.7,))
 
 
-def test_segments_from_events_use_clip_starts_and_the_start_event_time():
+def test_segments_from_events_run_from_the_onset_to_the_ending_clip_start_and_detect_at_the_start_event():
     events = [
         {"type": "status", "stream": "v"},
-        {"type": "action_start", "label": "jumping", "clip_start": 9.0, "clip_end": 10.0},
-        {"type": "action_start", "label": "waving", "clip_start": 9.5, "clip_end": 10.5},
-        {"type": "action_end", "label": "jumping", "clip_start": 12.0, "clip_end": 13.0},
-        {"type": "action_end", "label": "waving", "clip_start": 15.0, "clip_end": 16.0},
+        {"type": "action_start", "label": "jumping", "clip_start": 9.0, "clip_end": 10.0, "onset": 8.5},
+        {"type": "action_start", "label": "waving", "clip_start": 9.5, "clip_end": 10.5, "onset": 9.5},
+        {"type": "action_end", "label": "jumping", "clip_start": 12.0, "clip_end": 13.0, "onset": 8.5},
+        {"type": "action_end", "label": "waving", "clip_start": 15.0, "clip_end": 16.0, "onset": 9.5},
     ]
-    assert segments_from_events(events) == [Segment(9.0, 12.0, "jumping", detected_at=10.0),
+    assert segments_from_events(events) == [Segment(8.5, 12.0, "jumping", detected_at=10.0),
                                            Segment(9.5, 15.0, "waving", detected_at=10.5)]
 
 

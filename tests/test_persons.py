@@ -152,22 +152,23 @@ def test_a_config_and_a_model_that_disagree_on_the_mode_are_one_line(video_file)
 
 
 def test_a_per_person_run_becomes_scorer_input():
-    """predictions_from_events: an action from the start of the clip that raised it to the start of
-    the clip that ended it, per track; every hop's boxes at its keyframe, the clip's middle."""
+    """predictions_from_events: an action from its onset to the start of the clip that ended it, per
+    track; every hop's boxes at its keyframe, the clip's middle."""
     from streamrec.evaluation_persons import predictions_from_events
 
     common = {"stream": "room"}
     events = [
         {**common, "type": "prediction", "clip_start": 0.0, "clip_end": 1.0,
          "persons": [{"track_id": 4, "box": [10, 10, 30, 60], "topk": [["waving", 0.8], ["jumping", 0.1]]}]},
-        {**common, "type": "action_start", "track_id": 4, "label": "waving", "clip_start": 0.0, "clip_end": 1.0},
         {**common, "type": "prediction", "clip_start": 0.5, "clip_end": 1.5,
          "persons": [{"track_id": 4, "box": [12, 10, 32, 60], "topk": [["waving", 0.7], ["jumping", 0.2]]}]},
+        {**common, "type": "action_start", "track_id": 4, "label": "waving", "clip_start": 0.5, "clip_end": 1.5,
+         "onset": 0.25},
         {**common, "type": "action_end", "track_id": 4, "label": "waving", "clip_start": 1.2, "clip_end": 2.2},
     ]
     found = predictions_from_events(events)
     (segment,) = found.segments
-    assert (segment.start, segment.end, segment.label, segment.person, segment.detected_at) == (0.0, 1.2, "waving", 4, 1.0)
+    assert (segment.start, segment.end, segment.label, segment.person, segment.detected_at) == (0.25, 1.2, "waving", 4, 1.5)
     assert found.tracks[4].times.tolist() == [0.5, 1.0] and found.tracks[4].boxes[1].tolist() == [12, 10, 32, 60]
     assert [(m, [(d.label, d.score) for d in ds]) for m, ds in found.keyframes] == [
         (0.5, [("waving", 0.8), ("jumping", 0.1)]), (1.0, [("waving", 0.7), ("jumping", 0.2)])]

@@ -67,8 +67,15 @@ def test_subscriber_on_loopback_receives_gap_free_well_formed_events(video_file,
     for event in events:
         assert event["schema"] == 1 and event["stream"] == "door" and event["time"].endswith("Z")
         if event["type"].startswith("action_"):
-            assert {"label", "score", "topk", "clip_start", "clip_end", "latency_ms"} <= set(event)
+            assert {"label", "score", "topk", "clip_start", "clip_end", "latency_ms", "onset"} <= set(event)
             assert event["clip_start"] <= event["clip_end"]
+    onsets = {}
+    for event in events:  # an end names its start's onset, at or before the clip that raised it
+        if event["type"] == "action_start":
+            assert event["onset"] <= event["clip_start"]
+            onsets[event["label"]] = event["onset"]
+        elif event["type"] == "action_end":
+            assert event["onset"] == onsets.pop(event["label"])
     starts = sorted(e["label"] for e in events if e["type"] == "action_start")
     ends = sorted(e["label"] for e in events if e["type"] == "action_end")
     assert starts == ends, "every action that starts must end"

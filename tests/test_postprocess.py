@@ -77,3 +77,29 @@ def test_a_score_exactly_at_exit_keeps_the_action_and_just_below_ends_it():
     ends = tracker.update(np.array([0.0, -1e-6, 0.0]), 12.0)  # wave just below exit
     # The end names the start of the segment it closes, not the hop that ended it.
     assert [(c.type, c.label, c.started_at) for c in ends] == [("action_end", "wave", 10.0)]
+
+
+def test_an_action_onset_is_the_mean_start_of_the_clips_its_smoothed_score_averaged():
+    """Smoothing over three hops raises an action about a hop after the hops' own scores rose; the
+    onset takes that lag back, and the end names the same onset as the start."""
+    tracker = ActionTracker(LABELS, PostprocessConfig(smoothing_hops=3, enter_threshold=0.6, exit_threshold=0.4,
+                                                      background_labels=("idle",)))
+    low, high = [0.8, 0.2, 1e-9], [0.1, 0.9, 1e-9]
+    changes = []
+    for hop, probs in enumerate([low, low, high, high, low, low, low]):
+        clip_start = 2.0 * hop  # clips of 3 s every 2 s
+        changes += tracker.update(logits_for(probs), clip_start + 3.0, clip_start)
+    start, end = changes
+    # Raised by the clip starting at 6 s (mean of 0.2, 0.9, 0.9 = 0.67), which averaged the clips
+    # starting at 2, 4 and 6 s: onset 4 s, one hop earlier than the raising clip's own start.
+    assert (start.type, start.started_at, start.onset) == ("action_start", 9.0, 4.0)
+    assert (end.type, end.started_at, end.onset) == ("action_end", 9.0, 4.0)
+
+
+def test_after_a_restart_the_onset_averages_only_clips_after_the_break():
+    tracker = ActionTracker(LABELS, PostprocessConfig(smoothing_hops=3, enter_threshold=0.6, exit_threshold=0.4,
+                                                      background_labels=("idle",)))
+    tracker.update(logits_for([0.8, 0.2, 1e-9]), 3.0, 0.0)
+    tracker.restart("stream_lost")
+    (start,) = tracker.update(logits_for([0.1, 0.9, 1e-9]), 23.0, 20.0)
+    assert start.onset == 20.0
