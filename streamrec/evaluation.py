@@ -74,11 +74,12 @@ def segments_from_events(events: Iterable[dict[str, Any]]) -> list[Segment]:
     """Predicted segments from one stream's ``action_start``/``action_end`` events.
 
     A segment runs from the action's ``onset`` (the mean start of the clips its smoothed score
-    averaged) to the start of the clip that ended it. Hysteresis raises an action only once its
-    score is clearly high, when the clips are mostly the action, and ends it only once the score
-    is clearly low, when the clip is mostly past it: the action began, and ended, about where
-    those clips begin. (Clip centres, the estimate for a score that flips at 0.5, came out about
-    half a second late on validation videos.)
+    averaged: `streamrec.postprocess.ActionTracker.update`) to the start of the clip that ended
+    it. Hysteresis raises an action only once its score is clearly high, when those clips are
+    mostly the action, and ends it only once the score is clearly low, when the clip is mostly
+    past it: the action began, and ended, about where those clips begin. (Clip centres, the
+    estimate for a score that flips at 0.5, came out about half a second late on validation
+    videos.)
     """
     open_actions: dict[str, dict[str, Any]] = {}
     segments = []

@@ -57,7 +57,7 @@ class ActionChange:
     type: str
     label: str
     score: float
-    started_at: float  # source seconds; for an end, the start of the segment it closes
+    started_at: float  # source seconds: the clip end of the hop that raised the action (an end: of its start)
     onset: float  # source seconds: where the action most likely began
     reason: str = ""  # for an end, why: see `END_REASONS`
 

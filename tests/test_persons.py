@@ -168,7 +168,8 @@ def test_a_per_person_run_becomes_scorer_input():
     ]
     found = predictions_from_events(events)
     (segment,) = found.segments
-    assert (segment.start, segment.end, segment.label, segment.person, segment.detected_at) == (0.25, 1.2, "waving", 4, 1.5)
+    assert (segment.start, segment.end, segment.label, segment.person, segment.detected_at) == (
+        0.25, 1.2, "waving", 4, 1.5)
     assert found.tracks[4].times.tolist() == [0.5, 1.0] and found.tracks[4].boxes[1].tolist() == [12, 10, 32, 60]
     assert [(m, [(d.label, d.score) for d in ds]) for m, ds in found.keyframes] == [
         (0.5, [("waving", 0.8), ("jumping", 0.1)]), (1.0, [("waving", 0.7), ("jumping", 0.2)])]
