@@ -57,6 +57,7 @@ def test_pipeline_events_on_a_fresh_video_match_their_replay_and_find_the_action
     replayed = replay(record.hops, labels, config.postprocess)
     assert [(e["type"], e["label"]) for e in actions] == [(e["type"], e["label"]) for e in replayed]
     assert np.allclose([e["clip_end"] for e in actions], [e["clip_end"] for e in replayed], atol=1e-3)
+    assert np.allclose([e["onset"] for e in actions], [e["onset"] for e in replayed], atol=1e-3)
     scored = [n for n in labels if n not in config.postprocess.background_labels]
     truth = read_ground_truth(ground_truth_path(video))
     score = overall(combine([score_segments(truth, segments_from_events(record.events), scored)]))
