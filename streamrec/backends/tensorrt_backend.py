@@ -82,8 +82,9 @@ def describe_tensors(engine: CudaEngine, api: TensorRT, source: str = "engine") 
     return tensors
 
 
-def read_plan(path: Path, api: TensorRT, memory: DeviceMemory) -> bytes:
-    """The bytes of a built engine, after checking its record against this machine.
+def read_plan(path: Path, api: TensorRT, memory: DeviceMemory, record: EngineRecord | None = None) -> bytes:
+    """The bytes of a built engine, after checking its record (``record``, when the caller has
+    read it already; else read here) against this machine.
 
     An engine made for another TensorRT version or GPU architecture (compute capability), or
     damaged on disk, is one clear line here, not a TensorRT serialisation assertion later. One
@@ -92,7 +93,7 @@ def read_plan(path: Path, api: TensorRT, memory: DeviceMemory) -> bytes:
     if not path.is_file():
         raise StreamrecError(f"engine file {path} not found; build one with `run_stream.py build-engine --onnx FILE`")
     plan = path.read_bytes()
-    record = EngineRecord.load(path)
+    record = record or EngineRecord.load(path)
     if record is None:
         return plan  # built elsewhere: TensorRT itself is the only check left
     rebuild = f"rebuild it with `python run_stream.py build-engine --onnx {record.onnx_file}`"

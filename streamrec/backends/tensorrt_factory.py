@@ -80,7 +80,7 @@ def create(config: Config) -> Engine:
     metadata = record.metadata if record else None
     specs = hop_input_specs(config.clip, hop) if hop else input_specs(config.clip)
     check_metadata(metadata, config, path)
-    made = TensorRTEngine(read_plan(path, api, memory), api, memory, specs, config.model.num_classes,
+    made = TensorRTEngine(read_plan(path, api, memory, record), api, memory, specs, config.model.num_classes,
                           source=f"engine {path}", device=f"cuda:{index}", metadata=metadata)
     try:
         check_streaming(made, config, path, hop)
