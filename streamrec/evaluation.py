@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -70,17 +70,22 @@ def read_ground_truth(path: str | Path) -> list[Segment]:
 # --------------------------------------------------------------------------- events to segments
 
 
-def segments_from_events(events: Iterable[dict[str, Any]]) -> list[Segment]:
-    """Predicted segments from one stream's ``action_start``/``action_end`` events.
+def predicted_span(start: Mapping[str, Any], end: Mapping[str, Any]) -> tuple[float, float]:
+    """Where an action's ``action_start`` and ``action_end`` events place it, in source seconds:
+    from the start's ``onset`` (the mean start of the clips its smoothed score averaged:
+    `streamrec.postprocess.ActionTracker.update`) to the start of the clip that ended it.
 
-    A segment runs from the action's ``onset`` (the mean start of the clips its smoothed score
-    averaged: `streamrec.postprocess.ActionTracker.update`) to the start of the clip that ended
-    it. Hysteresis raises an action only once its score is clearly high, when those clips are
-    mostly the action, and ends it only once the score is clearly low, when the clip is mostly
-    past it: the action began, and ended, about where those clips begin. (Clip centres, the
-    estimate for a score that flips at 0.5, came out about half a second late on validation
-    videos.)
+    Hysteresis raises an action only once its score is clearly high, when those clips are mostly
+    the action, and ends it only once the score is clearly low, when the clip is mostly past it:
+    the action began, and ended, about where those clips begin. (Clip centres, the estimate for a
+    score that flips at 0.5, came out about half a second late on validation videos.)
     """
+    return start["onset"], max(end["clip_start"], start["onset"])
+
+
+def segments_from_events(events: Iterable[dict[str, Any]]) -> list[Segment]:
+    """Predicted segments from one stream's ``action_start``/``action_end`` events, each where
+    `predicted_span` places it."""
     open_actions: dict[str, dict[str, Any]] = {}
     segments = []
     for event in events:
@@ -89,8 +94,7 @@ def segments_from_events(events: Iterable[dict[str, Any]]) -> list[Segment]:
             open_actions[label] = event
         elif event["type"] == "action_end" and label in open_actions:
             start = open_actions.pop(label)
-            segments.append(Segment(start["onset"], max(event["clip_start"], start["onset"]), label,
-                                    detected_at=start["clip_end"]))
+            segments.append(Segment(*predicted_span(start, event), label, detected_at=start["clip_end"]))
     return segments
 
 

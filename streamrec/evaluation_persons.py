@@ -57,7 +57,7 @@ from streamrec.config import ClipConfig
 from streamrec.detection import Detections, Keyframe, PersonDetector
 from streamrec.detection.boxes import clip_to_frame, iou_matrix
 from streamrec.errors import StreamrecError
-from streamrec.evaluation import IOU_THRESHOLD, ClassScore, temporal_iou
+from streamrec.evaluation import IOU_THRESHOLD, ClassScore, predicted_span, temporal_iou
 
 TRUTH_FORMAT = "streamrec-person-truth/1"
 KEYFRAME_HZ = 2.0
@@ -459,10 +459,9 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]]) -> PersonPredic
     """One stream's ``action_start``/``action_end`` and ``prediction`` events (a per-person run with
     ``events.predictions``) as scorer input.
 
-    An action runs from its ``onset`` to the start of the clip that ended it, as whole-frame
-    segments do (`streamrec.evaluation.segments_from_events`). A hop's boxes
-    were found on its clip's keyframe, the middle of the clip; each box is a detection of every
-    label in its ``topk``, scored by that label's smoothed score.
+    An action runs where `streamrec.evaluation.predicted_span` places it, as whole-frame segments
+    do. A hop's boxes were found on its clip's keyframe, the middle of the clip; each box is a
+    detection of every label in its ``topk``, scored by that label's smoothed score.
     """
     open_actions: dict[tuple[int, str], Mapping[str, Any]] = {}
     segments, samples, keyframes = [], {}, []
@@ -472,8 +471,8 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]]) -> PersonPredic
             open_actions[(event["track_id"], event["label"])] = event
         elif kind == "action_end" and (event["track_id"], event["label"]) in open_actions:
             start = open_actions.pop((event["track_id"], event["label"]))
-            segments.append(PersonSegment(start["onset"], max(event["clip_start"], start["onset"]),
-                                          event["label"], event["track_id"], detected_at=start["clip_end"]))
+            segments.append(PersonSegment(*predicted_span(start, event), event["label"], event["track_id"],
+                                          detected_at=start["clip_end"]))
         elif kind == "prediction" and "persons" in event:
             moment = (event["clip_start"] + event["clip_end"]) / 2
             found = []
