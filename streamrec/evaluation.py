@@ -83,9 +83,11 @@ def predicted_span(start: Mapping[str, Any], end: Mapping[str, Any]) -> tuple[fl
     return start["onset"], max(end["clip_start"], start["onset"])
 
 
-def segments_from_events(events: Iterable[dict[str, Any]]) -> list[Segment]:
+def segments_from_events(events: Iterable[dict[str, Any]], known_after_s: float = 0.0) -> list[Segment]:
     """Predicted segments from one stream's ``action_start``/``action_end`` events, each where
-    `predicted_span` places it."""
+    `predicted_span` places it, detected ``known_after_s`` after its start's ``clip_end``: a
+    streaming form's events describe a window that ended that long before the frames that told
+    it (`StreamRecord.known_after_s`)."""
     open_actions: dict[str, dict[str, Any]] = {}
     segments = []
     for event in events:
@@ -94,7 +96,8 @@ def segments_from_events(events: Iterable[dict[str, Any]]) -> list[Segment]:
             open_actions[label] = event
         elif event["type"] == "action_end" and label in open_actions:
             start = open_actions.pop(label)
-            segments.append(Segment(*predicted_span(start, event), label, detected_at=start["clip_end"]))
+            segments.append(Segment(*predicted_span(start, event), label,
+                                    detected_at=start["clip_end"] + known_after_s))
     return segments
 
 
@@ -215,6 +218,7 @@ class Hop:
 class StreamRecord:
     events: list[dict[str, Any]]  # as the pipeline published them
     hops: list[Hop]  # every hop's scores, to replay the postprocess with other settings
+    known_after_s: float = 0.0  # a streaming form's delay: its windows end this long before their hop's last frame
 
 
 def stream_ids(videos: list[Path]) -> list[str]:
@@ -246,7 +250,10 @@ def run_pipeline(config, videos: list[Path], zero_fast: bool = False, detector=N
 
     collector = MemorySink()
     bus = EventBus([collector])
-    Pipeline(config, engine, load_labels(config), bus, observers=[record_hop], detector=detector).run()
+    pipeline = Pipeline(config, engine, load_labels(config), bus, observers=[record_hop], detector=detector)
+    for record in records.values():
+        record.known_after_s = pipeline.streaming.delay_s(config.clip.train_fps) if pipeline.streaming else 0.0
+    pipeline.run()
     bus.close()
     for event in collector.events():
         if event["stream"] in by_stream:
@@ -280,8 +287,9 @@ SWEEP_EXIT = (0.2, 0.3, 0.4, 0.5)
 
 
 def sweep(hops: list[list[Hop]], truth: list[list[Segment]], labels: list[str], scored: list[str], postprocess,
-          iou_threshold: float = IOU_THRESHOLD) -> list[tuple[Any, ClassScore]]:
-    """Every smoothing / enter / exit combination of the grid, replayed over the same hops, best F1 first."""
+          iou_threshold: float = IOU_THRESHOLD, known_after_s: float = 0.0) -> list[tuple[Any, ClassScore]]:
+    """Every smoothing / enter / exit combination of the grid, replayed over the same hops, best F1
+    first (``known_after_s``: as `segments_from_events` takes it)."""
     from dataclasses import replace
 
     results = []
@@ -289,8 +297,8 @@ def sweep(hops: list[list[Hop]], truth: list[list[Segment]], labels: list[str], 
         for enter in SWEEP_ENTER:
             for exit_ in (e for e in SWEEP_EXIT if e <= enter):
                 candidate = replace(postprocess, smoothing_hops=smoothing, enter_threshold=enter, exit_threshold=exit_)
-                scores = combine(score_segments(t, segments_from_events(replay(h, labels, candidate)), scored,
-                                                iou_threshold) for h, t in zip(hops, truth))
+                scores = combine(score_segments(t, segments_from_events(replay(h, labels, candidate), known_after_s),
+                                                scored, iou_threshold) for h, t in zip(hops, truth))
                 results.append((candidate, overall(scores)))
     return sorted(results, key=lambda r: (-r[1].f1, r[1].to_dict()["delay_s_median"] or 0.0))
 

@@ -308,7 +308,7 @@ class Pipeline:
         ending ``delay_units`` units before the hop's last Fast frame (on the stream's clock, at the
         training rate; never before the stream's first frame, which a warm state comes after)."""
         spec, clip = self.streaming, self.config.clip
-        end = view.clip_end - spec.delay_units * spec.unit_frames / clip.train_fps
+        end = view.clip_end - spec.delay_s(clip.train_fps)
         start = end - (spec.clip_units * spec.unit_frames - clip.sampling_rate) / clip.train_fps
         return dataclasses.replace(view, clip_start=max(start, 0.0), clip_end=end)
 

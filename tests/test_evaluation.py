@@ -108,6 +108,12 @@ def test_segments_from_events_run_from_the_onset_to_the_ending_clip_start_and_de
                                            Segment(9.5, 15.0, "waving", detected_at=10.5)]
 
 
+def test_a_streaming_form_s_segments_are_detected_its_delay_after_the_window_they_describe():
+    events = [{"type": "action_start", "label": "jumping", "clip_start": 9.0, "clip_end": 10.0, "onset": 8.5},
+              {"type": "action_end", "label": "jumping", "clip_start": 12.0, "clip_end": 13.0, "onset": 8.5}]
+    assert segments_from_events(events, known_after_s=1.25) == [Segment(8.5, 12.0, "jumping", detected_at=11.25)]
+
+
 def test_ground_truth_round_trip_and_errors(tmp_path):
     path = tmp_path / "video.json"
     write_ground_truth(path, [Segment(1.0, 2.5, "jumping")], fps=25)

@@ -132,6 +132,18 @@ def test_the_pipeline_streams_the_same_logits_as_the_network_offline(backend, lo
     assert ended[-1]["hops_served"] == 30 and ended[-1]["hops_skipped"] == 0
 
 
+def test_eval_scores_a_streaming_form_s_detections_when_its_frames_told_them(long_video):
+    from streamrec.evaluation import run_pipeline
+
+    config = load_config(CONFIG, ["engine.backend=onnxruntime", "engine.threads=1", "pipeline.realtime=false",
+                                  "events.publish=null", "events.stdout=false", *EAGER])
+    record = run_pipeline(config, [long_video])[long_video]
+    assert record.known_after_s == pytest.approx(DELAY * UNIT / FPS)  # the window ends 32 frames before its hop
+    # the last hop's window plus that delay is the newest Fast frame the call saw: when its events were known
+    assert record.hops[-1].clip_end + record.known_after_s == pytest.approx(238 / FPS, abs=1e-6)
+    assert any(e["type"] == "action_start" for e in record.events)
+
+
 def test_the_state_starts_again_after_a_gap(long_video, monkeypatch):
     config, hops, events, frames = run(long_video, "onnxruntime", monkeypatch, gap_at=120)
     expected = offline_probabilities(config, frames, [0, 120])

@@ -177,6 +177,10 @@ class StreamingSpec:
     def hop_frames(self) -> int:
         return self.units * self.unit_frames
 
+    def delay_s(self, train_fps: float) -> float:
+        """Source seconds between the end of the window a call's logits describe and the call's last frame."""
+        return self.delay_units * self.unit_frames / train_fps
+
     @classmethod
     def from_metadata(cls, entry: Mapping) -> "StreamingSpec":
         return cls(**{name: entry[name] for name in cls.__dataclass_fields__})

@@ -254,7 +254,8 @@ class StreamingVariant:
         self.distilled = None
         if Path(checkpoint).is_file() and record.is_file():
             made = json.loads(record.read_text())
-            self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "targets", "average_units", "steps",
+            self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "targets", "average_units",
+                                                       "target_lead", "steps",
                                                        "batch", "units", "lr", "seed", "seconds", "held_out")}
             # records written before --target-hops named the same number smoothing_hops
             self.distilled["target_hops"] = made.get("target_hops", made.get("smoothing_hops"))
@@ -380,7 +381,8 @@ def _distill_flags(made: dict) -> str:
     (none at their defaults)."""
     flags = f" --average-units {made['average_units']}" if made.get("average_units") else ""
     flags += " --targets labels" if made.get("targets") == "labels" else ""
-    return flags + (f" --target-hops {made['target_hops']}" if (made.get("target_hops") or 1) != 1 else "")
+    flags += f" --target-hops {made['target_hops']}" if (made.get("target_hops") or 1) != 1 else ""
+    return flags + (f" --target-lead {made['target_lead']}" if made.get("target_lead") else "")
 
 
 def markdown_body(document: dict) -> str:

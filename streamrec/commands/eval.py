@@ -72,7 +72,9 @@ def main(args: argparse.Namespace) -> int:
         started = time.monotonic()
         records = run_pipeline(config, videos, zero_fast=args.zero_fast)
         seconds = time.monotonic() - started
-    per_video = [score_segments(truth[v], segments_from_events(records[v].events), scored, args.iou) for v in videos]
+    known_after_s = records[videos[0]].known_after_s if videos else 0.0  # the same engine ran every video
+    per_video = [score_segments(truth[v], segments_from_events(records[v].events, known_after_s), scored, args.iou)
+                 for v in videos]
     scores = combine(per_video)
 
     hop = f"{config.pipeline.hop_seconds} s" if config.pipeline.hop_seconds else f"{config.pipeline.hop_frames} frames"
@@ -80,13 +82,15 @@ def main(args: argparse.Namespace) -> int:
         f"{args.count} generated surveillance video(s) of {args.minutes:g} min, seed {args.seed}")
     print(f"{config.name} ({config.checkpoint or 'random weights'}), backend {config.engine.backend}, hop {hop}"
           f"{', Fast pathway zeroed' if args.zero_fast else ''}")
-    print(f"{source}; event IoU >= {args.iou}; delay = segment start -> action_start (source seconds)")
+    streamed = (f", plus the streaming form's {known_after_s:.2f} s: its windows end that long before the frames "
+                "that tell them") if known_after_s else ""
+    print(f"{source}; event IoU >= {args.iou}; delay = segment start -> action_start (source seconds{streamed})")
     print(format_table(scores))
     print(f"pipeline time {seconds:.1f} s", file=sys.stderr)
     swept = []
     if args.sweep:
         results = sweep([records[v].hops for v in videos], [truth[v] for v in videos], labels, scored,
-                        config.postprocess, args.iou)
+                        config.postprocess, args.iou, known_after_s)
         swept = [{"smoothing_hops": c.smoothing_hops, "enter_threshold": c.enter_threshold,
                   "exit_threshold": c.exit_threshold, **score.to_dict()} for c, score in results]
         print("\npostprocess sweep (replayed over the same scores), best F1 first:")
@@ -102,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
                 "videos": [str(v) for v in args.videos] or None,
                 "generated": None if args.videos else {"seed": args.seed, "count": args.count, "minutes": args.minutes},
                 "segments": sum(len(t) for t in truth.values()), "pipeline_seconds": round(seconds, 1),
-                "command": recorded_command()}
+                "streaming_delay_s": round(known_after_s, 3), "command": recorded_command()}
         if swept:
             info["sweep"] = swept
         args.json.parent.mkdir(parents=True, exist_ok=True)
