@@ -45,5 +45,3 @@ def test_a_distilled_rows_command_repeats_the_flags_that_made_it():
     assert _distill_flags({"targets": "labels", "target_hops": 1}) == " --targets labels"
     assert _distill_flags({"target_hops": 2}) == " --target-hops 2"  # a record from before --targets
     assert _distill_flags({"targets": "teacher", "target_hops": 1, "average_units": 2}) == " --average-units 2"
-    assert _distill_flags({"targets": "teacher", "target_hops": 1, "average_units": 2, "target_lead": 1}) == \
-        " --average-units 2 --target-lead 1"

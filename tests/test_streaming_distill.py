@@ -40,18 +40,6 @@ def test_targets_are_the_clip_model_on_each_window_smoothed_over_the_ones_before
     assert (each[0] - each[3]).abs().max() > 1e-3  # windows differ, so the smoothing is seen
 
 
-def test_a_lead_makes_each_window_s_target_the_one_of_a_later_window():
-    config = load_config("slowfast_tiny")
-    teacher = load_model(config)
-    fast = torch.randint(0, 256, (1, 4 * 7, 96, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    now = teacher_targets(teacher, config.clip, fast, clip_units=4, rate=4, target_hops=1)
-    ahead = teacher_targets(teacher, config.clip, fast, clip_units=4, rate=4, target_hops=1, lead=1)
-    assert ahead.shape == now.shape == (1, 4, 7)
-    assert torch.allclose(ahead[0, :3], now[0, 1:], atol=1e-6)  # window w learns what the clip model says at w + 1
-    assert ahead[0, 3].abs().sum() == 0  # the last window's later one runs past the sequence: no target
-    assert (now[0, 0] - now[0, 1]).abs().max() > 1e-3  # neighbouring windows differ, so the shift is seen
-
-
 def test_label_targets_label_each_window_as_clip_training_does():
     from streamrec.evaluation import Segment
     from streamrec.training.windows import window_label
@@ -139,9 +127,6 @@ def test_train_stream_from_labels_records_its_targets_and_average(tmp_path):
     (["--stream-from", "slowfast_tiny", "--units", "4"], "--units 4 leaves no room"),
     (["--stream-from", "slowfast_tiny", "--steps", "0"], "--steps, --batch-size, --units, --target-hops and --threads must be"),
     (["--stream-from", "slowfast_tiny", "--target-hops", "0"], "--target-hops and --threads must be at least 1"),
-    (["--stream-from", "slowfast_tiny", "--target-lead", "7"], "--target-lead 7 leaves none of a sequence's 7 windows"),
-    (["--stream-from", "slowfast_tiny", "--target-lead", "-1"], "--target-lead -1: a lead is 0 or more units"),
-    (["--target-lead", "1"], "--target-lead set how a streaming model is distilled; add --stream-from"),
     (["--stream-from", "slowfast_tiny", "--targets", "labels", "--data", "{tmp}"],
      "--targets labels reads the procedural generator's labels"),
     (["--targets", "labels"], "--targets set how a streaming model is distilled; add --stream-from"),

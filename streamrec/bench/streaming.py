@@ -254,8 +254,7 @@ class StreamingVariant:
         self.distilled = None
         if Path(checkpoint).is_file() and record.is_file():
             made = json.loads(record.read_text())
-            self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "targets", "average_units",
-                                                       "target_lead", "steps",
+            self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "targets", "average_units", "steps",
                                                        "batch", "units", "lr", "seed", "seconds", "held_out")}
             # records written before --target-hops named the same number smoothing_hops
             self.distilled["target_hops"] = made.get("target_hops", made.get("smoothing_hops"))
@@ -381,8 +380,7 @@ def _distill_flags(made: dict) -> str:
     (none at their defaults)."""
     flags = f" --average-units {made['average_units']}" if made.get("average_units") else ""
     flags += " --targets labels" if made.get("targets") == "labels" else ""
-    flags += f" --target-hops {made['target_hops']}" if (made.get("target_hops") or 1) != 1 else ""
-    return flags + (f" --target-lead {made['target_lead']}" if made.get("target_lead") else "")
+    return flags + (f" --target-hops {made['target_hops']}" if (made.get("target_hops") or 1) != 1 else "")
 
 
 def markdown_body(document: dict) -> str:

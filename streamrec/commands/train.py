@@ -38,11 +38,11 @@ from streamrec.errors import StreamrecError
 
 DISTILL_LR = 3e-4
 DISTILL_DEFAULTS = {"form": "causal", "steps": 500, "units": 10, "target_hops": 1, "targets": "teacher",
-                    "average_units": None, "target_lead": 0}  # unset in argparse: typed only with --stream-from
+                    "average_units": None}  # unset in argparse: typed only with --stream-from
 # Options of clip training that distillation does not read: refused with --stream-from, not ignored.
 NOT_WITH_STREAM_FROM = ("config", "epochs", "clips_per_epoch", "train_scenes", "val_scenes", "val_fraction", "workers",
                         "checkpoint", "new_head", "resume", "set")
-NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets", "average_units", "target_lead")
+NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets", "average_units")
 DETECTOR_DEFAULTS = {"steps": 3000, "batch_size": 32, "lr": 3e-3}
 # What the person detector's training reads; every other option is refused with --person-detector.
 WITH_PERSON_DETECTOR = ("person_detector", "config", "out", "steps", "batch_size", "lr", "seed", "threads", "workers")
@@ -98,10 +98,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                 f"(default {DISTILL_DEFAULTS['target_hops']}: the pipeline smooths the student's "
                                 "output as it smooths the clip model's, so a trailing average here counts that "
                                 "lag twice)")
-    streaming.add_argument("--target-lead", type=int,
-                           help="each window's target is the clip model's on the window ending N units later "
-                                "(it sees ahead while training only; the causal student learns to answer sooner; "
-                                f"default {DISTILL_DEFAULTS['target_lead']})")
     detector = parser.add_argument_group("training the procedural rooms' person detector")
     detector.add_argument("--person-detector", action="store_true",
                           help="train the tiny person detector on procedural rooms (with --steps, --batch-size, "
@@ -163,20 +159,18 @@ def distill_command(args: argparse.Namespace) -> int:
                              "--stream-from (the clip model it names is the teacher and the start); drop "
                              f"{'it' if len(refused) == 1 else 'them'}")
     lr = DISTILL_LR if args.lr is None else args.lr
-    form, steps, units, target_hops, targets, target_lead = (
+    form, steps, units, target_hops, targets = (
         DISTILL_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
-        for name in ("form", "steps", "units", "target_hops", "targets", "target_lead"))
+        for name in ("form", "steps", "units", "target_hops", "targets"))
     if min(steps, args.batch_size, units, args.threads, target_hops) < 1 or lr <= 0:
         raise StreamrecError("--steps, --batch-size, --units, --target-hops and --threads must be at least 1 and "
                              "--lr above 0")
-    if target_lead < 0:
-        raise StreamrecError(f"--target-lead {target_lead}: a lead is 0 or more units")
     torch.set_num_threads(args.threads)
     config = stream_from(args.stream_from)
     out = args.out or Path("runs") / f"{config.name}_{form}{'_labels' if targets == 'labels' else ''}"
     record = distill(config, args.data or "procedural", out, steps=steps, batch=args.batch_size, units=units, lr=lr,
                      seed=args.seed, form=form, target_hops=target_hops, targets=targets,
-                     average_units=args.average_units, target_lead=target_lead)
+                     average_units=args.average_units)
     held = record["held_out"]
     print(f"wrote {out / 'model.pt'} in {record['seconds'] / 60:.1f} min: on {held['sequences']} held-out "
           f"sequences, KL to the clip model {held['before']['kl']} -> {held['after']['kl']}, top-1 agreement "

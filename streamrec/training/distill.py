@@ -23,10 +23,6 @@ and fitted as the capture fits them), or ``procedural``, the surveillance genera
 features (the newest frames then weigh more, and it answers sooner); the checkpoint records it,
 and runs only with ``streaming.average_units: N``.
 
-``--target-lead N`` pulls each window towards the teacher's window ending N units later: the
-teacher sees ahead while training, the student never does, and learns to answer sooner (what
-its detection delay gains and its accuracy pays is in BENCHMARKS.md).
-
 For comparison, ``--targets labels`` trains the same form from the same start on the procedural
 generator's labels instead (windows labelled as clip training labels them): what labelling the
 footage would have bought.
@@ -150,12 +146,10 @@ def stream_inputs(fast: "torch.Tensor", alpha: int | None) -> list["torch.Tensor
 
 
 def teacher_targets(teacher, clip: ClipConfig, fast: "torch.Tensor", clip_units: int, rate: int,
-                    target_hops: int, lead: int = 0) -> "torch.Tensor":
+                    target_hops: int) -> "torch.Tensor":
     """The teacher's probabilities ``[B, windows, K]`` on every clip-length window of ``fast``
     (uint8 ``[B, units * rate, H, W, 3]``) that ends on a unit boundary, each averaged with the
-    ``target_hops - 1`` windows before it (fewer at the start). With ``lead`` the target of a
-    window is that of the window ending ``lead`` units later; the last ``lead`` rows, whose
-    window runs past the sequence, are zero (no target)."""
+    ``target_hops - 1`` windows before it (fewer at the start)."""
     import torch
 
     units = fast.shape[1] // rate
@@ -163,11 +157,8 @@ def teacher_targets(teacher, clip: ClipConfig, fast: "torch.Tensor", clip_units:
     flat = windows.flatten(0, 1)  # B * windows, T, H, W, 3
     with torch.no_grad():
         probabilities = teacher(*stream_inputs(flat, clip.alpha)).softmax(-1).view(*windows.shape[:2], -1)
-    averaged = torch.stack([probabilities[:, max(0, w - target_hops + 1):w + 1].mean(1)
-                            for w in range(probabilities.shape[1])], dim=1)
-    if not lead:
-        return averaged
-    return torch.cat([averaged[:, lead:], torch.zeros_like(averaged[:, :lead])], dim=1)
+    return torch.stack([probabilities[:, max(0, w - target_hops + 1):w + 1].mean(1)
+                        for w in range(probabilities.shape[1])], dim=1)
 
 
 def label_targets(segments: list, start_s: float, ends: int, unit_s: float, clip_units: int, labels: list[str],
@@ -219,7 +210,7 @@ def evaluate(student, targets: list["torch.Tensor"], sequences: list["torch.Tens
 
 def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, units: int, lr: float, seed: int,
             form: str = "causal", target_hops: int = 1, targets: str = "teacher", average_units: int | None = None,
-            target_lead: int = 0, held_out: int = 8, log_every: int = 10) -> dict:
+            held_out: int = 8, log_every: int = 10) -> dict:
     """Distil a streaming form (``causal``, or ``delayed_exact`` to fit its head to windows that see
     real frames at their edges) of ``config``'s model; returns what ``distill.json`` records.
 
@@ -247,9 +238,6 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
                              "none: drop --data, or drop --targets to distil from the clip model")
     source = footage(data, clip)
     windows = units - student.warmup_units + 1  # the student's logits describe the first windows of the sequence
-    if target_lead >= windows:
-        raise StreamrecError(f"--target-lead {target_lead} leaves none of a sequence's {windows} windows a target: "
-                             f"lead by fewer units, or raise --units")
     labels = load_labels(config)
     background = config.postprocess.background_labels[0] if config.postprocess.background_labels else None
 
@@ -267,7 +255,7 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
         return torch.from_numpy(np.stack(fast)), torch.stack(truth) if truth else None
 
     def teacher_of(fast: torch.Tensor) -> torch.Tensor:
-        return teacher_targets(teacher, clip, fast, student.clip_units, rate, target_hops, target_lead)[:, :windows]
+        return teacher_targets(teacher, clip, fast, student.clip_units, rate, target_hops)[:, :windows]
 
     held_rng = np.random.default_rng([seed, 1])
     held = [draw(held_rng, 1)[0] for _ in range(held_out)]
@@ -297,14 +285,13 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     record = {
         "stream_from": config.name, "checkpoint": config.checkpoint, "form": form, "data": data,
         "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "targets": targets,
-        "target_hops": target_hops, "average_units": average_units, "target_lead": target_lead,
+        "target_hops": target_hops, "average_units": average_units,
         "seconds": round(time.monotonic() - started, 1), "losses": losses,
         "held_out": {"sequences": held_out, "before": before.__dict__, "after": after.__dict__},
     }
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "model.pt", student_model, config, metadata={"streaming": {
-        k: record[k] for k in ("form", "average_units", "targets", "target_lead", "stream_from", "checkpoint", "data",
-                             "steps")}})
+        k: record[k] for k in ("form", "average_units", "targets", "stream_from", "checkpoint", "data", "steps")}})
     (out / "distill.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
