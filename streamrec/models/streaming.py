@@ -151,11 +151,15 @@ class StreamContext:
         from a tensor's shape (which an exported graph would compute at run time)."""
         return timing.rate * self.units
 
-    def mask(self, timing: Timing, steps: int, like: torch.Tensor) -> torch.Tensor:
-        """1 for the new steps of a stream at ``timing`` that come after the reset, 0 before it
-        (they stand for the clip model's zero padding); shaped [B, 1, steps, 1, 1]."""
-        index = self.counter * timing.rate - timing.lag + torch.arange(steps, dtype=like.dtype, device=like.device)
-        return (index >= 0).to(like.dtype).view(-1, 1, steps, 1, 1)
+    def after_reset(self, x: torch.Tensor, timing: Timing) -> torch.Tensor:
+        """``x``, the new steps of a stream at ``timing``, with those from before the reset zeroed
+        (they stand for the clip model's zero padding). A stream with no lag has none, and no
+        ops are spent on it (every window of the causal form)."""
+        if timing.lag <= 0:
+            return x
+        steps = self.steps(timing)
+        index = self.counter * timing.rate - timing.lag + torch.arange(steps, dtype=x.dtype, device=x.device)
+        return x * (index >= 0).to(x.dtype).view(-1, 1, steps, 1, 1)
 
     def record(self, name: str, tensors: Sequence[torch.Tensor], timings: Sequence[Timing]) -> None:
         if self.trace is not None:
@@ -204,7 +208,7 @@ class Window:
         """The carried inputs and the new ones ``x``, in order (the buffer for the next call is put)."""
         steps = ctx.steps(self.timing_in)
         if self.masked:
-            x = x * ctx.mask(self.timing_in, steps, x)
+            x = ctx.after_reset(x, self.timing_in)
         if self.keep <= 0:
             return x[:, :, -self.keep:]
         joined = torch.cat([ctx.take(self.name, x, self.keep), x], dim=2)
@@ -213,7 +217,18 @@ class Window:
 
     def apply(self, joined: torch.Tensor, new_steps: int) -> torch.Tensor:
         outputs = new_steps // self.stride
-        return self.run(joined[:, :, :self.stride * (outputs - 1) + self.kernel])
+        return self.run(first_steps(joined, self.stride * (outputs - 1) + self.kernel))
+
+
+def first_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The first ``steps`` steps of ``x`` [B, C, T, H, W]; ``x`` itself when that is all of it, so
+    that an exported graph holds no slice that copies a whole tensor to change nothing."""
+    return x if steps == x.shape[2] else x[:, :, :steps]
+
+
+def last_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The last ``steps`` steps of ``x`` (`first_steps`'s counterpart)."""
+    return x if steps == x.shape[2] else x[:, :, -steps:]
 
 
 class Delay:
@@ -407,11 +422,11 @@ class RunningMean:
         self.name, self.steps, self.timing = name, steps, timing
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
-        x = x * ctx.mask(self.timing, ctx.steps(self.timing), x)
+        x = ctx.after_reset(x, self.timing)
         if self.steps > 1:
             x = torch.cat([ctx.take(self.name, x, self.steps - 1), x], dim=2)
             ctx.put(x[:, :, -(self.steps - 1):])
-        return x[:, :, -self.steps:].mean(dim=2, keepdim=True)
+        return last_steps(x, self.steps).mean(dim=2, keepdim=True)
 
 
 class StreamHead:
@@ -455,7 +470,7 @@ class StreamHead:
             x = F.avg_pool3d(x, (1, *self.spatial[p]), stride=1)
             x = self.delays[p](x, ctx)
             mean = self.means[p]
-            x = x * ctx.mask(mean.timing, ctx.steps(mean.timing), x)
+            x = ctx.after_reset(x, mean.timing)
             pooled.append(x.unfold(2, mean.steps, mean.timing.rate).mean(dim=-1))  # B, C, windows, h, w
         # a shorter average has windows that end before a whole clip has arrived: the stream's
         # calls answer only from a clip on (warmup_units), so these do not either
