@@ -22,10 +22,15 @@ def test_a_short_run_writes_its_figures_and_its_section(tmp_path, capsys):
     assert code == 0
     document = json.loads((tmp_path / "s.json").read_text())
     entry = document["results"]["slowfast_tiny"]
-    eight, twelve = entry["cost"]
-    assert eight["units"] == 1 and abs(eight["gflops_ratio"] - eight["stream_gflops"] / eight["clip_gflops"]) < 0.01
-    assert 0.24 < eight["gflops_ratio"] < 0.26  # one Slow step of a four-step clip, and the same head
-    assert eight["delay_units"] == 4 and eight["stream_ms"] > 0 and eight["clip_ms"] > 0
+    eight, eight_causal, twelve = entry["cost"]
+    assert (eight["form"], eight_causal["form"]) == ("delayed-exact", "causal")
+    for row in (eight, eight_causal):
+        assert row["units"] == 1 and abs(row["gflops_ratio"] - row["stream_gflops"] / row["clip_gflops"]) < 0.01
+        assert 0.24 < row["gflops_ratio"] < 0.26  # one Slow step of a four-step clip, and the same head
+        assert row["stream_ms"] > 0 and row["speedup"] == round(row["clip_ms"] / row["stream_ms"], 2)
+    assert eight["clip_ms"] == eight_causal["clip_ms"]  # one clip timing, taken in turn with both forms
+    assert (eight["delay_units"], eight_causal["delay_units"]) == (4, 0)
+    assert eight_causal["state_mib"] < eight["state_mib"]  # no delay lines: nothing waits for the future
     assert "multiple of 8" in twelve["note"] and "stream_ms" not in twelve
     models = entry["accuracy"]["models"]
     assert list(models) == ["clip", "delayed-exact", "causal, not distilled"]
@@ -33,7 +38,7 @@ def test_a_short_run_writes_its_figures_and_its_section(tmp_path, capsys):
     assert 0.0 <= models["delayed-exact"]["top1_agreement_same_window"] <= 1.0
     text = markdown.read_text()
     assert "someone else's section" in text and "## streaming: per-hop cost" in text
-    assert "| 8 | 1 |" in text and "python -m streamrec.bench.streaming --config slowfast_tiny" in text
+    assert "| 8 | delayed-exact | 1 |" in text and "| 8 | causal | 1 |" in text and "python -m streamrec.bench.streaming --config slowfast_tiny" in text
     printed = capsys.readouterr().out
     assert "stream GFLOPs" in printed and "hop 12: a streaming SlowFast advances 8 source frames" in printed
 

@@ -3,10 +3,11 @@
 
     python -m streamrec.bench.streaming --markdown BENCHMARKS.md --json streaming.json
 
-**Cost**, per config and hop: GFLOPs of one hop (counted as `streamrec.bench.flops` counts: the
-clip model runs a whole clip every hop; the streaming form one call over the hop's new frames)
-and the ONNX Runtime CPU engine's median time per hop at batch 1, the two engines' calls
-alternating so both see the same load; hops/s is its inverse. A hop that is not a whole number
+**Cost**, per config, hop and streaming form (delayed-exact and causal): GFLOPs of one hop
+(counted as `streamrec.bench.flops` counts: the clip model runs a whole clip every hop; a
+streaming form one call over the hop's new frames) and the ONNX Runtime CPU engine's median
+time per hop at batch 1, the three engines' calls taking turns so all see the same load; hops/s
+is its inverse. A hop that is not a whole number
 of the streaming form's units has no streaming row, and the table says why.
 
 **Accuracy**, for a config with a checkpoint: generated surveillance videos (the seeds ``eval
@@ -59,14 +60,15 @@ def count_gflops(module, inputs: tuple) -> float:
 
 
 def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: int, folder: Path) -> list[dict]:
-    """One row per hop: the clip model and, where the hop allows, the streaming form, timed alternately."""
+    """One row per hop and streaming form (delayed-exact, causal) where the hop allows it, else
+    one for the clip model alone; at each hop the clip model and the forms are timed in turn."""
     import torch
 
     from streamrec.backends.inputs import input_specs, step_input_specs
     from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
     from streamrec.checkpoints import load_model
     from streamrec.export import export_onnx, export_streaming_onnx, streaming_metadata
-    from streamrec.models.streaming import streaming_network, units_for_hop
+    from streamrec.models.streaming import CAUSAL, DELAYED_EXACT, streaming_network, units_for_hop
 
     clip = config.clip
     model = load_model(config)
@@ -84,47 +86,50 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
         try:
             units = units_for_hop(probe, hop)
         except StreamrecError as err:
-            rows.append({**row, **_time_alternately(clip_engine, clip_inputs, None, None, iterations),
-                         "note": str(err)})
+            clip_ms, _ = _time_in_turn(clip_engine, clip_inputs, [], iterations)
+            rows.append({**row, **_per_hop("clip", clip_ms), "note": str(err)})
             continue
-        network = probe if units == 1 else streaming_network(model, clip, units=units)
-        specs = step_input_specs(clip, network.frames_per_call())
-        frames = {s.name: rng.integers(0, 256, (1, *s.clip_shape), dtype=np.uint8) for s in specs}
-        state = network.zero_state(1)
-        stream_gflops = count_gflops(network, (*(torch.from_numpy(frames[s.name]) for s in specs), state))
-        log.info("%s: exporting the streaming form for hop %d", config.name, hop)
-        path = export_streaming_onnx(network, folder / f"{config.name}_stream_hop{hop}.onnx",
-                                     metadata={"streaming": streaming_metadata(network)})
-        stream_engine = OnnxRuntimeEngine(path, specs, config.model.num_classes, device="cpu", threads=threads,
-                                          max_batch=1)
-        timed = _time_alternately(clip_engine, clip_inputs, stream_engine, frames, iterations)
-        rows.append({**row, **timed, "units": units, "stream_gflops": round(stream_gflops, 3),
-                     "gflops_ratio": round(stream_gflops / clip_gflops, 4),
-                     "speedup": round(timed["clip_ms"] / timed["stream_ms"], 2),
-                     "state_mib": round(network.layout.size * 4 / 2**20, 2),
-                     "delay_units": network.delay_units, "delay_s": round(network.delay_units * network.unit_frames
-                                                                          / clip.train_fps, 3)})
+        forms = []
+        for form in (DELAYED_EXACT, CAUSAL):
+            network = streaming_network(model, clip, form=form, units=units)
+            specs = step_input_specs(clip, network.frames_per_call())
+            frames = {s.name: rng.integers(0, 256, (1, *s.clip_shape), dtype=np.uint8) for s in specs}
+            state = network.zero_state(1)
+            stream_gflops = count_gflops(network, (*(torch.from_numpy(frames[s.name]) for s in specs), state))
+            log.info("%s: exporting the %s form for hop %d", config.name, form, hop)
+            path = export_streaming_onnx(network, folder / f"{config.name}_{form}_hop{hop}.onnx",
+                                         metadata={"streaming": streaming_metadata(network)})
+            engine = OnnxRuntimeEngine(path, specs, config.model.num_classes, device="cpu", threads=threads,
+                                       max_batch=1)
+            forms.append((form, network, stream_gflops, engine, frames))
+        clip_ms, stream_ms = _time_in_turn(clip_engine, clip_inputs, [(e, f) for _, _, _, e, f in forms], iterations)
+        for (form, network, stream_gflops, _, _), ms in zip(forms, stream_ms):
+            rows.append({**row, **_per_hop("clip", clip_ms), "form": form.replace("_", "-"), "units": units,
+                         "stream_gflops": round(stream_gflops, 3), "gflops_ratio": round(stream_gflops / clip_gflops, 4),
+                         **_per_hop("stream", ms), "speedup": round(clip_ms / ms, 2),
+                         "state_mib": round(network.layout.size * 4 / 2**20, 2), "delay_units": network.delay_units,
+                         "delay_s": round(network.delay_units * network.unit_frames / clip.train_fps, 3)})
     return rows
 
 
-def _time_alternately(clip_engine, clip_inputs, stream_engine, frames, iterations: int) -> dict:
-    """Median ms per hop of each engine, one call of each in turn after one untimed call each."""
-    state = stream_engine.state.zeros(1) if stream_engine is not None else None
-    clip_s, stream_s = [], []
-    for i in range(iterations + 1):
+def _time_in_turn(clip_engine, clip_inputs, streams: list, iterations: int) -> tuple[float, list[float]]:
+    """Median ms per hop of the clip engine and of each streaming ``(engine, frames)``: one call of
+    each in turn, ``iterations`` times, after one untimed round (so every engine sees the same load)."""
+    states = [engine.state.zeros(1) for engine, _ in streams]
+    clip_s, stream_s = [], [[] for _ in streams]
+    for _ in range(iterations + 1):
         start = time.perf_counter()
         clip_engine.infer(clip_inputs)
         clip_s.append(time.perf_counter() - start)
-        if stream_engine is not None:
+        for i, (engine, frames) in enumerate(streams):
             start = time.perf_counter()
-            _, state = stream_engine.step({**frames, "state": state})
-            stream_s.append(time.perf_counter() - start)
-    timed = {"clip_ms": round(1000 * statistics.median(clip_s[1:]), 2)}
-    timed["clip_hops_per_s"] = round(1000 / timed["clip_ms"], 2)
-    if stream_s:
-        timed["stream_ms"] = round(1000 * statistics.median(stream_s[1:]), 2)
-        timed["stream_hops_per_s"] = round(1000 / timed["stream_ms"], 2)
-    return timed
+            _, states[i] = engine.step({**frames, "state": states[i]})
+            stream_s[i].append(time.perf_counter() - start)
+    return 1000 * statistics.median(clip_s[1:]), [1000 * statistics.median(s[1:]) for s in stream_s]
+
+
+def _per_hop(engine: str, ms: float) -> dict:
+    return {f"{engine}_ms": round(ms, 2), f"{engine}_hops_per_s": round(1000 / ms, 2)}
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -327,7 +332,7 @@ def run(args: argparse.Namespace) -> dict:
 def _cost_columns():
     from streamrec.bench.report import Column
 
-    return [Column("hop", "hop"), Column("units", "units"), Column("clip GFLOPs", "clip_gflops", 2),
+    return [Column("hop", "hop"), Column("form", "form"), Column("units", "units"), Column("clip GFLOPs", "clip_gflops", 2),
             Column("stream GFLOPs", "stream_gflops", 3), Column("ratio", "gflops_ratio", 3),
             Column("clip ms", "clip_ms", 1), Column("stream ms", "stream_ms", 1),
             Column("clip hops/s", "clip_hops_per_s", 1), Column("stream hops/s", "stream_hops_per_s", 1),
@@ -404,7 +409,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m streamrec.bench.streaming", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", help=f"config(s) to measure (default {', '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--hops", default=",".join(map(str, DEFAULT_HOPS)), help="hops in source frames (default %(default)s)")
-    parser.add_argument("--iters", type=int, default=5, help="timed calls of each engine per hop (default %(default)s)")
+    parser.add_argument("--iters", type=int, default=30, help="timed calls of each engine per hop (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per engine call (default %(default)s)")
     parser.add_argument("--videos", type=int, default=3, help="generated surveillance videos for accuracy; 0: none "
                                                               "(default %(default)s)")
@@ -441,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             write_json(document, args.json)
         if args.markdown:
-            title = "streaming: per-hop cost and accuracy, clip model vs delayed-exact streaming form (issue 21)"
+            title = "streaming: per-hop cost and accuracy, clip model vs its streaming forms (issue 21)"
             update_markdown(args.markdown, section_key(document, "cpu"),
                             markdown_section(document, title, markdown_body(document)))
     except StreamrecError as err:
