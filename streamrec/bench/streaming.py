@@ -392,7 +392,7 @@ def markdown_body(document: dict) -> str:
     from streamrec.bench.report import table
 
     parts = [f"Engine: {document['engine']}, {document['threads']} thread(s); per hop the median of "
-             f"{document['iterations']} calls, clip and streaming calls alternating. {document['counting']}. "
+             f"{document['iterations']} calls, the clip model and each streaming form called in turn. {document['counting']}. "
              "A clip model runs a whole clip every hop, so its cost per hop is the same at every hop. "
              "Written by `python -m streamrec.bench.streaming --markdown BENCHMARKS.md`."]
     for name, entry in document["results"].items():
