@@ -104,6 +104,17 @@ def test_pipeline_benchmark_reports_streams_hops_latency_and_resources(tmp_path)
     assert len(reference["durations_ms"]) == reference["iterations"] == 4
 
 
+@pytest.mark.parametrize("config", ["slowfast_tiny", "slowfast_tiny_causal"])
+def test_pipeline_without_an_engine_serves_every_hop_and_says_so(tmp_path, config):
+    document = run_bench(tmp_path, "pipeline", "--config", config, "--backend", "onnxruntime", "--no-engine",
+                         "--streams", "2", "--duration", "3", "--engine-iters", "2", "--engine-seconds", "0")
+    (trial,) = document["results"]
+    assert document["setup"]["engine"] == "none"
+    assert trial["hops_served"] > 0 and trial["hops_missed"] == 0
+    # the calls cost next to nothing: far under the tiny model's few milliseconds a call
+    assert trial["in_engine_ms_p99"] < 1.0, trial["in_engine_ms_p99"]
+
+
 def test_repeated_pipeline_trials_report_median_ratios(tmp_path):
     document = run_bench(tmp_path, "pipeline", "--config", "slowfast_tiny", "--backend", "onnxruntime",
                          "--streams", "1", "--duration", "2", "--engine-iters", "2", "--engine-seconds", "0",

@@ -96,6 +96,27 @@ class MeteredEngine(EngineWrapper):
         self.boxes.append(len(inputs["boxes"]) if "boxes" in inputs else 0)
 
 
+class NoEngine(EngineWrapper):
+    """The engine contract at no cost: zero logits at once, and each stream's state as it came.
+    A trial on it measures everything but the model (capture, scheduling, postprocess, events):
+    the most streams this machine serves in real time whatever model it runs. Zero logits raise
+    no action, so no action events are published."""
+
+    name = "none"
+
+    def __init__(self, engine: Engine, num_classes: int):
+        super().__init__(engine)
+        self.num_classes = num_classes
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        rows = inputs["boxes"] if "boxes" in inputs else next(iter(inputs.values()))
+        return np.zeros((len(rows), self.num_classes), np.float32)
+
+    def step(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        state = inputs["state"]
+        return np.zeros((len(state), self.num_classes), np.float32), state
+
+
 class MeteredDetector:
     """A person detector that records every call's duration and keyframe count (per-person mode)."""
 

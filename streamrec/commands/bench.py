@@ -79,6 +79,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pipeline.add_argument("--engine-seconds", type=float, default=3.0,
                           help="and at least this many seconds of them, before and after each trial, so the "
                                "reference p99 is over many calls like the trial's (default %(default)s)")
+    pipeline.add_argument("--no-engine", action="store_true",
+                          help="answer every call at once with zero logits instead of running the model: what "
+                               "the pipeline alone (capture, scheduling, events) serves on this machine, the "
+                               "ceiling for any model")
     pipeline.add_argument("--repeat", type=positive_int, default=1,
                           help="run the trial this many times, each against the engine alone timed just before "
                                "and after it, and report the median ratios (for machines whose speed drifts)")
@@ -227,6 +231,8 @@ def pipeline_main(args: argparse.Namespace) -> int:
     labels = load_labels(config)
     document, sampler = start_document("pipeline", config.name), ResourceSampler().start()
     engine = create_engine(config)
+    if args.no_engine:
+        engine = bench.NoEngine(engine, config.model.num_classes)
     max_batch = min(config.pipeline.max_batch, engine.max_batch)
     # The engine's capacity, for --load: the best of three timings, so that a moment when the
     # machine ran slow does not make "half load" a third of it.
