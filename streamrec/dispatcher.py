@@ -15,7 +15,10 @@ side, end sooner than one call of both. With every slot busy and a full batch du
 to it instead of waiting for this thread to wake up and cut it.
 
 Ended calls are handed back in the order their batches were cut, whichever call ends first,
-so each stream's results are published in order.
+so each stream's results are published in order. One look starts at most one call a slot: an
+engine that ends its calls as fast as they are cut (a fast accelerator, many streams) would
+otherwise keep this thread cutting, with nothing published and every ended call held, for as
+long as views come due.
 """
 
 from __future__ import annotations
@@ -125,7 +128,8 @@ class EngineDispatcher:
         """Start what is due in the free slots (and queue a full batch behind busy ones); returns
         when to look again for a batch being held to fill (inf: when news arrives)."""
         call_ended, self._calls_ended_seen = self._calls_ended != self._calls_ended_seen, self._calls_ended
-        while (free := self.slots - self._unfinished()) > 0:
+        started = 0
+        while started < self.slots and (free := self.slots - self._unfinished()) > 0:
             due = self.scheduler.due()
             if not due:
                 break
@@ -140,6 +144,7 @@ class EngineDispatcher:
             if batch is None:
                 break
             self._submit(batch)
+            started += 1
         unfinished = self._unfinished()
         if unfinished == self.slots and self.scheduler.due() >= self.scheduler.max_batch:
             batch = self.scheduler.cut()

@@ -6,6 +6,7 @@ shows as a thread still waiting after 10 s, not as a timing threshold."""
 
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -152,3 +153,50 @@ def test_a_frame_wakes_a_waiting_dispatcher_and_stop_ends_any_wait():
     dispatcher.stop()
     thread.join(PATIENCE_S)
     assert not thread.is_alive() and results == [[]]
+
+
+class InstantEngine:
+    """Ends every call as soon as it starts."""
+
+    name, device, max_batch, parallel_calls = "instant", "cpu", 4, 1
+
+    def __init__(self):
+        self.calls = 0
+
+    def infer(self, inputs):
+        self.calls += 1
+        return np.zeros((len(inputs["fast"]), 3), np.float32)
+
+
+class EverDue:
+    """A scheduler with a view always due, as when streams bring views faster than this thread
+    cuts them: each cut is a batch of one blank view."""
+
+    max_batch = 1
+
+    def due(self) -> int:
+        return 1
+
+    def cut(self, max_views=None):
+        return SimpleNamespace(inputs={"fast": np.zeros((1, 4), np.uint8)}, views=[])
+
+    def fill_deadline(self) -> None:
+        return None  # nothing is held for a fuller batch
+
+    def release(self, batch) -> None:
+        pass
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+
+def test_an_engine_as_fast_as_the_cutting_does_not_keep_the_dispatcher_from_handing_calls_back():
+    """Calls end as soon as they start and a view is always due: each look still starts no more
+    calls than there are slots and hands back what ended, so results get published (and their
+    arrays released) instead of piling up while this thread cuts."""
+    engine = InstantEngine()
+    dispatcher = EngineDispatcher(engine, EverDue())
+    thread, results = in_thread(collect, dispatcher, 3)
+    thread.join(PATIENCE_S)
+    assert not thread.is_alive(), "the dispatcher kept cutting and never handed a call back"
+    assert len(results[0]) >= 3 and engine.calls <= len(results[0]) + 2

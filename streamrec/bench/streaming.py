@@ -7,8 +7,8 @@
 (counted as `streamrec.bench.flops` counts: the clip model runs a whole clip every hop; a
 streaming form one call over the hop's new frames) and the ONNX Runtime CPU engine's median
 time per hop at batch 1, the three engines' calls taking turns so all see the same load; hops/s
-is its inverse. A hop that is not a whole number
-of the streaming form's units has no streaming row, and the table says why.
+is its inverse. A hop that is not a whole number of the streaming form's units has no streaming
+row, and the table says why.
 
 **Accuracy**, for a config with a checkpoint: generated surveillance videos (the seeds ``eval
 --seed`` derives, rendered straight from the generator at the training rate instead of through
