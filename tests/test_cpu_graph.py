@@ -129,6 +129,18 @@ def test_a_temporal_convolution_runs_as_2d_over_flattened_space(kernel, strides,
     rewritten = assert_same_outputs(model, {"x": x})
     (conv,) = [n for n in rewritten.graph.node if n.op_type == "Conv"]
     assert dict((a.name, list(a.ints)) for a in conv.attribute)["kernel_shape"] == [kernel[0], 1]
+    assert op_types(rewritten) == ["Reshape", "Conv", "Relu", "Reshape"]  # the Relu inside, next to its Conv
+
+
+def test_a_relu_that_shares_the_convolution_s_output_stays_outside_the_flattened_view():
+    weight = RNG.normal(size=(16, 8, 3, 1, 1)).astype(np.float32) * 0.5
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 1, 1], pads=[1, 0, 0, 1, 0, 0]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Neg", ["c"], ["n"]),
+             helper.make_node("Add", ["r", "n"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 16, 7, 9])
+    rewritten = assert_same_outputs(graph_model(nodes, [x], {"w": weight}),
+                                    {"x": RNG.normal(size=(2, 8, 16, 7, 9)).astype(np.float32) * 2})
+    assert op_types(rewritten)[:3] == ["Reshape", "Conv", "Reshape"]
 
 
 @pytest.mark.parametrize("strides, pads", [((1, 2, 2), (0,) * 6), ((1, 1, 1), (0, 1, 1, 0, 1, 1))],

@@ -17,7 +17,8 @@ ONNX Runtime runs those on its blocked (NCHWc) 2-D kernels, and the stem gets fa
 **Pointwise and temporal convolutions.** A convolution whose kernel is kt x 1 x 1 with no
 spatial stride or padding (ResNet's 1x1x1 and 3x1x1 layers, SlowFast's lateral connections) is
 the same 2-D convolution over the free view [B, C, T, H*W] with a kt x 1 kernel, which ONNX
-Runtime also runs on its NCHWc kernels rather than its slower 3-D path.
+Runtime also runs on its NCHWc kernels rather than its slower 3-D path. A Relu that alone reads
+it goes inside the view too, where ONNX Runtime fuses it into the convolution.
 
 **Residual sums.** ONNX Runtime fuses a 3-D convolution with the ReLU after it, but not with a
 residual ``Add`` between them, so each ResNet block writes and rereads its output twice more.
@@ -252,8 +253,9 @@ def _split_stem(node, graph: _Graph):
 
 def _flatten_temporal(node, graph: _Graph):
     """A Conv with a kt x 1 x 1 kernel and no spatial stride, padding or dilation, as a 2-D Conv
-    with a kt x 1 kernel over the view [B, C, T, H*W]. Left alone when it ends a residual block
-    (Conv -> Add -> Relu), which `_fuse_residual` makes one node instead."""
+    with a kt x 1 kernel over the view [B, C, T, H*W]; the Relu that alone reads it moves inside
+    the view, next to the Conv, where ONNX Runtime fuses the two. Left alone when it ends a
+    residual block (Conv -> Add -> Relu), which `_fuse_residual` makes one node instead."""
     from onnx import helper, numpy_helper
 
     conv = graph.float32_conv(node)
@@ -273,14 +275,20 @@ def _flatten_temporal(node, graph: _Graph):
     initializers = [numpy_helper.from_array(weight, f"{p}/weight"),
                     numpy_helper.from_array(np.array([0, 0, 0, -1]), f"{p}/flat_shape"),  # 0: keep that axis
                     numpy_helper.from_array(np.array([0, 0, 0, *out_shape[3:]]), f"{p}/clip_shape")]
+    relu = graph.only_reader(node.output[0], "Relu")
     nodes = [
         helper.make_node("Reshape", [node.input[0], f"{p}/flat_shape"], [f"{p}/input"], name=f"{p}/input"),
         helper.make_node("Conv", [f"{p}/input", f"{p}/weight", *node.input[2:]], [f"{p}/output"], name=f"{p}/conv",
                          kernel_shape=kernel[2:4], strides=[attrs.get("strides", [1])[0], 1],
                          pads=[pads[0], 0, pads[3], 0], dilations=[dilations[0], 1]),
-        helper.make_node("Reshape", [f"{p}/output", f"{p}/clip_shape"], [node.output[0]], name=f"{p}/clips"),
     ]
-    return nodes, initializers, set()
+    if relu is None:
+        nodes.append(helper.make_node("Reshape", [f"{p}/output", f"{p}/clip_shape"], [node.output[0]],
+                                      name=f"{p}/clips"))
+        return nodes, initializers, set()
+    nodes += [helper.make_node("Relu", [f"{p}/output"], [f"{p}/relu"], name=f"{p}/relu"),
+              helper.make_node("Reshape", [f"{p}/relu", f"{p}/clip_shape"], [relu.output[0]], name=f"{p}/clips")]
+    return nodes, initializers, {relu.output[0]}
 
 
 def _fuse_residual(node, graph: _Graph):
