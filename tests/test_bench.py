@@ -115,6 +115,13 @@ def test_pipeline_without_an_engine_serves_every_hop_and_says_so(tmp_path, confi
     assert trial["in_engine_ms_p99"] < 1.0, trial["in_engine_ms_p99"]
 
 
+def test_pipeline_without_an_engine_refuses_a_load_in_one_line():
+    done = run_cli("bench", "pipeline", "--config", "slowfast_tiny", "--no-engine", "--load", "0.5")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: --load sizes the streams from the engine's speed, and "
+                                                "--no-engine runs none: give --streams N or --max-streams instead"]
+
+
 def test_repeated_pipeline_trials_report_median_ratios(tmp_path):
     document = run_bench(tmp_path, "pipeline", "--config", "slowfast_tiny", "--backend", "onnxruntime",
                          "--streams", "1", "--duration", "2", "--engine-iters", "2", "--engine-seconds", "0",

@@ -228,6 +228,9 @@ def pipeline_main(args: argparse.Namespace) -> int:
     if args.load is not None and not 0 < args.load <= 4:
         raise StreamrecError(f"--load {args.load} must be above 0 and at most 4: a share of the engine's capacity "
                              "(0.5 is half load, 2 asks for twice what it can serve)")
+    if args.load is not None and args.no_engine:
+        raise StreamrecError("--load sizes the streams from the engine's speed, and --no-engine runs none: give "
+                             "--streams N or --max-streams instead")
     labels = load_labels(config)
     document, sampler = start_document("pipeline", config.name), ResourceSampler().start()
     engine = create_engine(config)
