@@ -92,6 +92,7 @@ def test_a_temporal_stem_becomes_per_tap_2d_convolutions(kernel, strides, pads, 
     # the Relu moved next to the convolutions only where nothing else reads the conv output
     assert op_types(rewritten).count("Relu") == (0 if relu == "none" else 1)
     assert ("Neg" in op_types(rewritten)) == (relu == "shared")
+    assert ("Pad" in op_types(rewritten)) == (pads[0] + pads[3] > 0)  # a copy only where time is padded
 
 
 @pytest.mark.parametrize("what", ["temporal kernel 1", "8 input channels", "grouped"])

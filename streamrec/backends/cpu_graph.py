@@ -195,7 +195,8 @@ def _split_stem(node, graph: _Graph):
     """A Conv with a temporal and a spatial kernel on fewer than 8 input channels (and the Relu
     that alone reads it), as the sum over temporal taps of 2-D convolutions: [B, C, T, H, W] ->
     [B, T, C, H, W], zero-pad time, one strided time slice per tap, frames into the batch axis,
-    2-D conv, sum, Relu, back to [B, C_out, T_out, H_out, W_out]."""
+    2-D conv, sum, Relu, back to [B, C_out, T_out, H_out, W_out]. No Pad where time has no
+    padding (ONNX Runtime would copy every frame for nothing)."""
     from onnx import helper, numpy_helper
 
     conv = graph.float32_conv(node)
@@ -225,8 +226,8 @@ def _split_stem(node, graph: _Graph):
 
     nodes: list = []
     frames_first = add("Transpose", [node.input[0]], "frames_first", perm=[0, 2, 1, 3, 4])
-    padded = add("Pad", [frames_first, const("time_pads", np.array([0, pads[0], 0, 0, 0, 0, pads[3], 0, 0, 0]))],
-                 "padded")
+    padded = frames_first if pads[0] == pads[3] == 0 else add(  # a streaming stem's past comes as frames, not zeros
+        "Pad", [frames_first, const("time_pads", np.array([0, pads[0], 0, 0, 0, 0, pads[3], 0, 0, 0]))], "padded")
     axis, step = const("time_axis", np.array([1])), const("time_step", np.array([strides[0]]))
     frame_shape = const("frame_shape", np.array([-1, channels, height, width]))
     total = None
