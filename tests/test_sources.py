@@ -128,3 +128,31 @@ def test_a_real_damaged_avi_runs_beside_good_footage(tmp_path):
         statuses = [e for e in events(log) if e["stream"] == stream and e["type"] == "status"]
         assert statuses[-1]["state"] == "ended" and statuses[-1]["detail"] == "end of stream"
         assert statuses[-1]["frames_captured"] == frames
+
+
+@pytest.mark.parametrize("size, seed", [((320, 240), 0), ((17, 31), 5)])
+def test_synthetic_frames_are_the_drifting_gradient_and_the_bouncing_square(size, seed):
+    """Each frame as the source's docstring draws it: red and green are a diagonal gradient (green's
+    flipped upside down) drifting by 3 and 3 // 2 a frame, wrapping at 256; blue is 96; one square
+    of one colour moves over it."""
+    import numpy as np
+
+    from streamrec.sources import SyntheticSource
+
+    width, height = size
+    source = SyntheticSource(width, height, seed=seed)
+    source.open()
+    y, x = np.mgrid[:height, :width]
+    gradient = (y * 255 // (height - 1) + x * 255 // (width - 1)) // 2
+    side = max(4, min(width, height) // 6)
+    for index in (0, 1, 85, 86, 300):
+        frame = source.render(index)
+        shift = index * 3 % 256
+        expected = np.stack([(gradient + shift) % 256, (gradient[::-1] + shift // 2) % 256,
+                             np.full_like(gradient, 96)], axis=-1)
+        differs = np.any(frame != expected, axis=-1)
+        rows, cols = np.nonzero(differs)
+        assert frame.shape == (height, width, 3) and frame.dtype == np.uint8
+        # only the square differs from the background, and it is one colour
+        assert rows.max() - rows.min() < side and cols.max() - cols.min() < side
+        assert len(np.unique(frame[differs], axis=0)) == 1
