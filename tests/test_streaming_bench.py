@@ -15,19 +15,23 @@ def test_a_short_run_writes_its_figures_and_its_section(tmp_path, capsys):
     markdown = tmp_path / "BENCHMARKS.md"
     markdown.write_text("# Benchmarks\n\nsomeone else's section\n")
     try:
-        code = main(["--config", "slowfast_tiny", "--hops", "8,12", "--iters", "1", "--videos", "1",
+        code = main(["--config", "slowfast_tiny", "--hops", "8,12", "--batches", "1,2", "--iters", "1", "--videos", "1",
                      "--minutes", "0.25", "--json", str(tmp_path / "s.json"), "--markdown", str(markdown)])
     finally:
         torch.set_num_threads(threads)
     assert code == 0
     document = json.loads((tmp_path / "s.json").read_text())
     entry = document["results"]["slowfast_tiny"]
-    eight, eight_causal, twelve = entry["cost"]
-    assert (eight["form"], eight_causal["form"]) == ("delayed-exact", "causal")
-    for row in (eight, eight_causal):
+    eight, eight_causal, eight_two, eight_causal_two, twelve = entry["cost"]
+    assert (eight["form"], eight_causal["form"]) == (eight_two["form"], eight_causal_two["form"]) == ("delayed-exact", "causal")
+    assert [row["batch"] for row in entry["cost"]] == [1, 1, 2, 2, 1]
+    for row in (eight, eight_causal, eight_two, eight_causal_two):
         assert row["units"] == 1 and abs(row["gflops_ratio"] - row["stream_gflops"] / row["clip_gflops"]) < 0.01
         assert 0.24 < row["gflops_ratio"] < 0.26  # one Slow step of a four-step clip, and the same head
         assert row["stream_ms"] > 0 and row["speedup"] == round(row["clip_ms"] / row["stream_ms"], 2)
+        for engine in ("clip", "stream"):  # a call serves one hop of each clip in its batch
+            assert abs(row[f"{engine}_hops_per_s"] - 1000 * row["batch"] / row[f"{engine}_ms"]) < 0.01 * row[f"{engine}_hops_per_s"]
+    assert eight_two["stream_gflops"] == eight["stream_gflops"]  # counted per clip, whatever the batch
     assert eight["clip_ms"] == eight_causal["clip_ms"]  # one clip timing, taken in turn with both forms
     assert (eight["delay_units"], eight_causal["delay_units"]) == (4, 0)
     assert eight_causal["state_mib"] < eight["state_mib"]  # no delay lines: nothing waits for the future
@@ -38,7 +42,7 @@ def test_a_short_run_writes_its_figures_and_its_section(tmp_path, capsys):
     assert 0.0 <= models["delayed-exact"]["top1_agreement_same_window"] <= 1.0
     text = markdown.read_text()
     assert "someone else's section" in text and "## streaming: per-hop cost" in text
-    assert "| 8 | delayed-exact | 1 |" in text and "| 8 | causal | 1 |" in text and "python -m streamrec.bench.streaming --config slowfast_tiny" in text
+    assert "| 8 | 1 | delayed-exact | 1 |" in text and "| 8 | 2 | causal | 1 |" in text and "python -m streamrec.bench.streaming --config slowfast_tiny" in text
     printed = capsys.readouterr().out
     assert "stream GFLOPs" in printed and "hop 12: a streaming SlowFast advances 8 source frames" in printed
 

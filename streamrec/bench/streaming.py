@@ -6,8 +6,9 @@
 **Cost**, per config, hop and streaming form (delayed-exact and causal): GFLOPs of one hop
 (counted as `streamrec.bench.flops` counts: the clip model runs a whole clip every hop; a
 streaming form one call over the hop's new frames) and the ONNX Runtime CPU engine's median
-time per hop at batch 1, the three engines' calls taking turns so all see the same load; hops/s
-is its inverse. A hop that is not a whole number of the streaming form's units has no streaming
+time per call at each batch (``--batches``: 1, and 4, the pipeline's default largest batch, where
+streams share a call), the three engines' calls taking turns so all see the same load; hops/s is
+the batch over it. A hop that is not a whole number of the streaming form's units has no streaming
 row, and the table says why.
 
 **Accuracy**, for a config with a checkpoint: generated surveillance videos (the seeds ``eval
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIGS = ("slowfast_tiny", "slowfast_r50_8x8")
 DEFAULT_HOPS = (4, 8, 16)
+DEFAULT_BATCHES = (1, 4)
 
 
 # --------------------------------------------------------------------------- cost
@@ -59,9 +61,11 @@ def count_gflops(module, inputs: tuple) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: int, folder: Path) -> list[dict]:
-    """One row per hop and streaming form (delayed-exact, causal) where the hop allows it, else
-    one for the clip model alone; at each hop the clip model and the forms are timed in turn."""
+def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: int, folder: Path,
+              batches: tuple[int, ...] = (1,)) -> list[dict]:
+    """One row per hop, batch and streaming form (delayed-exact, causal) where the hop allows it,
+    else one for the clip model alone at batch 1; at each hop and batch the clip model and the
+    forms are timed in turn."""
     import torch
 
     from streamrec.backends.inputs import input_specs, step_input_specs
@@ -74,11 +78,12 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
     model = load_model(config)
     rng = np.random.default_rng(0)
     clip_specs = input_specs(clip)
-    clip_inputs = {s.name: rng.integers(0, 256, (1, *s.clip_shape), dtype=np.uint8) for s in clip_specs}
-    clip_gflops = count_gflops(model, tuple(torch.from_numpy(clip_inputs[s.name]) for s in clip_specs))
+    clip_inputs = {b: {s.name: rng.integers(0, 256, (b, *s.clip_shape), dtype=np.uint8) for s in clip_specs}
+                   for b in batches}
+    clip_gflops = count_gflops(model, tuple(torch.from_numpy(clip_inputs[batches[0]][s.name][:1]) for s in clip_specs))
     log.info("%s: exporting the clip model", config.name)
     clip_engine = OnnxRuntimeEngine(export_onnx(model, clip, folder / f"{config.name}_clip.onnx"), clip_specs,
-                                    config.model.num_classes, device="cpu", threads=threads, max_batch=1)
+                                    config.model.num_classes, device="cpu", threads=threads, max_batch=max(batches))
     probe = streaming_network(model, clip)
     rows = []
     for hop in hops:
@@ -86,36 +91,42 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
         try:
             units = units_for_hop(probe, hop)
         except StreamrecError as err:
-            clip_ms, _ = _time_in_turn(clip_engine, clip_inputs, [], iterations)
-            rows.append({**row, **_per_hop("clip", clip_ms), "note": str(err)})
+            clip_ms, _ = _time_in_turn(clip_engine, clip_inputs[batches[0]], [], iterations)
+            rows.append({**row, "batch": batches[0], **_per_hop("clip", clip_ms, batches[0]), "note": str(err)})
             continue
         forms = []
         for form in (DELAYED_EXACT, CAUSAL):
             network = streaming_network(model, clip, form=form, units=units)
             specs = step_input_specs(clip, network.frames_per_call())
-            frames = {s.name: rng.integers(0, 256, (1, *s.clip_shape), dtype=np.uint8) for s in specs}
+            frames = {b: {s.name: rng.integers(0, 256, (b, *s.clip_shape), dtype=np.uint8) for s in specs}
+                      for b in batches}
             state = network.zero_state(1)
-            stream_gflops = count_gflops(network, (*(torch.from_numpy(frames[s.name]) for s in specs), state))
+            stream_gflops = count_gflops(network, (*(torch.from_numpy(frames[batches[0]][s.name][:1]) for s in specs),
+                                                   state))
             log.info("%s: exporting the %s form for hop %d", config.name, form, hop)
             path = export_streaming_onnx(network, folder / f"{config.name}_{form}_hop{hop}.onnx",
                                          metadata={"streaming": streaming_metadata(network)})
             engine = OnnxRuntimeEngine(path, specs, config.model.num_classes, device="cpu", threads=threads,
-                                       max_batch=1)
+                                       max_batch=max(batches))
             forms.append((form, network, stream_gflops, engine, frames))
-        clip_ms, stream_ms = _time_in_turn(clip_engine, clip_inputs, [(e, f) for _, _, _, e, f in forms], iterations)
-        for (form, network, stream_gflops, _, _), ms in zip(forms, stream_ms):
-            rows.append({**row, **_per_hop("clip", clip_ms), "form": form.replace("_", "-"), "units": units,
-                         "stream_gflops": round(stream_gflops, 3), "gflops_ratio": round(stream_gflops / clip_gflops, 4),
-                         **_per_hop("stream", ms), "speedup": round(clip_ms / ms, 2),
-                         "state_mib": round(network.layout.size * 4 / 2**20, 2), "delay_units": network.delay_units,
-                         "delay_s": round(network.delay_units * network.unit_frames / clip.train_fps, 3)})
+        for batch in batches:
+            clip_ms, stream_ms = _time_in_turn(clip_engine, clip_inputs[batch],
+                                               [(e, f[batch]) for _, _, _, e, f in forms], iterations)
+            for (form, network, stream_gflops, _, _), ms in zip(forms, stream_ms):
+                rows.append({**row, "batch": batch, **_per_hop("clip", clip_ms, batch), "form": form.replace("_", "-"),
+                             "units": units, "stream_gflops": round(stream_gflops, 3),
+                             "gflops_ratio": round(stream_gflops / clip_gflops, 4), **_per_hop("stream", ms, batch),
+                             "speedup": round(clip_ms / ms, 2), "state_mib": round(network.layout.size * 4 / 2**20, 2),
+                             "delay_units": network.delay_units,
+                             "delay_s": round(network.delay_units * network.unit_frames / clip.train_fps, 3)})
     return rows
 
 
 def _time_in_turn(clip_engine, clip_inputs, streams: list, iterations: int) -> tuple[float, list[float]]:
-    """Median ms per hop of the clip engine and of each streaming ``(engine, frames)``: one call of
-    each in turn, ``iterations`` times, after one untimed round (so every engine sees the same load)."""
-    states = [engine.state.zeros(1) for engine, _ in streams]
+    """Median ms per call of the clip engine and of each streaming ``(engine, frames)``: one call
+    of each in turn, ``iterations`` times, after one untimed round (so every engine sees the same load)."""
+    batch = len(next(iter(clip_inputs.values())))
+    states = [engine.state.zeros(batch) for engine, _ in streams]
     clip_s, stream_s = [], [[] for _ in streams]
     for _ in range(iterations + 1):
         start = time.perf_counter()
@@ -128,8 +139,9 @@ def _time_in_turn(clip_engine, clip_inputs, streams: list, iterations: int) -> t
     return 1000 * statistics.median(clip_s[1:]), [1000 * statistics.median(s[1:]) for s in stream_s]
 
 
-def _per_hop(engine: str, ms: float) -> dict:
-    return {f"{engine}_ms": round(ms, 2), f"{engine}_hops_per_s": round(1000 / ms, 2)}
+def _per_hop(engine: str, ms: float, batch: int) -> dict:
+    """A call's milliseconds, and the hops a second it serves: one a clip of its batch."""
+    return {f"{engine}_ms": round(ms, 2), f"{engine}_hops_per_s": round(1000 * batch / ms, 2)}
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -319,20 +331,21 @@ def run(args: argparse.Namespace) -> dict:
         for name in args.config:
             config = load_config(name)
             entry = {"checkpoint": config.checkpoint or "random weights",
-                     "cost": cost_rows(config, args.hops, args.iters, args.threads, Path(scratch))}
+                     "cost": cost_rows(config, args.hops, args.iters, args.threads, Path(scratch), args.batches)}
             if config.checkpoint and args.videos:
                 entry["accuracy"] = accuracy(config, args.seed, args.videos, args.minutes, 8, args.threads,
                                              Path(scratch), args.distilled.get(name, []))
             results[name] = entry
             _print_config(name, entry)
     return finish_document(document, sampler, results=results, threads=args.threads, iterations=args.iters,
-                           counting=COUNTING, engine="onnxruntime (CPU graph), batch 1")
+                           counting=COUNTING, engine="onnxruntime (CPU graph)", batches=list(args.batches))
 
 
 def _cost_columns():
     from streamrec.bench.report import Column
 
-    return [Column("hop", "hop"), Column("form", "form"), Column("units", "units"), Column("clip GFLOPs", "clip_gflops", 2),
+    return [Column("hop", "hop"), Column("batch", "batch"), Column("form", "form"), Column("units", "units"),
+            Column("clip GFLOPs", "clip_gflops", 2),
             Column("stream GFLOPs", "stream_gflops", 3), Column("ratio", "gflops_ratio", 3),
             Column("clip ms", "clip_ms", 1), Column("stream ms", "stream_ms", 1),
             Column("clip hops/s", "clip_hops_per_s", 1), Column("stream hops/s", "stream_hops_per_s", 1),
@@ -391,9 +404,12 @@ def _distill_flags(made: dict) -> str:
 def markdown_body(document: dict) -> str:
     from streamrec.bench.report import table
 
-    parts = [f"Engine: {document['engine']}, {document['threads']} thread(s); per hop the median of "
-             f"{document['iterations']} calls, the clip model and each streaming form called in turn. {document['counting']}. "
-             "A clip model runs a whole clip every hop, so its cost per hop is the same at every hop. "
+    batches = document.get("batches", [1])
+    parts = [f"Engine: {document['engine']}, {document['threads']} thread(s), batch {', '.join(map(str, batches))}; "
+             f"per call the median of {document['iterations']} calls, the clip model and each streaming form called "
+             "in turn; hops/s = batch / time a call (at batch B, B streams share each call). "
+             f"{document['counting']}, per clip. A clip model runs a whole clip every hop, so its cost per hop is "
+             "the same at every hop. "
              "Written by `python -m streamrec.bench.streaming --markdown BENCHMARKS.md`."]
     for name, entry in document["results"].items():
         parts += ["", f"### {name} ({entry['checkpoint']})", "", table(entry["cost"], _cost_columns(), markdown=True)]
@@ -409,7 +425,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m streamrec.bench.streaming", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", help=f"config(s) to measure (default {', '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--hops", default=",".join(map(str, DEFAULT_HOPS)), help="hops in source frames (default %(default)s)")
-    parser.add_argument("--iters", type=int, default=30, help="timed calls of each engine per hop (default %(default)s)")
+    parser.add_argument("--iters", type=int, default=30, help="timed calls of each engine per hop and batch "
+                                                              "(default %(default)s)")
+    parser.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)),
+                        help="batches to time each engine at (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per engine call (default %(default)s)")
     parser.add_argument("--videos", type=int, default=3, help="generated surveillance videos for accuracy; 0: none "
                                                               "(default %(default)s)")
@@ -423,6 +442,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.config = args.config or list(DEFAULT_CONFIGS)
     args.hops = parse_counts(args.hops, "--hops")
+    args.batches = parse_counts(args.batches, "--batches")
     if any("=" not in item for item in args.distilled):
         raise StreamrecError("--distilled takes CONFIG=CHECKPOINT, e.g. slowfast_tiny=runs/causal_tiny/model.pt")
     distilled: dict[str, list[str]] = {}
