@@ -193,6 +193,9 @@ class EngineConfig:
     # ONNX Runtime on the CPU: rewrite the graph for its CPU kernels as it loads (backends/cpu_graph.py);
     # false runs the exported graph as it is
     cpu_graph: bool = True
+    # ONNX Runtime: let its idle threads spin for work instead of sleeping. A lone engine's calls end
+    # a little sooner; beside capture threads on a few cores the spinning takes the CPU they need.
+    spin_wait: bool = False
 
 
 STREAMING_FORMS = ("delayed_exact", "causal")  # streamrec.models.streaming's forms (it imports torch)

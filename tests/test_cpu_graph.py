@@ -261,3 +261,14 @@ def test_the_rewrites_can_be_turned_off(backend, rewritten, tmp_path, monkeypatc
         engine = open_engine(load_config("slowfast_tiny", ["engine.device=cpu"]), backend, "fp32", 2)
     assert ("onnxruntime cpu graph: 1 stem(s)" in caplog.text) == rewritten
     assert engine.infer(varied_clips(load_config("slowfast_tiny").clip, 2)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("spin_wait", [False, True])
+def test_onnx_runtime_s_idle_threads_sleep_unless_told_to_spin(spin_wait, tmp_path, monkeypatch):
+    """``engine.spin_wait`` (off by default): spinning threads take the CPU that capture threads
+    and the pipeline's own need when they share a few cores (BENCHMARKS.md)."""
+    monkeypatch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path))
+    config = load_config("slowfast_tiny", ["engine.device=cpu", f"engine.spin_wait={str(spin_wait).lower()}"])
+    engine = open_engine(config, "onnxruntime", "fp32", 2)
+    options = engine.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spin_wait else "0")

@@ -160,15 +160,17 @@ class OnnxRuntimeEngine:
 
     def __init__(self, path: str | Path, specs: tuple[InputSpec, ...], num_classes: int, *, device: str = "auto",
                  threads: int = 0, max_batch: int = 64, cpu_graph: bool = True, parallel_calls: int = 1,
-                 max_boxes: int | None = None):
+                 max_boxes: int | None = None, spin_wait: bool = False):
         """``max_boxes``: for an RoI model's graph, the most boxes a call takes (default:
-        `MAX_BOXES_PER_CLIP` for each clip of ``max_batch``)."""
+        `MAX_BOXES_PER_CLIP` for each clip of ``max_batch``). ``spin_wait``: idle intra-op threads
+        spin (ONNX Runtime's default) rather than sleep (`EngineConfig.spin_wait`)."""
         import onnxruntime as ort
 
         path = Path(path)
         if not path.is_file():
             raise StreamrecError(f"ONNX file {path} not found; export one with `run_stream.py export`")
         options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         if threads > 0:
             options.intra_op_num_threads = threads
         available = ort.get_available_providers()

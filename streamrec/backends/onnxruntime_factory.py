@@ -50,7 +50,8 @@ def create(config: Config) -> Engine:
     engine = OnnxRuntimeEngine(path, specs, config.model.num_classes,
                                device=config.engine.device, threads=call_threads(config.engine),
                                parallel_calls=config.engine.parallel_calls,
-                               max_batch=config.pipeline.max_batch, cpu_graph=config.engine.cpu_graph)
+                               max_batch=config.pipeline.max_batch, cpu_graph=config.engine.cpu_graph,
+                               spin_wait=config.engine.spin_wait)
     check_metadata(engine.metadata, config, path)
     check_streaming(engine, config, path, hop)
     return engine
