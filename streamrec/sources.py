@@ -336,7 +336,8 @@ class SyntheticSource:
         shift = (index * 3) % 256
         frame = np.empty((self.height, self.width, 3), np.uint8)
         # One contiguous add of a row of per-channel drifts (uint8 wraps at 256, so no modulo): a
-        # capture thread renders each frame, and per-channel strided adds cost four times as much.
+        # capture thread renders every frame, and strided per-channel adds are several times slower
+        # (BENCHMARKS.md, "where the CPU goes when streams are served").
         drift = np.tile(np.array([shift, shift // 2, 0], np.uint8), self.width)
         np.add(self._rows, drift, out=frame.reshape(self.height, self.width * 3))
         side = max(4, min(self.width, self.height) // 6)

@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import run_cli
-from streamrec.sources import OpenCVSource, SourceUnavailable, create_source, parse_source
+from streamrec.sources import OpenCVSource, SourceUnavailable, SyntheticSource, create_source, parse_source
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 needs_opencv_doc = pytest.mark.skipif(not (OPENCV_DATA / "vtest.avi").is_file() and not os.environ.get("CI"),
@@ -135,10 +136,6 @@ def test_synthetic_frames_are_the_drifting_gradient_and_the_bouncing_square(size
     """Each frame as the source's docstring draws it: red and green are a diagonal gradient (green's
     flipped upside down) drifting by 3 and 3 // 2 a frame, wrapping at 256; blue is 96; one square
     of one colour moves over it."""
-    import numpy as np
-
-    from streamrec.sources import SyntheticSource
-
     width, height = size
     source = SyntheticSource(width, height, seed=seed)
     source.open()

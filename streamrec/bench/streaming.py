@@ -64,8 +64,8 @@ def count_gflops(module, inputs: tuple) -> float:
 def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: int, folder: Path,
               batches: tuple[int, ...] = (1,)) -> list[dict]:
     """One row per hop, batch and streaming form (delayed-exact, causal) where the hop allows it,
-    else one for the clip model alone at batch 1; at each hop and batch the clip model and the
-    forms are timed in turn."""
+    else one for the clip model alone at the smallest batch; at each hop and batch the clip model
+    and the forms are timed in turn."""
     import torch
 
     from streamrec.backends.inputs import input_specs, step_input_specs
