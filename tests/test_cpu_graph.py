@@ -93,6 +93,7 @@ def test_a_temporal_stem_becomes_per_tap_2d_convolutions(kernel, strides, pads, 
     assert op_types(rewritten).count("Relu") == (0 if relu == "none" else 1)
     assert ("Neg" in op_types(rewritten)) == (relu == "shared")
     assert ("Pad" in op_types(rewritten)) == (pads[0] + pads[3] > 0)  # a copy only where time is padded
+    assert "FusedConv" not in op_types(rewritten)  # the per-tap sums stay Adds (see PER_TAP)
 
 
 @pytest.mark.parametrize("what", ["temporal kernel 1", "8 input channels", "grouped"])
@@ -152,8 +153,9 @@ def test_temporal_convolutions_that_touch_space_are_left_alone(strides, pads):
     assert op_types(model) == ["Conv", "Relu"]
 
 
-def residual_model(shortcut_shape=(2, 16, 4, 6, 6), extra_reader=False) -> onnx.ModelProto:
-    """x -> Conv -> Add(shortcut) -> Relu, optionally with the conv output read by a second node."""
+def residual_model(shortcut_shape=(2, 16, 4, 6, 6), extra_reader=False, batch=2) -> onnx.ModelProto:
+    """x -> Conv -> Add(shortcut) -> Relu, optionally with the conv output read by a second node;
+    ``batch`` is x's batch axis (a name: unknown)."""
     inits = {"w": RNG.normal(size=(16, 8, 3, 1, 1)).astype(np.float32) * 0.3,
              "b": RNG.normal(size=16).astype(np.float32)}
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 1, 1], pads=[1, 0, 0, 1, 0, 0]),
@@ -162,21 +164,24 @@ def residual_model(shortcut_shape=(2, 16, 4, 6, 6), extra_reader=False) -> onnx.
         nodes += [helper.make_node("Mul", ["c", "r"], ["y"])]
     else:
         nodes += [helper.make_node("Identity", ["r"], ["y"])]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 4, 6, 6]),
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8, 4, 6, 6]),
               helper.make_tensor_value_info("s", TensorProto.FLOAT, list(shortcut_shape))]
     return graph_model(nodes, inputs, inits)
 
 
-def test_a_residual_sum_and_its_relu_fold_into_the_convolution():
+@pytest.mark.parametrize("batch, shortcut_batch", [(2, 2), ("batch", "unk__0")],
+                         ids=["known batch", "the batch under two names"])
+def test_a_residual_sum_and_its_relu_fold_into_the_convolution(batch, shortcut_batch):
     feeds = {"x": RNG.normal(size=(2, 8, 4, 6, 6)).astype(np.float32) * 2,
              "s": RNG.normal(size=(2, 16, 4, 6, 6)).astype(np.float32) * 2}
-    rewritten = assert_same_outputs(residual_model(), feeds)
+    rewritten = assert_same_outputs(residual_model((shortcut_batch, 16, 4, 6, 6), batch=batch), feeds)
     assert op_types(rewritten) == ["FusedConv", "Identity"]
     assert (rewritten.graph.node[0].domain, rewritten.graph.node[0].input[3]) == ("com.microsoft", "s")
 
 
-@pytest.mark.parametrize("model", [residual_model(shortcut_shape=(2, 16, 1, 1, 1)), residual_model(extra_reader=True)],
-                         ids=["broadcast shortcut", "conv output read elsewhere"])
+@pytest.mark.parametrize("model", [residual_model(shortcut_shape=(2, 16, 1, 1, 1)), residual_model(extra_reader=True),
+                                   residual_model(shortcut_shape=(1, 16, 4, 6, 6), batch="batch")],
+                         ids=["broadcast shortcut", "conv output read elsewhere", "shortcut broadcast over the batch"])
 def test_residual_sums_that_cannot_fold_are_left_alone(model):
     assert rewrite_for_cpu(model).residuals == 0
     assert "FusedConv" not in op_types(model) and op_types(model).count("Add") == 1

@@ -15,6 +15,7 @@ import onnx
 import pytest
 import torch
 
+from streamrec.backends.cpu_graph import rewrite_for_cpu
 from streamrec.backends.inputs import StateSpec, step_input_specs
 from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine, tensorrt_profile
 from streamrec.checkpoints import load_model
@@ -83,11 +84,22 @@ def test_the_graph_is_the_streaming_contract_with_its_metadata(tiny):
     assert metadata["arch"] == "slowfast" and metadata["checkpoint"] == "model.pt"
 
 
-@pytest.mark.parametrize("cpu_graph", [True, False])
-def test_onnxruntime_follows_pytorch_across_hops_with_rows_reset_and_reordered(tiny, cpu_graph):
-    config, graphs, networks = tiny
-    network = networks[8]
-    runtime = engine(config, network, graphs[8], cpu_graph=cpu_graph)
+@pytest.fixture(scope="module")
+def tiny_causal(tmp_path_factory):
+    config = load_config("slowfast_tiny")
+    path = export_streaming(config, tmp_path_factory.mktemp("causal") / "tiny_causal.onnx", form="causal",
+                            hop_frames=8)
+    return config, path, streaming_network(load_model(config), config.clip, form="causal")
+
+
+@pytest.mark.parametrize("form, cpu_graph", [("delayed_exact", True), ("delayed_exact", False), ("causal", True)])
+def test_onnxruntime_follows_pytorch_across_hops_with_rows_reset_and_reordered(form, cpu_graph, request):
+    if form == "causal":
+        config, path, network = request.getfixturevalue("tiny_causal")
+    else:
+        config, graphs, networks = request.getfixturevalue("tiny")
+        path, network = graphs[8], networks[8]
+    runtime = engine(config, network, path, cpu_graph=cpu_graph)
     assert runtime.state == StateSpec(network.layout.size)
     rng = np.random.default_rng(0)
     streams = {"a": runtime.state.zeros(1)[0], "b": runtime.state.zeros(1)[0], "c": runtime.state.zeros(1)[0]}
@@ -109,6 +121,20 @@ def test_onnxruntime_follows_pytorch_across_hops_with_rows_reset_and_reordered(t
             streams[name] = new_state[row]
             spread.append(logits[row])
     assert np.std(spread, axis=0).max() > 0.1  # the logits move from call to call: a real comparison
+
+
+def test_the_cpu_rewrites_fold_every_block_s_residual_sum_in_both_forms(tiny, tiny_causal):
+    """The state's reshapes leave shape inference a new name for the batch axis on each side of
+    some sums; they are still one batch, and the fusion finds every block's sum (it once found 2
+    of the causal graph's 10). The stem's per-tap sums stay Adds."""
+    config, graphs, _ = tiny
+    blocks = 2 * sum(config.model.kwargs["depth"])  # one residual sum per block, Slow and Fast
+    for path in (graphs[8], tiny_causal[1]):
+        model = onnx.load(str(path))
+        done = rewrite_for_cpu(model)
+        assert (done.stems, done.residuals) == (1, blocks), path.name
+        fused = [node for node in model.graph.node if node.op_type == "FusedConv"]
+        assert len(fused) == blocks and not any("per_tap" in node.name for node in fused)
 
 
 def test_graphs_for_two_hops_share_the_state(tiny):

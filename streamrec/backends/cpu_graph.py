@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SMALL_INPUT = 8  # input channels below one NCHWc block: ONNX Runtime's 2-D kernels read these unblocked
+PER_TAP = "per_tap"  # in the name of every node a split stem is made of
 MICROSOFT = "com.microsoft"  # ONNX Runtime's own operator domain, where FusedConv lives
 # ONNX Runtime's transpose optimizer would merge a stem's frames-first transpose into the input
 # normalisation's, moving it after the per-channel Mul/Sub: they then broadcast over an innermost
@@ -147,6 +148,16 @@ class _Graph:
             return None
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}, list(weight.dims)
 
+    def same_shape(self, a: str, b: str) -> bool:
+        """Whether ``a`` and ``b`` are known to have one shape: equal known axes after the batch
+        axis, and batch axes equal or both unknown numbers. Shape inference names the batch axis
+        afresh after a reshape to -1 (a streaming graph's state), yet both are the call's batch;
+        a literal batch of 1 beside an unknown one could broadcast, and does not count."""
+        shape_a, shape_b = self.static_shape(a), self.static_shape(b)
+        if not shape_a or not shape_b or len(shape_a) != len(shape_b) or shape_a[1:] != shape_b[1:]:
+            return False
+        return shape_a[0] == shape_b[0] or not isinstance(shape_a[0], int) and not isinstance(shape_b[0], int)
+
     def static_shape(self, name: str) -> list[int] | None:
         """The shape of ``name`` when every axis but the batch axis is a known number."""
         shape = self.shapes.get(name)
@@ -213,7 +224,7 @@ def _split_stem(node, graph: _Graph):
     _, channels, _, height, width = in_shape
     _, out_channels, out_frames, out_height, out_width = out_shape
     relu = graph.only_reader(node.output[0], "Relu")
-    prefix = f"streamrec/{node.name or node.output[0]}/per_tap"
+    prefix = f"streamrec/{node.name or node.output[0]}/{PER_TAP}"
     initializers: list = []
 
     def const(suffix: str, values) -> str:
@@ -297,11 +308,10 @@ def _fuse_residual(node, graph: _Graph):
     Add was (by then both the convolution's input and the shortcut exist)."""
     from onnx import helper
 
-    if node.op_type != "Add" or len(node.input) != 2:
-        return None
+    if node.op_type != "Add" or len(node.input) != 2 or f"/{PER_TAP}/" in node.name:
+        return None  # a split stem's sums stay Adds: fused, a streaming stem's last tap ran slower
     relu = graph.only_reader(node.output[0], "Relu")
-    shape = graph.shapes.get(node.input[0])
-    if relu is None or not shape or shape != graph.shapes.get(node.input[1]):  # no broadcasting
+    if relu is None or not graph.same_shape(node.input[0], node.input[1]):  # no broadcasting
         return None
     for conv_output, shortcut in ((node.input[1], node.input[0]), (node.input[0], node.input[1])):
         conv = graph.producer.get(conv_output)
