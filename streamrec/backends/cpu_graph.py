@@ -22,7 +22,8 @@ it goes inside the view too, where ONNX Runtime fuses it into the convolution.
 
 **Residual sums.** ONNX Runtime fuses a 3-D convolution with the ReLU after it, but not with a
 residual ``Add`` between them, so each ResNet block writes and rereads its output twice more.
-Its own ``FusedConv`` takes the residual as a fourth input (``Z``) and adds it in place.
+Its own ``FusedConv`` takes the residual as a fourth input (``Z``) and adds it in place. A split
+stem's per-tap sums look the same to it and stay Adds: fused, the streaming stem ran slower.
 
 `cpu_session_inputs` is the entry point; `rewrite_for_cpu` does the work.
 """
