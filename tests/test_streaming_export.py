@@ -15,7 +15,7 @@ import onnx
 import pytest
 import torch
 
-from streamrec.backends.cpu_graph import rewrite_for_cpu
+from streamrec.backends.cpu_graph import PER_TAP, rewrite_for_cpu
 from streamrec.backends.inputs import StateSpec, step_input_specs
 from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine, tensorrt_profile
 from streamrec.checkpoints import load_model
@@ -134,7 +134,7 @@ def test_the_cpu_rewrites_fold_every_block_s_residual_sum_in_both_forms(tiny, ti
         done = rewrite_for_cpu(model)
         assert (done.stems, done.residuals) == (1, blocks), path.name
         fused = [node for node in model.graph.node if node.op_type == "FusedConv"]
-        assert len(fused) == blocks and not any("per_tap" in node.name for node in fused)
+        assert len(fused) == blocks and not any(PER_TAP in node.name for node in fused)
 
 
 def test_graphs_for_two_hops_share_the_state(tiny):
