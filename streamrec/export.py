@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 OPSET = 17
 EXPORT_FORMAT = 1  # bump when the exported graph changes: it is part of the export cache key
+# The same for a streaming graph alone (2: the stem carries its taps' products, not frames), so that
+# a change there leaves cached clip exports, and the TensorRT engines built from them, valid.
+STREAMING_EXPORT_FORMAT = 2
 METADATA_KEY = "streamrec"  # ONNX metadata_props entry: JSON with the clip contract and model
 
 
@@ -130,16 +133,30 @@ def export_streaming(config: Config, output: str | Path, *, form: str = "delayed
                      average_units: int | None = None, fp16: bool = False, batch: int | None = None) -> Path:
     """Export the streaming form of the model a config describes (with its checkpoint), for a
     hop of ``hop_frames`` source frames at the training rate (default: ``pipeline.hop_frames``)."""
-    from streamrec.checkpoints import load_model
     from streamrec.models.streaming import streaming_network, units_for_hop
 
-    model = load_model(config)
+    model = folded_model(config)
     probe = streaming_network(model, config.clip, form=form, average_units=average_units)
     units = units_for_hop(probe, hop_frames or config.pipeline.hop_frames)
     network = probe if units == 1 else streaming_network(model, config.clip, form=form, units=units,
                                                          average_units=average_units)
     metadata = {**export_metadata(config, fp16), "streaming": streaming_metadata(network)}
     return export_streaming_onnx(network, output, fp16=fp16, batch=batch, metadata=metadata)
+
+
+def folded_model(config: Config) -> "nn.Module":
+    """The config's model (with its checkpoint) with its batch norms folded into the convolutions
+    before them, as the PyTorch engines run it. A streaming graph is exported from it: a stem's
+    carried products are then of the folded kernels on every backend, and their states hold the
+    same numbers."""
+    import torch
+
+    from streamrec.backends.inputs import input_specs
+    from streamrec.backends.torch_backend import fold_batch_norms
+    from streamrec.checkpoints import load_model
+
+    clips = [torch.zeros((1, *spec.clip_shape), dtype=torch.uint8) for spec in input_specs(config.clip)]
+    return fold_batch_norms(load_model(config).eval(), clips)
 
 
 def streaming_metadata(network) -> dict:

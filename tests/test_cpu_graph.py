@@ -56,11 +56,11 @@ def op_types(model: onnx.ModelProto) -> list[str]:
     return [node.op_type for node in model.graph.node]
 
 
-def stem_model(kernel, strides, pads, *, bias=True, relu="only") -> onnx.ModelProto:
+def stem_model(kernel, strides, pads, *, bias=True, relu="only", outputs=8) -> onnx.ModelProto:
     """One 3-D Conv on 3 channels x 9 frames, batch axis dynamic; ``relu``: "only" (the Relu alone
     reads the conv), "shared" (the conv output is also a second Relu's input), or "none"."""
-    weight = RNG.normal(size=(8, 3, *kernel)).astype(np.float32)
-    inits = {"w": weight, **({"b": RNG.normal(size=8).astype(np.float32)} if bias else {})}
+    weight = RNG.normal(size=(outputs, 3, *kernel)).astype(np.float32)
+    inits = {"w": weight, **({"b": RNG.normal(size=outputs).astype(np.float32)} if bias else {})}
     conv = helper.make_node("Conv", ["x", "w", *(["b"] if bias else [])], ["c"], kernel_shape=list(kernel),
                             strides=list(strides), pads=list(pads))
     if relu == "only":
@@ -74,33 +74,55 @@ def stem_model(kernel, strides, pads, *, bias=True, relu="only") -> onnx.ModelPr
     return graph_model(nodes, [x], inits)
 
 
-@pytest.mark.parametrize("kernel, strides, pads, bias, relu", [
+STEMS = [
     ((5, 7, 7), (1, 2, 2), (2, 3, 3, 2, 3, 3), True, "only"),  # SlowFast's Fast stem, I3D's
     ((3, 5, 5), (1, 2, 2), (1, 2, 2, 1, 2, 2), True, "only"),  # the tiny model's
     ((3, 3, 3), (2, 1, 1), (1, 1, 1, 1, 1, 1), False, "none"),  # temporal stride, no bias, no Relu
     ((4, 3, 3), (2, 2, 1), (2, 0, 1, 1, 2, 0), True, "shared"),  # uneven padding; the conv output read twice
     ((2, 3, 3), (1, 1, 1), (0, 1, 1, 0, 1, 1), True, "only"),  # no temporal padding
-])
+]
+
+
+@pytest.mark.parametrize("kernel, strides, pads, bias, relu", [
+    *STEMS, ((1, 7, 7), (1, 2, 2), (0, 3, 3, 0, 3, 3), True, "only")])  # the last, a Slow stem: one tap
 @pytest.mark.parametrize("batch", [1, 3])
-def test_a_temporal_stem_becomes_per_tap_2d_convolutions(kernel, strides, pads, bias, relu, batch):
-    model = stem_model(kernel, strides, pads, bias=bias, relu=relu)
+def test_a_narrow_stem_becomes_one_2d_convolution_with_its_taps_stacked(kernel, strides, pads, bias, relu, batch):
+    model = stem_model(kernel, strides, pads, bias=bias, relu=relu)  # 8 output channels
+    x = RNG.normal(size=(batch, 3, 9, 20, 20)).astype(np.float32) * 3
+    rewritten = assert_same_outputs(model, {"x": x})
+    (conv,) = [n for n in rewritten.graph.node if n.op_type == "Conv"]
+    assert len(dict((a.name, a.ints) for a in conv.attribute)["kernel_shape"]) == 2
+    weights = {init.name: init for init in rewritten.graph.initializer}
+    assert list(weights[conv.input[1]].dims) == [kernel[0] * 8, 3, *kernel[1:]]  # every tap's 8 outputs
+    taps = kernel[0] if kernel[0] > 1 or strides[0] > 1 else 0  # one slice of products a tap, where there is a choice
+    sums = max(0, taps - 1) + (relu == "shared")  # the "shared" graph adds one of its own
+    assert (op_types(rewritten).count("Slice"), op_types(rewritten).count("Add")) == (taps, sums)
+    # the Relu moved next to the convolutions only where nothing else reads the conv output
+    assert op_types(rewritten).count("Relu") == (0 if relu == "none" else 1)
+    assert ("Neg" in op_types(rewritten)) == (relu == "shared")
+    assert ("Pad" in op_types(rewritten)) == (pads[0] + pads[3] > 0)  # a copy only where time is padded
+    assert "FusedConv" not in op_types(rewritten)  # the taps' sums add slices, not a convolution's output
+
+
+@pytest.mark.parametrize("kernel, strides, pads, bias, relu", STEMS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_wide_stem_becomes_one_2d_convolution_per_tap(kernel, strides, pads, bias, relu, batch):
+    model = stem_model(kernel, strides, pads, bias=bias, relu=relu, outputs=16)
     x = RNG.normal(size=(batch, 3, 9, 20, 20)).astype(np.float32) * 3
     rewritten = assert_same_outputs(model, {"x": x})
     convs = [n for n in rewritten.graph.node if n.op_type == "Conv"]
     assert len(convs) == kernel[0] and all(len(dict((a.name, a.ints) for a in n.attribute)["kernel_shape"]) == 2
                                            for n in convs)
-    # the Relu moved next to the convolutions only where nothing else reads the conv output
     assert op_types(rewritten).count("Relu") == (0 if relu == "none" else 1)
-    assert ("Neg" in op_types(rewritten)) == (relu == "shared")
-    assert ("Pad" in op_types(rewritten)) == (pads[0] + pads[3] > 0)  # a copy only where time is padded
-    assert "FusedConv" not in op_types(rewritten)  # the per-tap sums stay Adds (see PER_TAP)
+    assert ("Pad" in op_types(rewritten)) == (pads[0] + pads[3] > 0)
+    assert "FusedConv" not in op_types(rewritten)  # the per-tap sums stay Adds (see STEM)
 
 
-@pytest.mark.parametrize("what", ["temporal kernel 1", "8 input channels", "grouped"])
+@pytest.mark.parametrize("what", ["wide, one tap", "8 input channels", "grouped"])
 def test_stems_that_gain_nothing_are_left_alone(what):
-    kernel, channels, group = {"temporal kernel 1": ((1, 7, 7), 3, 1), "8 input channels": ((3, 3, 3), 8, 1),
-                               "grouped": ((3, 3, 3), 4, 2)}[what]
-    weight = RNG.normal(size=(8, channels // group, *kernel)).astype(np.float32)
+    kernel, channels, outputs, group = {"wide, one tap": ((1, 3, 3), 3, 24, 1), "8 input channels": ((3, 3, 3), 8, 8, 1),
+                                        "grouped": ((3, 3, 3), 4, 8, 2)}[what]
+    weight = RNG.normal(size=(outputs, channels // group, *kernel)).astype(np.float32)
     conv = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=list(kernel), group=group,
                             pads=[k // 2 for k in kernel] * 2)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", channels, 6, 10, 10])
@@ -194,7 +216,8 @@ def test_slowfast_graphs_are_rewritten_and_keep_their_outputs(tmp_path):
     model = onnx.load(str(path))
     done = rewrite_for_cpu(model)
     blocks = 2 * sum(config.model.kwargs["depth"])  # one residual sum per block, Slow and Fast
-    assert (done.stems, done.residuals) == (1, blocks) and done.flattened >= blocks  # every block's first conv
+    # the stems, and the Fast pathway's 1x3x3 over 4 channels in res2
+    assert (done.stems, done.residuals) == (3, blocks) and done.flattened >= blocks  # every block's first conv
     feeds = {spec.name: clips[spec.name] for spec in input_specs(config.clip)}
     before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
@@ -264,7 +287,7 @@ def test_the_rewrites_can_be_turned_off(backend, rewritten, tmp_path, monkeypatc
     monkeypatch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path))
     with caplog.at_level(logging.INFO, logger="streamrec.backends.cpu_graph"):
         engine = open_engine(load_config("slowfast_tiny", ["engine.device=cpu"]), backend, "fp32", 2)
-    assert ("onnxruntime cpu graph: 1 stem(s)" in caplog.text) == rewritten
+    assert ("onnxruntime cpu graph: 3 stem(s)" in caplog.text) == rewritten
     assert engine.infer(varied_clips(load_config("slowfast_tiny").clip, 2)).shape == (2, 7)
 
 

@@ -20,7 +20,7 @@ from streamrec.checkpoints import load_model
 from streamrec.config import load_config
 from streamrec.errors import StreamrecError
 from streamrec.models.slowfast import SlowFast
-from streamrec.models.streaming import CAUSAL, streaming_network, units_for_hop
+from streamrec.models.streaming import CAUSAL, FORMS, TapSums, streaming_network, units_for_hop
 
 SMALL = ["clip.crop_size=64", "clip.short_side=80"]
 NARROW = [*SMALL, "model.depth=[1,1,2,1]", "model.width=8"]
@@ -263,6 +263,31 @@ def test_the_streaming_form_shares_the_clip_model_s_parameters():
         model.network.head.projection.bias += 1.0
     after, _, _ = stream(network, inputs)
     assert np.allclose((after[-1] - before[-1]).numpy(), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_stem_carries_its_taps_products_and_gives_the_window_s_outputs(form, monkeypatch):
+    """`TapSums`: the tiny model's Fast stem (3 taps) carries what later calls still need of each
+    tap's products (tap 0's of the last two frames, tap 1's of the last one) at the stem's output
+    size, not the last two input frames; every call's stem output and logits are the plain
+    window's, which reads those frames again."""
+    config = load_config("slowfast_tiny")
+    model = load_model(config)
+    network = streaming_network(model, config.clip, form=form)
+    monkeypatch.setattr(TapSums, "fits", staticmethod(lambda window, conv: False))
+    windows = streaming_network(model, config.clip, form=form)
+    assert [(e.name, e.shape) for e in network.layout.entries if "stem" in e.name] == [
+        ("s1.pathway1_stem.conv.tap0", (4, 2, 48, 48)), ("s1.pathway1_stem.conv.tap1", (4, 1, 48, 48))]
+    assert [(e.name, e.shape) for e in windows.layout.entries if "stem" in e.name] == [
+        ("s1.pathway1_stem.conv", (3, 2, 96, 96))]
+    assert network.layout.size < windows.layout.size
+    inputs = long_clip(config, network.warmup_units + 3, seed=5)
+    logits, traces, _ = stream(network, inputs)
+    expected, expected_traces, _ = stream(windows, inputs)
+    for call, (trace, expected_trace) in enumerate(zip(traces, expected_traces)):
+        fast_stem, reference = trace["s1"][0][1], expected_trace["s1"][0][1]
+        assert reference.abs().max() > 0.1 and relative(fast_stem, reference) <= 1e-5, call
+        assert relative(logits[call], expected[call]) <= 1e-5, call
 
 
 @pytest.mark.parametrize("form, average_units", [("delayed_exact", None), (CAUSAL, None), (CAUSAL, 2), (CAUSAL, 1)])

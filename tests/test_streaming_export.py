@@ -15,13 +15,12 @@ import onnx
 import pytest
 import torch
 
-from streamrec.backends.cpu_graph import PER_TAP, rewrite_for_cpu
+from streamrec.backends.cpu_graph import STEM, rewrite_for_cpu
 from streamrec.backends.inputs import StateSpec, step_input_specs
 from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine, tensorrt_profile
-from streamrec.checkpoints import load_model
 from streamrec.config import load_config
 from streamrec.errors import StreamrecError
-from streamrec.export import METADATA_KEY, export_config, export_streaming
+from streamrec.export import METADATA_KEY, export_config, export_streaming, folded_model
 from streamrec.models.streaming import streaming_network
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +42,7 @@ def tiny(tmp_path_factory):
     config = load_config("slowfast_tiny")
     folder = tmp_path_factory.mktemp("streaming")
     graphs = {hop: export_streaming(config, folder / f"tiny_hop{hop}.onnx", hop_frames=hop) for hop in (8, 16)}
-    model = load_model(config)
+    model = folded_model(config)  # what the graphs were exported from
     networks = {hop: streaming_network(model, config.clip, units=hop // 8) for hop in (8, 16)}
     return config, graphs, networks
 
@@ -89,7 +88,7 @@ def tiny_causal(tmp_path_factory):
     config = load_config("slowfast_tiny")
     path = export_streaming(config, tmp_path_factory.mktemp("causal") / "tiny_causal.onnx", form="causal",
                             hop_frames=8)
-    return config, path, streaming_network(load_model(config), config.clip, form="causal")
+    return config, path, streaming_network(folded_model(config), config.clip, form="causal")
 
 
 @pytest.mark.parametrize("form, cpu_graph", [("delayed_exact", True), ("delayed_exact", False), ("causal", True)])
@@ -126,15 +125,16 @@ def test_onnxruntime_follows_pytorch_across_hops_with_rows_reset_and_reordered(f
 def test_the_cpu_rewrites_fold_every_block_s_residual_sum_in_both_forms(tiny, tiny_causal):
     """The state's reshapes leave shape inference a new name for the batch axis on each side of
     some sums; they are still one batch, and the fusion finds every block's sum (it once found 2
-    of the causal graph's 10). The stem's per-tap sums stay Adds."""
+    of the causal graph's 10). Both stems and the Fast pathway's 1x3x3 over 4 channels run as 2-D
+    convolutions, their sums left as Adds."""
     config, graphs, _ = tiny
     blocks = 2 * sum(config.model.kwargs["depth"])  # one residual sum per block, Slow and Fast
     for path in (graphs[8], tiny_causal[1]):
         model = onnx.load(str(path))
         done = rewrite_for_cpu(model)
-        assert (done.stems, done.residuals) == (1, blocks), path.name
+        assert (done.stems, done.residuals) == (3, blocks), path.name
         fused = [node for node in model.graph.node if node.op_type == "FusedConv"]
-        assert len(fused) == blocks and not any(PER_TAP in node.name for node in fused)
+        assert len(fused) == blocks and not any(f"/{STEM}/" in node.name for node in fused)
 
 
 def test_graphs_for_two_hops_share_the_state(tiny):

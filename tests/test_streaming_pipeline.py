@@ -231,7 +231,8 @@ def test_the_torch_engine_steps_as_the_onnxruntime_engine(overrides):
         engines[1].infer(frames)
 
 
-def test_the_cache_key_holds_the_form_the_hop_and_the_average():
+def test_the_cache_key_holds_the_form_the_hop_the_average_and_the_streaming_format(monkeypatch):
+    import streamrec.export
     from streamrec.backends.engine_cache import export_path
 
     paths = {export_path(load_config(CONFIG, overrides), "fp32") for overrides in
@@ -240,6 +241,10 @@ def test_the_cache_key_holds_the_form_the_hop_and_the_average():
     assert len(paths) == 4
     assert export_path(load_config(CONFIG, ["pipeline.hop_seconds=0.26667"]), "fp32") == \
         export_path(load_config(CONFIG), "fp32")
+    clip = export_path(load_config("slowfast_tiny"), "fp32")
+    monkeypatch.setattr(streamrec.export, "STREAMING_EXPORT_FORMAT", streamrec.export.STREAMING_EXPORT_FORMAT + 1)
+    assert export_path(load_config(CONFIG), "fp32") not in paths  # a new streaming graph is exported anew
+    assert export_path(load_config("slowfast_tiny"), "fp32") == clip  # the clip model's stays
 
 
 @pytest.mark.parametrize("args, message", [

@@ -6,13 +6,17 @@ summation order; the tests run each rewritten graph against the original in ONNX
 `bench engine --backend onnxruntime,onnxruntime-plain` times the two side by side. The figures
 behind each rewrite are in BENCHMARKS.md, "Measurements behind design choices".
 
-**Temporal stems.** ONNX Runtime runs a 3-D convolution as im2col and a matrix product. For a
-stem that reads raw RGB over several frames (SlowFast's Fast stem, I3D's: 5x7x7 over 3 channels)
-that product has as many rows as output channels and a 735-deep unrolled input, so the CPU
-mostly copies: in ONNX Runtime's profiler SlowFast R50 4x16's Fast stem ran at a fraction of
-the rest of the network's FLOP rate and took a large share of the clip. The same convolution
-is a sum over its temporal taps of one 2-D convolution each, on the frames that tap reads;
-ONNX Runtime runs those on its blocked (NCHWc) 2-D kernels, and the stem gets faster.
+**Stems.** ONNX Runtime runs a 3-D convolution as im2col and a matrix product. For a stem
+that reads raw RGB (SlowFast's Fast stem, I3D's: 5x7x7 over 3 channels) that product has as
+many rows as output channels and a 735-deep unrolled input, so the CPU mostly copies: in ONNX
+Runtime's profiler SlowFast R50 4x16's Fast stem ran at a fraction of the rest of the network's
+FLOP rate and took a large share of the clip. The same convolution is a sum over its temporal
+taps of 2-D convolutions, which ONNX Runtime runs on its blocked (NCHWc) kernels. A wide stem
+(I3D's 64 channels) runs one per tap, on the frames that tap reads. A narrow one (SlowFast's
+Fast stem: 8 channels in R50, 4 in the tiny model) would fill only part of each block that way,
+so its taps' kernels are stacked into one convolution over every frame, each output frame the
+sum of its taps' products: each frame is read once, and the blocks are full. A narrow stem with
+one tap (the tiny model's Slow stem) is that convolution alone.
 
 **Pointwise and temporal convolutions.** A convolution whose kernel is kt x 1 x 1 with no
 spatial stride or padding (ResNet's 1x1x1 and 3x1x1 layers, SlowFast's lateral connections) is
@@ -22,8 +26,7 @@ it goes inside the view too, where ONNX Runtime fuses it into the convolution.
 
 **Residual sums.** ONNX Runtime fuses a 3-D convolution with the ReLU after it, but not with a
 residual ``Add`` between them, so each ResNet block writes and rereads its output twice more.
-Its own ``FusedConv`` takes the residual as a fourth input (``Z``) and adds it in place. A split
-stem's per-tap sums look the same to it and stay Adds: fused, the streaming stem ran slower.
+Its own ``FusedConv`` takes the residual as a fourth input (``Z``) and adds it in place.
 
 `cpu_session_inputs` is the entry point; `rewrite_for_cpu` does the work.
 """
@@ -45,7 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SMALL_INPUT = 8  # input channels below one NCHWc block: ONNX Runtime's 2-D kernels read these unblocked
-PER_TAP = "per_tap"  # in the name of every node a split stem is made of
+# Output channels a temporal tap of a stem must reach to fill ONNX Runtime's NCHWc block (16 floats
+# with AVX-512) alone; narrower taps are stacked into one convolution, which fills it.
+NARROW_OUTPUT = 16
+STEM = "stem"  # in the name of every node a rewritten stem is made of
 MICROSOFT = "com.microsoft"  # ONNX Runtime's own operator domain, where FusedConv lives
 # ONNX Runtime's transpose optimizer would merge a stem's frames-first transpose into the input
 # normalisation's, moving it after the per-channel Mul/Sub: they then broadcast over an innermost
@@ -55,7 +61,7 @@ DISABLED_OPTIMIZERS = ("TransposeOptimizer", "TransposeOptimizer_CPUExecutionPro
 
 @dataclass(frozen=True)
 class Rewrites:
-    stems: int = 0  # spatio-temporal stems split into per-tap 2-D convolutions
+    stems: int = 0  # stems on RGB run as one 2-D convolution over every frame, taps stacked
     flattened: int = 0  # kt x 1 x 1 convolutions run as 2-D over [B, C, T, H*W]
     residuals: int = 0  # Conv + Add + Relu made one FusedConv
 
@@ -90,7 +96,7 @@ def cpu_session_inputs(path: Path) -> tuple[str | bytes, list[str]]:
         return str(path), []
     if not done:
         return str(path), []
-    log.info("onnxruntime cpu graph: %d stem(s) split per temporal tap, %d convolution(s) flattened to 2-D, "
+    log.info("onnxruntime cpu graph: %d stem(s) as 2-D convolutions, %d convolution(s) flattened to 2-D, "
              "%d residual sum(s) fused", done.stems, done.flattened, done.residuals)
     return model.SerializeToString(), list(DISABLED_OPTIMIZERS)
 
@@ -98,7 +104,7 @@ def cpu_session_inputs(path: Path) -> tuple[str | bytes, list[str]]:
 def rewrite_for_cpu(model: "onnx.ModelProto") -> Rewrites:
     """Apply the rewrites to ``model`` in place; returns what was changed. The residual fusion
     comes last: shape inference does not see through ``FusedConv``, and the others need shapes."""
-    done = Rewrites(stems=_rewrite(model, _split_stem), flattened=_rewrite(model, _flatten_temporal),
+    done = Rewrites(stems=_rewrite(model, _stem_as_2d), flattened=_rewrite(model, _flatten_temporal),
                     residuals=_rewrite(model, _fuse_residual))
     if done.residuals and not any(o.domain == MICROSOFT for o in model.opset_import):
         from onnx import helper
@@ -203,12 +209,20 @@ def _rewrite(model: "onnx.ModelProto", rewrite) -> int:
     return len(replacements)
 
 
-def _split_stem(node, graph: _Graph):
-    """A Conv with a temporal and a spatial kernel on fewer than 8 input channels (and the Relu
-    that alone reads it), as the sum over temporal taps of 2-D convolutions: [B, C, T, H, W] ->
-    [B, T, C, H, W], zero-pad time, one strided time slice per tap, frames into the batch axis,
-    2-D conv, sum, Relu, back to [B, C_out, T_out, H_out, W_out]. No Pad where time has no
-    padding (ONNX Runtime would copy every frame for nothing)."""
+def _stem_as_2d(node, graph: _Graph):
+    """A Conv with a spatial kernel on fewer than 8 input channels (a stem over RGB, or a narrow
+    pathway's 1x3x3), and the Relu that alone reads it, as 2-D convolutions over frames:
+    [B, C, T, H, W] -> [B, T, C, H, W], zero-pad time, frames into the batch axis, then
+
+    - with fewer than `NARROW_OUTPUT` output channels: one 2-D conv over every frame, every
+      temporal tap's kernels stacked as output channels, back to [B, T, taps x C_out, H', W'],
+      and each tap's products (a strided slice of frames and channels) summed. The conv bias
+      goes with the first tap's kernels: every output takes exactly one product of each tap;
+    - with more (and more than one tap): one 2-D conv per tap on a strided slice of the frames
+      that tap reads, summed; the sums stay Adds (see `_fuse_residual`);
+
+    then Relu, [B, C_out, T_out, H', W']. No Pad where time has no padding (ONNX Runtime would
+    copy every frame for nothing)."""
     from onnx import helper, numpy_helper
 
     conv = graph.float32_conv(node)
@@ -216,16 +230,21 @@ def _split_stem(node, graph: _Graph):
         return None
     attrs, kernel = conv
     in_shape, out_shape = graph.static_shape(node.input[0]), graph.static_shape(node.output[0])
-    if (len(kernel) != 5 or kernel[2] == 1 or kernel[3] * kernel[4] == 1 or kernel[1] >= SMALL_INPUT
+    if (len(kernel) != 5 or kernel[3] * kernel[4] == 1 or kernel[1] >= SMALL_INPUT
             or attrs.get("group", 1) != 1 or attrs.get("dilations", [1, 1, 1])[0] != 1
             or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"") or not in_shape or not out_shape):
         return None
+    stacked = kernel[0] < NARROW_OUTPUT
+    if kernel[2] == 1 and not stacked:
+        return None  # a wide 2-D stem gains nothing (X3D's 1x3x3 over RGB ran slower as 2-D)
     weight = numpy_helper.to_array(graph.weights[node.input[1]])
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     pads, strides = attrs.get("pads", [0] * 6), attrs.get("strides", [1, 1, 1])
-    _, channels, _, height, width = in_shape
+    _, channels, frames_in, height, width = in_shape
     _, out_channels, out_frames, out_height, out_width = out_shape
+    taps = kernel[2]
     relu = graph.only_reader(node.output[0], "Relu")
-    prefix = f"streamrec/{node.name or node.output[0]}/{PER_TAP}"
+    prefix = f"streamrec/{node.name or node.output[0]}/{STEM}"
     initializers: list = []
 
     def const(suffix: str, values) -> str:
@@ -236,30 +255,50 @@ def _split_stem(node, graph: _Graph):
         nodes.append(helper.make_node(op, inputs, [f"{prefix}/{suffix}"], name=f"{prefix}/{suffix}", **attributes))
         return f"{prefix}/{suffix}"
 
+    def conv2d(frames: str, kernels: np.ndarray, biases: str | None, suffix: str) -> str:
+        return add("Conv", [frames, const(f"{suffix}_weight", kernels), *([biases] if biases else [])], suffix,
+                   kernel_shape=kernel[3:], strides=strides[1:], dilations=attrs.get("dilations", [1, 1, 1])[1:],
+                   pads=[pads[1], pads[2], pads[4], pads[5]])
+
     nodes: list = []
     frames_first = add("Transpose", [node.input[0]], "frames_first", perm=[0, 2, 1, 3, 4])
     padded = frames_first if pads[0] == pads[3] == 0 else add(  # a streaming stem's past comes as frames, not zeros
         "Pad", [frames_first, const("time_pads", np.array([0, pads[0], 0, 0, 0, 0, pads[3], 0, 0, 0]))], "padded")
-    axis, step = const("time_axis", np.array([1])), const("time_step", np.array([strides[0]]))
     frame_shape = const("frame_shape", np.array([-1, channels, height, width]))
     total = None
-    for tap in range(kernel[2]):
-        # tap t reads padded frames t, t + stride, ...: out_frames of them, the last (taps - 1 - t) before the end
-        end = -(kernel[2] - 1 - tap) or np.iinfo(np.int64).max
-        start, stop = const(f"tap{tap}_start", np.array([tap])), const(f"tap{tap}_end", np.array([end]))
-        sliced = add("Slice", [padded, start, stop, axis, step], f"tap{tap}_frames")
-        frames = add("Reshape", [sliced, frame_shape], f"tap{tap}_batch")
-        conv_inputs = [frames, const(f"tap{tap}_weight", np.ascontiguousarray(weight[:, :, tap]))]
-        if tap == 0 and len(node.input) > 2 and node.input[2]:
-            conv_inputs.append(node.input[2])  # the bias, once
-        conv = add("Conv", conv_inputs, f"tap{tap}_conv", kernel_shape=kernel[3:], strides=strides[1:],
-                   dilations=attrs.get("dilations", [1, 1, 1])[1:], pads=[pads[1], pads[2], pads[4], pads[5]])
-        total = conv if total is None else add("Add", [total, conv], f"tap{tap}_sum")
+    if stacked:
+        if bias:
+            bias_values = numpy_helper.to_array(graph.weights[bias])
+            bias = const("bias", np.concatenate([bias_values, np.zeros((taps - 1) * out_channels, bias_values.dtype)]))
+        products = conv2d(add("Reshape", [padded, frame_shape], "batch"),
+                          np.concatenate([weight[:, :, tap] for tap in range(taps)]), bias, "conv")  # tap-major
+        products = add("Reshape", [products, const("products_shape", np.array(
+            [-1, frames_in + pads[0] + pads[3], taps * out_channels, out_height, out_width]))], "products")
+        if taps == 1 and strides[0] == 1:
+            total = products
+        axes, step = const("axes", np.array([1, 2])), const("step", np.array([strides[0], 1]))
+        for tap in range(taps if total is None else 0):
+            # tap t's products of padded frames t, t + stride, ... (out_frames of them), its channels
+            start = const(f"tap{tap}_start", np.array([tap, tap * out_channels]))
+            stop = const(f"tap{tap}_end", np.array([tap + strides[0] * (out_frames - 1) + 1, (tap + 1) * out_channels]))
+            term = add("Slice", [products, start, stop, axes, step], f"tap{tap}")
+            total = term if total is None else add("Add", [total, term], f"tap{tap}_sum")
+    else:
+        axis, step = const("time_axis", np.array([1])), const("time_step", np.array([strides[0]]))
+        for tap in range(taps):
+            # tap t reads padded frames t, t + stride, ...: out_frames of them, the last (taps - 1 - t) before the end
+            end = -(taps - 1 - tap) or np.iinfo(np.int64).max
+            start, stop = const(f"tap{tap}_start", np.array([tap])), const(f"tap{tap}_end", np.array([end]))
+            sliced = add("Slice", [padded, start, stop, axis, step], f"tap{tap}_frames")
+            term = conv2d(add("Reshape", [sliced, frame_shape], f"tap{tap}_batch"),
+                          np.ascontiguousarray(weight[:, :, tap]), bias if tap == 0 else None, f"tap{tap}_conv")
+            total = term if total is None else add("Add", [total, term], f"tap{tap}_sum")
     if relu is not None:
         total = add("Relu", [total], "relu")
-    clip_shape = const("clip_shape", np.array([-1, out_frames, out_channels, out_height, out_width]))
-    clips = add("Reshape", [total, clip_shape], "clips")
-    nodes.append(helper.make_node("Transpose", [clips], [(relu or node).output[0]], perm=[0, 2, 1, 3, 4],
+    if not stacked:
+        total = add("Reshape", [total, const("clip_shape", np.array(
+            [-1, out_frames, out_channels, out_height, out_width]))], "clips")
+    nodes.append(helper.make_node("Transpose", [total], [(relu or node).output[0]], perm=[0, 2, 1, 3, 4],
                                   name=f"{prefix}/channels_first"))
     return nodes, initializers, {relu.output[0]} if relu is not None else set()
 
@@ -309,8 +348,8 @@ def _fuse_residual(node, graph: _Graph):
     Add was (by then both the convolution's input and the shortcut exist)."""
     from onnx import helper
 
-    if node.op_type != "Add" or len(node.input) != 2 or f"/{PER_TAP}/" in node.name:
-        return None  # a split stem's sums stay Adds: fused, a streaming stem's last tap ran slower
+    if node.op_type != "Add" or len(node.input) != 2 or f"/{STEM}/" in node.name:
+        return None  # a stem's per-tap sums stay Adds: fused, a streaming stem's last tap ran slower
     relu = graph.only_reader(node.output[0], "Relu")
     if relu is None or not graph.same_shape(node.input[0], node.input[1]):  # no broadcasting
         return None

@@ -4,8 +4,9 @@ A cached file is reused only when everything that shaped it is unchanged, so eac
 carries a digest of its key (see ``engines/README.md`` for the naming rules):
 
 - an ONNX export: the model and clip sections of the config, the checkpoint's bytes, the
-  precision and `streamrec.export.EXPORT_FORMAT`; for a streaming config also its form and
-  hop (which fix the units a call takes: `streamrec.config.streaming_hop_frames`);
+  precision and `streamrec.export.EXPORT_FORMAT`; for a streaming config also its form, hop
+  (which fix the units a call takes: `streamrec.config.streaming_hop_frames`) and
+  `STREAMING_EXPORT_FORMAT`;
 - a TensorRT engine: the ONNX bytes, the TensorRT version, the GPU name and compute
   capability, the precision and the batch profile. A JSON record beside each engine keeps the
   full key and the plan's checksum, so a mismatch or a damaged file is explained in one line
@@ -85,7 +86,7 @@ def slug(text: str) -> str:
 
 def export_key(config: Config, precision: str) -> dict:
     """Everything an ONNX export of ``config`` depends on."""
-    from streamrec.export import EXPORT_FORMAT  # the module imports torch only inside its functions
+    from streamrec.export import EXPORT_FORMAT, STREAMING_EXPORT_FORMAT  # torch only inside its functions
 
     checkpoint = checkpoint_file(config.checkpoint) if config.checkpoint else None  # a zoo name or URL: fetched once
     if checkpoint and not Path(checkpoint).is_file():
@@ -99,7 +100,8 @@ def export_key(config: Config, precision: str) -> dict:
         "export_format": EXPORT_FORMAT,
     }
     if config.streaming is not None:  # a clip config's key stays as it was: its cached exports stay valid
-        key["streaming"] = {"form": config.streaming.form, "hop_frames": streaming_hop_frames(config)}
+        key["streaming"] = {"form": config.streaming.form, "hop_frames": streaming_hop_frames(config),
+                            "export_format": STREAMING_EXPORT_FORMAT}
         if config.streaming.average_units is not None:  # keys made before the option stay as they were
             key["streaming"]["average_units"] = config.streaming.average_units
     return key

@@ -70,12 +70,11 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
 
     from streamrec.backends.inputs import input_specs, step_input_specs
     from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
-    from streamrec.checkpoints import load_model
-    from streamrec.export import export_onnx, export_streaming_onnx, streaming_metadata
+    from streamrec.export import export_onnx, export_streaming_onnx, folded_model, streaming_metadata
     from streamrec.models.streaming import CAUSAL, DELAYED_EXACT, streaming_network, units_for_hop
 
     clip = config.clip
-    model = load_model(config)
+    model = folded_model(config)  # as `export_streaming` exports a streaming config's graph
     rng = np.random.default_rng(0)
     clip_specs = input_specs(clip)
     clip_inputs = {b: {s.name: rng.integers(0, 256, (b, *s.clip_shape), dtype=np.uint8) for s in clip_specs}
@@ -174,9 +173,9 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
     ``distilled`` checkpoint (`streamrec.training.distill`) in the form its metadata names."""
     from streamrec.backends.inputs import input_specs
     from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
-    from streamrec.checkpoints import load_checkpoint, load_model
+    from streamrec.checkpoints import load_checkpoint
     from streamrec.evaluation import Hop, combine, overall, replay, score_segments, segments_from_events
-    from streamrec.export import export_onnx
+    from streamrec.export import export_onnx, folded_model
     from streamrec.models.streaming import CAUSAL, DELAYED_EXACT
     from streamrec.sampling import clip_indices, split_pathways
 
@@ -186,7 +185,7 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
         return {"slow": np.ascontiguousarray(batch[:, ::clip.alpha]), "fast": batch} if clip.alpha else \
             {"frames": batch}
 
-    model = load_model(config)
+    model = folded_model(config)  # as `export_streaming` exports a streaming config's graph
     variants = {"delayed-exact": StreamingVariant(model, config, DELAYED_EXACT, hop, threads, folder),
                 "causal, not distilled": StreamingVariant(model, config, CAUSAL, hop, threads, folder)}
     for index, checkpoint in enumerate(distilled):
@@ -196,7 +195,7 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
             raise StreamrecError(f"{checkpoint} records no streaming form; make it with run_stream.py train "
                                  "--stream-from")
         as_made = config.replace(checkpoint=checkpoint, streaming=StreamingConfig(form, made.get("average_units")))
-        variant = StreamingVariant(load_model(as_made), config, form, hop, threads, folder, checkpoint,
+        variant = StreamingVariant(folded_model(as_made), config, form, hop, threads, folder, checkpoint,
                                    average_units=made.get("average_units"))
         how = "trained from labels" if (variant.distilled or {}).get("targets") == "labels" else "distilled"
         if made.get("average_units"):

@@ -272,6 +272,48 @@ def conv_window(name: str, conv: nn.Conv3d, timing: Timing, form: str) -> Window
     return Window(name, timing, kernel, stride, padding, form, run)
 
 
+class TapSums:
+    """A stem's temporal convolution (stride 1 in time) that carries each tap's products instead of
+    its past input frames: every new frame goes through one spatial convolution with all the taps'
+    kernels stacked (``kernel x C_out`` outputs), and output ``j`` adds up tap ``i``'s product of
+    joined input ``j + i``. The `Window`'s outputs, to float summation order, but each frame is
+    convolved once, where the window would convolve the carried frames again (on ONNX Runtime's
+    CPU kernels, which run a narrow stem's taps stacked: `streamrec.backends.cpu_graph`). What is
+    carried changes size with it: the tiny model's 3-tap stem keeps half of what the frames took
+    (4 channels at half the resolution, 3 tap-steps against 3 channels, 2 frames), SlowFast R50's
+    5-tap one 1.7 times as much (8 channels, 10 tap-steps against 3 channels, 4 frames)."""
+
+    def __init__(self, window: Window, conv: nn.Conv3d):
+        self.window, self.conv = window, conv
+        self.name, self.timing = window.name, window.timing
+
+    @staticmethod
+    def fits(window: Window | None, conv: nn.Module) -> bool:
+        """Whether a stem's window can run this way: stride 1 in time, one group, and every tap's
+        past products still ahead of some output (true of a stem, whose input has no lag)."""
+        return (window is not None and isinstance(conv, nn.Conv3d) and window.stride == 1 and conv.groups == 1
+                and window.keep >= window.kernel - 1)
+
+    def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
+        window, conv = self.window, self.conv
+        steps = ctx.steps(window.timing_in)
+        if window.masked:
+            x = ctx.after_reset(x, window.timing_in)
+        out_channels, in_channels, taps, height, width = conv.weight.shape
+        stacked = conv.weight.permute(2, 0, 1, 3, 4).reshape(taps * out_channels, in_channels, 1, height, width)
+        products = F.conv3d(x, stacked, None, (1, *conv.stride[1:]), (0, *conv.padding[1:]), conv.dilation)
+        total = None
+        for tap in range(taps):
+            product = products[:, tap * out_channels:(tap + 1) * out_channels]
+            carried = window.keep - tap  # this tap's products of the joined inputs tap .. keep - 1
+            if carried > 0:
+                product = torch.cat([ctx.take(f"{self.name}.tap{tap}", product, carried), product], dim=2)
+                ctx.put(product[:, :, steps:])
+            term = first_steps(product, steps)
+            total = term if total is None else total + term
+        return total if conv.bias is None else total + conv.bias.view(1, -1, 1, 1, 1)
+
+
 def pool_window(name: str, pool: nn.MaxPool3d, timing: Timing, form: str) -> Window | None:
     """A max-pool over time (I3D's and C2D's after res2) as a `Window`; None for a pool of one step."""
     kernel, stride, padding = (tuple(v) if isinstance(v, (tuple, list)) else (v,) * 3
@@ -299,16 +341,18 @@ def pointwise_in_time(name: str, module: nn.Module | None) -> None:
 # --------------------------------------------------------------------------- the clip model's blocks, streamed
 
 
-def run_conv(window: Window | None, conv: nn.Module, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
+def run_conv(window: Window | TapSums | None, conv: nn.Module, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
     return conv(x) if window is None else window(x, ctx)
 
 
 class StreamStem:
-    """`Stem`: its convolution over time, then its norm, activation and spatial pool as they are."""
+    """`Stem`: its convolution over time (as `TapSums` where it can), then its norm, activation and
+    spatial pool as they are."""
 
     def __init__(self, name: str, stem: Stem, timing: Timing, form: str):
         self.stem = stem
-        self.conv = conv_window(f"{name}.conv", stem.conv, timing, form)
+        window = conv_window(f"{name}.conv", stem.conv, timing, form)
+        self.conv = TapSums(window, stem.conv) if TapSums.fits(window, stem.conv) else window
         pointwise_in_time(name, stem.pool_layer)
         self.timing = self.conv.timing if self.conv else timing
 
