@@ -32,7 +32,8 @@ after a reset.
 
 **State.** One float32 vector per stream (`StateLayout`): the step counter, then every carried
 buffer flattened in a fixed order. Zeros are a fresh stream; a batch of streams is their rows
-stacked, so an engine gathers and scatters rows per stream.
+stacked, so an engine gathers and scatters rows per stream. The buffers are past inputs, but for
+a stem over several frames, which carries its temporal taps' past products instead (`TapSums`).
 
 Only networks whose every operation sees a bounded temporal neighbourhood have these forms:
 SlowFast and the single-pathway ResNet (Slow, I3D, C2D, CSN, R(2+1)D-50) without non-local
@@ -277,11 +278,12 @@ class TapSums:
     its past input frames: every new frame goes through one spatial convolution with all the taps'
     kernels stacked (``kernel x C_out`` outputs), and output ``j`` adds up tap ``i``'s product of
     joined input ``j + i``. The `Window`'s outputs, to float summation order, but each frame is
-    convolved once, where the window would convolve the carried frames again (on ONNX Runtime's
-    CPU kernels, which run a narrow stem's taps stacked: `streamrec.backends.cpu_graph`). What is
-    carried changes size with it: the tiny model's 3-tap stem keeps half of what the frames took
-    (4 channels at half the resolution, 3 tap-steps against 3 channels, 2 frames), SlowFast R50's
-    5-tap one 1.7 times as much (8 channels, 10 tap-steps against 3 channels, 4 frames)."""
+    read and convolved once: the window reads the carried frames again at every call, and on ONNX
+    Runtime's CPU, which runs a narrow stem's taps stacked over every frame
+    (`streamrec.backends.cpu_graph`), convolves them again too. What is carried changes size: the
+    tiny model's 3-tap stem keeps half of what its frames took (3 tap-steps of 4 channels at 48 px
+    against 2 frames of 3 channels at 96 px), SlowFast R50's 5-tap one 1.7 times as much (10
+    tap-steps of 8 channels at 112 px against 4 frames of 3 channels at 224 px)."""
 
     def __init__(self, window: Window, conv: nn.Conv3d):
         self.window, self.conv = window, conv
