@@ -275,14 +275,16 @@ def _stem_as_2d(node, graph: _Graph):
         products = add("Reshape", [products, const("products_shape", np.array(
             [-1, frames_in + pads[0] + pads[3], taps * out_channels, out_height, out_width]))], "products")
         if taps == 1 and strides[0] == 1:
-            total = products
-        axes, step = const("axes", np.array([1, 2])), const("step", np.array([strides[0], 1]))
-        for tap in range(taps if total is None else 0):
-            # tap t's products of padded frames t, t + stride, ... (out_frames of them), its channels
-            start = const(f"tap{tap}_start", np.array([tap, tap * out_channels]))
-            stop = const(f"tap{tap}_end", np.array([tap + strides[0] * (out_frames - 1) + 1, (tap + 1) * out_channels]))
-            term = add("Slice", [products, start, stop, axes, step], f"tap{tap}")
-            total = term if total is None else add("Add", [total, term], f"tap{tap}_sum")
+            total = products  # every frame's products are its output
+        else:
+            axes, step = const("axes", np.array([1, 2])), const("step", np.array([strides[0], 1]))
+            for tap in range(taps):
+                # tap t's products of padded frames t, t + stride, ... (out_frames of them), its channels
+                start = const(f"tap{tap}_start", np.array([tap, tap * out_channels]))
+                stop = const(f"tap{tap}_end", np.array([tap + strides[0] * (out_frames - 1) + 1,
+                                                        (tap + 1) * out_channels]))
+                term = add("Slice", [products, start, stop, axes, step], f"tap{tap}")
+                total = term if total is None else add("Add", [total, term], f"tap{tap}_sum")
     else:
         axis, step = const("time_axis", np.array([1])), const("time_step", np.array([strides[0]]))
         for tap in range(taps):
