@@ -149,14 +149,10 @@ def folded_model(config: Config) -> "nn.Module":
     before them, as the PyTorch engines run it. A streaming graph is exported from it: a stem's
     carried products are then of the folded kernels on every backend, and their states hold the
     same numbers."""
-    import torch
-
-    from streamrec.backends.inputs import input_specs
-    from streamrec.backends.torch_backend import fold_batch_norms
+    from streamrec.backends.torch_backend import folded_clip_model
     from streamrec.checkpoints import load_model
 
-    clips = [torch.zeros((1, *spec.clip_shape), dtype=torch.uint8) for spec in input_specs(config.clip)]
-    return fold_batch_norms(load_model(config).eval(), clips)
+    return folded_clip_model(load_model(config), config.clip)
 
 
 def streaming_metadata(network) -> dict:

@@ -144,6 +144,14 @@ def fold_batch_norms(module: nn.Module, example: Sequence[torch.Tensor]) -> nn.M
     return folded
 
 
+def folded_clip_model(model: nn.Module, clip: ClipConfig, device: torch.device | str = "cpu") -> nn.Module:
+    """A loaded clip model (`UInt8Clips`) with its batch norms folded, checked on a clip of zeros.
+    A streaming form is built over it here and in an exported streaming graph
+    (`streamrec.export.folded_model`), so that both carry the same state."""
+    probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8, device=device) for s in input_specs(clip)]
+    return fold_batch_norms(model.eval().to(device), probe)
+
+
 def batch_buckets(max_batch: int) -> tuple[int, ...]:
     """The batch sizes CUDA graphs are captured for: the powers of two below ``max_batch``, and it."""
     sizes, size = [], 1
@@ -303,8 +311,7 @@ class TorchStreamingEngine:
         self.max_batch = max_batch
         self.parallel_calls = parallel_calls
         units = units_for_hop(streaming_network(model, clip, form=form, average_units=average_units), hop_frames)
-        probe = [torch.zeros((1, *s.clip_shape), dtype=torch.uint8, device=device) for s in input_specs(clip)]
-        folded = fold_batch_norms(model.eval().to(device), probe)
+        folded = folded_clip_model(model, clip, device)
         self.network = streaming_network(folded, clip, form=form, units=units, average_units=average_units).to(device)
         self.specs = step_input_specs(clip, self.network.frames_per_call())
         self.state = StateSpec(self.network.layout.size)

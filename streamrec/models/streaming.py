@@ -291,10 +291,9 @@ class TapSums:
 
     @staticmethod
     def fits(window: Window | None, conv: nn.Module) -> bool:
-        """Whether a stem's window can run this way: stride 1 in time, one group, and every tap's
-        past products still ahead of some output (true of a stem, whose input has no lag)."""
-        return (window is not None and isinstance(conv, nn.Conv3d) and window.stride == 1 and conv.groups == 1
-                and window.keep >= window.kernel - 1)
+        """Whether a stem's window can run this way: stride 1 in time (its window then keeps
+        ``kernel - 1`` past inputs) and one group."""
+        return window is not None and isinstance(conv, nn.Conv3d) and window.stride == 1 and conv.groups == 1
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
         window, conv = self.window, self.conv
