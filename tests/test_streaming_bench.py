@@ -33,6 +33,10 @@ def test_a_short_run_writes_its_figures_and_its_section(tmp_path, capsys):
             assert abs(row[f"{engine}_hops_per_s"] - 1000 * row["batch"] / row[f"{engine}_ms"]) < 0.01 * row[f"{engine}_hops_per_s"]
     assert eight_two["stream_gflops"] == eight["stream_gflops"]  # counted per clip, whatever the batch
     assert eight["clip_ms"] == eight_causal["clip_ms"]  # one clip timing, taken in turn with both forms
+    # the clip model on one call's new frames alone, timed in the same turns: one figure a hop and batch
+    assert eight["stateless_ms"] == eight_causal["stateless_ms"] > 0
+    assert eight_two["stateless_ms"] == eight_causal_two["stateless_ms"] > 0
+    assert eight["stateless_speedup"] == round(eight["clip_ms"] / eight["stateless_ms"], 2)
     assert (eight["delay_units"], eight_causal["delay_units"]) == (4, 0)
     assert eight_causal["state_mib"] < eight["state_mib"]  # no delay lines: nothing waits for the future
     assert "multiple of 8" in twelve["note"] and "stream_ms" not in twelve
@@ -44,7 +48,8 @@ def test_a_short_run_writes_its_figures_and_its_section(tmp_path, capsys):
     assert "someone else's section" in text and "## streaming: per-hop cost" in text
     assert "| 8 | 1 | delayed-exact | 1 |" in text and "| 8 | 2 | causal | 1 |" in text and "python -m streamrec.bench.streaming --config slowfast_tiny" in text
     printed = capsys.readouterr().out
-    assert "stream GFLOPs" in printed and "hop 12: a streaming SlowFast advances 8 source frames" in printed
+    assert "'no-state': the clip model exported for one call's new frames alone" in text
+    assert "stream GFLOPs" in printed and "no-state speed-up" in printed and "hop 12: a streaming SlowFast advances 8 source frames" in printed
 
 
 def test_a_distilled_rows_command_repeats_the_flags_that_made_it():

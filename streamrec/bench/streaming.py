@@ -7,9 +7,12 @@
 (counted as `streamrec.bench.flops` counts: the clip model runs a whole clip every hop; a
 streaming form one call over the hop's new frames) and the ONNX Runtime CPU engine's median
 time per call at each batch (``--batches``: 1, and 4, the pipeline's default largest batch, where
-streams share a call), the three engines' calls taking turns so all see the same load; hops/s is
-the batch over it. A hop that is not a whole number of the streaming form's units has no streaming
-row, and the table says why.
+streams share a call), the engines' calls taking turns so all see the same load; hops/s is the
+batch over it. Beside them, the clip model exported for one call's new frames alone ("no state":
+zero padding in time instead of carried steps, so the same convolutions as a streaming call and
+none of its state's copies): what a streaming call could reach on this engine if carrying its
+state cost nothing. A hop that is not a whole number of the streaming form's units has no
+streaming row, and the table says why.
 
 **Accuracy**, for a config with a checkpoint: generated surveillance videos (the seeds ``eval
 --seed`` derives, rendered straight from the generator at the training rate instead of through
@@ -35,11 +38,12 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from streamrec.config import Config, StreamingConfig, load_config, load_labels
+from streamrec.config import ClipConfig, Config, StreamingConfig, load_config, load_labels
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
@@ -64,8 +68,8 @@ def count_gflops(module, inputs: tuple) -> float:
 def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: int, folder: Path,
               batches: tuple[int, ...] = (1,)) -> list[dict]:
     """One row per hop, batch and streaming form (delayed-exact, causal) where the hop allows it,
-    else one for the clip model alone at the smallest batch; at each hop and batch the clip model
-    and the forms are timed in turn."""
+    else one for the clip model alone at the smallest batch; at each hop and batch the clip model,
+    the no-state reference and the forms are timed in turn."""
     import torch
 
     from streamrec.backends.inputs import input_specs, step_input_specs
@@ -76,13 +80,18 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
     clip = config.clip
     model = folded_model(config)  # as `export_streaming` exports a streaming config's graph
     rng = np.random.default_rng(0)
-    clip_specs = input_specs(clip)
-    clip_inputs = {b: {s.name: rng.integers(0, 256, (b, *s.clip_shape), dtype=np.uint8) for s in clip_specs}
-                   for b in batches}
-    clip_gflops = count_gflops(model, tuple(torch.from_numpy(clip_inputs[batches[0]][s.name][:1]) for s in clip_specs))
+
+    def clip_engine_and_inputs(clip_model, clip_config: ClipConfig, name: str) -> tuple:
+        specs = input_specs(clip_config)
+        inputs = {b: {s.name: rng.integers(0, 256, (b, *s.clip_shape), dtype=np.uint8) for s in specs}
+                  for b in batches}
+        path = export_onnx(clip_model, clip_config, folder / f"{config.name}_{name}.onnx")
+        return OnnxRuntimeEngine(path, specs, config.model.num_classes, device="cpu", threads=threads,
+                                 max_batch=max(batches)), inputs
+
     log.info("%s: exporting the clip model", config.name)
-    clip_engine = OnnxRuntimeEngine(export_onnx(model, clip, folder / f"{config.name}_clip.onnx"), clip_specs,
-                                    config.model.num_classes, device="cpu", threads=threads, max_batch=max(batches))
+    clip_engine, clip_inputs = clip_engine_and_inputs(model, clip, "clip")
+    clip_gflops = count_gflops(model, tuple(torch.from_numpy(a[:1]) for a in clip_inputs[batches[0]].values()))
     probe = streaming_network(model, clip)
     rows = []
     for hop in hops:
@@ -90,7 +99,7 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
         try:
             units = units_for_hop(probe, hop)
         except StreamrecError as err:
-            clip_ms, _ = _time_in_turn(clip_engine, clip_inputs[batches[0]], [], iterations)
+            (clip_ms,) = _time_in_turn([Infer(clip_engine, clip_inputs[batches[0]])], iterations)
             rows.append({**row, "batch": batches[0], **_per_hop("clip", clip_ms, batches[0]), "note": str(err)})
             continue
         forms = []
@@ -108,40 +117,64 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
             engine = OnnxRuntimeEngine(path, specs, config.model.num_classes, device="cpu", threads=threads,
                                        max_batch=max(batches))
             forms.append((form, network, stream_gflops, engine, frames))
+        log.info("%s: exporting the clip model for one call's new frames (no state) at hop %d", config.name, hop)
+        new_frames = network.frames_per_call()[clip.input_names[-1]]  # Fast's, or the only pathway's
+        short = replace(clip, num_frames=new_frames)
+        stateless, stateless_inputs = clip_engine_and_inputs(folded_model(config.replace(clip=short)), short,
+                                                             f"nostate_hop{hop}")
         for batch in batches:
-            clip_ms, stream_ms = _time_in_turn(clip_engine, clip_inputs[batch],
-                                               [(e, f[batch]) for _, _, _, e, f in forms], iterations)
+            clip_ms, stateless_ms, *stream_ms = _time_in_turn(
+                [Infer(clip_engine, clip_inputs[batch]), Infer(stateless, stateless_inputs[batch]),
+                 *(Step(e, f[batch]) for _, _, _, e, f in forms)], iterations)
             for (form, network, stream_gflops, _, _), ms in zip(forms, stream_ms):
                 rows.append({**row, "batch": batch, **_per_hop("clip", clip_ms, batch), "form": form.replace("_", "-"),
                              "units": units, "stream_gflops": round(stream_gflops, 3),
                              "gflops_ratio": round(stream_gflops / clip_gflops, 4), **_per_hop("stream", ms, batch),
-                             "speedup": round(clip_ms / ms, 2), "state_mib": round(network.layout.size * 4 / 2**20, 2),
+                             "speedup": round(clip_ms / ms, 2), "stateless_ms": stateless_ms,
+                             "stateless_speedup": round(clip_ms / stateless_ms, 2),
+                             "state_mib": round(network.layout.size * 4 / 2**20, 2),
                              "delay_units": network.delay_units,
                              "delay_s": round(network.delay_units * network.unit_frames / clip.train_fps, 3)})
     return rows
 
 
-def _time_in_turn(clip_engine, clip_inputs, streams: list, iterations: int) -> tuple[float, list[float]]:
-    """Median ms per call of the clip engine and of each streaming ``(engine, frames)``: one call
-    of each in turn, ``iterations`` times, after one untimed round (so every engine sees the same load)."""
-    batch = len(next(iter(clip_inputs.values())))
-    states = [engine.state.zeros(batch) for engine, _ in streams]
-    clip_s, stream_s = [], [[] for _ in streams]
-    for _ in range(iterations + 1):
-        start = time.perf_counter()
-        clip_engine.infer(clip_inputs)
-        clip_s.append(time.perf_counter() - start)
-        for i, (engine, frames) in enumerate(streams):
-            start = time.perf_counter()
-            _, states[i] = engine.step({**frames, "state": states[i]})
-            stream_s[i].append(time.perf_counter() - start)
+class Infer:
+    """One timed call of a clip engine on fixed inputs."""
 
-    def ms(seconds: list[float]) -> float:
+    def __init__(self, engine, inputs: dict):
+        self.engine, self.inputs = engine, inputs
+
+    def __call__(self) -> None:
+        self.engine.infer(self.inputs)
+
+
+class Step:
+    """One timed call of a streaming engine on fixed new frames, carrying its state from call to call."""
+
+    def __init__(self, engine, frames: dict):
+        self.engine, self.frames = engine, frames
+        self.state = engine.state.zeros(len(next(iter(frames.values()))))
+
+    def __call__(self) -> None:
+        _, self.state = self.engine.step({**self.frames, "state": self.state})
+
+
+def _time_in_turn(calls: list, iterations: int) -> list[float]:
+    """Median ms of each call (`Infer`, `Step`): one of each in turn, ``iterations`` times, after
+    one untimed round (so every engine sees the same load)."""
+    seconds: list[list[float]] = [[] for _ in calls]
+    for _ in range(iterations + 1):
+        for call, taken in zip(calls, seconds):
+            start = time.perf_counter()
+            call()
+            taken.append(time.perf_counter() - start)
+
+    def ms(taken: list[float]) -> float:
         """The median call after the first, to the 0.01 ms the table shows: a speed-up derived
         from two of them is then the ratio of its columns."""
-        return round(1000 * statistics.median(seconds[1:]), 2)
+        return round(1000 * statistics.median(taken[1:]), 2)
 
-    return ms(clip_s), [ms(s) for s in stream_s]
+    return [ms(taken) for taken in seconds]
 
 
 def _per_hop(engine: str, ms: float, batch: int) -> dict:
@@ -354,7 +387,9 @@ def _cost_columns():
             Column("stream GFLOPs", "stream_gflops", 3), Column("ratio", "gflops_ratio", 3),
             Column("clip ms", "clip_ms", 1), Column("stream ms", "stream_ms", 1),
             Column("clip hops/s", "clip_hops_per_s", 1), Column("stream hops/s", "stream_hops_per_s", 1),
-            Column("speed-up", "speedup", 2), Column("state MiB", "state_mib", 2), Column("delay s", "delay_s", 2)]
+            Column("speed-up", "speedup", 2), Column("no-state ms", "stateless_ms", 1),
+            Column("no-state speed-up", "stateless_speedup", 2), Column("state MiB", "state_mib", 2),
+            Column("delay s", "delay_s", 2)]
 
 
 def _print_config(name: str, entry: dict) -> None:
@@ -412,7 +447,10 @@ def markdown_body(document: dict) -> str:
     batches = document.get("batches", [1])
     parts = [f"Engine: {document['engine']}, {document['threads']} thread(s), batch {', '.join(map(str, batches))}; "
              f"per call the median of {document['iterations']} calls, the clip model and each streaming form called "
-             "in turn; hops/s = batch / time a call (at batch B, B streams share each call). "
+             "in turn; hops/s = batch / time a call (at batch B, B streams share each call). 'no-state': the clip "
+             "model exported for one call's new frames alone, zero-padded in time, timed in the same turns (the "
+             "streaming call's convolutions without its state's copies: what it could reach if carrying state "
+             "cost nothing). "
              f"{document['counting']}, per clip. A clip model runs a whole clip every hop, so its cost per hop is "
              "the same at every hop. "
              "Written by `python -m streamrec.bench.streaming --markdown BENCHMARKS.md`."]

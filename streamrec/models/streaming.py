@@ -461,7 +461,9 @@ class StreamFuse:
 
 
 class RunningMean:
-    """The mean of the last ``steps`` steps (the head's temporal average), carried."""
+    """The mean of the last ``steps`` steps (the head's temporal average), carried. Taken as an
+    average pool over time, the op the clip head pools with: ONNX Runtime's CPU runs a mean over
+    this middle axis (ReduceMean) several times slower (BENCHMARKS.md, cpu_graph.py)."""
 
     def __init__(self, name: str, steps: int, timing: Timing):
         self.name, self.steps, self.timing = name, steps, timing
@@ -471,7 +473,7 @@ class RunningMean:
         if self.steps > 1:
             x = torch.cat([ctx.take(self.name, x, self.steps - 1), x], dim=2)
             ctx.put(x[:, :, -(self.steps - 1):])
-        return last_steps(x, self.steps).mean(dim=2, keepdim=True)
+        return F.avg_pool3d(last_steps(x, self.steps), (self.steps, 1, 1), stride=1)
 
 
 class StreamHead:
