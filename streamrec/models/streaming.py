@@ -463,7 +463,7 @@ class StreamFuse:
 class RunningMean:
     """The mean of the last ``steps`` steps (the head's temporal average), carried. Taken as an
     average pool over time, the op the clip head pools with: ONNX Runtime's CPU runs a mean over
-    this middle axis (ReduceMean) several times slower (BENCHMARKS.md, cpu_graph.py)."""
+    this middle axis (ReduceMean) several times slower (BENCHMARKS.md, streaming.py)."""
 
     def __init__(self, name: str, steps: int, timing: Timing):
         self.name, self.steps, self.timing = name, steps, timing
