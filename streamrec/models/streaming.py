@@ -274,16 +274,22 @@ def conv_window(name: str, conv: nn.Conv3d, timing: Timing, form: str) -> Window
 
 
 class TapSums:
-    """A stem's temporal convolution (stride 1 in time) that carries each tap's products instead of
-    its past input frames: every new frame goes through one spatial convolution with all the taps'
-    kernels stacked (``kernel x C_out`` outputs), and output ``j`` adds up tap ``i``'s product of
-    joined input ``j + i``. The `Window`'s outputs, to float summation order, but each frame is
-    read and convolved once: the window reads the carried frames again at every call, and on ONNX
-    Runtime's CPU, which runs a narrow stem's taps stacked over every frame
+    """A temporal convolution (stride 1 in time) that carries each tap's products instead of its
+    past inputs: every new step goes through one convolution with all the taps' kernels stacked
+    (``kernel x C_out`` outputs), and output ``j`` adds up tap ``i``'s product of joined input
+    ``j + i``. The `Window`'s outputs, to float summation order, but each input is read and
+    convolved once.
+
+    A stem over frames runs this way: the window reads the carried frames again at every call,
+    and on ONNX Runtime's CPU, which runs a narrow stem's taps stacked over every frame
     (`streamrec.backends.cpu_graph`), convolves them again too. What is carried changes size: the
     tiny model's 3-tap stem keeps half of what its frames took (3 tap-steps of 4 channels at 48 px
     against 2 frames of 3 channels at 96 px), SlowFast R50's 5-tap one 1.7 times as much (10
-    tap-steps of 8 channels at 112 px against 4 frames of 3 channels at 224 px)."""
+    tap-steps of 8 channels at 112 px against 4 frames of 3 channels at 224 px). So does a block's
+    first convolution over a stream of one new step a unit where its taps' products are smaller
+    than its past inputs (`smaller`: a bottleneck narrows 4x, so R50's Slow res4 block keeps 3
+    tap-steps of 256 channels, not 2 steps of 1024): every call copies what is carried several
+    times, so less of it is faster."""
 
     def __init__(self, window: Window, conv: nn.Conv3d):
         self.window, self.conv = window, conv
@@ -291,9 +297,19 @@ class TapSums:
 
     @staticmethod
     def fits(window: Window | None, conv: nn.Module) -> bool:
-        """Whether a stem's window can run this way: stride 1 in time (its window then keeps
-        ``kernel - 1`` past inputs) and one group."""
+        """Whether a window can run this way: stride 1 in time (it then keeps ``kernel - 1`` past
+        inputs) and one group."""
         return window is not None and isinstance(conv, nn.Conv3d) and window.stride == 1 and conv.groups == 1
+
+    @staticmethod
+    def smaller(window: Window | None, conv: nn.Module) -> bool:
+        """Whether a window that `fits`, over one new step a unit (more new steps a call would be
+        more to copy, not less), carries less as its taps' products than as its past inputs. The
+        rule reads only the network, so the state's layout is the same at every hop."""
+        if not TapSums.fits(window, conv) or window.timing_in.rate != 1:
+            return False
+        out_channels, in_channels, taps = conv.weight.shape[:3]
+        return taps * (taps - 1) // 2 * out_channels < window.keep * in_channels
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
         window, conv = self.window, self.conv
@@ -390,6 +406,8 @@ class StreamBlock:
         if self.shortcut_from_a:
             self.shortcut_start = self.a.keep - lag
             after_shortcut = after_b
+        elif TapSums.smaller(self.a, branch.a):  # the window's buffer is nobody else's: carry less
+            self.a = TapSums(self.a, branch.a)
         (self.delay_shortcut, self.delay_branch), self.timing = aligned(f"{name}.join", [after_shortcut, after_b])
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
