@@ -33,7 +33,9 @@ after a reset.
 **State.** One float32 vector per stream (`StateLayout`): the step counter, then every carried
 buffer flattened in a fixed order. Zeros are a fresh stream; a batch of streams is their rows
 stacked, so an engine gathers and scatters rows per stream. The buffers are past inputs, but for
-a stem over several frames, which carries its temporal taps' past products instead (`TapSums`).
+a stem over several frames, and a narrowing block over one step a unit whose buffer nothing else
+reads (the causal form's Slow blocks), which carry their temporal taps' past products instead
+(`TapSums`).
 
 Only networks whose every operation sees a bounded temporal neighbourhood have these forms:
 SlowFast and the single-pathway ResNet (Slow, I3D, C2D, CSN, R(2+1)D-50) without non-local
