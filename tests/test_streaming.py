@@ -20,6 +20,7 @@ from streamrec.checkpoints import load_model
 from streamrec.config import load_config
 from streamrec.errors import StreamrecError
 from streamrec.models.slowfast import SlowFast
+from streamrec.models import streaming as streaming_module
 from streamrec.models.streaming import CAUSAL, FORMS, TapSums, streaming_network, units_for_hop
 
 SMALL = ["clip.crop_size=64", "clip.short_side=80"]
@@ -313,6 +314,33 @@ def test_a_narrowing_block_over_one_step_a_unit_carries_its_taps_products_in_the
     expected, _, _ = stream(windows, inputs)
     for call, (out, reference) in enumerate(zip(logits, expected)):
         assert reference.abs().max() > 0.1 and relative(out, reference) <= 1e-5, call
+
+
+@pytest.mark.parametrize("form, units", [("delayed_exact", 1), ("delayed_exact", 2), (CAUSAL, 1)])
+def test_a_lateral_and_the_next_fast_block_carry_one_buffer_of_the_stream_they_both_read(monkeypatch, form, units):
+    """`share_buffer`: each SlowFast lateral and the next stage's first Fast block read the same
+    Fast steps, so the state holds them once, as many as the longer window needs (the causal
+    form's windows need the same; the delayed-exact form's lateral and block differ, so one of
+    them skips the older steps), and every call's logits are those of one buffer each."""
+    config = load_config("slowfast_tiny")
+    model = load_model(config)
+    network = streaming_network(model, config.clip, form=form, units=units)
+    monkeypatch.setattr(streaming_module, "share_buffer", lambda windows: None)
+    separate = streaming_network(model, config.clip, form=form, units=units)
+    names = [e.name for e in network.layout.entries]
+    separate_entries = {e.name: e.shape for e in separate.layout.entries}
+    for stage in range(2, 6):
+        lateral, block = f"s{stage - 1}_fuse.conv_f2s", f"s{stage}.pathway1_res0.branch2.a"
+        assert lateral in names and block not in names and block in separate_entries
+        shared = next(e.shape for e in network.layout.entries if e.name == lateral)
+        assert shared[1] == max(separate_entries[lateral][1], separate_entries[block][1])
+    assert network.layout.size < separate.layout.size
+    inputs = long_clip(config, network.warmup_units + 3 * units, seed=8)
+    logits, _, _ = stream(network, inputs)
+    expected, _, _ = stream(separate, inputs)
+    assert torch.stack(expected).abs().max() > 0.1
+    for call, (out, reference) in enumerate(zip(logits, expected)):
+        assert relative(out, reference) <= 1e-5, call
 
 
 @pytest.mark.parametrize("form, average_units", [("delayed_exact", None), (CAUSAL, None), (CAUSAL, 2), (CAUSAL, 1)])

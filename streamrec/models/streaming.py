@@ -35,7 +35,8 @@ buffer flattened in a fixed order. Zeros are a fresh stream; a batch of streams 
 stacked, so an engine gathers and scatters rows per stream. The buffers are past inputs, but for
 a stem over several frames, and a narrowing block over one step a unit whose buffer nothing else
 reads (the causal form's Slow blocks), which carry their temporal taps' past products instead
-(`TapSums`).
+(`TapSums`). Windows over the same stream (each SlowFast lateral and the next stage's first Fast
+block) share one buffer (`share_buffer`).
 
 Only networks whose every operation sees a bounded temporal neighbourhood have these forms:
 SlowFast and the single-pathway ResNet (Slow, I3D, C2D, CSN, R(2+1)D-50) without non-local
@@ -130,6 +131,7 @@ class StreamContext:
         self.found: list[tuple[str, tuple[int, ...]]] = []
         self.outputs: list[torch.Tensor] = []
         self.trace = trace  # name -> per-step features this call, for tests (None: not recorded)
+        self.joins: dict[str, torch.Tensor] = {}  # buffer name -> carried and new steps, for windows sharing it
         self._next = 0
 
     def take(self, name: str, like: torch.Tensor, steps: int) -> torch.Tensor:
@@ -188,8 +190,10 @@ class Window:
 
     Output ``j`` reads inputs ``s*j - pad .. s*j - pad + k - 1``. The carried buffer holds the
     inputs the next call's outputs still need (``keep``: fixed by the input's lag; negative means
-    the first ``-keep`` new inputs are never read). Not an `nn.Module`: ``run`` calls the clip
-    network's own module, whose parameters stay where that network holds them.
+    the first ``-keep`` new inputs are never read). Windows over one stream share one buffer
+    (`share_buffer`): it then holds ``skip`` older steps this window does not read. Not an
+    `nn.Module`: ``run`` calls the clip network's own module, whose parameters stay where that
+    network holds them.
     """
 
     def __init__(self, name: str, timing: Timing, kernel: int, stride: int, clip_padding: int, form: str,
@@ -203,30 +207,53 @@ class Window:
         self.timing_in, self.timing = timing, Timing(timing.rate // stride, lag)
         self.keep = stride * lag + pad - timing.lag
         self.masked = kernel > 1  # a window of one step never mixes a pre-reset step into a later one
+        self.buffer, self.skip = name, 0
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
         return self.apply(self.joined(x, ctx), ctx.steps(self.timing_in))
 
     def joined(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
-        """The carried inputs and the new ones ``x``, in order (the buffer for the next call is put)."""
+        """The carried inputs and the new ones ``x``, in order, from ``skip`` steps further back
+        (the buffer for the next call is put by the first window over it to ask)."""
+        if self.buffer in ctx.joins:
+            return ctx.joins[self.buffer]
         steps = ctx.steps(self.timing_in)
         if self.masked:
             x = ctx.after_reset(x, self.timing_in)
         if self.keep <= 0:
             return x[:, :, -self.keep:]
-        joined = torch.cat([ctx.take(self.name, x, self.keep), x], dim=2)
+        joined = torch.cat([ctx.take(self.buffer, x, self.skip + self.keep), x], dim=2)
         ctx.put(joined[:, :, steps:])
+        ctx.joins[self.buffer] = joined
         return joined
 
     def apply(self, joined: torch.Tensor, new_steps: int) -> torch.Tensor:
         outputs = new_steps // self.stride
-        return self.run(first_steps(joined, self.stride * (outputs - 1) + self.kernel))
+        return self.run(steps_of(joined, self.skip, self.stride * (outputs - 1) + self.kernel))
+
+
+def share_buffer(windows: Sequence["Window | TapSums | None"]) -> None:
+    """Let windows over the same stream (a SlowFast lateral and the next stage's first Fast block)
+    carry one buffer, as long as the longest of them needs and named after the first, instead of
+    one copy each: every call copies what is carried several times. Windows that carry nothing,
+    carry their taps' products, or mask differently keep their own."""
+    carried = [w for w in windows if isinstance(w, Window) and w.keep > 0]
+    if len(carried) < 2 or len({(w.timing_in, w.masked) for w in carried}) != 1:
+        return
+    longest = max(w.keep for w in carried)
+    for window in carried:
+        window.buffer, window.skip = carried[0].name, longest - window.keep
+
+
+def steps_of(x: torch.Tensor, start: int, steps: int) -> torch.Tensor:
+    """Steps ``start .. start + steps - 1`` of ``x`` [B, C, T, H, W]; ``x`` itself when that is all
+    of it, so that an exported graph holds no slice that copies a whole tensor to change nothing."""
+    return x if start == 0 and steps == x.shape[2] else x[:, :, start:start + steps]
 
 
 def first_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
-    """The first ``steps`` steps of ``x`` [B, C, T, H, W]; ``x`` itself when that is all of it, so
-    that an exported graph holds no slice that copies a whole tensor to change nothing."""
-    return x if steps == x.shape[2] else x[:, :, :steps]
+    """The first ``steps`` steps of ``x`` (`steps_of` from the start)."""
+    return steps_of(x, 0, steps)
 
 
 def last_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -406,7 +433,7 @@ class StreamBlock:
         self.shortcut_from_a = (self.shortcut is None and self.a is not None and self.a.stride == 1
                                 and 0 < lag <= self.a.keep)
         if self.shortcut_from_a:
-            self.shortcut_start = self.a.keep - lag
+            self.shortcut_lag = lag
             after_shortcut = after_b
         elif TapSums.smaller(self.a, branch.a):  # the window's buffer is nobody else's: carry less
             self.a = TapSums(self.a, branch.a)
@@ -417,7 +444,8 @@ class StreamBlock:
         if self.shortcut_from_a:
             steps = ctx.steps(self.a.timing_in)
             joined = self.a.joined(x, ctx)
-            shortcut = joined[:, :, self.shortcut_start:self.shortcut_start + steps]
+            start = self.a.skip + self.a.keep - self.shortcut_lag
+            shortcut = joined[:, :, start:start + steps]
             y = self.a.apply(joined, steps)
         else:
             shortcut = x
@@ -601,6 +629,8 @@ class StreamingNetwork(nn.Module):
             timings = steps[-1][1].timings
         for index in range(2, 6):
             stage = StreamStage(f"s{index}", getattr(network, f"s{index}"), timings, form)
+            if slowfast:  # the fuse before it read the same Fast stream its first Fast block reads
+                share_buffer([steps[-1][1].lateral, stage.pathways[1][0].a])
             steps.append((f"s{index}", stage))
             timings = stage.timings
             if slowfast and index < 5:
