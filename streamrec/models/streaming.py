@@ -229,7 +229,11 @@ class Window:
 
     def apply(self, joined: torch.Tensor, new_steps: int) -> torch.Tensor:
         outputs = new_steps // self.stride
-        return self.run(steps_of(joined, self.skip, self.stride * (outputs - 1) + self.kernel))
+        read = self.stride * (outputs - 1) + self.kernel
+        available = new_steps + self.keep  # in ``joined`` from ``skip`` on
+        if (available - self.kernel) // self.stride + 1 == outputs:
+            read = available  # the steps past the last window start no other: no slice
+        return self.run(steps_of(joined, self.skip, read))
 
 
 def share_buffer(windows: Sequence["Window | TapSums | None"]) -> None:
@@ -347,7 +351,11 @@ class TapSums:
             x = ctx.after_reset(x, window.timing_in)
         out_channels, in_channels, taps, height, width = conv.weight.shape
         stacked = conv.weight.permute(2, 0, 1, 3, 4).reshape(taps * out_channels, in_channels, 1, height, width)
-        products = F.conv3d(x, stacked, None, (1, *conv.stride[1:]), (0, *conv.padding[1:]), conv.dilation)
+        # the bias goes with the newest tap, whose products are never carried: once per output, and
+        # from inside the convolution rather than one more sum
+        bias = None if conv.bias is None else torch.cat(
+            [torch.zeros((taps - 1) * out_channels, dtype=conv.bias.dtype, device=conv.bias.device), conv.bias])
+        products = F.conv3d(x, stacked, bias, (1, *conv.stride[1:]), (0, *conv.padding[1:]), conv.dilation)
         total = None
         for tap in range(taps):
             product = products[:, tap * out_channels:(tap + 1) * out_channels]
@@ -357,7 +365,7 @@ class TapSums:
                 ctx.put(product[:, :, steps:])
             term = first_steps(product, steps)
             total = term if total is None else total + term
-        return total if conv.bias is None else total + conv.bias.view(1, -1, 1, 1, 1)
+        return total
 
 
 def pool_window(name: str, pool: nn.MaxPool3d, timing: Timing, form: str) -> Window | None:
