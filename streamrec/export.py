@@ -45,9 +45,10 @@ OPSET = 17
 EXPORT_FORMAT = 1  # bump when the exported graph changes: it is part of the export cache key
 # The same for a streaming graph alone (2: the stem carries its taps' products, not frames; 3: the
 # head's running mean an average pool; 4: a narrowing block over one step a unit carries its taps'
-# products too; 5: a lateral and the next Fast block share one buffer; 6: fewer ops), so that a
-# change there leaves cached clip exports, and the TensorRT engines built from them, valid.
-STREAMING_EXPORT_FORMAT = 6
+# products too; 5: a lateral and the next Fast block share one buffer; 6: fewer ops; 7: such a
+# block carries partial sums instead), so that a change there leaves cached clip exports, and the
+# TensorRT engines built from them, valid.
+STREAMING_EXPORT_FORMAT = 7
 METADATA_KEY = "streamrec"  # ONNX metadata_props entry: JSON with the clip contract and model
 
 

@@ -34,8 +34,8 @@ after a reset.
 buffer flattened in a fixed order. Zeros are a fresh stream; a batch of streams is their rows
 stacked, so an engine gathers and scatters rows per stream. The buffers are past inputs, but for
 a stem over several frames, and a narrowing block over one step a unit whose buffer nothing else
-reads (the causal form's Slow blocks), which carry their temporal taps' past products instead
-(`TapSums`). Windows over the same stream (each SlowFast lateral and the next stage's first Fast
+reads (the causal form's Slow blocks), which carry what those inputs add to later outputs
+instead (`TapSums`). Windows over the same stream (each SlowFast lateral and the next stage's first Fast
 block) share one buffer (`share_buffer`).
 
 Only networks whose every operation sees a bounded temporal neighbourhood have these forms:
@@ -240,7 +240,7 @@ def share_buffer(windows: Sequence["Window | TapSums | None"]) -> None:
     """Let windows over the same stream (a SlowFast lateral and the next stage's first Fast block)
     carry one buffer, as long as the longest of them needs and named after the first, instead of
     one copy each: every call copies what is carried several times. Windows that carry nothing,
-    carry their taps' products, or mask differently keep their own."""
+    carry what their inputs add to later outputs, or mask differently keep their own."""
     carried = [w for w in windows if isinstance(w, Window) and w.keep > 0]
     if len(carried) < 2 or len({(w.timing_in, w.masked) for w in carried}) != 1:
         return
@@ -307,11 +307,17 @@ def conv_window(name: str, conv: nn.Conv3d, timing: Timing, form: str) -> Window
 
 
 class TapSums:
-    """A temporal convolution (stride 1 in time) that carries each tap's products instead of its
-    past inputs: every new step goes through one convolution with all the taps' kernels stacked
-    (``kernel x C_out`` outputs), and output ``j`` adds up tap ``i``'s product of joined input
-    ``j + i``. The `Window`'s outputs, to float summation order, but each input is read and
-    convolved once.
+    """A temporal convolution (stride 1 in time) that carries what its past inputs contribute to
+    later outputs instead of the inputs: every new step goes through one convolution with all the
+    taps' kernels stacked (``kernel x C_out`` outputs), once, and each product is added into the
+    output it belongs to. The `Window`'s outputs, to float summation order, but each input is read
+    and convolved once.
+
+    What is carried depends on the stream. Over several steps a unit (a Fast stem), each tap's
+    products of the inputs later outputs still need (``kernel (kernel - 1) / 2`` tap-steps): every
+    output is then one sum over its taps. Over one step a unit, the partial sums of the next
+    ``kernel - 1`` outputs, updated step by step (the transposed form of a filter): fewer values
+    and fewer ops, but one update a new step.
 
     A stem over frames runs this way: the window reads the carried frames again at every call,
     and on ONNX Runtime's CPU, which runs a narrow stem's taps stacked over every frame
@@ -319,14 +325,15 @@ class TapSums:
     tiny model's 3-tap stem keeps half of what its frames took (3 tap-steps of 4 channels at 48 px
     against 2 frames of 3 channels at 96 px), SlowFast R50's 5-tap one 1.7 times as much (10
     tap-steps of 8 channels at 112 px against 4 frames of 3 channels at 224 px). So does a block's
-    first convolution over a stream of one new step a unit where its taps' products are smaller
-    than its past inputs (`smaller`: a bottleneck narrows 4x, so R50's Slow res4 block keeps 3
-    tap-steps of 256 channels, not 2 steps of 1024): every call copies what is carried several
+    first convolution over a stream of one new step a unit where its output is narrower than its
+    input (`smaller`: a bottleneck narrows 4x, so R50's Slow res4 block keeps 2 steps of partial
+    sums of 256 channels, not 2 steps of 1024 inputs): every call copies what is carried several
     times, so less of it is faster."""
 
     def __init__(self, window: Window, conv: nn.Conv3d):
         self.window, self.conv = window, conv
         self.name, self.timing = window.name, window.timing
+        self.partial_sums = window.timing_in.rate == 1  # fixed by the network: the same layout at every hop
 
     @staticmethod
     def fits(window: Window | None, conv: nn.Module) -> bool:
@@ -336,13 +343,13 @@ class TapSums:
 
     @staticmethod
     def smaller(window: Window | None, conv: nn.Module) -> bool:
-        """Whether a window that `fits`, over one new step a unit (more new steps a call would be
-        more to copy, not less), carries less as its taps' products than as its past inputs. The
-        rule reads only the network, so the state's layout is the same at every hop."""
+        """Whether a window that `fits`, over one new step a unit, carries less as partial sums
+        than as past inputs: the same number of steps, of its output channels rather than its
+        input's. The rule reads only the network, so the state's layout is the same at every hop."""
         if not TapSums.fits(window, conv) or window.timing_in.rate != 1:
             return False
-        out_channels, in_channels, taps = conv.weight.shape[:3]
-        return taps * (taps - 1) // 2 * out_channels < window.keep * in_channels
+        out_channels, in_channels = conv.weight.shape[:2]
+        return out_channels < in_channels
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
         window, conv = self.window, self.conv
@@ -351,21 +358,36 @@ class TapSums:
             x = ctx.after_reset(x, window.timing_in)
         out_channels, in_channels, taps, height, width = conv.weight.shape
         stacked = conv.weight.permute(2, 0, 1, 3, 4).reshape(taps * out_channels, in_channels, 1, height, width)
-        # the bias goes with the newest tap, whose products are never carried: once per output, and
-        # from inside the convolution rather than one more sum
+        # the bias goes with the newest tap, which is never carried: once per output, from inside
+        # the convolution rather than one more sum
         bias = None if conv.bias is None else torch.cat(
             [torch.zeros((taps - 1) * out_channels, dtype=conv.bias.dtype, device=conv.bias.device), conv.bias])
         products = F.conv3d(x, stacked, bias, (1, *conv.stride[1:]), (0, *conv.padding[1:]), conv.dilation)
-        total = None
-        for tap in range(taps):
-            product = products[:, tap * out_channels:(tap + 1) * out_channels]
-            carried = window.keep - tap  # this tap's products of the joined inputs tap .. keep - 1
-            if carried > 0:
-                product = torch.cat([ctx.take(f"{self.name}.tap{tap}", product, carried), product], dim=2)
-                ctx.put(product[:, :, steps:])
-            term = first_steps(product, steps)
-            total = term if total is None else total + term
+        # newest tap first: group g belongs to the output g steps after its input
+        groups = [products[:, (taps - 1 - g) * out_channels:(taps - g) * out_channels] for g in range(taps)]
+        if self.partial_sums:
+            return self._partial_sums(groups, steps, ctx)
+        total = groups[0]
+        for tap in range(taps - 1):  # the oldest tap's products of the last taps - 1 inputs are carried, and so on
+            g = taps - 1 - tap
+            joined = torch.cat([ctx.take(f"{self.name}.tap{tap}", groups[g], g), groups[g]], dim=2)
+            ctx.put(joined[:, :, steps:])
+            total = total + first_steps(joined, steps)
         return total
+
+    def _partial_sums(self, groups: list[torch.Tensor], steps: int, ctx: StreamContext) -> torch.Tensor:
+        """``sums[j]`` holds what the inputs so far add to the output ``j + 1`` steps ahead of the
+        last one; each new step completes the first and shifts the rest."""
+        sums = ctx.take(f"{self.name}.sums", groups[0], len(groups) - 1)
+        outputs = []
+        for step in range(steps):
+            now = [steps_of(g, step, 1) for g in groups]
+            parts = sums.split(1, dim=2) if len(groups) > 2 else [sums]
+            outputs.append(now[0] + parts[0])
+            ahead = [now[j] + parts[j] for j in range(1, len(groups) - 1)] + [now[-1]]
+            sums = torch.cat(ahead, dim=2) if len(ahead) > 1 else ahead[0]
+        ctx.put(sums)
+        return torch.cat(outputs, dim=2) if steps > 1 else outputs[0]
 
 
 def pool_window(name: str, pool: nn.MaxPool3d, timing: Timing, form: str) -> Window | None:
