@@ -35,8 +35,8 @@ buffer flattened in a fixed order. Zeros are a fresh stream; a batch of streams 
 stacked, so an engine gathers and scatters rows per stream. The buffers are past inputs, but for
 a stem over several frames, and a narrowing block over one step a unit whose buffer nothing else
 reads (the causal form's Slow blocks), which carry what those inputs add to later outputs
-instead (`TapSums`). Windows over the same stream (each SlowFast lateral and the next stage's first Fast
-block) share one buffer (`share_buffer`).
+instead (`TapSums`). Windows over the same stream (each SlowFast lateral and the next stage's
+first Fast block) share one buffer (`share_buffer`).
 
 Only networks whose every operation sees a bounded temporal neighbourhood have these forms:
 SlowFast and the single-pathway ResNet (Slow, I3D, C2D, CSN, R(2+1)D-50) without non-local
@@ -368,7 +368,7 @@ class TapSums:
         if self.partial_sums:
             return self._partial_sums(groups, steps, ctx)
         total = groups[0]
-        for tap in range(taps - 1):  # the oldest tap's products of the last taps - 1 inputs are carried, and so on
+        for tap in range(taps - 1):  # tap i's products of the last taps - 1 - i inputs are carried
             g = taps - 1 - tap
             joined = torch.cat([ctx.take(f"{self.name}.tap{tap}", groups[g], g), groups[g]], dim=2)
             ctx.put(joined[:, :, steps:])
