@@ -104,6 +104,17 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / max(1.0, float(b.abs().max())))
 
 
+def assert_same_logits_every_call(network, reference, config, seed: int) -> None:
+    """Two streaming networks fed the same frames, one call at a time from a fresh state, past
+    the warm-up and three calls more: every call's logits equal to 1e-5, and not all near zero."""
+    inputs = long_clip(config, network.warmup_units + 3 * network.units, seed=seed)
+    logits, _, _ = stream(network, inputs)
+    expected, _, _ = stream(reference, inputs)
+    assert torch.stack(expected).abs().max() > 0.1
+    for call, (out, want) in enumerate(zip(logits, expected)):
+        assert relative(out, want) <= 1e-5, call
+
+
 CASES = {
     "slowfast_tiny": ("slowfast_tiny", []),  # the shipped weights
     "slowfast_r50_8x8": ("slowfast_r50_8x8", SMALL),
@@ -310,12 +321,7 @@ def test_a_narrowing_block_over_one_step_a_unit_carries_partial_sums_in_the_caus
     assert not any(".branch2.a.sums" in e.name for e in delayed.layout.entries)
     assert not any("pathway1" in name and ".branch2.a.sums" in name for name in entries)  # Fast: 4 steps a unit
     assert network.layout.size < windows.layout.size
-    inputs = long_clip(config, network.warmup_units + 3 * units, seed=6)
-    logits, _, _ = stream(network, inputs)
-    expected, _, _ = stream(windows, inputs)
-    assert torch.stack(expected).abs().max() > 0.1
-    for call, (out, reference) in enumerate(zip(logits, expected)):
-        assert relative(out, reference) <= 1e-5, call
+    assert_same_logits_every_call(network, windows, config, seed=6)
 
 
 @pytest.mark.parametrize("form, units", [("delayed_exact", 1), ("delayed_exact", 2), (CAUSAL, 1)])
@@ -337,12 +343,7 @@ def test_a_lateral_and_the_next_fast_block_carry_one_buffer_of_the_stream_they_b
         shared = next(e.shape for e in network.layout.entries if e.name == lateral)
         assert shared[1] == max(separate_entries[lateral][1], separate_entries[block][1])
     assert network.layout.size < separate.layout.size
-    inputs = long_clip(config, network.warmup_units + 3 * units, seed=8)
-    logits, _, _ = stream(network, inputs)
-    expected, _, _ = stream(separate, inputs)
-    assert torch.stack(expected).abs().max() > 0.1
-    for call, (out, reference) in enumerate(zip(logits, expected)):
-        assert relative(out, reference) <= 1e-5, call
+    assert_same_logits_every_call(network, separate, config, seed=8)
 
 
 @pytest.mark.parametrize("form, average_units", [("delayed_exact", None), (CAUSAL, None), (CAUSAL, 2), (CAUSAL, 1)])
