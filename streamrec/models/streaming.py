@@ -255,13 +255,8 @@ def steps_of(x: torch.Tensor, start: int, steps: int) -> torch.Tensor:
     return x if start == 0 and steps == x.shape[2] else x[:, :, start:start + steps]
 
 
-def first_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
-    """The first ``steps`` steps of ``x`` (`steps_of` from the start)."""
-    return steps_of(x, 0, steps)
-
-
 def last_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
-    """The last ``steps`` steps of ``x`` (`first_steps`'s counterpart)."""
+    """The last ``steps`` steps of ``x`` (as `steps_of`, no slice when that is all of it)."""
     return x if steps == x.shape[2] else x[:, :, -steps:]
 
 
@@ -372,7 +367,7 @@ class TapSums:
             g = taps - 1 - tap
             joined = torch.cat([ctx.take(f"{self.name}.tap{tap}", groups[g], g), groups[g]], dim=2)
             ctx.put(joined[:, :, steps:])
-            total = total + first_steps(joined, steps)
+            total = total + steps_of(joined, 0, steps)
         return total
 
     def _partial_sums(self, groups: list[torch.Tensor], steps: int, ctx: StreamContext) -> torch.Tensor:
