@@ -78,6 +78,58 @@ def test_footage_comes_in_fitted_frames_at_the_training_rate(tmp_path):
         FolderFootage(tmp_path / "empty", config.clip)
 
 
+def _recording(path, frames: int, keep_bytes=None):
+    """A real MJPG AVI of random frames, cut to ``keep_bytes`` (after its list of frames begins) as
+    a recorder killed mid-write leaves it: the header still counts every frame."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    if keep_bytes is not None:
+        data = path.read_bytes()
+        path.write_bytes(data[:data.index(b"movi") + keep_bytes])
+    return path
+
+
+def _decodable(path) -> int:
+    import cv2
+
+    capture, count = cv2.VideoCapture(str(path)), 0
+    while capture.read()[0]:
+        count += 1
+    return count
+
+
+def test_footage_from_a_recording_cut_off_mid_write_keeps_to_the_frames_that_decode(tmp_path, caplog):
+    config = load_config("slowfast_tiny")
+    (tmp_path / "videos").mkdir()
+    cut = _recording(tmp_path / "videos" / "cut.avi", 240, keep_bytes=60_000)
+    decodable = _decodable(cut)
+    assert 0 < decodable < 120  # the header says 240
+    footage = FolderFootage(tmp_path / "videos", config.clip)
+    rng = np.random.default_rng(0)
+    sequences = [footage.sequence(rng, 16) for _ in range(12)]  # a stretch from a random start, often past the cut
+    assert all(s.shape == (16, 96, 96, 3) for s in sequences)
+    (video,) = footage.videos
+    assert video[2] <= decodable
+    said = [r.getMessage() for r in caplog.records if "stops decoding" in r.getMessage()]
+    assert len(said) == 1 and "cut.avi" in said[0] and "header says 240" in said[0]  # once, however often it is cut
+
+    (tmp_path / "dead").mkdir()
+    _recording(tmp_path / "dead" / "header_only.avi", 60, keep_bytes=40)
+    assert _decodable(tmp_path / "dead" / "header_only.avi") == 0
+    (tmp_path / "dead" / "notes.mp4").write_bytes(b"not a video")
+    dead = FolderFootage(tmp_path / "dead", config.clip)  # the header opens
+    assert [v[0].name for v in dead.videos] == ["header_only.avi"]
+    assert any("left out 1 file(s)" in r.getMessage() and "notes.mp4" in r.getMessage() for r in caplog.records)
+    with pytest.raises(StreamrecError, match="no video in .* decodes a frame"):
+        dead.sequence(rng, 16)
+    assert any("decodes no frame; left out" in r.getMessage() for r in caplog.records)
+
+
 def test_a_short_run_moves_the_student_towards_the_teacher_and_writes_a_loadable_checkpoint(tmp_path):
     config = load_config("slowfast_tiny")
     record = distill(config, "procedural", tmp_path / "run", steps=6, batch=1, units=6, lr=1e-3, seed=0,

@@ -89,7 +89,13 @@ class ProceduralFootage:
 
 
 class FolderFootage:
-    """The videos of a folder (searched recursively), a random stretch of one for every sequence."""
+    """The videos of a folder (searched recursively), a random stretch of one for every sequence.
+
+    A week of camera recordings holds damaged files: a recording cut off mid-write keeps a header
+    that counts frames it never got. Where decoding stops short of a drawn stretch, the file is
+    kept to the frames before that point (said once, in a warning) and the stretch drawn again;
+    a file that decodes no frame is left out. Training stops only when no file is left.
+    """
 
     def __init__(self, root: Path, clip: ClipConfig):
         import cv2
@@ -97,22 +103,42 @@ class FolderFootage:
         self.clip = clip
         if not root.is_dir():
             raise StreamrecError(f"--data {root} is not a folder; give a folder of videos or 'procedural'")
-        self.videos = []
+        self.root = root
+        self.videos: list[list] = []  # [path, fps, frames]: frames shrinks to what a damaged file decodes
+        self.cut: set[Path] = set()  # files already said to decode short
+        unreadable = []
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES):
             capture = cv2.VideoCapture(str(path))
             fps, count = capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
             capture.release()
             if fps > 0 and count > 0:
-                self.videos.append((path, fps, count))
+                self.videos.append([path, fps, count])
+            else:
+                unreadable.append(path.name)
         if not self.videos:
             raise StreamrecError(f"no readable video ({', '.join(VIDEO_SUFFIXES)}) in {root}")
+        if unreadable:
+            shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+            log.warning("left out %d file(s) of %s that OpenCV cannot open or that give no frame rate or length: %s",
+                        len(unreadable), root, shown)
 
     def sequence(self, rng: np.random.Generator, frames: int) -> np.ndarray:
+        while self.videos:
+            video = self.videos[int(rng.integers(len(self.videos)))]
+            stretch = self._stretch(video, rng, frames)
+            if stretch is not None:
+                return stretch
+        raise StreamrecError(f"no video in {self.root} decodes a frame; check the files play "
+                             "(OpenCV/FFmpeg must read them)")
+
+    def _stretch(self, video: list, rng: np.random.Generator, frames: int) -> np.ndarray | None:
+        """``frames`` frames from a random start in ``video``; None where decoding stopped short
+        of them (the video is then cut to the frames before, or left out if none decode)."""
         import cv2
 
         from streamrec.transforms import fit_clip_frame
 
-        path, fps, count = self.videos[int(rng.integers(len(self.videos)))]
+        path, fps, count = video
         times = np.arange(count) / fps
         span = frames / self.clip.train_fps
         start = rng.uniform(0.0, max(0.0, times[-1] - span))
@@ -120,17 +146,31 @@ class FolderFootage:
         capture = cv2.VideoCapture(str(path))
         capture.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
         decoded, position, frame = {}, int(indices[0]), None
-        for wanted in np.unique(indices):
-            while position <= wanted:
-                ok, image = capture.read()
-                if ok:
+        try:
+            for wanted in np.unique(indices):
+                while position <= wanted:
+                    ok, image = capture.read()
+                    if not ok:  # OpenCV's FFmpeg reader skips a broken packet itself: this is where decoding ends
+                        self._cut(video, position)
+                        return None
                     frame = image
-                position += 1
-            if frame is None:
-                raise StreamrecError(f"cannot decode {path} at frame {wanted}")
-            decoded[wanted] = fit_clip_frame(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.clip)
-        capture.release()
+                    position += 1
+                decoded[wanted] = fit_clip_frame(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.clip)
+        finally:
+            capture.release()
         return np.stack([decoded[i] for i in indices])
+
+    def _cut(self, video: list, decodable: int) -> None:
+        path, _, count = video
+        if decodable == 0:
+            self.videos.remove(video)
+            log.warning("%s decodes no frame; left out of training", path)
+            return
+        video[2] = decodable
+        if path not in self.cut:  # once a file: a later draw may find it stops sooner still
+            self.cut.add(path)
+            log.warning("%s stops decoding by frame %d (its header says %d); training uses the frames before that",
+                        path, decodable, count)
 
 
 def footage(data: str, clip: ClipConfig) -> Footage:
