@@ -53,9 +53,14 @@ METADATA_KEY = "streamrec"  # ONNX metadata_props entry: JSON with the clip cont
 
 
 def export_config(config: Config, output: str | Path, *, fp16: bool = False, batch: int | None = None) -> Path:
-    """Export the model a config describes (with its checkpoint) to ``output``."""
+    """Export the model a config describes (with its checkpoint) to ``output``: the graph its
+    engines run, so a streaming config's is its streaming form at its hop, never its clip model."""
     from streamrec.checkpoints import load_model
+    from streamrec.config import streaming_hop_frames
 
+    if config.streaming is not None:
+        return export_streaming(config, output, form=config.streaming.form, hop_frames=streaming_hop_frames(config),
+                                average_units=config.streaming.average_units, fp16=fp16, batch=batch)
     return export_onnx(load_model(config), config.clip, output, fp16=fp16, batch=batch,
                        metadata=export_metadata(config, fp16))
 

@@ -175,6 +175,31 @@ def test_export_command_writes_the_file(tmp_path, capsys):
     assert str(output) in capsys.readouterr().out
 
 
+def test_export_command_writes_a_streaming_configs_streaming_graph_not_its_clip_model(tmp_path, capsys, engine_dir):
+    from streamrec.backends.engine_cache import cached_export
+    from streamrec.backends.inputs import step_input_specs
+
+    config = load_config("slowfast_tiny_causal")  # its checkpoint was distilled for the causal form
+    output = tmp_path / "causal.onnx"
+    assert cli_main(["export", "--config", "slowfast_tiny_causal", "--output", str(output)]) == 0
+    said = capsys.readouterr().out
+    assert "slow [batch, 1, 96, 96, 3] uint8, fast [batch, 4, 96, 96, 3] uint8, state [batch, " in said
+    assert "-> logits [batch, 7] float32, new_state [batch, " in said
+    cached = cached_export(config, "fp32")  # what `run` runs for this config
+    clips = {"slow": np.random.default_rng(0).integers(0, 256, (2, 1, 96, 96, 3), dtype=np.uint8),
+             "fast": np.random.default_rng(1).integers(0, 256, (2, 4, 96, 96, 3), dtype=np.uint8)}
+    runs = []
+    for path in (output, cached):
+        engine = OnnxRuntimeEngine(path, step_input_specs(config.clip, {"slow": 1, "fast": 4}), 7, device="cpu")
+        assert engine.metadata["streaming"]["form"] == "causal"
+        state, logits = engine.state.zeros(2), []
+        for _ in range(3):  # the state carried from call to call
+            out, state = engine.step({**clips, "state": state})
+            logits.append(out)
+        runs.append(np.stack(logits))
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
 def test_export_command_rejects_a_bad_batch(tmp_path, capsys):
     assert cli_main(["export", "--config", "slowfast_tiny", "--output", str(tmp_path / "x.onnx"),
                      "--batch", "many"]) == 2

@@ -124,12 +124,8 @@ def cached_export(config: Config, precision: str) -> Path:
         log.info("reusing ONNX export %s", path)
         return path
     log.info("exporting %s (%s) to %s; later runs reuse it", config.name or config.model.arch, precision, path)
-    from streamrec.export import export_config, export_streaming
+    from streamrec.export import export_config
 
-    if config.streaming is not None:
-        return export_streaming(config, path, form=config.streaming.form, hop_frames=streaming_hop_frames(config),
-                                average_units=config.streaming.average_units,
-                                fp16=precision == "fp16")
     return export_config(config, path, fp16=precision == "fp16")
 
 

@@ -1,7 +1,8 @@
 """``run_stream.py export``: a config's model as an ONNX file for ONNX Runtime and TensorRT.
 
 The graph takes uint8 RGB ``slow``/``fast`` clips (``frames`` for single-pathway models),
-normalises inside and returns ``logits``; see `streamrec.export`.
+normalises inside and returns ``logits``; a streaming config's takes one hop's new frames and the
+carried ``state`` and returns ``new_state`` too. See `streamrec.export`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,20 @@ def main(args: argparse.Namespace) -> int:
     batch = parse_batch(args.batch)
     config = config_from_flags(args)
     path = export_config(config, args.output, fp16=args.fp16, batch=batch)
-    inputs = ", ".join(config.clip.input_names)
-    print(f"wrote {path}: uint8 {inputs} -> logits [{batch or 'batch'}, {config.model.num_classes}], "
-          f"{'fp16' if args.fp16 else 'fp32'}")
+    print(f"wrote {path}: {describe_graph(path)}, {'fp16' if args.fp16 else 'fp32'}")
     return 0
+
+
+def describe_graph(path) -> str:
+    """``slow [batch, 4, 96, 96, 3] uint8, ... -> logits [batch, 7], ...``: what the file takes and
+    gives, read back from it (so a streaming export shows its state and frames per call)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+
+    def shown(value) -> str:
+        dims = ", ".join(str(d.dim_value or d.dim_param) for d in value.type.tensor_type.shape.dim)
+        return f"{value.name} [{dims}] {names.get(value.type.tensor_type.elem_type, '')}".rstrip()
+
+    return f"{', '.join(map(shown, graph.input))} -> {', '.join(map(shown, graph.output))}"
