@@ -101,12 +101,25 @@ def calibration_setup(args: argparse.Namespace) -> tuple[ClipConfig, PipelineCon
     the graph's clip and the default pipeline."""
     from streamrec.config import load_config
 
+    refuse_streaming_graph(args.onnx)
     if args.calibration is None:
         raise StreamrecError(f"{args.onnx} has no Q/DQ nodes; int8 needs calibration videos: add --calibration DIR")
     if args.config:
         config = load_config(args.config)
         return config.clip, config.pipeline
     return exported_clip(args.onnx), PipelineConfig()
+
+
+def refuse_streaming_graph(onnx_file: Path) -> None:
+    """int8 calibration feeds whole clips, and a streaming graph also takes the state carried between
+    calls, which no calibration clip has."""
+    import onnx
+
+    from streamrec.backends.inputs import StateSpec
+
+    if any(i.name == StateSpec.name for i in onnx.load(str(onnx_file), load_external_data=False).graph.input):
+        raise StreamrecError(f"{onnx_file} is a streaming graph (it carries state from call to call), and int8 "
+                             "calibration runs whole clips: build it at fp32 (or fp16 from an `export --fp16` graph)")
 
 
 def exported_clip(onnx_file: Path) -> ClipConfig:
