@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -208,9 +209,13 @@ def test_state_mistakes_are_one_line(tiny, tmp_path):
     with pytest.raises(StreamrecError, match="run it with infer") as err:
         clip_engine.step(clips)
     one_line(err)
-    with pytest.raises(StreamrecError, match=r"the config needs uint8 \[B, 4,") as err:  # a streaming graph, clip specs
+    with pytest.raises(StreamrecError, match=r"the config needs uint8 \[B, 4,.*\(a streaming graph: it runs with the "
+                                             r"streaming: section and hop it was exported for\)") as err:  # clip specs
         OnnxRuntimeEngine(graphs[8], input_specs(config.clip), 7, device="cpu", threads=1, max_batch=4)
     one_line(err)
+    with pytest.raises(StreamrecError, match=r"the config needs uint8 \[B, 16,") as err:  # a clip graph, other specs
+        OnnxRuntimeEngine(clip_graph, input_specs(replace(config.clip, num_frames=64)), 7, device="cpu", threads=1)
+    assert "streaming" not in str(err.value)
 
 
 def test_the_tensorrt_provider_profile_bounds_the_state_with_the_batch(tiny):

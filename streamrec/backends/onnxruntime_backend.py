@@ -269,9 +269,11 @@ class OnnxRuntimeEngine:
             graph_input = graph_inputs[spec.name]
             batch, *clip_shape = graph_input.shape
             if graph_input.type != "tensor(uint8)" or tuple(clip_shape) != spec.clip_shape:
+                streaming = " (a streaming graph: it runs with the streaming: section and hop it was exported for)"
                 raise StreamrecError(
                     f"{self.path} input '{spec.name}' is {graph_input.type} {graph_input.shape}; the config needs "
-                    f"uint8 [B, {', '.join(map(str, spec.clip_shape))}]: export it from this config")
+                    f"uint8 [B, {', '.join(map(str, spec.clip_shape))}]: export it from this config"
+                    f"{streaming if self.state else ''}")
             batches.add(batch if isinstance(batch, int) else None)
         outputs = {o.name: o for o in self.session.get_outputs()}
         if "logits" not in outputs or outputs["logits"].shape[-1] != num_classes:

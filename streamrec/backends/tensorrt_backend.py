@@ -166,9 +166,11 @@ class TensorRTEngine:
         for spec in self.specs:
             tensor = by_name[spec.name]
             if tensor.dtype != np.uint8 or tensor.max_shape[1:] != spec.clip_shape:
+                streaming = " (a streaming engine: it runs with the streaming: section and hop its graph was exported for)"
                 raise StreamrecError(
                     f"{source} input '{spec.name}' is {tensor.dtype} {list(tensor.max_shape)}; the config needs uint8 "
-                    f"[B, {', '.join(map(str, spec.clip_shape))}]: export with `run_stream.py export` and rebuild")
+                    f"[B, {', '.join(map(str, spec.clip_shape))}]: export with `run_stream.py export` and rebuild"
+                    f"{streaming if self.state_tensor else ''}")
         boxes = self.boxes_tensor
         if boxes is not None and (boxes.dtype != np.float32 or boxes.max_shape[1:] != (BoxesSpec.columns,)):
             raise StreamrecError(f"{source} input 'boxes' is {boxes.dtype} {list(boxes.max_shape)}; an RoI model "
