@@ -188,6 +188,10 @@ def test_train_stream_from_labels_records_its_targets_and_average(tmp_path):
      "--epochs, --resume do not apply to --stream-from"),
     (["--form", "causal"], "--form set how a streaming model is distilled; add --stream-from"),
     (["--stream-from", "no_such_config"], "no_such_config"),
+    (["--stream-from", "slowfast_tiny_causal"],  # its checkpoint was distilled for the causal form: no teacher
+     "was distilled for the causal streaming form, so it cannot teach as a clip model (--stream-from names the "
+     "teacher); name the clip model it was distilled from: --stream-from slowfast_tiny"),
+    (["--stream-from", "streamrec/weights/slowfast_tiny_causal/model.pt"], "so it cannot teach as a clip model"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, capsys, argv, message):
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]

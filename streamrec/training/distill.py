@@ -262,6 +262,7 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     from streamrec.checkpoints import load_model, save_checkpoint
     from streamrec.models.streaming import streaming_network
 
+    refuse_a_streaming_teacher(config)
     clip = config.clip
     teacher = load_model(config).eval()
     student_model = load_model(config).eval()  # its own copy of the weights: the teacher stays as it is
@@ -334,6 +335,19 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
         k: record[k] for k in ("form", "average_units", "targets", "stream_from", "checkpoint", "data", "steps")}})
     (out / "distill.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def refuse_a_streaming_teacher(config: Config) -> None:
+    """The teacher is the clip model: weights distilled for a streaming form (a streaming config's
+    own checkpoint, such as ``slowfast_tiny_causal``'s) compute another function run as whole clips."""
+    from streamrec.checkpoints import load_checkpoint
+
+    made = load_checkpoint(config.checkpoint).metadata.get("streaming") if config.checkpoint else None
+    if made:
+        origin = f": --stream-from {made['stream_from']}" if made.get("stream_from") else ""
+        raise StreamrecError(f"checkpoint {config.checkpoint} was distilled for the {made.get('form')} streaming form, "
+                             "so it cannot teach as a clip model (--stream-from names the teacher); name the clip "
+                             f"model it was distilled from{origin}")
 
 
 def stream_from(value: str) -> Config:
