@@ -312,11 +312,15 @@ def report(scores: dict[str, ClassScore], info: dict[str, Any]) -> dict[str, Any
 
 
 def format_table(scores: dict[str, ClassScore]) -> str:
+    """One row a class and the overall row; a ratio with nothing to count (a class that neither
+    happened nor was reported has no recall, precision or F1) shows '-', not a score of 0."""
     def row(name: str, s: ClassScore) -> str:
         d = s.to_dict()
         delay = lambda v: f"{v:8.2f}" if v is not None else f"{'-':>8}"  # noqa: E731
-        return (f"{name:<16} {s.true_positives:4d} {s.false_positives:4d} {s.false_negatives:4d} "
-                f"{s.precision:9.3f} {s.recall:7.3f} {s.f1:6.3f} {delay(d['delay_s_median'])} {delay(d['delay_s_p90'])}")
+        tp, fp, fn = s.true_positives, s.false_positives, s.false_negatives
+        ratio = lambda v, counted, width: f"{v:{width}.3f}" if counted else f"{'-':>{width}}"  # noqa: E731
+        return (f"{name:<16} {tp:4d} {fp:4d} {fn:4d} {ratio(s.precision, tp + fp, 9)} {ratio(s.recall, tp + fn, 7)} "
+                f"{ratio(s.f1, tp + fp + fn, 6)} {delay(d['delay_s_median'])} {delay(d['delay_s_p90'])}")
 
     header = f"{'class':<16} {'TP':>4} {'FP':>4} {'FN':>4} {'precision':>9} {'recall':>7} {'F1':>6} {'delay50':>8} {'delay90':>8}"
     lines = [header, "-" * len(header)] + [row(name, s) for name, s in scores.items()]

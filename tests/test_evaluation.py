@@ -61,7 +61,11 @@ def test_known_precision_recall_and_delays():
     assert summary["precision"] == 0.4 and summary["recall"] == 0.5
     assert summary["delay_s_median"] == pytest.approx(0.65)
     assert summary["per_class"]["jumping"]["recall"] == 0.5
-    assert "overall" in format_table(scores)
+    with_a_quiet_class = score_segments(truth, predicted, [*LABELS, "waving"])
+    table = {line.split("  ")[0]: line.split()[-8:] for line in format_table(with_a_quiet_class).splitlines()[2:]}
+    assert table["overall"][3:5] == ["0.400", "0.500"]  # precision, recall
+    assert table["falling down"][3:6] == ["0.000", "0.000", "0.000"]  # happened once, never found: a real 0
+    assert table["waving"] == ["0", "0", "0"] + ["-"] * 5  # neither happened nor was reported: nothing to score
 
 
 def test_matching_is_one_to_one_and_prefers_the_best_overlap():
