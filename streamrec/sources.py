@@ -236,23 +236,26 @@ class SyntheticSource:
     """Procedural moving content of any size and frame rate, paced like a camera.
 
     ``synthetic:size=640x480,fps=30,frames=300,seed=1`` (all keys optional). ``frames`` ends
-    the stream after that many frames; without it the stream runs until stopped. Content: a
-    drifting colour gradient with a bouncing square, so consecutive frames differ.
+    the stream after that many frames; without it the stream runs until stopped. ``start=0.1``
+    delivers the first frame that many seconds after opening: independent cameras do not start,
+    or fall due for their hops, all at one moment. Content: a drifting colour gradient with a
+    bouncing square, so consecutive frames differ.
     """
 
-    KEYS = ("size", "fps", "frames", "seed")
+    KEYS = ("size", "fps", "frames", "seed", "start")
+    MAX_START_S = 10.0
     SIDES = (16, 7680)  # pixels, each side ...
     MAX_PIXELS = 7680 * 4320  # ... and at most an 8K frame in all
     FPS = (0.1, 1000.0)
     MAX_SEED = 2**32 - 1
-    USAGE = "use synthetic:size=WxH,fps=N,frames=N,seed=N, e.g. synthetic:size=640x480,fps=30"
+    USAGE = "use synthetic:size=WxH,fps=N,frames=N,seed=N,start=SECONDS, e.g. synthetic:size=640x480,fps=30"
 
     def __init__(self, width: int = 320, height: int = 240, fps: float = 30.0, frames: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, start: float = 0.0):
         self.live = True
         self.reconnectable = False
         self.width, self.height, self._fps = width, height, fps
-        self.frames, self.seed = frames, seed
+        self.frames, self.seed, self.start_s = frames, seed, start
         self._index = 0
         self._start = 0.0
 
@@ -283,14 +286,15 @@ class SyntheticSource:
             if not (low <= width <= high and low <= height <= high and width * height <= cls.MAX_PIXELS):
                 raise ValueError(f"each side must be from {low} to {high} pixels, and the frame at most 7680x4320")
             return {"width": width, "height": height}
-        if key == "fps":
+        if key in ("fps", "start"):
             try:
-                fps = float(value)
+                number = float(value)
             except ValueError:
-                raise ValueError("fps is a number") from None
-            if not cls.FPS[0] <= fps <= cls.FPS[1]:  # also refuses nan
-                raise ValueError(f"fps must be from {cls.FPS[0]:g} to {cls.FPS[1]:g}")
-            return {"fps": fps}
+                raise ValueError(f"{key} is a number") from None
+            low, high = cls.FPS if key == "fps" else (0.0, cls.MAX_START_S)
+            if not low <= number <= high:  # also refuses nan
+                raise ValueError(f"{key} must be from {low:g} to {high:g}")
+            return {key: number}
         if not value.isdigit():
             raise ValueError(f"{key} is a whole number")
         number = int(value)
@@ -310,7 +314,7 @@ class SyntheticSource:
 
     def open(self) -> None:
         self._index = 0
-        self._start = time.monotonic()
+        self._start = time.monotonic() + self.start_s  # frame i is due at _start + i / fps
         rng = np.random.default_rng(self.seed)
         self._colour = rng.integers(64, 255, 3).astype(np.uint8)
         self._velocity = rng.uniform(-4, 4, 2) + 1

@@ -111,8 +111,26 @@ def test_pipeline_without_an_engine_serves_every_hop_and_says_so(tmp_path, confi
     (trial,) = document["results"]
     assert document["setup"]["engine"] == "none"
     assert trial["hops_served"] > 0 and trial["hops_missed"] == 0
+    # hop 8 at 30 fps (a streaming config's on its unit grid): the cameras' starts spread over it
+    assert document["setup"]["camera_spread_s"] == pytest.approx(8 / 30, abs=1e-4)
+    assert [s["source"].partition(",start=")[2] for s in trial["per_stream"]] == ["", "0.1648"]
     # the calls cost next to nothing: far under the tiny model's few milliseconds a call
     assert trial["in_engine_ms_p99"] < 1.0, trial["in_engine_ms_p99"]
+
+
+def test_bench_cameras_start_spread_over_one_hop_so_their_hops_fall_due_apart():
+    from streamrec.bench.pipeline import PipelinePlan
+    from streamrec.sources import parse_source
+
+    plan = PipelinePlan(sources=("synthetic", "clip.mp4"), camera_spread_s=0.5)
+    sources = plan.stream_sources(40)
+    assert sources[1] == "clip.mp4" and sources[0] == "synthetic:size=320x240,fps=30,seed=0"  # files keep their own
+    starts = sorted(float(s.partition(",start=")[2] or 0) for s in sources[::2])
+    assert 0 <= starts[0] and starts[-1] < 0.5
+    assert max(np.diff([*starts, 0.5])) < 0.5 / 20 * 2.5  # 20 cameras, none more than 2.5 even shares apart
+    for source in sources[::2]:
+        parse_source(source)  # each a valid source
+    assert PipelinePlan(sources=("synthetic",)).stream_sources(3)[2] == "synthetic:size=320x240,fps=30,seed=2"
 
 
 def test_pipeline_without_an_engine_refuses_a_load_in_one_line():

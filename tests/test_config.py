@@ -234,6 +234,8 @@ def test_good_ids_and_unnamed_sources_numbered_by_position():
     ("synthetic:frames=0", "frames must be at least 1"),
     ("synthetic:seed=-1", "seed is a whole number"),
     ("synthetic:speed=2", "bad synthetic source option 'speed=2'"),
+    ("synthetic:start=-1", "start must be from 0 to 10"),
+    ("synthetic:start=soon", "start is a number"),
     ("rtsp://bob:pw@[::1", "source rtsp://bob:***@[::1 is not a valid URL"),
     ("rtsp://cam:99999/live", "is not a valid URL"),
     ("rtsp:///live", "names no host"),
@@ -247,7 +249,7 @@ def test_a_bad_source_is_refused_when_the_config_is_read(source, message):
 
 
 def test_good_sources_are_accepted():
-    sources = ["synthetic", "synthetic:size=7680x4320,fps=0.1,frames=1,seed=4294967295", "0", "/dev/video2",
+    sources = ["synthetic", "synthetic:size=7680x4320,fps=0.1,frames=1,seed=4294967295,start=10", "0", "/dev/video2",
                "rtsp://user:pw@10.0.0.7:554/stream1?channel=1", "https://[::1]:8443/v.mp4", "udp://@:1234",
                "file:///videos/a.mp4", "clip.mp4"]
     config = load_config("slowfast_tiny", values={"streams": sources})

@@ -153,3 +153,18 @@ def test_synthetic_frames_are_the_drifting_gradient_and_the_bouncing_square(size
         # only the square differs from the background, and it is one colour
         assert rows.max() - rows.min() < side and cols.max() - cols.min() < side
         assert len(np.unique(frame[differs], axis=0)) == 1
+
+
+def test_a_synthetic_camera_told_to_start_later_delivers_its_first_frame_that_much_later():
+    import time
+
+    waited = {}
+    for start in (0.0, 0.3):
+        source = create_source(parse_source(f"synthetic:size=32x32,fps=30,frames=3,start={start:g}"))
+        source.open()
+        opened = time.monotonic()
+        frame, timestamp = source.read()
+        waited[start] = time.monotonic() - opened
+        assert timestamp == 0.0 and frame.shape == (32, 32, 3)  # its clock starts at its first frame
+        assert source.read()[1] == pytest.approx(1 / 30)
+    assert waited[0.0] < 0.2 <= 0.3 <= waited[0.3] + 0.01

@@ -49,22 +49,30 @@ CAPTURE_KEEPS_UP = 0.97  # a stream keeps up if it captured at least this share 
 DRIFT_WARNING = 1.15  # engine-only speeds before and after a trial further apart than this are reported
 
 
+GOLDEN = (math.sqrt(5) - 1) / 2  # successive multiples' fractions spread evenly over [0, 1) for any count
+
+
 @dataclass(frozen=True)
 class PipelinePlan:
-    sources: tuple[str, ...]  # cycled over the streams; "synthetic" gets size, fps and a seed per stream
+    sources: tuple[str, ...]  # cycled over the streams; "synthetic" gets size, fps, a seed and a start per stream
     fps: float = 30.0
     size: str = "320x240"
     duration_s: float = 20.0
     p99_bound_ms: float | None = None  # a trial with a higher p99 is not real time
     engine_iterations: int = 20
     engine_seconds: float = 3.0  # each engine-only reference times at least this long (see `engine_only`)
+    # The synthetic cameras' first frames are spread over this long (a hop): independent cameras'
+    # hops fall due at different moments, where cameras started together would ask for every
+    # stream's hop at once, every hop.
+    camera_spread_s: float = 0.0
 
     def stream_sources(self, count: int) -> list[str]:
         sources = []
         for index in range(count):
             source = self.sources[index % len(self.sources)]
             if source == "synthetic":
-                source = f"synthetic:size={self.size},fps={self.fps:g},seed={index}"
+                start = round(index * GOLDEN % 1.0 * self.camera_spread_s, 4)
+                source = f"synthetic:size={self.size},fps={self.fps:g},seed={index}" + (f",start={start:g}" if start else "")
             sources.append(source)
         return sources
 
@@ -509,8 +517,10 @@ def summary_text(document: dict, markdown: bool = False) -> str:
                      f"{setup['max_batch']} ({setup['load_reference']['clips_per_s']:g}, the best of three timings).")
     calls = (f", {setup['parallel_calls']} calls at once of {setup['threads_per_call']} thread(s) each"
              if setup["parallel_calls"] > 1 else "")
+    spread = setup.get("camera_spread_s")
+    cameras = f" (their first frames spread over {spread:g} s, a hop, as independent cameras start)" if spread else ""
     lines.append(f"{setup['engine']} engine{calls}, max batch {setup['max_batch']}, hop {setup['hop_frames']} frames; "
-                 f"sources {', '.join(setup['sources'])}; {setup['duration_s']:g} s per trial. clips/s: clips served "
+                 f"sources {', '.join(setup['sources'])}{cameras}; {setup['duration_s']:g} s per trial. clips/s: clips served "
                  f"per second from the first served batch to the stop; latency: capture of a clip's newest frame to "
                  f"its prediction event; engine-only: the same engine alone at the trial's most common batch (with as "
                  f"many calls at once), timed just before and after each trial; busy: the share of the trial the engine's "

@@ -204,6 +204,16 @@ def engine_main(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- pipeline
 
 
+def hop_seconds(config, fps: float) -> float:
+    """Seconds between two hops of a stream at ``fps``: a streaming config's on its unit grid."""
+    from streamrec.config import streaming_hop_frames
+    from streamrec.sampling import hop_frames
+
+    if config.streaming is not None:
+        return streaming_hop_frames(config) / config.clip.train_fps
+    return hop_frames(config.pipeline, fps) / fps
+
+
 def pipeline_main(args: argparse.Namespace) -> int:
     from streamrec.bench import pipeline as bench
     from streamrec.backends import call_threads, create_engine
@@ -223,7 +233,8 @@ def pipeline_main(args: argparse.Namespace) -> int:
         config = config_from_flags(args, {"detection": {}})
     plan = bench.PipelinePlan(sources=tuple(sources), fps=args.fps, size=args.size,
                               duration_s=args.duration, p99_bound_ms=args.p99_bound,
-                              engine_iterations=args.engine_iters, engine_seconds=args.engine_seconds)
+                              engine_iterations=args.engine_iters, engine_seconds=args.engine_seconds,
+                              camera_spread_s=hop_seconds(config, args.fps))
     bench.check_plan(plan)
     if args.load is not None and not 0 < args.load <= 4:
         raise StreamrecError(f"--load {args.load} must be above 0 and at most 4: a share of the engine's capacity "
@@ -262,6 +273,7 @@ def pipeline_main(args: argparse.Namespace) -> int:
              "parallel_calls": engine.parallel_calls, "threads_per_call": call_threads(config.engine) or None,
              "max_batch": max_batch, "hop_frames": config.pipeline.hop_frames, "fps": args.fps,
              "sources": list(plan.stream_sources(1)) + (["..."] if len(plan.sources) > 1 else []),
+             "camera_spread_s": round(plan.camera_spread_s, 4),
              "duration_s": plan.duration_s, "p99_bound_ms": plan.p99_bound_ms, "load": args.load,
              "load_reference": first, "persons": args.persons,
              "detector": config.detection.detector if config.detection is not None else None}
