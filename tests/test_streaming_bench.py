@@ -1,5 +1,5 @@
-"""``python -m streamrec.bench.streaming``: the table, the JSON and the BENCHMARKS.md section, on a
-short run of the tiny model."""
+"""``run_stream.py bench streaming`` (and ``python -m streamrec.bench.streaming``): the table, the JSON
+and the BENCHMARKS.md section, on a short run of the tiny model."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from conftest import run_cli
 from streamrec.bench.streaming import main
 
 
@@ -59,3 +60,16 @@ def test_a_distilled_rows_command_repeats_the_flags_that_made_it():
     assert _distill_flags({"targets": "labels", "target_hops": 1}) == " --targets labels"
     assert _distill_flags({"target_hops": 2}) == " --target-hops 2"  # a record from before --targets
     assert _distill_flags({"targets": "teacher", "target_hops": 1, "average_units": 2}) == " --average-units 2"
+
+
+def test_bench_streaming_is_a_bench_command_and_records_itself_as_typed(tmp_path):
+    result = run_cli("bench", "streaming", "--config", "slowfast_tiny", "--hops", "8", "--batches", "1", "--iters", "1",
+                     "--videos", "0", "--json", str(tmp_path / "s.json"), timeout=300)
+    assert result.returncode == 0, result.stderr
+    document = json.loads((tmp_path / "s.json").read_text())
+    assert document["command"].startswith("python run_stream.py bench streaming --config slowfast_tiny --hops 8")
+    assert [row["form"] for row in document["results"]["slowfast_tiny"]["cost"]] == ["delayed-exact", "causal"]
+    assert "speed-up" in result.stdout
+    bad = run_cli("bench", "streaming", "--distilled", "slowfast_tiny", timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --distilled takes CONFIG=CHECKPOINT, e.g. slowfast_tiny=runs/causal_tiny/model.pt"]

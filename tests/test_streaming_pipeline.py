@@ -358,4 +358,4 @@ def test_bench_engine_points_a_streaming_config_elsewhere_in_one_line():
     result = run_cli("bench", "engine", "--config", CONFIG, "--backend", "onnxruntime", "--batch", "1", timeout=60)
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: bench engine times whole-clip engines") and "streamrec.bench.streaming" in last
+    assert last.startswith("error: bench engine times whole-clip engines") and "is `bench streaming`" in last

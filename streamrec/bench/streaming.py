@@ -1,7 +1,8 @@
 """What a hop costs, clip model against its streaming form, and what the streaming form changes
 (issue 21)::
 
-    python -m streamrec.bench.streaming --markdown BENCHMARKS.md --json streaming.json
+    python run_stream.py bench streaming --markdown BENCHMARKS.md --json streaming.json
+    python -m streamrec.bench.streaming --markdown BENCHMARKS.md --json streaming.json   # the same
 
 **Cost**, per config, hop and streaming form (delayed-exact and causal): GFLOPs of one hop
 (counted as `streamrec.bench.flops` counts: the clip model runs a whole clip every hop; a
@@ -361,8 +362,9 @@ def run(args: argparse.Namespace) -> dict:
     from streamrec.redaction import redact
 
     torch.set_num_threads(args.threads)
-    document = start_document("streaming", ",".join(args.config), args.argv)
-    document["command"] = redact("python -m streamrec.bench.streaming " + shlex.join(args.argv))
+    document = start_document("streaming", ",".join(args.config))  # as `run_stream.py bench streaming` was typed
+    if getattr(args, "module_command", None):  # as `python -m streamrec.bench.streaming` was
+        document["command"] = redact(args.module_command)
     sampler = ResourceSampler().start()
     results = {}
     with tempfile.TemporaryDirectory(prefix="streamrec-streaming-") as scratch:
@@ -453,7 +455,7 @@ def markdown_body(document: dict) -> str:
              "cost nothing). "
              f"{document['counting']}, per clip. A clip model runs a whole clip every hop, so its cost per hop is "
              "the same at every hop. "
-             "Written by `python -m streamrec.bench.streaming --markdown BENCHMARKS.md`."]
+             "Written by `python run_stream.py bench streaming --markdown BENCHMARKS.md`."]
     for name, entry in document["results"].items():
         parts += ["", f"### {name} ({entry['checkpoint']})", "", table(entry["cost"], _cost_columns(), markdown=True)]
         parts += [f"\nHop {row['hop']}: {row['note']}" for row in entry["cost"] if "note" in row]
@@ -462,10 +464,8 @@ def markdown_body(document: dict) -> str:
     return "\n".join(parts)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    from streamrec.bench.engine import parse_counts
-
-    parser = argparse.ArgumentParser(prog="python -m streamrec.bench.streaming", description=__doc__.split("\n\n")[0])
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The flags, for ``run_stream.py bench streaming`` and ``python -m streamrec.bench.streaming`` alike."""
     parser.add_argument("--config", action="append", help=f"config(s) to measure (default {', '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--hops", default=",".join(map(str, DEFAULT_HOPS)), help="hops in source frames (default %(default)s)")
     parser.add_argument("--iters", type=int, default=30, help="timed calls of each engine per hop and batch "
@@ -482,7 +482,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "form beside the others (repeatable)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--markdown", type=Path, help="replace this benchmark's section of this file (BENCHMARKS.md)")
-    args = parser.parse_args(argv)
+
+
+def checked(args: argparse.Namespace) -> argparse.Namespace:
+    """The parsed flags as `run` takes them: lists parsed, ``--distilled`` grouped by config, ranges checked."""
+    from streamrec.bench.engine import parse_counts
+
     args.config = args.config or list(DEFAULT_CONFIGS)
     args.hops = parse_counts(args.hops, "--hops")
     args.batches = parse_counts(args.batches, "--batches")
@@ -495,23 +500,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.distilled = distilled
     if args.iters < 1 or args.threads < 1 or args.videos < 0 or args.minutes <= 0:
         raise StreamrecError("--iters and --threads must be >= 1, --videos >= 0 and --minutes > 0")
-    args.argv = argv
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m streamrec.bench.streaming", description=__doc__.split("\n\n")[0])
+    configure(parser)
+    args = checked(parser.parse_args(argv))
+    args.module_command = "python -m streamrec.bench.streaming " + shlex.join(argv)
+    return args
+
+
+def write(document: dict, args: argparse.Namespace) -> None:
+    """The files ``--json`` and ``--markdown`` ask for."""
     from streamrec.bench.report import markdown_section, section_key, update_markdown, write_json
 
+    if args.json:
+        write_json(document, args.json)
+    if args.markdown:
+        title = "streaming: per-hop cost and accuracy, clip model vs its streaming forms (issue 21)"
+        update_markdown(args.markdown, section_key(document, "cpu"),
+                        markdown_section(document, title, markdown_body(document)))
+
+
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        document = run(args)
-        if args.json:
-            write_json(document, args.json)
-        if args.markdown:
-            title = "streaming: per-hop cost and accuracy, clip model vs its streaming forms (issue 21)"
-            update_markdown(args.markdown, section_key(document, "cpu"),
-                            markdown_section(document, title, markdown_body(document)))
+        write(run(args), args)
     except StreamrecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

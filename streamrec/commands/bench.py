@@ -1,4 +1,5 @@
-"""``run_stream.py bench engine|pipeline|compare``: the figures users compare recognisers by.
+"""``run_stream.py bench engine|pipeline|compare|streaming|sinks|reliability``: the figures users compare
+recognisers by.
 
 Every benchmark prints a table, and on request writes the same figures as JSON (``--json``),
 a plot (``--plot``) and a section of BENCHMARKS.md (``--markdown``); see `streamrec.bench`.
@@ -111,6 +112,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         sinks.add_argument(flag, metavar="FILE" if flag != "--label" else None, help=help_text)
     sinks.set_defaults(plot=None)
 
+    streaming = kinds.add_parser("streaming", help="what a hop costs, clip model against its streaming forms "
+                                                   "(GFLOPs, hops/s, state), and what the forms change (accuracy, delay)")
+    from streamrec.bench import streaming as bench_streaming
+
+    bench_streaming.configure(streaming)
+
     reliability = kinds.add_parser("reliability", help="network and camera faults injected into a live RTSP stream, "
                                                        "and bad inputs, against the real command line")
     reliability.add_argument("--skip-faults", action="store_true",
@@ -141,8 +148,15 @@ def _require_psutil() -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    return {"engine": engine_main, "pipeline": pipeline_main, "compare": compare_main,
+    return {"engine": engine_main, "pipeline": pipeline_main, "compare": compare_main, "streaming": streaming_main,
             "sinks": sinks_main, "reliability": reliability_main}[args.benchmark](args)
+
+
+def streaming_main(args: argparse.Namespace) -> int:
+    from streamrec.bench import streaming as bench
+
+    bench.write(bench.run(bench.checked(args)), args)
+    return 0
 
 
 def publish(document: dict, args: argparse.Namespace, text: str, markdown_body: str, device: str, plot) -> None:
@@ -175,8 +189,7 @@ def engine_main(args: argparse.Namespace) -> int:
     config = config_from_flags(args)
     if config.streaming is not None:
         raise StreamrecError("bench engine times whole-clip engines; a streaming config's cost per hop, against its "
-                             "clip model's, is `python -m streamrec.bench.streaming`, and its streams served is "
-                             "`bench pipeline`")
+                             "clip model's, is `bench streaming`, and its streams served is `bench pipeline`")
     plan = bench.EngineBenchPlan(
         backends=bench.parse_names(args.backend, bench.BACKENDS, "--backend"),
         precisions=bench.parse_names(args.precision or config.engine.precision, bench.PRECISIONS, "--precision"),
