@@ -42,6 +42,17 @@ class PipelineCollector:
                     latency.add_metric([stream_id, quantile], figure)
         yield state
         yield latency
+        streaming = {stream_id: figures for stream_id, figures in stats.items() if figures.state_restarts is not None}
+        if streaming:  # a streaming config's model state (docs/streaming.md)
+            restarts = CounterMetricFamily("streamrec_state_restarts", "Times the streaming model's state started "
+                                           "again from zeros after the stream's first view", labels=["stream"])
+            warming = GaugeMetricFamily("streamrec_warming_up", "1 while the streaming model's state holds less than "
+                                        "its warm-up (the stream publishes nothing)", labels=["stream"])
+            for stream_id, figures in streaming.items():
+                restarts.add_metric([stream_id], figures.state_restarts)
+                warming.add_metric([stream_id], float(figures.warming_up))
+            yield restarts
+            yield warming
         yield CounterMetricFamily("streamrec_events", "Events published", value=self.pipeline.bus.seq)
 
 

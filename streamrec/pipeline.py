@@ -74,6 +74,11 @@ class StreamStats:
     latency_ms_p50: float | None  # capture of a clip's newest frame to its results, recent hops
     latency_ms_p99: float | None
     error: str | None  # why the stream failed: it could never be opened, or its capture stopped on an error
+    # Streaming configs only (None otherwise): times the model's state started again from zeros after
+    # the stream's first view (a gap, a reopen, a hop lost, a failed call), each costing a warm-up;
+    # and whether it is in one now (its views publish nothing until the state holds warmup_units).
+    state_restarts: int | None = None
+    warming_up: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,7 @@ class StreamRuntime:
     # since it was zeroed; written by the engine call of the stream's one view in flight.
     carried: np.ndarray | None = None
     units_carried: int = 0
+    state_starts: int = 0  # times the state started from zeros, the first view's included
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     status_frames: int = 0  # frames captured at the previous status event, for fps_in
     status_time: float = field(default_factory=time.monotonic)
@@ -290,6 +296,8 @@ class Pipeline:
                 runtime.carried, runtime.units_carried = None, 0
             if runtime.carried is not None:
                 state[row] = runtime.carried
+            elif runtime.units_carried == 0:
+                runtime.state_starts += 1
         try:
             logits, new_state = self.engine.step({**batch.inputs, "state": state})
         except BaseException:
@@ -534,6 +542,8 @@ class Pipeline:
             latency_ms_p50=float(np.percentile(recent, 50)) if recent is not None else None,
             latency_ms_p99=float(np.percentile(recent, 99)) if recent is not None else None,
             error=runtime.open_error or runtime.failure,
+            **({"state_restarts": max(0, runtime.state_starts - 1),
+                "warming_up": runtime.units_carried < self.streaming.warmup_units} if self.streaming else {}),
         )
 
     def _emit_status(self, runtime: StreamRuntime, detail: str) -> None:
@@ -548,6 +558,8 @@ class Pipeline:
             hops_served=stats.hops_served, hops_skipped=stats.hops_skipped,
             latency_ms_p50=round(stats.latency_ms_p50, 1) if stats.latency_ms_p50 is not None else None,
             latency_ms_p99=round(stats.latency_ms_p99, 1) if stats.latency_ms_p99 is not None else None,
+            **({"state_restarts": stats.state_restarts, "warming_up": stats.warming_up}
+               if stats.state_restarts is not None else {}),
         )
 
     # ------------------------------------------------------------------ shutdown

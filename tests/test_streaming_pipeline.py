@@ -159,6 +159,39 @@ def test_the_state_starts_again_after_a_gap(long_video, monkeypatch):
     assert after.view.clip_start >= 120 / FPS + 5.0 - 1e-6  # its window lies wholly after the gap
     lost = [e for e in events if e["type"] == "action_end" and e["reason"] == "stream_lost"]
     assert lost and all(e["clip_end"] <= 119 / FPS + 1e-3 for e in lost)
+    statuses = [e for e in events if e["type"] == "status"]  # the state's restarts and warm-up, as users see them
+    assert (statuses[0]["state_restarts"], statuses[0]["warming_up"]) == (0, True)  # opened: nothing carried yet
+    assert (statuses[-1]["state_restarts"], statuses[-1]["warming_up"]) == (1, False)  # the gap: one restart
+
+
+def test_the_state_s_restarts_and_warm_up_are_metrics_of_a_streaming_stream_only():
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CollectorRegistry
+
+    from streamrec.metrics import PipelineCollector
+    from streamrec.pipeline import StreamStats
+
+    figures = dict(source="synthetic", state="live", source_fps=30.0, offline=False, frames_captured=9,
+                   frames_dropped=0, last_frame_time=0.0, hops_due=1, hops_served=1, hops_skipped=0,
+                   latency_ms_p50=None, latency_ms_p99=None, error=None)
+
+    class Running:  # what the collector reads of a pipeline
+        bus = type("Bus", (), {"seq": 3})()
+
+        def __init__(self, streaming: bool):
+            extra = {"state_restarts": 2, "warming_up": True} if streaming else {}
+            self.figures = {"cam0": StreamStats(stream="cam0", **figures, **extra)}
+
+        def stats(self):
+            return self.figures
+
+    for streaming in (True, False):
+        registry = CollectorRegistry()
+        registry.register(PipelineCollector(Running(streaming)))
+        text = generate_latest(registry).decode()
+        assert 'streamrec_hops_served_total{stream="cam0"} 1.0' in text
+        assert ('streamrec_state_restarts_total{stream="cam0"} 2.0' in text) is streaming
+        assert ('streamrec_warming_up{stream="cam0"} 1.0' in text) is streaming
 
 
 def test_views_are_the_hops_new_frames_on_the_unit_grid_at_any_frame_rate():
