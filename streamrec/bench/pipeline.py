@@ -287,6 +287,7 @@ def _stream_figures(stats: StreamStats, clock: CaptureClock, end: float, latenci
         "hops_served": stats.hops_served,
         "hops_skipped": stats.hops_skipped,
         "hops_missed": max(0, stats.hops_due - stats.hops_served - 1),  # one hop may still be in flight at the stop
+        "state_restarts": stats.state_restarts,  # a streaming config's model state started again (None: clip config)
         **latency_summary(np.array(latencies_ms) / 1000.0),
         "error": stats.error,
     }
