@@ -27,13 +27,16 @@ FAULT_REPORT: list[str] = []  # printed at the end of the test session (conftest
 EAGER = ["postprocess.enter_threshold=0.1", "postprocess.exit_threshold=0.1", "postprocess.background_labels=[]"]
 
 
-def test_every_fault_is_survived_and_no_event_is_lost(tmp_path):
+@pytest.mark.parametrize("config", ["slowfast_tiny", "slowfast_tiny_causal"])
+def test_every_fault_is_survived_and_no_event_is_lost(tmp_path, config):
     """The proxy freezes, drops, throttles and delays the camera's TCP stream; the camera is frozen
     (SIGSTOP) and restarted. The one pipeline serving it comes back after each, loses no event,
-    never cuts a clip across an outage, and reports a frozen camera stalled once, then reopens it."""
+    never cuts a clip across an outage (a streaming model's window never spans one: its state
+    starts again), and reports a frozen camera stalled once, then reopens it."""
     if not rtsp_server_available():
         pytest.skip("GStreamer RTSP server not installed")  # CI installs it (STREAMREC_REQUIRE_RTSP)
-    run = reliability.run_faults(workdir=tmp_path, progress=FAULT_REPORT.append)
+    FAULT_REPORT.append(f"config {config}:")
+    run = reliability.run_faults(workdir=tmp_path, progress=FAULT_REPORT.append, config=config)
     for result in run.results:
         FAULT_REPORT.append(f"{result.name}: {'survived' if result.survived else 'NOT survived'}, back after "
                             f"{result.back_after_s} s, states {result.states}")
@@ -55,6 +58,10 @@ def test_every_fault_is_survived_and_no_event_is_lost(tmp_path):
     assert "reconnecting" in by_name["drop"].states and "reconnecting" in by_name["camera restart"].states
     assert "stalled" not in by_name["delay"].states  # 0.3 s late is not an outage
     assert run.end_reasons.get("stream_lost", 0) >= 1  # actions open at an outage ended there
+    reopened = sum("reconnecting" in r.states for r in run.results)
+    assert reopened >= 4  # freeze, drop, camera frozen, camera restart
+    # a streaming model starts its state again at least once for every reopen; a clip model carries none
+    assert (run.state_restarts >= reopened) if config == "slowfast_tiny_causal" else run.state_restarts is None
 
 
 def jumping_video(path, frames_before: int, jump_s: float, frames_after: int, fps: int = 30):

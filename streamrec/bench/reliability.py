@@ -103,6 +103,7 @@ class FaultRun:
     end_reasons: dict[str, int]
     returncode: int
     traceback: bool
+    state_restarts: int | None = None  # a streaming config's model state started again (the last status says)
 
     @property
     def events_lost(self) -> int:
@@ -153,8 +154,9 @@ class Subscriber(threading.Thread):
 
 
 def run_faults(faults: tuple[Fault, ...] = FAULTS, workdir: Path | None = None,
-               progress: Callable[[str], None] = lambda line: None) -> FaultRun:
-    """Inject ``faults`` one after another into one running pipeline; see the module docstring."""
+               progress: Callable[[str], None] = lambda line: None, config: str = "slowfast_tiny") -> FaultRun:
+    """Inject ``faults`` one after another into one running pipeline of ``config`` (a streaming
+    config's model starts its state again after each outage); see the module docstring."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="streamrec-reliability-"))
     log_path, publish = workdir / "events.jsonl", f"tcp://127.0.0.1:{free_port()}"
     server = RtspServer(free_port()).start()
@@ -164,7 +166,8 @@ def run_faults(faults: tuple[Fault, ...] = FAULTS, workdir: Path | None = None,
     subscriber.start()
     env = {**os.environ, "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [*CLI, "run", "--source", f"cam={server.url(port=proxy.port)}",
+        [*CLI, "run", "--config", str(Path(config).resolve()) if Path(config).suffix in (".yaml", ".yml") else config,
+         "--source", f"cam={server.url(port=proxy.port)}",
          "--publish", publish, "--wait-subscriber", "30",  # no event lost to ZeroMQ's slow joiner
          "--predictions", "--quiet", "--event-log", str(log_path), *RUN_SETTINGS],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -250,8 +253,10 @@ def _summary(results: list[FaultResult], events: list[dict], received: list[dict
     clip_s = _clip_seconds()
     spanning = sum(1 for e in _predictions(events) if e["clip_end"] - e["clip_start"] > clip_s + 0.5)
     missed = [e["type"] for e in events if e["seq"] not in got]
+    statuses = [e for e in events if e["type"] == "status"]
     return FaultRun(results, len(events), gaps, len(missed), missed, sum(max(0, n) for n in open_actions.values()),
-                    spanning, reasons, returncode, "Traceback" in stderr)
+                    spanning, reasons, returncode, "Traceback" in stderr,
+                    statuses[-1].get("state_restarts") if statuses else None)
 
 
 def _clip_seconds() -> float:
@@ -345,6 +350,8 @@ def summary_text(document: dict, markdown: bool = False) -> str:
                   f"{run['not_received']} not received by the loopback subscriber, {run['actions_never_ended']} "
                   f"actions never ended); clips spanning an outage: {run['clips_spanning_an_outage']}; action ends by "
                   f"reason: {', '.join(f'{k} {v}' for k, v in sorted(run['end_reasons'].items())) or 'none'}; "
+                  + (f"the streaming model's state started again {run['state_restarts']} times; "
+                     if run.get("state_restarts") is not None else "") +
                   f"the pipeline exited {run['returncode']}{' with a TRACEBACK' if run['traceback'] else ''}.", ""]
     bad = document["bad_inputs"]
     lines += [table(bad, BAD_INPUT_COLUMNS, markdown), "",

@@ -122,6 +122,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                        "and bad inputs, against the real command line")
     reliability.add_argument("--skip-faults", action="store_true",
                              help="only try the bad inputs (the faults need GStreamer's RTSP server)")
+    reliability.add_argument("--config", default="slowfast_tiny",
+                             help="the config the faulted camera is served with, a streaming one too "
+                                  "(default %(default)s)")
     for flag, help_text in (("--json", "write every figure and the machine description here"),
                             ("--markdown", "replace (or add) this run's section in a Markdown file, e.g. BENCHMARKS.md"),
                             ("--label", "names this run's Markdown section, to keep several of one benchmark")):
@@ -374,6 +377,7 @@ def sinks_main(args: argparse.Namespace) -> int:
 
 def reliability_main(args: argparse.Namespace) -> int:
     from streamrec.bench import reliability as bench
+    from streamrec.config import load_config
     from streamrec.bench.faults import rtsp_server_available
     from streamrec.bench.machine import ResourceSampler
     from streamrec.bench.report import finish_document, start_document
@@ -381,8 +385,9 @@ def reliability_main(args: argparse.Namespace) -> int:
     if not args.skip_faults and not rtsp_server_available():
         raise StreamrecError("the faults need GStreamer's RTSP server: apt install gir1.2-gst-rtsp-server-1.0 "
                              "python3-gi gstreamer1.0-plugins-ugly gstreamer1.0-plugins-good (or pass --skip-faults)")
-    document, sampler = start_document("reliability", "slowfast_tiny"), ResourceSampler().start()
-    faults = None if args.skip_faults else bench.run_faults(progress=log.info)
+    config = load_config(args.config)  # a bad name is one line here, not a failed run later
+    document, sampler = start_document("reliability", config.name), ResourceSampler().start()
+    faults = None if args.skip_faults else bench.run_faults(progress=log.info, config=args.config)
     bad = bench.try_bad_inputs()
     finish_document(document, sampler, **bench.as_document(faults, bad))
     publish(document, args, bench.summary_text(document), bench.summary_text(document, markdown=True), "loopback",
