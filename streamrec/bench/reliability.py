@@ -165,9 +165,9 @@ def run_faults(faults: tuple[Fault, ...] = FAULTS, workdir: Path | None = None,
     subscriber = Subscriber(publish)
     subscriber.start()
     env = {**os.environ, "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp", "PYTHONUNBUFFERED": "1"}
+    named = str(Path(config).resolve()) if Path(config).suffix in (".yaml", ".yml") else config  # the run's cwd is workdir
     process = subprocess.Popen(
-        [*CLI, "run", "--config", str(Path(config).resolve()) if Path(config).suffix in (".yaml", ".yml") else config,
-         "--source", f"cam={server.url(port=proxy.port)}",
+        [*CLI, "run", "--config", named, "--source", f"cam={server.url(port=proxy.port)}",
          "--publish", publish, "--wait-subscriber", "30",  # no event lost to ZeroMQ's slow joiner
          "--predictions", "--quiet", "--event-log", str(log_path), *RUN_SETTINGS],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -24,6 +24,7 @@ log = logging.getLogger("streamrec.bench")
 def configure(parser: argparse.ArgumentParser) -> None:
     _require_psutil()
     from streamrec.bench import engine as bench_engine
+    from streamrec.bench import streaming as bench_streaming
 
     kinds = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     engine = kinds.add_parser("engine", help="one engine alone: latency, clips/s, memory, FLOPs per backend, precision "
@@ -114,8 +115,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     streaming = kinds.add_parser("streaming", help="what a hop costs, clip model against its streaming forms "
                                                    "(GFLOPs, hops/s, state), and what the forms change (accuracy, delay)")
-    from streamrec.bench import streaming as bench_streaming
-
     bench_streaming.configure(streaming)
 
     reliability = kinds.add_parser("reliability", help="network and camera faults injected into a live RTSP stream, "
@@ -377,10 +376,10 @@ def sinks_main(args: argparse.Namespace) -> int:
 
 def reliability_main(args: argparse.Namespace) -> int:
     from streamrec.bench import reliability as bench
-    from streamrec.config import load_config
     from streamrec.bench.faults import rtsp_server_available
     from streamrec.bench.machine import ResourceSampler
     from streamrec.bench.report import finish_document, start_document
+    from streamrec.config import load_config
 
     if not args.skip_faults and not rtsp_server_available():
         raise StreamrecError("the faults need GStreamer's RTSP server: apt install gir1.2-gst-rtsp-server-1.0 "
