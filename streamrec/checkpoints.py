@@ -33,6 +33,7 @@ right shape, or the error lists what is missing, unexpected or mis-shaped.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -48,6 +49,7 @@ from streamrec.errors import StreamrecError
 from streamrec.models import UInt8Clips, VideoNetwork, build_model, get_arch
 from streamrec.zoo import ZOO_PREFIX, checkpoint_file, zoo_entry
 
+log = logging.getLogger(__name__)
 FORMAT = "streamrec"
 VERSION = 1
 
@@ -359,9 +361,15 @@ def load_model(config: Config) -> nn.Module:
 
 def _check_streaming_weights(config: Config, checkpoint: Checkpoint) -> None:
     """Weights distilled for a streaming form (``train --stream-from`` records it) run only in that
-    form: the causal form's kernels sit on the past side, and a shorter average is trained for."""
+    form: the causal form's kernels sit on the past side, and a shorter average is trained for.
+    A clip model's weights run in the causal form compute another function: said, not refused
+    (the undistilled causal form is a baseline the benchmarks measure)."""
     made = checkpoint.metadata.get("streaming")
     if not made:
+        if config.streaming is not None and config.streaming.form == "causal":
+            log.warning("checkpoint %s holds a clip model's weights, run in the causal streaming form undistilled: its "
+                        "kernels only see the past, so it answers unlike the clip model (docs/streaming.md); distil "
+                        "it first with `run_stream.py train --stream-from CONFIG --data VIDEOS`", config.checkpoint)
         return
     wanted = (made.get("form"), made.get("average_units"))
     have = None if config.streaming is None else (config.streaming.form, config.streaming.average_units)

@@ -210,3 +210,19 @@ def test_a_distilled_checkpoint_runs_only_in_the_form_it_was_distilled_for(tmp_p
     assert str(err.value).endswith("not to run with streaming.form=causal; set streaming.form=causal and "
                                    "streaming.average_units=2"), err.value
     assert load_model(config.replace(streaming=StreamingConfig(CAUSAL, 2))) is not None
+
+
+def test_a_clip_model_s_weights_run_in_the_causal_form_are_said_to_be_undistilled(caplog, tmp_path):
+    clip_weights = load_config("slowfast_tiny").checkpoint
+    said = lambda: [r.getMessage() for r in caplog.records if "undistilled" in r.getMessage()]  # noqa: E731
+    load_model(load_config("slowfast_tiny_causal"))  # distilled for it: nothing to say
+    load_model(load_config("slowfast_tiny_streaming"))  # the delayed-exact form is the clip model's function
+    assert said() == []
+    config = load_config("slowfast_tiny_causal").replace(checkpoint=clip_weights)
+    load_model(config)
+    (message,) = said()
+    assert "holds a clip model's weights, run in the causal streaming form undistilled" in message
+    assert "run_stream.py train --stream-from" in message
+    caplog.clear()  # distilling from that config: the clip weights load as the clip model they are
+    distill(config, "procedural", tmp_path / "run", steps=1, batch=1, units=6, lr=1e-3, seed=0, held_out=1)
+    assert said() == []

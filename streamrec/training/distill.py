@@ -264,8 +264,9 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
 
     refuse_a_streaming_teacher(config)
     clip = config.clip
-    teacher = load_model(config).eval()
-    student_model = load_model(config).eval()  # its own copy of the weights: the teacher stays as it is
+    clip_model = config.replace(streaming=None)  # the teacher, and the weights the student starts from
+    teacher = load_model(clip_model).eval()
+    student_model = load_model(clip_model).eval()  # its own copy of the weights: the teacher stays as it is
     student = streaming_network(student_model, clip, form=form, units=units, average_units=average_units)
     if units < student.warmup_units + 1:
         raise StreamrecError(f"--units {units} leaves no room to learn from: use at least "
