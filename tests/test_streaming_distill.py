@@ -114,7 +114,7 @@ def test_footage_from_a_recording_cut_off_mid_write_keeps_to_the_frames_that_dec
     sequences = [footage.sequence(rng, 16) for _ in range(12)]  # a stretch from a random start, often past the cut
     assert all(s.shape == (16, 96, 96, 3) for s in sequences)
     (video,) = footage.videos
-    assert video[2] <= decodable
+    assert video.frames <= decodable
     said = [r.getMessage() for r in caplog.records if "stops decoding" in r.getMessage()]
     assert len(said) == 1 and "cut.avi" in said[0] and "header says 240" in said[0]  # once, however often it is cut
 
@@ -123,7 +123,7 @@ def test_footage_from_a_recording_cut_off_mid_write_keeps_to_the_frames_that_dec
     assert _decodable(tmp_path / "dead" / "header_only.avi") == 0
     (tmp_path / "dead" / "notes.mp4").write_bytes(b"not a video")
     dead = FolderFootage(tmp_path / "dead", config.clip)  # the header opens
-    assert [v[0].name for v in dead.videos] == ["header_only.avi"]
+    assert [v.path.name for v in dead.videos] == ["header_only.avi"]
     assert any("left out 1 file(s)" in r.getMessage() and "notes.mp4" in r.getMessage() for r in caplog.records)
     with pytest.raises(StreamrecError, match="no video in .* decodes a frame"):
         dead.sequence(rng, 16)

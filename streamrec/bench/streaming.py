@@ -363,7 +363,7 @@ def run(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     document = start_document("streaming", ",".join(args.config))  # as `run_stream.py bench streaming` was typed
-    if getattr(args, "module_command", None):  # as `python -m streamrec.bench.streaming` was
+    if args.module_command:  # as `python -m streamrec.bench.streaming` was
         document["command"] = redact(args.module_command)
     sampler = ResourceSampler().start()
     results = {}
@@ -482,6 +482,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "form beside the others (repeatable)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--markdown", type=Path, help="replace this benchmark's section of this file (BENCHMARKS.md)")
+    parser.set_defaults(module_command=None)  # set as typed by `python -m streamrec.bench.streaming` (`parse_args`)
 
 
 def checked(args: argparse.Namespace) -> argparse.Namespace:

@@ -113,11 +113,10 @@ def calibration_setup(args: argparse.Namespace) -> tuple[ClipConfig, PipelineCon
 def refuse_streaming_graph(onnx_file: Path) -> None:
     """int8 calibration feeds whole clips, and a streaming graph also takes the state carried between
     calls, which no calibration clip has."""
-    import onnx
-
     from streamrec.backends.inputs import StateSpec
+    from streamrec.backends.onnxruntime_backend import graph_inputs
 
-    if any(i.name == StateSpec.name for i in onnx.load(str(onnx_file), load_external_data=False).graph.input):
+    if any(i.name == StateSpec.name for i in graph_inputs(onnx_file) or []):
         raise StreamrecError(f"{onnx_file} is a streaming graph (it carries state from call to call), and int8 "
                              "calibration runs whole clips: build it at fp32 (or fp16 from an `export --fp16` graph)")
 

@@ -88,6 +88,16 @@ class ProceduralFootage:
         return np.stack([rendered[i] for i in indices]), float(start), scene.segments
 
 
+@dataclass
+class Recording:
+    """One video of a folder: ``frames`` starts at what its header counts and shrinks to what decodes."""
+
+    path: Path
+    fps: float
+    header_frames: int
+    frames: int
+
+
 class FolderFootage:
     """The videos of a folder (searched recursively), a random stretch of one for every sequence.
 
@@ -104,15 +114,14 @@ class FolderFootage:
         if not root.is_dir():
             raise StreamrecError(f"--data {root} is not a folder; give a folder of videos or 'procedural'")
         self.root = root
-        self.videos: list[list] = []  # [path, fps, frames]: frames shrinks to what a damaged file decodes
-        self.cut: set[Path] = set()  # files already said to decode short
+        self.videos: list[Recording] = []
         unreadable = []
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES):
             capture = cv2.VideoCapture(str(path))
             fps, count = capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
             capture.release()
             if fps > 0 and count > 0:
-                self.videos.append([path, fps, count])
+                self.videos.append(Recording(path, fps, count, count))
             else:
                 unreadable.append(path.name)
         if not self.videos:
@@ -131,19 +140,18 @@ class FolderFootage:
         raise StreamrecError(f"no video in {self.root} decodes a frame; check the files play "
                              "(OpenCV/FFmpeg must read them)")
 
-    def _stretch(self, video: list, rng: np.random.Generator, frames: int) -> np.ndarray | None:
+    def _stretch(self, video: Recording, rng: np.random.Generator, frames: int) -> np.ndarray | None:
         """``frames`` frames from a random start in ``video``; None where decoding stopped short
         of them (the video is then cut to the frames before, or left out if none decode)."""
         import cv2
 
         from streamrec.transforms import fit_clip_frame
 
-        path, fps, count = video
-        times = np.arange(count) / fps
+        times = np.arange(video.frames) / video.fps
         span = frames / self.clip.train_fps
         start = rng.uniform(0.0, max(0.0, times[-1] - span))
         indices = frames_by_time(times, start + np.arange(frames) / self.clip.train_fps)
-        capture = cv2.VideoCapture(str(path))
+        capture = cv2.VideoCapture(str(video.path))
         capture.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
         decoded, position, frame = {}, int(indices[0]), None
         try:
@@ -160,17 +168,15 @@ class FolderFootage:
             capture.release()
         return np.stack([decoded[i] for i in indices])
 
-    def _cut(self, video: list, decodable: int) -> None:
-        path, _, count = video
+    def _cut(self, video: Recording, decodable: int) -> None:
         if decodable == 0:
             self.videos.remove(video)
-            log.warning("%s decodes no frame; left out of training", path)
+            log.warning("%s decodes no frame; left out of training", video.path)
             return
-        video[2] = decodable
-        if path not in self.cut:  # once a file: a later draw may find it stops sooner still
-            self.cut.add(path)
+        if video.frames == video.header_frames:  # said once a file: a later draw may find it stops sooner still
             log.warning("%s stops decoding by frame %d (its header says %d); training uses the frames before that",
-                        path, decodable, count)
+                        video.path, decodable, video.header_frames)
+        video.frames = decodable
 
 
 def footage(data: str, clip: ClipConfig) -> Footage:
