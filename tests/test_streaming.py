@@ -302,23 +302,27 @@ def test_a_stem_carries_its_taps_products_and_gives_the_window_s_outputs(form, m
         assert relative(logits[call], expected[call]) <= 1e-5, call
 
 
-@pytest.mark.parametrize("units", [1, 2])
-def test_a_narrowing_block_over_one_step_a_unit_carries_partial_sums_in_the_causal_form(monkeypatch, units):
-    """`TapSums.smaller`: the tiny model's causal Slow blocks (one step a unit, k=3, 128 channels
-    in, 32 out) carry the partial sums of their next 2 outputs, 32 channels, not 2 steps of 128
-    inputs, and every call's logits are the plain windows', one unit a call and two. The
-    delayed-exact form keeps its windows: each block's shortcut reads its delayed input from the
-    first convolution's buffer of past inputs."""
+@pytest.mark.parametrize("form, units", [(CAUSAL, 1), (CAUSAL, 2), ("delayed_exact", 1), ("delayed_exact", 2)])
+def test_a_narrowing_block_over_one_step_a_unit_carries_partial_sums(monkeypatch, form, units):
+    """`TapSums.smaller`: the tiny model's Slow blocks (one step a unit, k=3, 128 channels in, 32
+    out) carry the partial sums of their next 2 outputs, 32 channels, not 2 steps of 128 inputs,
+    and every call's logits are the plain windows', one unit a call and two. In the delayed-exact
+    form the shortcut must then be delayed on its own (its strided output, 128 channels at a
+    quarter of the positions, one step): still fewer values than the inputs it shared."""
     config = load_config("slowfast_tiny")
     model = load_model(config)
-    network = streaming_network(model, config.clip, form=CAUSAL, units=units)
-    delayed = streaming_network(model, config.clip)
+    network = streaming_network(model, config.clip, form=form, units=units)
     monkeypatch.setattr(TapSums, "smaller", staticmethod(lambda window, conv: False))
-    windows = streaming_network(model, config.clip, form=CAUSAL, units=units)
+    windows = streaming_network(model, config.clip, form=form, units=units)
     entries = {e.name: e.shape for e in network.layout.entries}
+    window_entries = {e.name: e.shape for e in windows.layout.entries}
     assert entries["s4.pathway0_res0.branch2.a.sums"] == (32, 2, 12, 12)
-    assert {e.name: e.shape for e in windows.layout.entries}["s4.pathway0_res0.branch2.a"] == (128, 2, 12, 12)
-    assert not any(".branch2.a.sums" in e.name for e in delayed.layout.entries)
+    assert window_entries["s4.pathway0_res0.branch2.a"] == (128, 2, 12, 12)
+    if form == "delayed_exact":  # with windows the shortcut read its delayed input from the window's buffer
+        assert entries["s4.pathway0_res0.join.delay0"] == (128, 1, 6, 6)
+        assert not any(".join.delay" in name and "pathway0" in name for name in window_entries)
+    else:
+        assert not any(".join.delay" in name for name in entries)
     assert not any("pathway1" in name and ".branch2.a.sums" in name for name in entries)  # Fast: 4 steps a unit
     assert network.layout.size < windows.layout.size
     assert_same_logits_every_call(network, windows, config, seed=6)

@@ -132,6 +132,7 @@ class StreamContext:
         self.outputs: list[torch.Tensor] = []
         self.trace = trace  # name -> per-step features this call, for tests (None: not recorded)
         self.joins: dict[str, torch.Tensor] = {}  # buffer name -> carried and new steps, for windows sharing it
+        self.masks: dict[Timing, torch.Tensor] = {}  # `after_reset`'s, built once a call for each timing
         self._next = 0
 
     def take(self, name: str, like: torch.Tensor, steps: int) -> torch.Tensor:
@@ -159,12 +160,17 @@ class StreamContext:
     def after_reset(self, x: torch.Tensor, timing: Timing) -> torch.Tensor:
         """``x``, the new steps of a stream at ``timing``, with those from before the reset zeroed
         (they stand for the clip model's zero padding). A stream with no lag has none, and no
-        ops are spent on it (every window of the causal form)."""
+        ops are spent on it (every window of the causal form); streams at one timing share a mask."""
         if timing.lag <= 0:
             return x
-        steps = self.steps(timing)
-        index = self.counter * timing.rate - timing.lag + torch.arange(steps, dtype=x.dtype, device=x.device)
-        return x * (index >= 0).to(x.dtype).view(-1, 1, steps, 1, 1)
+        if timing not in self.masks:
+            steps = self.steps(timing)
+            # each new step's index since the reset, plus one: a whole number, 1 or more from the
+            # reset on, so clamping to [0, 1] is the mask in three ops
+            first = torch.arange(1 - timing.lag, 1 - timing.lag + steps, dtype=x.dtype, device=x.device)
+            counter = self.counter.view(-1, 1, 1, 1, 1)
+            self.masks[timing] = (counter * timing.rate + first.view(1, 1, steps, 1, 1)).clamp(0, 1)
+        return x * self.masks[timing]
 
     def record(self, name: str, tensors: Sequence[torch.Tensor], timings: Sequence[Timing]) -> None:
         if self.trace is not None:
@@ -453,16 +459,30 @@ class StreamBlock:
         self.shortcut = conv_window(f"{name}.branch1", block.branch1, timing, form) if block.branch1 else None
         after_shortcut = self.shortcut.timing if self.shortcut else timing
         # A shortcut that is pointwise in time can read its delayed input from the first window's
-        # own buffer, which already holds the steps it needs: no second copy in the state.
+        # own buffer, which already holds the steps it needs: no second copy in the state. Unless
+        # the window's partial sums and the shortcut's own delay are fewer values still.
         lag = after_b.lag - after_shortcut.lag
-        self.shortcut_from_a = (self.shortcut is None and self.a is not None and self.a.stride == 1
-                                and 0 < lag <= self.a.keep)
+        shareable = (self.shortcut is None and self.a is not None and self.a.stride == 1
+                     and 0 < lag <= self.a.keep)
+        self.shortcut_from_a = shareable and not (TapSums.smaller(self.a, branch.a)
+                                                  and self._sums_carry_less(block, lag))
         if self.shortcut_from_a:
             self.shortcut_lag = lag
             after_shortcut = after_b
         elif TapSums.smaller(self.a, branch.a):  # the window's buffer is nobody else's: carry less
             self.a = TapSums(self.a, branch.a)
         (self.delay_shortcut, self.delay_branch), self.timing = aligned(f"{name}.join", [after_shortcut, after_b])
+
+    def _sums_carry_less(self, block: ResBlock, lag: int) -> bool:
+        """Whether the first window's partial sums plus the shortcut delayed on its own are fewer
+        values than the window's past inputs, which the shortcut would share (counted per input
+        position: a strided shortcut's output has fewer)."""
+        a, shortcut = self.branch.a, block.branch1
+        shared = a.in_channels * self.a.keep
+        sums = a.out_channels * (a.kernel_size[0] - 1)
+        if shortcut is None:
+            return sums + a.in_channels * lag < shared
+        return sums + shortcut.out_channels * lag / (shortcut.stride[1] * shortcut.stride[2]) < shared
 
     def __call__(self, x: torch.Tensor, ctx: StreamContext) -> torch.Tensor:
         block, branch = self.block, self.branch
