@@ -276,9 +276,14 @@ class Delay:
         if self.steps == 0:
             return x
         new = ctx.steps(self.timing)
-        joined = torch.cat([ctx.take(self.name, x, self.steps), x], dim=2)
-        ctx.put(joined[:, :, new:])
-        return joined[:, :, :new]
+        carried = ctx.take(self.name, x, self.steps)
+        # the carried steps, then the new ones, cut where the next call's carry begins: only the
+        # side that straddles the cut is joined (nothing is, when a call's steps are the delay's)
+        if self.steps >= new:
+            ctx.put(torch.cat([last_steps(carried, self.steps - new), x], dim=2) if self.steps > new else x)
+            return steps_of(carried, 0, new)
+        ctx.put(last_steps(x, self.steps))
+        return torch.cat([carried, x[:, :, :new - self.steps]], dim=2)
 
 
 def aligned(name: str, timings: Sequence[Timing]) -> tuple[list[Delay], Timing]:
