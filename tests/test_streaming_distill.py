@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_video
-from streamrec.checkpoints import load_checkpoint, load_model
-from streamrec.config import StreamingConfig, load_config
+from conftest import run_cli, write_video
+from streamrec.checkpoints import checkpoint_config, load_checkpoint, load_model
+from streamrec.config import StreamingConfig, config_from_dict, load_config, streaming_hop_frames
 from streamrec.errors import StreamrecError
 from streamrec.models.streaming import CAUSAL, streaming_network
 from streamrec.cli import main
-from streamrec.training.distill import (FolderFootage, ProceduralFootage, distill, kl_to, label_targets, stream_inputs,
-                                       teacher_targets)
+from streamrec.training.distill import (FolderFootage, ProceduralFootage, config_that_runs, distill, kl_to,
+                                       label_targets, stream_inputs, teacher_targets)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -210,6 +210,34 @@ def test_a_distilled_checkpoint_runs_only_in_the_form_it_was_distilled_for(tmp_p
     assert str(err.value).endswith("not to run with streaming.form=causal; set streaming.form=causal and "
                                    "streaming.average_units=2"), err.value
     assert load_model(config.replace(streaming=StreamingConfig(CAUSAL, 2))) is not None
+
+
+def test_a_distilled_checkpoint_runs_with_no_other_flag(tmp_path, video_file):
+    """The checkpoint records the teacher's config in the form it was distilled for, so ``run
+    --checkpoint`` alone runs it, streaming, as the command's last line says."""
+    out = tmp_path / "half"
+    trained = run_cli("train", "--stream-from", "slowfast_tiny", "--average-units", "2", "--out", str(out), "--steps",
+                      "1", "--batch-size", "1", "--units", "6", "--threads", "1", timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    assert f"run it with `run_stream.py --checkpoint {out / 'model.pt'}`" in trained.stderr
+    assert checkpoint_config(out / "model.pt").streaming == StreamingConfig(CAUSAL, 2)
+    log = tmp_path / "events.jsonl"
+    result = run_cli("run", "--checkpoint", str(out / "model.pt"), "--source", f"door={video_file}", "--publish",
+                     "none", "--quiet", "--predictions", "--event-log", str(log), "--backend", "onnxruntime",
+                     timeout=120)
+    assert result.returncode == 0, result.stderr
+    predictions = [e for e in map(json.loads, log.read_text().splitlines()) if e["type"] == "prediction"]
+    assert predictions and "warning" not in result.stderr.lower()
+
+
+@pytest.mark.parametrize("pipeline, hop", [({"hop_frames": 8}, 8), ({"hop_frames": 12}, 8), ({"hop_frames": 4}, 8),
+                                           ({"hop_frames": 20}, 16), ({"hop_seconds": 1.0}, 24)])
+def test_the_recorded_config_hops_a_whole_number_of_units(pipeline, hop):
+    config = config_from_dict({**load_config("slowfast_tiny").to_dict(), "pipeline": pipeline,
+                               "streams": [{"id": "door", "source": "door.mp4", "hop_frames": 6}]})
+    recorded = config_that_runs(config, CAUSAL, None, unit_frames=8)
+    assert streaming_hop_frames(recorded) == hop and recorded.streams[0].hop_frames is None
+    assert config_from_dict(recorded.to_dict()) == recorded  # valid, as `checkpoint_config` reads it back
 
 
 def test_a_clip_model_s_weights_run_in_the_causal_form_are_said_to_be_undistilled(caplog, tmp_path):

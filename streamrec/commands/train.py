@@ -174,7 +174,8 @@ def distill_command(args: argparse.Namespace) -> int:
     held = record["held_out"]
     print(f"wrote {out / 'model.pt'} in {record['seconds'] / 60:.1f} min: on {held['sequences']} held-out "
           f"sequences, KL to the clip model {held['before']['kl']} -> {held['after']['kl']}, top-1 agreement "
-          f"{held['before']['agreement']} -> {held['after']['agreement']}", file=sys.stderr)
+          f"{held['before']['agreement']} -> {held['after']['agreement']}; run it with `run_stream.py --checkpoint "
+          f"{out / 'model.pt'}`", file=sys.stderr)
     return 0
 
 

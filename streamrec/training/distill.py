@@ -28,8 +28,9 @@ generator's labels instead (windows labelled as clip training labels them): what
 footage would have bought.
 
 The result is a streamrec checkpoint of the network (its metadata says ``streaming.form:
-causal``) with ``distill.json`` beside it: the losses, and before/after figures on held-out
-sequences (KL to the teacher and top-1 agreement with it).
+causal``) that records the teacher's config in that form (`config_that_runs`), so ``run
+--checkpoint runs/mine/model.pt`` runs it as it is, with ``distill.json`` beside it: the losses,
+and before/after figures on held-out sequences (KL to the teacher and top-1 agreement with it).
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from streamrec.config import ClipConfig, Config, load_config, load_labels
+from streamrec.config import ClipConfig, Config, StreamingConfig, load_config, load_labels, streaming_hop_frames
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
@@ -338,10 +339,24 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
         "held_out": {"sequences": held_out, "before": before.__dict__, "after": after.__dict__},
     }
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "model.pt", student_model, config, metadata={"streaming": {
+    save_checkpoint(out / "model.pt", student_model, config_that_runs(config, form, average_units, student.unit_frames), metadata={"streaming": {
         k: record[k] for k in ("form", "average_units", "targets", "stream_from", "checkpoint", "data", "steps")}})
     (out / "distill.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def config_that_runs(config: Config, form: str, average_units: int | None, unit_frames: int) -> Config:
+    """The teacher's config in the distilled streaming form, which the checkpoint records, so that
+    ``run --checkpoint model.pt`` runs it with no other flag. A hop that is not a whole number of
+    the form's units becomes the most units within it (one at least): it answers no less often."""
+    hop = streaming_hop_frames(config)
+    pipeline, streams = config.pipeline, config.streams
+    if hop % unit_frames:
+        pipeline = replace(pipeline, hop_frames=max(1, hop // unit_frames) * unit_frames, hop_seconds=None)
+    if any(stream.hop_frames for stream in streams):  # a streaming config runs one hop for every stream
+        streams = tuple(replace(stream, hop_frames=None) for stream in streams)
+    return config.replace(streaming=StreamingConfig(form=form, average_units=average_units), pipeline=pipeline,
+                          streams=streams)
 
 
 def refuse_a_streaming_teacher(config: Config) -> None:
