@@ -212,22 +212,53 @@ def test_a_distilled_checkpoint_runs_only_in_the_form_it_was_distilled_for(tmp_p
     assert load_model(config.replace(streaming=StreamingConfig(CAUSAL, 2))) is not None
 
 
-def test_a_distilled_checkpoint_runs_with_no_other_flag(tmp_path, video_file):
-    """The checkpoint records the teacher's config in the form it was distilled for, so ``run
-    --checkpoint`` alone runs it, streaming, as the command's last line says."""
+@pytest.mark.parametrize("run_with", ["--config", "--checkpoint"])
+def test_a_distilled_model_runs_from_its_folder_with_no_other_flag(tmp_path, video_file, run_with):
+    """The run writes the teacher's config in the form it was distilled for as ``config.yaml``, as
+    clip training does, and the checkpoint records it too: either runs it, streaming, as the
+    command's last line says."""
     out = tmp_path / "half"
     trained = run_cli("train", "--stream-from", "slowfast_tiny", "--average-units", "2", "--out", str(out), "--steps",
                       "1", "--batch-size", "1", "--units", "6", "--threads", "1", timeout=300)
     assert trained.returncode == 0, trained.stderr
-    assert f"run it with `run_stream.py --checkpoint {out / 'model.pt'}`" in trained.stderr
+    assert f"run it with `run_stream.py --config {out / 'config.yaml'}`" in trained.stderr
     assert checkpoint_config(out / "model.pt").streaming == StreamingConfig(CAUSAL, 2)
+    written = load_config(out / "config.yaml")
+    assert (written.streaming, written.checkpoint) == (StreamingConfig(CAUSAL, 2), str(out / "model.pt"))
     log = tmp_path / "events.jsonl"
-    result = run_cli("run", "--checkpoint", str(out / "model.pt"), "--source", f"door={video_file}", "--publish",
-                     "none", "--quiet", "--predictions", "--event-log", str(log), "--backend", "onnxruntime",
-                     timeout=120)
+    given = str(out / ("config.yaml" if run_with == "--config" else "model.pt"))
+    result = run_cli("run", run_with, given, "--source", f"door={video_file}", "--publish", "none", "--quiet",
+                     "--predictions", "--event-log", str(log), "--backend", "onnxruntime", timeout=120)
     assert result.returncode == 0, result.stderr
     predictions = [e for e in map(json.loads, log.read_text().splitlines()) if e["type"] == "prediction"]
     assert predictions and "warning" not in result.stderr.lower()
+
+
+def test_a_clip_checkpoint_of_another_format_teaches_with_the_config_it_fits(tmp_path, capsys):
+    """A PySlowFast checkpoint records no config: ``--stream-from CONFIG --checkpoint FILE`` names
+    both, and the file alone is one line saying so; a config without weights is refused, since a
+    randomly initialised teacher teaches nothing."""
+    pyslowfast = tmp_path / "SLOWFAST_TINY.pyth"
+    torch.save({"model_state": load_model(load_config("slowfast_tiny")).network.state_dict()}, pyslowfast)
+    out = tmp_path / "from_pyslowfast"
+    assert main(["train", "--stream-from", "slowfast_tiny", "--checkpoint", str(pyslowfast), "--out", str(out),
+                 "--steps", "1", "--batch-size", "1", "--units", "6", "--threads", "1"]) == 0
+    assert json.loads((out / "distill.json").read_text())["checkpoint"] == str(pyslowfast)
+    capsys.readouterr()
+    for argv, message in [
+        (["--stream-from", str(pyslowfast)], f"checkpoint {pyslowfast} records no config; name the config it fits and "
+                                             f"give the weights with --checkpoint: --stream-from slowfast_r50_8x8 "
+                                             f"--checkpoint {pyslowfast}, for example"),
+        (["--stream-from", "slowfast_r50_8x8"], "config slowfast_r50_8x8 names no checkpoint, so the teacher would be "
+                                                "random weights; give the clip model's weights: --stream-from CONFIG "
+                                                "--checkpoint FILE"),
+        (["--stream-from", str(pyslowfast), "--checkpoint", str(pyslowfast)], "is a checkpoint already; give the "
+                                                                               "weights once"),
+    ]:
+        assert main(["train", *argv, "--out", str(tmp_path / "refused")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.mark.parametrize("pipeline, hop", [({"hop_frames": 8}, 8), ({"hop_frames": 12}, 8), ({"hop_frames": 4}, 8),

@@ -16,7 +16,8 @@ folder data, and ``TRAINING.md`` (the command, seed, timings and held-out figure
 
 ``--stream-from CONFIG|CHECKPOINT`` distils the clip model's streaming form (``--form``) from the
 clip model itself on unlabelled footage (``--data``: a folder of videos, any layout, or the
-procedural generator) and writes ``model.pt`` and ``distill.json``; see
+procedural generator) and writes ``model.pt``, ``config.yaml`` (the clip model's config in the
+streaming form) and ``distill.json``; see
 `streamrec.training.distill` and docs/streaming.md.
 
 ``--person-detector`` trains the tiny person detector of the procedural rooms
@@ -41,7 +42,7 @@ DISTILL_DEFAULTS = {"form": "causal", "steps": 500, "units": 10, "target_hops": 
                     "average_units": None}  # unset in argparse: typed only with --stream-from
 # Options of clip training that distillation does not read: refused with --stream-from, not ignored.
 NOT_WITH_STREAM_FROM = ("config", "epochs", "clips_per_epoch", "train_scenes", "val_scenes", "val_fraction", "workers",
-                        "checkpoint", "new_head", "resume", "set")
+                        "new_head", "resume", "set")
 NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets", "average_units")
 DETECTOR_DEFAULTS = {"steps": 3000, "batch_size": 32, "lr": 3e-3}
 # What the person detector's training reads; every other option is refused with --person-detector.
@@ -72,7 +73,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared CPU, threads that spin-wait for each other "
                              "lose more than they gain; the data loader takes another core)")
-    parser.add_argument("--checkpoint", help="start from these weights (a streamrec checkpoint) to fine-tune")
+    parser.add_argument("--checkpoint", help="start from these weights (a streamrec checkpoint) to fine-tune; with "
+                        "--stream-from CONFIG, the clip model's weights (any format that config loads)")
     parser.add_argument("--new-head", action="store_true",
                         help="with --checkpoint: replace the classifier, for a different set of classes")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -80,8 +82,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. model.dropout=0.2; repeatable")
     streaming = parser.add_argument_group("distilling a streaming model (no labels)")
     streaming.add_argument("--stream-from", metavar="CONFIG|CHECKPOINT",
-                           help="the clip model (a config with its checkpoint, or a streamrec checkpoint) whose "
-                                "streaming form to distil from it on --data (default: procedural footage)")
+                           help="the clip model (a config with its checkpoint or --checkpoint's, or a streamrec "
+                                "checkpoint) whose streaming form to distil from it on --data (default: procedural "
+                                "footage)")
     streaming.add_argument("--form", choices=("causal", "delayed_exact"),
                            help=f"the streaming form to distil (default {DISTILL_DEFAULTS['form']})")
     streaming.add_argument("--steps", type=int, help=f"optimizer steps (default {DISTILL_DEFAULTS['steps']})")
@@ -166,7 +169,7 @@ def distill_command(args: argparse.Namespace) -> int:
         raise StreamrecError("--steps, --batch-size, --units, --target-hops and --threads must be at least 1 and "
                              "--lr above 0")
     torch.set_num_threads(args.threads)
-    config = stream_from(args.stream_from)
+    config = stream_from(args.stream_from, args.checkpoint)
     out = args.out or Path("runs") / f"{config.name}_{form}{'_labels' if targets == 'labels' else ''}"
     record = distill(config, args.data or "procedural", out, steps=steps, batch=args.batch_size, units=units, lr=lr,
                      seed=args.seed, form=form, target_hops=target_hops, targets=targets,
@@ -174,8 +177,8 @@ def distill_command(args: argparse.Namespace) -> int:
     held = record["held_out"]
     print(f"wrote {out / 'model.pt'} in {record['seconds'] / 60:.1f} min: on {held['sequences']} held-out "
           f"sequences, KL to the clip model {held['before']['kl']} -> {held['after']['kl']}, top-1 agreement "
-          f"{held['before']['agreement']} -> {held['after']['agreement']}; run it with `run_stream.py --checkpoint "
-          f"{out / 'model.pt'}`", file=sys.stderr)
+          f"{held['before']['agreement']} -> {held['after']['agreement']}; run it with `run_stream.py --config "
+          f"{out / 'config.yaml'}`", file=sys.stderr)
     return 0
 
 

@@ -28,9 +28,11 @@ generator's labels instead (windows labelled as clip training labels them): what
 footage would have bought.
 
 The result is a streamrec checkpoint of the network (its metadata says ``streaming.form:
-causal``) that records the teacher's config in that form (`config_that_runs`), so ``run
---checkpoint runs/mine/model.pt`` runs it as it is, with ``distill.json`` beside it: the losses,
-and before/after figures on held-out sequences (KL to the teacher and top-1 agreement with it).
+causal``) that records the teacher's config in that form (`config_that_runs`), and that config
+as ``config.yaml`` beside it, as clip training writes one: ``run --config runs/mine/config.yaml``
+(or ``run --checkpoint runs/mine/model.pt``) runs it as it is. ``distill.json`` records the
+losses, and before/after figures on held-out sequences (KL to the teacher and top-1 agreement
+with it).
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import yaml
 
 from streamrec.config import ClipConfig, Config, StreamingConfig, load_config, load_labels, streaming_hop_frames
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pyth", ".pkl")  # what --stream-from reads as weights, not a config
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 
@@ -268,6 +272,7 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
 
     from streamrec.checkpoints import load_model, save_checkpoint
     from streamrec.models.streaming import streaming_network
+    from streamrec.training.tasks import portable
 
     refuse_a_streaming_teacher(config)
     clip = config.clip
@@ -339,8 +344,11 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
         "held_out": {"sequences": held_out, "before": before.__dict__, "after": after.__dict__},
     }
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "model.pt", student_model, config_that_runs(config, form, average_units, student.unit_frames), metadata={"streaming": {
+    runs_as = config_that_runs(config, form, average_units, student.unit_frames).replace(
+        checkpoint=portable(out / "model.pt"))
+    save_checkpoint(out / "model.pt", student_model, runs_as, metadata={"streaming": {
         k: record[k] for k in ("form", "average_units", "targets", "stream_from", "checkpoint", "data", "steps")}})
+    (out / "config.yaml").write_text(yaml.safe_dump(runs_as.to_dict(), sort_keys=False))
     (out / "distill.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
@@ -372,10 +380,30 @@ def refuse_a_streaming_teacher(config: Config) -> None:
                              f"model it was distilled from{origin}")
 
 
-def stream_from(value: str) -> Config:
-    """``--stream-from``: a config (name or YAML), or a streamrec checkpoint that records its config."""
-    if Path(value).suffix in (".pt", ".pth", ".pyth"):
-        from streamrec.checkpoints import checkpoint_config
+def stream_from(value: str, checkpoint: str | None = None) -> Config:
+    """``--stream-from`` (and ``--checkpoint``): a config, by name or YAML, with its checkpoint or
+    the one given; or a streamrec checkpoint, which records its config. Never a teacher without
+    weights: distilling a randomly initialised clip model teaches nothing."""
+    from streamrec.checkpoints import checkpoint_config
+    from streamrec.zoo import ZOO_PREFIX
 
-        return checkpoint_config(value)
-    return load_config(value)
+    if Path(value).suffix in CHECKPOINT_SUFFIXES or value.startswith(ZOO_PREFIX):
+        if checkpoint:
+            raise StreamrecError(f"--stream-from {value} is a checkpoint already; give the weights once: "
+                                 "--stream-from CONFIG --checkpoint FILE, or --stream-from FILE alone")
+        try:
+            return checkpoint_config(value)
+        except StreamrecError as err:
+            if "records no config" not in str(err):
+                raise
+            raise StreamrecError(f"checkpoint {value} records no config; name the config it fits and give the "
+                                 f"weights with --checkpoint: --stream-from slowfast_r50_8x8 --checkpoint {value}, "
+                                 "for example") from None
+    config = load_config(value)
+    if checkpoint:
+        config = config.replace(checkpoint=checkpoint)
+    if not config.checkpoint:
+        raise StreamrecError(f"config {config.name} names no checkpoint, so the teacher would be random weights; give "
+                             "the clip model's weights: --stream-from CONFIG --checkpoint FILE (PySlowFast, "
+                             "PyTorchVideo, torchvision or streamrec)")
+    return config
