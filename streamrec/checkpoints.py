@@ -137,15 +137,17 @@ def save_checkpoint(path: str | Path, network: nn.Module, config: Config, labels
     torch.save(payload, path)
 
 
-def checkpoint_config(path: str | Path) -> Config:
-    """The config a streamrec checkpoint was saved with, or the one a zoo entry names, pointing at that checkpoint."""
+def checkpoint_config(path: str | Path, how_to_name_it: str = "--config slowfast_r50_8x8") -> Config:
+    """The config a streamrec checkpoint was saved with, or the one a zoo entry names, pointing at
+    that checkpoint; for any other, an error whose fix is ``how_to_name_it`` (the command's way of
+    naming the config)."""
     checkpoint = load_checkpoint(path)
     if checkpoint.config is not None:
         return config_from_dict(checkpoint.config, source=str(path)).replace(checkpoint=str(path))
     if str(path).startswith(ZOO_PREFIX):
         return with_zoo_layout(load_config(zoo_entry(str(path)).config).replace(checkpoint=str(path)))
     raise StreamrecError(f"checkpoint {path} is a {checkpoint.origin} checkpoint and records no config; "
-                         "pass the matching config (e.g. --config slowfast_r50_8x8)")
+                         f"pass the matching config (e.g. {how_to_name_it})")
 
 
 # --------------------------------------------------------------------------- reading any format

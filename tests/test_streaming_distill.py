@@ -246,9 +246,9 @@ def test_a_clip_checkpoint_of_another_format_teaches_with_the_config_it_fits(tmp
     assert json.loads((out / "distill.json").read_text())["checkpoint"] == str(pyslowfast)
     capsys.readouterr()
     for argv, message in [
-        (["--stream-from", str(pyslowfast)], f"checkpoint {pyslowfast} records no config; name the config it fits and "
-                                             f"give the weights with --checkpoint: --stream-from slowfast_r50_8x8 "
-                                             f"--checkpoint {pyslowfast}, for example"),
+        (["--stream-from", str(pyslowfast)], f"checkpoint {pyslowfast} is a pyslowfast checkpoint and records no "
+                                             "config; pass the matching config (e.g. --stream-from slowfast_r50_8x8 "
+                                             f"--checkpoint {pyslowfast})"),
         (["--stream-from", "slowfast_r50_8x8"], "config slowfast_r50_8x8 names no checkpoint, so the teacher would be "
                                                 "random weights; give the clip model's weights: --stream-from CONFIG "
                                                 "--checkpoint FILE"),

@@ -391,14 +391,7 @@ def stream_from(value: str, checkpoint: str | None = None) -> Config:
         if checkpoint:
             raise StreamrecError(f"--stream-from {value} is a checkpoint already; give the weights once: "
                                  "--stream-from CONFIG --checkpoint FILE, or --stream-from FILE alone")
-        try:
-            return checkpoint_config(value)
-        except StreamrecError as err:
-            if "records no config" not in str(err):
-                raise
-            raise StreamrecError(f"checkpoint {value} records no config; name the config it fits and give the "
-                                 f"weights with --checkpoint: --stream-from slowfast_r50_8x8 --checkpoint {value}, "
-                                 "for example") from None
+        return checkpoint_config(value, f"--stream-from slowfast_r50_8x8 --checkpoint {value}")
     config = load_config(value)
     if checkpoint:
         config = config.replace(checkpoint=checkpoint)
