@@ -192,6 +192,11 @@ def test_train_stream_from_labels_records_its_targets_and_average(tmp_path):
      "was distilled for the causal streaming form, so it cannot teach as a clip model (--stream-from names the "
      "teacher); name the clip model it was distilled from: --stream-from slowfast_tiny"),
     (["--stream-from", "streamrec/weights/slowfast_tiny_causal/model.pt"], "so it cannot teach as a clip model"),
+    (["--stream-from", "slowfast_tiny", "--device", "gpu"], "--device gpu is not a device: use cpu, cuda, cuda:N or auto"),
+    (["--device", "cpu"], "--device set how a streaming model is distilled; add --stream-from"),
+    pytest.param(["--stream-from", "slowfast_tiny", "--device", "cuda"],
+                 "--device cuda but no CUDA GPU is visible to PyTorch; use --device cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")),
 ])
 def test_bad_arguments_are_one_line(tmp_path, capsys, argv, message):
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
@@ -243,7 +248,8 @@ def test_a_clip_checkpoint_of_another_format_teaches_with_the_config_it_fits(tmp
     out = tmp_path / "from_pyslowfast"
     assert main(["train", "--stream-from", "slowfast_tiny", "--checkpoint", str(pyslowfast), "--out", str(out),
                  "--steps", "1", "--batch-size", "1", "--units", "6", "--threads", "1"]) == 0
-    assert json.loads((out / "distill.json").read_text())["checkpoint"] == str(pyslowfast)
+    record = json.loads((out / "distill.json").read_text())
+    assert (record["checkpoint"], record["device"]) == (str(pyslowfast), "cpu")
     capsys.readouterr()
     for argv, message in [
         (["--stream-from", str(pyslowfast)], f"checkpoint {pyslowfast} is a pyslowfast checkpoint and records no "

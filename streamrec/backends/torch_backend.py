@@ -59,14 +59,19 @@ CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, setting: str = "engine.device=") -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` as a device, or one line naming ``setting`` (how
+    the command took it: a config value, or a flag such as ``--device ``) and the fix."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise StreamrecError("engine.device=cuda but no CUDA GPU is visible to PyTorch; use engine.device=cpu")
-    device = torch.device(requested)
+        raise StreamrecError(f"{setting}{requested} but no CUDA GPU is visible to PyTorch; use {setting}cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise StreamrecError(f"{setting}{requested} is not a device: use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise StreamrecError(f"engine.device={requested} but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s); "
+        raise StreamrecError(f"{setting}{requested} but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s); "
                              "use cuda:0 to cuda:N-1")
     return device
 

@@ -39,11 +39,11 @@ from streamrec.errors import StreamrecError
 
 DISTILL_LR = 3e-4
 DISTILL_DEFAULTS = {"form": "causal", "steps": 500, "units": 10, "target_hops": 1, "targets": "teacher",
-                    "average_units": None}  # unset in argparse: typed only with --stream-from
+                    "average_units": None, "device": "cpu"}  # unset in argparse: typed only with --stream-from
 # Options of clip training that distillation does not read: refused with --stream-from, not ignored.
 NOT_WITH_STREAM_FROM = ("config", "epochs", "clips_per_epoch", "train_scenes", "val_scenes", "val_fraction", "workers",
                         "new_head", "resume", "set")
-NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets", "average_units")
+NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets", "average_units", "device")
 DETECTOR_DEFAULTS = {"steps": 3000, "batch_size": 32, "lr": 3e-3}
 # What the person detector's training reads; every other option is refused with --person-detector.
 WITH_PERSON_DETECTOR = ("person_detector", "config", "out", "steps", "batch_size", "lr", "seed", "threads", "workers")
@@ -93,6 +93,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     streaming.add_argument("--average-units", type=int,
                            help="causal form: the head averages the last N units of per-step features instead of a "
                                 "clip's (answers sooner); run the result with streaming.average_units N")
+    streaming.add_argument("--device", help="where the teacher and the student run: cpu (default), cuda, cuda:N or "
+                                            "auto (a GPU makes a 224 px model's distillation practical)")
     streaming.add_argument("--targets", choices=("teacher", "labels"),
                            help="teacher: the clip model's predictions, no labels (default); labels: the procedural "
                                 "generator's labels instead, to compare what labelling would buy")
@@ -162,9 +164,9 @@ def distill_command(args: argparse.Namespace) -> int:
                              "--stream-from (the clip model it names is the teacher and the start); drop "
                              f"{'it' if len(refused) == 1 else 'them'}")
     lr = DISTILL_LR if args.lr is None else args.lr
-    form, steps, units, target_hops, targets = (
+    form, steps, units, target_hops, targets, device = (
         DISTILL_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
-        for name in ("form", "steps", "units", "target_hops", "targets"))
+        for name in ("form", "steps", "units", "target_hops", "targets", "device"))
     if min(steps, args.batch_size, units, args.threads, target_hops) < 1 or lr <= 0:
         raise StreamrecError("--steps, --batch-size, --units, --target-hops and --threads must be at least 1 and "
                              "--lr above 0")
@@ -173,7 +175,7 @@ def distill_command(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{config.name}_{form}{'_labels' if targets == 'labels' else ''}"
     record = distill(config, args.data or "procedural", out, steps=steps, batch=args.batch_size, units=units, lr=lr,
                      seed=args.seed, form=form, target_hops=target_hops, targets=targets,
-                     average_units=args.average_units)
+                     average_units=args.average_units, device=device)
     held = record["held_out"]
     print(f"wrote {out / 'model.pt'} in {record['seconds'] / 60:.1f} min: on {held['sequences']} held-out "
           f"sequences, KL to the clip model {held['before']['kl']} -> {held['after']['kl']}, top-1 agreement "

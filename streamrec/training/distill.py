@@ -261,7 +261,7 @@ def evaluate(student, targets: list["torch.Tensor"], sequences: list["torch.Tens
 
 def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, units: int, lr: float, seed: int,
             form: str = "causal", target_hops: int = 1, targets: str = "teacher", average_units: int | None = None,
-            held_out: int = 8, log_every: int = 10) -> dict:
+            held_out: int = 8, log_every: int = 10, device: str = "cpu") -> dict:
     """Distil a streaming form (``causal``, or ``delayed_exact`` to fit its head to windows that see
     real frames at their edges) of ``config``'s model; returns what ``distill.json`` records.
 
@@ -270,15 +270,17 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     without labels gives up. Held-out figures are against the clip model either way."""
     import torch
 
+    from streamrec.backends.torch_backend import pick_device
     from streamrec.checkpoints import load_model, save_checkpoint
     from streamrec.models.streaming import streaming_network
     from streamrec.training.tasks import portable
 
     refuse_a_streaming_teacher(config)
+    on = pick_device(device, "--device ")
     clip = config.clip
     clip_model = config.replace(streaming=None)  # the teacher, and the weights the student starts from
-    teacher = load_model(clip_model).eval()
-    student_model = load_model(clip_model).eval()  # its own copy of the weights: the teacher stays as it is
+    teacher = load_model(clip_model).eval().to(on)
+    student_model = load_model(clip_model).eval().to(on)  # its own copy of the weights: the teacher stays as it is
     student = streaming_network(student_model, clip, form=form, units=units, average_units=average_units)
     if units < student.warmup_units + 1:
         raise StreamrecError(f"--units {units} leaves no room to learn from: use at least "
@@ -306,7 +308,7 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
             else:
                 sequence = source.sequence(rng, frames)
             fast.append(sequence[::clip.sampling_rate])
-        return torch.from_numpy(np.stack(fast)), torch.stack(truth) if truth else None
+        return torch.from_numpy(np.stack(fast)).to(on), torch.stack(truth).to(on) if truth else None
 
     def teacher_of(fast: torch.Tensor) -> torch.Tensor:
         return teacher_targets(teacher, clip, fast, student.clip_units, rate, target_hops)[:, :windows]
@@ -339,7 +341,7 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     record = {
         "stream_from": config.name, "checkpoint": config.checkpoint, "form": form, "data": data,
         "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "targets": targets,
-        "target_hops": target_hops, "average_units": average_units,
+        "target_hops": target_hops, "average_units": average_units, "device": str(on),
         "seconds": round(time.monotonic() - started, 1), "losses": losses,
         "held_out": {"sequences": held_out, "before": before.__dict__, "after": after.__dict__},
     }
