@@ -78,6 +78,24 @@ def test_footage_comes_in_fitted_frames_at_the_training_rate(tmp_path):
         FolderFootage(tmp_path / "empty", config.clip)
 
 
+def test_footage_draws_every_second_alike_not_every_file(tmp_path):
+    """A week of recordings has files of every length: a stretch comes from a file in proportion
+    to its length (here 300 frames of blue and 30 of red: about 10 draws of 11 blue, not half)."""
+    import cv2
+
+    config = load_config("slowfast_tiny")
+    (tmp_path / "videos").mkdir()
+    for name, frames, colour in (("long.avi", 300, (255, 0, 0)), ("short.avi", 30, (0, 0, 255))):  # BGR
+        writer = cv2.VideoWriter(str(tmp_path / "videos" / name), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (64, 48))
+        for _ in range(frames):
+            writer.write(np.full((48, 64, 3), colour, dtype=np.uint8))
+        writer.release()
+    footage = FolderFootage(tmp_path / "videos", config.clip)
+    rng = np.random.default_rng(0)
+    blue = [footage.sequence(rng, 8)[..., 2].mean() > 128 for _ in range(200)]  # RGB: blue is channel 2
+    assert 0.84 <= np.mean(blue) <= 0.97, np.mean(blue)
+
+
 def _recording(path, frames: int, keep_bytes=None):
     """A real MJPG AVI of random frames, cut to ``keep_bytes`` (after its list of frames begins) as
     a recorder killed mid-write leaves it: the header still counts every frame."""

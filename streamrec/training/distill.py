@@ -104,7 +104,8 @@ class Recording:
 
 
 class FolderFootage:
-    """The videos of a folder (searched recursively), a random stretch of one for every sequence.
+    """The videos of a folder (searched recursively), a random stretch of one for every sequence,
+    drawn from all of their seconds alike.
 
     A week of camera recordings holds damaged files: a recording cut off mid-write keeps a header
     that counts frames it never got. Where decoding stops short of a drawn stretch, the file is
@@ -138,7 +139,9 @@ class FolderFootage:
 
     def sequence(self, rng: np.random.Generator, frames: int) -> np.ndarray:
         while self.videos:
-            video = self.videos[int(rng.integers(len(self.videos)))]
+            # every second of footage equally likely: a file drawn by its length, not one in N
+            seconds = np.array([video.frames / video.fps for video in self.videos])
+            video = self.videos[int(rng.choice(len(self.videos), p=seconds / seconds.sum()))]
             stretch = self._stretch(video, rng, frames)
             if stretch is not None:
                 return stretch
