@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamrec.config import Config, config_from_dict, labels_path, load_config, load_labels
+from streamrec.config import Config, config_from_dict, labels_path, load_config, load_labels, without_deployment
 from streamrec.errors import StreamrecError
 from streamrec.models import UInt8Clips, VideoNetwork, build_model, get_arch
 from streamrec.zoo import ZOO_PREFIX, checkpoint_file, zoo_entry
@@ -114,14 +114,15 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, network: nn.Module, config: Config, labels: list[str] | None = None,
                     metadata: dict[str, Any] | None = None) -> None:
-    """Write a network's weights with the config and label names that give them meaning."""
+    """Write a network's weights with the config and label names that give them meaning (not the
+    cameras and brokers of the run that made them: `without_deployment`)."""
     if isinstance(network, UInt8Clips):
         network = network.network
     labels = load_labels(config) if labels is None else list(labels)
     if len(labels) != config.model.num_classes:
         raise StreamrecError(f"{len(labels)} label names for a {config.model.num_classes}-class model; "
                              "pass one name per class")
-    recorded = config.replace(checkpoint=None).to_dict()
+    recorded = without_deployment(config).replace(checkpoint=None).to_dict()
     head = getattr(network, "head", None)
     if getattr(head, "average", None):  # as built, perhaps from another checkpoint's origin: reloads give these outputs
         recorded["model"]["head_average"] = head.average

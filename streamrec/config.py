@@ -614,6 +614,13 @@ def _stream_problems(config: Config) -> Problems:
             yield ("streams",), "a stream's thresholds entries need 0 <= exit <= enter <= 1"
 
 
+def without_deployment(config: Config) -> Config:
+    """``config`` without what belongs to one deployment rather than to a model: its cameras
+    (``streams``) and its brokers (``events.sinks``), whose URLs may hold credentials. What a
+    checkpoint and a training run's ``config.yaml`` record, so that weights can be shared."""
+    return config.replace(streams=(), events=dataclasses.replace(config.events, sinks=()))
+
+
 def streaming_hop_frames(config: Config) -> int:
     """A streaming config's hop in source frames at ``clip.train_fps`` (its unit grid's frames):
     ``pipeline.hop_seconds`` at that rate, else ``pipeline.hop_frames``."""

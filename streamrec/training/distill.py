@@ -47,7 +47,8 @@ from typing import Protocol
 import numpy as np
 import yaml
 
-from streamrec.config import ClipConfig, Config, StreamingConfig, load_config, load_labels, streaming_hop_frames
+from streamrec.config import (ClipConfig, Config, StreamingConfig, load_config, load_labels, streaming_hop_frames,
+                              without_deployment)
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
@@ -359,17 +360,16 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
 
 
 def config_that_runs(config: Config, form: str, average_units: int | None, unit_frames: int) -> Config:
-    """The teacher's config in the distilled streaming form, which the checkpoint records, so that
-    ``run --checkpoint model.pt`` runs it with no other flag. A hop that is not a whole number of
-    the form's units becomes the most units within it (one at least): it answers no less often."""
+    """The teacher's config in the distilled streaming form, without its deployment's cameras and
+    brokers (`without_deployment`): what the checkpoint and ``config.yaml`` record, so that ``run
+    --checkpoint model.pt`` runs it with no other flag. A hop that is not a whole number of the
+    form's units becomes the most units within it (one at least): it answers no less often."""
     hop = streaming_hop_frames(config)
-    pipeline, streams = config.pipeline, config.streams
+    pipeline = config.pipeline
     if hop % unit_frames:
         pipeline = replace(pipeline, hop_frames=max(1, hop // unit_frames) * unit_frames, hop_seconds=None)
-    if any(stream.hop_frames for stream in streams):  # a streaming config runs one hop for every stream
-        streams = tuple(replace(stream, hop_frames=None) for stream in streams)
-    return config.replace(streaming=StreamingConfig(form=form, average_units=average_units), pipeline=pipeline,
-                          streams=streams)
+    return without_deployment(config).replace(streaming=StreamingConfig(form=form, average_units=average_units),
+                                              pipeline=pipeline)
 
 
 def refuse_a_streaming_teacher(config: Config) -> None:

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from streamrec.checkpoints import save_checkpoint
-from streamrec.config import Config
+from streamrec.config import Config, without_deployment
 from streamrec.models import UInt8Clips, build_model
 from streamrec.training import run_state
 from streamrec.training.model import initial_weights
@@ -113,7 +113,7 @@ def train(config: Config, settings: TrainSettings, resume: bool = False) -> Trai
         "torch": str(torch.__version__), "init_checkpoint": settings.init_checkpoint, "new_head": settings.new_head,
     }
     save_checkpoint(result.checkpoint, network, config, labels, metadata)
-    (settings.out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (settings.out / "config.yaml").write_text(yaml.safe_dump(without_deployment(config).to_dict(), sort_keys=False))
     (settings.out / "TRAINING.md").write_text(training_report(result, settings, config, task.data))
     state_path.unlink(missing_ok=True)  # it only serves resuming an interrupted run
     return result
