@@ -46,6 +46,7 @@ from torch import nn
 
 from streamrec.config import Config, config_from_dict, labels_path, load_config, load_labels, without_deployment
 from streamrec.errors import StreamrecError
+from streamrec.redaction import redact_data
 from streamrec.models import UInt8Clips, VideoNetwork, build_model, get_arch
 from streamrec.zoo import ZOO_PREFIX, checkpoint_file, zoo_entry
 
@@ -115,7 +116,8 @@ class Checkpoint:
 def save_checkpoint(path: str | Path, network: nn.Module, config: Config, labels: list[str] | None = None,
                     metadata: dict[str, Any] | None = None) -> None:
     """Write a network's weights with the config and label names that give them meaning (not the
-    cameras and brokers of the run that made them: `without_deployment`)."""
+    cameras and brokers of the run that made them: `without_deployment`), and ``metadata`` with
+    any URL in it masked."""
     if isinstance(network, UInt8Clips):
         network = network.network
     labels = load_labels(config) if labels is None else list(labels)
@@ -132,7 +134,7 @@ def save_checkpoint(path: str | Path, network: nn.Module, config: Config, labels
         "config": recorded,
         "labels": labels,
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-        "metadata": dict(metadata or {}),
+        "metadata": redact_data(dict(metadata or {})),  # e.g. a teacher's checkpoint given as a URL
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)

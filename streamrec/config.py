@@ -621,6 +621,12 @@ def without_deployment(config: Config) -> Config:
     return config.replace(streams=(), events=dataclasses.replace(config.events, sinks=()))
 
 
+def write_config(path: str | Path, config: Config) -> None:
+    """``config`` as YAML that `load_config` reads back, without its deployment: the
+    ``config.yaml`` a training or distillation run leaves beside the weights it made."""
+    Path(path).write_text(yaml.safe_dump(without_deployment(config).to_dict(), sort_keys=False))
+
+
 def streaming_hop_frames(config: Config) -> int:
     """A streaming config's hop in source frames at ``clip.train_fps`` (its unit grid's frames):
     ``pipeline.hop_seconds`` at that rate, else ``pipeline.hop_frames``."""

@@ -65,16 +65,18 @@ def test_own_format_round_trips_weights_labels_config_and_metadata(tmp_path, tin
 
 def test_a_checkpoint_records_no_camera_or_broker_of_the_run_that_made_it(tmp_path, tiny):
     """Weights get shared; the cameras and brokers of the config that trained them are a site's
-    own, and their URLs carry credentials: the checkpoint records neither."""
+    own, and their URLs carry credentials: the checkpoint records neither, and masks a URL in
+    its metadata."""
     site = config_from_dict({**tiny.to_dict(), "streams": [{"id": "door", "source": "rtsp://admin:hunter2@10.0.0.7/1"}],
                              "events": {"sinks": ["redis://:s3cret@10.0.0.9:6379/0?stream=actions"],
                                         "event_log": "events.jsonl"}})
     path = tmp_path / "site.pt"
-    save_checkpoint(path, load_model(tiny), site)
+    save_checkpoint(path, load_model(tiny), site, metadata={"teacher": "https://me:t0ken@models.example/x.pyth"})
     raw = path.read_bytes()
-    assert b"hunter2" not in raw and b"s3cret" not in raw and b"10.0.0." not in raw
+    assert b"hunter2" not in raw and b"s3cret" not in raw and b"10.0.0." not in raw and b"t0ken" not in raw
     restored = checkpoint_config(path)
     assert (restored.streams, restored.events.sinks, restored.events.event_log) == ((), (), "events.jsonl")
+    assert load_checkpoint(path).metadata == {"teacher": "https://me:***@models.example/x.pyth"}
 
 
 def test_legacy_torch_files_load(tmp_path, tiny):

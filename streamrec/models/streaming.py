@@ -469,12 +469,12 @@ class StreamBlock:
         lag = after_b.lag - after_shortcut.lag
         shareable = (self.shortcut is None and self.a is not None and self.a.stride == 1
                      and 0 < lag <= self.a.keep)
-        self.shortcut_from_a = shareable and not (TapSums.smaller(self.a, branch.a)
-                                                  and self._sums_carry_less(block, lag))
+        sums_smaller = TapSums.smaller(self.a, branch.a)
+        self.shortcut_from_a = shareable and not (sums_smaller and self._sums_carry_less(block, lag))
         if self.shortcut_from_a:
             self.shortcut_lag = lag
             after_shortcut = after_b
-        elif TapSums.smaller(self.a, branch.a):  # the window's buffer is nobody else's: carry less
+        elif sums_smaller:  # the window's buffer is nobody else's: carry less
             self.a = TapSums(self.a, branch.a)
         (self.delay_shortcut, self.delay_branch), self.timing = aligned(f"{name}.join", [after_shortcut, after_b])
 

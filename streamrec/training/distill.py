@@ -37,6 +37,7 @@ with it).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -45,11 +46,11 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import yaml
 
 from streamrec.config import (ClipConfig, Config, StreamingConfig, load_config, load_labels, streaming_hop_frames,
-                              without_deployment)
+                              without_deployment, write_config)
 from streamrec.errors import StreamrecError
+from streamrec.redaction import redact_data
 
 log = logging.getLogger(__name__)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pyth", ".pkl")  # what --stream-from reads as weights, not a config
@@ -284,7 +285,7 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     clip = config.clip
     clip_model = config.replace(streaming=None)  # the teacher, and the weights the student starts from
     teacher = load_model(clip_model).eval().to(on)
-    student_model = load_model(clip_model).eval().to(on)  # its own copy of the weights: the teacher stays as it is
+    student_model = copy.deepcopy(teacher)  # its own copy of the weights: the teacher stays as it is
     student = streaming_network(student_model, clip, form=form, units=units, average_units=average_units)
     if units < student.warmup_units + 1:
         raise StreamrecError(f"--units {units} leaves no room to learn from: use at least "
@@ -354,8 +355,8 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
         checkpoint=portable(out / "model.pt"))
     save_checkpoint(out / "model.pt", student_model, runs_as, metadata={"streaming": {
         k: record[k] for k in ("form", "average_units", "targets", "stream_from", "checkpoint", "data", "steps")}})
-    (out / "config.yaml").write_text(yaml.safe_dump(runs_as.to_dict(), sort_keys=False))
-    (out / "distill.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_config(out / "config.yaml", runs_as)
+    (out / "distill.json").write_text(json.dumps(redact_data(record), indent=1) + "\n")
     return record
 
 

@@ -10,11 +10,11 @@ import time
 from dataclasses import replace
 
 import torch
-import yaml
 
 from streamrec.checkpoints import save_checkpoint
-from streamrec.config import Config, without_deployment
+from streamrec.config import Config, write_config
 from streamrec.models import UInt8Clips, build_model
+from streamrec.redaction import redact
 from streamrec.training import run_state
 from streamrec.training.model import initial_weights
 from streamrec.training.records import EpochRecord, TrainResult, TrainSettings
@@ -113,7 +113,7 @@ def train(config: Config, settings: TrainSettings, resume: bool = False) -> Trai
         "torch": str(torch.__version__), "init_checkpoint": settings.init_checkpoint, "new_head": settings.new_head,
     }
     save_checkpoint(result.checkpoint, network, config, labels, metadata)
-    (settings.out / "config.yaml").write_text(yaml.safe_dump(without_deployment(config).to_dict(), sort_keys=False))
-    (settings.out / "TRAINING.md").write_text(training_report(result, settings, config, task.data))
+    write_config(settings.out / "config.yaml", config)
+    (settings.out / "TRAINING.md").write_text(redact(training_report(result, settings, config, task.data)))
     state_path.unlink(missing_ok=True)  # it only serves resuming an interrupted run
     return result
