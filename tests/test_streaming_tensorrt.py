@@ -76,12 +76,14 @@ class StatefulTensorRT(FakeTensorRT):
         return self.engines[-1]
 
 
-def plan(api, batch=(1, 4, 6), state: bool = True, new_state: bool = True) -> bytes:
+def plan(api, batch=(1, 4, 6), state: bool = True, new_state: bool = True, state_batch=None) -> bytes:
+    """A streaming engine's plan; ``state_batch`` gives the state its own batch range (an engine
+    built elsewhere can have one; streamrec's own builds give every input the same)."""
     low, opt, high = batch
     profiles = {s.name: [[b, *s.clip_shape] for b in (low, opt, high)] for s in SPECS}
     dtypes = {s.name: "UINT8" for s in SPECS} | {"logits": "FLOAT"}
     if state:
-        profiles[StateSpec.name] = [[b, STATE] for b in (low, opt, high)]
+        profiles[StateSpec.name] = [[b, STATE] for b in (state_batch or batch)]
         dtypes |= {StateSpec.name: "FLOAT", StateSpec.output: "FLOAT"}
     return json.dumps({"magic": PLAN_MAGIC, "version": api.version, "profiles": profiles, "classes": CLASSES,
                        "dtypes": dtypes, "extra_outputs": [StateSpec.output] if new_state else []}).encode()
@@ -118,6 +120,16 @@ def test_step_carries_each_row_s_state_through_the_engine_at_every_batch_size(ap
             state = new_state
     float_copies = [n for dtype, n in device.copies_to_device if dtype == np.float32]
     assert float_copies and float_copies[-1] == 6 * STATE * 4  # the state crosses as float32, a row per clip
+
+
+def test_the_batch_range_is_what_the_clips_and_the_state_both_allow(api, device):
+    engine = TensorRTEngine(plan(api, batch=(1, 4, 6), state_batch=(2, 3, 4)), api, device, SPECS, CLASSES)
+    assert (engine.min_batch, engine.max_batch) == (2, 4)
+    state = np.ones((4, STATE), np.float32)
+    logits, new_state = engine.step({**frames(4, 0), StateSpec.name: state})
+    np.testing.assert_allclose(new_state, stateful_step(frames(4, 0), state)[1], rtol=1e-6)
+    with pytest.raises(StreamrecError, match="4"):  # past what the state's profile takes: one line, not numpy's
+        engine.step({**frames(5, 0), StateSpec.name: np.ones((5, STATE), np.float32)})
 
 
 def test_a_streaming_engine_refuses_infer_and_bad_state_in_one_line(api, device):

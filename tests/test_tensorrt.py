@@ -792,7 +792,8 @@ def fake_trt_module(gpu: str = "sm87", version: str = "10.3.0") -> types.SimpleN
     trt.MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")
     trt.ProfilingVerbosity = enum.Enum("ProfilingVerbosity", "LAYER_NAMES_ONLY NONE DETAILED")
     trt.LayerInformationFormat = enum.Enum("LayerInformationFormat", "ONELINE JSON")
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    # 10.x: EXPLICIT_BATCH 0, STRONGLY_TYPED 1; 11.x: STRONGLY_TYPED 0, deprecated and always on
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1 if version.startswith("10.") else 0)
     trt.ErrorCode = ErrorCode
 
     def nptype(dtype):
@@ -879,8 +880,11 @@ def fake_trt_module(gpu: str = "sm87", version: str = "10.3.0") -> types.SimpleN
             self.profiles.append(profile)
             return len(self.profiles) - 1
 
-        def create_timing_cache(self, data: bytes) -> TimingCache:
-            return TimingCache(bytes(data))
+        def create_timing_cache(self, data: bytes) -> TimingCache | None:
+            try:
+                return TimingCache(bytes(data))
+            except UnicodeDecodeError:
+                return None  # createTimingCache's null pointer: a blob it cannot read
 
         def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
             if cache.gpu != trt.gpu and not ignore_mismatch:
@@ -965,8 +969,12 @@ def fake_trt_module(gpu: str = "sm87", version: str = "10.3.0") -> types.SimpleN
             assert fmt == trt.LayerInformationFormat.JSON
             if self.engine.verbosity != trt.ProfilingVerbosity.DETAILED.name:
                 return json.dumps({"Layers": ["conv1", "conv2"], "Bindings": []})
-            layers = [{"Name": f"conv{i}", "Inputs": [{"Name": f"t{i}", "Format/Datatype": dtype}],
-                       "Outputs": [{"Name": f"t{i + 1}", "Format/Datatype": dtype}]}
+            def tensor(name: str, dtype: str) -> dict:  # TensorRT 11 changed the inspector's schema
+                if version.startswith("10."):
+                    return {"Name": name, "Format/Datatype": f"Row major linear {dtype}"}
+                return {"Name": name, "Format": "Row major linear", "Datatype": dtype}
+
+            layers = [{"Name": f"conv{i}", "Inputs": [tensor(f"t{i}", dtype)], "Outputs": [tensor(f"t{i + 1}", dtype)]}
                       for i, dtype in enumerate(self.engine.layer_dtypes)]
             return json.dumps({"Layers": layers, "Bindings": []})
 
@@ -1061,13 +1069,19 @@ def test_real_build_sets_what_the_graph_cannot_say(monkeypatch):
     api, trt = real_api()
     result = api.build(graph_json(), fixed_profile, 256 * 2**20, None, None, tf32=False)
     (config,) = trt.builds
-    assert config["network_flags"] == 1 << 1  # 1 << STRONGLY_TYPED
+    assert config["network_flags"] == 1 << 1  # 1 << STRONGLY_TYPED, 1 in TensorRT 10
     assert config["profiles"] == [{"slow": ((1, 2, 8, 8, 3), (4, 2, 8, 8, 3), (4, 2, 8, 8, 3))}]
     assert config["pools"] == {trt.MemoryPoolType.WORKSPACE: 256 * 2**20}
     assert trt.BuilderFlag.TF32 not in config["flags"]  # on by default: an fp32 engine would compute in TF32
     assert json.loads(result.plan)["magic"] == PLAN_MAGIC
     api.build(graph_json(), fixed_profile, None, None, None, tf32=True)
     assert trt.BuilderFlag.TF32 in trt.builds[1]["flags"]
+
+
+def test_real_build_on_tensorrt_11_asks_for_its_strongly_typed_flag():
+    api, trt = real_api(version="11.1.0")
+    api.build(graph_json(), fixed_profile, None, None, None, tf32=False)
+    assert trt.builds[0]["network_flags"] == 1 << 0  # STRONGLY_TYPED is 0 in TensorRT 11 (deprecated, always on)
 
 
 def test_real_build_filters_messages_before_python_and_monitors_only_when_asked():
@@ -1093,6 +1107,11 @@ def test_real_build_replaces_a_refused_timing_cache_instead_of_crashing(caplog):
     foreign = api.build(graph_json(), fixed_profile, None, b"sm90|h100-timings", None, tf32=True)
     assert foreign.timing_cache == b"sm87|build3"  # a new cache: another GPU's timings are never used
     assert "refused the saved timing cache" in caplog.text
+
+    caplog.clear()
+    damaged = api.build(graph_json(), fixed_profile, None, b"\xff\xfe not a cache", None, tf32=True)
+    assert damaged.timing_cache == b"sm87|build4"  # TensorRT could not read it: built with a new one
+    assert "refused the saved timing cache (damaged" in caplog.text
 
 
 def test_real_build_failure_carries_the_reported_error(caplog):
@@ -1125,17 +1144,27 @@ def test_real_deserialize_errors_are_logged_kept_per_call_and_bounded(caplog):
                                        "layer_dtypes": []}).encode()).verbosity == "DETAILED"
 
 
+def test_a_plugin_library_tensorrt_could_not_register_is_said(caplog):
+    trt = fake_trt_module()
+    trt.init_libnvinfer_plugins = lambda logger, namespace: False
+    from streamrec.backends.trt_api import RealTensorRT
+
+    RealTensorRT(trt)
+    assert "could not register NVIDIA's plugin library" in caplog.text
+
+
 def test_real_numpy_types_and_the_ones_numpy_lacks():
     api, trt = real_api()
     assert api.numpy_dtype(trt.DataType.UINT8) == np.uint8 and api.numpy_dtype(trt.DataType.HALF) == np.float16
     assert api.numpy_dtype(trt.DataType.BF16) is None and api.numpy_dtype(trt.DataType.FP8) is None
 
 
-def test_real_layer_types_come_from_a_detailed_engine_inspector():
-    api, trt = real_api()
+@pytest.mark.parametrize("version", ["10.3.0", "11.1.0"])
+def test_real_layer_types_come_from_a_detailed_engine_inspector(version):
+    api, trt = real_api(version=version)
     plan = api.build(graph_json(), fixed_profile, None, None, None, tf32=False).plan
     assert trt.builds[0]["verbosity"] == trt.ProfilingVerbosity.DETAILED  # else the inspector gives names only
-    assert api.layer_types(api.deserialize(plan)) == collections.Counter({"Float": 6})
+    assert api.layer_types(api.deserialize(plan)) == collections.Counter({"Row major linear Float": 6})
     names_only = api.deserialize(json.dumps({"magic": PLAN_MAGIC, "verbosity": "LAYER_NAMES_ONLY",
                                              "layer_dtypes": []}).encode())
     assert api.layer_types(names_only) == collections.Counter()

@@ -137,4 +137,5 @@ def test_modelopt_from_0_42_quantizes_on_the_clips_given(tmp_path, monkeypatch, 
     assert output.read_bytes() == b"q/dq graph"
     (call,) = fake_modelopt
     assert call["calibration_data"] is clips and call["quantize_mode"] == "int8"
+    assert call["high_precision_dtype"] == "fp16"  # said, not left to ModelOpt's default of the day
     assert call["onnx_path"] == str(tmp_path / "model.onnx") and call["output_path"] == str(output)

@@ -78,7 +78,9 @@ def check_quantizer_install() -> None:
 
 
 def quantize_int8(onnx_file: Path, clips: dict[str, np.ndarray], output: Path) -> Path:
-    """A Q/DQ int8 copy of ``onnx_file``, calibrated on ``clips`` (entropy calibration)."""
+    """A Q/DQ int8 copy of ``onnx_file``, calibrated on ``clips`` (entropy calibration). What is
+    not quantized runs in fp16, as TensorRT's int8 builds with the fp16 flag did: ModelOpt's own
+    default (``high_precision_dtype``), named here so that a change of it cannot change engines."""
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError:
@@ -88,7 +90,7 @@ def quantize_int8(onnx_file: Path, clips: dict[str, np.ndarray], output: Path) -
     check_quantizer_install()
     output.parent.mkdir(parents=True, exist_ok=True)
     quantize(onnx_path=str(onnx_file), quantize_mode="int8", calibration_data=clips,
-             calibration_method="entropy", output_path=str(output))
+             calibration_method="entropy", high_precision_dtype="fp16", output_path=str(output))
     if not output.is_file():
         raise StreamrecError(f"ModelOpt did not write {output}; see its messages above")
     return output

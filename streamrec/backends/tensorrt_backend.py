@@ -144,8 +144,9 @@ class TensorRTEngine:
                 self.state_output = next((t for t in outputs if t.name == StateSpec.output), None)
                 self.state = StateSpec(self.state_tensor.max_shape[1]) if self.state_tensor else None
                 self.streaming = StreamingSpec.of_graph(metadata, self.state)  # how calls line up with frames
-                self.min_batch = max(t.min_shape[0] for t in self.inputs)
-                self.max_batch = min(t.max_shape[0] for t in self.inputs)
+                batched = self._batched_inputs()  # the batch sizes every one of them allows
+                self.min_batch = max(t.min_shape[0] for t in batched)
+                self.max_batch = min(t.max_shape[0] for t in batched)
                 self.boxes = (BoxesSpec(specs[0].size, self.boxes_tensor.max_shape[0])  # the boxes the profile allows
                               if self.boxes_tensor else None)  # None: the model classifies whole clips
                 self.context = self.engine.create_execution_context()
@@ -182,12 +183,20 @@ class TensorRTEngine:
                                  "carries float32 [B, size] state in and out: export it with export_streaming and "
                                  "rebuild")
 
+    def _batched_inputs(self) -> list[TensorInfo]:
+        """The inputs with a row per clip: the clips' pathways and a streaming engine's state."""
+        return [*self.inputs, *([self.state_tensor] if self.state_tensor else [])]
+
     def _allocate(self, num_classes: int, source: str) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """Pinned host and device buffers for every tensor at the profile's maximum batch (and boxes)."""
-        inputs = [*self.inputs, *([self.boxes_tensor] if self.boxes_tensor else []),
-                  *([self.state_tensor] if self.state_tensor else [])]
+        """Pinned host and device buffers for every tensor at the largest batch every input allows
+        (and the profile's most boxes)."""
+        batched = self._batched_inputs()
+        shapes = {t.name: (self.max_batch, *t.max_shape[1:]) for t in batched}
+        if self.boxes_tensor:
+            shapes[BoxesSpec.name] = self.boxes_tensor.max_shape
+        inputs = [*batched, *([self.boxes_tensor] if self.boxes_tensor else [])]
         for tensor in inputs:
-            self._set_input_shape(tensor, tensor.max_shape)
+            self._set_input_shape(tensor, shapes[tensor.name])
         rows = self.boxes.max_boxes if self.boxes else self.max_batch
         output_shape = tuple(self.context.get_tensor_shape(self.output.name))
         if output_shape != (rows, num_classes):
@@ -198,11 +207,11 @@ class TensorRTEngine:
         outputs = {self.output.name: (output_shape, self.output.dtype)}
         if self.state_output is not None:
             state_shape = tuple(self.context.get_tensor_shape(self.state_output.name))
-            if state_shape != self.state_tensor.max_shape:
+            if state_shape != shapes[StateSpec.name]:
                 raise StreamrecError(f"{source} returns new_state {list(state_shape)} for state "
-                                     f"{list(self.state_tensor.max_shape)}; re-export it with export_streaming")
+                                     f"{list(shapes[StateSpec.name])}; re-export it with export_streaming")
             outputs[self.state_output.name] = (state_shape, self.state_output.dtype)
-        shapes = {t.name: t.max_shape for t in inputs} | {name: shape for name, (shape, _) in outputs.items()}
+        shapes |= {name: shape for name, (shape, _) in outputs.items()}
         dtypes = {t.name: t.dtype for t in inputs} | {name: dtype for name, (_, dtype) in outputs.items()}
         host, device = {}, {}
         for name, shape in shapes.items():
@@ -249,7 +258,7 @@ class TensorRTEngine:
         out = self.output.name
         with self._lock, self.memory.activate():
             self.api.take_errors()  # earlier calls' errors were logged when they came
-            for tensor in [*self.inputs, *([self.state_tensor] if self.state_tensor else [])]:
+            for tensor in self._batched_inputs():
                 staged = self.host_buffers[tensor.name][:run]
                 staged[:size] = inputs[tensor.name]
                 staged[size:] = 0  # rows below the profile's minimum: a state row of zeros is a fresh stream

@@ -2,10 +2,11 @@
 
 Precision comes from the graph, not from builder flags (TensorRT 11 removed them, and strong
 typing obeys the graph's types): fp32 is a float32 export, fp16 a float16 export, int8 an
-explicitly quantized (Q/DQ) graph made by `streamrec.backends.calibration`. ``--precision``
-names which of these the graph must be, and is checked against it. TensorRT's one precision
-switch left, TF32 (on by default), is turned off for fp32 builds, so that an fp32 engine
-computes what the float32 graph does; fp16 and int8 graphs keep it for their float32 layers.
+explicitly quantized (Q/DQ) graph made by `streamrec.backends.calibration` (fp16 where not
+quantized). ``--precision`` names which of these the graph must be, and is checked against it.
+TensorRT's one precision switch left, TF32 (on by default), is turned off for fp32 builds, so
+that an fp32 engine computes what the float32 graph does; fp16 and int8 graphs keep it for what
+float32 layers they have.
 
 The build itself is one call into `trt_api.TensorRT.build`; everything around it (the cache
 key, the profile shapes, reuse, error messages) is here and tested with a stand-in.

@@ -156,7 +156,9 @@ class RealTensorRT:
         self.logger = trt.Logger(trt.Logger.WARNING)  # filters in C++: INFO and VERBOSE never reach Python
         # NVIDIA's plugin library: the ONNX parser imports RoiAlign (the per-person heads) as its
         # ROIAlign_TRT plugin, and an engine holding one deserializes only once it is registered.
-        trt.init_libnvinfer_plugins(self.logger, "")
+        if not trt.init_libnvinfer_plugins(self.logger, ""):
+            log.warning("TensorRT could not register NVIDIA's plugin library: engines with per-person "
+                        "heads (ROIAlign_TRT) will not load")
         self.errors = _error_recorder(trt)
         self.runtime = trt.Runtime(self.logger)
         self.runtime.error_recorder = self.errors  # engines and their contexts inherit it
@@ -188,7 +190,7 @@ class RealTensorRT:
         for layer in information.get("Layers", []):
             if isinstance(layer, dict):  # a plain name where the engine was built without DETAILED verbosity
                 for tensor in [*layer.get("Inputs", []), *layer.get("Outputs", [])]:
-                    counts[str(tensor.get("Format/Datatype", "N/A"))] += 1
+                    counts[_tensor_type(tensor)] += 1
         return counts
 
     def build(self, onnx: bytes, profile: Callable[[str, Shape], tuple[Shape, Shape, Shape]],
@@ -232,17 +234,31 @@ class RealTensorRT:
         return BuildResult(bytes(plan), bytes(used.serialize()) if used is not None else None)
 
 
+def _tensor_type(tensor: dict) -> str:
+    """A layer tensor's format and type as the engine inspector's JSON gives them: one key
+    ``Format/Datatype`` in TensorRT 10, which 11 changed the schema of (NVIDIA's "Migrating
+    IEngineInspector Usage" page); separate ``Format`` and ``Datatype`` keys are read too."""
+    if "Format/Datatype" in tensor:
+        return str(tensor["Format/Datatype"])
+    parts = [str(tensor[key]) for key in ("Format", "Datatype") if key in tensor]
+    return " ".join(parts) or "N/A"
+
+
 def _attach_timing_cache(config: Any, timing_cache: bytes | None) -> Any:
     """Give the build the saved timing cache, or a fresh one where TensorRT refuses the saved one
     (``set_timing_cache`` returns False for a cache from another GPU; ``ignore_mismatch`` stays
-    False so such timings are never used)."""
-    cache = config.create_timing_cache(timing_cache or b"")
-    if config.set_timing_cache(cache, False):
+    False so such timings are never used). A saved cache TensorRT cannot read at all (its
+    ``create_timing_cache`` gives None, or raises) is refused the same way."""
+    try:
+        cache = config.create_timing_cache(timing_cache or b"")
+    except Exception:  # noqa: BLE001 - TensorRT's binding raises its own types for a blob it cannot read
+        cache = None
+    if cache is not None and config.set_timing_cache(cache, False):
         return cache
-    log.warning("TensorRT refused the saved timing cache (made on another GPU or TensorRT); building "
-                "with a new one, which replaces it")
+    log.warning("TensorRT refused the saved timing cache (damaged, or made on another GPU or TensorRT); "
+                "building with a new one, which replaces it")
     cache = config.create_timing_cache(b"")
-    if not config.set_timing_cache(cache, False):
+    if cache is None or not config.set_timing_cache(cache, False):
         log.warning("TensorRT refused an empty timing cache too; building without one")
     return cache
 
