@@ -412,7 +412,7 @@ class Pipeline:
                   "onset": round(change.onset, 3)}
         if change.type == "action_end":
             fields["started_at"] = round(change.started_at, 3)
-            fields["duration_s"] = round(common["clip_end"] - change.started_at, 3)
+            fields["duration_s"] = round(max(0.0, common["clip_end"] - change.started_at), 3)  # never -0.0
             fields["reason"] = change.reason
         self.bus.emit(change.type, runtime.config.id, **fields)
 

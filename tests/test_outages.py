@@ -187,3 +187,14 @@ def test_a_capture_thread_that_fails_fails_the_run_and_the_others_are_served(vid
     bad_end = [e for e in sink.events("status") if e["stream"] == "bad"][-1]
     assert bad_end["state"] == "ended" and bad_end["detail"].startswith("error: ZeroDivisionError")
     assert pipeline.stats()["bad"].error == "ZeroDivisionError: division by zero"
+
+
+def test_the_reliability_bench_reports_bad_inputs_alone_when_faults_are_skipped():
+    """`bench reliability --skip-faults`: the document and the summary hold the bad inputs, and
+    no faults (it ended in a traceback reading the faults it had not run)."""
+    bad = [reliability.BadInputResult("a missing file", ["run", "--source", "nope.mp4"], 2,
+                                      "error: video file 'nope.mp4' not found", True)]
+    document = reliability.as_document(None, bad)
+    assert document["faults"] is None and document["run"] is None and document["bad_inputs"][0]["ok"] is True
+    text = reliability.summary_text(document)
+    assert "Bad inputs tried: 1" in text and "Faults injected" not in text

@@ -295,3 +295,20 @@ class VerySlowEngine(TimedEngine):
         self.calls.append((start, time.monotonic()))
         self.batches.append(len(logits))
         return logits
+
+
+def test_an_action_ended_in_the_hop_that_raised_it_lasts_zero_seconds_not_minus_zero():
+    """A stop in the same hop as the start: the clip end and the start are the same time, which
+    float subtraction can leave a hair below zero (printed "-0.0" before)."""
+    import types
+
+    from streamrec.postprocess import ActionChange
+
+    sink = MemorySink()
+    pipeline = types.SimpleNamespace(bus=EventBus([sink]))
+    runtime = types.SimpleNamespace(config=types.SimpleNamespace(id="cam0"))
+    started = 0.1 + 0.2  # 0.30000000000000004
+    end = ActionChange("action_end", "waving", 0.9, started_at=started, onset=0.2, reason="stopped")
+    Pipeline._emit_action(pipeline, runtime, end, {"clip_start": -0.7, "clip_end": 0.3}, [])
+    (event,) = sink.events("action_end")
+    assert event["duration_s"] == 0.0 and '"duration_s":-0.0' not in json.dumps(event, separators=(",", ":"))

@@ -322,9 +322,13 @@ def _quiet(arguments: list[str]) -> list[str]:
 
 
 def as_document(run: FaultRun | None, bad: list[BadInputResult]) -> dict:
-    faults = {"faults": [asdict(r) for r in run.results],
-              "run": {k: v for k, v in asdict(run).items() if k != "results"} | {"events_lost": run.events_lost}}
-    return (faults if run else {"faults": None, "run": None}) | {"bad_inputs": [asdict(b) | {"ok": b.ok} for b in bad]}
+    """The run's figures for the JSON document; ``run`` None where the faults were skipped."""
+    if run is None:
+        faults: dict = {"faults": None, "run": None}
+    else:
+        faults = {"faults": [asdict(r) for r in run.results],
+                  "run": {k: v for k, v in asdict(run).items() if k != "results"} | {"events_lost": run.events_lost}}
+    return faults | {"bad_inputs": [asdict(b) | {"ok": b.ok} for b in bad]}
 
 
 FAULT_COLUMNS = [Column("fault", "name"), Column("what", "what"), Column("for s", "seconds", 1),

@@ -117,7 +117,7 @@ def add_source_flag(parser: argparse.ArgumentParser) -> None:
     """``--source [ID=]SOURCE``, repeatable: the streams to read, in place of the config's ``streams:``."""
     add_config_flag(parser, "--source", path="streams", repeat=True, metavar="[ID=]SOURCE",
                     help="camera index, /dev/videoN, rtsp:// or http(s):// URL, video file, or "
-                         "synthetic[:size=WxH,fps=N,frames=N]; repeat for several streams")
+                         "synthetic[:size=WxH,fps=N,frames=N,seed=N,start=SECONDS]; repeat for several streams")
 
 
 def add_sink_flags(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser)
     add_config_flag(parser, "--source", path="streams", repeat=True, metavar="[ID=]SOURCE",
                     help="camera index, /dev/videoN, rtsp:// or http(s):// URL, video file, or "
-                         "synthetic[:size=WxH,fps=N,frames=N]; repeat for several streams")
+                         "synthetic[:size=WxH,fps=N,frames=N,seed=N,start=SECONDS]; repeat for several streams")
     add_engine_flags(parser)
     add_hop_flags(parser)
     parser.add_argument("--persons", action="store_true",
