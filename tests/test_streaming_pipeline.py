@@ -392,3 +392,17 @@ def test_bench_engine_points_a_streaming_config_elsewhere_in_one_line():
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: bench engine times whole-clip engines") and "is `bench streaming`" in last
+
+
+def test_a_graph_averaging_fewer_units_than_the_config_asks_is_refused_in_one_line(tmp_path):
+    """An engine file of the causal form that averages 2 units, run by a causal config that averages
+    a clip (and the other way round): another function than the config describes."""
+    causal = ["streaming.form=causal", "engine.backend=onnxruntime", "engine.device=cpu"]
+    short = export_streaming(load_config(CONFIG, causal), tmp_path / "short.onnx", form="causal", hop_frames=HOP,
+                             average_units=2)
+    with pytest.raises(StreamrecError, match="streams causal at a hop of 8 frames, averaging 2 units, the config "
+                                             "asks for causal at a hop of 8 frames; export it") as err:
+        create_engine(load_config(CONFIG, [*causal, f"engine.engine_file={short}"]))
+    assert "\n" not in str(err.value)
+    engine = create_engine(load_config(CONFIG, [*causal, "streaming.average_units=2", f"engine.engine_file={short}"]))
+    assert engine.streaming.average_units == 2

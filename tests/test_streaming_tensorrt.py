@@ -262,7 +262,7 @@ def test_a_streaming_engine_for_another_hop_or_without_its_record_is_one_line(on
     (built,) = engine_dir.glob("*.engine")
     given = ["engine.backend=tensorrt", f"engine.engine_file={built}"]
     with pytest.raises(StreamrecError, match="streams delayed_exact at a hop of 8 frames, the config asks for "
-                                             "causal at 8") as err:
+                                             "causal at a hop of 8 frames") as err:
         create_engine(load_config(STREAMING, [*given, "streaming.form=causal"]))
     assert "\n" not in str(err.value)
     with pytest.raises(StreamrecError, match=r"input 'slow' is uint8 \[4, 1, 96, 96, 3\]; the config needs uint8 "

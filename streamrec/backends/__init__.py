@@ -211,9 +211,10 @@ def check_streaming(engine, config: Config, path: Path, hop: int | None) -> None
         raise StreamrecError(f"{path} is not a streaming model with streamrec's metadata; the config's streaming: "
                              "section needs a graph made by streamrec.export.export_streaming (or an engine "
                              "build-engine made from one), or no engine_file")
-    if (spec.form, spec.hop_frames) != (config.streaming.form, hop):
-        raise StreamrecError(f"{path} streams {spec.form} at a hop of {spec.hop_frames} frames, the config asks for "
-                             f"{config.streaming.form} at {hop}; export it from this config (or drop engine_file)")
+    asked = (config.streaming.form, hop, config.streaming.average_units)
+    if not spec.matches(*asked):
+        raise StreamrecError(f"{path} streams {spec.describe()}, the config asks for {spec.describe(*asked)}; export "
+                             "it from this config (or drop engine_file)")
 
 
 def create_engine(config: Config) -> Engine:

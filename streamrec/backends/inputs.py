@@ -164,7 +164,9 @@ class StreamingSpec:
     entry ``streaming``: `streamrec.export.streaming_metadata`). A call takes ``units`` units of
     ``unit_frames`` source frames (at the training rate); its logits describe the ``clip_units``
     units that end ``delay_units`` units before the call's last frame, and are valid once
-    ``warmup_units`` units have arrived since the stream's state was zeroed."""
+    ``warmup_units`` units have arrived since the stream's state was zeroed. The head averages
+    the last ``average_units`` units of per-step features (a clip's unless a causal model was
+    distilled to average fewer)."""
 
     form: str
     units: int
@@ -172,6 +174,7 @@ class StreamingSpec:
     delay_units: int
     clip_units: int
     warmup_units: int
+    average_units: int
 
     @property
     def hop_frames(self) -> int:
@@ -184,6 +187,19 @@ class StreamingSpec:
     @classmethod
     def from_metadata(cls, entry: Mapping) -> "StreamingSpec":
         return cls(**{name: entry[name] for name in cls.__dataclass_fields__})
+
+    def matches(self, form: str, hop_frames: int, average_units: int | None) -> bool:
+        """Whether this graph computes what a config's streaming section asks (``average_units``
+        None: a clip's)."""
+        return (self.form, self.hop_frames, self.average_units) == (form, hop_frames, average_units or self.clip_units)
+
+    def describe(self, *asked: object) -> str:
+        """This graph's form, hop and (where not a clip's) average; or, given a config's
+        ``(form, hop_frames, average_units)``, those."""
+        form, hop_frames, average_units = asked or (self.form, self.hop_frames, self.average_units)
+        average = average_units or self.clip_units
+        fewer = f", averaging {average} units" if average != self.clip_units else ""
+        return f"{form} at a hop of {hop_frames} frames{fewer}"
 
     @classmethod
     def of_graph(cls, metadata: Mapping | None, state: "StateSpec | None") -> "StreamingSpec | None":
