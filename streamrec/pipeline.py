@@ -110,7 +110,9 @@ HopObserver = Callable[[HopResult], None]
 
 @dataclass
 class StreamRuntime:
-    """Everything the pipeline holds for one stream; written by the pipeline's thread only."""
+    """Everything the pipeline holds for one stream; written by the pipeline's thread, but for a
+    streaming stream's carried state (``carried``, ``units_carried``, ``state_starts``), written
+    by the engine call that has the stream's one view in flight (`Pipeline._step`)."""
 
     config: StreamConfig
     capture: Capture
@@ -306,6 +308,12 @@ class Pipeline:
             raise
         warm = []
         for row, runtime in enumerate(runtimes):
+            if not np.isfinite(new_state[row]).all():  # (an fp16 overflow): this stream alone starts again
+                log.warning("%s: the model's state overflowed (not finite); the stream's state starts again",
+                            runtime.display)
+                runtime.carried, runtime.units_carried = None, 0
+                warm.append(None)
+                continue
             runtime.carried = new_state[row].copy()  # a view would keep the whole batch's state alive
             runtime.units_carried = min(runtime.units_carried + self.streaming.units, self.streaming.warmup_units)
             warm.append(logits[row] if runtime.units_carried >= self.streaming.warmup_units else None)

@@ -369,14 +369,28 @@ class FailsOnce(EngineWrapper):
         return self.engine.step(inputs)
 
 
-def test_a_failed_call_starts_its_streams_again(long_video):
-    """The call of hop 10 fails: its state is lost, so hop 11 starts from zeros and the stream is
-    warm again at hop 18; nothing is published for hops 10 to 17."""
+class OverflowsOnce(FailsOnce):
+    """Returns a state that is not finite (an fp16 overflow) from one step call."""
+
+    def step(self, inputs):
+        self.calls += 1
+        logits, new_state = self.engine.step(inputs)
+        if self.calls - 1 == self.failing:
+            new_state = new_state.copy()
+            new_state[:, 1] = np.inf
+        return logits, new_state
+
+
+@pytest.mark.parametrize("fault", [FailsOnce, OverflowsOnce])
+def test_a_failed_call_starts_its_streams_again(long_video, fault):
+    """The call of hop 10 fails, or returns a state that is not finite: its state is lost, so
+    hop 11 starts from zeros and the stream is warm again at hop 18; nothing is published for
+    hops 10 to 17."""
     config = load_config(CONFIG, ["engine.backend=onnxruntime", "engine.device=cpu"])
     config = config.replace(streams=(StreamConfig(id="file", source=str(long_video)),))
     frames, hops = {}, []
     tap = lambda stream, index, timestamp, frame: frames.__setitem__(index, fit_clip_frame(frame, config.clip))
-    Pipeline(config, FailsOnce(create_engine(config), 1 + 10), load_labels(config), EventBus([MemorySink()]),
+    Pipeline(config, fault(create_engine(config), 1 + 10), load_labels(config), EventBus([MemorySink()]),
              observers=[hops.append], frame_taps=[tap]).run()
     frames = np.stack([frames[i] for i in range(len(frames))])
     before, after = offline_probabilities(config, frames, [0, 11 * HOP])[:10], \
