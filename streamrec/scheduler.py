@@ -261,6 +261,19 @@ class StepSchedule(StreamSchedule):
     def due(self) -> bool:
         return not self.awaiting_result and super().due()
 
+    def hops_due(self, frames: int) -> int:
+        """Hops of the unit grid whose last frame is among the first ``frames`` (`_end_of`: by
+        timestamp a hop is a fractional number of source frames, which ``self.hop`` rounds)."""
+        newest = frames - 1
+        if newest < self.first_end:
+            return self._hops_due_before
+        hops = int((newest - self.grid + 1) * self.clip.train_fps / (self.step_hop * self.fps))
+        while self._end_of(hops) <= newest:  # the estimate exact, whatever the float rounding
+            hops += 1
+        while hops > 0 and self._end_of(hops - 1) > newest:
+            hops -= 1
+        return self._hops_due_before + hops
+
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         fast = len(hop_offsets(self.clip, self.step_hop))
         if not self.clip.alpha:

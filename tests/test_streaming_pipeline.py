@@ -213,6 +213,25 @@ def test_views_are_the_hops_new_frames_on_the_unit_grid_at_any_frame_rate():
     assert views[0].restarts and not any(v.restarts for v in views[1:])
 
 
+@pytest.mark.parametrize("fps", [20.0, 25.0, 30.0, 29.97])
+def test_hops_due_count_the_grid_s_hops_at_any_frame_rate(fps):
+    """Served offline, every hop due is cut and none is skipped: the count the bench's missed hops
+    are reckoned from agrees with the views at every frame rate (it drifted at 20 and 25 fps,
+    where a hop is a fractional number of source frames)."""
+    clip = ClipConfig(num_frames=16, sampling_rate=2, alpha=4, short_side=4, crop_size=4)
+    ring = RingBuffer(64, 4, 4)
+    schedule = StepSchedule("s", ring, clip, fps=fps, step_hop=8, offline=True, live_clock=False)
+    schedule.stagger(3)
+    views = 0
+    for i in range(600):
+        ring.write(np.full((4, 4, 3), i % 256, np.uint8), 1000.0 + i / fps, i / fps, new_segment=(i == 0))
+        while schedule.take() is not None:
+            views += 1
+            schedule.awaiting_result = False
+        assert schedule.hops_due(i + 1) == views
+    assert schedule.hops_skipped == 0 and views == int(600 * 30 / fps / 8) - 1  # the stagger leaves the last hop short
+
+
 def test_a_late_streaming_stream_is_fed_the_hops_it_missed_while_their_frames_last():
     clip = ClipConfig(num_frames=16, sampling_rate=2, alpha=4, short_side=4, crop_size=4)
     ring = RingBuffer(24, 4, 4)
