@@ -323,10 +323,9 @@ class Pipeline:
         """A streaming view stamped with the window its logits describe: ``clip_units`` long,
         ending ``delay_units`` units before the hop's last Fast frame (on the stream's clock, at the
         training rate; never before the stream's first frame, which a warm state comes after)."""
-        spec, clip = self.streaming, self.config.clip
-        end = view.clip_end - spec.delay_s(clip.train_fps)
-        start = end - (spec.clip_units * spec.unit_frames - clip.sampling_rate) / clip.train_fps
-        return dataclasses.replace(view, clip_start=max(start, 0.0), clip_end=end)
+        clip = self.config.clip
+        start, end = self.streaming.described_window(view.clip_end, clip.sampling_rate, clip.train_fps)
+        return dataclasses.replace(view, clip_start=start, clip_end=end)
 
     # ------------------------------------------------------------------ results
 

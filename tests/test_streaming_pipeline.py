@@ -439,3 +439,21 @@ def test_a_graph_averaging_fewer_units_than_the_config_asks_is_refused_in_one_li
     assert "\n" not in str(err.value)
     engine = create_engine(load_config(CONFIG, [*causal, "streaming.average_units=2", f"engine.engine_file={short}"]))
     assert engine.streaming.average_units == 2
+
+
+def test_the_streaming_bench_stamps_its_hops_as_the_pipeline_does(long_video, tmp_path):
+    """`bench streaming` scores a form on frames it steps itself: each hop must describe the same
+    window with the same scores as the pipeline's, so its event F1 and delays are `eval`'s (its
+    hops were stamped one source frame late, at the hop's last frame rather than its last Fast one)."""
+    from streamrec.bench.streaming import StreamingVariant
+    from streamrec.export import folded_model
+    from streamrec.models.streaming import DELAYED_EXACT
+
+    config, hops, _, frames = run(long_video, "onnxruntime")
+    variant = StreamingVariant(folded_model(config), config, DELAYED_EXACT, HOP, 1, tmp_path)
+    stepped, _ = variant.run(frames)
+    assert len(stepped) == len(hops) == 30 - WARMUP + 1
+    for ours, pipeline in zip(stepped, hops):
+        assert (ours.clip_start, ours.clip_end) == pytest.approx((pipeline.view.clip_start, pipeline.view.clip_end),
+                                                                 abs=1e-6)
+        assert np.abs(ours.probabilities - pipeline.probabilities).max() <= 1e-5

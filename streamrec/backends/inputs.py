@@ -184,6 +184,14 @@ class StreamingSpec:
         """Source seconds between the end of the window a call's logits describe and the call's last frame."""
         return self.delay_units * self.unit_frames / train_fps
 
+    def described_window(self, last_fast_time: float, sampling_rate: int, train_fps: float) -> tuple[float, float]:
+        """``(start, end)`` on the stream's clock of the window a call's logits describe, from the
+        time of the call's last Fast frame: ``clip_units`` long, ending ``delay_units`` units
+        before it (never before the stream's first frame, which a warm state comes after)."""
+        end = last_fast_time - self.delay_s(train_fps)
+        start = end - (self.clip_units * self.unit_frames - sampling_rate) / train_fps
+        return max(start, 0.0), end
+
     @classmethod
     def from_metadata(cls, entry: Mapping) -> "StreamingSpec":
         return cls(**{name: entry[name] for name in cls.__dataclass_fields__})

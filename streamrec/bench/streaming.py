@@ -267,14 +267,14 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
                 if end - 1 in by_end:
                     figures["sampled"].append(streamed.probabilities.argmax() == by_end[end - 1].argmax())
                     figures["sampled_gap"].append(np.abs(streamed.probabilities - by_end[end - 1]).max())
-            per_video[name].append(score_segments(truth, segments_from_events(replay(hops, labels,
-                                                                                     config.postprocess)), scored))
+            events = replay(hops, labels, config.postprocess)
+            per_video[name].append(score_segments(truth, segments_from_events(events, variant.delay_s), scored))
     models = {"clip": {"form": "clip model, the pipeline's sampling", "delay_s": 0.0,
                        "events": overall(combine(per_video["clip"])).to_dict()}}
     for name, variant in variants.items():
         figures = compared[name]
         models[name] = {
-            "form": variant.form, "checkpoint": variant.checkpoint, "delay_s": variant.delay_s,
+            "form": variant.form, "checkpoint": variant.checkpoint, "delay_s": round(variant.delay_s, 3),
             **({"distilled": variant.distilled} if variant.distilled else {}),
             "events": overall(combine(per_video[name])).to_dict(),
             "hops": len(figures["same"]),
@@ -305,7 +305,7 @@ class StreamingVariant:
                                      metadata={"streaming": streaming_metadata(self.network)})
         self.engine = OnnxRuntimeEngine(path, step_input_specs(config.clip, self.network.frames_per_call()),
                                         config.model.num_classes, device="cpu", threads=threads, max_batch=1)
-        self.delay_s = round(self.network.delay_units * self.network.unit_frames / config.clip.train_fps, 3)
+        self.delay_s = self.engine.streaming.delay_s(config.clip.train_fps)
         record = Path(checkpoint).parent / "distill.json"  # what streamrec.training.distill wrote beside it
         self.distilled = None
         if Path(checkpoint).is_file() and record.is_file():
@@ -333,9 +333,11 @@ class StreamingVariant:
             arrived = (call + 1) * self.units  # units since the stream started
             if arrived < network.warmup_units:
                 continue
-            end = (arrived - network.delay_units) * unit  # the window the logits describe ends before this frame
-            hops.append(Hop((end - clip.span) / fps, ((call + 1) * self.hop - 1) / fps, softmax(logits)[0]))
-            window_ends.append(end)
+            last_fast = (call + 1) * self.hop - clip.sampling_rate
+            # stamped as the pipeline stamps it: the window the logits describe, known `delay_s` later
+            start, end = self.engine.streaming.described_window(last_fast / fps, clip.sampling_rate, fps)
+            hops.append(Hop(start, end, softmax(logits)[0]))
+            window_ends.append((arrived - network.delay_units) * unit)  # the window ends before this frame
         return hops, window_ends
 
 
