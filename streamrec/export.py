@@ -43,11 +43,8 @@ if TYPE_CHECKING:
 
 OPSET = 17
 EXPORT_FORMAT = 1  # bump when the exported graph changes: it is part of the export cache key
-# The same for a streaming graph alone (2: the stem carries its taps' products, not frames; 3: the
-# head's running mean an average pool; 4: a narrowing block over one step a unit carries its taps'
-# products too; 5: a lateral and the next Fast block share one buffer; 6: fewer ops; 7: such a
-# block carries partial sums instead), so that a change there leaves cached clip exports, and the
-# TensorRT engines built from them, valid.
+# The same for a streaming graph alone (git log says what each bump changed), so that a change
+# there leaves cached clip exports, and the TensorRT engines built from them, valid.
 STREAMING_EXPORT_FORMAT = 7
 METADATA_KEY = "streamrec"  # ONNX metadata_props entry: JSON with the clip contract and model
 
@@ -137,15 +134,15 @@ def _write_graph(model: "nn.Module", examples: tuple, names: list[str], output_n
     return write_atomically(Path(output), graph.SerializeToString())
 
 
-def export_streaming(config: Config, output: str | Path, *, form: str = "delayed_exact", hop_frames: int | None = None,
+def export_streaming(config: Config, output: str | Path, *, hop_frames: int, form: str = "delayed_exact",
                      average_units: int | None = None, fp16: bool = False, batch: int | None = None) -> Path:
     """Export the streaming form of the model a config describes (with its checkpoint), for a
-    hop of ``hop_frames`` source frames at the training rate (default: ``pipeline.hop_frames``)."""
+    hop of ``hop_frames`` source frames at the training rate (`streamrec.config.streaming_hop_frames`)."""
     from streamrec.models.streaming import streaming_network, units_for_hop
 
     model = folded_model(config)
     probe = streaming_network(model, config.clip, form=form, average_units=average_units)
-    units = units_for_hop(probe, hop_frames or config.pipeline.hop_frames)
+    units = units_for_hop(probe, hop_frames)
     network = probe if units == 1 else streaming_network(model, config.clip, form=form, units=units,
                                                          average_units=average_units)
     metadata = {**export_metadata(config, fp16), "streaming": streaming_metadata(network)}

@@ -37,6 +37,18 @@ def engine_dir(tmp_path, monkeypatch) -> Path:
     return tmp_path / "engines"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One PyTorch thread for a module of small models (restored after it): on a shared, loaded CPU
+    its OpenMP threads wait on each other for far longer than these models compute."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def video_file(tmp_path_factory) -> Path:
     """Four seconds at 30 fps."""

@@ -10,10 +10,9 @@ import subprocess
 import time
 from fractions import Fraction
 
-import numpy as np
 import pytest
 
-from conftest import REPO, cli, write_video
+from conftest import REPO, cli
 from streamrec.backends import create_engine
 from streamrec.bench import reliability
 from streamrec.bench.faults import rtsp_server_available
@@ -21,7 +20,7 @@ from streamrec.config import StreamConfig, load_config, load_labels
 from streamrec.errors import StreamrecError
 from streamrec.events import EventBus, MemorySink
 from streamrec.pipeline import Pipeline
-from test_rtsp import read_events, wait_for
+from test_rtsp import read_events
 
 FAULT_REPORT: list[str] = []  # printed at the end of the test session (conftest's terminal summary)
 EAGER = ["postprocess.enter_threshold=0.1", "postprocess.exit_threshold=0.1", "postprocess.background_labels=[]"]

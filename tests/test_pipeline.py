@@ -127,7 +127,7 @@ def test_sigterm_closes_open_actions_and_exits_zero(tmp_path, loopback_port):
 def test_bad_input_gives_one_clear_line_and_nonzero_exit(args, message):
     result = run_cli("run", "--publish", "none", "--quiet", *args, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: ") and message in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -28,14 +28,7 @@ NARROW = [*SMALL, "model.depth=[1,1,2,1]", "model.width=8"]
 TOLERANCE = 1e-4  # relative to the largest value of the compared tensor (or 1, if smaller)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One PyTorch thread: on a shared, loaded CPU its OpenMP threads wait on each other for far longer
-    than these small models compute."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Stop(Exception):

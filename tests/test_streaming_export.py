@@ -28,14 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4  # relative to the largest value compared (or 1, if smaller)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One PyTorch thread: on a shared, loaded CPU its OpenMP threads wait on each other for far longer
-    than these small models compute."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,14 @@ HOP, UNIT, WARMUP, DELAY, CLIP_UNITS = 8, 8, 8, 4, 4  # slowfast_tiny's streamin
 EAGER = ["postprocess.enter_threshold=0.1", "postprocess.exit_threshold=0.1", "postprocess.background_labels=[]"]
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def engines(tmp_path_factory):
     """One engine cache for the module: each backend's engine is made once."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STREAMREC_ENGINE_DIR", str(tmp_path_factory.mktemp("engines")))
-        torch.set_num_threads(1)
         yield
 
 
@@ -371,6 +373,9 @@ def test_streaming_config_mistakes_are_one_line(overrides, message):
     with pytest.raises(StreamrecError) as err:
         load_config(CONFIG, overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_hop_in_seconds_that_rounds_to_whole_units_is_taken():
     assert load_config(CONFIG, ["pipeline.hop_seconds=0.5334"]).pipeline.hop_seconds == 0.5334  # 16 frames
 
 

@@ -7,8 +7,7 @@
 **Cost**, per config, hop and streaming form (delayed-exact and causal): GFLOPs of one hop
 (counted as `streamrec.bench.flops` counts: the clip model runs a whole clip every hop; a
 streaming form one call over the hop's new frames) and the ONNX Runtime CPU engine's median
-time per call at each batch (``--batches``: 1, and 4, the pipeline's default largest batch, where
-streams share a call), the engines' calls taking turns so all see the same load; hops/s is the
+time per call at each batch (``--batches``: 1, and 4, where streams share a call), the engines' calls taking turns so all see the same load; hops/s is the
 batch over it. Beside them, the clip model exported for one call's new frames alone ("no state":
 zero padding in time instead of carried steps, so the same convolutions as a streaming call and
 none of its state's copies): what a streaming call could reach on this engine if carrying its
@@ -171,8 +170,7 @@ def _time_in_turn(calls: list, iterations: int) -> list[float]:
             taken.append(time.perf_counter() - start)
 
     def ms(taken: list[float]) -> float:
-        """The median call after the first, to the 0.01 ms the table shows: a speed-up derived
-        from two of them is then the ratio of its columns."""
+        """The median call after the first, to 0.01 ms: the JSON's speed-ups are ratios of these."""
         return round(1000 * statistics.median(taken[1:]), 2)
 
     return [ms(taken) for taken in seconds]
@@ -291,29 +289,29 @@ class StreamingVariant:
     """One streaming form of a model as an ONNX Runtime engine, run over a video's frames at one hop."""
 
     def __init__(self, model, config: Config, form: str, hop: int, threads: int, folder: Path,
-                 checkpoint: str = "the clip model's", average_units: int | None = None):
+                 checkpoint: str | None = None, average_units: int | None = None):
         from streamrec.backends.inputs import step_input_specs
         from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
         from streamrec.export import export_streaming_onnx, streaming_metadata
         from streamrec.models.streaming import streaming_network, units_for_hop
 
-        self.clip, self.hop, self.form, self.checkpoint = config.clip, hop, form, checkpoint
+        self.clip, self.hop, self.form = config.clip, hop, form
+        self.checkpoint = checkpoint or "the clip model's"  # as the table names it
         self.units = units_for_hop(streaming_network(model, config.clip, form=form, average_units=average_units), hop)
         self.network = streaming_network(model, config.clip, form=form, units=self.units, average_units=average_units)
-        tag = re.sub(r"[^A-Za-z0-9]+", "_", checkpoint)[-48:]
+        tag = re.sub(r"[^A-Za-z0-9]+", "_", checkpoint or "clip")[-48:]
         path = export_streaming_onnx(self.network, folder / f"{config.name}_{form}_{tag}.onnx",
                                      metadata={"streaming": streaming_metadata(self.network)})
         self.engine = OnnxRuntimeEngine(path, step_input_specs(config.clip, self.network.frames_per_call()),
                                         config.model.num_classes, device="cpu", threads=threads, max_batch=1)
         self.delay_s = self.engine.streaming.delay_s(config.clip.train_fps)
-        record = Path(checkpoint).parent / "distill.json"  # what streamrec.training.distill wrote beside it
         self.distilled = None
-        if Path(checkpoint).is_file() and record.is_file():
+        record = Path(checkpoint).parent / "distill.json" if checkpoint else None  # what distillation wrote beside it
+        if record is not None and Path(checkpoint).is_file() and record.is_file():
             made = json.loads(record.read_text())
             self.distilled = {k: made.get(k) for k in ("stream_from", "data", "form", "targets", "average_units", "steps",
-                                                       "batch", "units", "lr", "seed", "seconds", "held_out")}
-            # records written before --target-hops named the same number smoothing_hops
-            self.distilled["target_hops"] = made.get("target_hops", made.get("smoothing_hops"))
+                                                       "batch", "units", "lr", "seed", "seconds", "held_out",
+                                                       "target_hops")}
 
     def run(self, frames: np.ndarray) -> tuple[list, list[int]]:
         """Every valid hop (stamped with the window its logits describe and the time they came out)

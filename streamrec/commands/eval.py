@@ -19,11 +19,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamrec.commands.flags import add_config_flags, add_engine_flags, add_hop_flags, config_from_flags
 from streamrec.commands.train import recorded_command
 from streamrec.config import load_labels
 from streamrec.errors import StreamrecError
+
+if TYPE_CHECKING:
+    from streamrec.evaluation_persons import Identity
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

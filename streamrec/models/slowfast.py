@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
 
 from streamrec.config import ClipConfig
 from streamrec.errors import StreamrecError

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from streamrec.config import ClipConfig
 from streamrec.detection.boxes import iou_matrix, nms
-from streamrec.detection.onnx_yolo import PAD_VALUE, letterbox
+from streamrec.detection.onnx_yolo import letterbox
 from streamrec.training.data import GroupScenes
 from streamrec.transforms import fit_clip_frame, frame_fit
 

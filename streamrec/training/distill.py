@@ -364,7 +364,8 @@ def config_that_runs(config: Config, form: str, average_units: int | None, unit_
     """The teacher's config in the distilled streaming form, without its deployment's cameras and
     brokers (`without_deployment`): what the checkpoint and ``config.yaml`` record, so that ``run
     --checkpoint model.pt`` runs it with no other flag. A hop that is not a whole number of the
-    form's units becomes the most units within it (one at least): it answers no less often."""
+    form's units becomes the most whole units within it, so it answers no less often; a hop
+    shorter than one unit becomes one unit, and answers less often."""
     hop = streaming_hop_frames(config)
     pipeline = config.pipeline
     if hop % unit_frames:
