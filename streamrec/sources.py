@@ -27,6 +27,9 @@ URL_START = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 # OpenCV's frame count comes from the container (exact) or from duration x frame rate (an
 # estimate): a file that ends more than this short of it ended early.
 FRAME_COUNT_TOLERANCE = 0.02
+# What a folder of recordings is searched for (training, distillation, calibration): the
+# containers OpenCV's FFmpeg reads.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 
 
 class FrameSource(Protocol):

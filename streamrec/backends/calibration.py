@@ -26,10 +26,10 @@ import numpy as np
 from streamrec.config import ClipConfig, PipelineConfig
 from streamrec.errors import StreamrecError
 from streamrec.sampling import hop_frames, split_pathways
+from streamrec.sources import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 MODELOPT_MIN = (0, 42)  # the first ModelOpt whose calibration sees every clip
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"}
 
 
 def calibration_clips(clip: ClipConfig, folder: Path, count: int, pipeline: PipelineConfig) -> dict[str, np.ndarray]:
@@ -43,7 +43,7 @@ def calibration_clips(clip: ClipConfig, folder: Path, count: int, pipeline: Pipe
 
     videos = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
-        raise StreamrecError(f"no videos in {folder} ({', '.join(sorted(VIDEO_SUFFIXES))}); "
+        raise StreamrecError(f"no videos in {folder} ({', '.join(VIDEO_SUFFIXES)}); "
                              "point --calibration at a folder of clips like the cameras' footage")
     per_video = math.ceil(count / len(videos))
     clips = []

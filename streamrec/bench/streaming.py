@@ -209,13 +209,12 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
     from streamrec.evaluation import Hop, combine, overall, replay, score_segments, segments_from_events
     from streamrec.export import export_onnx, folded_model
     from streamrec.models.streaming import CAUSAL, DELAYED_EXACT
-    from streamrec.sampling import clip_indices, split_pathways
+    from streamrec.sampling import clip_indices, split_hop_pathways, split_pathways
 
     clip = config.clip
 
     def uniformly(batch: np.ndarray) -> dict[str, np.ndarray]:  # Slow: every alpha-th Fast frame, as streamed
-        return {"slow": np.ascontiguousarray(batch[:, ::clip.alpha]), "fast": batch} if clip.alpha else \
-            {"frames": batch}
+        return split_hop_pathways(clip, batch)
 
     model = folded_model(config)  # as `export_streaming` exports a streaming config's graph
     variants = {"delayed-exact": StreamingVariant(model, config, DELAYED_EXACT, hop, threads, folder),
@@ -318,6 +317,7 @@ class StreamingVariant:
         and the source frame each window ends before."""
         from streamrec.evaluation import Hop
         from streamrec.postprocess import softmax
+        from streamrec.sampling import split_hop_pathways
 
         clip, network = self.clip, self.network
         fps, unit = clip.train_fps, network.unit_frames
@@ -325,9 +325,7 @@ class StreamingVariant:
         state = self.engine.state.zeros(1)
         for call in range(len(frames) // self.hop):
             fast = frames[call * self.hop:(call + 1) * self.hop:clip.sampling_rate][None]
-            inputs = {"slow": np.ascontiguousarray(fast[:, ::clip.alpha]), "fast": fast} if clip.alpha else \
-                {"frames": fast}
-            logits, state = self.engine.step({**inputs, "state": state})
+            logits, state = self.engine.step({**split_hop_pathways(clip, fast), "state": state})
             arrived = (call + 1) * self.units  # units since the stream started
             if arrived < network.warmup_units:
                 continue

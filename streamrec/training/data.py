@@ -24,12 +24,12 @@ from streamrec.errors import StreamrecError
 from streamrec.evaluation import Segment
 from streamrec.procedural import BACKGROUND, LABELS, Scene, action_scene
 from streamrec.procedural_group import GroupScene, group_scene
+from streamrec.sources import VIDEO_SUFFIXES
 from streamrec.training.windows import Video
 
 # Training scenes cycle through the classes with background twice: streams get up after every
 # fall and sit, and getting up is what the actions are most easily confused with.
 TRAINING_SCENE_CYCLE = (*LABELS, BACKGROUND)
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 GROUP_SCENE_SECONDS = 20.0  # long enough for each person to walk in, act a few times and maybe leave
 
 

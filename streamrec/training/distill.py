@@ -51,11 +51,11 @@ from streamrec.config import (ClipConfig, Config, StreamingConfig, load_config, 
                               without_deployment, write_config)
 from streamrec.errors import StreamrecError
 from streamrec.redaction import redact_data
+from streamrec.sources import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pyth", ".pkl")  # what --stream-from reads as weights, not a config
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 
 
 class Footage(Protocol):
