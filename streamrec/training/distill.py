@@ -41,7 +41,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -276,13 +276,18 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     import torch
 
     from streamrec.backends.torch_backend import pick_device
-    from streamrec.checkpoints import load_model, save_checkpoint
+    from streamrec.checkpoints import load_model
     from streamrec.models.streaming import streaming_network
-    from streamrec.training.tasks import portable
 
+    if targets not in ("teacher", "labels"):
+        raise StreamrecError(f"targets {targets!r}: use teacher (no labels) or labels")
+    if targets == "labels" and data != "procedural":
+        raise StreamrecError("--targets labels reads the procedural generator's labels; a folder of videos has "
+                             "none: drop --data, or drop --targets to distil from the clip model")
     refuse_a_streaming_teacher(config)
     on = pick_device(device, "--device ")
     clip = config.clip
+    source = footage(data, clip)  # a folder without videos is refused before any model is loaded
     clip_model = config.replace(streaming=None)  # the teacher, and the weights the student starts from
     teacher = load_model(clip_model).eval().to(on)
     student_model = copy.deepcopy(teacher)  # its own copy of the weights: the teacher stays as it is
@@ -290,14 +295,8 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
     if units < student.warmup_units + 1:
         raise StreamrecError(f"--units {units} leaves no room to learn from: use at least "
                              f"{student.warmup_units + 1} (a clip is {student.clip_units} units)")
-    rate = max(student.rates)
+    fast_per_unit = max(student.rates)
     frames = units * student.unit_frames
-    if targets not in ("teacher", "labels"):
-        raise StreamrecError(f"targets {targets!r}: use teacher (no labels) or labels")
-    if targets == "labels" and data != "procedural":
-        raise StreamrecError("--targets labels reads the procedural generator's labels; a folder of videos has "
-                             "none: drop --data, or drop --targets to distil from the clip model")
-    source = footage(data, clip)
     windows = units - student.warmup_units + 1  # the student's logits describe the first windows of the sequence
     labels = load_labels(config)
     background = config.postprocess.background_labels[0] if config.postprocess.background_labels else None
@@ -316,7 +315,7 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
         return torch.from_numpy(np.stack(fast)).to(on), torch.stack(truth).to(on) if truth else None
 
     def teacher_of(fast: torch.Tensor) -> torch.Tensor:
-        return teacher_targets(teacher, clip, fast, student.clip_units, rate, target_hops)[:, :windows]
+        return teacher_targets(teacher, clip, fast, student.clip_units, fast_per_unit, target_hops)[:, :windows]
 
     held_rng = np.random.default_rng([seed, 1])
     held = [draw(held_rng, 1)[0] for _ in range(held_out)]
@@ -348,16 +347,24 @@ def distill(config: Config, data: str, out: Path, *, steps: int, batch: int, uni
         "steps": steps, "batch": batch, "units": units, "lr": lr, "seed": seed, "targets": targets,
         "target_hops": target_hops, "average_units": average_units, "device": str(on),
         "seconds": round(time.monotonic() - started, 1), "losses": losses,
-        "held_out": {"sequences": held_out, "before": before.__dict__, "after": after.__dict__},
+        "held_out": {"sequences": held_out, "before": asdict(before), "after": asdict(after)},
     }
+    write_run(out, record, student_model, config_that_runs(config, form, average_units, student.unit_frames))
+    return record
+
+
+def write_run(out: Path, record: dict, student_model, runs_as: Config) -> None:
+    """What a distillation leaves in ``out``: ``model.pt`` (with the config that runs it),
+    ``config.yaml`` and ``distill.json``, with any URL in them masked."""
+    from streamrec.checkpoints import save_checkpoint
+    from streamrec.training.tasks import portable
+
     out.mkdir(parents=True, exist_ok=True)
-    runs_as = config_that_runs(config, form, average_units, student.unit_frames).replace(
-        checkpoint=portable(out / "model.pt"))
+    runs_as = runs_as.replace(checkpoint=portable(out / "model.pt"))
     save_checkpoint(out / "model.pt", student_model, runs_as, metadata={"streaming": {
         k: record[k] for k in ("form", "average_units", "targets", "stream_from", "checkpoint", "data", "steps")}})
     write_config(out / "config.yaml", runs_as)
     (out / "distill.json").write_text(json.dumps(redact_data(record), indent=1) + "\n")
-    return record
 
 
 def config_that_runs(config: Config, form: str, average_units: int | None, unit_frames: int) -> Config:
