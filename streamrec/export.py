@@ -138,13 +138,10 @@ def export_streaming(config: Config, output: str | Path, *, hop_frames: int, for
                      average_units: int | None = None, fp16: bool = False, batch: int | None = None) -> Path:
     """Export the streaming form of the model a config describes (with its checkpoint), for a
     hop of ``hop_frames`` source frames at the training rate (`streamrec.config.streaming_hop_frames`)."""
-    from streamrec.models.streaming import streaming_network, units_for_hop
+    from streamrec.models.streaming import streaming_network_for_hop
 
-    model = folded_model(config)
-    probe = streaming_network(model, config.clip, form=form, average_units=average_units)
-    units = units_for_hop(probe, hop_frames)
-    network = probe if units == 1 else streaming_network(model, config.clip, form=form, units=units,
-                                                         average_units=average_units)
+    network = streaming_network_for_hop(folded_model(config), config.clip, hop_frames, form=form,
+                                        average_units=average_units)
     metadata = {**export_metadata(config, fp16), "streaming": streaming_metadata(network)}
     return export_streaming_onnx(network, output, fp16=fp16, batch=batch, metadata=metadata)
 

@@ -307,7 +307,7 @@ class TorchStreamingEngine:
     def __init__(self, model: nn.Module, clip: ClipConfig, device: torch.device, *, form: str, hop_frames: int,
                  average_units: int | None = None, max_batch: int = 64, parallel_calls: int = 1):
         from streamrec.export import streaming_metadata
-        from streamrec.models.streaming import streaming_network, units_for_hop
+        from streamrec.models.streaming import streaming_network, units_in_hop
 
         if parallel_calls > 1 and device.type == "cuda":
             raise parallel_calls_need_cpu("torch")
@@ -315,7 +315,7 @@ class TorchStreamingEngine:
         self.device = device_name(device)
         self.max_batch = max_batch
         self.parallel_calls = parallel_calls
-        units = units_for_hop(streaming_network(model, clip, form=form, average_units=average_units), hop_frames)
+        units = units_in_hop(model, clip, hop_frames)  # a hop of part of a unit is refused before any folding
         folded = folded_clip_model(model, clip, device)
         self.network = streaming_network(folded, clip, form=form, units=units, average_units=average_units).to(device)
         self.specs = step_input_specs(clip, self.network.frames_per_call())

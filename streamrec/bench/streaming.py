@@ -75,7 +75,7 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
     from streamrec.backends.inputs import input_specs, step_input_specs
     from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
     from streamrec.export import export_onnx, export_streaming_onnx, folded_model, streaming_metadata
-    from streamrec.models.streaming import CAUSAL, DELAYED_EXACT, streaming_network, units_for_hop
+    from streamrec.models.streaming import CAUSAL, DELAYED_EXACT, streaming_network, units_in_hop
 
     clip = config.clip
     model = folded_model(config)  # as `export_streaming` exports a streaming config's graph
@@ -92,12 +92,11 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
     log.info("%s: exporting the clip model", config.name)
     clip_engine, clip_inputs = clip_engine_and_inputs(model, clip, "clip")
     clip_gflops = count_gflops(model, tuple(torch.from_numpy(a[:1]) for a in clip_inputs[batches[0]].values()))
-    probe = streaming_network(model, clip)
     rows = []
     for hop in hops:
         row = {"hop": hop, "clip_gflops": round(clip_gflops, 3)}
         try:
-            units = units_for_hop(probe, hop)
+            units = units_in_hop(model, clip, hop)
         except StreamrecError as err:
             (clip_ms,) = _time_in_turn([Infer(clip_engine, clip_inputs[batches[0]])], iterations)
             rows.append({**row, "batch": batches[0], **_per_hop("clip", clip_ms, batches[0]), "note": str(err)})
@@ -118,7 +117,7 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
                                        max_batch=max(batches))
             forms.append((form, network, stream_gflops, engine, frames))
         log.info("%s: exporting the clip model for one call's new frames (no state) at hop %d", config.name, hop)
-        new_frames = network.frames_per_call()[clip.input_names[-1]]  # Fast's, or the only pathway's
+        new_frames = forms[0][1].frames_per_call()[clip.input_names[-1]]  # Fast's, or the only pathway's
         short = replace(clip, num_frames=new_frames)
         stateless, stateless_inputs = clip_engine_and_inputs(folded_model(config.replace(clip=short)), short,
                                                              f"nostate_hop{hop}")
@@ -292,12 +291,12 @@ class StreamingVariant:
         from streamrec.backends.inputs import step_input_specs
         from streamrec.backends.onnxruntime_backend import OnnxRuntimeEngine
         from streamrec.export import export_streaming_onnx, streaming_metadata
-        from streamrec.models.streaming import streaming_network, units_for_hop
+        from streamrec.models.streaming import streaming_network_for_hop
 
         self.clip, self.hop, self.form = config.clip, hop, form
         self.checkpoint = checkpoint or "the clip model's"  # as the table names it
-        self.units = units_for_hop(streaming_network(model, config.clip, form=form, average_units=average_units), hop)
-        self.network = streaming_network(model, config.clip, form=form, units=self.units, average_units=average_units)
+        self.network = streaming_network_for_hop(model, config.clip, hop, form=form, average_units=average_units)
+        self.units = self.network.units
         tag = re.sub(r"[^A-Za-z0-9]+", "_", checkpoint or "clip")[-48:]
         path = export_streaming_onnx(self.network, folder / f"{config.name}_{form}_{tag}.onnx",
                                      metadata={"streaming": streaming_metadata(self.network)})

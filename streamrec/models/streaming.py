@@ -651,17 +651,8 @@ class StreamingNetwork(nn.Module):
         self.clips = model  # holds the clip network (`model.network`) and its normalisation
         self.clip, self.form, self.units = clip, form, units
         network = model.network
-        if isinstance(network, SlowFast):
-            rates = [1, clip.alpha]
-        elif isinstance(network, ResNet3D):
-            final = network.head.pathway0_avgpool.kernel_size[0]
-            if clip.num_frames % final:
-                raise StreamrecError(f"{clip.num_frames} frames do not stride evenly down to the head's {final}")
-            rates = [clip.num_frames // final]
-        else:
-            raise no_streaming_form(network)
-        self.rates = rates
-        self.stages = self._build(network, [Timing(r) for r in rates], form, average_units)
+        self.rates = pathway_rates(network, clip)
+        self.stages = self._build(network, [Timing(r) for r in self.rates], form, average_units)
         self.layout = self._discover_layout()
 
     def _build(self, network: VideoNetwork, timings: list[Timing], form: str,
@@ -793,6 +784,19 @@ class StreamingNetwork(nn.Module):
         return StateLayout(tuple(entries), counter_cap=self.warmup_units)
 
 
+def pathway_rates(network: nn.Module, clip: ClipConfig) -> list[int]:
+    """Each pathway's input frames per unit (SlowFast: Slow 1, Fast ``alpha``; a single pathway:
+    its frames per final-stage step), or a clear error for a network without a streaming form."""
+    if isinstance(network, SlowFast):
+        return [1, clip.alpha]
+    if isinstance(network, ResNet3D):
+        final = network.head.pathway0_avgpool.kernel_size[0]
+        if clip.num_frames % final:
+            raise StreamrecError(f"{clip.num_frames} frames do not stride evenly down to the head's {final}")
+        return [clip.num_frames // final]
+    raise no_streaming_form(network)
+
+
 def no_streaming_form(network: nn.Module) -> StreamrecError:
     reasons = {
         "X3D": "its squeeze-excitation gates every block by the whole clip's average",
@@ -813,8 +817,21 @@ def streaming_network(model: UInt8Clips, clip: ClipConfig, *, form: str = DELAYE
 
 def units_for_hop(network: StreamingNetwork, hop_frames: int) -> int:
     """Units per call for a hop in source frames at the training rate, or a clear error."""
-    unit = network.unit_frames
+    return units_in_hop(network.clips, network.clip, hop_frames)
+
+
+def units_in_hop(model: UInt8Clips, clip: ClipConfig, hop_frames: int) -> int:
+    """`units_for_hop` for a loaded clip model, without building its streaming form."""
+    unit = clip.sampling_rate * max(pathway_rates(model.network, clip))
     if hop_frames < unit or hop_frames % unit:
-        raise StreamrecError(f"a streaming {type(network.clips.network).__name__} advances {unit} source frames "
+        raise StreamrecError(f"a streaming {type(model.network).__name__} advances {unit} source frames "
                              f"(one unit) at a time; use a hop that is a multiple of {unit}, not {hop_frames}")
     return hop_frames // unit
+
+
+def streaming_network_for_hop(model: UInt8Clips, clip: ClipConfig, hop_frames: int, *, form: str = DELAYED_EXACT,
+                              average_units: int | None = None) -> StreamingNetwork:
+    """`streaming_network` whose calls take a hop of ``hop_frames`` source frames at the training
+    rate (a whole number of units, or a clear error)."""
+    return streaming_network(model, clip, form=form, units=units_in_hop(model, clip, hop_frames),
+                             average_units=average_units)
