@@ -188,19 +188,30 @@ class StreamSchedule:
         return view
 
     def _restart(self, segment: int) -> None:
-        """The stream broke off before frame ``segment``: start again after it with a full window."""
+        """The stream broke off before frame ``segment``: start again after it."""
         self._hops_due_before = self.hops_due(segment)
-        self.first_end = self.next_end = segment + self.window - 1
+        self._start_segment(segment)
         self.gaps += 1
         if self.origin is not None:  # a view was cut before the break
             self._gap = Gap(self.clip_time(segment - 1))
         if self.offline:
             self.ring.release(segment)
 
+    def _start_segment(self, segment: int) -> None:
+        """Where the views of a segment that starts at frame ``segment`` fall due: a full window on."""
+        self.first_end = self.next_end = segment + self.window - 1
+
     def _cut(self, end: int, skipped: int, out: dict[str, np.ndarray] | None) -> View:
         indices = clip_indices(self.clip, self.fps, end, end - self.window + 1, self._clock)
         out = out or {}
         frames = self.ring.read(indices, out=out.get("fast" if self.clip.alpha else "frames"))
+        return self._view(frames, end, skipped, split_pathways(self.clip, frames.pixels, slow_out=out.get("slow")),
+                          float(frames.capture_times[-1]))
+
+    def _view(self, frames, end: int, skipped: int, inputs: dict[str, np.ndarray], newest_capture_time: float,
+              **fields) -> View:
+        """The view of ``frames`` (read from the ring buffer) ending at frame ``end``, on the stream's
+        clock, carrying the break since the last view if there was one."""
         times = frames.capture_times if self.live_clock else frames.media_times
         if self.origin is None:
             self.origin = times[0] if self.live_clock else 0.0
@@ -208,13 +219,14 @@ class StreamSchedule:
         gap, self._gap = self._gap, None
         return View(
             stream_id=self.stream_id,
-            inputs=split_pathways(self.clip, frames.pixels, slow_out=out.get("slow")),
+            inputs=inputs,
             end_index=end,
             clip_start=float(times[0] - self.origin),
             clip_end=float(times[-1] - self.origin),
-            newest_capture_time=float(frames.capture_times[-1]),
+            newest_capture_time=newest_capture_time,
             hops_skipped=skipped,
             follows_gap=gap,
+            **fields,
         )
 
     def _clock(self, indices: np.ndarray) -> np.ndarray:
@@ -245,8 +257,8 @@ class StepSchedule(StreamSchedule):
         self.grid = 0  # the grid's first frame: the segment's first (and the stagger)
         self.grid_time: float | None = None  # its time on the stream's clock, once read
         self.grid_hops = 0  # hops of this grid cut or passed
-        self.first_end = self.next_end = self._end_of(0)
         self._restarts = True  # the next view starts the model's state from zeros
+        self._start_segment(0)
 
     def _end_of(self, hop: int) -> int:
         """The last source frame of the grid's ``hop``-th hop (0-based)."""
@@ -316,16 +328,11 @@ class StepSchedule(StreamSchedule):
             self.ring.release(self.next_end - self.window + 1)
         return view
 
-    def _restart(self, segment: int) -> None:
-        self._hops_due_before = self.hops_due(segment)
+    def _start_segment(self, segment: int) -> None:
+        """A new grid from frame ``segment``, and the model's state from zeros."""
         self.grid, self.grid_time, self.grid_hops = segment, None, 0
         self.first_end = self.next_end = self._end_of(0)
-        self.gaps += 1
         self._restarts = True
-        if self.origin is not None:
-            self._gap = Gap(self.clip_time(segment - 1))
-        if self.offline:
-            self.ring.release(segment)
 
     def _cut_hop(self, hop: int, end: int, skipped: int, out: dict[str, np.ndarray] | None) -> View:
         if self.grid_time is None:
@@ -336,23 +343,9 @@ class StepSchedule(StreamSchedule):
         out = out or {}
         frames = self.ring.read(indices, out=out.get("fast" if self.clip.alpha else "frames"))
         newest_capture, _ = self.ring.read_times(np.array([end]))  # the frame that made the hop due
-        times = frames.capture_times if self.live_clock else frames.media_times
-        if self.origin is None:
-            self.origin = times[0] if self.live_clock else 0.0
-        self.views += 1
-        gap, self._gap = self._gap, None
         restarts, self._restarts = self._restarts or skipped > 0, False
-        return View(
-            stream_id=self.stream_id,
-            inputs=split_hop_pathways(self.clip, frames.pixels, slow_out=out.get("slow")),
-            end_index=end,
-            clip_start=float(times[0] - self.origin),
-            clip_end=float(times[-1] - self.origin),
-            newest_capture_time=float(newest_capture[0]),
-            hops_skipped=skipped,
-            follows_gap=gap,
-            restarts=restarts,
-        )
+        return self._view(frames, end, skipped, split_hop_pathways(self.clip, frames.pixels, slow_out=out.get("slow")),
+                          float(newest_capture[0]), restarts=restarts)
 
 
 @dataclass
