@@ -98,9 +98,14 @@ def hop_indices(clip: ClipConfig, fps: float, hop: int, start: int, start_time: 
     if by_index(clip, fps):
         return start + offsets
     candidates = np.arange(first, end + 1)
-    wanted = start_time + offsets / clip.train_fps
-    positions = np.searchsorted(times_of(candidates), wanted + TIME_TOLERANCE_S, side="right") - 1
-    return candidates[positions.clip(0, len(candidates) - 1)]
+    return candidates[latest_at_or_before(times_of(candidates), start_time + offsets / clip.train_fps)]
+
+
+def latest_at_or_before(times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions in ``times`` (ascending seconds) of the latest frame at or before each wanted
+    time, a frame within `TIME_TOLERANCE_S` of it counting as on it (the first frame for a time
+    before them all): how every frame is picked by time."""
+    return (np.searchsorted(times, wanted + TIME_TOLERANCE_S, side="right") - 1).clip(0, len(times) - 1)
 
 
 def hop_frames(pipeline: PipelineConfig, fps: float, stream_hop_frames: int | None = None) -> int:
@@ -122,8 +127,7 @@ def indices_by_time(clip: ClipConfig, times: np.ndarray, end_time: float) -> np.
     a millisecond of the wanted time counts as on it). Returns positions into ``times``. At the
     training frame rate with exact timestamps this equals `fast_offsets`.
     """
-    wanted = end_time - (clip.span - 1 - fast_offsets(clip)) / clip.train_fps
-    return (np.searchsorted(times, wanted + TIME_TOLERANCE_S, side="right") - 1).clip(0, len(times) - 1)
+    return latest_at_or_before(times, end_time - (clip.span - 1 - fast_offsets(clip)) / clip.train_fps)
 
 
 def split_hop_pathways(clip: ClipConfig, fast: np.ndarray, slow_out: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -101,3 +101,14 @@ def crop_region(frame: np.ndarray, region: tuple[float, float, float, float]) ->
     x, y, w, h = region
     left, top = round(x * width), round(y * height)
     return frame[top:top + max(1, round(h * height)), left:left + max(1, round(w * width))]
+
+
+def scene_frames(scene, clip: ClipConfig, times: np.ndarray) -> np.ndarray:
+    """A generated scene's frames at ``times`` (`streamrec.procedural.Scene`; each the latest frame
+    at or before its time, as the scheduler picks by time), fitted to the model's input, each
+    frame rendered once however often it is picked."""
+    from streamrec.sampling import latest_at_or_before
+
+    indices = latest_at_or_before(scene.times, times)
+    rendered = {i: fit_clip_frame(scene.frame(int(i)), clip) for i in np.unique(indices)}
+    return np.stack([rendered[i] for i in indices])

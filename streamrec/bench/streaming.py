@@ -187,14 +187,11 @@ def surveillance_frames(seed: int, minutes: float, config: Config) -> tuple[np.n
     """A generated surveillance video's frames at the training rate (each the latest frame at or
     before its time), fitted to the model's input, and its ground-truth segments."""
     from streamrec.procedural import surveillance_scene
-    from streamrec.sampling import TIME_TOLERANCE_S
-    from streamrec.transforms import fit_clip_frame
+    from streamrec.transforms import scene_frames
 
     scene = surveillance_scene(seed, minutes * 60)
     times = np.arange(int(scene.duration * config.clip.train_fps)) / config.clip.train_fps
-    indices = np.searchsorted(scene.times, times + TIME_TOLERANCE_S, side="right") - 1
-    rendered = {i: fit_clip_frame(scene.frame(i), config.clip) for i in np.unique(indices)}
-    return np.stack([rendered[i] for i in indices]), scene.segments
+    return scene_frames(scene, config.clip, times), scene.segments
 
 
 def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, threads: int, folder: Path,

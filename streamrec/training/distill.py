@@ -51,6 +51,7 @@ from streamrec.config import (ClipConfig, Config, StreamingConfig, load_config, 
                               without_deployment, write_config)
 from streamrec.errors import StreamrecError
 from streamrec.redaction import redact_data
+from streamrec.sampling import latest_at_or_before
 from streamrec.sources import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,6 @@ class Footage(Protocol):
     def sequence(self, rng: np.random.Generator, frames: int) -> np.ndarray:
         """``frames`` consecutive frames at the training rate, fitted: uint8 [frames, size, size, 3]."""
         ...
-
-
-def frames_by_time(times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Index of the latest frame at or before each wanted time (as the scheduler picks by time)."""
-    from streamrec.sampling import TIME_TOLERANCE_S
-
-    return (np.searchsorted(times, wanted + TIME_TOLERANCE_S, side="right") - 1).clip(0, len(times) - 1)
 
 
 @dataclass
@@ -85,14 +79,13 @@ class ProceduralFootage:
         """`sequence`, with the second of the scene it starts at and the scene's labelled segments
         (what ``--targets labels`` trains on; the same draws, so the same frames)."""
         from streamrec.procedural import surveillance_scene
-        from streamrec.transforms import fit_clip_frame
+        from streamrec.transforms import scene_frames
 
         scene = surveillance_scene(int(rng.integers(2**31)), self.scene_seconds)
         span = frames / self.clip.train_fps
         start = rng.uniform(0.0, max(0.0, scene.duration - span))
-        indices = frames_by_time(scene.times, start + np.arange(frames) / self.clip.train_fps)
-        rendered = {i: fit_clip_frame(scene.frame(int(i)), self.clip) for i in np.unique(indices)}
-        return np.stack([rendered[i] for i in indices]), float(start), scene.segments
+        return scene_frames(scene, self.clip, start + np.arange(frames) / self.clip.train_fps), float(start), \
+            scene.segments
 
 
 @dataclass
@@ -160,7 +153,7 @@ class FolderFootage:
         times = np.arange(video.frames) / video.fps
         span = frames / self.clip.train_fps
         start = rng.uniform(0.0, max(0.0, times[-1] - span))
-        indices = frames_by_time(times, start + np.arange(frames) / self.clip.train_fps)
+        indices = latest_at_or_before(times, start + np.arange(frames) / self.clip.train_fps)
         capture = cv2.VideoCapture(str(video.path))
         capture.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
         decoded, position, frame = {}, int(indices[0]), None
