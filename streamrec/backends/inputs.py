@@ -32,6 +32,7 @@ import numpy as np
 
 from streamrec.config import ClipConfig
 from streamrec.errors import StreamrecError
+from streamrec.sampling import hop_offsets
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def hop_input_specs(clip: ClipConfig, hop_frames: int) -> tuple[InputSpec, ...]:
     """The frame inputs of a streaming engine whose call takes a hop of ``hop_frames`` source frames
     at the training rate: every ``sampling_rate``-th of them for Fast (or the only pathway), every
     ``alpha``-th Fast frame for Slow (`streamrec.sampling.hop_offsets`)."""
-    fast = hop_frames // clip.sampling_rate
+    fast = len(hop_offsets(clip, hop_frames))  # the scheduler's views take these frames
     return step_input_specs(clip, {"slow": fast // (clip.alpha or 1), "fast": fast, "frames": fast})
 
 
