@@ -37,6 +37,16 @@ def engine_dir(tmp_path, monkeypatch) -> Path:
     return tmp_path / "engines"
 
 
+def assert_runs_without_torch(script: str) -> None:
+    """Run ``script`` in a fresh interpreter on the checkout and check it ends without torch
+    imported: the ONNX Runtime and TensorRT run paths never import it."""
+    script += '\nimport sys\nassert "torch" not in sys.modules, "torch was imported"\nprint("ok")\n'
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "ok"
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One PyTorch thread for a module of small models (restored after it): on a shared, loaded CPU

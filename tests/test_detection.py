@@ -12,14 +12,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from conftest import assert_runs_without_torch
 from streamrec.detection import (Keyframe, available_detectors, create_detector, detector_problem,
                                  registered_detectors)
 from streamrec.detection.bench import VTEST, bench_detectors, tracked_picture
@@ -30,7 +29,6 @@ from streamrec.detection.hog import hog_available
 from streamrec.detection.motion import merge_parts
 from streamrec.errors import StreamrecError
 
-REPO = Path(__file__).resolve().parent.parent
 needs_vtest = pytest.mark.skipif(not VTEST.is_file() and not os.environ.get("CI"),
                                  reason="needs Debian's opencv-doc (apt-get install opencv-doc)")
 needs_hog = pytest.mark.skipif(not hog_available(), reason=f"OpenCV {cv2.__version__} has no HOGDescriptor "
@@ -360,7 +358,6 @@ def test_onnx_yolo_refuses_a_missing_file_and_a_graph_that_is_not_a_detector(tmp
 def test_onnx_detector_never_imports_torch(tmp_path):
     graph = white_box_yolo(tmp_path / "v8.onnx", "yolov8")
     script = f"""
-import sys
 import numpy as np
 from streamrec.detection import Keyframe, create_detector
 from streamrec.detection.config import DetectionConfig
@@ -371,13 +368,8 @@ frame[120:300, 100:180] = 255
 (found,) = detector.detect([Keyframe("a", frame, 0.0)])
 PersonTracker(DetectionConfig().tracker).update(found, 0.0)
 assert len(found) == 2, found
-assert "torch" not in sys.modules, "torch was imported"
-print("ok")
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert_runs_without_torch(script)
 
 
 # --------------------------------------------------------------------------- registry and config
