@@ -100,3 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     except StreamrecError as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file or folder given that cannot be read or written: the system's reason
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot use{redact(where)}: {err.strerror or err}; give a path that can be read or "
+              "written there", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory for what was asked; ask for less (a smaller --batch, --streams or frame size)",
+              file=sys.stderr)
+        return 2

@@ -288,6 +288,9 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] 
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise StreamrecError(f"config {path} is not valid YAML ({exc}); fix the syntax") from None
+    except UnicodeDecodeError:
+        raise StreamrecError(f"config {path} is not a text file; pass a YAML config (a checkpoint goes in "
+                             "--checkpoint)") from None
     if not isinstance(data, dict):
         raise StreamrecError(f"config {path} must be a mapping of sections; see configs/slowfast_tiny.yaml")
     data.setdefault("name", path.stem)
@@ -756,7 +759,10 @@ def labels_path(labels: str) -> Path:
 def load_labels(config: Config) -> list[str]:
     """Class names, checked against the model's class count."""
     path = labels_path(config.labels)
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise StreamrecError(f"label file {path} is not a text file; give one class name a line") from None
     if len(names) != config.model.num_classes:
         raise StreamrecError(
             f"label file {path} has {len(names)} names but the model has {config.model.num_classes} classes; "

@@ -23,6 +23,8 @@ MASK = "***"
 # A URL in free text: a scheme, "://", then anything up to white space or a quote, without the
 # punctuation that ends a sentence ("cannot open rtsp://host/x; check ...").
 URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*[^\s\"'<>.,;:!?)\]}]")
+# A URL's "scheme:/" as a file path leaves it, followed by user-info: its credentials show.
+COLLAPSED_URL = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*):/(?=[^/\s\"'<>@]*@)")
 # A query key the user may list: no separator, no white space.
 QUERY_KEY = re.compile(r"[^\s=&#?]+")
 
@@ -37,8 +39,11 @@ def show_query_keys(keys: Iterable[str]) -> None:
 
 def redact(text: str) -> str:
     """``text`` with every URL in it masked: a URL on its own, a command line, a log line, an
-    error message. Text without a URL comes back as it is; masking twice changes nothing."""
-    return URL.sub(lambda match: _mask_url(match.group(0)), str(text))
+    error message. Text without a URL comes back as it is; masking twice changes nothing. A URL
+    that went through a file path (``ftp:/user:pw@host/...``: a path keeps one slash) is masked
+    as the URL it was."""
+    text = COLLAPSED_URL.sub(r"\1://", str(text))
+    return URL.sub(lambda match: _mask_url(match.group(0)), text)
 
 
 def redact_data(value: Any) -> Any:

@@ -210,3 +210,19 @@ def test_the_cli_logs_through_redact():
                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.stderr.strip().endswith("WARNING streamrec.anywhere: cannot open rtsp://u:***@h/x?token=***"), \
         result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--config", "streamrec/weights/slowfast_tiny/model.pt"], "is not a text file; pass a YAML config"),
+    (["eval", "--seed", "-1"], "--seed: must be >= 0, got -1"),
+    (["train", "--lr", "nan"], "--lr: must be a number above 0, got nan"),
+    (["export", "--output", "/proc/streamrec-nowhere/out.onnx"], "cannot use /proc/streamrec-nowhere"),
+    (["export", "--output", "out.onnx", "--checkpoint", "ftp://u:hunter2@127.0.0.1/w.pyth"], "ftp://u:***@127.0.0.1"),
+])
+def test_bad_files_numbers_and_paths_are_one_line_without_a_secret(args, message, tmp_path):
+    """Found by trying the commands with what users get wrong: each was a traceback (or, the
+    last, printed the password of a URL that went through a file path)."""
+    result = subprocess.run(cli(*args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and " INFO " not in line]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert message in lines[-1] and "hunter2" not in result.stderr, result.stderr

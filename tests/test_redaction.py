@@ -110,3 +110,11 @@ def test_a_source_is_opened_as_given_and_shown_through_the_same_function():
     spec = sources.parse_source(url)
     assert spec.target == url and spec.display == redact(url)
     assert sources.redact is redaction.redact  # what the broker sinks import
+
+
+def test_a_url_that_went_through_a_file_path_is_masked_as_the_url_it_was():
+    """A path keeps one slash of "scheme://" ("checkpoint ftp:/u:pw@host/w.pt not found"), which
+    hid the URL from the mask and printed its password."""
+    assert redact("checkpoint ftp:/u:hunter2@127.0.0.1/w.pt not found") == \
+        "checkpoint ftp://u:***@127.0.0.1/w.pt not found"
+    assert redact("C:/data/x.mp4 and a/b:c/d") == "C:/data/x.mp4 and a/b:c/d"  # paths without credentials stay

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrec.commands.flags import non_negative_int
 from streamrec.config import ClipConfig, Config, StreamingConfig, load_config, load_labels
 from streamrec.errors import StreamrecError
 
@@ -470,7 +471,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=3, help="generated surveillance videos for accuracy; 0: none "
                                                               "(default %(default)s)")
     parser.add_argument("--minutes", type=float, default=3.0, help="length of each (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=12345, help="their seed, as eval --seed (default %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=12345, help="their seed, as eval --seed (default %(default)s)")
     parser.add_argument("--distilled", action="append", default=[], metavar="CONFIG=CHECKPOINT",
                         help="a checkpoint of a config distilled by train --stream-from, evaluated in its "
                              "form beside the others (repeatable)")

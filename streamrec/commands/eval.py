@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamrec.commands.flags import add_config_flags, add_engine_flags, add_hop_flags, config_from_flags
+from streamrec.commands.flags import (add_config_flags, add_engine_flags, add_hop_flags, config_from_flags,
+                                      non_negative_int)
 from streamrec.commands.train import recorded_command
 from streamrec.config import load_labels
 from streamrec.errors import StreamrecError
@@ -34,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="*", type=Path,
                         help="videos to score, each with ground truth next to it (VIDEO.json); "
                              "default: generate surveillance videos from --seed")
-    parser.add_argument("--seed", type=int, default=12345, help="seed of the generated videos (default %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=12345, help="seed of the generated videos (default %(default)s)")
     parser.add_argument("--count", type=int, default=3, help="generated videos (default %(default)s)")
     parser.add_argument("--minutes", type=float, default=3.0, help="length of each generated video (default %(default)s)")
     parser.add_argument("--keep-videos", type=Path, metavar="DIR", help="write the generated videos here and keep them")

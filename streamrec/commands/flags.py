@@ -14,6 +14,7 @@ Every command that builds an engine (run, eval, bench engine / pipeline / compar
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Mapping
 
 from streamrec.config import DEFAULT_CONFIG, Config, config_from_dict, load_config
@@ -152,6 +153,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
     return value
 
 

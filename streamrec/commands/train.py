@@ -33,6 +33,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from streamrec.commands.flags import non_negative_int, positive_float
 from streamrec.config import DEFAULT_CONFIG, load_config
 from streamrec.errors import StreamrecError
 
@@ -59,16 +60,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--clips-per-epoch", type=int, default=defaults.clips_per_epoch)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, help=f"peak learning rate of the one-cycle schedule (default {defaults.lr}; "
+    parser.add_argument("--lr", type=positive_float, help=f"peak learning rate of the one-cycle schedule (default {defaults.lr}; "
                                                  f"with --stream-from, AdamW's rate, default {DISTILL_LR})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="fixes data, split, augmentation and init")
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed, help="fixes data, split, augmentation and init")
     parser.add_argument("--train-scenes", type=int, default=defaults.train_scenes, help="procedural training scenes")
     parser.add_argument("--val-scenes", type=int, default=defaults.val_scenes,
                         help="procedural validation scenes (and as many test scenes); default "
                              f"{VAL_SCENES}, or {GROUP_VAL_SCENES} group scenes for a person model")
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                         help="share of each class folder's videos held out for validation")
-    parser.add_argument("--workers", type=int, default=defaults.workers,
+    parser.add_argument("--workers", type=non_negative_int, default=defaults.workers,
                         help="data loading processes (0: in the training process)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared CPU, threads that spin-wait for each other "
