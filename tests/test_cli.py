@@ -216,6 +216,7 @@ def test_the_cli_logs_through_redact():
     (["run", "--config", "streamrec/weights/slowfast_tiny/model.pt"], "is not a text file; pass a YAML config"),
     (["eval", "--seed", "-1"], "--seed: must be >= 0, got -1"),
     (["train", "--lr", "nan"], "--lr: must be a number above 0, got nan"),
+    (["train", "--val-fraction", "nan"], "--val-fraction: must be from 0 to 1, got nan"),
     (["export", "--output", "/proc/streamrec-nowhere/out.onnx"], "cannot use /proc/streamrec-nowhere"),
     (["export", "--output", "out.onnx", "--checkpoint", "ftp://u:hunter2@127.0.0.1/w.pyth"], "ftp://u:***@127.0.0.1"),
 ])

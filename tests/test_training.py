@@ -140,6 +140,9 @@ def test_folder_data_split_and_errors(tmp_path):
     (tmp_path / "empty" / "fall" / "broken.mp4").write_bytes(b"not a video")
     with pytest.raises(StreamrecError, match="cannot read video"):
         folder_splits(tmp_path / "empty", clip, 0.2, 0, 30)
+    write_clip_folders(tmp_path / "one_each", per_class=1, seed=1)  # every clip is needed for training
+    with pytest.raises(StreamrecError, match="no video is left to validate on"):  # (numpy's stack failed)
+        folder_splits(tmp_path / "one_each", clip, 0.5, 0, 30)
 
 
 def test_fine_tuning_with_a_new_head_keeps_everything_but_the_classifier(tmp_path):

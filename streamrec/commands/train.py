@@ -33,7 +33,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from streamrec.commands.flags import non_negative_int, positive_float
+from streamrec.commands.flags import fraction, non_negative_int, positive_float
 from streamrec.config import DEFAULT_CONFIG, load_config
 from streamrec.errors import StreamrecError
 
@@ -67,7 +67,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-scenes", type=int, default=defaults.val_scenes,
                         help="procedural validation scenes (and as many test scenes); default "
                              f"{VAL_SCENES}, or {GROUP_VAL_SCENES} group scenes for a person model")
-    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+    parser.add_argument("--val-fraction", type=fraction, default=defaults.val_fraction,
                         help="share of each class folder's videos held out for validation")
     parser.add_argument("--workers", type=non_negative_int, default=defaults.workers,
                         help="data loading processes (0: in the training process)")

@@ -161,6 +161,10 @@ def folder_splits(root: Path, clip: ClipConfig, val_fraction: float, seed: int,
         decoded = [decode_video(f, folder.name, clip, assumed_fps) for f in files]
         val += decoded[:held_out]
         train += decoded[held_out:]
+    if not val:
+        raise StreamrecError(f"data folder {root}: no video is left to validate on (each class keeps at least one "
+                             f"for training, and --val-fraction {val_fraction:g} holds out none); add clips to a "
+                             "class folder or raise --val-fraction")
     return FolderVideos(labels, train), FolderVideos(labels, val)
 
 
