@@ -217,6 +217,10 @@ def test_the_cli_logs_through_redact():
     (["eval", "--seed", "-1"], "--seed: must be >= 0, got -1"),
     (["train", "--lr", "nan"], "--lr: must be a number above 0, got nan"),
     (["train", "--val-fraction", "nan"], "--val-fraction: must be from 0 to 1, got nan"),
+    (["run", "--device", "meta", "--backend", "torch", "--source", "synthetic:frames=5"],
+     "engine.device=meta is not a device streamrec runs on"),
+    (["train", "--stream-from", "slowfast_tiny", "--device", "mps", "--steps", "1"],
+     "--device mps is not a device streamrec runs on"),
     (["export", "--output", "/proc/streamrec-nowhere/out.onnx"], "cannot use /proc/streamrec-nowhere"),
     (["export", "--output", "out.onnx", "--checkpoint", "ftp://u:hunter2@127.0.0.1/w.pyth"], "ftp://u:***@127.0.0.1"),
 ])

@@ -69,7 +69,9 @@ def pick_device(requested: str, setting: str = "engine.device=") -> torch.device
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise StreamrecError(f"{setting}{requested} is not a device: use cpu, cuda, cuda:N or auto") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # mps, meta, xpu...: not what the engines run on
+        raise StreamrecError(f"{setting}{requested} is not a device streamrec runs on: use cpu, cuda, cuda:N or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise StreamrecError(f"{setting}{requested} but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s); "
                              "use cuda:0 to cuda:N-1")
