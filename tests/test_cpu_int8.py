@@ -112,3 +112,23 @@ def test_build_engine_refuses_int8_for_a_streaming_graph_in_one_line(tmp_path, c
             assert said.strip().splitlines() == [
                 f"error: {streaming_graph} is a streaming graph (it carries state from call to call), and int8 "
                 "calibration runs whole clips: build it at fp32 (or fp16 from an `export --fp16` graph)"]
+
+
+def test_build_engine_refuses_a_file_that_is_not_onnx_and_a_graph_its_clips_cannot_feed(tmp_path, capsys):
+    """Each was a traceback: protobuf's decode error, and ONNX Runtime's missing inputs during
+    calibration (an RoI graph's boxes; a config for another model's pathways)."""
+    (tmp_path / "videos").mkdir()
+    not_onnx = tmp_path / "clip.onnx"
+    not_onnx.write_bytes(b"\x00\x01 not a graph" * 40)
+    common = ["build-engine", "--backend", "onnxruntime", "--precision", "int8", "--calibration",
+              str(tmp_path / "videos")]
+    assert cli_main([*common, "--onnx", str(not_onnx)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"error: {not_onnx} is not an ONNX graph (DecodeError); export one with `run_stream.py export`"
+    roi_graph = cached_export(load_config("slowfast_tiny_roi"), "fp32")
+    assert cli_main([*common, "--onnx", str(roi_graph)]) == 2
+    said = capsys.readouterr().err
+    assert "takes ['boxes', 'fast', 'slow'], and int8 calibration feeds clips of ['slow', 'fast']" in said
+    float_graph = cached_export(int8_config(), "fp32")
+    assert cli_main([*common, "--onnx", str(float_graph), "--config", "slow_r50_8x8"]) == 2
+    assert "int8 calibration feeds clips of ['frames']" in capsys.readouterr().err

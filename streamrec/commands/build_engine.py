@@ -42,6 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if not args.onnx.is_file():
         raise StreamrecError(f"ONNX file {args.onnx} not found; make one with `run_stream.py export`")
+    check_onnx_file(args.onnx)
     return cpu_int8_main(args) if args.backend == "onnxruntime" else tensorrt_main(args)
 
 
@@ -106,8 +107,33 @@ def calibration_setup(args: argparse.Namespace) -> tuple[ClipConfig, PipelineCon
         raise StreamrecError(f"{args.onnx} has no Q/DQ nodes; int8 needs calibration videos: add --calibration DIR")
     if args.config:
         config = load_config(args.config)
-        return config.clip, config.pipeline
-    return exported_clip(args.onnx), PipelineConfig()
+        clip, pipeline = config.clip, config.pipeline
+    else:
+        clip, pipeline = exported_clip(args.onnx), PipelineConfig()
+    check_calibration_inputs(args.onnx, clip)
+    return clip, pipeline
+
+
+def check_calibration_inputs(onnx_file: Path, clip: ClipConfig) -> None:
+    """Calibration feeds the clip's pathways alone: a graph that takes others (an RoI model's boxes)
+    or other pathways (a config for another model) is refused in one line."""
+    from streamrec.backends.onnxruntime_backend import graph_inputs
+
+    names = sorted(i.name for i in graph_inputs(onnx_file) or [])
+    if names != sorted(clip.input_names):
+        raise StreamrecError(f"{onnx_file} takes {names}, and int8 calibration feeds clips of {list(clip.input_names)}: "
+                             "calibrate a whole-clip graph with the config it was exported from")
+
+
+def check_onnx_file(onnx_file: Path) -> None:
+    """One line for a file that is not an ONNX graph (a video, a truncated export), before anything reads it."""
+    import onnx
+
+    try:
+        onnx.load(str(onnx_file), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf raises its own decode errors
+        raise StreamrecError(f"{onnx_file} is not an ONNX graph ({type(err).__name__}); export one with "
+                             "`run_stream.py export`") from None
 
 
 def refuse_streaming_graph(onnx_file: Path) -> None:
