@@ -221,6 +221,9 @@ def test_the_cli_logs_through_redact():
      "engine.device=meta is not a device streamrec runs on"),
     (["train", "--stream-from", "slowfast_tiny", "--device", "mps", "--steps", "1"],
      "--device mps is not a device streamrec runs on"),
+    (["train", "--stream-from", "slowfast_tiny_roi", "--steps", "1"], "the per-person mode has no streaming form"),
+    (["run", "--set", "clip.crop_size=16", "--set", "clip.short_side=16", "--source", "synthetic:frames=5"],
+     "a 16 px crop is smaller than the network's spatial stride 32"),
     (["export", "--output", "/proc/streamrec-nowhere/out.onnx"], "cannot use /proc/streamrec-nowhere"),
     (["export", "--output", "out.onnx", "--checkpoint", "ftp://u:hunter2@127.0.0.1/w.pyth"], "ftp://u:***@127.0.0.1"),
 ])

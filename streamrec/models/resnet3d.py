@@ -334,6 +334,9 @@ def training_crop(clip: ClipConfig, train_crop_size: int | None) -> int:
 
 def head_pool_size(frames: int, crop_size: int, spatial_stride: int = 32) -> tuple[int, int, int]:
     """The final feature map of one pathway at the training crop (PySlowFast's head pool size)."""
+    if crop_size < spatial_stride:
+        raise StreamrecError(f"a {crop_size} px crop is smaller than the network's spatial stride {spatial_stride}: "
+                             f"its final feature map would be empty; use clip.crop_size {spatial_stride} or more")
     return (frames, crop_size // spatial_stride, crop_size // spatial_stride)
 
 

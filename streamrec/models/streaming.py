@@ -787,14 +787,17 @@ class StreamingNetwork(nn.Module):
 def pathway_rates(network: nn.Module, clip: ClipConfig) -> list[int]:
     """Each pathway's input frames per unit (SlowFast: Slow 1, Fast ``alpha``; a single pathway:
     its frames per final-stage step), or a clear error for a network without a streaming form."""
+    if not isinstance(network, (SlowFast, ResNet3D)):
+        raise no_streaming_form(network)
+    if not hasattr(network.head, "pathway0_avgpool"):
+        raise StreamrecError(f"model '{type(network).__name__}' classifies each person's box (an RoI head): "
+                             "the per-person mode has no streaming form")
     if isinstance(network, SlowFast):
         return [1, clip.alpha]
-    if isinstance(network, ResNet3D):
-        final = network.head.pathway0_avgpool.kernel_size[0]
-        if clip.num_frames % final:
-            raise StreamrecError(f"{clip.num_frames} frames do not stride evenly down to the head's {final}")
-        return [clip.num_frames // final]
-    raise no_streaming_form(network)
+    final = network.head.pathway0_avgpool.kernel_size[0]
+    if clip.num_frames % final:
+        raise StreamrecError(f"{clip.num_frames} frames do not stride evenly down to the head's {final}")
+    return [clip.num_frames // final]
 
 
 def no_streaming_form(network: nn.Module) -> StreamrecError:
