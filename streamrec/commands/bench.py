@@ -15,7 +15,7 @@ from pathlib import Path
 
 from streamrec.backends import AUTO
 from streamrec.commands.flags import (add_config_flag, add_config_flags, add_engine_flags, add_hop_flags,
-                                     config_from_flags, non_negative_int, positive_int)
+                                     config_from_flags, non_negative_int, positive_float, positive_int)
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger("streamrec.bench")
@@ -69,7 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="search for the largest number of streams served in real time")
     pipeline.add_argument("--max-streams-limit", type=positive_int, default=512,
                           help="the search stops here (default %(default)s)")
-    pipeline.add_argument("--fps", type=float, default=30.0, help="synthetic streams' frame rate (default %(default)s)")
+    pipeline.add_argument("--fps", type=positive_float, default=30.0, help="synthetic streams' frame rate (default %(default)s)")
     pipeline.add_argument("--size", default="320x240", help="synthetic frames' WxH (default %(default)s)")
     add_config_flag(pipeline, "--max-batch", path="pipeline.max_batch", type=positive_int,
                     help="pipeline.max_batch (default: the config's)")

@@ -13,7 +13,7 @@ import logging
 import threading
 
 from streamrec import interrupts
-from streamrec.commands.flags import positive_int
+from streamrec.commands.flags import c_int
 from streamrec.events import EventProxy
 
 log = logging.getLogger("streamrec")
@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "pipelines on other machines)")
     parser.add_argument("--backend", default="tcp://127.0.0.1:5560",
                         help="where subscribers connect (default %(default)s)")
-    parser.add_argument("--hwm", type=positive_int, default=10000,
+    parser.add_argument("--hwm", type=c_int, default=10000,
                         help="messages queued per connection before ZeroMQ drops for it (default %(default)s)")
     curve = parser.add_argument_group("CURVE (encryption and authentication; make keys with `keys`)")
     curve.add_argument("--curve-secret-key", metavar="FILE", help="the broker's .key_secret")

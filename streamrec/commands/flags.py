@@ -156,6 +156,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def c_int(text: str) -> int:
+    """An argparse type: an integer from 1 to 2**31 - 1, what a C library's int setting takes."""
+    value = positive_int(text)
+    if value > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"must be at most {2**31 - 1}, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number > 0."""
     value = float(text)

@@ -17,6 +17,7 @@ import time
 import zmq
 
 from streamrec import interrupts
+from streamrec.commands.flags import positive_float
 from streamrec.config import zmq_address_problem
 from streamrec.errors import StreamrecError
 from streamrec.events import SequenceCheck, load_curve_key
@@ -30,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topic", action="append", default=[],
                         help="only events whose topic starts with this (e.g. 'lobby.' or 'lobby.action_start'); repeatable")
     parser.add_argument("--count", type=int, help="exit after this many events")
-    parser.add_argument("--timeout", type=float, help="give up after this many seconds without an event")
+    parser.add_argument("--timeout", type=positive_float, help="give up after this many seconds without an event")
     parser.add_argument("--expect-events", action="store_true",
                         help="exit with status 1 if no event arrived (with --timeout, or when interrupted)")
     parser.add_argument("--curve-server-key", metavar="FILE",

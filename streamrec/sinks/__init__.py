@@ -49,7 +49,8 @@ class Option:
         except ValueError:
             raise StreamrecError(f"sink {shown}: {name}={text} must be a{'n' if self.kind is int else ''} "
                                  f"{self.kind.__name__}") from None
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+        out_of_range = (self.low is not None and not value >= self.low) or (self.high is not None and not value <= self.high)
+        if out_of_range:  # written with `not` so that NaN is out of every range
             raise StreamrecError(f"sink {shown}: {name}={text} must be {self.low:.10g} to {self.high:.10g} "
                                  f"({self.help})")
         return value
