@@ -203,7 +203,7 @@ def test_train_stream_from_labels_records_its_targets_and_average(tmp_path):
      "was distilled for the causal streaming form, so it cannot teach as a clip model (--stream-from names the "
      "teacher); name the clip model it was distilled from: --stream-from slowfast_tiny"),
     (["--stream-from", "streamrec/weights/slowfast_tiny_causal/model.pt"], "so it cannot teach as a clip model"),
-    (["--stream-from", "slowfast_tiny", "--device", "gpu"], "--device gpu is not a device: use cpu, cuda, cuda:N or auto"),
+    (["--stream-from", "slowfast_tiny", "--device", "gpu"], "--device gpu is not a device streamrec runs on: use cpu, cuda, cuda:N or auto"),
     (["--device", "cpu"], "--device set how a streaming model is distilled; add --stream-from"),
     pytest.param(["--stream-from", "slowfast_tiny", "--device", "cuda"],
                  "--device cuda but no CUDA GPU is visible to PyTorch; use --device cpu",
