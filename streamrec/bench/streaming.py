@@ -7,9 +7,10 @@
 **Cost**, per config, hop and streaming form (delayed-exact and causal): GFLOPs of one hop
 (counted as `streamrec.bench.flops` counts: the clip model runs a whole clip every hop; a
 streaming form one call over the hop's new frames) and the ONNX Runtime CPU engine's median
-time per call at each batch (``--batches``: 1, and 4, where streams share a call), the engines' calls taking turns so all see the same load; hops/s is the
-batch over it. Beside them, the clip model exported for one call's new frames alone ("no state":
-zero padding in time instead of carried steps, so the same convolutions as a streaming call and
+time per call at each batch (``--batches``: 1, and 4, where streams share a call), the engines'
+calls taking turns so all see the same load; hops/s is the batch over it. Beside them, the clip
+model exported for one call's new frames alone ("no state": zero padding in time instead of
+carried steps, so the same convolutions as a streaming call and
 none of its state's copies): what a streaming call could reach on this engine if carrying its
 state cost nothing. A hop that is not a whole number of the streaming form's units has no
 streaming row, and the table says why.
@@ -126,7 +127,7 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
             clip_ms, stateless_ms, *stream_ms = _time_in_turn(
                 [Infer(clip_engine, clip_inputs[batch]), Infer(stateless, stateless_inputs[batch]),
                  *(Step(e, f[batch]) for _, _, _, e, f in forms)], iterations)
-            for (form, network, stream_gflops, _, _), ms in zip(forms, stream_ms):
+            for (form, network, stream_gflops, engine, _), ms in zip(forms, stream_ms):
                 rows.append({**row, "batch": batch, **_per_hop("clip", clip_ms, batch), "form": form.replace("_", "-"),
                              "units": units, "stream_gflops": round(stream_gflops, 3),
                              "gflops_ratio": round(stream_gflops / clip_gflops, 4), **_per_hop("stream", ms, batch),
@@ -134,7 +135,7 @@ def cost_rows(config: Config, hops: tuple[int, ...], iterations: int, threads: i
                              "stateless_speedup": round(clip_ms / stateless_ms, 2),
                              "state_mib": round(network.layout.size * 4 / 2**20, 2),
                              "delay_units": network.delay_units,
-                             "delay_s": round(network.delay_units * network.unit_frames / clip.train_fps, 3)})
+                             "delay_s": round(engine.streaming.delay_s(clip.train_fps), 3)})
     return rows
 
 
@@ -210,9 +211,6 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
 
     clip = config.clip
 
-    def uniformly(batch: np.ndarray) -> dict[str, np.ndarray]:  # Slow: every alpha-th Fast frame, as streamed
-        return split_hop_pathways(clip, batch)
-
     model = folded_model(config)  # as `export_streaming` exports a streaming config's graph
     variants = {"delayed-exact": StreamingVariant(model, config, DELAYED_EXACT, hop, threads, folder),
                 "causal, not distilled": StreamingVariant(model, config, CAUSAL, hop, threads, folder)}
@@ -253,7 +251,7 @@ def accuracy(config: Config, seed: int, count: int, minutes: float, hop: int, th
             hops, window_ends = variant.run(frames)
             same = _clip_probabilities(clip_engine, frames,
                                        [np.arange(end - clip.span, end, clip.sampling_rate) for end in window_ends],
-                                       uniformly)
+                                       lambda batch: split_hop_pathways(clip, batch))  # Slow as streamed
             figures = compared[name]
             for streamed, end, same_window in zip(hops, window_ends, same):
                 figures["same"].append(streamed.probabilities.argmax() == same_window.argmax())

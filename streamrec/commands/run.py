@@ -13,7 +13,7 @@ import time
 
 from streamrec import interrupts, visualize
 from streamrec.commands.flags import (add_config_flag, add_config_flags, add_engine_flags, add_hop_flags,
-                                     add_sink_flags, config_from_flags, positive_int)
+                                     add_sink_flags, add_source_flag, config_from_flags, positive_int)
 from streamrec.config import Config, StreamConfig, load_labels
 from streamrec.events import EventBus, JsonlLog, Sink, StdoutSink, ZmqPublisher
 
@@ -23,9 +23,7 @@ log = logging.getLogger("streamrec")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser)
-    add_config_flag(parser, "--source", path="streams", repeat=True, metavar="[ID=]SOURCE",
-                    help="camera index, /dev/videoN, rtsp:// or http(s):// URL, video file, or "
-                         "synthetic[:size=WxH,fps=N,frames=N,seed=N,start=SECONDS]; repeat for several streams")
+    add_source_flag(parser)
     add_engine_flags(parser)
     add_hop_flags(parser)
     parser.add_argument("--persons", action="store_true",
