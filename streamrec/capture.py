@@ -84,7 +84,6 @@ class Capture(threading.Thread):
         self.reconnect = reconnect
         self.stream_hop_frames = stream_hop_frames
         self.region = region
-        self.offline = not source.live and not pipeline.realtime
         self.reports = reports
         self.frame_written = frame_written
         self.frame_taps = frame_taps
@@ -100,6 +99,12 @@ class Capture(threading.Thread):
         self._new_segment = True  # the next frame follows an open: nothing before it joins it in a clip
         self._previous: tuple[float, float] | None = None  # (arrival, stream clock) of the previous frame
         self.source_size: tuple[int, int] | None = None  # (width, height) of the latest frame
+
+    @property
+    def offline(self) -> bool:
+        """Frames are read as fast as the pipeline takes them, never dropped: a file (or a file
+        served over HTTP, known once it has opened) outside real time."""
+        return not self.source.live and not self.pipeline.realtime
 
     # ------------------------------------------------------------------ control
 

@@ -2,7 +2,10 @@
 
 A source is opened and read on its stream's capture thread. ``read()`` returns an RGB frame
 with the source's own timestamp, or ``None`` when the source has ended (a file) or dropped
-(a camera or network stream, which the capture thread then reopens with backoff).
+(a camera or network stream, which the capture thread then reopens with backoff). A video file
+served over HTTP is a file: once open, a source at an http(s) URL whose container announces a
+frame count is read once like a local one (offline, or at its frame rate with ``--realtime``;
+ended at its end), where reopening it as a dropped stream would replay it from the start, forever.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from streamrec.errors import StreamrecError
 from streamrec.redaction import redact
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+FILE_SERVING_SCHEMES = ("http", "https")  # where a URL may name a whole file rather than a camera's stream
 URL_START = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 # OpenCV's frame count comes from the container (exact) or from duration x frame rate (an
 # estimate): a file that ends more than this short of it ended early.
@@ -33,8 +37,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 
 
 class FrameSource(Protocol):
-    live: bool  # a camera or network stream: frames arrive in real time and can be missed
-    reconnectable: bool  # reopen after a drop (cameras, network streams)
+    live: bool  # a camera or network stream: frames arrive in real time and can be missed (settled by `open`)
+    reconnectable: bool  # reopen after a drop (cameras, network streams; settled by `open`)
 
     @property
     def fps(self) -> float | None: ...
@@ -180,11 +184,17 @@ class OpenCVSource:
             raise SourceUnavailable(self._unavailable_message())
         fps = capture.get(cv2.CAP_PROP_FPS)
         self._fps = fps if math.isfinite(fps) and 1.0 <= fps <= 1000.0 else None
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        announced = int(count) if math.isfinite(count) and count >= 1 else None
+        if self.live and announced and self.spec.kind == "network" and self._scheme() in FILE_SERVING_SCHEMES:
+            self.live = self.reconnectable = False  # a file served over HTTP: a camera's stream has no end to announce
         if not self.live:
-            count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-            self._announced_frames = int(count) if math.isfinite(count) and count >= 1 else None
+            self._announced_frames = announced
         self._frames_read, self._ended_early = 0, None
         self._capture = capture
+
+    def _scheme(self) -> str:
+        return urlsplit(self.spec.target).scheme.lower()
 
     def _check_file(self) -> None:
         """An empty file is refused by name: FFmpeg would only say "moov atom not found"."""

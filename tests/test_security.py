@@ -268,9 +268,9 @@ def test_secrets_in_a_source_url_reach_no_output_channel(tmp_path, video_server,
             cwd=REPO, stdout=stdout_file, stderr=stderr_file, text=True)
     try:
         wait_for(log_path, lambda ev: any(e["stream"] == "door" and e["type"] == "prediction" for e in ev)
-                 and any(e["stream"] == "door" and e.get("state") == "reconnecting" for e in ev)
-                 and any(e.get("detail") == "periodic" for e in ev), 120, "door's predictions, its reopening "
-                 "after the end of the file, and periodic status")
+                 and any(e["stream"] == "door" and e.get("state") == "ended" for e in ev)
+                 and any(e.get("detail") == "periodic" for e in ev), 120, "door's predictions, its end (a file "
+                 "served over HTTP is played once), and periodic status")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)

@@ -8,8 +8,11 @@ installs it): ``Megamind_bugy.avi`` (a damaged AVI) and ``vtest.avi`` (surveilla
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -108,6 +111,88 @@ def test_an_empty_file_fails_to_open_for_good(tmp_path):
     with pytest.raises(SourceUnavailable, match=r"is empty \(0 bytes\)") as err:
         source.open()
     assert err.value.permanent
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A real HTTP server on loopback serving ``tmp_path/served`` (as ``python -m http.server`` does)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(QuietFiles, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_video_file_served_over_http_plays_once_like_a_file(file_server, tmp_path):
+    """Its end is the end of the stream: reopening it as a dropped camera would replay it from
+    the start, again and again, each time with the same events."""
+    folder, base = file_server
+    mjpeg_avi(folder / "clip.avi", 120)
+    source = create_source(parse_source(f"{base}/clip.avi"))
+    assert source.live and source.reconnectable  # a URL could be a camera until it has opened
+    source.open()
+    assert not source.live and not source.reconnectable
+    frames = 0
+    while source.read() is not None:
+        frames += 1
+    source.close()
+    assert frames == 120 and source.ended_early is None
+
+    whole = (folder / "clip.avi").read_bytes()
+    (folder / "cut.avi").write_bytes(whole[: len(whole) // 2])
+    log = tmp_path / "events.jsonl"
+    result = run_cli("run", "--source", f"door={base}/clip.avi", "--source", f"cut={base}/cut.avi", "--publish",
+                     "none", "--quiet", "--event-log", str(log), "--set", "reconnect.initial_delay_s=0.1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    statuses = {stream: [e for e in events(log) if e["stream"] == stream and e["type"] == "status"]
+                for stream in ("door", "cut")}
+    assert not [e for e in statuses["door"] + statuses["cut"] if e["state"] == "reconnecting"]
+    assert statuses["door"][-1]["state"] == "ended" and statuses["door"][-1]["detail"] == "end of stream"
+    assert statuses["door"][-1]["frames_captured"] == 120  # offline, like a local file: every frame
+    assert statuses["cut"][-1]["state"] == "ended"
+    assert statuses["cut"][-1]["detail"].startswith("end of stream: ended after ")
+    assert "stream cut ended early" in result.stderr
+
+
+class MjpegCamera(http.server.BaseHTTPRequestHandler):
+    """An HTTP camera's MJPEG stream (multipart/x-mixed-replace), as IP cameras serve it: no end announced."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        try:
+            for index in range(200):
+                jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), index % 250, np.uint8))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                                 + jpeg + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_cameras_mjpeg_stream_over_http_stays_a_live_stream():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MjpegCamera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = create_source(parse_source(f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"))
+        source.open()
+        assert source.read() is not None
+        assert source.live and source.reconnectable  # a drop is reopened, as for any camera
+        source.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @needs_opencv_doc

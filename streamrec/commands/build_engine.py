@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamrec.backends.engine_cache import BatchProfile, cache_dir, sha256_file
 from streamrec.config import ClipConfig, PipelineConfig
 from streamrec.errors import StreamrecError
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,27 +46,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if not args.onnx.is_file():
         raise StreamrecError(f"ONNX file {args.onnx} not found; make one with `run_stream.py export`")
-    check_onnx_file(args.onnx)
-    return cpu_int8_main(args) if args.backend == "onnxruntime" else tensorrt_main(args)
+    graph = read_onnx_graph(args.onnx)
+    return cpu_int8_main(args, graph) if args.backend == "onnxruntime" else tensorrt_main(args, graph)
 
 
-def tensorrt_main(args: argparse.Namespace) -> int:
+def tensorrt_main(args: argparse.Namespace, graph: "onnx.ModelProto") -> int:
     from streamrec.backends.cuda_memory import open_device, parse_device_index
-    from streamrec.backends.tensorrt_build import cached_engine, graph_precision, parse_graph
+    from streamrec.backends.tensorrt_build import cached_engine, graph_precision
     from streamrec.backends.trt_api import load_tensorrt
 
     batch = BatchProfile.parse(args.batch)
     api = load_tensorrt()
     memory = open_device(parse_device_index(args.device))
     onnx = args.onnx
-    if args.precision == "int8" and graph_precision(parse_graph(onnx.read_bytes())) != "int8":
-        onnx = quantized_copy(args)
+    if args.precision == "int8" and graph_precision(graph) != "int8":
+        onnx = quantized_copy(args, graph)
     path = cached_engine(onnx, args.precision, batch, api, memory, workspace_mb=args.workspace, rebuild=args.rebuild)
     print(f"run it with: python run_stream.py run --backend tensorrt --engine {path}")
     return 0
 
 
-def cpu_int8_main(args: argparse.Namespace) -> int:
+def cpu_int8_main(args: argparse.Namespace, graph: "onnx.ModelProto") -> int:
     """The int8 graph ONNX Runtime runs on the CPU, calibrated on ``args.calibration``."""
     from streamrec.backends.calibration import calibration_clips
     from streamrec.backends.cpu_int8 import cpu_int8_path, quantize_for_cpu
@@ -74,7 +78,7 @@ def cpu_int8_main(args: argparse.Namespace) -> int:
     if output.is_file() and not args.rebuild:
         print(f"reusing the int8 graph {output}")
     else:
-        clip, pipeline = calibration_setup(args)
+        clip, pipeline = calibration_setup(args, graph)
         clips = calibration_clips(clip, args.calibration, args.calibration_clips, pipeline)
         print(f"quantizing {args.onnx.name} to int8 for the CPU on {len(next(iter(clips.values())))} clips from "
               f"{args.calibration}")
@@ -83,11 +87,11 @@ def cpu_int8_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def quantized_copy(args: argparse.Namespace) -> Path:
+def quantized_copy(args: argparse.Namespace, graph: "onnx.ModelProto") -> Path:
     """The int8 (Q/DQ) graph of ``args.onnx``, calibrated on ``args.calibration``; cached beside the engines."""
     from streamrec.backends.calibration import calibration_clips, quantize_int8
 
-    clip, pipeline = calibration_setup(args)
+    clip, pipeline = calibration_setup(args, graph)
     output = cache_dir() / f"{args.onnx.stem}.int8.{sha256_file(args.onnx)[:12]}.onnx"
     if output.is_file():
         print(f"reusing the quantized graph {output}")
@@ -97,64 +101,59 @@ def quantized_copy(args: argparse.Namespace) -> Path:
     return quantize_int8(args.onnx, clips, output)
 
 
-def calibration_setup(args: argparse.Namespace) -> tuple[ClipConfig, PipelineConfig]:
+def calibration_setup(args: argparse.Namespace, graph: "onnx.ModelProto") -> tuple[ClipConfig, PipelineConfig]:
     """The clip and pipeline (its hop) calibration clips are cut with: from ``--config``, else
     the graph's clip and the default pipeline."""
     from streamrec.config import load_config
 
-    refuse_streaming_graph(args.onnx)
+    refuse_streaming_graph(graph, args.onnx)
     if args.calibration is None:
         raise StreamrecError(f"{args.onnx} has no Q/DQ nodes; int8 needs calibration videos: add --calibration DIR")
     if args.config:
         config = load_config(args.config)
         clip, pipeline = config.clip, config.pipeline
     else:
-        clip, pipeline = exported_clip(args.onnx), PipelineConfig()
-    check_calibration_inputs(args.onnx, clip)
+        clip, pipeline = exported_clip(graph, args.onnx), PipelineConfig()
+    check_calibration_inputs(graph, args.onnx, clip)
     return clip, pipeline
 
 
-def check_calibration_inputs(onnx_file: Path, clip: ClipConfig) -> None:
+def check_calibration_inputs(graph: "onnx.ModelProto", onnx_file: Path, clip: ClipConfig) -> None:
     """Calibration feeds the clip's pathways alone: a graph that takes others (an RoI model's boxes)
     or other pathways (a config for another model) is refused in one line."""
-    from streamrec.backends.onnxruntime_backend import graph_inputs
-
-    names = sorted(i.name for i in graph_inputs(onnx_file) or [])
+    names = sorted(i.name for i in graph.graph.input)
     if names != sorted(clip.input_names):
         raise StreamrecError(f"{onnx_file} takes {names}, and int8 calibration feeds clips of {list(clip.input_names)}: "
                              "calibrate a whole-clip graph with the config it was exported from")
 
 
-def check_onnx_file(onnx_file: Path) -> None:
-    """One line for a file that is not an ONNX graph (a video, a truncated export), before anything reads it."""
+def read_onnx_graph(onnx_file: Path) -> "onnx.ModelProto":
+    """The graph, parsed once for every check and choice below (weights kept outside stay there); one
+    line for a file that is not an ONNX graph (a video, a truncated export)."""
     import onnx
 
     try:
-        onnx.load(str(onnx_file), load_external_data=False)
+        return onnx.load(str(onnx_file), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - protobuf raises its own decode errors
         raise StreamrecError(f"{onnx_file} is not an ONNX graph ({type(err).__name__}); export one with "
                              "`run_stream.py export`") from None
 
 
-def refuse_streaming_graph(onnx_file: Path) -> None:
+def refuse_streaming_graph(graph: "onnx.ModelProto", onnx_file: Path) -> None:
     """int8 calibration feeds whole clips, and a streaming graph also takes the state carried between
     calls, which no calibration clip has."""
     from streamrec.backends.inputs import StateSpec
-    from streamrec.backends.onnxruntime_backend import graph_inputs
 
-    if any(i.name == StateSpec.name for i in graph_inputs(onnx_file) or []):
+    if any(i.name == StateSpec.name for i in graph.graph.input):
         raise StreamrecError(f"{onnx_file} is a streaming graph (it carries state from call to call), and int8 "
                              "calibration runs whole clips: build it at fp32 (or fp16 from an `export --fp16` graph)")
 
 
-def exported_clip(onnx_file: Path) -> ClipConfig:
+def exported_clip(graph: "onnx.ModelProto", onnx_file: Path) -> ClipConfig:
     """The clip contract `streamrec.export` recorded in the graph."""
-    import onnx
-
     from streamrec.export import METADATA_KEY
 
-    model = onnx.load(str(onnx_file), load_external_data=False)
-    entries = {p.key: p.value for p in model.metadata_props}
+    entries = {p.key: p.value for p in graph.metadata_props}
     if METADATA_KEY not in entries:
         raise StreamrecError(f"{onnx_file} was not exported by streamrec; name its config with --config")
     clip = json.loads(entries[METADATA_KEY])["clip"]
