@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from streamrec import interrupts
 from streamrec.errors import StreamrecError
@@ -45,10 +46,18 @@ QUIET_LIBRARIES = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's mistakes (an unknown flag, a value a flag's type refuses) as one line like every
+    other (`StreamrecError`), pointing at ``--help`` instead of printing the usage block first."""
+
+    def error(self, message: str) -> NoReturn:
+        raise StreamrecError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+
 def build_parser(name: str) -> argparse.ArgumentParser:
     """The command line's parser, with every command listed and command ``name`` configured
-    (only its module is imported)."""
-    parser = argparse.ArgumentParser(prog="run_stream.py", description="Real-time action recognition for camera streams.")
+    (only its module is imported). Its sub-commands' parsers are `OneLineParser`s too."""
+    parser = OneLineParser(prog="run_stream.py", description="Real-time action recognition for camera streams.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(command, help=help_text, description=help_text)

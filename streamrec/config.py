@@ -287,7 +287,9 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] 
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise StreamrecError(f"config {path} is not valid YAML ({exc}); fix the syntax") from None
+        raise StreamrecError(f"config {path} is not valid YAML: {yaml_problem(exc)}; fix the syntax there "
+                             "(close every bracket and quote, indent with spaces, each key in step with its "
+                             "section's)") from None
     except UnicodeDecodeError:
         raise StreamrecError(f"config {path} is not a text file; pass a YAML config (a checkpoint goes in "
                              "--checkpoint)") from None
@@ -295,6 +297,26 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] 
         raise StreamrecError(f"config {path} must be a mapping of sections; see configs/slowfast_tiny.yaml")
     data.setdefault("name", path.stem)
     return config_from_dict(data, source=str(path), overrides=overrides, values=values, flags=flags)
+
+
+def yaml_problem(exc: yaml.YAMLError, lines: bool = True) -> str:
+    """PyYAML's error in one line: what is wrong, where (line and column, counted from 1; the
+    column alone with ``lines=False``, for a one-line value) and what it was reading, as in
+    ``expected ',' or ']', but got ':' at line 3, column 5, while parsing a flow sequence from line 2,
+    column 16``. PyYAML's own message spans several lines and quotes the text around the mistake
+    (which may hold a secret): only its words are kept."""
+
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}" if lines else f"column {mark.column + 1}"
+
+    problem = getattr(exc, "problem", None)
+    if not problem:  # not a marked error: its first line
+        return " ".join((str(exc).strip().splitlines() or [type(exc).__name__])[0].split())
+    mark, context, context_mark = (getattr(exc, name, None) for name in ("problem_mark", "context", "context_mark"))
+    text = f"{problem} at {at(mark)}" if mark is not None else problem
+    if context:
+        text += f", {context}" + (f" from {at(context_mark)}" if context_mark is not None else "")
+    return " ".join(text.split())
 
 
 def set_value(data: dict[str, Any], path: str, value: Any) -> None:
@@ -318,7 +340,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        problem = str(exc).strip().splitlines()[0]
+        problem = yaml_problem(exc, lines=False)
         raise StreamrecError(f"override '{item}': the value is not valid YAML ({problem}); quote it") from None
     set_value(data, key.strip(), value)
 
@@ -518,11 +540,11 @@ def _problems(config: Config) -> Problems:
     for paths, ok, message in checks:
         if not ok:
             yield paths, message
-    for path, (low, high) in RANGES.items():
+    for path in RANGES:
         value = _value(config, path)
-        if value is not None and not low <= value <= high:  # also refuses nan
-            allowed = f"at least {_number(low)}" if high == math.inf else f"from {_number(low)} to {_number(high)}"
-            yield (path,), f"{path} must be {allowed}, got {_number(value)}"
+        problem = None if value is None else range_problem(path, value)
+        if problem:
+            yield (path,), problem
     checks = [
         (("clip.alpha", "clip.num_frames"), clip.alpha is None or clip.num_frames % clip.alpha == 0,
          "clip.num_frames must be a multiple of clip.alpha"),
@@ -547,6 +569,17 @@ def _problems(config: Config) -> Problems:
         yield from detection_problems(config.detection)
     if config.streaming is not None:
         yield from _streaming_problems(config)
+
+
+def range_problem(path: str, value: float) -> str | None:
+    """What is wrong with ``value`` as the numeric config value at ``path`` (its range in `RANGES`),
+    or None when it is in range; for a command's own flag that takes the same value
+    (``bench engine --parallel-calls LIST``) as much as for the config."""
+    low, high = RANGES[path]
+    if low <= value <= high:  # nan is not
+        return None
+    allowed = f"at least {_number(low)}" if high == math.inf else f"from {_number(low)} to {_number(high)}"
+    return f"{path} must be {allowed}, got {_number(value)}"
 
 
 def _value(config: Config, path: str) -> Any:

@@ -35,7 +35,7 @@ from typing import Any, Protocol, TextIO
 
 import zmq
 
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 
 SCHEMA_VERSION = 1
 log = logging.getLogger(__name__)
@@ -440,12 +440,19 @@ class JsonlLog:
 
     Rotation renames, it never deletes: every part is kept unless ``keep`` caps the rotated
     parts, when the oldest beyond ``keep`` are deleted (``events.event_log_keep``).
+
+    Rotation only ever renames regular files: a part name taken by anything else (a folder
+    ``events.jsonl.1``, a device, a FIFO) is refused at start in one line (`check_event_log`), since
+    renaming it along would move or delete what the user put there and failing mid-run would
+    lose events. One that appears during the run stops rotation instead: the log grows past
+    ``max_bytes`` (a warning says so, once) and no event is lost.
     """
 
     def __init__(self, path: str | Path, max_bytes: int, keep: int | None = None):
-        self.path = Path(path)
+        self.path = check_event_log(path)
         self.max_bytes = max_bytes
         self.keep = keep
+        self.rotation_stopped = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "a", encoding="utf-8")
@@ -455,18 +462,24 @@ class JsonlLog:
     def write(self, event: Event) -> None:
         self.file.write(event.payload + "\n")
         self.file.flush()
-        if self.file.tell() >= self.max_bytes:
+        if self.file.tell() >= self.max_bytes and not self.rotation_stopped:
             self._rotate()
 
     def part(self, index: int) -> Path:
         """The rotated part ``index`` (1: the newest)."""
-        return self.path.with_name(f"{self.path.name}.{index}")
+        return part_path(self.path, index)
 
     def _rotate(self) -> None:
-        self.file.close()
         parts = 0
         while self.part(parts + 1).exists():
             parts += 1
+        if not all(self.part(index).is_file() for index in range(1, parts + 1)):
+            self.rotation_stopped = True
+            log.warning("event log %s: a rotated part's name is taken by something that is not a file (%s); "
+                        "rotation stops for this run and the log grows past its size limit, losing no event",
+                        self.path, ", ".join(str(self.part(i)) for i in range(1, parts + 1) if not self.part(i).is_file()))
+            return
+        self.file.close()
         if self.keep is not None:
             for index in range(parts, self.keep - 1, -1):  # the parts that would be shifted past the cap
                 self.part(index).unlink()
@@ -480,3 +493,29 @@ class JsonlLog:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+
+
+def part_path(path: Path, index: int) -> Path:
+    """The event log's rotated part ``index`` (1: the newest): ``events.jsonl.1``."""
+    return path.with_name(f"{path.name}.{index}")
+
+
+def check_event_log(path: str | Path, flag: str = "--event-log") -> Path:
+    """The event log's path, or the one-line error: a URL, a folder or a device is no place for it
+    (`check_output_path`), nor is a log whose rotated part names (``events.jsonl.1``, ``.2``, ...)
+    are taken by anything but regular files, which rotation would rename or delete. Creates
+    nothing; call it before the engine is built to fail before anything starts."""
+    path = check_output_path(path, flag)
+    try:
+        names = os.listdir(path.parent if str(path.parent) else ".")
+    except OSError:  # no folder yet (none to check), or one that cannot be read: opening the log says why
+        return path
+    prefix = f"{path.name}."
+    for name in sorted(names):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            part = path.with_name(name)
+            if not part.is_file():
+                what = "a folder" if part.is_dir() else "not a regular file"
+                raise StreamrecError(f"{flag} {path}: its rotated part {part} is {what}, which rotation would rename; "
+                                     f"move it away or choose another {flag} path")
+    return path

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 from streamrec.evaluation import Segment
 
 if TYPE_CHECKING:  # the pipeline (and its engines) is imported only by the command that runs it
@@ -93,7 +93,9 @@ class TimelineRecorder:
 
 
 def check_timeline_path(path: str | Path) -> None:
-    """Fail before the run, not after it, without matplotlib or on a format it cannot write."""
+    """Fail before the run, not after it: without matplotlib, on a format it cannot write, or on a
+    path that is no place for a local file (a URL, a folder, a device: `check_output_path`)."""
+    check_output_path(path, "--timeline")
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -110,6 +112,7 @@ def write_timeline(path: str | Path, streams: dict[str, StreamRecording],
                    ground_truth: dict[str, Sequence[Segment]]) -> None:
     from matplotlib.figure import Figure  # not pyplot: no global backend, no display needed
 
+    check_output_path(path, "--timeline")  # again at the end of the run: the path may have changed meanwhile
     figure = Figure(figsize=(12, 0.4 + 3.0 * max(1, len(streams))), layout="constrained")
     axes = figure.subplots(max(1, len(streams)), 1, squeeze=False)[:, 0]
     for ax, (name, recording) in zip(axes, streams.items()):

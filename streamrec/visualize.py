@@ -5,15 +5,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import cv2
 
 from streamrec.annotate import Annotator, display_problem, video_paths
 from streamrec.capture import FrameTap
 from streamrec.config import Config
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 from streamrec.evaluation import Segment, ground_truth_path, read_ground_truth
 from streamrec.sources import parse_source
 from streamrec.timeline import TimelineRecorder, check_timeline_path
@@ -46,9 +50,12 @@ class Visuals:
         if show and (problem := display_problem()):
             log.warning("--show: no display available (%s); continuing without a window", problem)
             show = False
+        if args.output_video:  # a URL first: OpenCV writes local files here, and FILE-<stream>.mp4 needs a file name
+            check_output_path(args.output_video, "--output-video")
         paths = video_paths(args.output_video, stream_ids) if args.output_video else {}
         for path in paths.values():
             self._check_writable(path, "--output-video")
+            check_video_writer(path, "--output-video")
         self.annotator = Annotator(stream_ids, paths, show) if paths or show else None
         self.timeline_path = args.timeline
         self.recorder = TimelineRecorder() if args.timeline else None
@@ -93,6 +100,7 @@ class Visuals:
         return truth
 
     def _check_writable(self, path: Path, flag: str) -> None:
+        check_output_path(path, flag)
         if any(video.resolve() == path.resolve() for video in self.files.values()):
             raise StreamrecError(f"{flag} {path} is also a --source: choose another output file")
         try:
@@ -101,3 +109,22 @@ class Visuals:
             raise StreamrecError(f"cannot write {flag} {path}: {exc.strerror}; choose a writable path") from None
         if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
             raise StreamrecError(f"cannot write {flag} {path}: not a writable file; choose a writable path")
+
+
+def check_video_writer(path: Path, flag: str) -> None:
+    """Open a video writer as `annotate` will (mp4v, same folder and container) on a probe file
+    beside ``path``, then remove it: a place or container OpenCV cannot write (a read-only or
+    virtual file system such as /proc, a folder that is not one) is refused in one line before the
+    run, not found by the drawing thread after the model has loaded. The probe, not ``path``
+    itself, so an existing video is not truncated by a run that is then refused."""
+    probe = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.probe{path.suffix}")
+    writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (64, 64))
+    try:
+        opened = writer.isOpened()
+    finally:
+        writer.release()
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+    if not opened:
+        raise StreamrecError(f"cannot write {flag} {path}: OpenCV cannot open a video file there; choose a path "
+                             "in a writable folder on a local disk")

@@ -34,13 +34,51 @@ BAD_INPUTS = [  # (argv, what the error line says)
     (["run", "--source", "bad={tmp}/zero.mp4"], "stream bad: video file '{tmp}/zero.mp4' is empty (0 bytes)"),
     (["run", "--set", "streams=[door=rtsp://cam:pw@10.0.0.7/live?token=t0k3n"],  # shown as typed, but masked
      "override 'streams=[door=rtsp://cam:***@10.0.0.7/live?token=***': the value is not valid YAML"),
+    # A config file's YAML mistake: where, what and the fix in one line (PyYAML's message is 7 lines,
+    # quoting the text around the mistake: here a camera's password)
+    (["run", "--config", "{tmp}/unclosed.yaml"],
+     "config {tmp}/unclosed.yaml is not valid YAML: expected ',' or ']', but got '<scalar>' at line 3, column 1, "
+     "while parsing a flow sequence from line 2, column 10; fix the syntax there (close every bracket and quote"),
+    (["run", "--config", "{tmp}/indented.yaml"],
+     "config {tmp}/indented.yaml is not valid YAML: expected <block end>, but found '<block mapping start>' at line "
+     "3, column 2, while parsing a block mapping from line 1, column 1; fix the syntax there"),
+    (["bench", "engine", "--parallel-calls", "1,5000"],  # as many engine sessions: engine.parallel_calls' bound
+     "--parallel-calls: engine.parallel_calls must be from 1 to 64, got 5000"),
+    (["cluster", "--source", "synthetic", "--lease", "inf"],
+     "--lease must be a finite number of seconds above 0, got inf"),
+    (["cluster", "--source", "synthetic", "--rebalance", "nan"],
+     "--rebalance must be a number of seconds above 0, got nan"),
+    (["cluster", "--source", "synthetic", "--max-restarts", "-2"],
+     "--max-restarts must be -1 (always restart) or a count from 0, got -2"),
+    # A number a flag's type refuses, before anything starts (each of these ran, waited or grew without end)
+    (["run", "--wait-subscriber", "nan"], "argument --wait-subscriber: " "must be a number >= 0, got nan"),
+    (["run", "--wait-subscriber", "inf"], "argument --wait-subscriber: " "must be a number >= 0, got inf"),
+    (["run", "--wait-subscriber", "-1"], "argument --wait-subscriber: " "must be a number >= 0, got -1"),
+    (["bench", "engine", "--peak-gflops", "nan"], "argument --peak-gflops: " "must be a number above 0, got nan"),
+    (["bench", "pipeline", "--duration", "nan"], "argument --duration: " "must be a number above 0, got nan"),
+    (["bench", "pipeline", "--duration", "inf"], "argument --duration: " "must be a number above 0, got inf"),
+    (["bench", "pipeline", "--duration", "0"], "argument --duration: " "must be a number above 0, got 0"),
+    (["bench", "pipeline", "--engine-seconds", "inf"], "argument --engine-seconds: " "must be a number >= 0, got inf"),
+    (["bench", "pipeline", "--p99-bound", "nan"], "argument --p99-bound: " "must be a number above 0, got nan"),
+    (["eval", "--minutes", "nan"], "argument --minutes: " "must be a number above 0, got nan"),
+    (["eval", "--minutes", "inf"], "argument --minutes: " "must be a number above 0, got inf"),
+    (["eval", "--minutes", "1e9"], "argument --minutes: " "must be at most 1440 (a day of video), got 1e9"),
+    (["eval", "--count", "0"], "argument --count: " "must be >= 1, got 0"),
+    (["subscribe", "--count", "0"], "argument --count: " "must be >= 1, got 0"),
 ]
+FILES = {  # {tmp}/NAME: its text
+    "unclosed.yaml": 'name: cams\nstreams: ["door=rtsp://cam:pw@10.0.0.7/live?token=t0k3n"\n'
+                     'pipeline:\n  hop_frames: 4\n',
+    "indented.yaml": "pipeline:\n  hop_frames: 4\n max_batch: 8\n",
+}
 
 
 @pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(argv) for argv, _ in BAD_INPUTS])
 def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, argv, message):
     (tmp_path / "allowed").mkdir()  # an empty folder of allowed subscribers
     (tmp_path / "zero.mp4").write_bytes(b"")
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text)
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
     if argv[0] == "run":
         argv = [*RUN, *argv[1:]]

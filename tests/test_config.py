@@ -8,7 +8,7 @@ import pytest
 
 from streamrec.detection.config import RANGES as DETECTION_RANGES
 from streamrec.config import (RANGES, Config, apply_override, config_from_dict, load_config, load_labels,
-                              parse_stream_entry, set_value)
+                              parse_stream_entry, range_problem, set_value)
 from streamrec.errors import StreamrecError
 
 
@@ -61,6 +61,52 @@ def test_an_override_that_is_not_yaml_is_one_line():
     with pytest.raises(StreamrecError, match=r"override 'events.event_log=\[a': the value is not valid YAML") as err:
         load_config("slowfast_tiny", ["events.event_log=[a"])
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text, where", [
+    ('streams: ["door=rtsp://cam:pw@10.0.0.7/x?token=t0k3n"\npipeline:\n  hop_frames: 4\n',  # unclosed bracket
+     "expected ',' or ']', but got '<scalar>' at line 2, column 1, while parsing a flow sequence from line 1, "
+     "column 10"),
+    ("pipeline:\n  hop_frames: 4\n max_batch: 8\n",  # a key out of step with its section
+     "expected <block end>, but found '<block mapping start>' at line 3, column 2"),
+    ("pipeline:\n  hop_frames: 4\n\tmax_batch: 8\n",  # a tab to indent
+     "found character '\\t' that cannot start any token at line 3, column 1"),
+    ('events:\n  event_log: "https://u:pw@h/x?token=t0k3n\n',  # an unclosed quote
+     "found unexpected end of stream at line 3, column 1, while scanning a quoted scalar from line 2, column 14"),
+    ("name: x\nlabels: \x00\n", "unacceptable character #x0000: special characters are not allowed"),
+], ids=["unclosed bracket", "indentation", "tab", "unclosed quote", "NUL"])
+def test_a_config_file_that_is_not_yaml_is_one_line_with_where_and_the_fix(tmp_path, text, where):
+    """PyYAML's own message is about 7 lines and quotes the text around the mistake."""
+    path = tmp_path / "cams.yaml"
+    path.write_text(text)
+    with pytest.raises(StreamrecError) as err:
+        load_config(str(path))
+    message = str(err.value)
+    assert message.startswith(f"config {path} is not valid YAML: {where}"), message
+    assert message.endswith("; fix the syntax there (close every bracket and quote, indent with spaces, each key in "
+                            "step with its section's)")
+    assert "\n" not in message and "<unicode string>" not in message and "^" not in message
+    assert ":pw@" not in message and "t0k3n" not in message
+
+
+def test_an_override_that_is_not_yaml_says_where_in_the_value():
+    with pytest.raises(StreamrecError) as err:
+        load_config("slowfast_tiny", ['events.event_log="x'])
+    assert str(err.value) == ("override 'events.event_log=\"x': the value is not valid YAML (found unexpected end of "
+                              "stream at column 3, while scanning a quoted scalar from column 1); quote it")
+
+
+def test_range_problem_is_the_configs_own_range_check():
+    """One bound for each value, read by the config and by flags that take the same value (bench
+    engine --parallel-calls LIST)."""
+    low, high = RANGES["engine.parallel_calls"]
+    assert range_problem("engine.parallel_calls", low) is None and range_problem("engine.parallel_calls", high) is None
+    assert range_problem("engine.parallel_calls", high + 1) == f"engine.parallel_calls must be from {low} to {high}, " \
+                                                              f"got {high + 1}"
+    assert range_problem("pipeline.hop_seconds", math.nan) == "pipeline.hop_seconds must be from 0.001 to 3600, got nan"
+    assert range_problem("pipeline.max_batch", 0) == "pipeline.max_batch must be at least 1, got 0"
+    with pytest.raises(StreamrecError, match=f"engine.parallel_calls must be from {low} to {high}, got {high + 1}"):
+        load_config("slowfast_tiny", [f"engine.parallel_calls={high + 1}"])
 
 
 def test_a_mistyped_backend_suggests_a_registered_one():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamrec.config import Config, runtime_dir, streaming_hop_frames
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 from streamrec.zoo import checkpoint_file
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,13 @@ def cache_dir() -> Path:
 # --------------------------------------------------------------------------- files
 
 
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Write to a temporary file beside ``path``, then rename: readers see all or nothing."""
+def write_atomically(path: Path, data: bytes, flag: str | None = None) -> Path:
+    """Write to a temporary file beside ``path``, then rename: readers see all or nothing.
+
+    The rename replaces whatever ``path`` is, so only a regular file or nothing may be there
+    (`streamrec.errors.check_output_path`, naming ``flag`` in its error): never a device such as
+    /dev/full, a FIFO or a folder, and never a URL turned into local folders."""
+    path = check_output_path(path, flag)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     # Not mkstemp: its files are private (0600); an exported model is an ordinary file (the umask applies).

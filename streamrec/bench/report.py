@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from streamrec.bench.machine import ResourceSampler, describe_machine, library_versions, load_average
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 from streamrec.redaction import redact, redact_data
 
 BENCHMARKS_HEADER = """# Benchmarks
@@ -70,8 +70,19 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+REPORT_FLAGS = ("json", "markdown", "plot")  # the bench options that name a file to write
+
+
+def check_report_paths(args) -> None:
+    """Fail before a benchmark runs, not after it: each of ``--json``, ``--markdown`` and ``--plot``
+    given must be a local path where a regular file is or may be (`check_output_path`)."""
+    for name in REPORT_FLAGS:
+        if getattr(args, name, None):
+            check_output_path(getattr(args, name), f"--{name}")
+
+
 def write_json(document: dict, path: str | Path) -> None:
-    path = Path(path)
+    path = check_output_path(path, "--json")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=2) + "\n")
@@ -156,7 +167,7 @@ def markdown_section(document: dict, title: str, body: str) -> str:
 
 def update_markdown(path: str | Path, key: str, section: str) -> None:
     """Replace the section marked ``key`` in ``path``, or append it; other sections stay as they are."""
-    path = Path(path)
+    path = check_output_path(path, "--markdown")
     begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
     block = f"{begin}\n{section.rstrip()}\n{end}\n"
     text = path.read_text() if path.is_file() else BENCHMARKS_HEADER
@@ -196,6 +207,7 @@ def save_figure(figure, path: str | Path, title: str) -> None:
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     try:
+        check_output_path(path, "--plot")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=110)
     except OSError as err:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from streamrec.backends import AUTO
 from streamrec.commands.flags import (add_config_flag, add_config_flags, add_engine_flags, add_hop_flags,
-                                     config_from_flags, non_negative_int, positive_float, positive_int)
+                                     config_from_flags, non_negative_float, non_negative_int, positive_float,
+                                     positive_int)
+from streamrec.config import RANGES, range_problem
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger("streamrec.bench")
@@ -38,15 +40,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     listed.add_argument("--precision", metavar="LIST",
                         help=f"any of {', '.join(bench_engine.PRECISIONS)} (default: the config's)")
     listed.add_argument("--batch", default="1,2,4,8", metavar="LIST", help="batch sizes (default %(default)s)")
+    low, high = RANGES["engine.parallel_calls"]
     listed.add_argument("--parallel-calls", dest="parallel_calls_list", metavar="LIST",
-                        help="engine calls at once, from as many threads, each on its share of the cores (CPU "
-                             "engines; default: the config's engine.parallel_calls)")
+                        help=f"engine calls at once, {low} to {high}, from as many threads, each on its share of the "
+                             "cores (CPU engines; default: the config's engine.parallel_calls)")
     engine.add_argument("--iters", type=positive_int, default=20, help="timed calls per case (default %(default)s)")
     engine.add_argument("--warmup", type=non_negative_int, default=3, help="untimed calls first (default %(default)s)")
     engine.add_argument("--rounds", type=positive_int, default=1,
                         help="split the timed calls into this many rounds, interleaved across cases in alternating "
                              "order, so a machine whose load drifts treats every case alike (default %(default)s)")
-    engine.add_argument("--peak-gflops", type=float,
+    engine.add_argument("--peak-gflops", type=positive_float,
                         help="the device's peak GFLOP/s (default: measured by a matrix-multiply probe)")
 
     pipeline = kinds.add_parser("pipeline", help="N live streams through the real pipeline; --max-streams finds how "
@@ -73,12 +76,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pipeline.add_argument("--size", default="320x240", help="synthetic frames' WxH (default %(default)s)")
     add_config_flag(pipeline, "--max-batch", path="pipeline.max_batch", type=positive_int,
                     help="pipeline.max_batch (default: the config's)")
-    pipeline.add_argument("--duration", type=float, default=20.0, help="seconds per trial (default %(default)s)")
-    pipeline.add_argument("--p99-bound", type=float, metavar="MS",
+    pipeline.add_argument("--duration", type=positive_float, default=20.0,
+                          help="seconds per trial (default %(default)s)")
+    pipeline.add_argument("--p99-bound", type=positive_float, metavar="MS",
                           help="a trial whose capture→event p99 exceeds this is not real time")
     pipeline.add_argument("--engine-iters", type=positive_int, default=20,
                           help="timed calls of the engine-only reference (default %(default)s)")
-    pipeline.add_argument("--engine-seconds", type=float, default=3.0,
+    pipeline.add_argument("--engine-seconds", type=non_negative_float, default=3.0,
                           help="and at least this many seconds of them, before and after each trial, so the "
                                "reference p99 is over many calls like the trial's (default %(default)s)")
     pipeline.add_argument("--no-engine", action="store_true",
@@ -150,6 +154,9 @@ def _require_psutil() -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from streamrec.bench.report import check_report_paths
+
+    check_report_paths(args)  # before the benchmark runs, not after
     return {"engine": engine_main, "pipeline": pipeline_main, "compare": compare_main, "streaming": streaming_main,
             "sinks": sinks_main, "reliability": reliability_main}[args.benchmark](args)
 
@@ -192,12 +199,15 @@ def engine_main(args: argparse.Namespace) -> int:
     if config.streaming is not None:
         raise StreamrecError("bench engine times whole-clip engines; a streaming config's cost per hop, against its "
                              "clip model's, is `bench streaming`, and its streams served is `bench pipeline`")
+    parallel_calls = bench.parse_counts(args.parallel_calls_list or str(config.engine.parallel_calls),
+                                        "--parallel-calls")
+    for calls in parallel_calls:  # each count is that many engine sessions: engine.parallel_calls' bound
+        if problem := range_problem("engine.parallel_calls", calls):
+            raise StreamrecError(f"--parallel-calls: {problem}")
     plan = bench.EngineBenchPlan(
         backends=bench.parse_names(args.backend, bench.BACKENDS, "--backend"),
         precisions=bench.parse_names(args.precision or config.engine.precision, bench.PRECISIONS, "--precision"),
-        batches=bench.parse_counts(args.batch, "--batch"),
-        parallel_calls=bench.parse_counts(args.parallel_calls_list or str(config.engine.parallel_calls),
-                                          "--parallel-calls"),
+        batches=bench.parse_counts(args.batch, "--batch"), parallel_calls=parallel_calls,
         iterations=args.iters, warmup=args.warmup, rounds=args.rounds, hop_frames=config.pipeline.hop_frames,
         peak_gflops=args.peak_gflops)
     document, sampler = start_document("engine", config.name), ResourceSampler().start()

@@ -10,12 +10,13 @@ real machines: docs/cluster.md.
 from __future__ import annotations
 
 import argparse
+import math
 
 from streamrec import interrupts
 from streamrec.commands.flags import (add_config_flag, add_config_flags, add_engine_flags, add_hop_flags,
                                      add_sink_flags, add_source_flag, config_from_flags, positive_int)
 from streamrec.config import Config, load_labels
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 from streamrec.events import JsonlLog, Sink, StdoutSink
 
 
@@ -88,8 +89,13 @@ def main(args: argparse.Namespace) -> int:
     from streamrec.cluster import ClusterOptions, import_ray, run_cluster
 
     for flag, value in (("--lease", args.lease), ("--lost-after", args.lost_after), ("--rebalance", args.rebalance)):
-        if not value > 0:
-            raise StreamrecError(f"{flag} must be a number of seconds above 0, got {value}")
+        if not 0 < value < math.inf:  # nan too
+            finite = "finite " if value == math.inf else ""
+            raise StreamrecError(f"{flag} must be a {finite}number of seconds above 0, got {value}")
+    if args.max_restarts < -1:
+        raise StreamrecError(f"--max-restarts must be -1 (always restart) or a count from 0, got {args.max_restarts}")
+    if args.report:
+        check_output_path(args.report, "--report")
     config = config_from_flags(args)
     if not config.streams:
         raise StreamrecError("cluster mode needs streams: a config with a streams: list (--config cameras.yaml) or "

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamrec.commands.flags import (add_config_flags, add_engine_flags, add_hop_flags, config_from_flags,
-                                      non_negative_int)
+                                      non_negative_int, positive_float, positive_int)
 from streamrec.commands.train import recorded_command
 from streamrec.config import load_labels
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 
 if TYPE_CHECKING:
     from streamrec.evaluation_persons import Identity
@@ -36,8 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="videos to score, each with ground truth next to it (VIDEO.json); "
                              "default: generate surveillance videos from --seed")
     parser.add_argument("--seed", type=non_negative_int, default=12345, help="seed of the generated videos (default %(default)s)")
-    parser.add_argument("--count", type=int, default=3, help="generated videos (default %(default)s)")
-    parser.add_argument("--minutes", type=float, default=3.0, help="length of each generated video (default %(default)s)")
+    parser.add_argument("--count", type=positive_int, default=3, help="generated videos (default %(default)s)")
+    parser.add_argument("--minutes", type=video_minutes, default=3.0,
+                        help=f"length of each generated video, at most {MAX_MINUTES} (default %(default)s)")
     parser.add_argument("--keep-videos", type=Path, metavar="DIR", help="write the generated videos here and keep them")
     add_config_flags(parser)
     add_engine_flags(parser)
@@ -55,12 +56,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
 
 
+MAX_MINUTES = 24 * 60  # a generated video's length: a day at most (each is written out in full)
+
+
+def video_minutes(text: str) -> float:
+    """An argparse type: a generated video's length in minutes, above 0 and at most `MAX_MINUTES`."""
+    value = positive_float(text)
+    if value > MAX_MINUTES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_MINUTES} (a day of video), got {text}")
+    return value
+
+
 def main(args: argparse.Namespace) -> int:
     from streamrec.evaluation import (combine, format_table, ground_truth_path, read_ground_truth, report,
                                       run_pipeline, score_segments, segments_from_events, sweep)
 
     if not 0 < args.iou <= 1:
         raise StreamrecError("--iou must be in (0, 1]")
+    if args.json:
+        check_output_path(args.json, "--json")
     if args.persons:
         return persons_main(args)
     # every hop served, events only to the scorer
@@ -73,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
         for video in videos:
             if not video.is_file():
                 raise StreamrecError(f"video {video} not found")
-        truth = {video: read_ground_truth(ground_truth_path(video)) for video in videos}
+        truth = {video: read_ground_truth(ground_truth_path(video), labels) for video in videos}
         started = time.monotonic()
         records = run_pipeline(config, videos, zero_fast=args.zero_fast)
         seconds = time.monotonic() - started
@@ -141,7 +155,7 @@ def persons_main(args: argparse.Namespace) -> int:
         for video in videos:
             if not video.is_file():
                 raise StreamrecError(f"video {video} not found")
-        truth = {video: read_person_truth(ground_truth_path(video)) for video in videos}
+        truth = {video: read_person_truth(ground_truth_path(video), labels) for video in videos}
         detected = _score_persons(config, labels, videos, truth, args.iou)
         perfect = _score_persons(config, labels, videos, truth, args.iou, TruthDetector(
             dict(zip(stream_ids(videos), truth.values())), config.clip))
@@ -241,9 +255,8 @@ def _generate(args: argparse.Namespace, scratch: Path) -> list[Path]:
 
 
 def _generated(args: argparse.Namespace, scratch: Path, what: str, write) -> list[Path]:
-    """``--count`` videos of ``--minutes`` from ``--seed``, written by ``write`` into ``--keep-videos`` or ``scratch``."""
-    if args.count < 1 or args.minutes <= 0:
-        raise StreamrecError("--count must be at least 1 and --minutes positive")
+    """``--count`` videos of ``--minutes`` from ``--seed``, written by ``write`` into ``--keep-videos`` or ``scratch``
+    (their flags' types bound both)."""
     out = args.keep_videos or scratch
     print(f"generating {args.count} {what} from seed {args.seed} in {out}", file=sys.stderr)
     return write(out, args.count, args.seed, args.minutes * 60)

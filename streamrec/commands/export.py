@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from streamrec.commands.flags import add_config_flags, config_from_flags
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +32,10 @@ def parse_batch(text: str) -> int | None:
 
 
 def main(args: argparse.Namespace) -> int:
+    batch = parse_batch(args.batch)
+    check_output_path(args.output, "--output")  # before torch and the model load: a device, FIFO, folder or URL
     from streamrec.export import export_config
 
-    batch = parse_batch(args.batch)
     config = config_from_flags(args)
     path = export_config(config, args.output, fp16=args.fp16, batch=batch)
     print(f"wrote {path}: {describe_graph(path)}, {'fp16' if args.fp16 else 'fp32'}")

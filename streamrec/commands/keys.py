@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from pathlib import Path
 
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 
 KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # a file name, never a path: --dir says where
 
@@ -23,7 +22,7 @@ def main(args: argparse.Namespace) -> int:
     if not KEY_NAME.fullmatch(args.name):
         raise StreamrecError(f"key name {args.name!r} must be a plain name of letters, digits, '_', '-' and '.' (at "
                              "most 64, e.g. 'server'); choose the folder with --dir")
-    folder = Path(args.dir)
+    folder = check_output_path(args.dir, "--dir", folder=True)  # a local folder (or none yet), never a URL
     public_file, secret_file = folder / f"{args.name}.key", folder / f"{args.name}.key_secret"
     if public_file.exists() or secret_file.exists():
         raise StreamrecError(f"{public_file} already exists; choose another name or remove the old pair first")

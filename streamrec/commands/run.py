@@ -13,7 +13,8 @@ import time
 
 from streamrec import interrupts, visualize
 from streamrec.commands.flags import (add_config_flag, add_config_flags, add_engine_flags, add_hop_flags,
-                                     add_sink_flags, add_source_flag, config_from_flags, positive_int)
+                                     add_sink_flags, add_source_flag, config_from_flags, non_negative_float,
+                                     positive_int)
 from streamrec.config import Config, StreamConfig, load_labels
 from streamrec.events import EventBus, JsonlLog, Sink, StdoutSink, ZmqPublisher
 
@@ -35,8 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_flag(parser, "--publish", path="events.publish", type=publish_address, metavar="ADDRESS",
                     help="ZeroMQ address to publish on (default tcp://127.0.0.1:5555; 'none' disables), or "
                          "connect:tcp://HOST:PORT to publish through a `broker`")
-    parser.add_argument("--wait-subscriber", type=float, default=0.0, metavar="SECONDS",
-                        help="wait up to this long for a first subscriber before starting")
+    parser.add_argument("--wait-subscriber", type=non_negative_float, default=0.0, metavar="SECONDS",
+                        help="wait up to this long for a first subscriber before starting (default 0: do not wait)")
     add_sink_flags(parser)
     add_config_flag(parser, "--event-log", path="events.event_log", metavar="FILE",
                     help="append every event to this JSONL file (rotated by size, every part kept)")
@@ -80,7 +81,12 @@ def run_config(args: argparse.Namespace) -> Config:
 
 
 def check_sinks(config: Config) -> None:
-    """Every ``--sink`` URL well formed and its client library installed, before the engine is built."""
+    """The event log's path usable and every ``--sink`` URL well formed with its client library
+    installed, before the engine is built."""
+    if config.events.event_log:
+        from streamrec.events import check_event_log
+
+        check_event_log(config.events.event_log)
     if config.events.sinks:
         from streamrec.sinks import check_sink_url
 

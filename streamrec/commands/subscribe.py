@@ -17,7 +17,7 @@ import time
 import zmq
 
 from streamrec import interrupts
-from streamrec.commands.flags import positive_float
+from streamrec.commands.flags import positive_float, positive_int
 from streamrec.config import zmq_address_problem
 from streamrec.errors import StreamrecError
 from streamrec.events import SequenceCheck, load_curve_key
@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a pipeline's publish address, or a broker's --backend (default %(default)s)")
     parser.add_argument("--topic", action="append", default=[],
                         help="only events whose topic starts with this (e.g. 'lobby.' or 'lobby.action_start'); repeatable")
-    parser.add_argument("--count", type=int, help="exit after this many events")
+    parser.add_argument("--count", type=positive_int, help="exit after this many events")
     parser.add_argument("--timeout", type=positive_float, help="give up after this many seconds without an event")
     parser.add_argument("--expect-events", action="store_true",
                         help="exit with status 1 if no event arrived (with --timeout, or when interrupted)")

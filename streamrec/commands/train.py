@@ -35,7 +35,7 @@ from pathlib import Path
 
 from streamrec.commands.flags import fraction, non_negative_int, positive_float
 from streamrec.config import DEFAULT_CONFIG, load_config
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, check_output_path
 
 
 DISTILL_LR = 3e-4
@@ -140,7 +140,8 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     config = load_config(args.config, args.set)
     settings = TrainSettings(
-        data=args.data, out=args.out or Path("runs") / config.name, epochs=args.epochs,
+        data=args.data, out=check_output_path(args.out or Path("runs") / config.name, "--out", folder=True),
+        epochs=args.epochs,
         clips_per_epoch=args.clips_per_epoch, batch_size=args.batch_size, lr=_settings_defaults().lr if args.lr is None else args.lr, seed=args.seed,
         train_scenes=args.train_scenes, val_scenes=args.val_scenes, val_fraction=args.val_fraction,
         workers=args.workers, init_checkpoint=args.checkpoint, new_head=args.new_head, command=recorded_command(),
@@ -174,6 +175,7 @@ def distill_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     config = stream_from(args.stream_from, args.checkpoint)
     out = args.out or Path("runs") / f"{config.name}_{form}{'_labels' if targets == 'labels' else ''}"
+    check_output_path(out, "--out", folder=True)
     record = distill(config, args.data or "procedural", out, steps=steps, batch=args.batch_size, units=units, lr=lr,
                      seed=args.seed, form=form, target_hops=target_hops, targets=targets,
                      average_units=args.average_units, device=device)
@@ -206,7 +208,7 @@ def detector_command(args: argparse.Namespace) -> int:
         raise StreamrecError("--steps, --batch-size and --threads must be at least 1, --workers at least 0 and --lr "
                              "above 0")
     torch.set_num_threads(args.threads)
-    out = args.out or Path("runs") / "person_detector"
+    out = check_output_path(args.out or Path("runs") / "person_detector", "--out", folder=True)
     # Frames as per-person mode hands them to the detector: the config's clip input (the demo's by default).
     from streamrec.commands.run import PERSONS_CONFIG
 
