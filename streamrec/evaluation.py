@@ -11,10 +11,12 @@ clip end of the hop that raised it): how long after a person starts falling the 
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,17 +56,93 @@ def write_ground_truth(path: str | Path, segments: Iterable[Segment], **info: An
     Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
 
-def read_ground_truth(path: str | Path) -> list[Segment]:
+def read_ground_truth(path: str | Path, labels: Sequence[str] | None = None) -> list[Segment]:
+    """The segments of a ground-truth file, each checked: a number for each time, finite, not negative,
+    ending after it starts, and a label; with ``labels`` (the model's), one of them, since a segment
+    of any other label could never be matched and would quietly lower the score. A bad segment is
+    one `StreamrecError` line naming the file, the segment, the problem and the fix."""
     path = Path(path)
     if not path.is_file():
         raise StreamrecError(f"no ground truth {path}; put a JSON file with \"segments\": [[start, end, label], ...] "
                              "next to the video")
     try:
-        rows = json.loads(path.read_text())["segments"]
-        return [Segment(float(start), float(end), str(label)) for start, end, label in rows]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StreamrecError(f"ground truth {path} is not valid ({type(exc).__name__}: {exc}); it needs "
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StreamrecError(f"ground truth {path} is not JSON ({exc}); it needs "
                              "\"segments\": [[start, end, label], ...]") from None
+    rows = data.get("segments") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise StreamrecError(f"ground truth {path} is not valid: it has no \"segments\" list; it needs "
+                             "\"segments\": [[start, end, label], ...]")
+    labels = None if labels is None else list(labels)
+    segments = []
+    for index, row in enumerate(rows):
+        start, end, label = truth_row(path, f"segments[{index}]", row, ("start", "end", "label"))
+        segments.append(Segment(*truth_span(path, f"segments[{index}]", label, start, end), label))
+        check_truth_label(path, f"segments[{index}]", label, labels)
+    return segments
+
+
+def truth_row(path: Path, where: str, row: Any, fields: Sequence[str]) -> Sequence[Any]:
+    """A ground-truth row with exactly ``fields``, or the error naming what it lacks."""
+    layout = f"[{', '.join(fields)}]"
+    if not isinstance(row, (list, tuple)):
+        raise StreamrecError(f"ground truth {path} is not valid: {where} is {row!r}, not a list; write it as {layout}")
+    if len(row) != len(fields):
+        missing = "a field is missing" if len(row) < len(fields) else "it has extra values"
+        raise StreamrecError(f"ground truth {path} is not valid: {where} {json.dumps(row)} has {len(row)} fields, not "
+                             f"{len(fields)} ({missing}); write it as {layout}")
+    return row
+
+
+def _about(where: str, label: Any) -> str:
+    return f"{where} ({json.dumps(label)})" if isinstance(label, str) else where
+
+
+def truth_span(path: Path, where: str, label: Any, start: Any, end: Any) -> tuple[float, float]:
+    """A true segment's start and end in source seconds: numbers, finite, not negative, end after start."""
+    about = _about(where, label)
+    times = []
+    for name, value in (("start", start), ("end", end)):
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if number is None and isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is None:
+            raise StreamrecError(f"ground truth {path} is not valid: {about} has {name} {value!r}, not a number; give it in "
+                                 "seconds from the start of the video")
+        if not math.isfinite(number) or number < 0:
+            raise StreamrecError(f"ground truth {path} is not valid: {about} has {name} {number}; times are seconds from the "
+                                 "start of the video: finite, 0 or more")
+        times.append(float(number))
+    if times[1] <= times[0]:
+        problem = "ends where it starts (no length)" if times[1] == times[0] else "ends before it starts"
+        raise StreamrecError(f"ground truth {path} is not valid: {about} {problem} ({times[0]:g} s to {times[1]:g} s), so it "
+                             "could never be matched; write it as [start, end, label] with end after start")
+    return times[0], times[1]
+
+
+def check_truth_label(path: Path, where: str, label: Any, labels: Sequence[str] | None) -> None:
+    """A true segment's (or box's) label must be a name, and one of ``labels`` when given."""
+    if not isinstance(label, str) or not label.strip():
+        raise StreamrecError(f"ground truth {path} is not valid: {where} has label {label!r}, not a name; give one of the "
+                             "model's labels as a string")
+    if labels is not None and label not in labels:
+        raise StreamrecError(f"ground truth {path} is not valid: {_about(where, label)} has a label the model does not know, so "
+                             f"it could never be matched; {label_hint(label, labels)}")
+
+
+def label_hint(label: str, labels: Sequence[str]) -> str:
+    """'did you mean ...?' for a close match among ``labels``, else the labels themselves (a few, for a long list)."""
+    close = difflib.get_close_matches(label, list(labels), n=1) or difflib.get_close_matches(
+        label.strip().lower(), [name.lower() for name in labels], n=1)
+    if close:
+        match = next(name for name in labels if name.lower() == close[0].lower())
+        return f"did you mean {json.dumps(match)}? Fix the label, or evaluate with the config whose labels it uses"
+    shown = ", ".join(labels[:12]) + (f", ... ({len(labels)} in all)" if len(labels) > 12 else "")
+    return f"the model's labels are: {shown}. Fix the label, or evaluate with the config whose labels it uses"
 
 
 # --------------------------------------------------------------------------- events to segments

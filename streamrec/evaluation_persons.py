@@ -57,7 +57,8 @@ from streamrec.config import ClipConfig
 from streamrec.detection import Detections, Keyframe, PersonDetector
 from streamrec.detection.boxes import clip_to_frame, iou_matrix
 from streamrec.errors import StreamrecError
-from streamrec.evaluation import IOU_THRESHOLD, ClassScore, predicted_span, temporal_iou
+from streamrec.evaluation import (IOU_THRESHOLD, ClassScore, check_truth_label, predicted_span, temporal_iou,
+                                  truth_row, truth_span)
 
 TRUTH_FORMAT = "streamrec-person-truth/1"
 KEYFRAME_HZ = 2.0
@@ -198,36 +199,74 @@ def write_person_truth(path: str | Path, truth: PersonTruth) -> None:
     Path(path).write_text("{\n" + ",\n".join(lines) + "\n}\n")
 
 
-def read_person_truth(path: str | Path) -> PersonTruth:
+def read_person_truth(path: str | Path, labels: Sequence[str] | None = None) -> PersonTruth:
+    """A per-person ground-truth file, each segment and box checked as `streamrec.evaluation.read_ground_truth`
+    checks segments (times, labels, with ``labels`` the model's own), and each person an integer id."""
     path = Path(path)
     if not path.is_file():
         raise StreamrecError(f"no ground truth {path}; write one with python -m streamrec.procedural_group or put "
                              "a person ground-truth JSON file (see streamrec.evaluation_persons) next to the video")
     try:
         data = json.loads(path.read_text())
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise StreamrecError(f"ground truth {path} is not JSON ({exc}); rewrite it") from None
     if not isinstance(data, dict) or data.get("format") != TRUTH_FORMAT:
         found = data.get("format") if isinstance(data, dict) else None
         raise StreamrecError(f"ground truth {path} has format {found!r}, not {TRUTH_FORMAT!r}: it is not per-person "
                              "ground truth; use a video written by python -m streamrec.procedural_group")
+    labels = None if labels is None else list(labels)
     try:
-        frames = tuple(
-            tuple(PersonBox(int(person), (float(x1), float(y1), float(x2), float(y2)), str(label), float(occluded))
-                  for person, x1, y1, x2, y2, label, occluded in frame)
-            for frame in data["boxes"])
-        segments = tuple(PersonSegment(float(start), float(end), str(label), int(person))
-                         for start, end, label, person in data["person_segments"])
+        for key in ("boxes", "person_segments"):
+            if not isinstance(data[key], list):
+                raise TypeError(f"{key!r} is not a list")
+        frames = tuple(tuple(_person_box(path, f"boxes[{f}][{k}]", row, labels) for k, row in enumerate(frame))
+                       for f, frame in enumerate(data["boxes"]))
+        segments = tuple(_person_segment(path, f"person_segments[{i}]", row, labels)
+                         for i, row in enumerate(data["person_segments"]))
         known = {"format", "fps", "frames", "width", "height", "background_label", "people", "person_segments", "boxes"}
         truth = PersonTruth(float(data["fps"]), int(data["width"]), int(data["height"]), frames, segments,
                             str(data["background_label"]), {k: v for k, v in data.items() if k not in known})
+        declared = int(data["frames"])
     except (ValueError, KeyError, TypeError) as exc:
         raise StreamrecError(f"ground truth {path} is not valid ({type(exc).__name__}: {exc}); see "
                              "streamrec.evaluation_persons for the format") from None
-    if len(truth.frames) != int(data["frames"]):
-        raise StreamrecError(f"ground truth {path} says {data['frames']} frames but boxes lists {len(truth.frames)}; "
+    check_truth_label(path, "background_label", truth.background_label, labels)
+    if len(truth.frames) != declared:
+        raise StreamrecError(f"ground truth {path} says {declared} frames but boxes lists {len(truth.frames)}; "
                              "rewrite it")
     return truth
+
+
+def _person_id(path: Path, where: str, label: Any, person: Any) -> int:
+    if not isinstance(person, int) or isinstance(person, bool):
+        about = f"{where} ({json.dumps(label)})" if isinstance(label, str) else where
+        raise StreamrecError(f"ground truth {path} is not valid: {about} has person {person!r}; people are integer ids (0, 1, ...)")
+    return person
+
+
+def _person_segment(path: Path, where: str, row: Any, labels: Sequence[str] | None) -> PersonSegment:
+    start, end, label, person = truth_row(path, where, row, ("start", "end", "label", "person"))
+    start, end = truth_span(path, where, label, start, end)
+    check_truth_label(path, where, label, labels)
+    return PersonSegment(start, end, label, _person_id(path, where, label, person))
+
+
+def _person_box(path: Path, where: str, row: Any, labels: Sequence[str] | None) -> PersonBox:
+    person, x1, y1, x2, y2, label, occluded = truth_row(path, where, row,
+                                                        ("person", "x1", "y1", "x2", "y2", "label", "occluded"))
+    about = f"{where} ({json.dumps(label)})" if isinstance(label, str) else where
+    box = []
+    for name, value in (("x1", x1), ("y1", y1), ("x2", x2), ("y2", y2)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise StreamrecError(f"ground truth {path} is not valid: {about} has {name} {value!r}; box corners are finite numbers "
+                                 "in frame pixels")
+        box.append(float(value))
+    if (not isinstance(occluded, (int, float)) or isinstance(occluded, bool)
+            or not 0 <= occluded <= 1):  # also refuses nan
+        raise StreamrecError(f"ground truth {path} is not valid: {about} has occluded {occluded!r}; it is the share of the person "
+                             "hidden, from 0 to 1")
+    check_truth_label(path, where, label, labels)
+    return PersonBox(_person_id(path, where, label, person), tuple(box), label, float(occluded))
 
 
 # --------------------------------------------------------------------------- frame-level AP

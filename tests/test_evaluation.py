@@ -126,8 +126,63 @@ def test_ground_truth_round_trip_and_errors(tmp_path):
     with pytest.raises(StreamrecError, match="no ground truth"):
         read_ground_truth(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text('{"segments": [[1, "x"]]}')
-    with pytest.raises(StreamrecError, match="not valid"):
+    with pytest.raises(StreamrecError, match="segments\\[0\\] \\[1, \"x\"\\] has 2 fields, not 3"):
         read_ground_truth(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("row,message", [
+    ([1.0, 2.0, "jumpng"], r'segments\[1\] \("jumpng"\) has a label the model does not know.*did you mean "jumping"\?'),
+    ([1.0, 2.0, "sitting"], r"the model's labels are: walking left, jumping, falling down"),
+    ([1.0, 2.0, "Falling Down"], r'did you mean "falling down"\?'),
+    ([float("nan"), 2.0, "jumping"], r'segments\[1\] \("jumping"\) has start nan; .*finite, 0 or more'),
+    ([1.0, float("inf"), "jumping"], r"has end inf; "),
+    ([-1.0, 2.0, "jumping"], r"has start -1.0; "),
+    ([3.0, 2.0, "jumping"], r'segments\[1\] \("jumping"\) ends before it starts \(3 s to 2 s\).*end after start'),
+    ([2.0, 2.0, "jumping"], r"ends where it starts"),
+    ([1.0, 2.0], r"segments\[1\] \[1.0, 2.0\] has 2 fields, not 3 \(a field is missing\); write it as \[start, end, label\]"),
+    ([1.0, 2.0, "jumping", 4], r"has 4 fields, not 3 \(it has extra values\)"),
+    ([1.0, "soon", "jumping"], r"has end 'soon', not a number"),
+    ([1.0, 2.0, 7], r"segments\[1\] has label 7, not a name"),
+    ({"start": 1}, r"segments\[1\] is \{'start': 1\}, not a list"),
+])
+def test_a_bad_ground_truth_segment_is_refused_naming_the_file_segment_problem_and_fix(tmp_path, row, message):
+    """A segment no prediction could ever match (an unknown label, no length) or with nonsense times would
+    be scored as a silent miss: refused, one line, with the file, the segment and what to write instead."""
+    path = tmp_path / "video.json"
+    path.write_text(json.dumps({"segments": [[0.5, 1.5, "walking left"], row]}))
+    with pytest.raises(StreamrecError, match=message) as caught:
+        read_ground_truth(path, LABELS)
+    assert str(caught.value).startswith(f"ground truth {path} is not valid: ") and "\n" not in str(caught.value)
+
+
+def test_ground_truth_labels_are_checked_only_when_the_model_s_labels_are_given(tmp_path):
+    path = tmp_path / "video.json"
+    write_ground_truth(path, [Segment(1.0, 2.5, "jumping"), Segment(3.0, 4.0, "anything")])
+    assert [s.label for s in read_ground_truth(path)] == ["jumping", "anything"]
+    assert read_ground_truth(path, LABELS + ["anything"])[1] == Segment(3.0, 4.0, "anything")
+    with pytest.raises(StreamrecError, match='segments\\[1\\] \\("anything"\\)'):
+        read_ground_truth(path, LABELS)
+    many = [f"class {i}" for i in range(40)]
+    with pytest.raises(StreamrecError, match=r"class 0, .*class 11, \.\.\. \(41 in all\)"):
+        read_ground_truth(path, many + ["jumping"])
+
+
+def test_eval_command_refuses_bad_ground_truth_in_one_line(tmp_path):
+    from conftest import write_video
+
+    video = write_video(tmp_path / "cam.mp4", frames=10, size=(64, 48))
+    (tmp_path / "cam.json").write_text(json.dumps({"segments": [[0.0, 1.0, "jumping"], [5.0, 4.0, "waving"]]}))
+    done = run_cli("eval", str(video), "--threads", "1")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert lines[-1].startswith(f"error: ground truth {tmp_path / 'cam.json'} is not valid: segments[1] (\"waving\") ends before it "
+                                "starts")
+    # a label the config's model does not know could never be matched: eval passes the labels in
+    (tmp_path / "cam.json").write_text(json.dumps({"segments": [[0.0, 1.0, "jumping"], [4.0, 5.0, "jumpng"]]}))
+    done = run_cli("eval", str(video), "--threads", "1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert 'segments[1] ("jumpng") has a label the model does not know' in done.stderr.strip().splitlines()[-1]
+    assert 'did you mean "jumping"?' in done.stderr.strip().splitlines()[-1]
 
 
 def test_eval_command_scores_a_generated_video_and_writes_the_report(tmp_path):

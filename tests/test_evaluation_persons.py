@@ -250,3 +250,50 @@ def test_ground_truth_file_round_trip_and_checks(tmp_path):
     path.write_text(json.dumps({"segments": [[0, 1, "waving"]]}))  # a single-stream ground truth file
     with pytest.raises(StreamrecError, match="not per-person ground truth"):
         read_person_truth(path)
+
+
+def _person_truth_file(tmp_path, segment=None, box=None, background="standing still"):
+    truth = PersonTruth(10.0, 320, 240, ((PersonBox(0, A, "waving"),), ()), (PersonSegment(0.0, 0.2, "waving", 0),),
+                        background)
+    path = tmp_path / "v.json"
+    write_person_truth(path, truth)
+    data = json.loads(path.read_text())
+    if segment is not None:
+        data["person_segments"].append(segment)
+    if box is not None:
+        data["boxes"][1].append(box)
+    path.write_text(json.dumps(data))
+    return path
+
+
+PERSON_LABELS = ["standing still", "waving", "jumping"]
+
+
+@pytest.mark.parametrize("segment,box,message", [
+    ([0.0, 1.0, "wavng", 1], None,
+     r'person_segments\[1\] \("wavng"\) has a label the model does not know.*did you mean "waving"\?'),
+    ([1.0, 0.5, "waving", 1], None, r'person_segments\[1\] \("waving"\) ends before it starts'),
+    ([float("nan"), 0.5, "waving", 1], None, r"has start nan"),
+    ([-0.5, 0.5, "waving", 1], None, r"has start -0.5"),
+    ([0.0, 0.5, "waving"], None, r"person_segments\[1\] .* has 3 fields, not 4 \(a field is missing\)"),
+    ([0.0, 0.5, "waving", "bob"], None, r"has person 'bob'; people are integer ids"),
+    (None, [1, 0, 0, 10, 10, "jumpin", 0.0], r'boxes\[1\]\[0\] \("jumpin"\).*did you mean "jumping"\?'),
+    (None, [1, 0, float("inf"), 10, 10, "jumping", 0.0], r'boxes\[1\]\[0\] \("jumping"\) has y1 inf'),
+    (None, [1, 0, 0, 10, 10, "jumping", 1.5], r"has occluded 1.5; .*from 0 to 1"),
+    (None, [1, 0, 0, 10, "jumping", 0.0], r"boxes\[1\]\[0\] .* has 6 fields, not 7"),
+])
+def test_a_bad_person_segment_or_box_is_refused_naming_the_file_row_problem_and_fix(tmp_path, segment, box, message):
+    path = _person_truth_file(tmp_path, segment, box)
+    with pytest.raises(StreamrecError, match=message) as caught:
+        read_person_truth(path, PERSON_LABELS)
+    assert str(caught.value).startswith(f"ground truth {path} is not valid: ") and "\n" not in str(caught.value)
+
+
+def test_person_truth_labels_are_checked_only_when_the_model_s_labels_are_given(tmp_path):
+    path = _person_truth_file(tmp_path, segment=[0.0, 1.0, "sneezing", 1], background="idle")
+    assert read_person_truth(path).segments[-1].label == "sneezing"
+    with pytest.raises(StreamrecError, match=r'person_segments\[1\] \("sneezing"\).*the model\'s labels are: '
+                                             r"standing still, waving, jumping"):
+        read_person_truth(path, PERSON_LABELS)
+    with pytest.raises(StreamrecError, match=r'background_label \("idle"\) has a label the model does not know'):
+        read_person_truth(path, [*PERSON_LABELS, "sneezing"])

@@ -9,12 +9,14 @@ import copy
 import dataclasses
 import inspect
 import math
+import types
 import typing
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import run_cli
 from test_export import FP32_TOLERANCE, assert_meaningful, onnx_logits, random_model, torch_logits, varied_clips
 
 from streamrec.backends.cpu_graph import rewrite_for_cpu
@@ -24,7 +26,8 @@ from streamrec.checkpoints import load_model
 from streamrec.config import CONFIG_DIR, load_config
 from streamrec.errors import StreamrecError
 from streamrec.export import export_onnx
-from streamrec.models import UInt8Clips, VideoNetwork, available_models, build_model, get_arch
+from streamrec.models import (Rows, UInt8Clips, VideoNetwork, available_models, build_model, builder_ranges,
+                              check_builder_options, get_arch)
 
 MODEL_CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if load_config(p.stem).model.arch in available_models())
 # A shipped config for every registered arch, and for each family an arch's options make (C2D, non-local
@@ -219,6 +222,99 @@ def test_bad_depth_is_a_clear_error(depth, message):
     config = config.replace(model=dataclasses.replace(config.model, kwargs={**config.model.kwargs, "depth": depth}))
     with pytest.raises(StreamrecError, match=message):
         build_model(config)
+
+
+def with_options(name: str, **options):
+    config = load_config(name)
+    return config.replace(model=dataclasses.replace(config.model, kwargs={**config.model.kwargs, **options}))
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("slowfast_tiny", {"width": -4}, "model.width must be from 1 to 4096, got -4"),
+    ("slowfast_tiny", {"depth": [1, 1, 0, 1]}, r"model.depth values must each be from 1 to 1000, got 0 in \[1, 1, 0, 1\]"),
+    ("slowfast_tiny", {"dropout": 2}, "model.dropout must be at least 0 and below 1, got 2"),
+    ("slowfast_tiny", {"dropout": math.nan}, "model.dropout must be at least 0 and below 1, got nan"),
+    ("slowfast_tiny", {"fusion_kernel": 4}, "model.fusion_kernel must be odd, from 1 to 15, got 4"),
+    ("slowfast_tiny", {"stem_temporal_kernels": [1, 3, 5]}, r"model.stem_temporal_kernels needs 2 values, got \[1, 3, 5\]"),
+    ("slowfast_tiny", {"beta_inv": 16}, "model.beta_inv 16 leaves the Fast pathway no channels at model.width 8"),
+    ("slowfast_tiny", {"beta_inv": 0}, "model.beta_inv must be from 1 to 64, got 0"),
+    ("slowfast_tiny", {"fusion_channel_ratio": 0}, "model.fusion_channel_ratio must be from 1 to 64, got 0"),
+    ("slowfast_tiny", {"width": 6, "beta_inv": 4, "groups": 2}, "model.groups 2 does not divide the Fast pathway's 3 "),
+    ("slowfast_tiny", {"train_crop_size": 8}, "model.train_crop_size must be from 16 to 4096, got 8"),
+    ("slowfast_tiny_roi", {"roi_resolution": 0}, "model.roi_resolution must be from 1 to 64, got 0"),
+    ("i3d_r50_8x8", {"temporal_strides": [1, 1, 1, 0]}, "model.temporal_strides values must each be from 1 to 4"),
+    ("x3d_xs", {"width_factor": 0}, "model.width_factor must be above 0 and at most 64, got 0"),
+    ("x3d_xs", {"se_ratio": -1}, "model.se_ratio must be from 0 to 4, got -1"),
+    ("s3d", {"head_frames": 0}, "model.head_frames must be from 1 to 128, got 0"),
+    ("r2plus1d_18", {"stem_mid_channels": 0}, "model.stem_mid_channels must be from 1 to 4096, got 0"),
+    ("mvit_b_16x4", {"num_heads": 0}, "model.num_heads must be from 1 to 1024, got 0"),
+    ("mvit_b_16x4", {"dim_mul": [[1, 0]]}, r"model.dim_mul rows are \[block, factor\], each factor above 0 and at most "
+                                           r"64; got factor 0 in \[1, 0\]"),
+    ("mvit_b_16x4", {"depth": 4, "dim_mul": [[1, 2.0]], "head_mul": [[9, 2.0]]}, r"model.head_mul names block 9; blocks are 0..4"),
+])
+def test_out_of_range_builder_arguments_are_one_line_naming_the_key_the_range_and_the_value(name, options, message):
+    """What ``--set model.KEY=VALUE`` reaches: refused before anything is built, never a traceback from
+    torch (a negative width, a dropout of 2) nor a network that fails on its first clip (an even temporal
+    kernel, padded by half of it, makes a pathway a frame longer than its residual or the other pathway)."""
+    with pytest.raises(StreamrecError, match=message) as caught:
+        build_model(with_options(name, **options))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"width": "abc"}, "model.width must be a whole number, got 'abc'"),
+    ({"width": 8.5}, "model.width must be a whole number, got 8.5"),
+    ({"width": None}, "model.width must be a whole number, got null"),
+    ({"dropout": True}, "model.dropout must be a number, got true"),
+    ({"depth": [1, "a", 1, 1]}, r"model.depth must be a whole number or a list of whole numbers, got \[1, 'a', 1, 1\]"),
+    ({"temporal_kernels": 3}, "model.temporal_kernels must be a list of lists of lists of whole numbers, got 3"),
+    ({"train_crop_size": "big"}, "model.train_crop_size must be a whole number or null, got 'big'"),
+])
+def test_builder_arguments_of_the_wrong_type_are_named_with_what_they_take(options, message):
+    with pytest.raises(StreamrecError, match=message):
+        build_model(with_options("slowfast_tiny", **options))
+
+
+def _numeric(hint) -> bool:
+    return hint in (int, float) or any(_numeric(arg) for arg in typing.get_args(hint))
+
+
+def _out_of_range(hint, spec):
+    """A value of ``hint``'s shape whose first number is below ``spec``'s range."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _out_of_range(args[0], spec)
+    if isinstance(spec, Rows):
+        return [[column.low - 1 for column in spec.columns]]
+    if hint in (int, float):
+        return hint(spec.low if spec.low_open else spec.low - 1)
+    return [_out_of_range(args[0], spec)] * (spec.length or 1)
+
+
+@pytest.mark.parametrize("arch", available_models())
+def test_every_numeric_builder_argument_has_a_range_and_it_is_enforced(arch):
+    """A builder argument that takes a number has its range in `BUILDER_RANGES` (or the arch's own), so
+    a new one cannot slip past the check; a value below it is refused naming the key."""
+    entry = get_arch(arch)
+    hints = typing.get_type_hints(entry.builder)
+    ranges = builder_ranges(entry)
+    numeric = [k for k, hint in hints.items() if k not in ("clip", "num_classes", "return") and _numeric(hint)]
+    assert not [k for k in numeric if k not in ranges], f"{arch}: builder arguments without a range"
+    for key in numeric:
+        with pytest.raises(StreamrecError, match=rf"^model\.{key} .*got "):
+            check_builder_options(entry, {key: _out_of_range(hints[key], ranges[key])})
+
+
+def test_every_shipped_config_s_builder_arguments_are_in_range():
+    for name in MODEL_CONFIGS:
+        config = load_config(name)
+        check_builder_options(get_arch(config.model.arch), config.model.kwargs)
+
+
+def test_run_refuses_an_out_of_range_model_option_in_one_line():
+    done = run_cli("run", "--publish", "none", "--quiet", "--set", "model.width=-4")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "error: model.width must be from 1 to 4096, got -4"
 
 
 def test_a_crop_smaller_than_the_training_crop_is_refused():

@@ -60,6 +60,10 @@ def block_shapes(*, thw: tuple[int, int, int], depth: int, embed_dim: int, num_h
                  pool_kvq_kernel: Sequence[int] | None, dim_mul_in_att: bool) -> list[BlockShape]:
     """Each block's shape from PySlowFast's MVIT config keys, computed as PySlowFast computes them."""
     dim_muls, head_muls = [1.0] * (depth + 1), [1.0] * (depth + 1)
+    for name, rows in (("dim_mul", dim_mul), ("head_mul", head_mul)):
+        for index, _ in rows:
+            if not 0 <= index <= depth:
+                raise StreamrecError(f"model.{name} names block {index}; blocks are 0..{depth} (model.depth {depth})")
     for index, value in dim_mul:
         dim_muls[int(index)] = value
     for index, value in head_mul:

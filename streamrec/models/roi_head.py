@@ -53,6 +53,7 @@ from streamrec.models.slowfast import (
     SLOWFAST_PYTORCHVIDEO_NAMES,
     SLOWFAST_TEMPORAL_KERNELS,
     SlowFast,
+    check_fast_width,
     slowfast_alpha,
 )
 
@@ -260,6 +261,7 @@ def slowfast_roi(
     - ``roi_resolution``: RoIAlign's output size per side, max-pooled afterwards; ``aligned``: see the
       module docstring; ``head_activation``: how the logits are read, ``sigmoid`` or ``softmax``.
     """
+    check_fast_width(width, beta_inv, groups)
     return SlowFastRoI(num_classes=num_classes, alpha=slowfast_alpha(clip, "slowfast_roi"), depth=depth, width=width,
                        beta_inv=beta_inv, fusion_channel_ratio=fusion_channel_ratio, fusion_kernel=fusion_kernel,
                        stem_temporal_kernels=stem_temporal_kernels, stem_spatial_kernel=stem_spatial_kernel,

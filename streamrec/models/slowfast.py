@@ -106,6 +106,20 @@ def slowfast_alpha(clip: ClipConfig, arch: str) -> int:
     return clip.alpha
 
 
+def check_fast_width(width: int, beta_inv: int, groups: int) -> None:
+    """The Fast pathway is ``1 / beta_inv`` as wide as Slow: each of its layers needs at least one channel,
+    and its grouped convolutions a whole number of channels a group."""
+    if width // beta_inv < 1:
+        raise StreamrecError(f"model.beta_inv {beta_inv} leaves the Fast pathway no channels at model.width {width} "
+                             f"(Fast is width / beta_inv wide); use a beta_inv from 1 to {width} or a larger width")
+    for scale in (1, 2, 4, 8):  # res2..res5
+        inner = width * groups * scale // beta_inv
+        if inner % groups:
+            raise StreamrecError(f"model.groups {groups} does not divide the Fast pathway's {inner} channels "
+                                 f"(model.width {width} x groups x {scale} / beta_inv {beta_inv}); use a width that "
+                                 "beta_inv divides, or groups 1")
+
+
 @register_model("slowfast", checkpoint_keys={"caffe2": caffe2_keys(SLOWFAST_CAFFE2_RULES),
                                               "pytorchvideo": pytorchvideo_keys(SLOWFAST_PYTORCHVIDEO_NAMES)})
 def slowfast(
@@ -137,6 +151,7 @@ def slowfast(
     - ``head_average``: ``logits`` (PyTorchVideo) or ``softmax`` (PySlowFast), which matters only when the test
       crop exceeds ``train_crop_size`` (default ``clip.crop_size``), the crop that fixes the head pooling.
     """
+    check_fast_width(width, beta_inv, groups)
     return SlowFast(num_classes=num_classes, alpha=slowfast_alpha(clip, "slowfast"), slow_frames=clip.slow_frames,
                     train_crop_size=training_crop(clip, train_crop_size), depth=depth, width=width, beta_inv=beta_inv,
                     fusion_channel_ratio=fusion_channel_ratio, fusion_kernel=fusion_kernel,
