@@ -64,6 +64,7 @@ BAD_INPUTS = [  # (argv, what the error line says)
     (["eval", "--minutes", "inf"], "argument --minutes: " "must be a number above 0, got inf"),
     (["eval", "--minutes", "1e9"], "argument --minutes: " "must be at most 1440 (a day of video), got 1e9"),
     (["eval", "--count", "0"], "argument --count: " "must be >= 1, got 0"),
+    (["bench", "streaming", "--minutes", "nan"], "argument --minutes: must be a number above 0, got nan"),
     (["subscribe", "--count", "0"], "argument --count: " "must be >= 1, got 0"),
 ]
 FILES = {  # {tmp}/NAME: its text

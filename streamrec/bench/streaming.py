@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrec.commands.flags import non_negative_int
+from streamrec.commands.flags import MAX_MINUTES, non_negative_int, video_minutes
 from streamrec.config import ClipConfig, Config, StreamingConfig, load_config, load_labels
 from streamrec.errors import StreamrecError
 
@@ -468,7 +468,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per engine call (default %(default)s)")
     parser.add_argument("--videos", type=int, default=3, help="generated surveillance videos for accuracy; 0: none "
                                                               "(default %(default)s)")
-    parser.add_argument("--minutes", type=float, default=3.0, help="length of each (default %(default)s)")
+    parser.add_argument("--minutes", type=video_minutes, default=3.0,
+                        help=f"length of each, at most {MAX_MINUTES} (default %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=12345, help="their seed, as eval --seed (default %(default)s)")
     parser.add_argument("--distilled", action="append", default=[], metavar="CONFIG=CHECKPOINT",
                         help="a checkpoint of a config distilled by train --stream-from, evaluated in its "
@@ -492,8 +493,8 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
         name, checkpoint = item.split("=", 1)
         distilled.setdefault(name, []).append(checkpoint)
     args.distilled = distilled
-    if args.iters < 1 or args.threads < 1 or args.videos < 0 or args.minutes <= 0:
-        raise StreamrecError("--iters and --threads must be >= 1, --videos >= 0 and --minutes > 0")
+    if args.iters < 1 or args.threads < 1 or args.videos < 0:
+        raise StreamrecError("--iters and --threads must be >= 1 and --videos >= 0")
     return args
 
 

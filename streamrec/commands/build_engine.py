@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamrec.backends.engine_cache import BatchProfile, cache_dir, sha256_file
+from streamrec.commands.flags import positive_int
 from streamrec.config import ClipConfig, PipelineConfig
 from streamrec.errors import StreamrecError
 
@@ -33,13 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "or --calibration videos (default %(default)s)")
     parser.add_argument("--batch", default="1:8:8", metavar="MIN:OPT:MAX",
                         help="the batch profile: valid from MIN to MAX, tuned for OPT (default %(default)s)")
-    parser.add_argument("--workspace", type=int, metavar="MB", help="limit TensorRT's build workspace")
+    parser.add_argument("--workspace", type=positive_int, metavar="MB", help="limit TensorRT's build workspace")
     parser.add_argument("--device", default="cuda", help="cuda or cuda:N (default %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="build even if a matching engine is cached")
     calibration = parser.add_argument_group("int8 calibration (with --precision int8)")
     calibration.add_argument("--calibration", type=Path, metavar="DIR", help="a folder of videos like the cameras'")
     calibration.add_argument("--config", help="the config the graph was exported from (default: read from the graph)")
-    calibration.add_argument("--calibration-clips", type=int, default=64, metavar="N",
+    calibration.add_argument("--calibration-clips", type=positive_int, default=64, metavar="N",
                              help="clips to calibrate on (default %(default)s)")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamrec.commands.flags import (add_config_flags, add_engine_flags, add_hop_flags, config_from_flags,
-                                      non_negative_int, positive_float, positive_int)
+                                      MAX_MINUTES, non_negative_int, positive_int, video_minutes)
 from streamrec.commands.train import recorded_command
 from streamrec.config import load_labels
 from streamrec.errors import StreamrecError, check_output_path
@@ -54,17 +54,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "scored by per-person event F1 and AVA's frame AP, with the detected boxes and with the "
                              "ground-truth boxes")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
-
-
-MAX_MINUTES = 24 * 60  # a generated video's length: a day at most (each is written out in full)
-
-
-def video_minutes(text: str) -> float:
-    """An argparse type: a generated video's length in minutes, above 0 and at most `MAX_MINUTES`."""
-    value = positive_float(text)
-    if value > MAX_MINUTES:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_MINUTES} (a day of video), got {text}")
-    return value
 
 
 def main(args: argparse.Namespace) -> int:

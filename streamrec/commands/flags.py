@@ -194,3 +194,14 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+MAX_MINUTES = 24 * 60  # a generated video's length: a day at most (each is written out in full)
+
+
+def video_minutes(text: str) -> float:
+    """An argparse type: a generated video's length in minutes, above 0 and at most `MAX_MINUTES`."""
+    value = positive_float(text)
+    if value > MAX_MINUTES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_MINUTES} (a day of video), got {text}")
+    return value
