@@ -10,6 +10,20 @@ The user may let some keys' values show (``events.show_query_keys``, e.g. ``chan
 ``subtype`` of a camera's stream URL): `show_query_keys` sets that once for the process, so
 every channel shows a URL alike. Paths are never masked: a token in a path segment cannot be
 told from a folder name.
+
+Users type passwords unencoded (a camera's web page allows ``/``, ``?``, ``#``, ``@``, ``'`` and
+spaces), so ``user:password@`` is not read the standard way, where the host starts after the
+first ``/``, ``?`` or ``#``: after ``scheme://USER:`` (a user name holds no ``/``, ``?``, ``#``,
+``:``, white space or quote) the password runs to the LAST ``@`` on the line that a host follows
+(a name, an address or ``[IPv6``, maybe ``:PORT``, then ``/``, ``?``, ``#``, white space, a quote,
+punctuation or the end), never across another ``scheme://`` nor past 1,024 characters (a longer
+one is read the standard way). ``rtsp://admin:pa/ss@cam/live`` shows as
+``rtsp://admin:***@cam/live``. The price, where a URL has a port or credentials and an ``@``
+later in its path or last query value (``http://host:8080/u/@alice/x``), is that it shows masked
+from the port to that ``@`` (``http://host:***@alice/x``): no password shows, some text that was
+none may be hidden. Without ``USER:`` (``https://host/@alice/x``, or a lone token
+``rtsp://TOKEN@host``) the user-info is read the standard way and such a path stays as it is.
+`split_userinfo` splits a URL by the same rule, for code that opens it.
 """
 
 from __future__ import annotations
@@ -25,6 +39,17 @@ MASK = "***"
 URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*[^\s\"'<>.,;:!?)\]}]")
 # A URL's "scheme:/" as a file path leaves it, followed by user-info: its credentials show.
 COLLAPSED_URL = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*):/(?=[^/\s\"'<>@]*@)")
+# What may follow the "@" that ends the user-info: a host (a name, an address, "[IPv6", even
+# unclosed; a mistyped one too, an error line names it) and maybe ":PORT" (a mistyped one too),
+# then the end of the host part, of the text or of the sentence. No "@" in it, nor "&" or "=",
+# which an address in a query value is followed by ("?mail=a@b.com&x=1").
+_HOST_FOLLOWS = (r"(?=(?:\[[^\s/?#@\"'<>\]]*\]?|[^\s/?#@\"'<>:\[\]&=]+)(?::[^\s/?#@\"'<>&=]*)?"
+                 r"(?:[/?#\s\"'<>,;)\]}!]|$))")
+# "scheme://USER:PASSWORD@" (or a collapsed "scheme:/USER:PASSWORD@") where the password may hold
+# anything but a line break or another "scheme://": it runs to the last "@" a host follows (a
+# bound keeps a long line of "x:/y:" linear; a longer password is one the standard way reads).
+CREDENTIALS = re.compile(r"\b(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):/(?P<slash>/)?(?P<user>[^\s/?#:\"'<>]*):"
+                         r"(?P<password>(?:(?!://)[^\r\n]){0,1024})@" + _HOST_FOLLOWS)
 # A query key the user may list: no separator, no white space.
 QUERY_KEY = re.compile(r"[^\s=&#?]+")
 
@@ -42,8 +67,27 @@ def redact(text: str) -> str:
     error message. Text without a URL comes back as it is; masking twice changes nothing. A URL
     that went through a file path (``ftp:/user:pw@host/...``: a path keeps one slash) is masked
     as the URL it was."""
-    text = COLLAPSED_URL.sub(r"\1://", str(text))
+    text = CREDENTIALS.sub(_mask_credentials, str(text))
+    text = COLLAPSED_URL.sub(r"\1://", text)
     return URL.sub(lambda match: _mask_url(match.group(0)), text)
+
+
+def split_userinfo(url: str) -> tuple[str | None, str]:
+    """``(user-info, the URL without it)`` by the rule `redact` masks by (the module's docstring):
+    ``rtsp://admin:pa/ss@cam/live`` is ``("admin:pa/ss", "rtsp://cam/live")``; ``(None, url)``
+    for a URL without user-info. The user-info is as written (percent-encoded or not)."""
+    url = str(url)
+    if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", url):
+        return None, url
+    scheme, _, rest = url.partition("://")
+    match = CREDENTIALS.match(url)
+    if match and match["slash"]:
+        return f"{match['user']}:{match['password']}", f"{scheme}://{url[match.end():]}"
+    authority = re.match(r"[^/?#]*", rest)[0]
+    if "@" not in authority:
+        return None, url
+    userinfo, _, host = authority.rpartition("@")
+    return userinfo, f"{scheme}://{host}{rest[len(authority):]}"
 
 
 def redact_data(value: Any) -> Any:
@@ -62,6 +106,11 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+def _mask_credentials(match: re.Match) -> str:
+    password = MASK if match["password"] else ""
+    return f"{match['scheme']}://{match['user']}:{password}@"
 
 
 def _mask_url(url: str) -> str:

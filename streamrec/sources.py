@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from streamrec.errors import StreamrecError
-from streamrec.redaction import redact
+from streamrec.redaction import redact, split_userinfo
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
 FILE_SERVING_SCHEMES = ("http", "https")  # where a URL may name a whole file rather than a camera's stream
@@ -104,9 +104,17 @@ def parse_source(text: str) -> SourceSpec:
 
 
 def _check_url(url: str) -> None:
-    """A URL the network sources can open at all: it parses, has a host, and any port is a number."""
+    """A URL the network sources can open at all: it parses, has a host, and any port is a number.
+    Its user-info is split off first, by the rule the mask reads it by (`split_userinfo`), so that
+    no message quotes a piece of a password; one holding '/', '?' or '#' is refused, as FFmpeg
+    would take the host to start there."""
+    userinfo, bare = split_userinfo(url)
+    if userinfo and any(c in userinfo for c in "/?#"):
+        raise StreamrecError(f"source {redact(url)}: its user name or password holds '/', '?' or '#', which end "
+                             "a URL's host part for FFmpeg; percent-encode them (/ as %2F, ? as %3F, # as %23, "
+                             "and a '%' itself as %25)")
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(bare)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number from 0 to 65535)
     except ValueError as exc:
         raise StreamrecError(f"source {redact(url)} is not a valid URL ({exc}); close the brackets around an IPv6 "

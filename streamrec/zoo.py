@@ -9,6 +9,11 @@ next run (an HTTP range request), and the file only takes its name once it is co
 a hash is published, matches it (torchvision's file names carry the first hex digits of their
 SHA-256, ``r2plus1d_18-91a641e6.pth``; a mismatch deletes the download). Loading is then the same
 safe loader as for any local file (`streamrec.checkpoints.load_checkpoint`).
+
+A URL may carry a user name and password (``https://user:pw@host/x.pyth``, percent-encoded or as
+typed, read by the rule the mask reads them by: `streamrec.redaction.split_userinfo`): they are
+taken out of the URL and sent as HTTP basic auth, to that host only (not to one a redirect names),
+and every message shows the URL masked.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 from streamrec.errors import StreamrecError
+from streamrec.redaction import redact, split_userinfo
 
 ZOO_PREFIX = "zoo:"
 CHUNK_BYTES = 1 << 20
@@ -143,7 +149,7 @@ def checkpoint_file(reference: str | os.PathLike, *, show_progress: bool = True)
         url, sha256 = entry.url, entry.sha256
     else:
         url, sha256 = text, None
-        named = HASH_IN_NAME.search(Path(urllib.parse.urlsplit(url).path).name)
+        named = HASH_IN_NAME.search(Path(urllib.parse.urlsplit(split_userinfo(url)[1]).path).name)
         sha256 = named[1] if named else None
     destination = cached_path(url)
     if destination.is_file():
@@ -153,11 +159,15 @@ def checkpoint_file(reference: str | os.PathLike, *, show_progress: bool = True)
 
 def cached_path(url: str) -> Path:
     """The cache file of a URL: its host and path under `cache_dir` (two files of one name stay apart)."""
-    parts = urllib.parse.urlsplit(url)
-    segments = [urllib.parse.unquote(s) for s in parts.path.split("/") if s]
-    if not parts.hostname or not segments or any(s in (".", "..") or "\\" in s for s in segments):
-        raise StreamrecError(f"checkpoint URL {url} names no file; pass the URL of a checkpoint file")
-    return cache_dir().joinpath(parts.hostname, *segments)
+    try:
+        parts = urllib.parse.urlsplit(split_userinfo(url)[1])
+        hostname = parts.hostname
+    except ValueError:  # an unclosed "[IPv6"
+        hostname = None
+    segments = [urllib.parse.unquote(s) for s in parts.path.split("/") if s] if hostname else []
+    if not hostname or not segments or any(s in (".", "..") or "\\" in s for s in segments):
+        raise StreamrecError(f"checkpoint URL {redact(url)} names no file; pass the URL of a checkpoint file")
+    return cache_dir().joinpath(hostname, *segments)
 
 
 def download(url: str, destination: Path, *, sha256: str | None = None, progress: TextIO | None = None) -> Path:
@@ -166,17 +176,22 @@ def download(url: str, destination: Path, *, sha256: str | None = None, progress
     partial = destination.with_name(destination.name + ".part")
     partial.parent.mkdir(parents=True, exist_ok=True)
     have = partial.stat().st_size if partial.is_file() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    userinfo, bare = split_userinfo(url)
     try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+        response = _open(bare, userinfo, have)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to send: the partial file is whole
             return _finish(partial, destination, url, sha256)
-        raise StreamrecError(f"download of {url} failed: HTTP {exc.code} {exc.reason}; check the URL") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise StreamrecError(f"cannot download {url} ({reason}); check the network, or download the file "
-                             "yourself and pass its path to --checkpoint") from None
+        if exc.code in (401, 403):
+            hint = ("check the user name and password in it" if userinfo else
+                    "the server asks for a user name and password: put USER:PASSWORD@ before the URL's host")
+        else:
+            hint = "check the URL"
+        raise StreamrecError(f"download of {redact(url)} failed: HTTP {exc.code} {exc.reason}; {hint}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)  # the URL without its user-info was opened: no password in it
+        raise StreamrecError(f"cannot download {redact(url)} ({redact(str(reason))}); check the network, or "
+                             "download the file yourself and pass its path to --checkpoint") from None
     with response:
         if have and response.status != 206:  # the server ignored the range: start again
             have = 0
@@ -193,9 +208,25 @@ def download(url: str, destination: Path, *, sha256: str | None = None, progress
         finally:
             bar.close()
     if total is not None and have < total:
-        raise StreamrecError(f"download of {url} stopped at {have} of {total} bytes; run the command again to "
-                             f"resume it (kept in {partial})")
+        raise StreamrecError(f"download of {redact(url)} stopped at {have} of {total} bytes; run the command "
+                             f"again to resume it (kept in {partial})")
     return _finish(partial, destination, url, sha256)
+
+
+def _open(url: str, userinfo: str | None, have: int) -> http.client.HTTPResponse:
+    """``url`` (no user-info in it) opened from byte ``have`` on; ``userinfo`` (``user:password``,
+    percent-encoded or not) sent as HTTP basic auth from the first request on, to this scheme, host
+    and port only: a redirect elsewhere does not get it."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    handlers = []
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        parts = urllib.parse.urlsplit(url)
+        passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
+        passwords.add_password(None, f"{parts.scheme}://{parts.netloc}/", urllib.parse.unquote(user),
+                               urllib.parse.unquote(password), is_authenticated=True)
+        handlers.append(urllib.request.HTTPBasicAuthHandler(passwords))
+    return urllib.request.build_opener(*handlers).open(request, timeout=TIMEOUT_S)
 
 
 def _total_bytes(response: http.client.HTTPResponse, have: int) -> int | None:
@@ -212,7 +243,7 @@ def _finish(partial: Path, destination: Path, url: str, sha256: str | None) -> P
         digest = sha256_of(partial)
         if not digest.startswith(sha256.lower()):
             partial.unlink()
-            raise StreamrecError(f"download of {url} does not match its published SHA-256 ({sha256}...; got "
+            raise StreamrecError(f"download of {redact(url)} does not match its published SHA-256 ({sha256}...; got "
                                  f"{digest[:len(sha256)]}...): deleted it; run again to download it afresh, "
                                  "or check the URL")
     partial.replace(destination)

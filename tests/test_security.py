@@ -345,3 +345,83 @@ def test_a_key_name_is_a_name_not_a_path(tmp_path, name):
                                                   "'_', '-' and '.' (at most 64, e.g. 'server'); choose the folder "
                                                   "with --dir"]
     assert not (tmp_path / "d").exists()
+
+
+# --------------------------------------------------------------------------- passwords as users type them
+
+
+@pytest.mark.parametrize("password", ["Kx/9q", "Kx#9q", "Kx?9q", "Kx/9q?#z"])
+def test_a_typed_password_that_ends_the_host_for_ffmpeg_is_refused_masked(password):
+    """'/', '?' and '#' end a URL's host part for FFmpeg (and urlsplit, whose port error quoted the
+    password's start): refused in one line that shows the URL masked and says to percent-encode."""
+    from streamrec.errors import StreamrecError
+    from streamrec.sources import parse_source
+
+    for host in ("cam/live", "[::1", "10.0.0.7:554/live?token=t0k3n"):
+        with pytest.raises(StreamrecError) as error:
+            parse_source(f"rtsp://admin:{password}@{host}")
+        message = str(error.value)
+        assert message.startswith(f"source rtsp://admin:***@{host.replace('t0k3n', '***')}: its user name or password "
+                                  "holds '/', '?' or '#'")
+        assert "percent-encode" in message and "Kx" not in message and "9q" not in message and "t0k3n" not in message
+
+
+@pytest.mark.parametrize("password", ["p ss", "it's", "b@c", "pa%2Fss"])
+def test_a_typed_password_ffmpeg_can_read_is_opened_as_given_and_shown_masked(password):
+    from streamrec.errors import StreamrecError
+    from streamrec.sources import parse_source
+
+    url = f"rtsp://admin:{password}@10.0.0.7:554/live"
+    spec = parse_source(url)
+    assert spec.target == url and spec.display == "rtsp://admin:***@10.0.0.7:554/live"
+    with pytest.raises(StreamrecError) as error:  # a bad port: urlsplit's message, about the host part only
+        parse_source(f"rtsp://admin:{password}@cam:x/live")
+    assert str(error.value).startswith("source rtsp://admin:***@cam:x/live is not a valid URL (Port could not be cast")
+    assert password not in str(error.value)
+
+
+@pytest.mark.parametrize("source, line", [
+    ("rtsp://admin:pa/ss@[::1", "error: --source: stream 'cam0': source rtsp://admin:***@[::1: its user name or "
+                                "password holds '/', '?' or '#'"),
+    ("rtsp://admin:pa ss@127.0.0.1:1/live", "error: stream cam0: cannot open rtsp://admin:***@127.0.0.1:1/live; check "
+                                           "the URL, credentials and that the server is reachable"),
+])
+def test_a_typed_password_reaches_no_output_of_a_run(source, line):
+    result = run_cli("run", "--publish", "none", "--quiet", "--set", "reconnect.max_retries=0", "--source", source,
+                     timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(line)
+    assert "pa/ss" not in result.stdout + result.stderr and "pa ss" not in result.stdout + result.stderr
+
+
+class AuthFiles(http.server.BaseHTTPRequestHandler):
+    """A model server that wants HTTP basic auth (viewer:right) and has no file for anyone else."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="models"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_checkpoint_urls_refused_password_is_one_masked_line():
+    """It was an http.client.InvalidURL traceback (the password read as the port) or a DNS error
+    for the host 'viewer:pw@127.0.0.1'; now the password goes as basic auth and the server's 401 is
+    one line that shows it masked."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AuthFiles)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://viewer:wr/ong pw@127.0.0.1:{server.server_address[1]}/zoo/x.pyth"
+        result = run_cli("run", "--publish", "none", "--quiet", "--source", "synthetic:frames=3", "--checkpoint", url,
+                         timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: download of http://viewer:***@127.0.0.1:{server.server_address[1]}/zoo/x.pyth failed: HTTP 401 "
+        "Unauthorized; check the user name and password in it")
+    assert "wr/ong" not in result.stdout + result.stderr

@@ -322,6 +322,43 @@ def test_run_with_a_redis_sink_puts_every_logged_event_in_the_stream(tmp_path, v
         in result.stderr
 
 
+def test_a_broker_password_as_typed_reaches_a_real_redis_and_no_message(tmp_path, caplog):
+    """A password holding '/', '@' and '#', typed into the sink URL unencoded (as a camera's or a
+    broker's web UI lets users choose them): the sink logs in with it and every line masks it."""
+    from streamrec.bench.sinks import RedisServer
+
+    password = "Kx/9q@1#z"
+
+    class PasswordRedis(RedisServer):
+        def command(self) -> list[str]:
+            return [*super().command(), "--requirepass", password]
+
+    require_broker("redis")
+    server = PasswordRedis(tmp_path / "redis").start()
+    try:
+        url = f"redis://:{password}@127.0.0.1:{server.port}/0?stream=cams"
+        caplog.set_level(logging.INFO)
+        sink = create_sink(url)
+        bus = EventBus([sink])
+        for index in range(3):
+            bus.emit("status", "door", state="live", detail=f"event {index}")
+        bus.close()
+        import redis
+
+        client = redis.Redis(port=server.port, password=password)
+        try:
+            assert [json.loads(fields[b"event"])["detail"] for _, fields in client.xrange("cams")] == [
+                f"event {index}" for index in range(3)]
+        finally:
+            client.close()
+    finally:
+        server.kill()
+    with pytest.raises(StreamrecError) as err:  # a bad port after such a password: the line shows none of it
+        check_sink_url(f"redis://admin:{password}@127.0.0.1:63x9/0")
+    assert "Kx" not in str(err.value) and "9q" not in str(err.value)
+    assert password not in caplog.text and "Kx/" not in caplog.text
+
+
 def test_bench_sinks_measures_every_target_it_can_run(tmp_path):
     for kind in ("mqtt", "redis", "nats"):
         require_broker(kind)

@@ -4,6 +4,7 @@ loaded by the same safe loader as local files; the zoo table itself is checked e
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import inspect
@@ -23,15 +24,33 @@ from streamrec.models import get_arch
 
 class Files(http.server.BaseHTTPRequestHandler):
     """Serves ``files`` (path -> bytes) with HTTP range requests; ``truncate_once`` paths send half
-    their body once and hang up, ``tampered`` paths serve other bytes than the published file's."""
+    their body once and hang up, ``tampered`` paths serve other bytes than the published file's,
+    ``redirects`` paths answer 302 to a URL. A server with ``basic_auth`` (``user:password``) wants
+    it in every request's Authorization header; ``authorizations`` records what each request sent."""
 
     files: dict[str, bytes] = {}
     truncate_once: set[str] = set()
     tampered: set[str] = set()
+    redirects: dict[str, str] = {}
     requests: list[tuple[str, str | None]] = []
+    authorizations: list[tuple[int, str, str | None]] = []  # (server port, path, Authorization)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        Files.authorizations.append((self.server.server_address[1], self.path, self.headers.get("Authorization")))
+        wanted = getattr(self.server, "basic_auth", None)
+        if wanted and self.headers.get("Authorization") != "Basic " + base64.b64encode(wanted.encode()).decode():
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="models"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         Files.requests.append((self.path, self.headers.get("Range")))
+        if self.path in self.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = self.files.get(self.path)
         if body is None:
             self.send_error(404, "Not Found")
@@ -58,6 +77,7 @@ class Files(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server(monkeypatch, tmp_path):
     Files.files, Files.truncate_once, Files.tampered, Files.requests = {}, set(), set(), []
+    Files.redirects, Files.authorizations = {}, []
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -252,3 +272,86 @@ def test_a_url_checkpoint_runs_on_the_onnx_runtime_engine_too(server, tiny, tmp_
     assert config.checkpoint == base + path
     engine = create_engine(config)
     assert engine.name == "onnxruntime" and [p for p, _ in Files.requests if p == path]
+
+
+# --------------------------------------------------------------------------- URLs with a user name and password
+
+
+@pytest.mark.parametrize("password, typed", [("s3cret-pw", "s3cret-pw"), ("pa/ss", "pa/ss"),
+                                             ("p@ss w#rd?", "p@ss w#rd?"), ("pa/ss", "pa%2Fss"), ("it's", "it%27s")])
+def test_a_url_with_a_user_name_and_password_downloads_with_basic_auth(server, tiny, tmp_path, capsys, password,
+                                                                       typed):
+    """As typed or percent-encoded: the user-info leaves the URL and goes as HTTP basic auth, from the
+    first request on; the cache keeps the file under its host and path, no password in its path."""
+    httpd, base = server
+    httpd.basic_auth = f"viewer:{password}"
+    path, data = served_torch_file(tmp_path, {"model_state": tiny_state(tiny)}, "/zoo/tiny.pyth")
+    url = base.replace("http://", f"http://viewer:{typed}@") + path
+
+    local = zoo.checkpoint_file(url)
+    assert local.read_bytes() == data
+    assert local == tmp_path / "cache" / "127.0.0.1" / "zoo" / "tiny.pyth"
+    expected = "Basic " + base64.b64encode(f"viewer:{password}".encode()).decode()
+    assert Files.authorizations == [(httpd.server_address[1], path, expected)]  # no 401 round first
+    assert password not in capsys.readouterr().err
+    assert zoo.checkpoint_file(url) == local and len(Files.authorizations) == 1  # from the cache then
+
+
+def test_a_checkpoint_url_with_credentials_loads(server, tiny, tmp_path):
+    httpd, base = server
+    httpd.basic_auth = "viewer:pa/ss"
+    state = tiny_state(tiny)
+    path, _ = served_torch_file(tmp_path, {"model_state": state}, "/zoo/tiny.pyth")
+    checkpoint = load_checkpoint(base.replace("http://", "http://viewer:pa/ss@") + path)
+    assert checkpoint.origin == "pyslowfast"
+
+
+@pytest.mark.parametrize("typed", ["wrong", "pa/ss-wrong", None])
+def test_a_refused_password_is_one_line_that_masks_it(server, tmp_path, typed):
+    httpd, base = server
+    httpd.basic_auth = "viewer:right"
+    Files.files["/zoo/x.pyth"] = b"x"
+    url = (base.replace("http://", f"http://viewer:{typed}@") if typed else base) + "/zoo/x.pyth"
+    with pytest.raises(StreamrecError) as error:
+        zoo.checkpoint_file(url)
+    message = str(error.value)
+    assert "\n" not in message and "wrong" not in message
+    if typed:
+        assert message == (f"download of {base.replace('http://', 'http://viewer:***@')}/zoo/x.pyth failed: HTTP 401 "
+                           "Unauthorized; check the user name and password in it")
+    else:
+        assert message.endswith("HTTP 401 Unauthorized; the server asks for a user name and password: put "
+                                "USER:PASSWORD@ before the URL's host")
+
+
+def test_credentials_go_to_their_host_only_not_where_it_redirects(server, tmp_path):
+    """A redirect to the same host keeps the basic auth; one to another host (another port) does not get it."""
+    httpd, base = server
+    httpd.basic_auth = "viewer:s3cret"
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        Files.files["/real/x.pyth"] = b"weights"
+        Files.redirects["/moved/x.pyth"] = "/real/x.pyth"
+        Files.redirects["/away/x.pyth"] = f"http://127.0.0.1:{other.server_address[1]}/real/x.pyth"
+        credentialed = base.replace("http://", "http://viewer:s3cret@")
+        assert zoo.checkpoint_file(credentialed + "/moved/x.pyth").read_bytes() == b"weights"
+        assert zoo.checkpoint_file(credentialed + "/away/x.pyth").read_bytes() == b"weights"
+    finally:
+        other.shutdown()
+        other.server_close()
+    sent = [(port == httpd.server_address[1], path, auth is not None) for port, path, auth in Files.authorizations]
+    assert sent == [(True, "/moved/x.pyth", True), (True, "/real/x.pyth", True), (True, "/away/x.pyth", True),
+                    (False, "/real/x.pyth", False)]
+
+
+@pytest.mark.parametrize("url", ["https://user:pw-9f8e@127.0.0.1:9/x.pyth",
+                                 "https://user:pw-9f8e@nohost.invalid/x.pyth",
+                                 "http://user:pw-9f8e@127.0.0.1:notaport/x.pyth", "http://user:pw/9f8e@127.0.0.1:9/x"])
+def test_an_unreachable_credentialed_url_is_one_line_without_its_password(monkeypatch, tmp_path, url):
+    """It was an http.client.InvalidURL traceback naming the password as the port ("nonnumeric port")."""
+    monkeypatch.setenv("STREAMREC_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(StreamrecError) as error:
+        zoo.checkpoint_file(url, show_progress=False)
+    message = str(error.value)
+    assert "9f8e" not in message and "\n" not in message and ":***@" in message

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from streamrec.errors import StreamrecError
-from streamrec.redaction import redact
+from streamrec.redaction import redact, split_userinfo
 
 if TYPE_CHECKING:
     from streamrec.events import Sink
@@ -120,11 +120,14 @@ def parse_sink_url(text: str) -> tuple[SinkKind, SinkURL]:
     """The sink a URL names and its checked settings, or one line saying what is wrong with it."""
     shown = redact(text)
     kinds = sink_kinds()
+    userinfo, bare = split_userinfo(text)  # a password as typed may hold '/', '?', '#' or '@'
     try:
-        parts = urlsplit(text)
+        parts = urlsplit(bare)
         port = parts.port
     except ValueError as exc:
-        raise StreamrecError(f"sink {shown} is not a valid URL ({exc}); e.g. redis://127.0.0.1:6379/0") from None
+        named = kinds.get(text.partition(":")[0].lower()) or kinds.get("redis") or next(iter(kinds.values()))
+        raise StreamrecError(f"sink {shown} is not a valid URL ({redact(str(exc))}); e.g. "
+                             f"{named.scheme}://127.0.0.1:{named.default_port}/{named.path_help}") from None
     kind = kinds.get(parts.scheme.lower())
     if kind is None or not parts.hostname:
         examples = ", ".join(f"{k.scheme}://HOST:{k.default_port}/{k.path_help}" for k in kinds.values())
@@ -137,9 +140,9 @@ def parse_sink_url(text: str) -> tuple[SinkKind, SinkURL]:
             hint = f"did you mean '{close[0]}'?" if close else f"it takes {', '.join(allowed)}"
             raise StreamrecError(f"sink {shown}: unknown option '{name}'; {hint}")
         options[name] = allowed[name].parse(name, value, shown)
+    user, colon, password = (userinfo or "").partition(":")
     url = SinkURL(text, kind.scheme, parts.hostname, port or kind.default_port, parts.path.lstrip("/"),
-                  unquote(parts.username) if parts.username else None,
-                  unquote(parts.password) if parts.password else None, options)
+                  unquote(user) if user else None, unquote(password) if colon and password else None, options)
     return kind, url
 
 
