@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from streamrec.errors import StreamrecError
 from streamrec.sources import OpenCVSource, SourceUnavailable, SyntheticSource, create_source, parse_source
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -37,7 +38,11 @@ def events(path: Path) -> list[dict]:
 
 
 def read_all(path: Path) -> tuple[int, OpenCVSource]:
-    source = create_source(parse_source(str(path)))
+    return read_all_from(str(path))
+
+
+def read_all_from(text: str) -> tuple[int, OpenCVSource]:
+    source = create_source(parse_source(text))
     source.open()
     frames = 0
     while source.read() is not None:
@@ -160,6 +165,42 @@ def test_a_video_file_served_over_http_plays_once_like_a_file(file_server, tmp_p
     assert statuses["cut"][-1]["state"] == "ended"
     assert statuses["cut"][-1]["detail"].startswith("end of stream: ended after ")
     assert "stream cut ended early" in result.stderr
+
+
+def test_a_percent_encoded_password_opens_a_source_behind_basic_auth(tmp_path):
+    """What the refusal of a password holding '/', '?' or '#' tells the user to type works: FFmpeg
+    decodes percent-encoded credentials (a real HTTP server on loopback that requires them)."""
+    import base64
+
+    video = mjpeg_avi(tmp_path / "clip.avi", 30).read_bytes()
+    wanted = "Basic " + base64.b64encode(b"admin:pa/ss#1").decode()
+
+    class Guarded(QuietFiles):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.headers.get("Authorization") != wanted:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="cam"')
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(video)))
+            self.end_headers()
+            self.wfile.write(video)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Guarded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"127.0.0.1:{server.server_address[1]}/clip.avi"
+        with pytest.raises(StreamrecError, match=r"percent-encode them \(/ as %2F, \? as %3F, # as %23"):
+            parse_source(f"http://admin:pa/ss#1@{base}")
+        frames, source = read_all_from(f"http://admin:pa%2Fss%231@{base}")
+        assert frames == 30 and source.ended_early is None
+        wrong = create_source(parse_source(f"http://admin:nope@{base}"))
+        with pytest.raises(SourceUnavailable):
+            wrong.open()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class MjpegCamera(http.server.BaseHTTPRequestHandler):
