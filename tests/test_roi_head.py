@@ -270,7 +270,7 @@ def test_builders_are_keyword_only_and_typed_and_the_classifier_can_be_replaced(
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"head_activation": "softmax2"}, "model.head_activation 'softmax2' is not one of: sigmoid, softmax"),
-    ({"res5_spatial_stride": 3}, "model.res5_spatial_stride must be 1 or 2"),
+    ({"res5_spatial_stride": 3}, "model.res5_spatial_stride must be from 1 to 2, got 3"),
     ({"nonlocal_instantiation": "gaussian"}, "model.nonlocal_instantiation 'gaussian'"),
     ({"head_average": "logits"}, "unknown config key.*model.head_average.*valid: depth"),
 ])
