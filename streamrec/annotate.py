@@ -221,8 +221,11 @@ class StreamAnnotator(threading.Thread):
                     self.written += 1
                 if self.window:
                     self.window.show(self.stream_id, image)
-        except Exception:  # a broken writer must not take the run down; the summary says what was written
-            log.exception("annotating stream %s failed; no more frames are drawn", self.stream_id)
+        except Exception as exc:  # a broken writer must not take the run down; the summary says what was written
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no message"
+            log.error("annotating stream %s failed (%s: %s); no more frames are drawn", self.stream_id,
+                      type(exc).__name__, reason)
+            log.debug("where it failed", exc_info=True)
             while self.frames.get() is not None:  # keep taking frames, so neither capture nor finish() waits
                 pass
         finally:

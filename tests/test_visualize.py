@@ -218,6 +218,42 @@ def test_a_stream_that_changes_resolution_keeps_its_first_size_in_the_video(tmp_
     assert len(frames) == 10 and {frame.shape for frame in frames} == {(48, 64, 3)}
 
 
+def test_a_video_writer_that_breaks_mid_run_is_one_line_and_the_frames_keep_flowing(tmp_path, monkeypatch, caplog):
+    """A disk that fills up under the annotated video: one error line (the traceback only at
+    debug level), and the tap keeps taking frames, so capture and the events go on."""
+    real_writer = cv2.VideoWriter
+
+    class FillingDisk:
+        def __init__(self, *args):
+            self.inner, self.frames = real_writer(*args), 0
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return self.inner.isOpened()
+
+        def write(self, image) -> None:
+            self.frames += 1
+            if self.frames > 3:
+                raise cv2.error("OpenCV(4.x) ffmpeg: No space left on device")
+            self.inner.write(image)
+
+        def release(self) -> None:
+            self.inner.release()
+
+    monkeypatch.setattr(annotate.cv2, "VideoWriter", FillingDisk)
+    annotator = Annotator(["cam"], {"cam": tmp_path / "cam.mp4"}, show=False)
+    annotator.start(stats_of("cam", offline=True))
+    with caplog.at_level("DEBUG", logger="streamrec"):
+        for index in range(20):
+            annotator.frame_tap("cam", index, index / 30, np.zeros((48, 64, 3), np.uint8))
+        annotator.close()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == [
+        "annotating stream cam failed (error: OpenCV(4.x) ffmpeg: No space left on device); no more frames are drawn"]
+    assert errors[0].exc_info is None  # no traceback on the terminal
+    assert any(r.levelname == "DEBUG" and r.exc_info for r in caplog.records)
+    assert annotator.streams["cam"].written == 3
+
+
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_window_that_cannot_open_says_so_and_closes_cleanly(caplog):
     """Here OpenCV is headless, so imshow fails the way it does on a machine without a GUI."""
