@@ -281,8 +281,8 @@ def test_the_timeline_draws_a_lane_per_person_in_per_person_mode(tmp_path):
     people_at = {1.0: [PersonView(1, (0, 0, 5, 5), [], {})], 2.0: [PersonView(1, (0, 0, 5, 5), [], {"waving": 2.0}),
                                                                   PersonView(2, (9, 9, 20, 20), [], {})],
                  3.0: [PersonView(2, (9, 9, 20, 20), [], {})]}
-    for time, people in people_at.items():
-        view = SimpleNamespace(stream_id="room", clip_end=time)
+    for clip_end, people in people_at.items():
+        view = SimpleNamespace(stream_id="room", clip_end=clip_end)
         recorder.observe(SimpleNamespace(view=view, scores=np.zeros(2), active={}, thresholds=thresholds,
                                          people=tuple(people)))
     recording = recorder.streams["room"]
