@@ -251,6 +251,11 @@ def with_options(name: str, **options):
     ("mvit_b_16x4", {"dim_mul": [[1, 0]]}, r"model.dim_mul rows are \[block, factor\], each factor above 0 and at most "
                                            r"64; got factor 0 in \[1, 0\]"),
     ("mvit_b_16x4", {"depth": 4, "dim_mul": [[1, 2.0]], "head_mul": [[9, 2.0]]}, r"model.head_mul names block 9; blocks are 0..4"),
+    # a non-local block after a block its stage does not have was left out of the network, silently
+    ("i3d_nln_r50_8x8", {"nonlocal_blocks": [[], [1, 4], [], []]},
+     r"model.nonlocal_blocks: res3 has 4 blocks \(0 to 3\), got \[4\]"),
+    ("slowfast_r101_ava_32x2", {"nonlocal_blocks": [[], [], [30], []]},
+     r"model.nonlocal_blocks: res4 has 23 blocks \(0 to 22\), got \[30\]"),
 ])
 def test_out_of_range_builder_arguments_are_one_line_naming_the_key_the_range_and_the_value(name, options, message):
     """What ``--set model.KEY=VALUE`` reaches: refused before anything is built, never a traceback from

@@ -381,6 +381,15 @@ def four(values: Sequence, name: str) -> tuple:
     return values
 
 
+def check_nonlocal_blocks(stage: int, indices: Sequence[int], blocks: int) -> None:
+    """A non-local block follows one of its stage's ``blocks``: an index past them would build a
+    network without it, silently."""
+    outside = sorted(i for i in indices if not 0 <= i < blocks)
+    if outside:
+        raise StreamrecError(f"model.nonlocal_blocks: res{stage + 2} has {blocks} blocks (0 to {blocks - 1}), got "
+                             f"{outside}; list the blocks a non-local block follows, counted from 0")
+
+
 class ResNet3D(VideoNetwork):
     """Single-pathway bottleneck 3D ResNet (PySlowFast's ``ResNet`` model, same names).
 
@@ -414,6 +423,7 @@ class ResNet3D(VideoNetwork):
                                        stride=spatial_strides[stage], groups=inner_channels if depthwise else groups,
                                        temporal_stride=temporal_strides[stage], b_temporal_kernel=b_temporal_kernel,
                                        factorized=factorized_b)
+            check_nonlocal_blocks(stage, nonlocal_blocks[stage], depths[stage])
             nonlocal_modules = {i: NonLocal(out_channels, out_channels // 2, nonlocal_pool, nonlocal_instantiation)
                                 for i in nonlocal_blocks[stage]}
             self.add_module(f"s{stage + 2}", ResStage([blocks], [nonlocal_modules]))

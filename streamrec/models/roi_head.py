@@ -45,6 +45,7 @@ from streamrec.models.resnet3d import (
     ResBlock,
     ResNet3D,
     ResStage,
+    check_nonlocal_blocks,
     four,
 )
 from streamrec.models.roi_align import roi_align
@@ -115,6 +116,7 @@ def add_nonlocal_blocks(network: nn.Module, channels: Sequence[int], blocks: Seq
         raise StreamrecError(f"model.nonlocal_instantiation '{instantiation}' is not one of: "
                              f"{', '.join(NONLOCAL_INSTANTIATIONS)}")
     for stage, (width, indices) in enumerate(zip(channels, four(blocks, "nonlocal_blocks"))):
+        check_nonlocal_blocks(stage, indices, network.get_submodule(f"s{stage + 2}").num_blocks[0])
         for index in indices:
             network.get_submodule(f"s{stage + 2}").add_module(
                 f"pathway0_nonlocal{index}", NonLocal(width, width // 2, pool, instantiation))
