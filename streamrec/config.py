@@ -285,7 +285,7 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] 
     overrides (values parsed as YAML); see `config_from_dict`."""
     path = resolve_config_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise StreamrecError(f"config {path} is not valid YAML: {yaml_problem(exc)}; fix the syntax there "
                              "(close every bracket and quote, indent with spaces, each key in step with its "
@@ -297,6 +297,20 @@ def load_config(name_or_path: str | Path = DEFAULT_CONFIG, overrides: list[str] 
         raise StreamrecError(f"config {path} must be a mapping of sections; see configs/slowfast_tiny.yaml")
     data.setdefault("name", path.stem)
     return config_from_dict(data, source=str(path), overrides=overrides, values=values, flags=flags)
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as configs and ``--set`` read it: PyYAML follows YAML 1.1, where ``1e-4`` (no dot) is
+    a string, and a user writing a learning rate or a threshold that way means the number."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """One YAML document, read with `ConfigLoader`."""
+    return yaml.load(text, Loader=ConfigLoader)
 
 
 def yaml_problem(exc: yaml.YAMLError, lines: bool = True) -> str:
@@ -338,7 +352,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     if not sep or not key:
         raise StreamrecError(f"override '{item}' must look like section.key=value (e.g. pipeline.hop_frames=4)")
     try:
-        value = yaml.safe_load(raw)
+        value = read_yaml(raw)
     except yaml.YAMLError as exc:
         problem = yaml_problem(exc, lines=False)
         raise StreamrecError(f"override '{item}': the value is not valid YAML ({problem}); quote it") from None

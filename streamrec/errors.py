@@ -72,6 +72,21 @@ def check_output_path(path: str | os.PathLike, flag: str | None = None, *, folde
     return target
 
 
+def check_figure_path(path: str | os.PathLike, flag: str) -> Path:
+    """`check_output_path` for a matplotlib figure, and a format matplotlib writes (.png, .svg,
+    .pdf, ...): a run should not end in a traceback after it has done its work."""
+    target = check_output_path(path, flag)
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise StreamrecError(f"{flag} needs matplotlib: pip install 'streamrec[plots]'") from None
+    formats = Figure().canvas.get_supported_filetypes()
+    if target.suffix.lower().lstrip(".") not in formats:
+        raise StreamrecError(redact(f"{flag} {os.fspath(path)}: use a file name ending in .png, .svg or .pdf "
+                                    f"(matplotlib writes {', '.join('.' + f for f in sorted(formats))})"))
+    return target
+
+
 def _file_kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "device"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from streamrec.errors import StreamrecError, check_output_path
+from streamrec.errors import StreamrecError, check_figure_path, check_output_path
 from streamrec.evaluation import Segment
 
 if TYPE_CHECKING:  # the pipeline (and its engines) is imported only by the command that runs it
@@ -93,19 +93,8 @@ class TimelineRecorder:
 
 
 def check_timeline_path(path: str | Path) -> None:
-    """Fail before the run, not after it: without matplotlib, on a format it cannot write, or on a
-    path that is no place for a local file (a URL, a folder, a device: `check_output_path`)."""
-    check_output_path(path, "--timeline")
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise StreamrecError("--timeline needs matplotlib: pip install 'streamrec[plots]'") from None
-
-    suffix = Path(path).suffix.lower().lstrip(".")
-    formats = Figure().canvas.get_supported_filetypes()
-    if suffix not in formats:
-        raise StreamrecError(f"--timeline {path}: use a file name ending in .png, .svg or .pdf "
-                             f"(matplotlib writes {', '.join('.' + f for f in sorted(formats))})")
+    """Fail before the run, not after it (`check_figure_path`)."""
+    check_figure_path(path, "--timeline")
 
 
 def write_timeline(path: str | Path, streams: dict[str, StreamRecording],

@@ -66,6 +66,16 @@ BAD_INPUTS = [  # (argv, what the error line says)
     (["eval", "--count", "0"], "argument --count: " "must be >= 1, got 0"),
     (["bench", "streaming", "--minutes", "nan"], "argument --minutes: must be a number above 0, got nan"),
     (["subscribe", "--count", "0"], "argument --count: " "must be >= 1, got 0"),
+    # A bench plan refused before the engine-only reference runs, not by a trial's cameras minutes in
+    # (a duration past time_t was a traceback; 1e300 fps and a 5x5 frame failed after the reference)
+    (["bench", "pipeline", "--duration", "1e300"], "--duration must be above 0 and at most 86400 s (a day), got 1e+300"),
+    (["bench", "pipeline", "--persons", "2", "--duration", "1e9"], "--duration must be above 0 and at most 86400 s"),
+    (["bench", "pipeline", "--engine-seconds", "1e9"], "--engine-seconds must be from 0 (time just --engine-iters"),
+    (["bench", "pipeline", "--fps", "1e300"], "--fps must be from 0.1 to 1000, got 1e+300"),
+    (["bench", "pipeline", "--size", "5x5"], "--size must be WIDTHxHEIGHT, each side from 16 to 7680 pixels"),
+    # A report file refused before the benchmark runs (the plot's format was a traceback after it)
+    (["bench", "engine", "--plot", "{tmp}/plot.xyz"], "--plot {tmp}/plot.xyz: use a file name ending in .png"),
+    (["bench", "engine", "--markdown", "{tmp}/binary.md"], "--markdown {tmp}/binary.md is not a text file"),
 ]
 FILES = {  # {tmp}/NAME: its text
     "unclosed.yaml": 'name: cams\nstreams: ["door=rtsp://cam:pw@10.0.0.7/live?token=t0k3n"\n'
@@ -80,6 +90,7 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, argv, message
     (tmp_path / "zero.mp4").write_bytes(b"")
     for name, text in FILES.items():
         (tmp_path / name).write_text(text)
+    (tmp_path / "binary.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
     if argv[0] == "run":
         argv = [*RUN, *argv[1:]]

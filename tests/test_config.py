@@ -3,6 +3,7 @@ import functools
 import math
 import re
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,21 @@ def test_overrides_parse_values_as_yaml_and_reject_malformed_items():
     assert config.postprocess.thresholds["waving"].enter == 0.8
     with pytest.raises(StreamrecError, match="section.key=value"):
         apply_override({}, "hop_frames")
+
+
+def test_a_number_written_with_an_exponent_is_a_number_in_overrides_and_files(tmp_path):
+    """PyYAML (YAML 1.1) reads ``7e-1`` as a string, so ``--set ...=7e-1`` was refused as not a float."""
+    config = load_config("slowfast_tiny", ["postprocess.enter_threshold=7e-1", "postprocess.exit_threshold=4E-1"])
+    assert (config.postprocess.enter_threshold, config.postprocess.exit_threshold) == (0.7, 0.4)
+    path = tmp_path / "exp.yaml"
+    shipped = (Path(__file__).parent.parent / "configs" / "slowfast_tiny.yaml").read_text()
+    path.write_text(shipped.replace("enter_threshold: 0.6", "enter_threshold: 8e-1")
+                    .replace("exit_threshold: 0.4", "exit_threshold: 1_0e-2"))
+    config = load_config(path)
+    assert (config.postprocess.enter_threshold, config.postprocess.exit_threshold) == (0.8, 0.1)
+    data = {}
+    apply_override(data, "events.note=e5")  # no digits before the exponent: still text
+    assert data == {"events": {"note": "e5"}}
 
 
 def test_values_are_set_as_given_and_checked_like_a_files():

@@ -40,6 +40,7 @@ from streamrec.config import Config, EventsConfig, StreamConfig
 from streamrec.detection import create_detector
 from streamrec.errors import StreamrecError
 from streamrec.events import EventBus, MemorySink
+from streamrec.sources import SyntheticSource
 
 if TYPE_CHECKING:
     from streamrec.pipeline import StreamStats
@@ -467,11 +468,26 @@ def compare_with_engine(trial: dict, references: dict[int, dict]) -> dict:
     }
 
 
+MAX_TRIAL_S = 24 * 3600.0  # a trial, or the engine-only reference's least time: a day at most
+
+
 def check_plan(plan: PipelinePlan) -> None:
-    if plan.duration_s <= 0 or plan.fps <= 0:
-        raise StreamrecError("--duration and --fps must be positive")
-    if plan.engine_seconds < 0:
-        raise StreamrecError("--engine-seconds must not be negative (0 times just --engine-iters calls)")
+    """Refuse a plan before the engine-only reference runs: a bad --fps or --size would otherwise
+    be found only by the first trial's cameras, minutes in."""
+    if not 0 < plan.duration_s <= MAX_TRIAL_S:
+        raise StreamrecError(f"--duration must be above 0 and at most {MAX_TRIAL_S:g} s (a day), got {plan.duration_s:g}")
+    if not 0 <= plan.engine_seconds <= MAX_TRIAL_S:
+        raise StreamrecError(f"--engine-seconds must be from 0 (time just --engine-iters calls) to {MAX_TRIAL_S:g}, "
+                             f"got {plan.engine_seconds:g}")
+    low, high = SyntheticSource.FPS  # the generated cameras' and people videos' rate
+    if not low <= plan.fps <= high:
+        raise StreamrecError(f"--fps must be from {low:g} to {high:g}, got {plan.fps:g}")
+    if "synthetic" in plan.sources:
+        try:
+            SyntheticSource.from_spec(f"synthetic:size={plan.size}")
+        except StreamrecError:
+            raise StreamrecError(f"--size must be WIDTHxHEIGHT, each side from {SyntheticSource.SIDES[0]} to "
+                                 f"{SyntheticSource.SIDES[1]} pixels, at most 7680x4320 in all; got {plan.size!r}") from None
     if not plan.sources:
         raise StreamrecError("no source to benchmark; pass --source synthetic, a video file or an rtsp:// URL")
 

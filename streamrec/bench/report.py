@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from streamrec.bench.machine import ResourceSampler, describe_machine, library_versions, load_average
-from streamrec.errors import StreamrecError, check_output_path
+from streamrec.errors import StreamrecError, check_figure_path, check_output_path
 from streamrec.redaction import redact, redact_data
 
 BENCHMARKS_HEADER = """# Benchmarks
@@ -75,10 +75,28 @@ REPORT_FLAGS = ("json", "markdown", "plot")  # the bench options that name a fil
 
 def check_report_paths(args) -> None:
     """Fail before a benchmark runs, not after it: each of ``--json``, ``--markdown`` and ``--plot``
-    given must be a local path where a regular file is or may be (`check_output_path`)."""
+    given must be a local path where a regular file is or may be (`check_output_path`), the plot
+    one matplotlib writes (`check_figure_path`) and an existing Markdown file text."""
     for name in REPORT_FLAGS:
         if getattr(args, name, None):
             check_output_path(getattr(args, name), f"--{name}")
+    if getattr(args, "plot", None):
+        check_figure_path(args.plot, "--plot")
+    if getattr(args, "markdown", None):
+        read_markdown(Path(args.markdown))
+
+
+def read_markdown(path: Path) -> str:
+    """The Markdown file a section goes into (a new one starts with `BENCHMARKS_HEADER`)."""
+    if not path.is_file():
+        return BENCHMARKS_HEADER
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StreamrecError(f"--markdown {path} is not a text file; give a Markdown file (e.g. BENCHMARKS.md) "
+                             "or a new name") from None
+    except OSError as err:
+        raise StreamrecError(f"cannot read {path}: {err.strerror}; choose a readable --markdown file") from None
 
 
 def write_json(document: dict, path: str | Path) -> None:
@@ -170,7 +188,7 @@ def update_markdown(path: str | Path, key: str, section: str) -> None:
     path = check_output_path(path, "--markdown")
     begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
     block = f"{begin}\n{section.rstrip()}\n{end}\n"
-    text = path.read_text() if path.is_file() else BENCHMARKS_HEADER
+    text = read_markdown(path)
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
     try:
@@ -207,7 +225,7 @@ def save_figure(figure, path: str | Path, title: str) -> None:
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     try:
-        check_output_path(path, "--plot")
+        check_figure_path(path, "--plot")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=110)
     except OSError as err:

@@ -246,21 +246,22 @@ def pipeline_main(args: argparse.Namespace) -> int:
     from streamrec.bench.report import finish_document, start_document
     from streamrec.config import load_labels
 
-    scratch = tempfile.TemporaryDirectory(prefix="streamrec-bench-persons-") if args.persons else None
-    sources = args.source or ["synthetic"]
     if args.persons:
         from streamrec.commands.run import PERSONS_CONFIG
 
         args.config = args.config or PERSONS_CONFIG
-        sources = args.source or bench.person_videos(Path(scratch.name), args.persons, args.fps, args.duration)
     config = config_from_flags(args)
     if args.persons and config.detection is None:
         config = config_from_flags(args, {"detection": {}})
-    plan = bench.PipelinePlan(sources=tuple(sources), fps=args.fps, size=args.size,
+    plan = bench.PipelinePlan(sources=tuple(args.source or ["synthetic"]), fps=args.fps, size=args.size,
                               duration_s=args.duration, p99_bound_ms=args.p99_bound,
                               engine_iterations=args.engine_iters, engine_seconds=args.engine_seconds,
                               camera_spread_s=hop_seconds(config, args.fps))
     bench.check_plan(plan)
+    scratch = tempfile.TemporaryDirectory(prefix="streamrec-bench-persons-") if args.persons else None
+    if args.persons and not args.source:  # people walking in generated videos, made to last every trial
+        plan = dataclasses.replace(plan, sources=tuple(bench.person_videos(Path(scratch.name), args.persons,
+                                                                               args.fps, args.duration)))
     if args.load is not None and not 0 < args.load <= 4:
         raise StreamrecError(f"--load {args.load} must be above 0 and at most 4: a share of the engine's capacity "
                              "(0.5 is half load, 2 asks for twice what it can serve)")

@@ -147,7 +147,7 @@ def main(args: argparse.Namespace) -> int:
             where = "to the broker at" if publisher.mode == "connect" else "on"
             log.info("publishing events %s %s%s", where, publisher.endpoint, " (CURVE)" if publisher.curve else "")
             if args.wait_subscriber and not wait_for_subscriber(publisher, args.wait_subscriber):
-                log.info("no subscriber after %.1f s; starting anyway", args.wait_subscriber)
+                log.info("no subscriber after %g s; starting anyway", args.wait_subscriber)
         pipeline = Pipeline(config, engine, labels, bus, observers=visuals.observers, frame_taps=visuals.frame_taps)
         metrics_server = serve_metrics(pipeline, config.events.metrics) if config.events.metrics else None
         stop_listening = interrupts.on_stop(pipeline.stop)  # at once if a stop came earlier: it then only closes
