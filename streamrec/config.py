@@ -338,6 +338,9 @@ def set_value(data: dict[str, Any], path: str, value: Any) -> None:
     never parsed, so a file name from the command line stays that file name. `config_from_dict`
     then checks it like any value from a file."""
     *sections, key = path.split(".")
+    if not all(part.strip() for part in (*sections, key)):
+        raise StreamrecError(f"cannot set '{path}': a key path is names joined by single dots, e.g. "
+                             "pipeline.hop_frames")
     node = data
     for part in sections:
         node = node.setdefault(part, {})
@@ -385,6 +388,9 @@ def config_from_dict(data: dict[str, Any], source: str = "config", overrides: li
     if not isinstance(streams, list):
         raise StreamrecError(f"{origins.of('streams')}: 'streams' must be a list of {{id, source}} entries")
     data["streams"] = [parse_stream_entry(entry, i, origins.of("streams")) for i, entry in enumerate(streams)]
+    if data.get("checkpoint") is not None and not isinstance(data["checkpoint"], str):
+        raise StreamrecError(f"{origins.of('checkpoint')}: 'checkpoint' must be a file path, zoo:NAME or URL, "
+                             f"got {redact(repr(data['checkpoint']))}")
     if data.get("checkpoint") and not is_remote(data["checkpoint"]):  # a zoo name or URL is fetched when loaded
         data["checkpoint"] = str(found_path(data["checkpoint"]))
     config = _build(Config, data, origins, "")

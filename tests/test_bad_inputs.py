@@ -76,11 +76,27 @@ BAD_INPUTS = [  # (argv, what the error line says)
     # A report file refused before the benchmark runs (the plot's format was a traceback after it)
     (["bench", "engine", "--plot", "{tmp}/plot.xyz"], "--plot {tmp}/plot.xyz: use a file name ending in .png"),
     (["bench", "engine", "--markdown", "{tmp}/binary.md"], "--markdown {tmp}/binary.md is not a text file"),
+    # Numbers past what a run can take, refused by the flag, not by a crash minutes in (an overflow
+    # in the optimizer or the seeding, a million threads, a sequence or batch no memory holds)
+    (["train", "--lr", "1e300"], "argument --lr: must be above 0 and at most 10, got 1e300"),
+    (["train", "--seed", "99999999999999999999999"], "argument --seed: must be from 0 to 4294967295"),
+    (["train", "--threads", "1000000"], "argument --threads: must be from 1 to 1024, got 1000000"),
+    (["train", "--workers", "100000"], "argument --workers: must be from 0 to 256, got 100000"),
+    (["train", "--stream-from", "slowfast_tiny", "--units", "100000"], "argument --units: must be from 1 to 1024"),
+    (["train", "--stream-from", "slowfast_tiny", "--batch-size", "100000"], "argument --batch-size: must be from 1 to 4096"),
+    (["bench", "streaming", "--hops", "1000000000"], "--hops '1000000000': each must be at most 1024, got 1000000000"),
+    # A checkpoint that is not a string was a TypeError traceback; a key path with an empty part
+    # was blamed on the config file
+    (["run", "--set", "checkpoint=[1, 2]"], "--set: 'checkpoint' must be a file path, zoo:NAME or URL, got [1, 2]"),
+    (["run", "--config", "{tmp}/listed.yaml"], "{tmp}/listed.yaml: 'checkpoint' must be a file path, zoo:NAME or URL"),
+    (["export", "--output", "{tmp}/o.onnx", "--set", "pipeline..hop_frames=1"],
+     "cannot set 'pipeline..hop_frames': a key path is names joined by single dots"),
 ]
 FILES = {  # {tmp}/NAME: its text
     "unclosed.yaml": 'name: cams\nstreams: ["door=rtsp://cam:pw@10.0.0.7/live?token=t0k3n"\n'
                      'pipeline:\n  hop_frames: 4\n',
     "indented.yaml": "pipeline:\n  hop_frames: 4\n max_batch: 8\n",
+    "listed.yaml": "model:\n  arch: slowfast\n  num_classes: 8\ncheckpoint: [1, 2]\n",
 }
 
 

@@ -188,8 +188,8 @@ def test_train_stream_from_labels_records_its_targets_and_average(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--stream-from", "slowfast_tiny", "--data", "{tmp}/none"], "is not a folder"),
     (["--stream-from", "slowfast_tiny", "--units", "4"], "--units 4 leaves no room"),
-    (["--stream-from", "slowfast_tiny", "--steps", "0"], "--steps, --batch-size, --units, --target-hops and --threads must be"),
-    (["--stream-from", "slowfast_tiny", "--target-hops", "0"], "--target-hops and --threads must be at least 1"),
+    (["--stream-from", "slowfast_tiny", "--steps", "0"], "argument --steps: must be from 1 to 1000000000, got 0"),
+    (["--stream-from", "slowfast_tiny", "--target-hops", "0"], "argument --target-hops: must be from 1 to 1024, got 0"),
     (["--stream-from", "slowfast_tiny", "--targets", "labels", "--data", "{tmp}"],
      "--targets labels reads the procedural generator's labels"),
     (["--targets", "labels"], "--targets set how a streaming model is distilled; add --stream-from"),

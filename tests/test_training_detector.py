@@ -71,7 +71,7 @@ def test_train_person_detector_writes_a_graph_the_onnx_detector_runs(tmp_path, c
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "2"], "--epochs does not apply to --person-detector"),
     (["--data", "videos", "--stream-from", "slowfast_tiny"], "--data, --stream-from do not apply"),
-    (["--steps", "0"], "--steps, --batch-size and --threads must be at least 1"),
+    (["--steps", "0"], "argument --steps: must be from 1 to 1000000000, got 0"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, capsys, argv, message):
     assert main(["train", "--person-detector", *argv, "--out", str(tmp_path / "out")]) == 2

@@ -73,14 +73,16 @@ def parse_names(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ..
     return names
 
 
-def parse_counts(text: str, flag: str) -> tuple[int, ...]:
-    """``1,2,4,8`` as sorted unique positive integers."""
+def parse_counts(text: str, flag: str, most: int | None = None) -> tuple[int, ...]:
+    """``1,2,4,8`` as sorted unique positive integers, each at most ``most`` if given."""
     try:
         counts = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         counts = []
     if not counts or counts[0] < 1:
         raise StreamrecError(f"{flag} {text!r} must be a comma-separated list of positive integers, e.g. 1,2,4,8")
+    if most is not None and counts[-1] > most:
+        raise StreamrecError(f"{flag} {text!r}: each must be at most {most}, got {counts[-1]}")
     return tuple(counts)
 
 

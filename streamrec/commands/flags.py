@@ -156,6 +156,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_from(low: int, high: int):
+    """An argparse type: an integer from ``low`` to ``high``. The upper end is where a value stops
+    being a setting and becomes a crash minutes in (a seed past numpy's, a million threads)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
 def c_int(text: str) -> int:
     """An argparse type: an integer from 1 to 2**31 - 1, what a C library's int setting takes."""
     value = positive_int(text)
@@ -170,6 +182,17 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
     return value
+
+
+def float_up_to(high: float):
+    """An argparse type: a finite number above 0 and at most ``high``."""
+    def parse(text: str) -> float:
+        value = positive_float(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be above 0 and at most {high:g}, got {text}")
+        return value
+
+    return parse
 
 
 def non_negative_float(text: str) -> float:

@@ -33,7 +33,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from streamrec.commands.flags import fraction, non_negative_int, positive_float
+from streamrec.commands.flags import float_up_to, fraction, int_from
 from streamrec.config import DEFAULT_CONFIG, load_config
 from streamrec.errors import StreamrecError, check_output_path
 
@@ -46,6 +46,15 @@ NOT_WITH_STREAM_FROM = ("config", "epochs", "clips_per_epoch", "train_scenes", "
                         "new_head", "resume", "set")
 NOT_WITHOUT_STREAM_FROM = ("form", "steps", "units", "target_hops", "targets", "average_units", "device")
 DETECTOR_DEFAULTS = {"steps": 3000, "batch_size": 32, "lr": 3e-3}
+# Flags' upper ends: past them a value is a typo, and would fail minutes in (an overflow in the
+# optimizer or the seeding, threads or memory the machine does not have), not at the command line.
+MAX_SEED = 2**32 - 1  # numpy's seeds
+MAX_THREADS = 1024  # as engine.threads
+MAX_WORKERS = 256
+MAX_BATCH = 4096
+MAX_UNITS = 1024  # a training sequence's, and a target's or the head's average's, units
+MAX_COUNT = 10**9  # steps, epochs, clips, scenes
+MAX_LR = 10.0
 # What the person detector's training reads; every other option is refused with --person-detector.
 WITH_PERSON_DETECTOR = ("person_detector", "config", "out", "steps", "batch_size", "lr", "seed", "threads", "workers")
 
@@ -57,21 +66,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="model config to train (default %(default)s)")
     parser.add_argument("--data", help="folder with one subfolder of videos per class (default: procedural clips)")
     parser.add_argument("--out", type=Path, help="output folder (default runs/<config name>)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--clips-per-epoch", type=int, default=defaults.clips_per_epoch)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=positive_float, help=f"peak learning rate of the one-cycle schedule (default {defaults.lr}; "
+    parser.add_argument("--epochs", type=int_from(1, MAX_COUNT), default=defaults.epochs)
+    parser.add_argument("--clips-per-epoch", type=int_from(1, MAX_COUNT), default=defaults.clips_per_epoch)
+    parser.add_argument("--batch-size", type=int_from(1, MAX_BATCH), default=defaults.batch_size)
+    parser.add_argument("--lr", type=float_up_to(MAX_LR), help=f"peak learning rate of the one-cycle schedule (default {defaults.lr}; "
                                                  f"with --stream-from, AdamW's rate, default {DISTILL_LR})")
-    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed, help="fixes data, split, augmentation and init")
-    parser.add_argument("--train-scenes", type=int, default=defaults.train_scenes, help="procedural training scenes")
-    parser.add_argument("--val-scenes", type=int, default=defaults.val_scenes,
+    parser.add_argument("--seed", type=int_from(0, MAX_SEED), default=defaults.seed, help="fixes data, split, augmentation and init")
+    parser.add_argument("--train-scenes", type=int_from(1, MAX_COUNT), default=defaults.train_scenes, help="procedural training scenes")
+    parser.add_argument("--val-scenes", type=int_from(1, MAX_COUNT), default=defaults.val_scenes,
                         help="procedural validation scenes (and as many test scenes); default "
                              f"{VAL_SCENES}, or {GROUP_VAL_SCENES} group scenes for a person model")
     parser.add_argument("--val-fraction", type=fraction, default=defaults.val_fraction,
                         help="share of each class folder's videos held out for validation")
-    parser.add_argument("--workers", type=non_negative_int, default=defaults.workers,
+    parser.add_argument("--workers", type=int_from(0, MAX_WORKERS), default=defaults.workers,
                         help="data loading processes (0: in the training process)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=int_from(1, MAX_THREADS), default=1,
                         help="torch CPU threads (default 1: on a shared CPU, threads that spin-wait for each other "
                              "lose more than they gain; the data loader takes another core)")
     parser.add_argument("--checkpoint", help="start from these weights (a streamrec checkpoint) to fine-tune; with "
@@ -88,10 +97,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                 "footage)")
     streaming.add_argument("--form", choices=("causal", "delayed_exact"),
                            help=f"the streaming form to distil (default {DISTILL_DEFAULTS['form']})")
-    streaming.add_argument("--steps", type=int, help=f"optimizer steps (default {DISTILL_DEFAULTS['steps']})")
-    streaming.add_argument("--units", type=int,
+    streaming.add_argument("--steps", type=int_from(1, MAX_COUNT), help=f"optimizer steps (default {DISTILL_DEFAULTS['steps']})")
+    streaming.add_argument("--units", type=int_from(1, MAX_UNITS),
                            help=f"units (Slow frames) per training sequence (default {DISTILL_DEFAULTS['units']})")
-    streaming.add_argument("--average-units", type=int,
+    streaming.add_argument("--average-units", type=int_from(1, MAX_UNITS),
                            help="causal form: the head averages the last N units of per-step features instead of a "
                                 "clip's (answers sooner); run the result with streaming.average_units N")
     streaming.add_argument("--device", help="where the teacher and the student run: cpu (default), cuda, cuda:N or "
@@ -99,7 +108,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     streaming.add_argument("--targets", choices=("teacher", "labels"),
                            help="teacher: the clip model's predictions, no labels (default); labels: the procedural "
                                 "generator's labels instead, to compare what labelling would buy")
-    streaming.add_argument("--target-hops", type=int,
+    streaming.add_argument("--target-hops", type=int_from(1, MAX_UNITS),
                            help="teacher windows averaged into each target, the newest and those before it "
                                 f"(default {DISTILL_DEFAULTS['target_hops']}: the pipeline smooths the student's "
                                 "output as it smooths the clip model's, so a trailing average here counts that "
@@ -133,11 +142,7 @@ def main(args: argparse.Namespace) -> int:
                              "CONFIG|CHECKPOINT")
     if args.new_head and not args.checkpoint:
         raise StreamrecError("--new-head replaces the classifier of --checkpoint; pass --checkpoint too")
-    if args.epochs < 1 or args.clips_per_epoch < 1 or args.batch_size < 1 or args.train_scenes < 1:
-        raise StreamrecError("--epochs, --clips-per-epoch, --batch-size and --train-scenes must be at least 1")
-    if args.val_scenes is not None and args.val_scenes < 1:
-        raise StreamrecError("--val-scenes must be at least 1")
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
     config = load_config(args.config, args.set)
     settings = TrainSettings(
         data=args.data, out=check_output_path(args.out or Path("runs") / config.name, "--out", folder=True),
@@ -169,9 +174,6 @@ def distill_command(args: argparse.Namespace) -> int:
     form, steps, units, target_hops, targets, device = (
         DISTILL_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
         for name in ("form", "steps", "units", "target_hops", "targets", "device"))
-    if min(steps, args.batch_size, units, args.threads, target_hops) < 1 or lr <= 0:
-        raise StreamrecError("--steps, --batch-size, --units, --target-hops and --threads must be at least 1 and "
-                             "--lr above 0")
     torch.set_num_threads(args.threads)
     config = stream_from(args.stream_from, args.checkpoint)
     out = args.out or Path("runs") / f"{config.name}_{form}{'_labels' if targets == 'labels' else ''}"
@@ -204,9 +206,6 @@ def detector_command(args: argparse.Namespace) -> int:
     steps = DETECTOR_DEFAULTS["steps"] if args.steps is None else args.steps
     batch = args.batch_size if _set_apart_from_default(args, ("batch_size",)) else DETECTOR_DEFAULTS["batch_size"]
     lr = DETECTOR_DEFAULTS["lr"] if args.lr is None else args.lr
-    if min(steps, batch, args.threads) < 1 or args.workers < 0 or lr <= 0:
-        raise StreamrecError("--steps, --batch-size and --threads must be at least 1, --workers at least 0 and --lr "
-                             "above 0")
     torch.set_num_threads(args.threads)
     out = check_output_path(args.out or Path("runs") / "person_detector", "--out", folder=True)
     # Frames as per-person mode hands them to the detector: the config's clip input (the demo's by default).
