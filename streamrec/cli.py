@@ -38,6 +38,7 @@ COMMANDS = {  # name: (module, help)
                      "build a TensorRT engine, or ONNX Runtime's int8 graph for the CPU, from an ONNX file"),
 }
 DEFAULT_COMMAND = "run"
+STOPS_CLEANLY = ("run", "subscribe", "broker", "cluster")  # they check `interrupts.requested()`; the rest are interrupted
 # The libraries' own log lines (a failed open's "[ WARN:...]", FFmpeg's "moov atom not found"),
 # which may print a source URL unmasked: off unless --verbose. A variable the user set wins.
 QUIET_LIBRARIES = {
@@ -105,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "verbose", False):
             quiet_libraries()
         log_to_stderr()
+        if name not in STOPS_CLEANLY:
+            interrupts.raise_on_stop()
         return importlib.import_module(COMMANDS[name][0]).main(args)
+    except KeyboardInterrupt:
+        print("streamrec: interrupted", file=sys.stderr)
+        return 130
     except StreamrecError as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
         return 2

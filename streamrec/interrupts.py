@@ -2,8 +2,9 @@
 
 The CLI installs the handler before anything else, so a signal during imports, model loading
 or the wait for a subscriber never ends the process with a traceback: commands check
-`requested()` and finish cleanly, and a running pipeline is stopped through `on_stop`. A
-second signal while that clean stop is under way exits at once, with status 130.
+`requested()` and finish cleanly, and a running pipeline is stopped through `on_stop`; a
+command with no clean stop is ended by `raise_on_stop`. A second signal while a clean stop is
+under way exits at once, with status 130.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable
 
 _received: int | None = None  # the first signal's number
 _listeners: list[Callable[[], None]] = []
+_raise = False  # the command has no clean stop: a signal ends it at once (`raise_on_stop`)
 
 
 def install() -> None:
@@ -39,6 +41,16 @@ def on_stop(listener: Callable[[], None]) -> Callable[[], None]:
     return lambda: _listeners.remove(listener)
 
 
+def raise_on_stop() -> None:
+    """For a command that never checks `requested()` (a benchmark, training, an export): a stop
+    raises `KeyboardInterrupt` in the main thread, so Ctrl-C or SIGTERM ends it, its ``with`` and
+    ``finally`` blocks run, and the CLI exits 130. Without this, one signal did nothing."""
+    global _raise
+    _raise = True
+    if _received is not None:
+        raise KeyboardInterrupt
+
+
 def _handle(number: int, _frame) -> None:
     global _received
     if _received is not None:
@@ -47,3 +59,5 @@ def _handle(number: int, _frame) -> None:
     _received = number
     for listener in list(_listeners):
         listener()
+    if _raise:
+        raise KeyboardInterrupt

@@ -134,6 +134,28 @@ def test_ctrl_c_at_any_moment_stops_cleanly(tmp_path, after_s):
         assert events[-1]["type"] == "status" and events[-1]["state"] == "ended"
 
 
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("argv", [
+    ("train", "--epochs", "50", "--clips-per-epoch", "100000"),  # hours of training
+    ("bench", "pipeline", "--streams", "1", "--duration", "600", "--engine-seconds", "0.2", "--engine-iters", "2"),
+], ids=["train", "bench-pipeline"])
+def test_one_signal_ends_a_command_with_no_clean_stop(tmp_path, argv, signal_number):
+    """A command that never asks whether a stop was requested (training, a benchmark) is ended by
+    the first Ctrl-C or SIGTERM, in one line and status 130: one signal used to do nothing."""
+    argv = [*argv, "--out" if argv[0] == "train" else "--json", str(tmp_path / "out")]
+    process = subprocess.Popen(cli(*argv), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8.0)  # into the work: the model is loaded and the loop or trial running
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal_number)
+    try:
+        returncode = process.wait(timeout=30)
+    finally:
+        process.kill()
+    stderr = process.stderr.read()
+    assert returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "streamrec: interrupted" and "Traceback" not in stderr, stderr
+
+
 def test_sigterm_while_waiting_for_a_subscriber_stops_cleanly(tmp_path, loopback_port):
     """The run is up and waits for its first subscriber; SIGTERM ends the wait and the run, cleanly:
     exit 0, and the log says each stream ended."""
