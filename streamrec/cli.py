@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "verbose", False):
             quiet_libraries()
         log_to_stderr()
-        if name not in STOPS_CLEANLY:
-            interrupts.raise_on_stop()
+        interrupts.raise_on_stop(name not in STOPS_CLEANLY)
         return importlib.import_module(COMMANDS[name][0]).main(args)
     except KeyboardInterrupt:
         print("streamrec: interrupted", file=sys.stderr)

@@ -41,13 +41,14 @@ def on_stop(listener: Callable[[], None]) -> Callable[[], None]:
     return lambda: _listeners.remove(listener)
 
 
-def raise_on_stop() -> None:
+def raise_on_stop(on: bool = True) -> None:
     """For a command that never checks `requested()` (a benchmark, training, an export): a stop
     raises `KeyboardInterrupt` in the main thread, so Ctrl-C or SIGTERM ends it, its ``with`` and
-    ``finally`` blocks run, and the CLI exits 130. Without this, one signal did nothing."""
+    ``finally`` blocks run, and the CLI exits 130. Without this, one signal did nothing. ``on``
+    False: a stop is only recorded (a command that stops cleanly)."""
     global _raise
-    _raise = True
-    if _received is not None:
+    _raise = on
+    if on and _received is not None:
         raise KeyboardInterrupt
 
 
