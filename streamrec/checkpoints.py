@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from streamrec.config import Config, config_from_dict, labels_path, load_config, load_labels, without_deployment
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, why_not_a_file
 from streamrec.redaction import redact_data
 from streamrec.models import UInt8Clips, VideoNetwork, build_model, get_arch
 from streamrec.zoo import ZOO_PREFIX, checkpoint_file, zoo_entry
@@ -161,7 +161,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     a URL or zoo name is fetched into the cache first (`streamrec.zoo.checkpoint_file`)."""
     path = checkpoint_file(path)
     if not path.is_file():
-        raise StreamrecError(f"checkpoint {path} not found; check the path given to --checkpoint")
+        raise StreamrecError(f"checkpoint {path} {why_not_a_file(path)}; check the path given to --checkpoint")
     if zipfile.is_zipfile(path):  # torch.save's format since torch 1.6
         payload = _read_torch_file(path)
     else:  # a Caffe2 model-zoo pickle, or torch.save's legacy format, which opens with a magic number

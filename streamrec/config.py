@@ -34,7 +34,7 @@ import yaml
 
 from streamrec.detection.config import DetectionConfig
 from streamrec.detection.config import problems as detection_problems
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, why_not_a_file
 from streamrec.zoo import is_remote
 from streamrec.redaction import QUERY_KEY, redact
 from streamrec.sources import parse_source
@@ -275,7 +275,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
         return candidate
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     raise StreamrecError(
-        f"config '{name_or_path}' not found; pass a YAML path or one of: {', '.join(known)}"
+        f"config '{name_or_path}' {why_not_a_file(path)}; pass a YAML path or one of: {', '.join(known)}"
     )
 
 

@@ -87,6 +87,18 @@ def check_figure_path(path: str | os.PathLike, flag: str) -> Path:
     return target
 
 
+def why_not_a_file(path: str | os.PathLike) -> str:
+    """What stands at ``path`` where a file to read was wanted: "not found", "is a folder, not a
+    file" or "is a device, not a regular file" (a FIFO, a socket...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "not found"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    return f"is a {_file_kind(mode)}, not a regular file"
+
+
 def _file_kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "device"

@@ -91,6 +91,13 @@ BAD_INPUTS = [  # (argv, what the error line says)
     (["run", "--config", "{tmp}/listed.yaml"], "{tmp}/listed.yaml: 'checkpoint' must be a file path, zoo:NAME or URL"),
     (["export", "--output", "{tmp}/o.onnx", "--set", "pipeline..hop_frames=1"],
      "cannot set 'pipeline..hop_frames': a key path is names joined by single dots"),
+    # A folder or a device where a file to read was wanted said "not found"
+    (["export", "--output", "{tmp}/o.onnx", "--checkpoint", "{tmp}/allowed"],
+     "checkpoint {tmp}/allowed is a folder, not a file; check the path given to --checkpoint"),
+    (["export", "--output", "{tmp}/o.onnx", "--checkpoint", "/dev/null"],
+     "checkpoint /dev/null is a device, not a regular file"),
+    (["run", "--config", "{tmp}/allowed"], "config '{tmp}/allowed' is a folder, not a file; pass a YAML path"),
+    (["run", "--config", "/dev/null"], "config '/dev/null' is a device, not a regular file; pass a YAML path"),
 ]
 FILES = {  # {tmp}/NAME: its text
     "unclosed.yaml": 'name: cams\nstreams: ["door=rtsp://cam:pw@10.0.0.7/live?token=t0k3n"\n'
