@@ -120,6 +120,6 @@ def main(argv: list[str] | None = None) -> int:
               "written there", file=sys.stderr)
         return 2
     except MemoryError:
-        print("error: out of memory for what was asked; ask for less (a smaller --batch, --streams or frame size)",
+        print("error: out of memory for what was asked; ask for less (a smaller batch, fewer streams or units, smaller frames)",
               file=sys.stderr)
         return 2

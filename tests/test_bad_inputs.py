@@ -98,6 +98,8 @@ BAD_INPUTS = [  # (argv, what the error line says)
      "checkpoint /dev/null is a device, not a regular file"),
     (["run", "--config", "{tmp}/allowed"], "config '{tmp}/allowed' is a folder, not a file; pass a YAML path"),
     (["run", "--config", "/dev/null"], "config '/dev/null' is a device, not a regular file; pass a YAML path"),
+    (["export", "--output", "{tmp}/o.onnx", "--set", "model.kwargs={width: 3}"],
+     "(options sit directly under model:, e.g. model.width, not model.kwargs.width)"),
 ]
 FILES = {  # {tmp}/NAME: its text
     "unclosed.yaml": 'name: cams\nstreams: ["door=rtsp://cam:pw@10.0.0.7/live?token=t0k3n"\n'

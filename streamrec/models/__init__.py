@@ -223,8 +223,10 @@ def check_builder_options(arch: Arch, options: Mapping[str, object]) -> None:
     unknown = [k for k in options if k not in accepted or k in ("clip", "num_classes")]
     if unknown:
         valid = [k for k in accepted if k not in ("clip", "num_classes")]
+        nested = " (options sit directly under model:, e.g. model.width, not model.kwargs.width)" if "kwargs" in unknown else ""
         raise StreamrecError(
             f"unknown config key(s) model.{', model.'.join(unknown)} for arch '{arch.name}'; valid: {', '.join(valid)}"
+            f"{nested}"
         )
     hints = typing.get_type_hints(arch.builder)
     ranges = builder_ranges(arch)
