@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from streamrec.errors import StreamrecError, check_figure_path, check_output_path
+from streamrec.errors import StreamrecError, check_output_path
 from streamrec.evaluation import Segment
 
 if TYPE_CHECKING:  # the pipeline (and its engines) is imported only by the command that runs it
@@ -90,11 +90,6 @@ class TimelineRecorder:
         """The figure, to ``path`` (any format matplotlib writes: .png, .svg, .pdf); ``ground_truth``
         maps a stream id to its true segments (as `evaluation.read_ground_truth` returns them)."""
         write_timeline(path, self.streams, ground_truth or {})
-
-
-def check_timeline_path(path: str | Path) -> None:
-    """Fail before the run, not after it (`check_figure_path`)."""
-    check_figure_path(path, "--timeline")
 
 
 def write_timeline(path: str | Path, streams: dict[str, StreamRecording],

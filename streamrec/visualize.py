@@ -17,10 +17,10 @@ import cv2
 from streamrec.annotate import Annotator, display_problem, video_paths
 from streamrec.capture import FrameTap
 from streamrec.config import Config
-from streamrec.errors import StreamrecError, check_output_path
+from streamrec.errors import StreamrecError, check_figure_path, check_output_path
 from streamrec.evaluation import Segment, ground_truth_path, read_ground_truth
 from streamrec.sources import parse_source
-from streamrec.timeline import TimelineRecorder, check_timeline_path
+from streamrec.timeline import TimelineRecorder
 
 if TYPE_CHECKING:  # the run command imports the pipeline (and its engines) only once it runs
     from streamrec.pipeline import HopObserver, Pipeline
@@ -60,7 +60,7 @@ class Visuals:
         self.timeline_path = args.timeline
         self.recorder = TimelineRecorder() if args.timeline else None
         if args.timeline:
-            check_timeline_path(args.timeline)
+            check_figure_path(args.timeline, "--timeline")  # before the run, not after it
             self._check_writable(Path(args.timeline), "--timeline")
 
     @property

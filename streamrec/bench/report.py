@@ -79,9 +79,7 @@ def check_report_paths(args) -> None:
     one matplotlib writes (`check_figure_path`) and an existing Markdown file text."""
     for name in REPORT_FLAGS:
         if getattr(args, name, None):
-            check_output_path(getattr(args, name), f"--{name}")
-    if getattr(args, "plot", None):
-        check_figure_path(args.plot, "--plot")
+            (check_figure_path if name == "plot" else check_output_path)(getattr(args, name), f"--{name}")
     if getattr(args, "markdown", None):
         read_markdown(Path(args.markdown))
 

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from streamrec.commands.flags import MAX_MINUTES, non_negative_int, video_minutes
-from streamrec.config import ClipConfig, Config, StreamingConfig, load_config, load_labels
+from streamrec.config import RANGES, ClipConfig, Config, StreamingConfig, load_config, load_labels
 from streamrec.errors import StreamrecError
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIGS = ("slowfast_tiny", "slowfast_r50_8x8")
 DEFAULT_HOPS = (4, 8, 16)
 DEFAULT_BATCHES = (1, 4)
-MAX_CLIP_FRAMES = 1024  # a hop in source frames: as long as the longest clip a config may ask for (clip.num_frames)
 MAX_BENCH_BATCH = 1024  # streams sharing a timed call
 
 
@@ -486,7 +485,8 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
     from streamrec.bench.engine import parse_counts
 
     args.config = args.config or list(DEFAULT_CONFIGS)
-    args.hops = parse_counts(args.hops, "--hops", most=MAX_CLIP_FRAMES)  # a hop past a clip's frames skips frames
+    longest_clip = int(RANGES["clip.num_frames"][1])  # a hop past a clip's frames skips frames
+    args.hops = parse_counts(args.hops, "--hops", most=longest_clip)
     args.batches = parse_counts(args.batches, "--batches", most=MAX_BENCH_BATCH)
     if any("=" not in item for item in args.distilled):
         raise StreamrecError("--distilled takes CONFIG=CHECKPOINT, e.g. slowfast_tiny=runs/causal_tiny/model.pt")

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 from streamrec.commands.flags import float_up_to, fraction, int_from
-from streamrec.config import DEFAULT_CONFIG, load_config
+from streamrec.config import DEFAULT_CONFIG, RANGES, load_config
 from streamrec.errors import StreamrecError, check_output_path
 
 
@@ -49,7 +49,7 @@ DETECTOR_DEFAULTS = {"steps": 3000, "batch_size": 32, "lr": 3e-3}
 # Flags' upper ends: past them a value is a typo, and would fail minutes in (an overflow in the
 # optimizer or the seeding, threads or memory the machine does not have), not at the command line.
 MAX_SEED = 2**32 - 1  # numpy's seeds
-MAX_THREADS = 1024  # as engine.threads
+MAX_THREADS = int(RANGES["engine.threads"][1])
 MAX_WORKERS = 256
 MAX_BATCH = 4096
 MAX_UNITS = 1024  # a training sequence's, and a target's or the head's average's, units
